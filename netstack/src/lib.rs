@@ -1,0 +1,894 @@
+//! One TCP/IP stack per poll-mode core: smoltcp behind a flow table.
+//!
+//! This crate owns the glue between a core's port queue and smoltcp: the `Device`
+//! over the queue's bursts ([`device`]), one smoltcp `Interface` per core (ARP, ICMP
+//! echo, IPv4, TCP), listening ports with no backlog limit, outbound connections to
+//! backends, and the connection table. It must not know about TLS, vservers or
+//! configuration files, and it never blocks, sleeps or reads a clock: time is an
+//! argument to every call.
+//!
+//! ## Why a flow table in front of smoltcp
+//! smoltcp's `Interface::poll` offers each incoming packet to every socket of a
+//! `SocketSet`, and its egress pass walks every socket: O(connections) per packet,
+//! fine on a microcontroller, fatal with tens of thousands of connections. Here every
+//! connection has its **own one-socket `SocketSet`**, and a hash map from the 4-tuple
+//! to the connection picks that set before smoltcp sees the frame. smoltcp then runs
+//! its unmodified TCP state machine over a set of one. Egress only visits connections
+//! that were touched (a frame arrived, the application wrote, a timer fired), and
+//! timers live in a heap keyed by each socket's own `poll_at`. Dispatch is O(1) in the
+//! number of connections; timer upkeep is O(log n) and happens only when a
+//! connection's deadline changes.
+//!
+//! ## Listening without a backlog
+//! smoltcp has no listen queue: one listening socket accepts one connection. So a SYN
+//! to a listening port with no flow entry gets a **fresh socket**, put in `Listen` just
+//! for it; the SYN creates the flow. Concurrency is bounded only by
+//! `max_connections`; beyond it SYNs are dropped and counted, as a full backlog would.
+//! A connection is announced to the application once its handshake completes, so
+//! half-open SYN floods never reach it.
+//!
+//! ## Memory
+//! A connection costs its socket buffers (`rx_buffer + tx_buffer`, configurable) plus
+//! a fixed part (the smoltcp socket, its one-slot set, the slab entry and the flow-table
+//! entry) that `benches/connscale.rs` measures and BENCHMARKS.md records. Closed
+//! sockets are kept on a per-core free list (up to `spare_sockets`) and reused, so
+//! steady-state connection churn allocates nothing.
+//!
+//! Fragmented IPv4 is dropped and counted (the appliance speaks TCP with path MTU),
+//! as are non-IPv4 frames other than ARP.
+
+mod device;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dataplane::PortQueue;
+use slab::Slab;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
+
+pub use smoltcp::socket::tcp::{Socket as TcpSocket, State as TcpState};
+pub use smoltcp::time::{Duration as NetDuration, Instant as NetInstant};
+
+use device::{capabilities, NoDevice, OneFrame};
+
+/// Most segments one connection may emit in one egress pass before others get a turn.
+const SEGMENTS_PER_PASS: usize = 64;
+/// Retry interval for a connection waiting on ARP, should the reply never come.
+const NEIGHBOR_RETRY: Duration = Duration::from_millis(1000);
+
+/// Settings of one core's stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    /// IP MTU of the port.
+    pub mtu: usize,
+    /// This core's index, and how many cores share the port (for ephemeral ports).
+    pub core: usize,
+    pub cores: usize,
+    /// Bytes of receive and send buffer per socket.
+    pub rx_buffer: usize,
+    pub tx_buffer: usize,
+    /// Connections this core holds at most (client and backend sides each count).
+    pub max_connections: usize,
+    /// Closed sockets kept for reuse.
+    pub spare_sockets: usize,
+    /// A handshake (either direction) that makes no progress for this long is aborted.
+    pub handshake_timeout: Duration,
+    /// An established connection whose peer stops answering (keep-alives included) for
+    /// this long is aborted.
+    pub idle_timeout: Duration,
+    /// Seed for TCP initial sequence numbers: must be unpredictable (see [`random_seed`]).
+    pub seed: u64,
+}
+
+/// 64 random bits from the OS, for [`StackConfig::seed`].
+pub fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(&mut b).is_ok() {
+            return u64::from_ne_bytes(b);
+        }
+    }
+    // No /dev/urandom: fall back to std's per-process random hasher keys.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+/// A connection of this core. Stale ids (of a freed connection) are detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    idx: u32,
+    gen: u32,
+}
+
+/// Why [`Stack::connect`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// `max_connections` reached.
+    TooManyConnections,
+    /// Every local port this core may use towards that backend is taken.
+    NoFreePort,
+}
+
+/// Counters of one core's stack (single writer, readable from any thread).
+#[derive(Debug, Default)]
+pub struct StackStats {
+    pub frames_in: AtomicU64,
+    /// Frames too short or inconsistent to be Ethernet/IPv4/TCP.
+    pub malformed: AtomicU64,
+    /// Frames we sent ourselves, seen again (some capture paths echo TX).
+    pub own_echo: AtomicU64,
+    /// Non-IPv4, non-ARP frames and IPv4 fragments.
+    pub unsupported: AtomicU64,
+    /// TCP segments for no connection (answered with RST by smoltcp).
+    pub no_flow: AtomicU64,
+    pub accepted: AtomicU64,
+    /// SYNs dropped because `max_connections` was reached.
+    pub syn_dropped_full: AtomicU64,
+    pub connects: AtomicU64,
+    pub active: AtomicU64,
+    pub freed: AtomicU64,
+    /// Frames that found no TX buffer.
+    pub tx_no_buffer: AtomicU64,
+}
+
+macro_rules! bump {
+    ($s:expr, $f:ident) => {
+        $s.$f.store($s.$f.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
+    };
+}
+
+/// Flow key: remote address, remote port, local port (the local address is the stack's).
+type FlowKey = u64;
+
+fn flow_key(remote: Ipv4Addr, rport: u16, lport: u16) -> FlowKey {
+    (u64::from(u32::from(remote)) << 32) | (u64::from(rport) << 16) | u64::from(lport)
+}
+
+struct Conn<T> {
+    gen: u32,
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    key: FlowKey,
+    /// Listener tag for connections accepted from a listening port.
+    listener: Option<u32>,
+    announced: bool,
+    /// The application is done with it; freed once TCP finishes closing.
+    released: bool,
+    dirty: bool,
+    ready: bool,
+    waiting_neighbor: bool,
+    timer_at: Option<i64>,
+    user: T,
+}
+
+impl<T> Conn<T> {
+    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut::<tcp::Socket>(self.handle)
+    }
+}
+
+/// A parsed IPv4/TCP frame's flow identity.
+struct TcpMeta {
+    src: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    syn_only: bool,
+}
+
+enum Class {
+    Arp,
+    Tcp(TcpMeta),
+    /// IPv4 for us that is not TCP (ICMP): smoltcp answers what it knows.
+    OtherIp,
+    /// Dropped and counted under the given reason.
+    Drop(fn(&StackStats) -> &AtomicU64),
+}
+
+/// One core's TCP/IP stack. `T` is the application's per-connection data.
+pub struct Stack<T> {
+    cfg: StackConfig,
+    iface: Interface,
+    caps: DeviceCapabilities,
+    empty: SocketSet<'static>,
+    conns: Slab<Conn<T>>,
+    next_gen: u32,
+    flows: HashMap<FlowKey, ConnId, ahash::RandomState>,
+    listeners: HashMap<u16, u32, ahash::RandomState>,
+    timers: BinaryHeap<Reverse<(i64, u32, u32)>>,
+    dirty: Vec<ConnId>,
+    ready: Vec<ConnId>,
+    accepted: Vec<(ConnId, u32)>,
+    neighbor_wait: Vec<ConnId>,
+    spare: Vec<(SocketSet<'static>, SocketHandle)>,
+    next_port: u16,
+    scratch: Vec<u8>,
+    tx_no_buffer: u64,
+    stats: Arc<StackStats>,
+}
+
+impl<T: Default> Stack<T> {
+    /// A stack with no listeners and no connections.
+    pub fn new(cfg: StackConfig, now: Instant) -> Self {
+        let caps = capabilities(cfg.mtu);
+        let mut icfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(cfg.mac)));
+        icfg.random_seed = cfg.seed ^ (cfg.core as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut iface = Interface::new(icfg, &mut NoDevice(caps.clone()), now);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::Ipv4(Ipv4Cidr::new(cfg.addr, cfg.prefix_len)));
+        });
+        if let Some(gw) = cfg.gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        let cores = cfg.cores.max(1) as u16;
+        // First ephemeral port congruent to this core (see dataplane::steer).
+        let base = dataplane::steer::EPHEMERAL_FIRST;
+        let first = base + ((cfg.core as u16 + cores - base % cores) % cores);
+        Self {
+            iface,
+            caps,
+            empty: SocketSet::new(Vec::new()),
+            conns: Slab::new(),
+            next_gen: 1,
+            flows: HashMap::default(),
+            listeners: HashMap::default(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            accepted: Vec::new(),
+            neighbor_wait: Vec::new(),
+            spare: Vec::new(),
+            next_port: first,
+            scratch: Vec::new(),
+            tx_no_buffer: 0,
+            stats: Arc::new(StackStats::default()),
+            cfg,
+        }
+    }
+
+    /// This stack's counters, shareable with other threads.
+    pub fn stats(&self) -> Arc<StackStats> {
+        self.stats.clone()
+    }
+
+    /// The stack's settings.
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    /// Accepts connections on `port`; `tag` comes back with each accepted connection.
+    pub fn listen(&mut self, port: u16, tag: u32) {
+        self.listeners.insert(port, tag);
+    }
+
+    /// Connections held now (either side, including ones closing).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn new_socket(&mut self) -> (SocketSet<'static>, SocketHandle) {
+        if let Some(s) = self.spare.pop() {
+            return s;
+        }
+        let rx = tcp::SocketBuffer::new(vec![0u8; self.cfg.rx_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0u8; self.cfg.tx_buffer]);
+        let mut sock = tcp::Socket::new(rx, tx);
+        sock.set_nagle_enabled(false);
+        let mut set = SocketSet::new(Vec::<SocketStorage>::with_capacity(1));
+        let handle = set.add(sock);
+        (set, handle)
+    }
+
+    fn insert(&mut self, set: SocketSet<'static>, handle: SocketHandle, key: FlowKey, listener: Option<u32>, user: T) -> ConnId {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let idx = self.conns.insert(Conn {
+            gen,
+            set,
+            handle,
+            key,
+            listener,
+            announced: false,
+            released: false,
+            dirty: false,
+            ready: false,
+            waiting_neighbor: false,
+            timer_at: None,
+            user,
+        }) as u32;
+        let id = ConnId { idx, gen };
+        self.flows.insert(key, id);
+        self.stats.active.store(self.conns.len() as u64, Ordering::Relaxed);
+        id
+    }
+
+    fn get(&mut self, id: ConnId) -> Option<&mut Conn<T>> {
+        self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen)
+    }
+
+    fn free(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get(id.idx as usize) else {
+            return;
+        };
+        if c.gen != id.gen {
+            return;
+        }
+        let c = self.conns.remove(id.idx as usize);
+        if self.flows.get(&c.key) == Some(&id) {
+            self.flows.remove(&c.key);
+        }
+        let (mut set, handle) = (c.set, c.handle);
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        sock.abort();
+        if self.spare.len() < self.cfg.spare_sockets && !sock.is_open() {
+            self.spare.push((set, handle));
+        }
+        bump!(self.stats, freed);
+        self.stats.active.store(self.conns.len() as u64, Ordering::Relaxed);
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.get(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, id: ConnId) {
+        if let Some(c) = self.get(id) {
+            if !c.ready && !c.released && (c.announced || c.listener.is_none()) {
+                c.ready = true;
+                self.ready.push(id);
+            }
+        }
+    }
+
+    fn classify(&self, frame: &[u8]) -> Class {
+        if frame.len() < 14 {
+            return Class::Drop(|s| &s.malformed);
+        }
+        if frame[6..12] == self.cfg.mac {
+            return Class::Drop(|s| &s.own_echo);
+        }
+        match [frame[12], frame[13]] {
+            [0x08, 0x06] => return Class::Arp,
+            [0x08, 0x00] => {}
+            _ => return Class::Drop(|s| &s.unsupported),
+        }
+        let ip = &frame[14..];
+        if ip.len() < 20 || ip[0] >> 4 != 4 {
+            return Class::Drop(|s| &s.malformed);
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if ihl < 20 || total < ihl || total > ip.len() {
+            return Class::Drop(|s| &s.malformed);
+        }
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        if frag & 0x3fff != 0 {
+            return Class::Drop(|s| &s.unsupported);
+        }
+        if ip[9] != 6 {
+            return Class::OtherIp;
+        }
+        let tcp = &ip[ihl..total];
+        if tcp.len() < 20 || usize::from(tcp[12] >> 4) * 4 < 20 || usize::from(tcp[12] >> 4) * 4 > tcp.len() {
+            return Class::Drop(|s| &s.malformed);
+        }
+        let flags = tcp[13];
+        Class::Tcp(TcpMeta {
+            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            sport: u16::from_be_bytes([tcp[0], tcp[1]]),
+            dport: u16::from_be_bytes([tcp[2], tcp[3]]),
+            // SYN set; ACK, RST and FIN clear.
+            syn_only: flags & 0x17 == 0x02,
+        })
+    }
+
+    fn ingress_with(&mut self, id: Option<ConnId>, frame: &[u8], tx: &mut dyn PortQueue, now: Instant) {
+        let mut dev = OneFrame {
+            rx: Some(frame),
+            tx,
+            caps: &self.caps,
+            scratch: &mut self.scratch,
+            tx_no_buffer: &mut self.tx_no_buffer,
+        };
+        let set = match id.and_then(|id| self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen)) {
+            Some(c) => &mut c.set,
+            None => &mut self.empty,
+        };
+        self.iface.poll_ingress_single(now, &mut dev, set);
+    }
+
+    /// Processes one received frame. Never panics on malformed input: what cannot be
+    /// parsed is dropped and counted.
+    pub fn ingress(&mut self, frame: &[u8], tx: &mut dyn PortQueue, now: Instant) {
+        bump!(self.stats, frames_in);
+        match self.classify(frame) {
+            Class::Drop(counter) => {
+                let c = counter(&self.stats);
+                c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            Class::Arp => {
+                self.ingress_with(None, frame, tx, now);
+                // A reply may be what connections were waiting for.
+                for id in std::mem::take(&mut self.neighbor_wait) {
+                    if let Some(c) = self.get(id) {
+                        c.waiting_neighbor = false;
+                    }
+                    self.mark_dirty(id);
+                }
+            }
+            Class::OtherIp => self.ingress_with(None, frame, tx, now),
+            Class::Tcp(m) => {
+                let key = flow_key(m.src, m.sport, m.dport);
+                let id = match self.flows.get(&key) {
+                    Some(&id) => id,
+                    None => match self.listeners.get(&m.dport) {
+                        Some(&tag) if m.syn_only => {
+                            if self.conns.len() >= self.cfg.max_connections {
+                                bump!(self.stats, syn_dropped_full);
+                                return;
+                            }
+                            match self.accept_syn(key, m.dport, tag) {
+                                Some(id) => id,
+                                None => return,
+                            }
+                        }
+                        _ => {
+                            bump!(self.stats, no_flow);
+                            self.ingress_with(None, frame, tx, now);
+                            return;
+                        }
+                    },
+                };
+                self.ingress_with(Some(id), frame, tx, now);
+                self.after_ingress(id);
+            }
+        }
+    }
+
+    fn accept_syn(&mut self, key: FlowKey, port: u16, tag: u32) -> Option<ConnId> {
+        let (mut set, handle) = self.new_socket();
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        sock.set_timeout(Some(self.cfg.handshake_timeout));
+        sock.set_keep_alive(None);
+        if sock.listen(port).is_err() {
+            return None;
+        }
+        Some(self.insert(set, handle, key, Some(tag), T::default()))
+    }
+
+    fn after_ingress(&mut self, id: ConnId) {
+        let Some(c) = self.get(id) else { return };
+        let state = c.socket().state();
+        let (released, announced, listener) = (c.released, c.announced, c.listener);
+        match state {
+            // The SYN was not acceptable (smoltcp answered it, or ignored it).
+            tcp::State::Listen => self.free(id),
+            tcp::State::Closed if listener.is_some() && !announced => self.free(id),
+            tcp::State::Closed if released => self.free(id),
+            // Freed by the egress pass, after the ACK of the peer's FIN has gone out.
+            tcp::State::TimeWait if released => self.mark_dirty(id),
+            tcp::State::SynReceived => self.mark_dirty(id),
+            _ => {
+                if let (Some(tag), false) = (listener, announced) {
+                    let idle = self.cfg.idle_timeout;
+                    let c = self.get(id).expect("checked above");
+                    c.announced = true;
+                    let s = c.socket();
+                    s.set_timeout(Some(idle));
+                    s.set_keep_alive(Some(idle / 4));
+                    self.accepted.push((id, tag));
+                    bump!(self.stats, accepted);
+                }
+                self.mark_dirty(id);
+                self.mark_ready(id);
+            }
+        }
+    }
+
+    /// Opens a connection to `remote` from a local port this core owns.
+    pub fn connect(&mut self, remote: SocketAddrV4, user: T) -> Result<ConnId, ConnectError> {
+        if self.conns.len() >= self.cfg.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        let cores = self.cfg.cores.max(1) as u16;
+        let base = dataplane::steer::EPHEMERAL_FIRST;
+        let span = (u16::MAX - base) / cores + 1;
+        let mut port = None;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = match p.checked_add(cores) {
+                Some(n) => n,
+                None => base + ((self.cfg.core as u16 + cores - base % cores) % cores),
+            };
+            if !self.flows.contains_key(&flow_key(*remote.ip(), remote.port(), p)) {
+                port = Some(p);
+                break;
+            }
+        }
+        let port = port.ok_or(ConnectError::NoFreePort)?;
+        let (mut set, handle) = self.new_socket();
+        let sock = set.get_mut::<tcp::Socket>(handle);
+        sock.set_timeout(Some(self.cfg.handshake_timeout));
+        sock.set_keep_alive(None);
+        let local = IpEndpoint::new(IpAddress::Ipv4(self.cfg.addr), port);
+        let peer = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
+        if sock.connect(self.iface.context(), peer, local).is_err() {
+            return Err(ConnectError::NoFreePort);
+        }
+        let id = self.insert(set, handle, flow_key(*remote.ip(), remote.port(), port), None, user);
+        bump!(self.stats, connects);
+        self.mark_dirty(id);
+        Ok(id)
+    }
+
+    /// Call once a connection that [`Stack::connect`] opened is established, to switch
+    /// it from the handshake timeout to the idle timeout.
+    pub fn set_established(&mut self, id: ConnId) {
+        let idle = self.cfg.idle_timeout;
+        if let Some(c) = self.get(id) {
+            let s = c.socket();
+            s.set_timeout(Some(idle));
+            s.set_keep_alive(Some(idle / 4));
+        }
+    }
+
+    /// Connections accepted since the last call, with their listener's tag.
+    pub fn take_accepted(&mut self, out: &mut Vec<(ConnId, u32)>) {
+        out.append(&mut self.accepted);
+    }
+
+    /// Connections whose state may have changed since the last call (data, window,
+    /// state change, timeout).
+    pub fn take_ready(&mut self, out: &mut Vec<ConnId>) {
+        for id in self.ready.drain(..) {
+            if let Some(c) = self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen) {
+                c.ready = false;
+                out.push(id);
+            }
+        }
+    }
+
+    /// The connection's socket, marking it for the next egress pass.
+    pub fn socket(&mut self, id: ConnId) -> Option<&mut tcp::Socket<'static>> {
+        self.mark_dirty(id);
+        self.get(id).map(|c| c.socket())
+    }
+
+    /// The application's data for a connection.
+    pub fn user(&mut self, id: ConnId) -> Option<&mut T> {
+        self.get(id).map(|c| &mut c.user)
+    }
+
+    /// Two connections' sockets and data at once (e.g. the two sides of a proxy).
+    #[allow(clippy::type_complexity)]
+    pub fn pair(
+        &mut self,
+        a: ConnId,
+        b: ConnId,
+    ) -> Option<((&mut tcp::Socket<'static>, &mut T), (&mut tcp::Socket<'static>, &mut T))> {
+        self.mark_dirty(a);
+        self.mark_dirty(b);
+        let (ca, cb) = self.conns.get2_mut(a.idx as usize, b.idx as usize)?;
+        if ca.gen != a.gen || cb.gen != b.gen {
+            return None;
+        }
+        let sa = ca.set.get_mut::<tcp::Socket>(ca.handle);
+        let sb = cb.set.get_mut::<tcp::Socket>(cb.handle);
+        Some(((sa, &mut ca.user), (sb, &mut cb.user)))
+    }
+
+    /// The application is done with `id`: it is freed as soon as TCP has finished
+    /// with it (at once if already closed). Close or abort the socket first.
+    pub fn release(&mut self, id: ConnId) {
+        let Some(c) = self.get(id) else { return };
+        c.released = true;
+        match c.socket().state() {
+            tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen => self.free(id),
+            _ => self.mark_dirty(id),
+        }
+    }
+
+    /// Runs due timers and transmits for every touched connection. Bounded: each
+    /// connection sends at most a fixed number of segments per call.
+    pub fn egress(&mut self, tx: &mut dyn PortQueue, now: Instant) {
+        let now_us = now.total_micros();
+        while let Some(&Reverse((at, idx, gen))) = self.timers.peek() {
+            if at > now_us {
+                break;
+            }
+            self.timers.pop();
+            let id = ConnId { idx, gen };
+            let current = self.get(id).map(|c| c.timer_at == Some(at)).unwrap_or(false);
+            if current {
+                if let Some(c) = self.get(id) {
+                    c.timer_at = None;
+                }
+                self.mark_dirty(id);
+                self.mark_ready(id);
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut again = Vec::new();
+        for id in dirty {
+            let Some(c) = self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen) else {
+                continue;
+            };
+            c.dirty = false;
+            let mut dev = OneFrame {
+                rx: None,
+                tx: &mut *tx,
+                caps: &self.caps,
+                scratch: &mut self.scratch,
+                tx_no_buffer: &mut self.tx_no_buffer,
+            };
+            let mut sent = 0;
+            while sent < SEGMENTS_PER_PASS
+                && self.iface.poll_egress(now, &mut dev, &mut c.set) == smoltcp::iface::PollResult::SocketStateChanged
+            {
+                sent += 1;
+            }
+            if sent == SEGMENTS_PER_PASS {
+                again.push(id);
+            }
+            let state = c.socket().state();
+            let poll_at = self.iface.poll_at(now, &c.set);
+            if c.released && matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+                self.free(id);
+                continue;
+            }
+            if state == tcp::State::Closed {
+                // Timed out or reset while sending: the application must see it.
+                self.mark_ready(id);
+                continue;
+            }
+            let c = self.get(id).expect("still present");
+            let s = c.socket();
+            let wants_out = matches!(
+                state,
+                tcp::State::SynSent
+                    | tcp::State::SynReceived
+                    | tcp::State::FinWait1
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+            ) || s.send_queue() > 0;
+            if sent == 0 && wants_out && !c.waiting_neighbor {
+                // Wanted to send and could not: most likely held back by a missing
+                // ARP entry (smoltcp then stays silent for a second). Retry on the
+                // next ARP frame. A false positive (a zero window) costs one extra
+                // egress pass, nothing more.
+                c.waiting_neighbor = true;
+                self.neighbor_wait.push(id);
+            }
+            let at = match poll_at {
+                Some(t) => Some(t.total_micros().max(now_us)),
+                None => wants_out.then(|| now_us + NEIGHBOR_RETRY.total_micros() as i64),
+            };
+            if let Some(at) = at {
+                let c = self.get(id).expect("still present");
+                if c.timer_at.is_none_or(|t| at < t) {
+                    c.timer_at = Some(at);
+                    self.timers.push(Reverse((at, id.idx, id.gen)));
+                }
+            }
+        }
+        for id in again {
+            self.mark_dirty(id);
+        }
+        self.stats.tx_no_buffer.store(self.tx_no_buffer, Ordering::Relaxed);
+    }
+
+    /// Whether egress has work queued right now (touched connections).
+    pub fn has_pending(&self) -> bool {
+        !self.dirty.is_empty() || !self.ready.is_empty() || !self.accepted.is_empty()
+    }
+
+    /// The earliest timer deadline, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| Instant::from_micros(*at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::{Frame, QueueCounters};
+
+    /// A queue that keeps what is sent, for wiring two stacks back to back.
+    #[derive(Default)]
+    struct VecQueue(Vec<Vec<u8>>);
+
+    impl PortQueue for VecQueue {
+        fn rx_burst(&mut self, _: &mut Vec<Frame>, _: usize) -> usize {
+            0
+        }
+        fn alloc_tx(&mut self, len: usize) -> Option<Frame> {
+            Some(Frame::from_vec(vec![0; len]))
+        }
+        fn send(&mut self, f: Frame) {
+            self.0.push(f.to_vec())
+        }
+        fn flush(&mut self) {}
+        fn counters(&self) -> QueueCounters {
+            QueueCounters::default()
+        }
+    }
+
+    fn cfg(last: u8) -> StackConfig {
+        StackConfig {
+            mac: [2, 0, 0, 0, 0, last],
+            addr: Ipv4Addr::new(10, 9, 0, last),
+            prefix_len: 24,
+            gateway: None,
+            mtu: 1500,
+            core: 0,
+            cores: 1,
+            rx_buffer: 8192,
+            tx_buffer: 8192,
+            max_connections: 10_000,
+            spare_sockets: 16,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            seed: 7,
+        }
+    }
+
+    struct Pair {
+        a: Stack<u32>,
+        b: Stack<u32>,
+        qa: VecQueue,
+        qb: VecQueue,
+        now: Instant,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let now = Instant::from_millis(1);
+            Pair { a: Stack::new(cfg(1), now), b: Stack::new(cfg(2), now), qa: VecQueue::default(), qb: VecQueue::default(), now }
+        }
+        /// Moves frames both ways until quiet.
+        fn run(&mut self) {
+            for _ in 0..10_000 {
+                self.now += Duration::from_millis(1);
+                self.a.egress(&mut self.qa, self.now);
+                self.b.egress(&mut self.qb, self.now);
+                if self.qa.0.is_empty() && self.qb.0.is_empty() {
+                    return;
+                }
+                for f in std::mem::take(&mut self.qa.0) {
+                    self.b.ingress(&f, &mut self.qb, self.now);
+                }
+                for f in std::mem::take(&mut self.qb.0) {
+                    self.a.ingress(&f, &mut self.qa, self.now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_connections_exchange_data_through_listener_pool() {
+        let mut p = Pair::new();
+        p.b.listen(80, 42);
+        let n = 300;
+        let ids: Vec<_> = (0..n)
+            .map(|i| p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i).unwrap())
+            .collect();
+        p.run();
+        let mut acc = Vec::new();
+        p.b.take_accepted(&mut acc);
+        assert_eq!(acc.len(), n as usize, "every SYN got its own listening socket");
+        assert!(acc.iter().all(|&(_, tag)| tag == 42));
+        for (i, &id) in ids.iter().enumerate() {
+            let s = p.a.socket(id).unwrap();
+            assert_eq!(s.state(), TcpState::Established);
+            s.send_slice(format!("hello {i}").as_bytes()).unwrap();
+        }
+        p.run();
+        let mut got = Vec::new();
+        for &(id, _) in &acc {
+            let s = p.b.socket(id).unwrap();
+            let mut buf = [0u8; 64];
+            let k = s.recv_slice(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..k]).to_string());
+            s.close();
+            p.b.release(id);
+        }
+        got.sort();
+        let mut want: Vec<_> = (0..n).map(|i| format!("hello {i}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+        p.run();
+        for &id in &ids {
+            let s = p.a.socket(id).unwrap();
+            assert!(!s.may_recv(), "FIN arrived");
+            s.close();
+            p.a.release(id);
+        }
+        p.run();
+        assert_eq!(p.a.connections(), 0);
+        assert_eq!(p.b.connections(), 0, "closed connections are freed");
+        assert_eq!(p.b.stats().accepted.load(Ordering::Relaxed), n as u64);
+    }
+
+    #[test]
+    fn closed_port_gets_rst_and_garbage_is_counted() {
+        let mut p = Pair::new();
+        let id = p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 81), 0).unwrap();
+        p.run();
+        assert_eq!(p.a.socket(id).unwrap().state(), TcpState::Closed, "refused by RST");
+        assert_eq!(p.b.stats().no_flow.load(Ordering::Relaxed), 1);
+        let mut q = VecQueue::default();
+        let now = p.now;
+        // Every prefix of a real SYN, and a few mangled headers: dropped, never a panic.
+        let syn = {
+            let mut a = Stack::<u32>::new(cfg(1), now);
+            let mut qa = VecQueue::default();
+            // Resolve ARP by hand: an ARP reply from b first.
+            a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0).unwrap();
+            a.egress(&mut qa, now);
+            let arp = qa.0.pop().unwrap();
+            p.b.ingress(&arp, &mut q, now);
+            let reply = q.0.pop().unwrap();
+            a.ingress(&reply, &mut qa, now);
+            a.egress(&mut qa, now);
+            qa.0.pop().unwrap()
+        };
+        let before = p.b.stats().malformed.load(Ordering::Relaxed);
+        for n in 0..syn.len() {
+            p.b.ingress(&syn[..n], &mut q, now);
+        }
+        for (i, v) in [(14, 0x4f), (14, 0x60), (16, 0xff), (46, 0xf0), (46, 0x10)] {
+            let mut f = syn.clone();
+            f[i] = v;
+            p.b.ingress(&f, &mut q, now);
+        }
+        assert!(p.b.stats().malformed.load(Ordering::Relaxed) > before + 10);
+        assert_eq!(p.b.connections(), 0);
+    }
+
+    #[test]
+    fn syn_beyond_max_connections_is_dropped_and_counted() {
+        let mut p = Pair::new();
+        p.b.cfg.max_connections = 3;
+        p.b.listen(80, 0);
+        for i in 0..5 {
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i).unwrap();
+        }
+        p.now += Duration::from_millis(1);
+        p.a.egress(&mut p.qa, p.now);
+        // Deliver ARP, let b answer, then the SYNs.
+        p.run();
+        assert_eq!(p.b.connections(), 3);
+        assert!(p.b.stats().syn_dropped_full.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[test]
+    fn ephemeral_ports_belong_to_their_core() {
+        let mut c = cfg(1);
+        c.cores = 3;
+        c.core = 2;
+        let mut s = Stack::<u32>::new(c, Instant::from_millis(0));
+        for _ in 0..50 {
+            let id = s.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0).unwrap();
+            let port = s.socket(id).unwrap().local_endpoint().unwrap().port;
+            assert_eq!(dataplane::steer::ephemeral_owner(port, 3), 2);
+        }
+    }
+}
