@@ -431,12 +431,9 @@ impl PortQueue for DpdkQueue {
     fn counters(&self) -> QueueCounters {
         self.counters
     }
-}
 
-impl DpdkQueue {
     /// Registers the calling thread with EAL so mempool per-lcore caches work for it.
-    /// Called once by the poll-mode core that owns the queue.
-    pub fn register_thread(&self) {
+    fn on_core_start(&mut self) {
         // SAFETY: plain registration call; failure only loses the mempool cache.
         if unsafe { dpdk_sys::tlsa_thread_register() } != 0 {
             log::warn!("rte_thread_register failed: mempool caches off for queue {}", self.queue);

@@ -47,4 +47,6 @@ pub trait PortQueue: Send {
     fn flush(&mut self);
     /// This queue's counters so far.
     fn counters(&self) -> QueueCounters;
+    /// Called once on the poll-mode thread that will own the queue, before polling.
+    fn on_core_start(&mut self) {}
 }

@@ -1,0 +1,463 @@
+//! The appliance's configuration: TOML in, a validated [`Config`] out.
+//!
+//! Parsing happens in two steps: serde reads the raw shape (unknown fields are
+//! errors), then [`Config::from_raw`] checks every value and turns it into typed form.
+//! Every error names the file, the field (`vserver[1].backends[0]`) and the reason,
+//! and nothing starts half-configured. The README documents each field.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dataplane::cores::IdlePolicy;
+use serde::Deserialize;
+
+/// A configuration error: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    dataplane: RawDataplane,
+    #[serde(default)]
+    tcp: RawTcp,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default, rename = "vserver")]
+    vservers: Vec<RawVserver>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    driver: String,
+    #[serde(default)]
+    eal_args: Vec<String>,
+    port: Option<String>,
+    cores: Vec<i64>,
+    address: String,
+    gateway: Option<String>,
+    idle: Option<String>,
+    #[serde(default)]
+    pin: Option<bool>,
+    mbufs_per_queue: Option<i64>,
+    rx_descriptors: Option<i64>,
+    tx_descriptors: Option<i64>,
+    max_connections_per_core: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    rx_buffer: Option<i64>,
+    tx_buffer: Option<i64>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    spare_sockets: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<String>,
+    stats_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVserver {
+    name: String,
+    listen: String,
+    mode: String,
+    backends: Vec<String>,
+}
+
+/// Which port driver the data plane uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// A DPDK ethdev (any PMD or vdev from `eal_args`).
+    Dpdk,
+    /// The in-memory wire: tests and benchmarks only; the daemon refuses it.
+    Memory,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub driver: Driver,
+    pub eal_args: Vec<String>,
+    pub port: Option<String>,
+    pub cores: Vec<usize>,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub idle: IdlePolicy,
+    /// Pin each poll-mode thread to its CPU (default true).
+    pub pin: bool,
+    pub mbufs_per_queue: u32,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    pub max_connections_per_core: usize,
+}
+
+/// `[tcp]`.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    pub rx_buffer: usize,
+    pub tx_buffer: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub spare_sockets: usize,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub socket: PathBuf,
+    /// How often the daemon logs a stats line (0 = never).
+    pub stats_interval: Duration,
+}
+
+/// What a vserver does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain TCP (L4) proxy.
+    Tcp,
+}
+
+/// One `[[vserver]]`.
+#[derive(Debug, Clone)]
+pub struct Vserver {
+    pub name: String,
+    pub listen: SocketAddrV4,
+    pub mode: Mode,
+    pub backends: Vec<SocketAddrV4>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dataplane: DataplaneConfig,
+    pub tcp: TcpConfig,
+    pub control: ControlConfig,
+    pub vservers: Vec<Vserver>,
+}
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/appliance/control.sock";
+
+/// Parses `"250ms"`, `"10s"`, `"2m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"500ms\", \"10s\", \"2m\""))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} has no unit: write e.g. \"500ms\", \"10s\", \"2m\"")),
+    };
+    Ok(d)
+}
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn int_in<T: TryFrom<i64>>(&self, field: &str, v: Option<i64>, default: T, lo: i64, hi: i64) -> Result<T, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(x) if x < lo || x > hi => Err(self.err(field, format!("{x} is out of range {lo}..={hi}"))),
+            Some(x) => T::try_from(x).map_err(|_| self.err(field, format!("{x} is out of range"))),
+        }
+    }
+
+    fn duration(&self, field: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|e| self.err(field, e)),
+        }
+    }
+}
+
+fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    u32::from(a) & mask == u32::from(net) & mask
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            field: String::new(),
+            reason: e.to_string().trim_end().replace('\n', "\n    "),
+        })?;
+        Self::from_raw(raw, file)
+    }
+
+    fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+        let c = Checker { file };
+        let d = raw.dataplane;
+        let driver = match d.driver.as_str() {
+            "dpdk" => Driver::Dpdk,
+            "memory" => Driver::Memory,
+            other => return Err(c.err("dataplane.driver", format!("{other:?} is not a driver; use \"dpdk\" (\"memory\" exists for tests)"))),
+        };
+        if d.cores.is_empty() {
+            return Err(c.err("dataplane.cores", "must list at least one CPU"));
+        }
+        let mut cores = Vec::new();
+        for (i, &cpu) in d.cores.iter().enumerate() {
+            if !(0..4096).contains(&cpu) {
+                return Err(c.err(format!("dataplane.cores[{i}]"), format!("{cpu} is not a CPU number")));
+            }
+            if cores.contains(&(cpu as usize)) {
+                return Err(c.err(format!("dataplane.cores[{i}]"), format!("CPU {cpu} is listed twice")));
+            }
+            cores.push(cpu as usize);
+        }
+        let (addr, prefix) = d
+            .address
+            .split_once('/')
+            .ok_or_else(|| c.err("dataplane.address", format!("{:?} needs a prefix length, like \"10.77.0.1/24\"", d.address)))?;
+        let address: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| c.err("dataplane.address", format!("{addr:?} is not an IPv4 address")))?;
+        let prefix_len: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| c.err("dataplane.address", format!("prefix length {prefix:?} must be 1..=32")))?;
+        let gateway = match &d.gateway {
+            None => None,
+            Some(g) => {
+                let gw: Ipv4Addr = g
+                    .parse()
+                    .map_err(|_| c.err("dataplane.gateway", format!("{g:?} is not an IPv4 address")))?;
+                if !in_subnet(gw, address, prefix_len) {
+                    return Err(c.err("dataplane.gateway", format!("{gw} is not in {address}/{prefix_len}")));
+                }
+                Some(gw)
+            }
+        };
+        let idle = match d.idle.as_deref() {
+            None | Some("adaptive") => IdlePolicy::Adaptive,
+            Some("busy") => IdlePolicy::Busy,
+            Some(o) => return Err(c.err("dataplane.idle", format!("{o:?} must be \"adaptive\" (default) or \"busy\""))),
+        };
+        if driver == Driver::Dpdk && d.eal_args.is_empty() {
+            return Err(c.err("dataplane.eal_args", "is empty: DPDK needs at least a device, e.g. [\"--no-huge\", \"--no-pci\", \"--vdev=net_af_packet0,iface=veth0\"]"));
+        }
+        let dataplane = DataplaneConfig {
+            driver,
+            eal_args: d.eal_args,
+            port: d.port,
+            cores,
+            address,
+            prefix_len,
+            gateway,
+            idle,
+            pin: d.pin.unwrap_or(true),
+            mbufs_per_queue: c.int_in("dataplane.mbufs_per_queue", d.mbufs_per_queue, 4095u32, 512, 1 << 20)?,
+            rx_descriptors: c.int_in("dataplane.rx_descriptors", d.rx_descriptors, 1024u16, 64, 16384)?,
+            tx_descriptors: c.int_in("dataplane.tx_descriptors", d.tx_descriptors, 1024u16, 64, 16384)?,
+            max_connections_per_core: c.int_in("dataplane.max_connections_per_core", d.max_connections_per_core, 100_000usize, 2, 10_000_000)?,
+        };
+        let t = raw.tcp;
+        let tcp = TcpConfig {
+            rx_buffer: c.int_in("tcp.rx_buffer", t.rx_buffer, 65536usize, 1024, 16 << 20)?,
+            tx_buffer: c.int_in("tcp.tx_buffer", t.tx_buffer, 65536usize, 1024, 16 << 20)?,
+            handshake_timeout: c.duration("tcp.handshake_timeout", &t.handshake_timeout, Duration::from_secs(10))?,
+            idle_timeout: c.duration("tcp.idle_timeout", &t.idle_timeout, Duration::from_secs(120))?,
+            spare_sockets: c.int_in("tcp.spare_sockets", t.spare_sockets, 1024usize, 0, 1_000_000)?,
+        };
+        if tcp.handshake_timeout.is_zero() || tcp.idle_timeout.is_zero() {
+            return Err(c.err("tcp", "timeouts must be greater than zero"));
+        }
+        let control = ControlConfig {
+            socket: PathBuf::from(raw.control.socket.unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into())),
+            stats_interval: c.duration("control.stats_interval", &raw.control.stats_interval, Duration::from_secs(10))?,
+        };
+        if raw.vservers.is_empty() {
+            return Err(c.err("vserver", "no [[vserver]] is configured: the appliance would serve nothing"));
+        }
+        let mut vservers: Vec<Vserver> = Vec::new();
+        for (i, v) in raw.vservers.into_iter().enumerate() {
+            let f = |name: &str| format!("vserver[{i}].{name}");
+            if v.name.is_empty() || !v.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+                return Err(c.err(f("name"), format!("{:?} must be non-empty letters, digits, '-', '_' or '.'", v.name)));
+            }
+            if vservers.iter().any(|o| o.name == v.name) {
+                return Err(c.err(f("name"), format!("{:?} is used by another vserver", v.name)));
+            }
+            let mode = match v.mode.as_str() {
+                "tcp" => Mode::Tcp,
+                "tls" | "socks5" => return Err(c.err(f("mode"), format!("{:?} is not available in this build yet; only \"tcp\" is", v.mode))),
+                o => return Err(c.err(f("mode"), format!("{o:?} is not a mode; use \"tcp\""))),
+            };
+            let listen: SocketAddrV4 = v
+                .listen
+                .parse()
+                .map_err(|_| c.err(f("listen"), format!("{:?} is not an IPv4 address:port", v.listen)))?;
+            if *listen.ip() != address {
+                return Err(c.err(f("listen"), format!("{} is not the data plane's address {address}", listen.ip())));
+            }
+            if listen.port() == 0 || listen.port() >= dataplane::steer::EPHEMERAL_FIRST {
+                return Err(c.err(f("listen"), format!("port {} must be 1..{} (higher ports are the appliance's own for backend connections)", listen.port(), dataplane::steer::EPHEMERAL_FIRST)));
+            }
+            if let Some(o) = vservers.iter().find(|o| o.listen.port() == listen.port()) {
+                return Err(c.err(f("listen"), format!("port {} is already used by vserver {:?}", listen.port(), o.name)));
+            }
+            if v.backends.is_empty() {
+                return Err(c.err(f("backends"), "needs at least one backend address:port"));
+            }
+            let mut backends = Vec::new();
+            for (j, b) in v.backends.iter().enumerate() {
+                let fb = format!("vserver[{i}].backends[{j}]");
+                let a: SocketAddrV4 = b
+                    .parse()
+                    .map_err(|_| c.err(&fb, format!("{b:?} is not an IPv4 address:port")))?;
+                if a.port() == 0 {
+                    return Err(c.err(&fb, "port 0 is not a backend port"));
+                }
+                if *a.ip() == address {
+                    return Err(c.err(&fb, format!("{a} is the appliance itself")));
+                }
+                if gateway.is_none() && !in_subnet(*a.ip(), address, prefix_len) {
+                    return Err(c.err(&fb, format!("{a} is outside {address}/{prefix_len} and dataplane.gateway is not set")));
+                }
+                backends.push(a);
+            }
+            vservers.push(Vserver { name: v.name, listen, mode, backends });
+        }
+        Ok(Config { dataplane, tcp, control, vservers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[dataplane]
+driver = "dpdk"
+eal_args = ["--no-huge", "--no-pci", "--vdev=net_af_packet0,iface=veth-appl"]
+cores = [1]
+address = "10.77.0.1/24"
+
+[[vserver]]
+name = "web"
+listen = "10.77.0.1:80"
+mode = "tcp"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+"#;
+
+    fn err_of(text: &str) -> String {
+        Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_and_defaults() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.dataplane.cores, vec![1]);
+        assert_eq!(c.dataplane.prefix_len, 24);
+        assert_eq!(c.dataplane.idle, IdlePolicy::Adaptive);
+        assert_eq!(c.tcp.rx_buffer, 65536);
+        assert_eq!(c.vservers[0].backends.len(), 2);
+        assert_eq!(c.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("driver = \"dpdk\"", "driver = \"pcap\"", "dataplane.driver"),
+            ("cores = [1]", "cores = []", "dataplane.cores"),
+            ("cores = [1]", "cores = [1, 1]", "dataplane.cores[1]"),
+            ("10.77.0.1/24\"", "10.77.0.1\"", "dataplane.address"),
+            ("10.77.0.1/24\"", "10.77.0.1/40\"", "dataplane.address"),
+            ("listen = \"10.77.0.1:80\"", "listen = \"10.77.0.1:99999\"", "vserver[0].listen"),
+            ("listen = \"10.77.0.1:80\"", "listen = \"10.77.0.9:80\"", "vserver[0].listen"),
+            ("listen = \"10.77.0.1:80\"", "listen = \"10.77.0.1:50000\"", "vserver[0].listen"),
+            ("mode = \"tcp\"", "mode = \"tls\"", "vserver[0].mode"),
+            ("mode = \"tcp\"", "mode = \"udp\"", "vserver[0].mode"),
+            ("\"10.77.0.3:8080\"", "\"10.99.0.3:8080\"", "vserver[0].backends[1]"),
+            ("\"10.77.0.3:8080\"", "\"nonsense\"", "vserver[0].backends[1]"),
+            ("name = \"web\"", "name = \"we b\"", "vserver[0].name"),
+        ];
+        for (from, to, field) in cases {
+            assert!(GOOD.contains(from), "{from}");
+            let e = err_of(&GOOD.replacen(from, to, 1));
+            assert!(e.starts_with(&format!("t.toml: {field}: ")), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_syntax_errors_point_at_the_line() {
+        let e = err_of(&GOOD.replace("cores = [1]", "cores = [1]\ncoers = [2]"));
+        assert!(e.contains("unknown field `coers`") && e.contains("line"), "{e}");
+        let e = err_of(&GOOD.replace("cores = [1]", "cores = [1"));
+        assert!(e.starts_with("t.toml: ") && e.contains("line"), "{e}");
+        let e = err_of(&GOOD.replace("[[vserver]]", "[tcp]\nidle_timeout = \"10 parsecs\"\n[[vserver]]"));
+        assert!(e.contains("tcp.idle_timeout"), "{e}");
+    }
+
+    #[test]
+    fn vserver_conflicts_are_refused() {
+        let two = format!("{GOOD}\n[[vserver]]\nname = \"web\"\nlisten = \"10.77.0.1:81\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:1\"]\n");
+        assert!(err_of(&two).contains("vserver[1].name"));
+        let two = format!("{GOOD}\n[[vserver]]\nname = \"b\"\nlisten = \"10.77.0.1:80\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:1\"]\n");
+        assert!(err_of(&two).contains("already used by vserver \"web\""));
+        let none = GOOD.split("[[vserver]]").next().unwrap();
+        assert!(err_of(none).contains("no [[vserver]]"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! The L4 (plain TCP) proxy: one [`Worker`] per poll-mode core.
+//!
+//! A worker owns its port queue, its steering endpoint and its network stack, and
+//! runs one iteration of the poll loop per [`Worker::poll_once`]:
+//! 1. an RX burst; each frame is processed here or handed to its owner core;
+//! 2. frames other cores handed us;
+//! 3. accepted connections get a backend (round robin per vserver, across cores);
+//! 4. connections that changed have their bytes moved to their peer;
+//! 5. egress (timers, then every touched connection) and one TX flush.
+//!
+//! ## Closing
+//! An orderly close is passed on: a FIN from one side becomes a FIN to the other once
+//! all its data has been forwarded (half-close works). An abnormal end becomes an
+//! abnormal end: if the backend refuses the connection, does not answer within
+//! `tcp.handshake_timeout`, or resets it mid-transfer, the client gets a **RST**, and a
+//! client reset or timeout resets the backend connection. Each is counted and logged;
+//! other connections are untouched.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dataplane::steer::{Dest, SteerEndpoint, Steering};
+use dataplane::{Frame, PortQueue, BURST};
+use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
+use serde::Serialize;
+
+use crate::config::Vserver;
+
+/// A vserver as the workers share it.
+pub struct VserverRt {
+    pub cfg: Vserver,
+    /// Round-robin cursor, shared by all cores.
+    pub next: AtomicUsize,
+}
+
+/// Which side of a proxied pair a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Role {
+    #[default]
+    Client,
+    Backend,
+}
+
+/// Per-connection proxy state.
+#[derive(Debug, Default)]
+pub struct Side {
+    role: Role,
+    peer: Option<ConnId>,
+    vserver: u32,
+    /// The backend side: handshake completed.
+    established: bool,
+    /// This side's FIN has been passed to the peer (peer.close() called).
+    fin_forwarded: bool,
+    released: bool,
+}
+
+/// Counters of one core's proxy.
+#[derive(Debug, Default, Serialize)]
+pub struct ProxyStats {
+    pub accepted: AtomicU64,
+    pub backend_connected: AtomicU64,
+    /// Backend refused (RST) or did not answer the SYN in time.
+    pub backend_failed: AtomicU64,
+    /// Backend reset an established connection.
+    pub backend_reset: AtomicU64,
+    /// Client reset (or timed out) mid-connection.
+    pub client_reset: AtomicU64,
+    /// No connection slot or local port for the backend side.
+    pub backend_no_slot: AtomicU64,
+    /// Pairs that ended with both FINs passed on.
+    pub completed: AtomicU64,
+    pub bytes_to_backend: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+/// Published copy of the queue counters (the queue itself is owned by the core).
+#[derive(Debug, Default, Serialize)]
+pub struct QueueStats {
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
+    pub rx_dropped: AtomicU64,
+}
+
+/// One poll-mode core's proxy.
+pub struct Worker {
+    queue: Box<dyn PortQueue>,
+    steering: Steering,
+    mesh: SteerEndpoint,
+    stack: Stack<Side>,
+    vservers: Arc<Vec<VserverRt>>,
+    rx: Vec<Frame>,
+    inbox: Vec<Frame>,
+    accepted: Vec<(ConnId, u32)>,
+    ready: Vec<ConnId>,
+    start: std::time::Instant,
+    iterations: u64,
+    pub stats: Arc<ProxyStats>,
+    pub queue_stats: Arc<QueueStats>,
+}
+
+impl Worker {
+    pub fn new(
+        queue: Box<dyn PortQueue>,
+        steering: Steering,
+        mesh: SteerEndpoint,
+        mut stack: Stack<Side>,
+        vservers: Arc<Vec<VserverRt>>,
+    ) -> Self {
+        for (i, v) in vservers.iter().enumerate() {
+            stack.listen(v.cfg.listen.port(), i as u32);
+        }
+        Worker {
+            queue,
+            steering,
+            mesh,
+            stack,
+            vservers,
+            rx: Vec::with_capacity(BURST),
+            inbox: Vec::with_capacity(BURST),
+            accepted: Vec::new(),
+            ready: Vec::new(),
+            start: std::time::Instant::now(),
+            iterations: 0,
+            stats: Arc::new(ProxyStats::default()),
+            queue_stats: Arc::new(QueueStats::default()),
+        }
+    }
+
+    /// This core's steering counters.
+    pub fn mesh_stats(&self) -> &dataplane::steer::SteerStats {
+        &self.mesh.stats
+    }
+
+    /// The stack's counters.
+    pub fn stack_stats(&self) -> Arc<netstack::StackStats> {
+        self.stack.stats()
+    }
+
+    /// Called once on the owning thread before the loop.
+    pub fn on_core_start(&mut self) {
+        self.queue.on_core_start();
+    }
+
+    fn now(&self) -> NetInstant {
+        NetInstant::from_micros(self.start.elapsed().as_micros() as i64)
+    }
+
+    /// One poll-loop iteration; `true` if it did any work.
+    pub fn poll_once(&mut self) -> bool {
+        let now = self.now();
+        let mut rx = std::mem::take(&mut self.rx);
+        let got = self.queue.rx_burst(&mut rx, BURST);
+        for frame in rx.drain(..) {
+            match self.steering.classify(&frame) {
+                Dest::Here => self.stack.ingress(&frame, &mut *self.queue, now),
+                Dest::Core(c) => self.mesh.send(c, frame),
+                Dest::All => {
+                    self.mesh.broadcast(&frame);
+                    self.stack.ingress(&frame, &mut *self.queue, now);
+                }
+            }
+        }
+        self.rx = rx;
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let stolen = self.mesh.recv_burst(&mut inbox, BURST);
+        for frame in inbox.drain(..) {
+            self.stack.ingress(&frame, &mut *self.queue, now);
+        }
+        self.inbox = inbox;
+
+        let mut accepted = std::mem::take(&mut self.accepted);
+        self.stack.take_accepted(&mut accepted);
+        for (client, tag) in accepted.drain(..) {
+            self.on_accept(client, tag);
+        }
+        self.accepted = accepted;
+
+        // Timers fire inside egress and may mark connections ready; serve those in
+        // the same iteration by taking the ready list after a first egress pass.
+        let had_timers = self.stack.next_deadline().is_some_and(|d| d <= now);
+        let mut ready = std::mem::take(&mut self.ready);
+        self.stack.take_ready(&mut ready);
+        if had_timers {
+            self.stack.egress(&mut *self.queue, now);
+            self.stack.take_ready(&mut ready);
+        }
+        let served = ready.len();
+        for id in ready.drain(..) {
+            self.service(id);
+        }
+        self.ready = ready;
+        let pending = self.stack.has_pending();
+        self.stack.egress(&mut *self.queue, now);
+        self.queue.flush();
+
+        self.iterations += 1;
+        if self.iterations % 256 == 0 {
+            self.publish();
+        }
+        got > 0 || stolen > 0 || served > 0 || pending || had_timers
+    }
+
+    /// Copies the queue's counters where other threads can read them.
+    pub fn publish(&self) {
+        let c = self.queue.counters();
+        let q = &self.queue_stats;
+        q.rx_frames.store(c.rx_frames, Ordering::Relaxed);
+        q.rx_bytes.store(c.rx_bytes, Ordering::Relaxed);
+        q.tx_frames.store(c.tx_frames, Ordering::Relaxed);
+        q.tx_bytes.store(c.tx_bytes, Ordering::Relaxed);
+        q.tx_dropped.store(c.tx_dropped, Ordering::Relaxed);
+        q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
+    }
+
+    fn on_accept(&mut self, client: ConnId, vserver: u32) {
+        add(&self.stats.accepted, 1);
+        let vs = &self.vservers[vserver as usize];
+        let i = vs.next.fetch_add(1, Ordering::Relaxed) % vs.cfg.backends.len();
+        let backend: SocketAddrV4 = vs.cfg.backends[i];
+        let side = Side {
+            role: Role::Backend,
+            peer: Some(client),
+            vserver,
+            ..Side::default()
+        };
+        match self.stack.connect(backend, side) {
+            Ok(b) => {
+                if let Some(c) = self.stack.user(client) {
+                    c.peer = Some(b);
+                    c.vserver = vserver;
+                }
+            }
+            Err(e) => {
+                add(&self.stats.backend_no_slot, 1);
+                log::warn!("vserver {}: no backend connection possible ({e:?}); client reset", vs.cfg.name);
+                if let Some(s) = self.stack.socket(client) {
+                    s.abort();
+                }
+                self.stack.release(client);
+            }
+        }
+    }
+
+    fn service(&mut self, id: ConnId) {
+        let Some(side) = self.stack.user(id) else { return };
+        if side.released {
+            return;
+        }
+        let Some(peer) = side.peer else {
+            // Announced but never paired (cannot happen after on_accept); be safe.
+            if let Some(s) = self.stack.socket(id) {
+                s.abort();
+            }
+            self.stack.release(id);
+            return;
+        };
+        let (client, backend) = if side.role == Role::Client { (id, peer) } else { (peer, id) };
+        let vserver = side.vserver as usize;
+        let Some(((cs, cu), (bs, bu))) = self.stack.pair(client, backend) else {
+            return;
+        };
+        let outcome = step_pair(cs, cu, bs, bu, &self.stats);
+        let set_established = match outcome {
+            Outcome::Continue { newly_established } => newly_established,
+            Outcome::BackendFailed => {
+                add(&self.stats.backend_failed, 1);
+                log::warn!(
+                    "vserver {}: backend {} refused or did not answer; client reset",
+                    self.vservers[vserver].cfg.name,
+                    bs_remote(bs)
+                );
+                false
+            }
+            Outcome::BackendReset => {
+                add(&self.stats.backend_reset, 1);
+                log::warn!("vserver {}: backend reset the connection mid-transfer; client reset", self.vservers[vserver].cfg.name);
+                false
+            }
+            Outcome::ClientReset => {
+                add(&self.stats.client_reset, 1);
+                log::info!("vserver {}: client reset or timed out; backend connection reset", self.vservers[vserver].cfg.name);
+                false
+            }
+            Outcome::Done => {
+                add(&self.stats.completed, 1);
+                false
+            }
+        };
+        if set_established {
+            self.stack.set_established(backend);
+            add(&self.stats.backend_connected, 1);
+        }
+        if !matches!(outcome, Outcome::Continue { .. }) {
+            for c in [client, backend] {
+                if let Some(u) = self.stack.user(c) {
+                    u.released = true;
+                }
+                self.stack.release(c);
+            }
+        }
+    }
+}
+
+fn bs_remote(s: &TcpSocket) -> String {
+    s.remote_endpoint().map(|e| e.to_string()).unwrap_or_else(|| "(unknown)".into())
+}
+
+enum Outcome {
+    Continue { newly_established: bool },
+    BackendFailed,
+    BackendReset,
+    ClientReset,
+    Done,
+}
+
+/// Moves what fits from `from`'s receive buffer to `to`'s send buffer.
+fn pump(from: &mut TcpSocket, to: &mut TcpSocket) -> usize {
+    let mut moved = 0;
+    // Two rounds: a ring buffer hands out at most two contiguous pieces.
+    for _ in 0..2 {
+        if !from.can_recv() || !to.can_send() {
+            break;
+        }
+        let n = from
+            .recv(|buf| {
+                let n = to.send_slice(buf).unwrap_or(0);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        moved += n;
+    }
+    moved
+}
+
+/// One step of a client/backend pair: forward data, FINs and failures.
+fn step_pair(cs: &mut TcpSocket, cu: &mut Side, bs: &mut TcpSocket, bu: &mut Side, stats: &ProxyStats) -> Outcome {
+    let mut newly_established = false;
+    if !bu.established {
+        match bs.state() {
+            TcpState::SynSent | TcpState::SynReceived => {
+                if cs.state() == TcpState::Closed {
+                    bs.abort();
+                    return Outcome::ClientReset;
+                }
+                return Outcome::Continue { newly_established: false };
+            }
+            TcpState::Closed | TcpState::TimeWait => {
+                cs.abort();
+                return Outcome::BackendFailed;
+            }
+            _ => {
+                bu.established = true;
+                newly_established = true;
+            }
+        }
+    }
+    // Abnormal ends: a socket that went to Closed without both FINs exchanged.
+    if bs.state() == TcpState::Closed && !(bu.fin_forwarded && cu.fin_forwarded) {
+        cs.abort();
+        return Outcome::BackendReset;
+    }
+    if cs.state() == TcpState::Closed && !(bu.fin_forwarded && cu.fin_forwarded) {
+        bs.abort();
+        return Outcome::ClientReset;
+    }
+    let up = pump(cs, bs);
+    let down = pump(bs, cs);
+    if up > 0 {
+        add(&stats.bytes_to_backend, up as u64);
+    }
+    if down > 0 {
+        add(&stats.bytes_to_client, down as u64);
+    }
+    // Orderly close: a side whose FIN arrived and whose data is all forwarded.
+    if !cu.fin_forwarded && !cs.may_recv() && cs.recv_queue() == 0 {
+        bs.close();
+        cu.fin_forwarded = true;
+    }
+    if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 {
+        cs.close();
+        bu.fin_forwarded = true;
+    }
+    if cu.fin_forwarded && bu.fin_forwarded {
+        return Outcome::Done;
+    }
+    Outcome::Continue { newly_established }
+}

@@ -1,0 +1,239 @@
+//! Starting and stopping the data plane: one [`Worker`] per configured core, each on
+//! its own pinned thread with its own port queue, and a [`Snapshot`] of everything
+//! they count.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dataplane::cores::{run_poll_loop, spawn_core, CoreHandle, CoreSnapshot, CoreStats};
+use dataplane::steer::{mesh, SteerStats, Steering};
+use dataplane::{PortInfo, PortQueue};
+use netstack::{Stack, StackConfig, StackStats};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::proxy::{ProxyStats, QueueStats, VserverRt, Worker};
+
+/// Everything one core counts, shared with the control socket.
+pub struct CoreCounters {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    pub core: Arc<CoreStats>,
+    pub stack: Arc<StackStats>,
+    pub proxy: Arc<ProxyStats>,
+    pub queue: Arc<QueueStats>,
+    pub steer: Arc<SteerCounters>,
+}
+
+/// A copy of a core's steering counters (the endpoint itself lives on the core).
+#[derive(Debug, Default, Serialize)]
+pub struct SteerCounters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl SteerCounters {
+    fn copy_from(&self, s: &SteerStats) {
+        self.sent.store(s.sent.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.received.store(s.received.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.dropped.store(s.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// The running data plane.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    handles: Vec<CoreHandle>,
+    pub counters: Arc<Vec<CoreCounters>>,
+    pub port: PortInfo,
+    pub started: std::time::Instant,
+}
+
+/// A point-in-time copy of every counter, as the control socket serves it.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub uptime_secs: f64,
+    pub cycles_per_second: u64,
+    pub port: PortSnapshot,
+    pub cores: Vec<CoreSnap>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortSnapshot {
+    pub name: String,
+    pub driver: String,
+    pub mac: String,
+    pub mtu: usize,
+    pub queues: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CoreSnap {
+    pub index: usize,
+    pub cpu: Option<usize>,
+    pub loops: CoreSnapshot,
+    pub queue: serde_json::Value,
+    pub stack: serde_json::Value,
+    pub proxy: serde_json::Value,
+    pub steering: serde_json::Value,
+}
+
+fn atomics_json<T: Serialize>(t: &T) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+}
+
+impl Running {
+    /// Sets the stop flag; the cores finish their current iteration and exit.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag [`Running::stop`] sets (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Waits for every core to exit; errors carry a core's panic.
+    pub fn join(self) -> Result<(), String> {
+        let mut first = Ok(());
+        for h in self.handles {
+            let i = h.index;
+            if let Err(e) = h.join() {
+                log::error!("poll-mode core {i} panicked: {e}");
+                if first.is_ok() {
+                    first = Err(format!("core {i} panicked: {e}"));
+                }
+            }
+        }
+        first
+    }
+
+    /// All counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.counters, &self.port, self.started)
+    }
+}
+
+/// All counters now (usable without the `Running`).
+pub fn snapshot(counters: &[CoreCounters], port: &PortInfo, started: std::time::Instant) -> Snapshot {
+    Snapshot {
+        uptime_secs: started.elapsed().as_secs_f64(),
+        cycles_per_second: dataplane::cores::cycles_per_second(),
+        port: PortSnapshot {
+            name: port.name.clone(),
+            driver: port.driver.clone(),
+            mac: dataplane::fmt_mac(&port.mac),
+            mtu: port.mtu,
+            queues: port.queues,
+        },
+        cores: counters
+            .iter()
+            .map(|c| CoreSnap {
+                index: c.index,
+                cpu: c.cpu,
+                loops: c.core.snapshot(),
+                queue: atomics_json(&*c.queue),
+                stack: atomics_json(&StackJson(&c.stack)),
+                proxy: atomics_json(&*c.proxy),
+                steering: atomics_json(&*c.steer),
+            })
+            .collect(),
+    }
+}
+
+/// StackStats lives in netstack, which has no serde impl for atomics; mirror it here.
+struct StackJson<'a>(&'a StackStats);
+
+impl Serialize for StackJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let st = self.0;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut m = s.serialize_map(Some(11))?;
+        m.serialize_entry("frames_in", &l(&st.frames_in))?;
+        m.serialize_entry("malformed", &l(&st.malformed))?;
+        m.serialize_entry("own_echo", &l(&st.own_echo))?;
+        m.serialize_entry("unsupported", &l(&st.unsupported))?;
+        m.serialize_entry("no_flow", &l(&st.no_flow))?;
+        m.serialize_entry("accepted", &l(&st.accepted))?;
+        m.serialize_entry("syn_dropped_full", &l(&st.syn_dropped_full))?;
+        m.serialize_entry("connects", &l(&st.connects))?;
+        m.serialize_entry("active", &l(&st.active))?;
+        m.serialize_entry("freed", &l(&st.freed))?;
+        m.serialize_entry("tx_no_buffer", &l(&st.tx_no_buffer))?;
+        m.end()
+    }
+}
+
+/// Starts one poll-mode core per queue. `queues.len()` must equal the configured
+/// core count. With `dataplane.pin`, each thread is pinned to its CPU.
+pub fn start(cfg: &Config, port: PortInfo, queues: Vec<Box<dyn PortQueue>>) -> std::io::Result<Running> {
+    let n = cfg.dataplane.cores.len();
+    assert_eq!(queues.len(), n, "one queue per poll-mode core");
+    let vservers: Arc<Vec<VserverRt>> = Arc::new(
+        cfg.vservers
+            .iter()
+            .map(|v| VserverRt { cfg: v.clone(), next: AtomicUsize::new(0) })
+            .collect(),
+    );
+    let listen_ports: Vec<u16> = cfg.vservers.iter().map(|v| v.listen.port()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seed = netstack::random_seed();
+    let mut handles = Vec::with_capacity(n);
+    let mut counters = Vec::with_capacity(n);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(n);
+    for (i, (queue, endpoint)) in queues.into_iter().zip(mesh(n)).enumerate() {
+        let cpu = cfg.dataplane.cores[i];
+        let scfg = StackConfig {
+            mac: port.mac,
+            addr: cfg.dataplane.address,
+            prefix_len: cfg.dataplane.prefix_len,
+            gateway: cfg.dataplane.gateway,
+            mtu: port.mtu,
+            core: i,
+            cores: n,
+            rx_buffer: cfg.tcp.rx_buffer,
+            tx_buffer: cfg.tcp.tx_buffer,
+            max_connections: cfg.dataplane.max_connections_per_core,
+            spare_sockets: cfg.tcp.spare_sockets,
+            handshake_timeout: netstack::NetDuration::from_millis(cfg.tcp.handshake_timeout.as_millis() as u64),
+            idle_timeout: netstack::NetDuration::from_millis(cfg.tcp.idle_timeout.as_millis() as u64),
+            seed,
+        };
+        let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
+        let vs = vservers.clone();
+        let stop2 = stop.clone();
+        let idle = cfg.dataplane.idle;
+        let ready = ready_tx.clone();
+        let pin = cfg.dataplane.pin.then_some(cpu);
+        let handle = spawn_core(i, pin, move |core_stats| {
+            // The stack is built on its own core so its memory is first touched there.
+            let stack = Stack::new(scfg, netstack::NetInstant::from_millis(0));
+            let mut worker = Worker::new(queue, steering, endpoint, stack, vs);
+            worker.on_core_start();
+            let steer = Arc::new(SteerCounters::default());
+            let _ = ready.send((worker.stack_stats(), worker.stats.clone(), worker.queue_stats.clone(), steer.clone()));
+            let mut n = 0u32;
+            run_poll_loop(core_stats, idle, &stop2, || {
+                n = n.wrapping_add(1);
+                if n % 1024 == 0 {
+                    steer.copy_from(&worker_mesh_stats(&worker));
+                }
+                worker.poll_once()
+            });
+            worker.publish();
+            steer.copy_from(&worker_mesh_stats(&worker));
+        })?;
+        let (stack, proxy, queue, steer) = ready_rx
+            .recv()
+            .map_err(|_| std::io::Error::other(format!("poll-mode core {i} failed to start")))?;
+        counters.push(CoreCounters { index: i, cpu: pin, core: handle.stats.clone(), stack, proxy, queue, steer });
+        handles.push(handle);
+    }
+    Ok(Running { stop, handles, counters: Arc::new(counters), port, started: std::time::Instant::now() })
+}
+
+fn worker_mesh_stats(w: &Worker) -> &SteerStats {
+    w.mesh_stats()
+}
