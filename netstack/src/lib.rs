@@ -482,9 +482,9 @@ impl<T: Default> Stack<T> {
             // The SYN was not acceptable (smoltcp answered it, or ignored it).
             tcp::State::Listen => self.free(id),
             tcp::State::Closed if listener.is_some() && !announced => self.free(id),
-            tcp::State::Closed if released => self.free(id),
-            // Freed by the egress pass, after the ACK of the peer's FIN has gone out.
-            tcp::State::TimeWait if released => self.mark_dirty(id),
+            // Freed by the egress pass, after whatever is owed (the ACK of the peer's
+            // FIN, a RST) has gone out.
+            tcp::State::Closed | tcp::State::TimeWait if released => self.mark_dirty(id),
             tcp::State::SynReceived => self.mark_dirty(id),
             _ => {
                 if let (Some(tag), false) = (listener, announced) {
@@ -600,8 +600,12 @@ impl<T: Default> Stack<T> {
     pub fn release(&mut self, id: ConnId) {
         let Some(c) = self.get(id) else { return };
         c.released = true;
-        match c.socket().state() {
-            tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen => self.free(id),
+        let s = c.socket();
+        match s.state() {
+            // An aborted socket still holds its tuple until its RST is sent by an
+            // egress pass; only then may it go.
+            tcp::State::Closed if s.remote_endpoint().is_none() => self.free(id),
+            tcp::State::Listen => self.free(id),
             _ => self.mark_dirty(id),
         }
     }
