@@ -1,0 +1,261 @@
+//! The real thing: the `appliance` daemon on a DPDK `net_af_packet` port over a veth,
+//! in network namespaces this test creates, with curl and a Python HTTP backend in the
+//! hosts' namespace. Needs root (namespaces) and the workspace's binaries built
+//! (`cargo build --workspace`, which `tools/test.sh` does first).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+struct Net {
+    name: String,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is not built: run `cargo build --workspace` first (tools/test.sh does)", p.display());
+    p
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc_geteuid() };
+    assert_eq!(uid, 0, "this test creates network namespaces and needs root (CI runs as root)");
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", args[0]))
+}
+
+impl Net {
+    fn up(tag: &str) -> Net {
+        require_root();
+        let name = format!("{tag}{}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("tlsa-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = sh(&[repo().join("tools/netns.sh").to_str().unwrap(), "up", &name]);
+        assert!(out.status.success(), "netns.sh up: {}", String::from_utf8_lossy(&out.stderr));
+        Net { name, dir, children: Vec::new() }
+    }
+
+    fn in_hosts(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-h", self.name)]).args(args);
+        c
+    }
+
+    fn spawn(&mut self, mut c: Command, log: &str) {
+        let f = std::fs::File::create(self.dir.join(log)).unwrap();
+        let child = c.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null()).spawn().unwrap();
+        self.children.push(child);
+    }
+
+    fn start_backend(&mut self, ip: &str, port: u16) {
+        let root = self.dir.join("www");
+        let c = {
+            let mut c = self.in_hosts(&["python3", "-m", "http.server", &port.to_string(), "--bind", ip]);
+            c.arg("--directory").arg(&root);
+            c
+        };
+        self.spawn(c, &format!("backend-{ip}-{port}.log"));
+    }
+
+    fn start_appliance(&mut self, cores: &[usize], extra_vservers: &str) {
+        let cores_s: Vec<String> = cores.iter().map(|c| c.to_string()).collect();
+        let cfg = format!(
+            r#"
+[dataplane]
+driver = "dpdk"
+eal_args = ["--no-huge", "--no-pci", "-m", "256", "--vdev=net_af_packet0,iface={}-a0,qpairs={}"]
+cores = [{}]
+address = "10.77.0.1/24"
+[control]
+socket = "{}/ctl.sock"
+[[vserver]]
+name = "web"
+listen = "10.77.0.1:80"
+mode = "tcp"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+{extra_vservers}
+"#,
+            self.name,
+            cores.len(),
+            cores_s.join(", "),
+            self.dir.display()
+        );
+        let path = self.dir.join("appliance.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-a", self.name)]).arg(binary("appliance")).arg("--config").arg(&path);
+        c.env("APPLIANCE_LOCK_DIR", self.dir.join("locks"));
+        self.spawn(c, "appliance.log");
+        let sock = self.dir.join("ctl.sock");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if appliance::control::request(&sock, "ping").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("appliance did not come up:\n{}", self.log("appliance.log"));
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        appliance::control::request(&self.dir.join("ctl.sock"), "stats").unwrap()
+    }
+
+    fn curl(&self, url: &str, out: &Path) -> std::process::Output {
+        self.in_hosts(&["curl", "-sS", "--max-time", "60", "-o", out.to_str().unwrap(), url]).output().unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            // SIGINT first: the appliance stops cleanly on it.
+            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&[repo().join("tools/netns.sh").to_str().unwrap(), "down", &self.name]);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn sha_file(p: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(p).unwrap()).to_vec()
+}
+
+fn write_site(dir: &Path, big: usize) {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello through the appliance\n").unwrap();
+    let mut x: u64 = 0x1234_5678;
+    let data: Vec<u8> = (0..big)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(www.join("big.bin"), data).unwrap();
+}
+
+fn cpus() -> Vec<usize> {
+    dataplane::cores::current_affinity().unwrap()
+}
+
+#[test]
+fn curl_through_the_dpdk_port_byte_exact() {
+    let mut net = Net::up("tv");
+    write_site(&net.dir, 32 << 20);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    net.start_backend("10.77.0.2", 9090);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    net.start_appliance(&[cpu], "[[vserver]]\nname = \"dead\"\nlisten = \"10.77.0.1:81\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:9999\"]\n");
+
+    // ICMP echo is answered by the appliance's own stack.
+    let ping = net.in_hosts(&["ping", "-c", "2", "-W", "2", "10.77.0.1"]).output().unwrap();
+    assert!(ping.status.success(), "ping: {}", String::from_utf8_lossy(&ping.stdout));
+
+    let small = net.dir.join("small.out");
+    for _ in 0..4 {
+        let o = net.curl("http://10.77.0.1/index.html", &small);
+        assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read_to_string(&small).unwrap(), "hello through the appliance\n");
+    }
+    let big = net.dir.join("big.out");
+    let o = net.curl("http://10.77.0.1/big.bin", &big);
+    assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha_file(&big), sha_file(&net.dir.join("www/big.bin")), "32 MiB download is byte-exact");
+
+    // A vserver whose backend refuses: curl sees a reset, and the appliance carries on.
+    let o = net.curl("http://10.77.0.1:81/", &small);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    // The RST can reach curl while it is still confirming the connect (the backend
+    // refuses within a millisecond), so curl reports it either way.
+    assert!(err.contains("reset") || err.contains("Couldn't connect") || err.contains("Empty reply"), "curl said: {err}");
+    let o = net.curl("http://10.77.0.1/index.html", &small);
+    assert!(o.status.success());
+
+    let s = net.stats();
+    let core = &s["cores"][0];
+    assert_eq!(core["proxy"]["accepted"], 7, "{s}");
+    assert_eq!(core["proxy"]["backend_failed"], 1, "{s}");
+    assert_eq!(s["port"]["driver"], "net_af_packet");
+}
+
+#[test]
+fn two_cores_share_one_port_with_steering() {
+    let all = cpus();
+    if all.len() < 2 {
+        panic!("this test needs two CPUs; this machine allows {all:?}");
+    }
+    let mut net = Net::up("tw");
+    write_site(&net.dir, 4 << 20);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    net.start_appliance(&all[..2], "");
+    // 24 downloads, 8 at a time, each from a new client port.
+    let want = sha_file(&net.dir.join("www/big.bin"));
+    for round in 0..3 {
+        let kids: Vec<_> = (0..8)
+            .map(|i| {
+                let out = net.dir.join(format!("d{round}-{i}.out"));
+                let c = net
+                    .in_hosts(&["curl", "-sS", "--max-time", "60", "-o", out.to_str().unwrap(), "http://10.77.0.1/big.bin"])
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (c, out)
+            })
+            .collect();
+        for (c, out) in kids {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(sha_file(&out), want);
+        }
+    }
+    let s = net.stats();
+    let accepted: Vec<u64> = (0..2).map(|i| s["cores"][i]["proxy"]["accepted"].as_u64().unwrap()).collect();
+    assert_eq!(accepted.iter().sum::<u64>(), 24, "{s}");
+    assert!(accepted.iter().all(|&a| a > 0), "both cores own connections: {accepted:?}");
+    let steered: u64 = (0..2).map(|i| s["cores"][i]["steering"]["sent"].as_u64().unwrap()).sum();
+    assert!(steered > 0, "frames reached the wrong core and were steered: {s}");
+}

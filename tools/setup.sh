@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running the appliance needs on Debian 12, and
+# nothing that is already there. Called by tools/demo.sh and tools/test.sh, so the
+# README's two commands work on a fresh machine. Safe to run again.
+#
+#   tools/setup.sh            build + test + demo needs
+#   tools/setup.sh --bench    also the benchmark peers (haproxy, nginx, wrk)
+set -euo pipefail
+
+packages=(
+    pkg-config libdpdk-dev dpdk   # DPDK 22.11: headers, libraries and PMD plugins
+    build-essential                # cc for the DPDK shim
+    iproute2 ethtool iputils-ping  # test networks: namespaces, veth, offloads, ping
+    curl python3                   # clients and the demo/test HTTP backend
+)
+if [ "${1:-}" = "--bench" ]; then
+    packages+=(haproxy nginx-light wrk)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        echo "setup: cargo is in \$HOME/.cargo/bin; add it to PATH" >&2
+    else
+        echo "setup: no Rust toolchain (cargo) found; install one with rustup (https://rustup.rs)" >&2
+    fi
+    exit 1
+fi
