@@ -176,7 +176,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?} has no unit: write e.g. \"500ms\", \"10s\", \"2m\"")),
+        _ => {
+            return Err(format!(
+                "{s:?} has no unit: write e.g. \"500ms\", \"10s\", \"2m\""
+            ))
+        }
     };
     Ok(d)
 }
@@ -194,15 +198,29 @@ impl Checker<'_> {
         }
     }
 
-    fn int_in<T: TryFrom<i64>>(&self, field: &str, v: Option<i64>, default: T, lo: i64, hi: i64) -> Result<T, ConfigError> {
+    fn int_in<T: TryFrom<i64>>(
+        &self,
+        field: &str,
+        v: Option<i64>,
+        default: T,
+        lo: i64,
+        hi: i64,
+    ) -> Result<T, ConfigError> {
         match v {
             None => Ok(default),
-            Some(x) if x < lo || x > hi => Err(self.err(field, format!("{x} is out of range {lo}..={hi}"))),
+            Some(x) if x < lo || x > hi => {
+                Err(self.err(field, format!("{x} is out of range {lo}..={hi}")))
+            }
             Some(x) => T::try_from(x).map_err(|_| self.err(field, format!("{x} is out of range"))),
         }
     }
 
-    fn duration(&self, field: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        field: &str,
+        v: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => parse_duration(s).map_err(|e| self.err(field, e)),
@@ -211,7 +229,11 @@ impl Checker<'_> {
 }
 
 fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    };
     u32::from(a) & mask == u32::from(net) & mask
 }
 
@@ -243,7 +265,14 @@ impl Config {
         let driver = match d.driver.as_str() {
             "dpdk" => Driver::Dpdk,
             "memory" => Driver::Memory,
-            other => return Err(c.err("dataplane.driver", format!("{other:?} is not a driver; use \"dpdk\" (\"memory\" exists for tests)"))),
+            other => {
+                return Err(c.err(
+                    "dataplane.driver",
+                    format!(
+                        "{other:?} is not a driver; use \"dpdk\" (\"memory\" exists for tests)"
+                    ),
+                ))
+            }
         };
         if d.cores.is_empty() {
             return Err(c.err("dataplane.cores", "must list at least one CPU"));
@@ -251,33 +280,55 @@ impl Config {
         let mut cores = Vec::new();
         for (i, &cpu) in d.cores.iter().enumerate() {
             if !(0..4096).contains(&cpu) {
-                return Err(c.err(format!("dataplane.cores[{i}]"), format!("{cpu} is not a CPU number")));
+                return Err(c.err(
+                    format!("dataplane.cores[{i}]"),
+                    format!("{cpu} is not a CPU number"),
+                ));
             }
             if cores.contains(&(cpu as usize)) {
-                return Err(c.err(format!("dataplane.cores[{i}]"), format!("CPU {cpu} is listed twice")));
+                return Err(c.err(
+                    format!("dataplane.cores[{i}]"),
+                    format!("CPU {cpu} is listed twice"),
+                ));
             }
             cores.push(cpu as usize);
         }
-        let (addr, prefix) = d
-            .address
-            .split_once('/')
-            .ok_or_else(|| c.err("dataplane.address", format!("{:?} needs a prefix length, like \"10.77.0.1/24\"", d.address)))?;
-        let address: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| c.err("dataplane.address", format!("{addr:?} is not an IPv4 address")))?;
+        let (addr, prefix) = d.address.split_once('/').ok_or_else(|| {
+            c.err(
+                "dataplane.address",
+                format!(
+                    "{:?} needs a prefix length, like \"10.77.0.1/24\"",
+                    d.address
+                ),
+            )
+        })?;
+        let address: Ipv4Addr = addr.parse().map_err(|_| {
+            c.err(
+                "dataplane.address",
+                format!("{addr:?} is not an IPv4 address"),
+            )
+        })?;
         let prefix_len: u8 = prefix
             .parse()
             .ok()
             .filter(|p| (1..=32).contains(p))
-            .ok_or_else(|| c.err("dataplane.address", format!("prefix length {prefix:?} must be 1..=32")))?;
+            .ok_or_else(|| {
+                c.err(
+                    "dataplane.address",
+                    format!("prefix length {prefix:?} must be 1..=32"),
+                )
+            })?;
         let gateway = match &d.gateway {
             None => None,
             Some(g) => {
-                let gw: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| c.err("dataplane.gateway", format!("{g:?} is not an IPv4 address")))?;
+                let gw: Ipv4Addr = g.parse().map_err(|_| {
+                    c.err("dataplane.gateway", format!("{g:?} is not an IPv4 address"))
+                })?;
                 if !in_subnet(gw, address, prefix_len) {
-                    return Err(c.err("dataplane.gateway", format!("{gw} is not in {address}/{prefix_len}")));
+                    return Err(c.err(
+                        "dataplane.gateway",
+                        format!("{gw} is not in {address}/{prefix_len}"),
+                    ));
                 }
                 Some(gw)
             }
@@ -285,7 +336,12 @@ impl Config {
         let idle = match d.idle.as_deref() {
             None | Some("adaptive") => IdlePolicy::Adaptive,
             Some("busy") => IdlePolicy::Busy,
-            Some(o) => return Err(c.err("dataplane.idle", format!("{o:?} must be \"adaptive\" (default) or \"busy\""))),
+            Some(o) => {
+                return Err(c.err(
+                    "dataplane.idle",
+                    format!("{o:?} must be \"adaptive\" (default) or \"busy\""),
+                ))
+            }
         };
         if driver == Driver::Dpdk && d.eal_args.is_empty() {
             return Err(c.err("dataplane.eal_args", "is empty: DPDK needs at least a device, e.g. [\"--no-huge\", \"--no-pci\", \"--vdev=net_af_packet0,iface=veth0\"]"));
@@ -300,55 +356,138 @@ impl Config {
             gateway,
             idle,
             pin: d.pin.unwrap_or(true),
-            mbufs_per_queue: c.int_in("dataplane.mbufs_per_queue", d.mbufs_per_queue, 4095u32, 512, 1 << 20)?,
-            rx_descriptors: c.int_in("dataplane.rx_descriptors", d.rx_descriptors, 1024u16, 64, 16384)?,
-            tx_descriptors: c.int_in("dataplane.tx_descriptors", d.tx_descriptors, 1024u16, 64, 16384)?,
-            max_connections_per_core: c.int_in("dataplane.max_connections_per_core", d.max_connections_per_core, 100_000usize, 2, 10_000_000)?,
+            mbufs_per_queue: c.int_in(
+                "dataplane.mbufs_per_queue",
+                d.mbufs_per_queue,
+                4095u32,
+                512,
+                1 << 20,
+            )?,
+            rx_descriptors: c.int_in(
+                "dataplane.rx_descriptors",
+                d.rx_descriptors,
+                1024u16,
+                64,
+                16384,
+            )?,
+            tx_descriptors: c.int_in(
+                "dataplane.tx_descriptors",
+                d.tx_descriptors,
+                1024u16,
+                64,
+                16384,
+            )?,
+            max_connections_per_core: c.int_in(
+                "dataplane.max_connections_per_core",
+                d.max_connections_per_core,
+                100_000usize,
+                2,
+                10_000_000,
+            )?,
         };
         let t = raw.tcp;
         let tcp = TcpConfig {
             rx_buffer: c.int_in("tcp.rx_buffer", t.rx_buffer, 65536usize, 1024, 16 << 20)?,
             tx_buffer: c.int_in("tcp.tx_buffer", t.tx_buffer, 65536usize, 1024, 16 << 20)?,
-            handshake_timeout: c.duration("tcp.handshake_timeout", &t.handshake_timeout, Duration::from_secs(10))?,
-            idle_timeout: c.duration("tcp.idle_timeout", &t.idle_timeout, Duration::from_secs(120))?,
-            spare_sockets: c.int_in("tcp.spare_sockets", t.spare_sockets, 1024usize, 0, 1_000_000)?,
+            handshake_timeout: c.duration(
+                "tcp.handshake_timeout",
+                &t.handshake_timeout,
+                Duration::from_secs(10),
+            )?,
+            idle_timeout: c.duration(
+                "tcp.idle_timeout",
+                &t.idle_timeout,
+                Duration::from_secs(120),
+            )?,
+            spare_sockets: c.int_in(
+                "tcp.spare_sockets",
+                t.spare_sockets,
+                1024usize,
+                0,
+                1_000_000,
+            )?,
         };
         if tcp.handshake_timeout.is_zero() || tcp.idle_timeout.is_zero() {
             return Err(c.err("tcp", "timeouts must be greater than zero"));
         }
         let control = ControlConfig {
-            socket: PathBuf::from(raw.control.socket.unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into())),
-            stats_interval: c.duration("control.stats_interval", &raw.control.stats_interval, Duration::from_secs(10))?,
+            socket: PathBuf::from(
+                raw.control
+                    .socket
+                    .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+            ),
+            stats_interval: c.duration(
+                "control.stats_interval",
+                &raw.control.stats_interval,
+                Duration::from_secs(10),
+            )?,
         };
         if raw.vservers.is_empty() {
-            return Err(c.err("vserver", "no [[vserver]] is configured: the appliance would serve nothing"));
+            return Err(c.err(
+                "vserver",
+                "no [[vserver]] is configured: the appliance would serve nothing",
+            ));
         }
         let mut vservers: Vec<Vserver> = Vec::new();
         for (i, v) in raw.vservers.into_iter().enumerate() {
             let f = |name: &str| format!("vserver[{i}].{name}");
-            if v.name.is_empty() || !v.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
-                return Err(c.err(f("name"), format!("{:?} must be non-empty letters, digits, '-', '_' or '.'", v.name)));
+            if v.name.is_empty()
+                || !v
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return Err(c.err(
+                    f("name"),
+                    format!(
+                        "{:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        v.name
+                    ),
+                ));
             }
             if vservers.iter().any(|o| o.name == v.name) {
-                return Err(c.err(f("name"), format!("{:?} is used by another vserver", v.name)));
+                return Err(c.err(
+                    f("name"),
+                    format!("{:?} is used by another vserver", v.name),
+                ));
             }
             let mode = match v.mode.as_str() {
                 "tcp" => Mode::Tcp,
-                "tls" | "socks5" => return Err(c.err(f("mode"), format!("{:?} is not available in this build yet; only \"tcp\" is", v.mode))),
+                "tls" | "socks5" => {
+                    return Err(c.err(
+                        f("mode"),
+                        format!(
+                            "{:?} is not available in this build yet; only \"tcp\" is",
+                            v.mode
+                        ),
+                    ))
+                }
                 o => return Err(c.err(f("mode"), format!("{o:?} is not a mode; use \"tcp\""))),
             };
-            let listen: SocketAddrV4 = v
-                .listen
-                .parse()
-                .map_err(|_| c.err(f("listen"), format!("{:?} is not an IPv4 address:port", v.listen)))?;
+            let listen: SocketAddrV4 = v.listen.parse().map_err(|_| {
+                c.err(
+                    f("listen"),
+                    format!("{:?} is not an IPv4 address:port", v.listen),
+                )
+            })?;
             if *listen.ip() != address {
-                return Err(c.err(f("listen"), format!("{} is not the data plane's address {address}", listen.ip())));
+                return Err(c.err(
+                    f("listen"),
+                    format!("{} is not the data plane's address {address}", listen.ip()),
+                ));
             }
             if listen.port() == 0 || listen.port() >= dataplane::steer::EPHEMERAL_FIRST {
                 return Err(c.err(f("listen"), format!("port {} must be 1..{} (higher ports are the appliance's own for backend connections)", listen.port(), dataplane::steer::EPHEMERAL_FIRST)));
             }
             if let Some(o) = vservers.iter().find(|o| o.listen.port() == listen.port()) {
-                return Err(c.err(f("listen"), format!("port {} is already used by vserver {:?}", listen.port(), o.name)));
+                return Err(c.err(
+                    f("listen"),
+                    format!(
+                        "port {} is already used by vserver {:?}",
+                        listen.port(),
+                        o.name
+                    ),
+                ));
             }
             if v.backends.is_empty() {
                 return Err(c.err(f("backends"), "needs at least one backend address:port"));
@@ -370,9 +509,19 @@ impl Config {
                 }
                 backends.push(a);
             }
-            vservers.push(Vserver { name: v.name, listen, mode, backends });
+            vservers.push(Vserver {
+                name: v.name,
+                listen,
+                mode,
+                backends,
+            });
         }
-        Ok(Config { dataplane, tcp, control, vservers })
+        Ok(Config {
+            dataplane,
+            tcp,
+            control,
+            vservers,
+        })
     }
 }
 
@@ -417,13 +566,33 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
             ("cores = [1]", "cores = [1, 1]", "dataplane.cores[1]"),
             ("10.77.0.1/24\"", "10.77.0.1\"", "dataplane.address"),
             ("10.77.0.1/24\"", "10.77.0.1/40\"", "dataplane.address"),
-            ("listen = \"10.77.0.1:80\"", "listen = \"10.77.0.1:99999\"", "vserver[0].listen"),
-            ("listen = \"10.77.0.1:80\"", "listen = \"10.77.0.9:80\"", "vserver[0].listen"),
-            ("listen = \"10.77.0.1:80\"", "listen = \"10.77.0.1:50000\"", "vserver[0].listen"),
+            (
+                "listen = \"10.77.0.1:80\"",
+                "listen = \"10.77.0.1:99999\"",
+                "vserver[0].listen",
+            ),
+            (
+                "listen = \"10.77.0.1:80\"",
+                "listen = \"10.77.0.9:80\"",
+                "vserver[0].listen",
+            ),
+            (
+                "listen = \"10.77.0.1:80\"",
+                "listen = \"10.77.0.1:50000\"",
+                "vserver[0].listen",
+            ),
             ("mode = \"tcp\"", "mode = \"tls\"", "vserver[0].mode"),
             ("mode = \"tcp\"", "mode = \"udp\"", "vserver[0].mode"),
-            ("\"10.77.0.3:8080\"", "\"10.99.0.3:8080\"", "vserver[0].backends[1]"),
-            ("\"10.77.0.3:8080\"", "\"nonsense\"", "vserver[0].backends[1]"),
+            (
+                "\"10.77.0.3:8080\"",
+                "\"10.99.0.3:8080\"",
+                "vserver[0].backends[1]",
+            ),
+            (
+                "\"10.77.0.3:8080\"",
+                "\"nonsense\"",
+                "vserver[0].backends[1]",
+            ),
             ("name = \"web\"", "name = \"we b\"", "vserver[0].name"),
         ];
         for (from, to, field) in cases {
@@ -436,10 +605,16 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
     #[test]
     fn unknown_fields_and_syntax_errors_point_at_the_line() {
         let e = err_of(&GOOD.replace("cores = [1]", "cores = [1]\ncoers = [2]"));
-        assert!(e.contains("unknown field `coers`") && e.contains("line"), "{e}");
+        assert!(
+            e.contains("unknown field `coers`") && e.contains("line"),
+            "{e}"
+        );
         let e = err_of(&GOOD.replace("cores = [1]", "cores = [1"));
         assert!(e.starts_with("t.toml: ") && e.contains("line"), "{e}");
-        let e = err_of(&GOOD.replace("[[vserver]]", "[tcp]\nidle_timeout = \"10 parsecs\"\n[[vserver]]"));
+        let e = err_of(&GOOD.replace(
+            "[[vserver]]",
+            "[tcp]\nidle_timeout = \"10 parsecs\"\n[[vserver]]",
+        ));
         assert!(e.contains("tcp.idle_timeout"), "{e}");
     }
 

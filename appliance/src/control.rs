@@ -76,7 +76,9 @@ impl ControlServer {
                 let _ = writeln!(conn, "{reply}");
             }
         })?;
-        Ok(ControlServer { path: path.to_path_buf() })
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+        })
     }
 }
 

@@ -240,7 +240,10 @@ impl Worker {
             }
             Err(e) => {
                 add(&self.stats.backend_no_slot, 1);
-                log::warn!("vserver {}: no backend connection possible ({e:?}); client reset", vs.cfg.name);
+                log::warn!(
+                    "vserver {}: no backend connection possible ({e:?}); client reset",
+                    vs.cfg.name
+                );
                 if let Some(s) = self.stack.socket(client) {
                     s.abort();
                 }
@@ -250,7 +253,9 @@ impl Worker {
     }
 
     fn service(&mut self, id: ConnId) {
-        let Some(side) = self.stack.user(id) else { return };
+        let Some(side) = self.stack.user(id) else {
+            return;
+        };
         if side.released {
             return;
         }
@@ -262,7 +267,11 @@ impl Worker {
             self.stack.release(id);
             return;
         };
-        let (client, backend) = if side.role == Role::Client { (id, peer) } else { (peer, id) };
+        let (client, backend) = if side.role == Role::Client {
+            (id, peer)
+        } else {
+            (peer, id)
+        };
         let vserver = side.vserver as usize;
         let Some(((cs, cu), (bs, bu))) = self.stack.pair(client, backend) else {
             return;
@@ -281,12 +290,18 @@ impl Worker {
             }
             Outcome::BackendReset => {
                 add(&self.stats.backend_reset, 1);
-                log::warn!("vserver {}: backend reset the connection mid-transfer; client reset", self.vservers[vserver].cfg.name);
+                log::warn!(
+                    "vserver {}: backend reset the connection mid-transfer; client reset",
+                    self.vservers[vserver].cfg.name
+                );
                 false
             }
             Outcome::ClientReset => {
                 add(&self.stats.client_reset, 1);
-                log::info!("vserver {}: client reset or timed out; backend connection reset", self.vservers[vserver].cfg.name);
+                log::info!(
+                    "vserver {}: client reset or timed out; backend connection reset",
+                    self.vservers[vserver].cfg.name
+                );
                 false
             }
             Outcome::Done => {
@@ -310,7 +325,9 @@ impl Worker {
 }
 
 fn bs_remote(s: &TcpSocket) -> String {
-    s.remote_endpoint().map(|e| e.to_string()).unwrap_or_else(|| "(unknown)".into())
+    s.remote_endpoint()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "(unknown)".into())
 }
 
 enum Outcome {
@@ -344,7 +361,13 @@ fn pump(from: &mut TcpSocket, to: &mut TcpSocket) -> usize {
 }
 
 /// One step of a client/backend pair: forward data, FINs and failures.
-fn step_pair(cs: &mut TcpSocket, cu: &mut Side, bs: &mut TcpSocket, bu: &mut Side, stats: &ProxyStats) -> Outcome {
+fn step_pair(
+    cs: &mut TcpSocket,
+    cu: &mut Side,
+    bs: &mut TcpSocket,
+    bu: &mut Side,
+    stats: &ProxyStats,
+) -> Outcome {
     let mut newly_established = false;
     if !bu.established {
         match bs.state() {
@@ -353,7 +376,9 @@ fn step_pair(cs: &mut TcpSocket, cu: &mut Side, bs: &mut TcpSocket, bu: &mut Sid
                     bs.abort();
                     return Outcome::ClientReset;
                 }
-                return Outcome::Continue { newly_established: false };
+                return Outcome::Continue {
+                    newly_established: false,
+                };
             }
             TcpState::Closed | TcpState::TimeWait => {
                 cs.abort();

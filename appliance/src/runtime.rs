@@ -35,9 +35,12 @@ pub struct SteerCounters {
 
 impl SteerCounters {
     fn copy_from(&self, s: &SteerStats) {
-        self.sent.store(s.sent.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.received.store(s.received.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.dropped.store(s.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.sent
+            .store(s.sent.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.received
+            .store(s.received.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.dropped
+            .store(s.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
@@ -116,7 +119,11 @@ impl Running {
 }
 
 /// All counters now (usable without the `Running`).
-pub fn snapshot(counters: &[CoreCounters], port: &PortInfo, started: std::time::Instant) -> Snapshot {
+pub fn snapshot(
+    counters: &[CoreCounters],
+    port: &PortInfo,
+    started: std::time::Instant,
+) -> Snapshot {
     Snapshot {
         uptime_secs: started.elapsed().as_secs_f64(),
         cycles_per_second: dataplane::cores::cycles_per_second(),
@@ -168,13 +175,20 @@ impl Serialize for StackJson<'_> {
 
 /// Starts one poll-mode core per queue. `queues.len()` must equal the configured
 /// core count. With `dataplane.pin`, each thread is pinned to its CPU.
-pub fn start(cfg: &Config, port: PortInfo, queues: Vec<Box<dyn PortQueue>>) -> std::io::Result<Running> {
+pub fn start(
+    cfg: &Config,
+    port: PortInfo,
+    queues: Vec<Box<dyn PortQueue>>,
+) -> std::io::Result<Running> {
     let n = cfg.dataplane.cores.len();
     assert_eq!(queues.len(), n, "one queue per poll-mode core");
     let vservers: Arc<Vec<VserverRt>> = Arc::new(
         cfg.vservers
             .iter()
-            .map(|v| VserverRt { cfg: v.clone(), next: AtomicUsize::new(0) })
+            .map(|v| VserverRt {
+                cfg: v.clone(),
+                next: AtomicUsize::new(0),
+            })
             .collect(),
     );
     let listen_ports: Vec<u16> = cfg.vservers.iter().map(|v| v.listen.port()).collect();
@@ -197,8 +211,12 @@ pub fn start(cfg: &Config, port: PortInfo, queues: Vec<Box<dyn PortQueue>>) -> s
             tx_buffer: cfg.tcp.tx_buffer,
             max_connections: cfg.dataplane.max_connections_per_core,
             spare_sockets: cfg.tcp.spare_sockets,
-            handshake_timeout: netstack::NetDuration::from_millis(cfg.tcp.handshake_timeout.as_millis() as u64),
-            idle_timeout: netstack::NetDuration::from_millis(cfg.tcp.idle_timeout.as_millis() as u64),
+            handshake_timeout: netstack::NetDuration::from_millis(
+                cfg.tcp.handshake_timeout.as_millis() as u64,
+            ),
+            idle_timeout: netstack::NetDuration::from_millis(
+                cfg.tcp.idle_timeout.as_millis() as u64
+            ),
             seed,
         };
         let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
@@ -213,27 +231,42 @@ pub fn start(cfg: &Config, port: PortInfo, queues: Vec<Box<dyn PortQueue>>) -> s
             let mut worker = Worker::new(queue, steering, endpoint, stack, vs);
             worker.on_core_start();
             let steer = Arc::new(SteerCounters::default());
-            let _ = ready.send((worker.stack_stats(), worker.stats.clone(), worker.queue_stats.clone(), steer.clone()));
+            let _ = ready.send((
+                worker.stack_stats(),
+                worker.stats.clone(),
+                worker.queue_stats.clone(),
+                steer.clone(),
+            ));
             let mut n = 0u32;
             run_poll_loop(core_stats, idle, &stop2, || {
                 n = n.wrapping_add(1);
                 if n % 1024 == 0 {
-                    steer.copy_from(&worker_mesh_stats(&worker));
+                    steer.copy_from(worker.mesh_stats());
                 }
                 worker.poll_once()
             });
             worker.publish();
-            steer.copy_from(&worker_mesh_stats(&worker));
+            steer.copy_from(worker.mesh_stats());
         })?;
         let (stack, proxy, queue, steer) = ready_rx
             .recv()
             .map_err(|_| std::io::Error::other(format!("poll-mode core {i} failed to start")))?;
-        counters.push(CoreCounters { index: i, cpu: pin, core: handle.stats.clone(), stack, proxy, queue, steer });
+        counters.push(CoreCounters {
+            index: i,
+            cpu: pin,
+            core: handle.stats.clone(),
+            stack,
+            proxy,
+            queue,
+            steer,
+        });
         handles.push(handle);
     }
-    Ok(Running { stop, handles, counters: Arc::new(counters), port, started: std::time::Instant::now() })
-}
-
-fn worker_mesh_stats(w: &Worker) -> &SteerStats {
-    w.mesh_stats()
+    Ok(Running {
+        stop,
+        handles,
+        counters: Arc::new(counters),
+        port,
+        started: std::time::Instant::now(),
+    })
 }

@@ -102,7 +102,10 @@ pub fn cycles() -> u64 {
     {
         use std::sync::OnceLock;
         static START: OnceLock<std::time::Instant> = OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos() as u64
     }
 }
 
@@ -170,7 +173,9 @@ pub enum CoreError {
     Empty,
     #[error("dataplane.cores lists CPU {0} twice")]
     Duplicate(usize),
-    #[error("CPU {cpu} in dataplane.cores is not available to this process (allowed CPUs: {allowed:?})")]
+    #[error(
+        "CPU {cpu} in dataplane.cores is not available to this process (allowed CPUs: {allowed:?})"
+    )]
     NotAllowed { cpu: usize, allowed: Vec<usize> },
     #[error("CPU {cpu} is busy: another appliance process{holder} already runs a poll-mode core on it (lock {path})")]
     Busy {
@@ -385,14 +390,23 @@ mod tests {
         std::env::set_var("APPLIANCE_LOCK_DIR", &dir);
         let cpu = current_affinity().unwrap()[0];
         assert!(matches!(claim_cores(&[]), Err(CoreError::Empty)));
-        assert!(matches!(claim_cores(&[cpu, cpu]), Err(CoreError::Duplicate(_))));
-        assert!(matches!(claim_cores(&[4000]), Err(CoreError::NotAllowed { .. })));
+        assert!(matches!(
+            claim_cores(&[cpu, cpu]),
+            Err(CoreError::Duplicate(_))
+        ));
+        assert!(matches!(
+            claim_cores(&[4000]),
+            Err(CoreError::NotAllowed { .. })
+        ));
         let held = claim_cores(&[cpu]).unwrap();
         // flock is per open file description, so a second claim in this process
         // conflicts just as another process's would.
         let err = claim_cores(&[cpu]).unwrap_err();
         assert!(err.to_string().contains("is busy"), "{err}");
-        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
         drop(held);
         claim_cores(&[cpu]).unwrap();
         let _ = std::fs::remove_dir_all(&dir);

@@ -68,14 +68,21 @@ pub fn init_eal(args: &[String]) -> Result<(), DpdkError> {
     let mut full: Vec<String> = vec!["appliance".into()];
     full.extend(args.iter().cloned());
     let has = |prefixes: &[&str]| {
-        args.iter()
-            .any(|a| prefixes.iter().any(|p| a == p || a.starts_with(&format!("{p}="))))
+        args.iter().any(|a| {
+            prefixes
+                .iter()
+                .any(|p| a == p || a.starts_with(&format!("{p}=")))
+        })
     };
     if !has(&["--file-prefix"]) {
         full.push(format!("--file-prefix=appliance-{}", std::process::id()));
     }
     let saved = crate::cores::current_affinity();
-    if !has(&["-l", "-c", "--lcores"]) && !args.iter().any(|a| a.starts_with("-l") || a.starts_with("-c")) {
+    if !has(&["-l", "-c", "--lcores"])
+        && !args
+            .iter()
+            .any(|a| a.starts_with("-l") || a.starts_with("-c"))
+    {
         if let Some(cpu) = saved.as_ref().and_then(|s| s.first().copied()) {
             full.push("-l".into());
             full.push(cpu.to_string());
@@ -166,7 +173,9 @@ fn port_names() -> Vec<(u16, String)> {
         let mut buf = [0 as libc::c_char; 64];
         // SAFETY: buf is 64 bytes and the shim NUL-terminates within len.
         let name = if unsafe { dpdk_sys::tlsa_eth_port_name(p, buf.as_mut_ptr(), buf.len()) } == 0 {
-            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
         } else {
             format!("port{p}")
         };
@@ -212,7 +221,9 @@ impl DpdkPort {
         };
         let mut di = dpdk_sys::tlsa_dev_info::default();
         // SAFETY: valid port id, di is a valid out pointer.
-        setup("rte_eth_dev_info_get", unsafe { dpdk_sys::tlsa_eth_dev_info(id, &mut di) })?;
+        setup("rte_eth_dev_info_get", unsafe {
+            dpdk_sys::tlsa_eth_dev_info(id, &mut di)
+        })?;
         // SAFETY: driver_name is NUL-terminated by the shim (zeroed, then strncpy len-1).
         let driver = unsafe { CStr::from_ptr(di.driver_name.as_ptr()) }
             .to_string_lossy()
@@ -276,8 +287,14 @@ impl DpdkPort {
         setup("rte_eth_dev_start", unsafe { dpdk_sys::tlsa_eth_start(id) })?;
         let mut mac = [0u8; 6];
         // SAFETY: mac has 6 bytes.
-        setup("rte_eth_macaddr_get", unsafe { dpdk_sys::tlsa_eth_macaddr(id, mac.as_mut_ptr()) })?;
-        let mtu = if di.mtu == 0 { 1500 } else { usize::from(di.mtu) };
+        setup("rte_eth_macaddr_get", unsafe {
+            dpdk_sys::tlsa_eth_macaddr(id, mac.as_mut_ptr())
+        })?;
+        let mtu = if di.mtu == 0 {
+            1500
+        } else {
+            usize::from(di.mtu)
+        };
         log::info!(
             "DPDK port {name} ({driver}) up: {nq} queue pair(s), {rxd}/{txd} descriptors, mtu {mtu}, mac {}",
             crate::fmt_mac(&mac)
@@ -337,7 +354,8 @@ impl PortQueue for DpdkQueue {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> usize {
         let want = max.min(BURST) as u16;
         // SAFETY: this thread owns the queue; rx has room for BURST pointers.
-        let n = unsafe { dpdk_sys::tlsa_rx_burst(self.port, self.queue, self.rx.as_mut_ptr(), want) };
+        let n =
+            unsafe { dpdk_sys::tlsa_rx_burst(self.port, self.queue, self.rx.as_mut_ptr(), want) };
         let mut got = 0;
         for &m in &self.rx[..usize::from(n)] {
             let mut len = 0u32;
@@ -412,7 +430,12 @@ impl PortQueue for DpdkQueue {
         let total = self.pending.len();
         // SAFETY: this thread owns the queue; pending holds mbufs we own.
         let sent = usize::from(unsafe {
-            dpdk_sys::tlsa_tx_burst(self.port, self.queue, self.pending.as_mut_ptr(), total as u16)
+            dpdk_sys::tlsa_tx_burst(
+                self.port,
+                self.queue,
+                self.pending.as_mut_ptr(),
+                total as u16,
+            )
         });
         self.counters.tx_frames += sent as u64;
         if sent == total {
@@ -436,7 +459,10 @@ impl PortQueue for DpdkQueue {
     fn on_core_start(&mut self) {
         // SAFETY: plain registration call; failure only loses the mempool cache.
         if unsafe { dpdk_sys::tlsa_thread_register() } != 0 {
-            log::warn!("rte_thread_register failed: mempool caches off for queue {}", self.queue);
+            log::warn!(
+                "rte_thread_register failed: mempool caches off for queue {}",
+                self.queue
+            );
         }
     }
 }

@@ -224,7 +224,11 @@ mod tests {
             let owner = client_owner([10, 0, 0, 9], sport, 2);
             owners[owner] += 1;
             for (i, r) in rules.iter().enumerate() {
-                let want = if i == owner { Dest::Here } else { Dest::Core(owner) };
+                let want = if i == owner {
+                    Dest::Here
+                } else {
+                    Dest::Core(owner)
+                };
                 assert_eq!(r.classify(&f), want);
             }
         }
@@ -234,8 +238,14 @@ mod tests {
     #[test]
     fn backend_flows_go_to_the_core_of_their_local_port() {
         let r0 = Steering::new(0, 2, ME, &[80]);
-        assert_eq!(r0.classify(&tcp([10, 0, 0, 2], 8080, ME, 50001)), Dest::Core(1));
-        assert_eq!(r0.classify(&tcp([10, 0, 0, 2], 8080, ME, 50002)), Dest::Here);
+        assert_eq!(
+            r0.classify(&tcp([10, 0, 0, 2], 8080, ME, 50001)),
+            Dest::Core(1)
+        );
+        assert_eq!(
+            r0.classify(&tcp([10, 0, 0, 2], 8080, ME, 50002)),
+            Dest::Here
+        );
     }
 
     #[test]
@@ -254,7 +264,10 @@ mod tests {
         f[14] = 0x4f;
         assert_eq!(r.classify(&f), Dest::Here);
         // Not for us, and not TCP.
-        assert_eq!(r.classify(&tcp([10, 0, 0, 2], 1, [10, 0, 0, 7], 80)), Dest::Here);
+        assert_eq!(
+            r.classify(&tcp([10, 0, 0, 2], 1, [10, 0, 0, 7], 80)),
+            Dest::Here
+        );
         // Single core: nothing moves.
         assert_eq!(Steering::new(0, 1, ME, &[80]).classify(&arp), Dest::Here);
     }

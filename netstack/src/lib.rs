@@ -147,7 +147,8 @@ pub struct StackStats {
 
 macro_rules! bump {
     ($s:expr, $f:ident) => {
-        $s.$f.store($s.$f.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
+        $s.$f
+            .store($s.$f.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
     };
 }
 
@@ -292,7 +293,14 @@ impl<T: Default> Stack<T> {
         (set, handle)
     }
 
-    fn insert(&mut self, set: SocketSet<'static>, handle: SocketHandle, key: FlowKey, listener: Option<u32>, user: T) -> ConnId {
+    fn insert(
+        &mut self,
+        set: SocketSet<'static>,
+        handle: SocketHandle,
+        key: FlowKey,
+        listener: Option<u32>,
+        user: T,
+    ) -> ConnId {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
         let idx = self.conns.insert(Conn {
@@ -311,12 +319,16 @@ impl<T: Default> Stack<T> {
         }) as u32;
         let id = ConnId { idx, gen };
         self.flows.insert(key, id);
-        self.stats.active.store(self.conns.len() as u64, Ordering::Relaxed);
+        self.stats
+            .active
+            .store(self.conns.len() as u64, Ordering::Relaxed);
         id
     }
 
     fn get(&mut self, id: ConnId) -> Option<&mut Conn<T>> {
-        self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen)
+        self.conns
+            .get_mut(id.idx as usize)
+            .filter(|c| c.gen == id.gen)
     }
 
     fn free(&mut self, id: ConnId) {
@@ -337,7 +349,9 @@ impl<T: Default> Stack<T> {
             self.spare.push((set, handle));
         }
         bump!(self.stats, freed);
-        self.stats.active.store(self.conns.len() as u64, Ordering::Relaxed);
+        self.stats
+            .active
+            .store(self.conns.len() as u64, Ordering::Relaxed);
     }
 
     fn mark_dirty(&mut self, id: ConnId) {
@@ -387,7 +401,10 @@ impl<T: Default> Stack<T> {
             return Class::OtherIp;
         }
         let tcp = &ip[ihl..total];
-        if tcp.len() < 20 || usize::from(tcp[12] >> 4) * 4 < 20 || usize::from(tcp[12] >> 4) * 4 > tcp.len() {
+        if tcp.len() < 20
+            || usize::from(tcp[12] >> 4) * 4 < 20
+            || usize::from(tcp[12] >> 4) * 4 > tcp.len()
+        {
             return Class::Drop(|s| &s.malformed);
         }
         let flags = tcp[13];
@@ -400,7 +417,13 @@ impl<T: Default> Stack<T> {
         })
     }
 
-    fn ingress_with(&mut self, id: Option<ConnId>, frame: &[u8], tx: &mut dyn PortQueue, now: Instant) {
+    fn ingress_with(
+        &mut self,
+        id: Option<ConnId>,
+        frame: &[u8],
+        tx: &mut dyn PortQueue,
+        now: Instant,
+    ) {
         let mut dev = OneFrame {
             rx: Some(frame),
             tx,
@@ -408,7 +431,11 @@ impl<T: Default> Stack<T> {
             scratch: &mut self.scratch,
             tx_no_buffer: &mut self.tx_no_buffer,
         };
-        let set = match id.and_then(|id| self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen)) {
+        let set = match id.and_then(|id| {
+            self.conns
+                .get_mut(id.idx as usize)
+                .filter(|c| c.gen == id.gen)
+        }) {
             Some(c) => &mut c.set,
             None => &mut self.empty,
         };
@@ -518,7 +545,10 @@ impl<T: Default> Stack<T> {
                 Some(n) => n,
                 None => base + ((self.cfg.core as u16 + cores - base % cores) % cores),
             };
-            if !self.flows.contains_key(&flow_key(*remote.ip(), remote.port(), p)) {
+            if !self
+                .flows
+                .contains_key(&flow_key(*remote.ip(), remote.port(), p))
+            {
                 port = Some(p);
                 break;
             }
@@ -533,7 +563,13 @@ impl<T: Default> Stack<T> {
         if sock.connect(self.iface.context(), peer, local).is_err() {
             return Err(ConnectError::NoFreePort);
         }
-        let id = self.insert(set, handle, flow_key(*remote.ip(), remote.port(), port), None, user);
+        let id = self.insert(
+            set,
+            handle,
+            flow_key(*remote.ip(), remote.port(), port),
+            None,
+            user,
+        );
         bump!(self.stats, connects);
         self.mark_dirty(id);
         Ok(id)
@@ -559,7 +595,11 @@ impl<T: Default> Stack<T> {
     /// state change, timeout).
     pub fn take_ready(&mut self, out: &mut Vec<ConnId>) {
         for id in self.ready.drain(..) {
-            if let Some(c) = self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen) {
+            if let Some(c) = self
+                .conns
+                .get_mut(id.idx as usize)
+                .filter(|c| c.gen == id.gen)
+            {
                 c.ready = false;
                 out.push(id);
             }
@@ -583,7 +623,10 @@ impl<T: Default> Stack<T> {
         &mut self,
         a: ConnId,
         b: ConnId,
-    ) -> Option<((&mut tcp::Socket<'static>, &mut T), (&mut tcp::Socket<'static>, &mut T))> {
+    ) -> Option<(
+        (&mut tcp::Socket<'static>, &mut T),
+        (&mut tcp::Socket<'static>, &mut T),
+    )> {
         self.mark_dirty(a);
         self.mark_dirty(b);
         let (ca, cb) = self.conns.get2_mut(a.idx as usize, b.idx as usize)?;
@@ -620,7 +663,10 @@ impl<T: Default> Stack<T> {
             }
             self.timers.pop();
             let id = ConnId { idx, gen };
-            let current = self.get(id).map(|c| c.timer_at == Some(at)).unwrap_or(false);
+            let current = self
+                .get(id)
+                .map(|c| c.timer_at == Some(at))
+                .unwrap_or(false);
             if current {
                 if let Some(c) = self.get(id) {
                     c.timer_at = None;
@@ -632,7 +678,11 @@ impl<T: Default> Stack<T> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut again = Vec::new();
         for id in dirty {
-            let Some(c) = self.conns.get_mut(id.idx as usize).filter(|c| c.gen == id.gen) else {
+            let Some(c) = self
+                .conns
+                .get_mut(id.idx as usize)
+                .filter(|c| c.gen == id.gen)
+            else {
                 continue;
             };
             c.dirty = false;
@@ -645,7 +695,8 @@ impl<T: Default> Stack<T> {
             };
             let mut sent = 0;
             while sent < SEGMENTS_PER_PASS
-                && self.iface.poll_egress(now, &mut dev, &mut c.set) == smoltcp::iface::PollResult::SocketStateChanged
+                && self.iface.poll_egress(now, &mut dev, &mut c.set)
+                    == smoltcp::iface::PollResult::SocketStateChanged
             {
                 sent += 1;
             }
@@ -696,7 +747,9 @@ impl<T: Default> Stack<T> {
         for id in again {
             self.mark_dirty(id);
         }
-        self.stats.tx_no_buffer.store(self.tx_no_buffer, Ordering::Relaxed);
+        self.stats
+            .tx_no_buffer
+            .store(self.tx_no_buffer, Ordering::Relaxed);
     }
 
     /// Whether egress has work queued right now (touched connections).
@@ -706,7 +759,9 @@ impl<T: Default> Stack<T> {
 
     /// The earliest timer deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| Instant::from_micros(*at))
+        self.timers
+            .peek()
+            .map(|Reverse((at, _, _))| Instant::from_micros(*at))
     }
 }
 
@@ -765,7 +820,13 @@ mod tests {
     impl Pair {
         fn new() -> Self {
             let now = Instant::from_millis(1);
-            Pair { a: Stack::new(cfg(1), now), b: Stack::new(cfg(2), now), qa: VecQueue::default(), qb: VecQueue::default(), now }
+            Pair {
+                a: Stack::new(cfg(1), now),
+                b: Stack::new(cfg(2), now),
+                qa: VecQueue::default(),
+                qb: VecQueue::default(),
+                now,
+            }
         }
         /// Moves frames both ways until quiet.
         fn run(&mut self) {
@@ -792,12 +853,19 @@ mod tests {
         p.b.listen(80, 42);
         let n = 300;
         let ids: Vec<_> = (0..n)
-            .map(|i| p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i).unwrap())
+            .map(|i| {
+                p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i)
+                    .unwrap()
+            })
             .collect();
         p.run();
         let mut acc = Vec::new();
         p.b.take_accepted(&mut acc);
-        assert_eq!(acc.len(), n as usize, "every SYN got its own listening socket");
+        assert_eq!(
+            acc.len(),
+            n as usize,
+            "every SYN got its own listening socket"
+        );
         assert!(acc.iter().all(|&(_, tag)| tag == 42));
         for (i, &id) in ids.iter().enumerate() {
             let s = p.a.socket(id).unwrap();
@@ -834,9 +902,15 @@ mod tests {
     #[test]
     fn closed_port_gets_rst_and_garbage_is_counted() {
         let mut p = Pair::new();
-        let id = p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 81), 0).unwrap();
+        let id =
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 81), 0)
+                .unwrap();
         p.run();
-        assert_eq!(p.a.socket(id).unwrap().state(), TcpState::Closed, "refused by RST");
+        assert_eq!(
+            p.a.socket(id).unwrap().state(),
+            TcpState::Closed,
+            "refused by RST"
+        );
         assert_eq!(p.b.stats().no_flow.load(Ordering::Relaxed), 1);
         let mut q = VecQueue::default();
         let now = p.now;
@@ -845,7 +919,8 @@ mod tests {
             let mut a = Stack::<u32>::new(cfg(1), now);
             let mut qa = VecQueue::default();
             // Resolve ARP by hand: an ARP reply from b first.
-            a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0).unwrap();
+            a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0)
+                .unwrap();
             a.egress(&mut qa, now);
             let arp = qa.0.pop().unwrap();
             p.b.ingress(&arp, &mut q, now);
@@ -873,7 +948,8 @@ mod tests {
         p.b.cfg.max_connections = 3;
         p.b.listen(80, 0);
         for i in 0..5 {
-            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i).unwrap();
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i)
+                .unwrap();
         }
         p.now += Duration::from_millis(1);
         p.a.egress(&mut p.qa, p.now);
@@ -890,7 +966,9 @@ mod tests {
         c.core = 2;
         let mut s = Stack::<u32>::new(c, Instant::from_millis(0));
         for _ in 0..50 {
-            let id = s.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0).unwrap();
+            let id = s
+                .connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0)
+                .unwrap();
             let port = s.socket(id).unwrap().local_endpoint().unwrap().port;
             assert_eq!(dataplane::steer::ephemeral_owner(port, 3), 2);
         }

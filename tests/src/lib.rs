@@ -163,7 +163,10 @@ impl Host {
     }
 
     fn socket(&self) -> tcp::Socket<'static> {
-        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; self.buf]), tcp::SocketBuffer::new(vec![0; self.buf]))
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.buf]),
+            tcp::SocketBuffer::new(vec![0; self.buf]),
+        )
     }
 
     fn now(&self) -> Instant {
@@ -174,7 +177,11 @@ impl Host {
     pub fn backend(&mut self, ip: Ipv4Addr, port: u16, pool: usize, behaviour: BackendBehaviour) {
         for _ in 0..pool {
             let mut s = self.socket();
-            s.listen(smoltcp::wire::IpListenEndpoint { addr: Some(ip.into()), port }).unwrap();
+            s.listen(smoltcp::wire::IpListenEndpoint {
+                addr: Some(ip.into()),
+                port,
+            })
+            .unwrap();
             let h = self.sockets.add(s);
             self.listeners.insert(h, (port, behaviour));
         }
@@ -184,11 +191,26 @@ impl Host {
     pub fn client(&mut self, port: u16, up: usize, down: usize, seed: u64) -> usize {
         let mut s = self.socket();
         self.next_port += 1;
-        s.connect(self.iface.context(), (APPLIANCE_IP, port), (HOST_IPS[0], self.next_port)).unwrap();
+        s.connect(
+            self.iface.context(),
+            (APPLIANCE_IP, port),
+            (HOST_IPS[0], self.next_port),
+        )
+        .unwrap();
         let h = self.sockets.add(s);
         let mut payload = header(up, down, seed);
         payload.extend(pattern(seed, up));
-        self.clients.push(ClientConn { handle: h, up: payload, sent: 0, down_len: down, seed, got: Vec::new(), done: false, fin_seen: false, reset: false });
+        self.clients.push(ClientConn {
+            handle: h,
+            up: payload,
+            sent: 0,
+            down_len: down,
+            seed,
+            got: Vec::new(),
+            done: false,
+            fin_seen: false,
+            reset: false,
+        });
         self.clients.len() - 1
     }
 
@@ -200,10 +222,12 @@ impl Host {
     /// One round: network in/out, then every application step.
     pub fn poll(&mut self) {
         let now = self.now();
-        self.iface.poll(now, &mut PeerDev(&mut self.peer), &mut self.sockets);
+        self.iface
+            .poll(now, &mut PeerDev(&mut self.peer), &mut self.sockets);
         self.step_backends();
         self.step_clients();
-        self.iface.poll(now, &mut PeerDev(&mut self.peer), &mut self.sockets);
+        self.iface
+            .poll(now, &mut PeerDev(&mut self.peer), &mut self.sockets);
     }
 
     fn step_backends(&mut self) {
@@ -213,7 +237,14 @@ impl Host {
             if s.is_active() && !s.is_listening() {
                 let ep = s.listen_endpoint();
                 self.listeners.remove(&h);
-                self.backends.insert(h, BackendConn { behaviour, buf: Vec::new(), out: None });
+                self.backends.insert(
+                    h,
+                    BackendConn {
+                        behaviour,
+                        buf: Vec::new(),
+                        out: None,
+                    },
+                );
                 // Refill the pool: smoltcp has no backlog.
                 let mut n = self.socket();
                 n.listen(ep).unwrap();
@@ -281,7 +312,13 @@ impl Host {
                     (d.len(), ())
                 });
             }
-            if matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::TimeWait | tcp::State::Closing) {
+            if matches!(
+                s.state(),
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::TimeWait
+                    | tcp::State::Closing
+            ) {
                 c.fin_seen = true;
             }
             if s.state() == tcp::State::CloseWait && !s.can_recv() {

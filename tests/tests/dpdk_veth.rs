@@ -16,21 +16,31 @@ struct Net {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join(name);
-    assert!(p.exists(), "{} is not built: run `cargo build --workspace` first (tools/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` first (tools/test.sh does)",
+        p.display()
+    );
     p
 }
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc_geteuid() };
-    assert_eq!(uid, 0, "this test creates network namespaces and needs root (CI runs as root)");
+    assert_eq!(
+        uid, 0,
+        "this test creates network namespaces and needs root (CI runs as root)"
+    );
 }
 
 extern "C" {
@@ -39,7 +49,10 @@ extern "C" {
 }
 
 fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{}: {e}", args[0]))
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]))
 }
 
 impl Net {
@@ -50,26 +63,47 @@ impl Net {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let out = sh(&[repo().join("tools/netns.sh").to_str().unwrap(), "up", &name]);
-        assert!(out.status.success(), "netns.sh up: {}", String::from_utf8_lossy(&out.stderr));
-        Net { name, dir, children: Vec::new() }
+        assert!(
+            out.status.success(),
+            "netns.sh up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Net {
+            name,
+            dir,
+            children: Vec::new(),
+        }
     }
 
     fn in_hosts(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &format!("{}-h", self.name)]).args(args);
+        c.args(["netns", "exec", &format!("{}-h", self.name)])
+            .args(args);
         c
     }
 
     fn spawn(&mut self, mut c: Command, log: &str) {
         let f = std::fs::File::create(self.dir.join(log)).unwrap();
-        let child = c.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null()).spawn().unwrap();
+        let child = c
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         self.children.push(child);
     }
 
     fn start_backend(&mut self, ip: &str, port: u16) {
         let root = self.dir.join("www");
         let c = {
-            let mut c = self.in_hosts(&["python3", "-m", "http.server", &port.to_string(), "--bind", ip]);
+            let mut c = self.in_hosts(&[
+                "python3",
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                ip,
+            ]);
             c.arg("--directory").arg(&root);
             c
         };
@@ -102,7 +136,10 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         let path = self.dir.join("appliance.toml");
         std::fs::write(&path, cfg).unwrap();
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &format!("{}-a", self.name)]).arg(binary("appliance")).arg("--config").arg(&path);
+        c.args(["netns", "exec", &format!("{}-a", self.name)])
+            .arg(binary("appliance"))
+            .arg("--config")
+            .arg(&path);
         c.env("APPLIANCE_LOCK_DIR", self.dir.join("locks"));
         self.spawn(c, "appliance.log");
         let sock = self.dir.join("ctl.sock");
@@ -125,7 +162,17 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
     }
 
     fn curl(&self, url: &str, out: &Path) -> std::process::Output {
-        self.in_hosts(&["curl", "-sS", "--max-time", "60", "-o", out.to_str().unwrap(), url]).output().unwrap()
+        self.in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            out.to_str().unwrap(),
+            url,
+        ])
+        .output()
+        .unwrap()
     }
 }
 
@@ -133,7 +180,9 @@ impl Drop for Net {
     fn drop(&mut self) {
         for c in self.children.iter_mut().rev() {
             // SIGINT first: the appliance stops cleanly on it.
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(5) {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -144,7 +193,11 @@ impl Drop for Net {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = sh(&[repo().join("tools/netns.sh").to_str().unwrap(), "down", &self.name]);
+        let _ = sh(&[
+            repo().join("tools/netns.sh").to_str().unwrap(),
+            "down",
+            &self.name,
+        ]);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
@@ -189,19 +242,41 @@ fn curl_through_the_dpdk_port_byte_exact() {
     net.start_appliance(&[cpu], "[[vserver]]\nname = \"dead\"\nlisten = \"10.77.0.1:81\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:9999\"]\n");
 
     // ICMP echo is answered by the appliance's own stack.
-    let ping = net.in_hosts(&["ping", "-c", "2", "-W", "2", "10.77.0.1"]).output().unwrap();
-    assert!(ping.status.success(), "ping: {}", String::from_utf8_lossy(&ping.stdout));
+    let ping = net
+        .in_hosts(&["ping", "-c", "2", "-W", "2", "10.77.0.1"])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
 
     let small = net.dir.join("small.out");
     for _ in 0..4 {
         let o = net.curl("http://10.77.0.1/index.html", &small);
-        assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(std::fs::read_to_string(&small).unwrap(), "hello through the appliance\n");
+        assert!(
+            o.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&small).unwrap(),
+            "hello through the appliance\n"
+        );
     }
     let big = net.dir.join("big.out");
     let o = net.curl("http://10.77.0.1/big.bin", &big);
-    assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(sha_file(&big), sha_file(&net.dir.join("www/big.bin")), "32 MiB download is byte-exact");
+    assert!(
+        o.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        sha_file(&big),
+        sha_file(&net.dir.join("www/big.bin")),
+        "32 MiB download is byte-exact"
+    );
 
     // A vserver whose backend refuses: curl sees a reset, and the appliance carries on.
     let o = net.curl("http://10.77.0.1:81/", &small);
@@ -209,7 +284,10 @@ fn curl_through_the_dpdk_port_byte_exact() {
     let err = String::from_utf8_lossy(&o.stderr);
     // The RST can reach curl while it is still confirming the connect (the backend
     // refuses within a millisecond), so curl reports it either way.
-    assert!(err.contains("reset") || err.contains("Couldn't connect") || err.contains("Empty reply"), "curl said: {err}");
+    assert!(
+        err.contains("reset") || err.contains("Couldn't connect") || err.contains("Empty reply"),
+        "curl said: {err}"
+    );
     let o = net.curl("http://10.77.0.1/index.html", &small);
     assert!(o.status.success());
 
@@ -239,7 +317,15 @@ fn two_cores_share_one_port_with_steering() {
             .map(|i| {
                 let out = net.dir.join(format!("d{round}-{i}.out"));
                 let c = net
-                    .in_hosts(&["curl", "-sS", "--max-time", "60", "-o", out.to_str().unwrap(), "http://10.77.0.1/big.bin"])
+                    .in_hosts(&[
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "60",
+                        "-o",
+                        out.to_str().unwrap(),
+                        "http://10.77.0.1/big.bin",
+                    ])
                     .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
@@ -248,14 +334,28 @@ fn two_cores_share_one_port_with_steering() {
             .collect();
         for (c, out) in kids {
             let o = c.wait_with_output().unwrap();
-            assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "curl: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             assert_eq!(sha_file(&out), want);
         }
     }
     let s = net.stats();
-    let accepted: Vec<u64> = (0..2).map(|i| s["cores"][i]["proxy"]["accepted"].as_u64().unwrap()).collect();
+    let accepted: Vec<u64> = (0..2)
+        .map(|i| s["cores"][i]["proxy"]["accepted"].as_u64().unwrap())
+        .collect();
     assert_eq!(accepted.iter().sum::<u64>(), 24, "{s}");
-    assert!(accepted.iter().all(|&a| a > 0), "both cores own connections: {accepted:?}");
-    let steered: u64 = (0..2).map(|i| s["cores"][i]["steering"]["sent"].as_u64().unwrap()).sum();
-    assert!(steered > 0, "frames reached the wrong core and were steered: {s}");
+    assert!(
+        accepted.iter().all(|&a| a > 0),
+        "both cores own connections: {accepted:?}"
+    );
+    let steered: u64 = (0..2)
+        .map(|i| s["cores"][i]["steering"]["sent"].as_u64().unwrap())
+        .sum();
+    assert!(
+        steered > 0,
+        "frames reached the wrong core and were steered: {s}"
+    );
 }

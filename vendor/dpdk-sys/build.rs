@@ -30,7 +30,9 @@ fn main() {
         .expect("pkg-config ran a moment ago");
     let cflags = String::from_utf8_lossy(&cflags.stdout).to_string();
     let mut build = cc::Build::new();
-    build.file("shim/shim.c").define("ALLOW_EXPERIMENTAL_API", None);
+    build
+        .file("shim/shim.c")
+        .define("ALLOW_EXPERIMENTAL_API", None);
     for path in &lib.include_paths {
         build.include(path);
     }

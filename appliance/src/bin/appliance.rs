@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     if check {
-        println!("{}: configuration is valid ({} vserver(s))", path.display(), cfg.vservers.len());
+        println!(
+            "{}: configuration is valid ({} vserver(s))",
+            path.display(),
+            cfg.vservers.len()
+        );
         return ExitCode::SUCCESS;
     }
     if cfg.dataplane.driver == Driver::Memory {
@@ -106,15 +110,22 @@ fn run(cfg: &Config) -> ExitCode {
     let started = running.started;
     let handler: appliance::control::Handler = std::sync::Arc::new(move |cmd: &str| match cmd {
         "ping" => serde_json::json!({"ok": true}),
-        "stats" => serde_json::to_value(runtime::snapshot(&counters, &info, started)).unwrap_or_default(),
-        other => serde_json::json!({"error": format!("unknown command {other:?}; try ping or stats")}),
+        "stats" => {
+            serde_json::to_value(runtime::snapshot(&counters, &info, started)).unwrap_or_default()
+        }
+        other => {
+            serde_json::json!({"error": format!("unknown command {other:?}; try ping or stats")})
+        }
     });
     let control = match ControlServer::start(&cfg.control.socket, handler) {
         Ok(c) => c,
         Err(e) => {
             running.stop();
             let _ = running.join();
-            return fail(format!("control socket {}: {e}", cfg.control.socket.display()));
+            return fail(format!(
+                "control socket {}: {e}",
+                cfg.control.socket.display()
+            ));
         }
     };
     for v in &cfg.vservers {

@@ -1,0 +1,224 @@
+//! `httpload`: a plain-HTTP/1.1 load generator for the L4 proxy (no TLS; the TLS load
+//! generator `loadgen` is a later issue). Every loop is bounded by a count and a time.
+//!
+//!   httpload --target 10.77.0.1:80 --path /index.html --concurrency 16 \
+//!            --duration 5s [--requests N] [--keepalive] [--json]
+//!
+//! Without `--keepalive` each request uses a new TCP connection (connect, GET with
+//! `Connection: close`, read to EOF, close): it measures new connections per second.
+//! With it, each worker reuses one connection (responses need Content-Length).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    target: SocketAddr,
+    path: String,
+    concurrency: usize,
+    duration: Duration,
+    requests: u64,
+    keepalive: bool,
+    json: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        target: "127.0.0.1:80".parse().unwrap(),
+        path: "/".into(),
+        concurrency: 8,
+        duration: Duration::from_secs(5),
+        requests: u64::MAX,
+        keepalive: false,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match k.as_str() {
+            "--target" => {
+                a.target = val("--target")?
+                    .parse()
+                    .map_err(|e| format!("--target: {e}"))?
+            }
+            "--path" => a.path = val("--path")?,
+            "--concurrency" => {
+                a.concurrency = val("--concurrency")?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
+            }
+            "--duration" => {
+                let v = val("--duration")?;
+                let secs: f64 = v
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|e| format!("--duration: {e}"))?;
+                if !(0.1..=600.0).contains(&secs) {
+                    return Err("--duration must be 0.1s..600s".into());
+                }
+                a.duration = Duration::from_secs_f64(secs);
+            }
+            "--requests" => {
+                a.requests = val("--requests")?
+                    .parse()
+                    .map_err(|e| format!("--requests: {e}"))?
+            }
+            "--keepalive" => a.keepalive = true,
+            "--json" => a.json = true,
+            "-h" | "--help" => {
+                println!("usage: httpload --target IP:PORT [--path P] [--concurrency N] [--duration 5s] [--requests N] [--keepalive] [--json]");
+                std::process::exit(0);
+            }
+            o => return Err(format!("unknown argument {o:?}")),
+        }
+    }
+    if a.concurrency == 0 || a.concurrency > 4096 {
+        return Err("--concurrency must be 1..=4096".into());
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Totals {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Reads one response; returns body bytes. With `keepalive`, stops at Content-Length.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, keepalive: bool) -> std::io::Result<u64> {
+    buf.clear();
+    let mut chunk = [0u8; 65536];
+    let mut need: Option<usize> = None;
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if keepalive {
+            if need.is_none() {
+                if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .ok_or_else(|| std::io::Error::other("keep-alive needs Content-Length"))?;
+                    need = Some(h + 4 + len);
+                }
+            }
+            if need.is_some_and(|n| buf.len() >= n) {
+                break;
+            }
+        }
+    }
+    if !buf.starts_with(b"HTTP/1.") || buf.get(9..12) != Some(b"200") {
+        return Err(std::io::Error::other("not a 200 response"));
+    }
+    Ok(buf.len() as u64)
+}
+
+fn main() {
+    let a = match parse() {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            eprintln!("httpload: {e}");
+            std::process::exit(2);
+        }
+    };
+    let totals = Arc::new(Totals::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut lat_all = Vec::new();
+    let workers: Vec<_> = (0..a.concurrency)
+        .map(|_| {
+            let (a, totals, stop, issued) =
+                (a.clone(), totals.clone(), stop.clone(), issued.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut buf = Vec::with_capacity(1 << 16);
+                let conn_hdr = if a.keepalive { "keep-alive" } else { "close" };
+                let req = format!(
+                    "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: {conn_hdr}\r\n\r\n",
+                    a.path, a.target
+                );
+                let mut conn: Option<TcpStream> = None;
+                while !stop.load(Ordering::Relaxed)
+                    && issued.fetch_add(1, Ordering::Relaxed) < a.requests
+                {
+                    let t0 = Instant::now();
+                    let r = (|| -> std::io::Result<u64> {
+                        if conn.is_none() {
+                            let s = TcpStream::connect_timeout(&a.target, Duration::from_secs(5))?;
+                            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                            s.set_nodelay(true)?;
+                            conn = Some(s);
+                        }
+                        let s = conn.as_mut().expect("just set");
+                        s.write_all(req.as_bytes())?;
+                        read_response(s, &mut buf, a.keepalive)
+                    })();
+                    if !a.keepalive {
+                        conn = None;
+                    }
+                    match r {
+                        Ok(n) => {
+                            totals.ok.fetch_add(1, Ordering::Relaxed);
+                            totals.bytes.fetch_add(n, Ordering::Relaxed);
+                            lat.push(t0.elapsed().as_micros() as u64);
+                        }
+                        Err(_) => {
+                            totals.errors.fetch_add(1, Ordering::Relaxed);
+                            conn = None;
+                        }
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    while start.elapsed() < a.duration && workers.iter().any(|w| !w.is_finished()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        lat_all.extend(w.join().unwrap_or_default());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat_all.sort_unstable();
+    let pct = |p: f64| {
+        lat_all
+            .get(((lat_all.len() as f64 * p) as usize).min(lat_all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let ok = totals.ok.load(Ordering::Relaxed);
+    let errors = totals.errors.load(Ordering::Relaxed);
+    let bytes = totals.bytes.load(Ordering::Relaxed);
+    if a.json {
+        println!(
+            "{{\"requests\":{ok},\"errors\":{errors},\"seconds\":{secs:.3},\"requests_per_sec\":{:.1},\"bytes_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{}}}",
+            ok as f64 / secs,
+            bytes as f64 / secs,
+            pct(0.5),
+            pct(0.99)
+        );
+    } else {
+        println!(
+            "{ok} requests ({errors} errors) in {secs:.2}s: {:.0} req/s, {:.1} MB/s, latency p50 {} us, p99 {} us",
+            ok as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            pct(0.5),
+            pct(0.99)
+        );
+    }
+    if ok == 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, checks formatting and lints, builds
+# everything and runs every test (unit, in-memory wire, DPDK on veths in network
+# namespaces, which needs root). .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== shell scripts parse"
+for f in tools/*.sh tools/bench/*.sh .ci/run; do bash -n "$f"; done
+echo "== build"
+cargo build --workspace -q
+echo "== tests"
+cargo test --workspace -q 2>&1 | tee /tmp/appliance-test.log
