@@ -70,6 +70,7 @@ struct RawTcp {
     tx_buffer: Option<i64>,
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
+    ack_delay: Option<String>,
     spare_sockets: Option<i64>,
 }
 
@@ -124,6 +125,8 @@ pub struct TcpConfig {
     pub tx_buffer: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Delayed-ACK time; zero means ACK at once.
+    pub ack_delay: Duration,
     pub spare_sockets: usize,
 }
 
@@ -399,6 +402,7 @@ impl Config {
                 &t.idle_timeout,
                 Duration::from_secs(120),
             )?,
+            ack_delay: c.duration("tcp.ack_delay", &t.ack_delay, Duration::ZERO)?,
             spare_sockets: c.int_in(
                 "tcp.spare_sockets",
                 t.spare_sockets,
@@ -407,6 +411,9 @@ impl Config {
                 1_000_000,
             )?,
         };
+        if tcp.ack_delay > Duration::from_millis(500) {
+            return Err(c.err("tcp.ack_delay", "must be at most 500ms (RFC 1122)"));
+        }
         if tcp.handshake_timeout.is_zero() || tcp.idle_timeout.is_zero() {
             return Err(c.err("tcp", "timeouts must be greater than zero"));
         }

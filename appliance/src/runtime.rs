@@ -217,6 +217,8 @@ pub fn start(
             idle_timeout: netstack::NetDuration::from_millis(
                 cfg.tcp.idle_timeout.as_millis() as u64
             ),
+            ack_delay: (!cfg.tcp.ack_delay.is_zero())
+                .then(|| netstack::NetDuration::from_micros(cfg.tcp.ack_delay.as_micros() as u64)),
             seed,
         };
         let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);

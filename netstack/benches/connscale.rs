@@ -98,6 +98,7 @@ fn cfg(last: u8) -> StackConfig {
         spare_sockets: 0,
         handshake_timeout: NetDuration::from_secs(30),
         idle_timeout: NetDuration::from_secs(3600),
+        ack_delay: None,
         seed: 1,
     }
 }

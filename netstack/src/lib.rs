@@ -87,6 +87,10 @@ pub struct StackConfig {
     /// An established connection whose peer stops answering (keep-alives included) for
     /// this long is aborted.
     pub idle_timeout: Duration,
+    /// How long an ACK may wait to ride on data (`None`: ACK at once). smoltcp's 10 ms
+    /// default collides with Nagle on peers that write a response in two pieces,
+    /// stalling every small response by the full delay; a proxy ACKs at once.
+    pub ack_delay: Option<Duration>,
     /// Seed for TCP initial sequence numbers: must be unpredictable (see [`random_seed`]).
     pub seed: u64,
 }
@@ -288,6 +292,7 @@ impl<T: Default> Stack<T> {
         let tx = tcp::SocketBuffer::new(vec![0u8; self.cfg.tx_buffer]);
         let mut sock = tcp::Socket::new(rx, tx);
         sock.set_nagle_enabled(false);
+        sock.set_ack_delay(self.cfg.ack_delay);
         let mut set = SocketSet::new(Vec::<SocketStorage>::with_capacity(1));
         let handle = set.add(sock);
         (set, handle)
@@ -805,6 +810,7 @@ mod tests {
             spare_sockets: 16,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            ack_delay: None,
             seed: 7,
         }
     }
