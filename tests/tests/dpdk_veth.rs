@@ -359,3 +359,114 @@ fn two_cores_share_one_port_with_steering() {
         "frames reached the wrong core and were steered: {s}"
     );
 }
+
+/// Runs the daemon with `cfg` and returns (exit code, stderr).
+fn run_appliance(dir: &Path, cfg: &str, netns: Option<&str>) -> (Option<i32>, String) {
+    let path = dir.join(format!("bad-{}.toml", cfg.len()));
+    std::fs::write(&path, cfg).unwrap();
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(binary("appliance"));
+            c
+        }
+        None => Command::new(binary("appliance")),
+    };
+    let out = c
+        .arg("--config")
+        .arg(&path)
+        .env("APPLIANCE_LOCK_DIR", dir.join("locks"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn start_up_errors_name_what_to_fix() {
+    let mut net = Net::up("te");
+    write_site(&net.dir, 1024);
+    let cpu = *cpus().last().unwrap();
+    let dir = net.dir.clone();
+    let cfg = |eal: &str, cores: &str| {
+        format!(
+            "[dataplane]\ndriver = \"dpdk\"\neal_args = [{eal}]\ncores = [{cores}]\naddress = \"10.77.0.1/24\"\n\
+             [control]\nsocket = \"{}/ctl-bad.sock\"\n\
+             [[vserver]]\nname = \"web\"\nlisten = \"10.77.0.1:80\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:8080\"]\n",
+            dir.display()
+        )
+    };
+    let ns = format!("{}-a", net.name);
+    let good_vdev = format!(
+        "\"--no-huge\", \"--no-pci\", \"--vdev=net_af_packet0,iface={}-a0\"",
+        net.name
+    );
+
+    // A configuration mistake: exit code 2, file and field named.
+    let (code, err) = run_appliance(&net.dir, &cfg(&good_vdev, "1, 1"), Some(&ns));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("dataplane.cores[1]") && err.contains("listed twice"),
+        "{err}"
+    );
+
+    // No port: the EAL starts but finds no device.
+    let (code, err) = run_appliance(
+        &net.dir,
+        &cfg("\"--no-huge\", \"--no-pci\"", &cpu.to_string()),
+        Some(&ns),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("found no Ethernet port"), "{err}");
+
+    // A vdev on an interface that does not exist.
+    let (code, err) = run_appliance(
+        &net.dir,
+        &cfg(
+            "\"--no-huge\", \"--no-pci\", \"--vdev=net_af_packet0,iface=nosuchif0\"",
+            &cpu.to_string(),
+        ),
+        Some(&ns),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("EAL") || err.contains("no Ethernet port"),
+        "{err}"
+    );
+
+    // A wrong EAL argument.
+    let (code, err) = run_appliance(
+        &net.dir,
+        &cfg("\"--no-huge\", \"--bogus-flag\"", &cpu.to_string()),
+        Some(&ns),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("EAL initialisation failed") && err.contains("--bogus-flag"),
+        "{err}"
+    );
+
+    // A CPU that does not exist.
+    let (code, err) = run_appliance(&net.dir, &cfg(&good_vdev, "4000"), Some(&ns));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("CPU 4000") && err.contains("not available"),
+        "{err}"
+    );
+
+    // A busy core: a running appliance holds it; a second one is refused.
+    net.start_backend("10.77.0.2", 8080);
+    net.start_appliance(&[cpu], "");
+    let (code, err) = run_appliance(&net.dir, &cfg(&good_vdev, &cpu.to_string()), Some(&ns));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("CPU {cpu} is busy")), "{err}");
+    // And the first one still serves.
+    let out = net.dir.join("still.out");
+    assert!(net
+        .curl("http://10.77.0.1/index.html", &out)
+        .status
+        .success());
+}
