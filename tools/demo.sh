@@ -13,17 +13,10 @@ cargo build --release -q -p appliance -p cli -p tools
 NAME=demo$$; NAME=${NAME:0:10}
 WORK=$(mktemp -d /tmp/appliance-demo.XXXXXX)
 PIDS=()
+. tools/lib.sh
 cleanup() {
-    # Only the processes this script started, by PID: TERM, then KILL after 5 s.
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] || continue
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    # Only the processes this script started, by PID.
+    stop_pids "${PIDS[@]:-}"
     tools/netns.sh down "$NAME" || true
     rm -rf "$WORK"
 }
@@ -63,15 +56,8 @@ echo "== starting the appliance on CPU $CPU (config: $WORK/appliance.toml)"
 ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
 PIDS+=($!)
 CTL=(target/release/appliancectl --socket "$WORK/control.sock")
-for _ in $(seq 100); do
-    "${CTL[@]}" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-if ! "${CTL[@]}" ping; then
-    echo "the appliance did not start; its log:" >&2
-    cat "$WORK/appliance.log" >&2
-    exit 1
-fi
+wait_control "$WORK/control.sock" "$WORK/appliance.log"
+"${CTL[@]}" ping
 grep -E "DPDK port|vserver|ready" "$WORK/appliance.log" | sed 's/^/   appliance: /'
 
 echo "== ping 10.77.0.1 (answered by the appliance's own stack)"

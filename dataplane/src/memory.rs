@@ -181,6 +181,30 @@ impl PortQueue for MemoryQueue {
     }
 }
 
+/// A queue with no wire at all: it receives nothing and keeps every frame sent, for
+/// driving a stack by hand in unit tests, benchmarks and fuzz targets.
+#[derive(Debug, Default)]
+pub struct CaptureQueue {
+    /// Frames sent, oldest first; take them to deliver them elsewhere.
+    pub sent: Vec<Vec<u8>>,
+}
+
+impl PortQueue for CaptureQueue {
+    fn rx_burst(&mut self, _: &mut Vec<Frame>, _: usize) -> usize {
+        0
+    }
+    fn alloc_tx(&mut self, len: usize) -> Option<Frame> {
+        Some(Frame::from_vec(vec![0; len]))
+    }
+    fn send(&mut self, frame: Frame) {
+        self.sent.push(frame.to_vec())
+    }
+    fn flush(&mut self) {}
+    fn counters(&self) -> QueueCounters {
+        QueueCounters::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,24 +4,9 @@
 #![no_main]
 use std::net::Ipv4Addr;
 
-use dataplane::{Frame, PortQueue, QueueCounters};
+use dataplane::memory::CaptureQueue;
 use libfuzzer_sys::fuzz_target;
 use netstack::{NetDuration, NetInstant, Stack, StackConfig};
-
-struct Sink;
-impl PortQueue for Sink {
-    fn rx_burst(&mut self, _: &mut Vec<Frame>, _: usize) -> usize {
-        0
-    }
-    fn alloc_tx(&mut self, len: usize) -> Option<Frame> {
-        Some(Frame::from_vec(vec![0; len]))
-    }
-    fn send(&mut self, _: Frame) {}
-    fn flush(&mut self) {}
-    fn counters(&self) -> QueueCounters {
-        QueueCounters::default()
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let cfg = StackConfig {
@@ -44,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = NetInstant::from_millis(1);
     let mut stack: Stack<u8> = Stack::new(cfg, now);
     stack.listen(80, 0);
-    let mut q = Sink;
+    let mut q = CaptureQueue::default();
     let mut rest = data;
     while rest.len() >= 2 {
         let n = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
@@ -52,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[2 + n..];
         now += NetDuration::from_millis(3);
         stack.egress(&mut q, now);
+        q.sent.clear();
         let mut acc = Vec::new();
         stack.take_accepted(&mut acc);
         let mut ready = Vec::new();

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant as Wall;
 
-use dataplane::{Frame, PortQueue, QueueCounters};
+use dataplane::memory::CaptureQueue;
 use netstack::{NetDuration, NetInstant, Stack, StackConfig};
 
 /// Counts heap bytes allocated while `COUNTING` is set on this thread: only the
@@ -61,24 +61,6 @@ unsafe impl GlobalAlloc for Counting {
 }
 #[global_allocator]
 static A: Counting = Counting;
-
-#[derive(Default)]
-struct VecQueue(Vec<Vec<u8>>);
-impl PortQueue for VecQueue {
-    fn rx_burst(&mut self, _: &mut Vec<Frame>, _: usize) -> usize {
-        0
-    }
-    fn alloc_tx(&mut self, len: usize) -> Option<Frame> {
-        Some(Frame::from_vec(vec![0; len]))
-    }
-    fn send(&mut self, f: Frame) {
-        self.0.push(f.to_vec())
-    }
-    fn flush(&mut self) {}
-    fn counters(&self) -> QueueCounters {
-        QueueCounters::default()
-    }
-}
 
 const BUF: usize = 4096;
 const PORTS: [u16; 4] = [80, 81, 82, 83];
@@ -122,23 +104,23 @@ fn run(n: usize, hot: usize) -> (f64, f64) {
     for p in PORTS {
         server.listen(p, 0);
     }
-    let (mut qc, mut qs) = (VecQueue::default(), VecQueue::default());
+    let (mut qc, mut qs) = (CaptureQueue::default(), CaptureQueue::default());
     let mut ids = Vec::with_capacity(n);
     let shuttle = |client: &mut Stack<u32>,
                    srv: &mut Stack<u32>,
-                   qc: &mut VecQueue,
-                   qs: &mut VecQueue,
+                   qc: &mut CaptureQueue,
+                   qs: &mut CaptureQueue,
                    now: NetInstant| {
         for _ in 0..100 {
             client.egress(qc, now);
             as_server(|| srv.egress(qs, now));
-            if qc.0.is_empty() && qs.0.is_empty() {
+            if qc.sent.is_empty() && qs.sent.is_empty() {
                 break;
             }
-            for f in std::mem::take(&mut qc.0) {
+            for f in std::mem::take(&mut qc.sent) {
                 as_server(|| srv.ingress(&f, qs, now));
             }
-            for f in std::mem::take(&mut qs.0) {
+            for f in std::mem::take(&mut qs.sent) {
                 client.ingress(&f, qc, now);
             }
         }
@@ -177,7 +159,7 @@ fn run(n: usize, hot: usize) -> (f64, f64) {
         let id = ids[(rng.next() % hot.min(n) as u64) as usize];
         client.socket(id).unwrap().send_slice(&payload).unwrap();
         client.egress(&mut qc, now);
-        let frames = std::mem::take(&mut qc.0);
+        let frames = std::mem::take(&mut qc.sent);
         let t0 = Wall::now();
         for f in &frames {
             server.ingress(f, &mut qs, now);
@@ -193,7 +175,7 @@ fn run(n: usize, hot: usize) -> (f64, f64) {
         server.egress(&mut qs, now);
         spent += t0.elapsed();
         packets += frames.len() as u64;
-        for f in std::mem::take(&mut qs.0) {
+        for f in std::mem::take(&mut qs.sent) {
             client.ingress(&f, &mut qc, now);
         }
     }
@@ -276,7 +258,7 @@ fn run_plain(n: usize, rounds: usize) -> f64 {
         s.listen(PORTS[i % PORTS.len()]).unwrap();
         handles.push(set.add(s));
     }
-    let mut qc = VecQueue::default();
+    let mut qc = CaptureQueue::default();
     let mut ids = Vec::with_capacity(n);
     let step = |frame: Option<&[u8]>,
                 iface: &mut Interface,
@@ -300,7 +282,7 @@ fn run_plain(n: usize, rounds: usize) -> f64 {
         for _ in 0..100 {
             now += NetDuration::from_millis(1);
             client.egress(&mut qc, now);
-            let frames = std::mem::take(&mut qc.0);
+            let frames = std::mem::take(&mut qc.sent);
             let mut back = Vec::new();
             step(None, &mut iface, &mut set, &mut back, now);
             for f in &frames {
@@ -323,7 +305,7 @@ fn run_plain(n: usize, rounds: usize) -> f64 {
         let id = ids[(rng.next() % n as u64) as usize];
         client.socket(id).unwrap().send_slice(&[7u8; 64]).unwrap();
         client.egress(&mut qc, now);
-        let frames = std::mem::take(&mut qc.0);
+        let frames = std::mem::take(&mut qc.sent);
         let mut back = Vec::new();
         let t0 = Wall::now();
         for f in &frames {

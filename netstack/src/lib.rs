@@ -773,27 +773,7 @@ impl<T: Default> Stack<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::{Frame, QueueCounters};
-
-    /// A queue that keeps what is sent, for wiring two stacks back to back.
-    #[derive(Default)]
-    struct VecQueue(Vec<Vec<u8>>);
-
-    impl PortQueue for VecQueue {
-        fn rx_burst(&mut self, _: &mut Vec<Frame>, _: usize) -> usize {
-            0
-        }
-        fn alloc_tx(&mut self, len: usize) -> Option<Frame> {
-            Some(Frame::from_vec(vec![0; len]))
-        }
-        fn send(&mut self, f: Frame) {
-            self.0.push(f.to_vec())
-        }
-        fn flush(&mut self) {}
-        fn counters(&self) -> QueueCounters {
-            QueueCounters::default()
-        }
-    }
+    use dataplane::memory::CaptureQueue;
 
     fn cfg(last: u8) -> StackConfig {
         StackConfig {
@@ -818,8 +798,8 @@ mod tests {
     struct Pair {
         a: Stack<u32>,
         b: Stack<u32>,
-        qa: VecQueue,
-        qb: VecQueue,
+        qa: CaptureQueue,
+        qb: CaptureQueue,
         now: Instant,
     }
 
@@ -829,8 +809,8 @@ mod tests {
             Pair {
                 a: Stack::new(cfg(1), now),
                 b: Stack::new(cfg(2), now),
-                qa: VecQueue::default(),
-                qb: VecQueue::default(),
+                qa: CaptureQueue::default(),
+                qb: CaptureQueue::default(),
                 now,
             }
         }
@@ -840,13 +820,13 @@ mod tests {
                 self.now += Duration::from_millis(1);
                 self.a.egress(&mut self.qa, self.now);
                 self.b.egress(&mut self.qb, self.now);
-                if self.qa.0.is_empty() && self.qb.0.is_empty() {
+                if self.qa.sent.is_empty() && self.qb.sent.is_empty() {
                     return;
                 }
-                for f in std::mem::take(&mut self.qa.0) {
+                for f in std::mem::take(&mut self.qa.sent) {
                     self.b.ingress(&f, &mut self.qb, self.now);
                 }
-                for f in std::mem::take(&mut self.qb.0) {
+                for f in std::mem::take(&mut self.qb.sent) {
                     self.a.ingress(&f, &mut self.qa, self.now);
                 }
             }
@@ -918,22 +898,22 @@ mod tests {
             "refused by RST"
         );
         assert_eq!(p.b.stats().no_flow.load(Ordering::Relaxed), 1);
-        let mut q = VecQueue::default();
+        let mut q = CaptureQueue::default();
         let now = p.now;
         // Every prefix of a real SYN, and a few mangled headers: dropped, never a panic.
         let syn = {
             let mut a = Stack::<u32>::new(cfg(1), now);
-            let mut qa = VecQueue::default();
+            let mut qa = CaptureQueue::default();
             // Resolve ARP by hand: an ARP reply from b first.
             a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0)
                 .unwrap();
             a.egress(&mut qa, now);
-            let arp = qa.0.pop().unwrap();
+            let arp = qa.sent.pop().unwrap();
             p.b.ingress(&arp, &mut q, now);
-            let reply = q.0.pop().unwrap();
+            let reply = q.sent.pop().unwrap();
             a.ingress(&reply, &mut qa, now);
             a.egress(&mut qa, now);
-            qa.0.pop().unwrap()
+            qa.sent.pop().unwrap()
         };
         let before = p.b.stats().malformed.load(Ordering::Relaxed);
         for n in 0..syn.len() {
@@ -970,12 +950,12 @@ mod tests {
             }
             p.now += Duration::from_millis(1);
             p.a.egress(&mut p.qa, p.now);
-            for f in std::mem::take(&mut p.qa.0) {
+            for f in std::mem::take(&mut p.qa.sent) {
                 seen.push(f.clone());
                 p.b.ingress(&f, &mut p.qb, p.now);
             }
             p.b.egress(&mut p.qb, p.now);
-            for f in std::mem::take(&mut p.qb.0) {
+            for f in std::mem::take(&mut p.qb.sent) {
                 p.a.ingress(&f, &mut p.qa, p.now);
             }
         }
@@ -987,7 +967,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let mut q = VecQueue::default();
+        let mut q = CaptureQueue::default();
         for i in 0..20_000 {
             let mut f = seen[(rnd() as usize) % seen.len()].clone();
             for _ in 0..(1 + rnd() % 4) {
@@ -1001,7 +981,7 @@ mod tests {
             p.b.ingress(&f, &mut q, p.now);
             if i % 64 == 0 {
                 p.b.egress(&mut q, p.now);
-                q.0.clear();
+                q.sent.clear();
             }
         }
         // Mutated ARP frames may have taught b a garbage MAC for a (ARP is not

@@ -33,14 +33,9 @@ cargo build --release -q -p appliance -p cli -p tools
 NAME=bl$$; NAME=${NAME:0:8}
 WORK=$(mktemp -d /tmp/appliance-bench.XXXXXX)
 PIDS=()
+. tools/lib.sh
 cleanup() {
-    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] || continue
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids "${PIDS[@]:-}"
     ip netns del "$NAME-k" 2>/dev/null || true
     tools/netns.sh down "$NAME" || true
     rm -rf "$WORK"
@@ -125,8 +120,7 @@ TOML
 ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
 PIDS+=($!)
 CTL=(target/release/appliancectl --socket "$WORK/control.sock")
-for _ in $(seq 100); do "${CTL[@]}" ping >/dev/null 2>&1 && break; sleep 0.1; done
-"${CTL[@]}" ping >/dev/null
+wait_control "$WORK/control.sock" "$WORK/appliance.log"
 sleep 1
 
 # Busy cycles of the appliance's core, and CPU ticks of HAProxy's process.
