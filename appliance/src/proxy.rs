@@ -135,8 +135,8 @@ impl Worker {
     }
 
     /// This core's steering counters.
-    pub fn mesh_stats(&self) -> &dataplane::steer::SteerStats {
-        &self.mesh.stats
+    pub fn steer_stats(&self) -> Arc<dataplane::steer::SteerStats> {
+        self.mesh.stats.clone()
     }
 
     /// The stack's counters.
@@ -183,15 +183,10 @@ impl Worker {
         }
         self.accepted = accepted;
 
-        // Timers fire inside egress and may mark connections ready; serve those in
-        // the same iteration by taking the ready list after a first egress pass.
-        let had_timers = self.stack.next_deadline().is_some_and(|d| d <= now);
+        // Timers first, so the connections they close are served in this iteration.
+        let timers_fired = self.stack.poll_timers(now);
         let mut ready = std::mem::take(&mut self.ready);
         self.stack.take_ready(&mut ready);
-        if had_timers {
-            self.stack.egress(&mut *self.queue, now);
-            self.stack.take_ready(&mut ready);
-        }
         let served = ready.len();
         for id in ready.drain(..) {
             self.service(id);
@@ -205,7 +200,7 @@ impl Worker {
         if self.iterations % 256 == 0 {
             self.publish();
         }
-        got > 0 || stolen > 0 || served > 0 || pending || had_timers
+        got > 0 || stolen > 0 || served > 0 || pending || timers_fired
     }
 
     /// Copies the queue's counters where other threads can read them.

@@ -2,7 +2,7 @@
 //! its own pinned thread with its own port queue, and a [`Snapshot`] of everything
 //! they count.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dataplane::cores::{run_poll_loop, spawn_core, CoreHandle, CoreSnapshot, CoreStats};
@@ -22,26 +22,7 @@ pub struct CoreCounters {
     pub stack: Arc<StackStats>,
     pub proxy: Arc<ProxyStats>,
     pub queue: Arc<QueueStats>,
-    pub steer: Arc<SteerCounters>,
-}
-
-/// A copy of a core's steering counters (the endpoint itself lives on the core).
-#[derive(Debug, Default, Serialize)]
-pub struct SteerCounters {
-    pub sent: AtomicU64,
-    pub received: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
-impl SteerCounters {
-    fn copy_from(&self, s: &SteerStats) {
-        self.sent
-            .store(s.sent.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.received
-            .store(s.received.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.dropped
-            .store(s.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
+    pub steer: Arc<SteerStats>,
 }
 
 /// The running data plane.
@@ -141,35 +122,11 @@ pub fn snapshot(
                 cpu: c.cpu,
                 loops: c.core.snapshot(),
                 queue: atomics_json(&*c.queue),
-                stack: atomics_json(&StackJson(&c.stack)),
+                stack: atomics_json(&*c.stack),
                 proxy: atomics_json(&*c.proxy),
                 steering: atomics_json(&*c.steer),
             })
             .collect(),
-    }
-}
-
-/// StackStats lives in netstack, which has no serde impl for atomics; mirror it here.
-struct StackJson<'a>(&'a StackStats);
-
-impl Serialize for StackJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let st = self.0;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut m = s.serialize_map(Some(11))?;
-        m.serialize_entry("frames_in", &l(&st.frames_in))?;
-        m.serialize_entry("malformed", &l(&st.malformed))?;
-        m.serialize_entry("own_echo", &l(&st.own_echo))?;
-        m.serialize_entry("unsupported", &l(&st.unsupported))?;
-        m.serialize_entry("no_flow", &l(&st.no_flow))?;
-        m.serialize_entry("accepted", &l(&st.accepted))?;
-        m.serialize_entry("syn_dropped_full", &l(&st.syn_dropped_full))?;
-        m.serialize_entry("connects", &l(&st.connects))?;
-        m.serialize_entry("active", &l(&st.active))?;
-        m.serialize_entry("freed", &l(&st.freed))?;
-        m.serialize_entry("tx_no_buffer", &l(&st.tx_no_buffer))?;
-        m.end()
     }
 }
 
@@ -232,23 +189,14 @@ pub fn start(
             let stack = Stack::new(scfg, netstack::NetInstant::from_millis(0));
             let mut worker = Worker::new(queue, steering, endpoint, stack, vs);
             worker.on_core_start();
-            let steer = Arc::new(SteerCounters::default());
             let _ = ready.send((
                 worker.stack_stats(),
                 worker.stats.clone(),
                 worker.queue_stats.clone(),
-                steer.clone(),
+                worker.steer_stats(),
             ));
-            let mut n = 0u32;
-            run_poll_loop(core_stats, idle, &stop2, || {
-                n = n.wrapping_add(1);
-                if n % 1024 == 0 {
-                    steer.copy_from(worker.mesh_stats());
-                }
-                worker.poll_once()
-            });
+            run_poll_loop(core_stats, idle, &stop2, || worker.poll_once());
             worker.publish();
-            steer.copy_from(worker.mesh_stats());
         })?;
         let (stack, proxy, queue, steer) = ready_rx
             .recv()

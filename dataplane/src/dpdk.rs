@@ -398,6 +398,7 @@ impl PortQueue for DpdkQueue {
     }
 
     fn send(&mut self, frame: Frame) {
+        let len = frame.len() as u64;
         let m = match frame.into_mbuf() {
             Ok(m) => m,
             Err(heap) => {
@@ -413,10 +414,7 @@ impl PortQueue for DpdkQueue {
                 }
             }
         };
-        let mut len = 0u32;
-        // SAFETY: m is a single-segment mbuf we own.
-        unsafe { dpdk_sys::tlsa_mbuf_data(m.as_ptr(), &mut len) };
-        self.pending_bytes += u64::from(len);
+        self.pending_bytes += len;
         self.pending.push(m.as_ptr());
         if self.pending.len() >= BURST {
             self.flush();

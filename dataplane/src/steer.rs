@@ -19,6 +19,7 @@
 //! counted, like frames a full NIC ring refuses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
@@ -120,8 +121,8 @@ impl Steering {
     }
 }
 
-/// Counters of one core's steering.
-#[derive(Debug, Default)]
+/// Counters of one core's steering (single writer, readable from any thread).
+#[derive(Debug, Default, serde::Serialize)]
 pub struct SteerStats {
     /// Frames this core handed to another core.
     pub sent: AtomicU64,
@@ -136,7 +137,7 @@ pub struct SteerEndpoint {
     me: usize,
     to: Vec<Sender<Frame>>,
     inbox: Receiver<Frame>,
-    pub stats: SteerStats,
+    pub stats: Arc<SteerStats>,
 }
 
 /// Frames one core's inbox holds before steering drops.
@@ -151,7 +152,7 @@ pub fn mesh(cores: usize) -> Vec<SteerEndpoint> {
             me,
             to: txs.clone(),
             inbox,
-            stats: SteerStats::default(),
+            stats: Arc::default(),
         })
         .collect()
 }

@@ -66,6 +66,16 @@ impl smoltcp::phy::TxToken for QueueTx<'_> {
     }
 }
 
+impl OneFrame<'_> {
+    fn tx(&mut self) -> QueueTx<'_> {
+        QueueTx {
+            tx: &mut *self.tx,
+            scratch: &mut *self.scratch,
+            tx_no_buffer: &mut *self.tx_no_buffer,
+        }
+    }
+}
+
 impl Device for OneFrame<'_> {
     type RxToken<'b>
         = FrameRx<'b>
@@ -78,22 +88,11 @@ impl Device for OneFrame<'_> {
 
     fn receive(&mut self, _now: Instant) -> Option<(FrameRx<'_>, QueueTx<'_>)> {
         let frame = self.rx.take()?;
-        Some((
-            FrameRx(frame),
-            QueueTx {
-                tx: &mut *self.tx,
-                scratch: &mut *self.scratch,
-                tx_no_buffer: &mut *self.tx_no_buffer,
-            },
-        ))
+        Some((FrameRx(frame), self.tx()))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<QueueTx<'_>> {
-        Some(QueueTx {
-            tx: &mut *self.tx,
-            scratch: &mut *self.scratch,
-            tx_no_buffer: &mut *self.tx_no_buffer,
-        })
+        Some(self.tx())
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -128,7 +128,7 @@ pub enum ConnectError {
 }
 
 /// Counters of one core's stack (single writer, readable from any thread).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct StackStats {
     pub frames_in: AtomicU64,
     /// Frames too short or inconsistent to be Ethernet/IPv4/TCP.
@@ -215,6 +215,8 @@ pub struct Stack<T> {
     listeners: HashMap<u16, u32, ahash::RandomState>,
     timers: BinaryHeap<Reverse<(i64, u32, u32)>>,
     dirty: Vec<ConnId>,
+    /// The dirty list being worked through by `egress` (kept for its capacity).
+    egress_batch: Vec<ConnId>,
     ready: Vec<ConnId>,
     accepted: Vec<(ConnId, u32)>,
     neighbor_wait: Vec<ConnId>,
@@ -252,6 +254,7 @@ impl<T: Default> Stack<T> {
             listeners: HashMap::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            egress_batch: Vec::new(),
             ready: Vec::new(),
             accepted: Vec::new(),
             neighbor_wait: Vec::new(),
@@ -658,103 +661,111 @@ impl<T: Default> Stack<T> {
         }
     }
 
-    /// Runs due timers and transmits for every touched connection. Bounded: each
-    /// connection sends at most a fixed number of segments per call.
-    pub fn egress(&mut self, tx: &mut dyn PortQueue, now: Instant) {
+    /// Fires due timers: their connections are marked for egress and reported ready
+    /// (a timeout may have closed them). Returns whether any fired. [`Stack::egress`]
+    /// calls it too; a poll loop calls it first so that it can serve the fired
+    /// connections before the egress pass of the same iteration.
+    pub fn poll_timers(&mut self, now: Instant) -> bool {
         let now_us = now.total_micros();
+        let mut fired = false;
         while let Some(&Reverse((at, idx, gen))) = self.timers.peek() {
             if at > now_us {
                 break;
             }
             self.timers.pop();
             let id = ConnId { idx, gen };
-            let current = self
-                .get(id)
-                .map(|c| c.timer_at == Some(at))
-                .unwrap_or(false);
-            if current {
-                if let Some(c) = self.get(id) {
-                    c.timer_at = None;
-                }
+            // Stale entries (the connection rescheduled or is gone) are skipped.
+            if let Some(c) = self.get(id).filter(|c| c.timer_at == Some(at)) {
+                c.timer_at = None;
+                fired = true;
                 self.mark_dirty(id);
                 self.mark_ready(id);
             }
         }
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut again = Vec::new();
-        for id in dirty {
-            let Some(c) = self
-                .conns
-                .get_mut(id.idx as usize)
-                .filter(|c| c.gen == id.gen)
-            else {
-                continue;
-            };
-            c.dirty = false;
-            let mut dev = OneFrame {
-                rx: None,
-                tx: &mut *tx,
-                caps: &self.caps,
-                scratch: &mut self.scratch,
-                tx_no_buffer: &mut self.tx_no_buffer,
-            };
-            let mut sent = 0;
-            while sent < SEGMENTS_PER_PASS
-                && self.iface.poll_egress(now, &mut dev, &mut c.set)
-                    == smoltcp::iface::PollResult::SocketStateChanged
-            {
-                sent += 1;
-            }
-            if sent == SEGMENTS_PER_PASS {
-                again.push(id);
-            }
-            let state = c.socket().state();
-            let poll_at = self.iface.poll_at(now, &c.set);
-            if c.released && matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
-                self.free(id);
-                continue;
-            }
-            if state == tcp::State::Closed {
-                // Timed out or reset while sending: the application must see it.
-                self.mark_ready(id);
-                continue;
-            }
-            let c = self.get(id).expect("still present");
-            let s = c.socket();
-            let wants_out = matches!(
-                state,
-                tcp::State::SynSent
-                    | tcp::State::SynReceived
-                    | tcp::State::FinWait1
-                    | tcp::State::LastAck
-                    | tcp::State::Closing
-            ) || s.send_queue() > 0;
-            if sent == 0 && wants_out && !c.waiting_neighbor {
-                // Wanted to send and could not: most likely held back by a missing
-                // ARP entry (smoltcp then stays silent for a second). Retry on the
-                // next ARP frame. A false positive (a zero window) costs one extra
-                // egress pass, nothing more.
-                c.waiting_neighbor = true;
-                self.neighbor_wait.push(id);
-            }
-            let at = match poll_at {
-                Some(t) => Some(t.total_micros().max(now_us)),
-                None => wants_out.then(|| now_us + NEIGHBOR_RETRY.total_micros() as i64),
-            };
-            if let Some(at) = at {
-                let c = self.get(id).expect("still present");
-                if c.timer_at.is_none_or(|t| at < t) {
-                    c.timer_at = Some(at);
-                    self.timers.push(Reverse((at, id.idx, id.gen)));
-                }
-            }
+        fired
+    }
+
+    /// Runs due timers and transmits for every touched connection. Bounded: each
+    /// connection sends at most a fixed number of segments per call.
+    pub fn egress(&mut self, tx: &mut dyn PortQueue, now: Instant) {
+        self.poll_timers(now);
+        // Swap the dirty list out (keeping both buffers' capacity): connections
+        // touched during this pass land in `self.dirty` for the next one.
+        let mut batch = std::mem::take(&mut self.egress_batch);
+        std::mem::swap(&mut batch, &mut self.dirty);
+        for id in batch.drain(..) {
+            self.egress_one(id, tx, now);
         }
-        for id in again {
-            self.mark_dirty(id);
-        }
+        self.egress_batch = batch;
         self.stats
             .tx_no_buffer
             .store(self.tx_no_buffer, Ordering::Relaxed);
+    }
+
+    fn egress_one(&mut self, id: ConnId, tx: &mut dyn PortQueue, now: Instant) {
+        let Some(c) = self
+            .conns
+            .get_mut(id.idx as usize)
+            .filter(|c| c.gen == id.gen)
+        else {
+            return;
+        };
+        c.dirty = false;
+        let mut dev = OneFrame {
+            rx: None,
+            tx,
+            caps: &self.caps,
+            scratch: &mut self.scratch,
+            tx_no_buffer: &mut self.tx_no_buffer,
+        };
+        let mut sent = 0;
+        while sent < SEGMENTS_PER_PASS
+            && self.iface.poll_egress(now, &mut dev, &mut c.set)
+                == smoltcp::iface::PollResult::SocketStateChanged
+        {
+            sent += 1;
+        }
+        let state = c.socket().state();
+        if c.released && matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            self.free(id);
+            return;
+        }
+        if state == tcp::State::Closed {
+            // Timed out or reset while sending: the application must see it.
+            self.mark_ready(id);
+            return;
+        }
+        let now_us = now.total_micros();
+        let poll_at = self.iface.poll_at(now, &c.set);
+        let s = c.socket();
+        let wants_out = matches!(
+            state,
+            tcp::State::SynSent
+                | tcp::State::SynReceived
+                | tcp::State::FinWait1
+                | tcp::State::LastAck
+                | tcp::State::Closing
+        ) || s.send_queue() > 0;
+        if sent == 0 && wants_out && !c.waiting_neighbor {
+            // Wanted to send and could not: most likely held back by a missing
+            // ARP entry (smoltcp then stays silent for a second). Retry on the
+            // next ARP frame. A false positive (a zero window) costs one extra
+            // egress pass, nothing more.
+            c.waiting_neighbor = true;
+            self.neighbor_wait.push(id);
+        }
+        let at = match poll_at {
+            Some(t) => Some(t.total_micros().max(now_us)),
+            None => wants_out.then(|| now_us + NEIGHBOR_RETRY.total_micros() as i64),
+        };
+        if let Some(at) = at.filter(|&at| c.timer_at.is_none_or(|t| at < t)) {
+            c.timer_at = Some(at);
+            self.timers.push(Reverse((at, id.idx, id.gen)));
+        }
+        if sent == SEGMENTS_PER_PASS {
+            // Over its share for this pass: it goes again in the next one.
+            self.mark_dirty(id);
+        }
     }
 
     /// Whether egress has work queued right now (touched connections).
