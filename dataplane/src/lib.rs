@@ -6,7 +6,8 @@
 //!   DPDK backend ([`dpdk`], any PMD or vdev) and an in-memory wire for tests ([`memory`]);
 //! * [`cores`]: start-up checks of the requested CPUs, pinning, the poll loop with its
 //!   cycle accounting and idle policy;
-//! * [`steer`]: which core owns a frame, and the channels that move frames there.
+//! * [`steer`]: which core owns a frame, and the channels that move frames there;
+//! * [`wire`]: the one header parser both steering and the stack's flow table use.
 //!
 //! It must not know about TCP connections, TLS or configuration files: the network
 //! stack (`netstack`) and the appliance sit on top. All DPDK `unsafe` is here or in
@@ -18,6 +19,7 @@ mod frame;
 pub mod memory;
 mod port;
 pub mod steer;
+pub mod wire;
 
 pub use frame::Frame;
 pub use port::{PortInfo, PortQueue, QueueCounters, BURST};

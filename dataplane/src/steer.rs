@@ -88,28 +88,19 @@ impl Steering {
     /// Decides where `frame` is processed. Malformed frames stay here (the stack
     /// counts and drops them); this function never panics on any input.
     pub fn classify(&self, frame: &[u8]) -> Dest {
-        if self.cores == 1 || frame.len() < 14 {
+        use crate::wire::{parse, Parsed};
+        if self.cores == 1 {
             return Dest::Here;
         }
-        match [frame[12], frame[13]] {
-            [0x08, 0x06] => return Dest::All,
-            [0x08, 0x00] => {}
+        let t = match parse(frame) {
+            Parsed::Arp => return Dest::All,
+            Parsed::Ipv4 { dst, tcp: Some(t) } if dst == self.addr => t,
             _ => return Dest::Here,
-        }
-        let ip = &frame[14..];
-        if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 || ip[16..20] != self.addr {
-            return Dest::Here;
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let Some(ports) = ip.get(ihl..ihl + 4) else {
-            return Dest::Here;
         };
-        let sport = u16::from_be_bytes([ports[0], ports[1]]);
-        let dport = u16::from_be_bytes([ports[2], ports[3]]);
-        let owner = if self.is_listening(dport) {
-            client_owner([ip[12], ip[13], ip[14], ip[15]], sport, self.cores)
-        } else if dport >= EPHEMERAL_FIRST {
-            ephemeral_owner(dport, self.cores)
+        let owner = if self.is_listening(t.dport) {
+            client_owner(t.src, t.sport, self.cores)
+        } else if t.dport >= EPHEMERAL_FIRST {
+            ephemeral_owner(t.dport, self.cores)
         } else {
             return Dest::Here;
         };
@@ -208,7 +199,9 @@ mod tests {
         let mut f = vec![0u8; 54];
         f[12] = 0x08;
         f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes()); // IPv4 total length
         f[23] = 6;
+        f[46] = 5 << 4; // TCP data offset
         f[26..30].copy_from_slice(&src);
         f[30..34].copy_from_slice(&dst);
         f[34..36].copy_from_slice(&sport.to_be_bytes());

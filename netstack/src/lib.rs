@@ -186,17 +186,9 @@ impl<T> Conn<T> {
     }
 }
 
-/// A parsed IPv4/TCP frame's flow identity.
-struct TcpMeta {
-    src: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    syn_only: bool,
-}
-
 enum Class {
     Arp,
-    Tcp(TcpMeta),
+    Tcp(dataplane::wire::TcpHeader),
     /// IPv4 for us that is not TCP (ICMP): smoltcp answers what it knows.
     OtherIp,
     /// Dropped and counted under the given reason.
@@ -381,48 +373,17 @@ impl<T: Default> Stack<T> {
     }
 
     fn classify(&self, frame: &[u8]) -> Class {
-        if frame.len() < 14 {
-            return Class::Drop(|s| &s.malformed);
-        }
-        if frame[6..12] == self.cfg.mac {
+        use dataplane::wire::{parse, Parsed};
+        if frame.len() >= 14 && frame[6..12] == self.cfg.mac {
             return Class::Drop(|s| &s.own_echo);
         }
-        match [frame[12], frame[13]] {
-            [0x08, 0x06] => return Class::Arp,
-            [0x08, 0x00] => {}
-            _ => return Class::Drop(|s| &s.unsupported),
+        match parse(frame) {
+            Parsed::Malformed => Class::Drop(|s| &s.malformed),
+            Parsed::Unsupported => Class::Drop(|s| &s.unsupported),
+            Parsed::Arp => Class::Arp,
+            Parsed::Ipv4 { tcp: None, .. } => Class::OtherIp,
+            Parsed::Ipv4 { tcp: Some(t), .. } => Class::Tcp(t),
         }
-        let ip = &frame[14..];
-        if ip.len() < 20 || ip[0] >> 4 != 4 {
-            return Class::Drop(|s| &s.malformed);
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if ihl < 20 || total < ihl || total > ip.len() {
-            return Class::Drop(|s| &s.malformed);
-        }
-        let frag = u16::from_be_bytes([ip[6], ip[7]]);
-        if frag & 0x3fff != 0 {
-            return Class::Drop(|s| &s.unsupported);
-        }
-        if ip[9] != 6 {
-            return Class::OtherIp;
-        }
-        let tcp = &ip[ihl..total];
-        if tcp.len() < 20
-            || usize::from(tcp[12] >> 4) * 4 < 20
-            || usize::from(tcp[12] >> 4) * 4 > tcp.len()
-        {
-            return Class::Drop(|s| &s.malformed);
-        }
-        let flags = tcp[13];
-        Class::Tcp(TcpMeta {
-            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-            sport: u16::from_be_bytes([tcp[0], tcp[1]]),
-            dport: u16::from_be_bytes([tcp[2], tcp[3]]),
-            // SYN set; ACK, RST and FIN clear.
-            syn_only: flags & 0x17 == 0x02,
-        })
     }
 
     fn ingress_with(
@@ -471,11 +432,11 @@ impl<T: Default> Stack<T> {
             }
             Class::OtherIp => self.ingress_with(None, frame, tx, now),
             Class::Tcp(m) => {
-                let key = flow_key(m.src, m.sport, m.dport);
+                let key = flow_key(Ipv4Addr::from(m.src), m.sport, m.dport);
                 let id = match self.flows.get(&key) {
                     Some(&id) => id,
                     None => match self.listeners.get(&m.dport) {
-                        Some(&tag) if m.syn_only => {
+                        Some(&tag) if m.is_syn_only() => {
                             if self.conns.len() >= self.cfg.max_connections {
                                 bump!(self.stats, syn_dropped_full);
                                 return;

@@ -1,0 +1,148 @@
+//! Just enough Ethernet / IPv4 / TCP header parsing for the data plane's own decisions:
+//! which core owns a frame ([`crate::steer`]) and which connection it belongs to (the
+//! network stack's flow table). One parser for both, so the two can never disagree on
+//! what a valid header is. smoltcp does the full parse (and checksums) afterwards.
+//!
+//! [`parse`] never panics: every length is checked before it is used, and anything
+//! inconsistent is [`Parsed::Malformed`].
+
+/// What a frame is, as far as the data plane cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Too short or inconsistent to be Ethernet / IPv4 / TCP.
+    Malformed,
+    /// Another ethertype (IPv6, ...), or an IPv4 fragment.
+    Unsupported,
+    Arp,
+    /// IPv4 with a consistent header; `tcp` when it carries a consistent TCP header.
+    Ipv4 {
+        dst: [u8; 4],
+        tcp: Option<TcpHeader>,
+    },
+}
+
+/// The flow identity and flags of a TCP segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHeader {
+    pub src: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub flags: u8,
+}
+
+impl TcpHeader {
+    /// SYN set; ACK, RST and FIN clear: a connection attempt.
+    pub fn is_syn_only(&self) -> bool {
+        self.flags & 0x17 == 0x02
+    }
+}
+
+/// Classifies an Ethernet frame.
+pub fn parse(frame: &[u8]) -> Parsed {
+    if frame.len() < 14 {
+        return Parsed::Malformed;
+    }
+    match [frame[12], frame[13]] {
+        [0x08, 0x06] => return Parsed::Arp,
+        [0x08, 0x00] => {}
+        _ => return Parsed::Unsupported,
+    }
+    let ip = &frame[14..];
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return Parsed::Malformed;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    if ihl < 20 || total < ihl || total > ip.len() {
+        return Parsed::Malformed;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return Parsed::Unsupported; // more-fragments flag or a fragment offset
+    }
+    let dst = [ip[16], ip[17], ip[18], ip[19]];
+    if ip[9] != 6 {
+        return Parsed::Ipv4 { dst, tcp: None };
+    }
+    let tcp = &ip[ihl..total];
+    let data_offset = tcp.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
+    if tcp.len() < 20 || data_offset < 20 || data_offset > tcp.len() {
+        return Parsed::Malformed;
+    }
+    Parsed::Ipv4 {
+        dst,
+        tcp: Some(TcpHeader {
+            src: [ip[12], ip[13], ip[14], ip[15]],
+            sport: u16::from_be_bytes([tcp[0], tcp[1]]),
+            dport: u16::from_be_bytes([tcp[2], tcp[3]]),
+            flags: tcp[13],
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syn() -> Vec<u8> {
+        let mut f = vec![0u8; 54];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 1]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[46] = 5 << 4;
+        f[47] = 0x02;
+        f
+    }
+
+    #[test]
+    fn parses_a_syn() {
+        match parse(&syn()) {
+            Parsed::Ipv4 {
+                dst: [10, 0, 0, 1],
+                tcp: Some(t),
+            } => {
+                assert_eq!((t.src, t.sport, t.dport), ([10, 0, 0, 2], 1234, 80));
+                assert!(t.is_syn_only());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_inconsistent_headers_and_never_panics() {
+        let f = syn();
+        for n in 0..f.len() {
+            let _ = parse(&f[..n]);
+        }
+        let bad = |i: usize, v: u8| {
+            let mut g = f.clone();
+            g[i] = v;
+            parse(&g)
+        };
+        assert_eq!(
+            bad(14, 0x4f),
+            Parsed::Malformed,
+            "header length past the end"
+        );
+        assert_eq!(bad(14, 0x44), Parsed::Malformed, "header length below 20");
+        assert_eq!(
+            bad(17, 0xff),
+            Parsed::Malformed,
+            "total length past the end"
+        );
+        assert_eq!(bad(46, 0x40), Parsed::Malformed, "TCP data offset below 5");
+        assert_eq!(bad(20, 0x20), Parsed::Unsupported, "more-fragments flag");
+        assert_eq!(bad(13, 0xdd), Parsed::Unsupported, "not IPv4 or ARP");
+        assert_eq!(
+            bad(23, 1),
+            Parsed::Ipv4 {
+                dst: [10, 0, 0, 1],
+                tcp: None
+            }
+        );
+    }
+}
