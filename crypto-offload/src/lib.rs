@@ -1,10 +1,23 @@
-//! The crypto-offload worker pool: **not built yet**.
+//! Crypto for the appliance, over OpenSSL's libcrypto: the primitives ([`prim`]) and the
+//! job model ([`job`]) the TLS engine uses.
 //!
-//! This crate will own the crypto job model (one job per handshake step, one-shot
-//! transcript digests, batches of record seal/open), the worker pool on bounded
-//! channels with per-core completion queues and an inline mode, scheduling across
-//! workers and devices, and OpenSSL provider/engine selection (QAT-capable). It must
-//! never block a poll-mode core, and it is the only crate that touches OpenSSL types.
+//! What it owns: every OpenSSL type in the appliance. Keys, cipher contexts and hash
+//! states leave this crate only as opaque types ([`SigningKey`], [`EphemeralKey`],
+//! [`AeadKey`], [`TranscriptHash`]) or as [`Secret`] bytes that are zeroized on drop and
+//! never printed. A handshake step's crypto is one [`Job`], run today by [`run`] on the
+//! calling core (inline mode).
 //!
-//! Issue 4 fills it. Until then it is deliberately empty: nothing in the appliance
-//! depends on it, and no feature claims to use it.
+//! What it must not do: know about connections, sockets or the data plane, or block a
+//! poll-mode core. Not built yet (issue 4): the worker pool with bounded queues and
+//! per-core completion rings, batching of record seal/open across connections, and
+//! OpenSSL provider/engine selection. Until then record protection is a direct call on
+//! an [`AeadKey`] from the engine, and handshake jobs run inline.
+
+pub mod job;
+pub mod prim;
+
+pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
+pub use prim::{
+    AeadAlg, AeadKey, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
+    SigningKey, TranscriptHash, TAG_LEN,
+};

@@ -1,0 +1,702 @@
+//! The primitives, over OpenSSL's libcrypto. Everything OpenSSL-typed stays in here;
+//! what leaves is opaque ([`SigningKey`], [`EphemeralKey`], [`AeadKey`],
+//! [`TranscriptHash`]) or plain bytes that zeroize on drop ([`Secret`]).
+//!
+//! Algorithm objects are chosen by enum, never looked up by name on a hot path.
+
+use std::fmt;
+
+use openssl::bn::BigNumContext;
+use openssl::derive::Deriver;
+use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+use openssl::hash::{Hasher, MessageDigest};
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::rsa::Padding;
+use openssl::sign::{RsaPssSaltlen, Signer};
+use openssl::x509::X509;
+use zeroize::{Zeroize, Zeroizing};
+
+/// What went wrong inside a primitive. Carries no key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The peer's public value is not a valid point / key for the group.
+    BadPeerKey,
+    /// An AEAD tag did not verify.
+    BadTag,
+    /// OpenSSL reported an internal failure (message from its error stack).
+    Library(String),
+    /// A key or certificate could not be loaded.
+    Load(String),
+}
+
+impl fmt::Display for CryptoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CryptoError::BadPeerKey => f.write_str("peer public key is invalid for the group"),
+            CryptoError::BadTag => f.write_str("record authentication failed"),
+            CryptoError::Library(m) => write!(f, "libcrypto: {m}"),
+            CryptoError::Load(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CryptoError {}
+
+impl From<openssl::error::ErrorStack> for CryptoError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        CryptoError::Library(e.to_string())
+    }
+}
+
+/// Secret bytes (premaster, master, traffic secrets, verify data): zeroized on drop,
+/// and their `Debug` never prints them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    pub fn new(v: Vec<u8>) -> Self {
+        Secret(Zeroizing::new(v))
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Fill `buf` from OpenSSL's CSPRNG.
+pub fn random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    openssl::rand::rand_bytes(buf)?;
+    Ok(())
+}
+
+/// Constant-time equality (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
+}
+
+// ---------------------------------------------------------------------------------
+// Hashes, HMAC, HKDF, the TLS 1.2 PRF
+
+/// The handshake hash of a cipher suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlg {
+    Sha256,
+    Sha384,
+}
+
+impl HashAlg {
+    pub fn output_len(self) -> usize {
+        match self {
+            HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
+        }
+    }
+    fn block(self) -> usize {
+        match self {
+            HashAlg::Sha256 => 64,
+            HashAlg::Sha384 => 128,
+        }
+    }
+    fn md(self) -> MessageDigest {
+        match self {
+            HashAlg::Sha256 => MessageDigest::sha256(),
+            HashAlg::Sha384 => MessageDigest::sha384(),
+        }
+    }
+}
+
+/// A running hash over transcript bytes. Snapshots ([`TranscriptHash::current`]) copy
+/// the context, so every byte is hashed exactly once however many prefixes are needed.
+#[derive(Clone)]
+pub struct TranscriptHash {
+    alg: HashAlg,
+    h: Hasher,
+    /// Bytes fed so far.
+    pub bytes: u64,
+}
+
+impl TranscriptHash {
+    pub fn new(alg: HashAlg) -> Result<Self, CryptoError> {
+        Ok(TranscriptHash {
+            alg,
+            h: Hasher::new(alg.md())?,
+            bytes: 0,
+        })
+    }
+    pub fn update(&mut self, data: &[u8]) -> Result<(), CryptoError> {
+        self.bytes += data.len() as u64;
+        self.h.update(data)?;
+        Ok(())
+    }
+    /// The hash of everything fed so far; the running state carries on.
+    pub fn current(&self) -> Result<Vec<u8>, CryptoError> {
+        let mut c = self.h.clone();
+        Ok(c.finish()?.to_vec())
+    }
+    pub fn alg(&self) -> HashAlg {
+        self.alg
+    }
+}
+
+/// One-shot hash.
+pub fn hash(alg: HashAlg, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    Ok(openssl::hash::hash(alg.md(), data)?.to_vec())
+}
+
+/// HMAC (RFC 2104) over the chosen hash; `parts` are concatenated.
+pub fn hmac(alg: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Secret, CryptoError> {
+    let block = alg.block();
+    let mut k = Zeroizing::new(vec![0u8; block]);
+    if key.len() > block {
+        let d = hash(alg, key)?;
+        k[..d.len()].copy_from_slice(&d);
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut pad = Zeroizing::new(vec![0u8; block]);
+    for (p, b) in pad.iter_mut().zip(k.iter()) {
+        *p = b ^ 0x36;
+    }
+    let mut inner = Hasher::new(alg.md())?;
+    inner.update(&pad)?;
+    for p in parts {
+        inner.update(p)?;
+    }
+    let mut ih = inner.finish()?;
+    for (p, b) in pad.iter_mut().zip(k.iter()) {
+        *p = b ^ 0x5c;
+    }
+    let mut outer = Hasher::new(alg.md())?;
+    outer.update(&pad)?;
+    outer.update(&ih)?;
+    ih.zeroize_bytes();
+    Ok(Secret::new(outer.finish()?.to_vec()))
+}
+
+trait ZeroizeDigest {
+    fn zeroize_bytes(&mut self);
+}
+impl ZeroizeDigest for openssl::hash::DigestBytes {
+    fn zeroize_bytes(&mut self) {
+        self.as_mut().zeroize();
+    }
+}
+
+/// HKDF-Extract (RFC 5869).
+pub fn hkdf_extract(alg: HashAlg, salt: &[u8], ikm: &[u8]) -> Result<Secret, CryptoError> {
+    let zeros = [0u8; 48];
+    let salt = if salt.is_empty() {
+        &zeros[..alg.output_len()]
+    } else {
+        salt
+    };
+    hmac(alg, salt, &[ikm])
+}
+
+/// HKDF-Expand (RFC 5869).
+pub fn hkdf_expand(
+    alg: HashAlg,
+    prk: &[u8],
+    info: &[u8],
+    len: usize,
+) -> Result<Secret, CryptoError> {
+    let mut out = Vec::with_capacity(len);
+    let mut t = Secret::default();
+    let mut i = 1u8;
+    while out.len() < len {
+        t = hmac(alg, prk, &[t.bytes(), info, &[i]])?;
+        let take = (len - out.len()).min(t.bytes().len());
+        out.extend_from_slice(&t.bytes()[..take]);
+        i = i
+            .checked_add(1)
+            .ok_or_else(|| CryptoError::Library("HKDF length".into()))?;
+    }
+    Ok(Secret::new(out))
+}
+
+/// HKDF-Expand-Label (RFC 8446 §7.1).
+pub fn hkdf_expand_label(
+    alg: HashAlg,
+    secret: &[u8],
+    label: &[u8],
+    context: &[u8],
+    len: usize,
+) -> Result<Secret, CryptoError> {
+    let mut info = Vec::with_capacity(4 + 6 + label.len() + context.len());
+    info.extend_from_slice(&(len as u16).to_be_bytes());
+    info.push((6 + label.len()) as u8);
+    info.extend_from_slice(b"tls13 ");
+    info.extend_from_slice(label);
+    info.push(context.len() as u8);
+    info.extend_from_slice(context);
+    hkdf_expand(alg, secret, &info, len)
+}
+
+/// The TLS 1.2 PRF (RFC 5246 §5): P_hash(secret, label || seed).
+pub fn prf12(
+    alg: HashAlg,
+    secret: &[u8],
+    label: &[u8],
+    seed: &[&[u8]],
+    len: usize,
+) -> Result<Secret, CryptoError> {
+    let mut ls = Vec::with_capacity(label.len() + 64);
+    ls.extend_from_slice(label);
+    for s in seed {
+        ls.extend_from_slice(s);
+    }
+    let mut out = Vec::with_capacity(len);
+    let mut a = hmac(alg, secret, &[&ls])?;
+    while out.len() < len {
+        let block = hmac(alg, secret, &[a.bytes(), &ls])?;
+        let take = (len - out.len()).min(block.bytes().len());
+        out.extend_from_slice(&block.bytes()[..take]);
+        a = hmac(alg, secret, &[a.bytes()])?;
+    }
+    Ok(Secret::new(out))
+}
+
+// ---------------------------------------------------------------------------------
+// AEAD
+
+/// A record protection algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeadAlg {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
+/// AEAD tag length of every supported algorithm.
+pub const TAG_LEN: usize = 16;
+
+impl AeadAlg {
+    pub fn key_len(self) -> usize {
+        match self {
+            AeadAlg::Aes128Gcm => 16,
+            AeadAlg::Aes256Gcm | AeadAlg::Chacha20Poly1305 => 32,
+        }
+    }
+}
+
+/// One direction's AEAD key with its OpenSSL context set up once; each record only
+/// sets a nonce. Key bytes are zeroized on drop (OpenSSL wipes its context on free).
+pub struct AeadKey {
+    alg: AeadAlg,
+    enc: bool,
+    ctx: openssl::cipher_ctx::CipherCtx,
+}
+
+impl fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AeadKey({:?})", self.alg)
+    }
+}
+
+impl AeadKey {
+    /// A key for sealing (`enc`) or opening records.
+    pub fn new(alg: AeadAlg, key: &[u8], enc: bool) -> Result<Self, CryptoError> {
+        use openssl::cipher::Cipher as C;
+        let c = match alg {
+            AeadAlg::Aes128Gcm => C::aes_128_gcm(),
+            AeadAlg::Aes256Gcm => C::aes_256_gcm(),
+            AeadAlg::Chacha20Poly1305 => C::chacha20_poly1305(),
+        };
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new()?;
+        if enc {
+            ctx.encrypt_init(Some(c), Some(key), None)?;
+        } else {
+            ctx.decrypt_init(Some(c), Some(key), None)?;
+        }
+        Ok(AeadKey { alg, enc, ctx })
+    }
+
+    pub fn alg(&self) -> AeadAlg {
+        self.alg
+    }
+
+    /// Encrypt `buf` in place and write the tag.
+    pub fn seal(
+        &mut self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &mut [u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        debug_assert!(self.enc);
+        self.ctx.encrypt_init(None, None, Some(nonce))?;
+        self.ctx.cipher_update(aad, None)?;
+        self.ctx.cipher_update_inplace(buf, buf.len())?;
+        self.ctx.cipher_final(&mut [])?;
+        self.ctx.tag(tag)?;
+        Ok(())
+    }
+
+    /// Decrypt `buf` in place after checking `tag`; on a bad tag `buf` holds garbage.
+    pub fn open(
+        &mut self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), CryptoError> {
+        debug_assert!(!self.enc);
+        self.ctx.decrypt_init(None, None, Some(nonce))?;
+        self.ctx.set_tag(tag)?;
+        self.ctx.cipher_update(aad, None)?;
+        self.ctx.cipher_update_inplace(buf, buf.len())?;
+        self.ctx
+            .cipher_final(&mut [])
+            .map_err(|_| CryptoError::BadTag)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Key exchange
+
+/// An (EC)DHE group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    X25519,
+    P256,
+    P384,
+}
+
+impl Group {
+    /// Length of the public value on the wire (uncompressed points for the NIST curves).
+    pub fn public_len(self) -> usize {
+        match self {
+            Group::X25519 => 32,
+            Group::P256 => 65,
+            Group::P384 => 97,
+        }
+    }
+    fn nid(self) -> Nid {
+        match self {
+            Group::X25519 => Nid::X9_62_PRIME256V1, // unused for X25519
+            Group::P256 => Nid::X9_62_PRIME256V1,
+            Group::P384 => Nid::SECP384R1,
+        }
+    }
+}
+
+/// An ephemeral private key. OpenSSL clears it when freed.
+pub struct EphemeralKey {
+    group: Group,
+    key: PKey<Private>,
+}
+
+impl fmt::Debug for EphemeralKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EphemeralKey({:?})", self.group)
+    }
+}
+
+impl EphemeralKey {
+    /// A fresh key and its public value as sent on the wire.
+    pub fn generate(group: Group) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
+        match group {
+            Group::X25519 => {
+                let key = PKey::generate_x25519()?;
+                let public = key.raw_public_key()?;
+                Ok((EphemeralKey { group, key }, public))
+            }
+            Group::P256 | Group::P384 => {
+                let g = EcGroup::from_curve_name(group.nid())?;
+                let ec = EcKey::generate(&g)?;
+                let mut ctx = BigNumContext::new()?;
+                let public =
+                    ec.public_key()
+                        .to_bytes(&g, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
+                Ok((
+                    EphemeralKey {
+                        group,
+                        key: PKey::from_ec_key(ec)?,
+                    },
+                    public,
+                ))
+            }
+        }
+    }
+
+    pub fn group(&self) -> Group {
+        self.group
+    }
+
+    /// The shared secret with the peer's public value. Invalid points, the wrong
+    /// length or a compressed encoding are [`CryptoError::BadPeerKey`].
+    pub fn agree(&self, peer: &[u8]) -> Result<Secret, CryptoError> {
+        if peer.len() != self.group.public_len() {
+            return Err(CryptoError::BadPeerKey);
+        }
+        let peer: PKey<Public> = match self.group {
+            Group::X25519 => PKey::public_key_from_raw_bytes(peer, Id::X25519)
+                .map_err(|_| CryptoError::BadPeerKey)?,
+            Group::P256 | Group::P384 => {
+                if peer[0] != 4 {
+                    return Err(CryptoError::BadPeerKey);
+                }
+                let g = EcGroup::from_curve_name(self.group.nid())?;
+                let mut ctx = BigNumContext::new()?;
+                let pt =
+                    EcPoint::from_bytes(&g, peer, &mut ctx).map_err(|_| CryptoError::BadPeerKey)?;
+                let ec = EcKey::from_public_key(&g, &pt).map_err(|_| CryptoError::BadPeerKey)?;
+                ec.check_key().map_err(|_| CryptoError::BadPeerKey)?;
+                PKey::from_ec_key(ec)?
+            }
+        };
+        let mut d = Deriver::new(&self.key)?;
+        d.set_peer(&peer).map_err(|_| CryptoError::BadPeerKey)?;
+        let s = d.derive_to_vec().map_err(|_| CryptoError::BadPeerKey)?;
+        // RFC 8446 §7.4.2: an all-zero X25519 result MUST be refused.
+        if self.group == Group::X25519 && s.iter().all(|&b| b == 0) {
+            return Err(CryptoError::BadPeerKey);
+        }
+        Ok(Secret::new(s))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Signatures and keys
+
+/// What kind of private key a certificate has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa { bits: u32 },
+    EcdsaP256,
+    EcdsaP384,
+}
+
+/// A signature algorithm (the TLS SignatureScheme without its wire code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigAlg {
+    EcdsaSha256,
+    EcdsaSha384,
+    EcdsaSha512,
+    RsaPssSha256,
+    RsaPssSha384,
+    RsaPssSha512,
+    RsaPkcs1Sha256,
+    RsaPkcs1Sha384,
+    RsaPkcs1Sha512,
+}
+
+impl SigAlg {
+    fn md(self) -> MessageDigest {
+        use SigAlg::*;
+        match self {
+            EcdsaSha256 | RsaPssSha256 | RsaPkcs1Sha256 => MessageDigest::sha256(),
+            EcdsaSha384 | RsaPssSha384 | RsaPkcs1Sha384 => MessageDigest::sha384(),
+            EcdsaSha512 | RsaPssSha512 | RsaPkcs1Sha512 => MessageDigest::sha512(),
+        }
+    }
+}
+
+/// A server's private key, loaded once. OpenSSL clears the key material when the last
+/// reference is freed; this type never prints it.
+pub struct SigningKey {
+    key: PKey<Private>,
+    kind: KeyKind,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({:?})", self.kind)
+    }
+}
+
+impl SigningKey {
+    /// Load a PEM private key (PKCS#8 or traditional). Only RSA ≥ 2048 bits and
+    /// ECDSA P-256 / P-384 are accepted.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, CryptoError> {
+        let key = PKey::private_key_from_pem(pem)
+            .map_err(|e| CryptoError::Load(format!("not a PEM private key ({e})")))?;
+        let kind = match key.id() {
+            Id::RSA => {
+                let bits = key.bits();
+                if bits < 2048 {
+                    return Err(CryptoError::Load(format!(
+                        "RSA key of {bits} bits (at least 2048 required)"
+                    )));
+                }
+                KeyKind::Rsa { bits }
+            }
+            Id::EC => {
+                let ec = key.ec_key()?;
+                match ec.group().curve_name() {
+                    Some(Nid::X9_62_PRIME256V1) => KeyKind::EcdsaP256,
+                    Some(Nid::SECP384R1) => KeyKind::EcdsaP384,
+                    other => {
+                        return Err(CryptoError::Load(format!(
+                            "unsupported EC curve {other:?} (P-256 or P-384)"
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(CryptoError::Load(format!(
+                    "unsupported key type {other:?} (RSA or ECDSA)"
+                )))
+            }
+        };
+        Ok(SigningKey { key, kind })
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// Sign `parts` (concatenated) with `alg`. RSA-PSS uses a salt as long as the hash
+    /// and MGF1 with the same hash (RFC 8446 §4.2.3).
+    pub fn sign(&self, alg: SigAlg, parts: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
+        let mut s = Signer::new(alg.md(), &self.key)?;
+        if matches!(
+            alg,
+            SigAlg::RsaPssSha256 | SigAlg::RsaPssSha384 | SigAlg::RsaPssSha512
+        ) {
+            s.set_rsa_padding(Padding::PKCS1_PSS)?;
+            s.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+            s.set_rsa_mgf1_md(alg.md())?;
+        }
+        for p in parts {
+            s.update(p)?;
+        }
+        Ok(s.sign_to_vec()?)
+    }
+
+    /// Whether `cert_der`'s public key is this key's.
+    pub fn matches_certificate(&self, cert_der: &[u8]) -> Result<bool, CryptoError> {
+        let cert = X509::from_der(cert_der)
+            .map_err(|e| CryptoError::Load(format!("bad certificate ({e})")))?;
+        Ok(cert.public_key()?.public_eq(&self.key))
+    }
+}
+
+/// A certificate chain from PEM (leaf first), as DER.
+pub fn load_chain_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, CryptoError> {
+    let certs = X509::stack_from_pem(pem)
+        .map_err(|e| CryptoError::Load(format!("not PEM certificates ({e})")))?;
+    if certs.is_empty() {
+        return Err(CryptoError::Load("no certificate in the file".into()));
+    }
+    certs
+        .iter()
+        .map(|c| c.to_der().map_err(CryptoError::from))
+        .collect()
+}
+
+/// The DNS names a certificate is for: subjectAltName dNSNames, else the subject CN.
+pub fn certificate_names(cert_der: &[u8]) -> Result<Vec<String>, CryptoError> {
+    let cert = X509::from_der(cert_der)
+        .map_err(|e| CryptoError::Load(format!("bad certificate ({e})")))?;
+    let mut names: Vec<String> = cert
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(|s| s.to_ascii_lowercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        if let Some(cn) = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next() {
+            if let Ok(s) = cn.data().to_string() {
+                names.push(s.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn hmac_rfc4231_case2() {
+        let m = hmac(
+            HashAlg::Sha256,
+            b"Jefe",
+            &[b"what do ya want ", b"for nothing?"],
+        )
+        .unwrap();
+        assert_eq!(
+            m.bytes(),
+            hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+    }
+
+    #[test]
+    fn hkdf_rfc5869_case1() {
+        let ikm = hex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b");
+        let salt = hex("000102030405060708090a0b0c");
+        let info = hex("f0f1f2f3f4f5f6f7f8f9");
+        let prk = hkdf_extract(HashAlg::Sha256, &salt, &ikm).unwrap();
+        assert_eq!(
+            prk.bytes(),
+            hex("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+        );
+        let okm = hkdf_expand(HashAlg::Sha256, prk.bytes(), &info, 42).unwrap();
+        assert_eq!(
+            okm.bytes(),
+            hex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
+        );
+    }
+
+    #[test]
+    fn aead_round_trip_and_tamper() {
+        for alg in [
+            AeadAlg::Aes128Gcm,
+            AeadAlg::Aes256Gcm,
+            AeadAlg::Chacha20Poly1305,
+        ] {
+            let key = vec![7u8; alg.key_len()];
+            let mut s = AeadKey::new(alg, &key, true).unwrap();
+            let mut o = AeadKey::new(alg, &key, false).unwrap();
+            let nonce = [1u8; 12];
+            let mut buf = b"hello records".to_vec();
+            let mut tag = [0u8; TAG_LEN];
+            s.seal(&nonce, b"aad", &mut buf, &mut tag).unwrap();
+            assert_ne!(&buf[..], b"hello records");
+            let mut b2 = buf.clone();
+            o.open(&nonce, b"aad", &mut b2, &tag).unwrap();
+            assert_eq!(&b2[..], b"hello records");
+            let mut b3 = buf.clone();
+            b3[0] ^= 1;
+            assert_eq!(
+                o.open(&nonce, b"aad", &mut b3, &tag),
+                Err(CryptoError::BadTag)
+            );
+            // The context is usable after a failure.
+            let mut b4 = buf.clone();
+            o.open(&nonce, b"aad", &mut b4, &tag).unwrap();
+            assert_eq!(&b4[..], b"hello records");
+        }
+    }
+
+    #[test]
+    fn ecdhe_agrees_and_rejects_bad_points() {
+        for g in [Group::X25519, Group::P256, Group::P384] {
+            let (a, pa) = EphemeralKey::generate(g).unwrap();
+            let (b, pb) = EphemeralKey::generate(g).unwrap();
+            assert_eq!(pa.len(), g.public_len());
+            assert_eq!(a.agree(&pb).unwrap(), b.agree(&pa).unwrap());
+            assert_eq!(a.agree(&pb[1..]).unwrap_err(), CryptoError::BadPeerKey);
+            let zeros = vec![0u8; g.public_len()];
+            assert_eq!(a.agree(&zeros).unwrap_err(), CryptoError::BadPeerKey);
+        }
+    }
+}

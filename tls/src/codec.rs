@@ -1,0 +1,122 @@
+//! Byte cursors for the wire formats. A [`Reader`] never reads out of bounds: every
+//! accessor checks the length and returns [`Error::Decode`] instead of panicking.
+
+use crate::error::Error;
+
+/// A cursor over untrusted bytes.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(Error::Decode("message truncated"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, Error> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, Error> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub fn u24(&mut self) -> Result<usize, Error> {
+        let b = self.take(3)?;
+        Ok((b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize)
+    }
+
+    /// A vector with a one-byte length prefix.
+    pub fn vec8(&mut self) -> Result<&'a [u8], Error> {
+        let n = self.u8()? as usize;
+        self.take(n)
+    }
+
+    /// A vector with a two-byte length prefix.
+    pub fn vec16(&mut self) -> Result<&'a [u8], Error> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// Fails with a decode error if bytes are left over.
+    pub fn finish(&self, what: &'static str) -> Result<(), Error> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Decode(what))
+        }
+    }
+}
+
+/// Iterate a list of big-endian u16 values whose length was already checked even.
+pub fn u16s(list: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    list.chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+}
+
+pub fn put_u16(v: &mut Vec<u8>, x: u16) {
+    v.extend_from_slice(&x.to_be_bytes());
+}
+
+/// Start a length-prefixed block of `width` bytes; [`end_len`] fills the length in.
+pub fn start_len(v: &mut Vec<u8>, width: usize) -> usize {
+    let at = v.len();
+    v.resize(at + width, 0);
+    at
+}
+
+pub fn end_len(v: &mut [u8], at: usize, width: usize) {
+    let n = v.len() - at - width;
+    for i in 0..width {
+        v[at + i] = (n >> (8 * (width - 1 - i))) as u8;
+    }
+}
+
+/// The 4-byte handshake header for a message of `len` body bytes.
+pub fn handshake_header(typ: u8, len: usize) -> [u8; 4] {
+    [typ, (len >> 16) as u8, (len >> 8) as u8, len as u8]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_refuses_overruns_without_panicking() {
+        let mut r = Reader::new(&[0, 5, 1, 2]);
+        assert_eq!(r.vec16(), Err(Error::Decode("message truncated")));
+        let mut r = Reader::new(&[0xff, 0xff, 0xff]);
+        assert!(r.u24().is_ok());
+        assert!(r.u8().is_err());
+        let mut r = Reader::new(&[1, 9, 7]);
+        assert_eq!(r.vec8().unwrap(), &[9]);
+        assert!(r.finish("x").is_err());
+    }
+
+    #[test]
+    fn length_prefixes() {
+        let mut v = vec![0xaa];
+        let at = start_len(&mut v, 3);
+        v.extend_from_slice(&[1, 2, 3, 4]);
+        end_len(&mut v, at, 3);
+        assert_eq!(v, [0xaa, 0, 0, 4, 1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,176 @@
+//! Server configuration: sites (SNI names with their certificates and ALPN), versions,
+//! suites and groups. Everything a handshake reuses is built here once: the TLS 1.2
+//! and TLS 1.3 Certificate messages of every certificate are encoded at configuration
+//! time and shared by every connection (method 2 of the design).
+
+use std::sync::Arc;
+
+use crypto_offload::prim::{certificate_names, load_chain_pem};
+use crypto_offload::{CryptoError, KeyKind, SigningKey};
+
+use crate::msgs::{certificate12, certificate13, group, suite, SERVER_HELLO_DONE};
+
+/// A certificate chain with its private key and its precomputed messages.
+#[derive(Debug)]
+pub struct CertifiedKey {
+    pub key: Arc<SigningKey>,
+    pub kind: KeyKind,
+    /// DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// DNS names of the leaf (lower case; may start with `*.`).
+    pub names: Vec<String>,
+    /// The TLS 1.2 Certificate handshake message.
+    pub cert12: Arc<[u8]>,
+    /// The TLS 1.3 Certificate handshake message (plaintext, before record protection).
+    pub cert13: Arc<[u8]>,
+    /// ServerHelloDone (TLS 1.2), shared like the Certificate it follows.
+    pub server_hello_done: Arc<[u8]>,
+}
+
+impl CertifiedKey {
+    /// From a PEM chain (leaf first) and a PEM private key; the key must be the leaf's.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, CryptoError> {
+        let chain = load_chain_pem(chain_pem)?;
+        let key = SigningKey::from_pem(key_pem)?;
+        Self::new(chain, key)
+    }
+
+    pub fn new(chain: Vec<Vec<u8>>, key: SigningKey) -> Result<Self, CryptoError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| CryptoError::Load("empty certificate chain".into()))?;
+        if !key.matches_certificate(leaf)? {
+            return Err(CryptoError::Load(
+                "the private key does not belong to the first certificate".into(),
+            ));
+        }
+        let names = certificate_names(leaf)?;
+        Ok(CertifiedKey {
+            kind: key.kind(),
+            key: Arc::new(key),
+            cert12: certificate12(&chain).into(),
+            cert13: certificate13(&chain).into(),
+            server_hello_done: SERVER_HELLO_DONE.to_vec().into(),
+            names,
+            chain,
+        })
+    }
+}
+
+/// One name-based site: the certificates it may present and the ALPN protocols it
+/// serves, in preference order.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Names matched against SNI; by default the first certificate's names.
+    pub names: Vec<String>,
+    pub certs: Vec<Arc<CertifiedKey>>,
+    /// Empty: ALPN is not negotiated.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl Site {
+    pub fn new(certs: Vec<Arc<CertifiedKey>>) -> Self {
+        let names = certs.iter().flat_map(|c| c.names.iter().cloned()).collect();
+        Site {
+            names,
+            certs,
+            alpn: Vec::new(),
+        }
+    }
+
+    /// Whether this site serves `host` (exact, or one label under a `*.` wildcard).
+    pub fn serves(&self, host: &[u8]) -> bool {
+        let host = host.strip_suffix(b".").unwrap_or(host);
+        self.names.iter().any(|n| {
+            let n = n.as_bytes();
+            if let Some(suffix) = n.strip_prefix(b"*") {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && !host[..host.len() - suffix.len()].contains(&b'.')
+            } else {
+                host.eq_ignore_ascii_case(n)
+            }
+        })
+    }
+}
+
+/// The engine's configuration, shared (`Arc`) by every connection.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The first site is the default when SNI is absent or matches nothing.
+    pub sites: Vec<Site>,
+    pub tls12: bool,
+    pub tls13: bool,
+    /// TLS 1.3 suites in server preference order.
+    pub suites13: Vec<u16>,
+    /// TLS 1.2 suites in server preference order.
+    pub suites12: Vec<u16>,
+    /// Groups in server preference order.
+    pub groups: Vec<u16>,
+    /// Milliseconds from the first byte to the end of the handshake.
+    pub handshake_timeout_ms: u64,
+    /// TLS 1.3: pad inner plaintexts to a multiple of this many bytes (0: no padding).
+    pub record_padding: usize,
+}
+
+pub const DEFAULT_SUITES13: [u16; 3] = [
+    suite::TLS13_AES_128_GCM_SHA256,
+    suite::TLS13_AES_256_GCM_SHA384,
+    suite::TLS13_CHACHA20_POLY1305_SHA256,
+];
+
+pub const DEFAULT_SUITES12: [u16; 6] = [
+    suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+    suite::ECDHE_RSA_AES128_GCM_SHA256,
+    suite::ECDHE_ECDSA_AES256_GCM_SHA384,
+    suite::ECDHE_RSA_AES256_GCM_SHA384,
+    suite::ECDHE_ECDSA_CHACHA20_POLY1305,
+    suite::ECDHE_RSA_CHACHA20_POLY1305,
+];
+
+pub const DEFAULT_GROUPS: [u16; 3] = [group::X25519, group::SECP256R1, group::SECP384R1];
+
+impl ServerConfig {
+    /// A configuration with the defaults: TLS 1.2 and 1.3, every supported suite and
+    /// group, a 10 s handshake timeout, no record padding.
+    pub fn new(sites: Vec<Site>) -> Result<Self, String> {
+        let cfg = ServerConfig {
+            sites,
+            tls12: true,
+            tls13: true,
+            suites13: DEFAULT_SUITES13.to_vec(),
+            suites12: DEFAULT_SUITES12.to_vec(),
+            groups: DEFAULT_GROUPS.to_vec(),
+            handshake_timeout_ms: 10_000,
+            record_padding: 0,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the invariants the engine relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sites.is_empty() || self.sites.iter().any(|s| s.certs.is_empty()) {
+            return Err("every site needs at least one certificate".into());
+        }
+        if !self.tls12 && !self.tls13 {
+            return Err("no protocol version enabled".into());
+        }
+        if let Some(s) = self.suites13.iter().find(|s| !DEFAULT_SUITES13.contains(s)) {
+            return Err(format!("unsupported TLS 1.3 suite {s:#06x}"));
+        }
+        if let Some(s) = self.suites12.iter().find(|s| !DEFAULT_SUITES12.contains(s)) {
+            return Err(format!("unsupported TLS 1.2 suite {s:#06x}"));
+        }
+        if let Some(g) = self.groups.iter().find(|g| !DEFAULT_GROUPS.contains(g)) {
+            return Err(format!("unsupported group {g}"));
+        }
+        if self.groups.is_empty() {
+            return Err("no groups enabled".into());
+        }
+        if self.tls13 && self.suites13.is_empty() || self.tls12 && self.suites12.is_empty() {
+            return Err("a version is enabled with no suites".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! The appliance's TLS engine: a sans-IO TLS 1.2 and 1.3 server.
+//!
+//! What it owns: the record layer, the handshake messages and their parsers, the server
+//! state machines of both versions, alerts, and the two methods the appliance is built
+//! around: handshake transcripts kept as bytes and digested once in a crypto job
+//! (shared precomputed messages are referred to, not copied), and certificate flights
+//! encoded once at configuration time and written with the ServerHello in one write.
+//!
+//! What it must not do: touch sockets, threads, clocks or queues, or name an OpenSSL
+//! type. It takes bytes and a time in milliseconds, and gives back bytes, crypto
+//! [`crypto_offload::Job`]s and a deadline; see [`ServerConn`] for how to drive it.
+//! Crypto comes from `crypto-offload`: handshake steps as jobs, record protection as
+//! direct calls on opaque keys (batching those is issue 4).
+//!
+//! Not built yet: session resumption (IDs, tickets, PSK), client certificates, 0-RTT.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod msgs;
+pub mod record;
+pub mod server;
+mod tls12;
+mod tls13;
+
+pub use config::{CertifiedKey, ServerConfig, Site};
+pub use error::{Error, ErrorClass};
+pub use server::{HandshakeInfo, ServerConn};

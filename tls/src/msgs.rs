@@ -1,0 +1,436 @@
+//! Handshake messages: wire constants, the ClientHello parser and the server's
+//! encoders. A ClientHello is fully recognised here (lengths, list shapes, duplicate
+//! and misplaced extensions) before any state code sees it.
+
+use crate::codec::*;
+use crate::error::Error;
+
+pub mod content {
+    pub const CHANGE_CIPHER_SPEC: u8 = 20;
+    pub const ALERT: u8 = 21;
+    pub const HANDSHAKE: u8 = 22;
+    pub const APPLICATION_DATA: u8 = 23;
+}
+
+pub mod hs {
+    pub const CLIENT_HELLO: u8 = 1;
+    pub const SERVER_HELLO: u8 = 2;
+    pub const ENCRYPTED_EXTENSIONS: u8 = 8;
+    pub const CERTIFICATE: u8 = 11;
+    pub const SERVER_HELLO_DONE: u8 = 14;
+    pub const CLIENT_KEY_EXCHANGE: u8 = 16;
+    pub const FINISHED: u8 = 20;
+    pub const KEY_UPDATE: u8 = 24;
+    pub const MESSAGE_HASH: u8 = 254;
+}
+
+pub mod ext {
+    pub const SERVER_NAME: u16 = 0;
+    pub const SUPPORTED_GROUPS: u16 = 10;
+    pub const EC_POINT_FORMATS: u16 = 11;
+    pub const SIGNATURE_ALGORITHMS: u16 = 13;
+    pub const ALPN: u16 = 16;
+    pub const EXTENDED_MASTER_SECRET: u16 = 23;
+    pub const PRE_SHARED_KEY: u16 = 41;
+    pub const SUPPORTED_VERSIONS: u16 = 43;
+    pub const PSK_KEY_EXCHANGE_MODES: u16 = 45;
+    pub const KEY_SHARE: u16 = 51;
+    pub const RENEGOTIATION_INFO: u16 = 0xff01;
+}
+
+pub mod version {
+    pub const TLS12: u16 = 0x0303;
+    pub const TLS13: u16 = 0x0304;
+}
+
+/// Cipher suite codes.
+pub mod suite {
+    pub const TLS13_AES_128_GCM_SHA256: u16 = 0x1301;
+    pub const TLS13_AES_256_GCM_SHA384: u16 = 0x1302;
+    pub const TLS13_CHACHA20_POLY1305_SHA256: u16 = 0x1303;
+    pub const ECDHE_ECDSA_AES128_GCM_SHA256: u16 = 0xc02b;
+    pub const ECDHE_ECDSA_AES256_GCM_SHA384: u16 = 0xc02c;
+    pub const ECDHE_RSA_AES128_GCM_SHA256: u16 = 0xc02f;
+    pub const ECDHE_RSA_AES256_GCM_SHA384: u16 = 0xc030;
+    pub const ECDHE_RSA_CHACHA20_POLY1305: u16 = 0xcca8;
+    pub const ECDHE_ECDSA_CHACHA20_POLY1305: u16 = 0xcca9;
+    pub const EMPTY_RENEGOTIATION_INFO_SCSV: u16 = 0x00ff;
+    pub const FALLBACK_SCSV: u16 = 0x5600;
+}
+
+/// NamedGroup codes.
+pub mod group {
+    pub const SECP256R1: u16 = 23;
+    pub const SECP384R1: u16 = 24;
+    pub const X25519: u16 = 29;
+}
+
+/// SignatureScheme codes.
+pub mod scheme {
+    pub const RSA_PKCS1_SHA256: u16 = 0x0401;
+    pub const RSA_PKCS1_SHA384: u16 = 0x0501;
+    pub const RSA_PKCS1_SHA512: u16 = 0x0601;
+    pub const ECDSA_SECP256R1_SHA256: u16 = 0x0403;
+    pub const ECDSA_SECP384R1_SHA384: u16 = 0x0503;
+    pub const ECDSA_SECP521R1_SHA512: u16 = 0x0603;
+    pub const RSA_PSS_RSAE_SHA256: u16 = 0x0804;
+    pub const RSA_PSS_RSAE_SHA384: u16 = 0x0805;
+    pub const RSA_PSS_RSAE_SHA512: u16 = 0x0806;
+}
+
+/// RFC 8446 §4.1.3: the ServerHello.random of a HelloRetryRequest, SHA-256("HelloRetryRequest").
+pub const HRR_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// RFC 8446 §4.1.3: the last 8 bytes of ServerHello.random when a TLS 1.3 server
+/// negotiates TLS 1.2.
+pub const DOWNGRADE_TLS12: [u8; 8] = *b"DOWNGRD\x01";
+
+/// A parsed ClientHello, borrowing the message bytes. Lists are kept as validated raw
+/// slices and iterated on demand, so parsing allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct ClientHello<'a> {
+    pub legacy_version: u16,
+    pub random: [u8; 32],
+    pub session_id: &'a [u8],
+    suites: &'a [u8],
+    pub compression: &'a [u8],
+    pub sni: Option<&'a [u8]>,
+    groups: Option<&'a [u8]>,
+    pub point_formats: Option<&'a [u8]>,
+    sig_algs: Option<&'a [u8]>,
+    alpn: Option<&'a [u8]>,
+    pub extended_master_secret: bool,
+    versions: Option<&'a [u8]>,
+    key_shares: Option<&'a [u8]>,
+    pub renegotiation_info: Option<&'a [u8]>,
+    pub has_psk: bool,
+}
+
+impl<'a> ClientHello<'a> {
+    /// Parse a ClientHello body (after the 4-byte handshake header).
+    pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        let mut ch = ClientHello {
+            legacy_version: r.u16()?,
+            ..Default::default()
+        };
+        ch.random.copy_from_slice(r.take(32)?);
+        ch.session_id = r.vec8()?;
+        if ch.session_id.len() > 32 {
+            return Err(Error::Decode("session id longer than 32"));
+        }
+        ch.suites = r.vec16()?;
+        if ch.suites.is_empty() || ch.suites.len() % 2 != 0 {
+            return Err(Error::Decode("cipher suite list"));
+        }
+        ch.compression = r.vec8()?;
+        if ch.compression.is_empty() {
+            return Err(Error::Decode("compression methods"));
+        }
+        if r.is_empty() {
+            return Ok(ch); // no extensions at all
+        }
+        let mut exts = Reader::new(r.vec16()?);
+        r.finish("bytes after ClientHello extensions")?;
+        let mut seen: Vec<u16> = Vec::new();
+        while !exts.is_empty() {
+            let typ = exts.u16()?;
+            let data = exts.vec16()?;
+            if seen.contains(&typ) {
+                return Err(Error::IllegalParameter("duplicate extension"));
+            }
+            if seen.len() >= 64 {
+                return Err(Error::Decode("too many extensions"));
+            }
+            seen.push(typ);
+            if ch.has_psk {
+                // RFC 8446 §4.2.11: pre_shared_key MUST be the last extension.
+                return Err(Error::IllegalParameter("pre_shared_key is not last"));
+            }
+            ch.parse_extension(typ, data)?;
+        }
+        Ok(ch)
+    }
+
+    fn parse_extension(&mut self, typ: u16, data: &'a [u8]) -> Result<(), Error> {
+        let mut r = Reader::new(data);
+        match typ {
+            ext::SERVER_NAME => {
+                let mut list = Reader::new(r.vec16()?);
+                while !list.is_empty() {
+                    let kind = list.u8()?;
+                    let name = list.vec16()?;
+                    if kind == 0 {
+                        if self.sni.is_some() {
+                            return Err(Error::IllegalParameter("two host names in server_name"));
+                        }
+                        if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
+                            return Err(Error::Decode("server_name host name"));
+                        }
+                        self.sni = Some(name);
+                    }
+                }
+            }
+            ext::SUPPORTED_GROUPS => self.groups = Some(even_list(r.vec16()?, "supported_groups")?),
+            ext::EC_POINT_FORMATS => {
+                self.point_formats = Some(nonempty(r.vec8()?, "ec_point_formats")?)
+            }
+            ext::SIGNATURE_ALGORITHMS => {
+                self.sig_algs = Some(even_list(r.vec16()?, "signature_algorithms")?)
+            }
+            ext::ALPN => {
+                let list = r.vec16()?;
+                let mut names = Reader::new(list);
+                if names.is_empty() {
+                    return Err(Error::Decode("empty ALPN list"));
+                }
+                while !names.is_empty() {
+                    if names.vec8()?.is_empty() {
+                        return Err(Error::Decode("empty ALPN protocol name"));
+                    }
+                }
+                self.alpn = Some(list);
+            }
+            ext::EXTENDED_MASTER_SECRET => self.extended_master_secret = true,
+            ext::SUPPORTED_VERSIONS => {
+                self.versions = Some(even_list(r.vec8()?, "supported_versions")?)
+            }
+            ext::KEY_SHARE => {
+                let list = r.vec16()?;
+                let mut shares = Reader::new(list);
+                while !shares.is_empty() {
+                    shares.u16()?;
+                    if shares.vec16()?.is_empty() {
+                        return Err(Error::Decode("empty key share"));
+                    }
+                }
+                self.key_shares = Some(list);
+            }
+            ext::RENEGOTIATION_INFO => self.renegotiation_info = Some(r.vec8()?),
+            ext::PRE_SHARED_KEY => {
+                self.has_psk = true;
+                return Ok(()); // not offered by this server yet: ignored
+            }
+            // Everything else (psk_key_exchange_modes, session_ticket, early_data, ...)
+            // is ignored, as RFC 8446 §4.2 requires of unknown extensions.
+            _ => return Ok(()),
+        }
+        r.finish("bytes after an extension's body")
+    }
+
+    pub fn suites(&self) -> impl Iterator<Item = u16> + '_ {
+        u16s(self.suites)
+    }
+    pub fn offers_suite(&self, s: u16) -> bool {
+        self.suites().any(|x| x == s)
+    }
+    pub fn groups(&self) -> Option<impl Iterator<Item = u16> + '_> {
+        self.groups.map(u16s)
+    }
+    pub fn offers_group(&self, g: u16) -> bool {
+        self.groups.is_some_and(|l| u16s(l).any(|x| x == g))
+    }
+    pub fn sig_algs(&self) -> Option<impl Iterator<Item = u16> + '_> {
+        self.sig_algs.map(u16s)
+    }
+    pub fn offers_scheme(&self, s: u16) -> bool {
+        self.sig_algs.is_some_and(|l| u16s(l).any(|x| x == s))
+    }
+    pub fn has_sig_algs(&self) -> bool {
+        self.sig_algs.is_some()
+    }
+    pub fn versions(&self) -> Option<impl Iterator<Item = u16> + '_> {
+        self.versions.map(u16s)
+    }
+    pub fn alpn(&self) -> Option<impl Iterator<Item = &'a [u8]> + 'a> {
+        self.alpn.map(|l| {
+            let mut r = Reader::new(l);
+            std::iter::from_fn(move || r.vec8().ok())
+        })
+    }
+    pub fn has_key_shares(&self) -> bool {
+        self.key_shares.is_some()
+    }
+    /// Key shares in the client's order, as (group, public value).
+    pub fn key_shares(&self) -> impl Iterator<Item = (u16, &'a [u8])> + 'a {
+        let mut r = Reader::new(self.key_shares.unwrap_or(&[]));
+        std::iter::from_fn(move || Some((r.u16().ok()?, r.vec16().ok()?)))
+    }
+}
+
+fn even_list<'a>(l: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
+    if l.is_empty() || l.len() % 2 != 0 {
+        return Err(Error::Decode(what));
+    }
+    Ok(l)
+}
+
+fn nonempty<'a>(l: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
+    if l.is_empty() {
+        return Err(Error::Decode(what));
+    }
+    Ok(l)
+}
+
+/// An extension being written into `out`: its type, then a 2-byte length.
+pub fn put_ext(out: &mut Vec<u8>, typ: u16, body: impl FnOnce(&mut Vec<u8>)) {
+    put_u16(out, typ);
+    let at = start_len(out, 2);
+    body(out);
+    end_len(out, at, 2);
+}
+
+/// Write a handshake message: header, then whatever `body` writes.
+pub fn put_handshake(out: &mut Vec<u8>, typ: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    out.push(typ);
+    let at = start_len(out, 3);
+    body(out);
+    end_len(out, at, 3);
+}
+
+/// TLS 1.2 Certificate message (RFC 5246 §7.4.2): the chain, leaf first.
+pub fn certificate12(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    put_handshake(&mut m, hs::CERTIFICATE, |m| {
+        let at = start_len(m, 3);
+        for c in chain {
+            let c_at = start_len(m, 3);
+            m.extend_from_slice(c);
+            end_len(m, c_at, 3);
+        }
+        end_len(m, at, 3);
+    });
+    m
+}
+
+/// TLS 1.3 Certificate message (RFC 8446 §4.4.2): empty context, no per-entry extensions.
+pub fn certificate13(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    put_handshake(&mut m, hs::CERTIFICATE, |m| {
+        m.push(0);
+        let at = start_len(m, 3);
+        for c in chain {
+            let c_at = start_len(m, 3);
+            m.extend_from_slice(c);
+            end_len(m, c_at, 3);
+            put_u16(m, 0);
+        }
+        end_len(m, at, 3);
+    });
+    m
+}
+
+/// ServerHelloDone: always the same four bytes.
+pub const SERVER_HELLO_DONE: [u8; 4] = [hs::SERVER_HELLO_DONE, 0, 0, 0];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ClientHello body with the given extensions block.
+    fn body(exts: &[u8]) -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend_from_slice(&[0x11; 32]);
+        b.push(0); // session id
+        b.extend_from_slice(&[0, 2, 0x13, 0x01]);
+        b.extend_from_slice(&[1, 0]);
+        let mut e = Vec::new();
+        put_u16(&mut e, exts.len() as u16);
+        e.extend_from_slice(exts);
+        b.extend_from_slice(&e);
+        b
+    }
+
+    #[test]
+    fn parses_extensions() {
+        let mut e = Vec::new();
+        put_ext(&mut e, ext::SUPPORTED_VERSIONS, |v| {
+            v.extend_from_slice(&[4, 3, 4, 3, 3])
+        });
+        put_ext(&mut e, ext::KEY_SHARE, |v| {
+            v.extend_from_slice(&[0, 6, 0, 29, 0, 2, 9, 9])
+        });
+        put_ext(&mut e, ext::SERVER_NAME, |v| {
+            v.extend_from_slice(&[0, 6, 0, 0, 3, b'a', b'.', b'b'])
+        });
+        put_ext(&mut e, ext::ALPN, |v| {
+            v.extend_from_slice(&[0, 6, 2, b'h', b'2', 2, b'h', b'3'])
+        });
+        let b = body(&e);
+        let ch = ClientHello::parse(&b).unwrap();
+        assert_eq!(ch.versions().unwrap().collect::<Vec<_>>(), [0x0304, 0x0303]);
+        assert_eq!(
+            ch.key_shares().collect::<Vec<_>>(),
+            [(29u16, &[9u8, 9][..])]
+        );
+        assert_eq!(ch.sni, Some(&b"a.b"[..]));
+        assert_eq!(ch.alpn().unwrap().collect::<Vec<_>>(), [&b"h2"[..], b"h3"]);
+        assert!(ch.offers_suite(0x1301));
+    }
+
+    #[test]
+    fn refuses_malformed_hellos() {
+        let mut dup = Vec::new();
+        put_ext(&mut dup, ext::EXTENDED_MASTER_SECRET, |_| {});
+        put_ext(&mut dup, ext::EXTENDED_MASTER_SECRET, |_| {});
+        assert_eq!(
+            ClientHello::parse(&body(&dup)).unwrap_err(),
+            Error::IllegalParameter("duplicate extension")
+        );
+
+        let mut psk_not_last = Vec::new();
+        put_ext(&mut psk_not_last, ext::PRE_SHARED_KEY, |v| v.push(0));
+        put_ext(&mut psk_not_last, ext::EXTENDED_MASTER_SECRET, |_| {});
+        assert!(matches!(
+            ClientHello::parse(&body(&psk_not_last)),
+            Err(Error::IllegalParameter(_))
+        ));
+
+        let mut trailing = Vec::new();
+        put_ext(&mut trailing, ext::SUPPORTED_GROUPS, |v| {
+            v.extend_from_slice(&[0, 2, 0, 29, 7])
+        });
+        assert!(matches!(
+            ClientHello::parse(&body(&trailing)),
+            Err(Error::Decode(_))
+        ));
+
+        let mut odd = Vec::new();
+        put_ext(&mut odd, ext::SIGNATURE_ALGORITHMS, |v| {
+            v.extend_from_slice(&[0, 3, 4, 3, 5])
+        });
+        assert!(matches!(
+            ClientHello::parse(&body(&odd)),
+            Err(Error::Decode(_))
+        ));
+
+        // Every truncation of a good hello is an error, never a panic.
+        let mut e = Vec::new();
+        put_ext(&mut e, ext::KEY_SHARE, |v| {
+            v.extend_from_slice(&[0, 6, 0, 29, 0, 2, 9, 9])
+        });
+        let b = body(&e);
+        for n in 0..b.len() {
+            assert!(
+                ClientHello::parse(&b[..n]).is_err() || n == 41,
+                "prefix {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn certificate_messages() {
+        let chain = vec![vec![1, 2, 3], vec![4]];
+        assert_eq!(
+            certificate12(&chain),
+            [11, 0, 0, 13, 0, 0, 10, 0, 0, 3, 1, 2, 3, 0, 0, 1, 4]
+        );
+        assert_eq!(
+            certificate13(&chain),
+            [11, 0, 0, 18, 0, 0, 0, 14, 0, 0, 3, 1, 2, 3, 0, 0, 0, 0, 1, 4, 0, 0]
+        );
+    }
+}

@@ -1,0 +1,695 @@
+//! The public face: [`ServerConn`], one TLS server connection, sans-IO.
+//!
+//! # Driving a connection
+//! Inputs: [`ServerConn::read_tls`] (bytes from the client), [`ServerConn::complete`]
+//! (a finished crypto job), [`ServerConn::send`] (plaintext for the client),
+//! [`ServerConn::close`], [`ServerConn::handle_timeout`].
+//! Outputs: [`ServerConn::take_job`] (crypto to run), [`ServerConn::pending_tls`] /
+//! [`ServerConn::consume_tls`] (bytes for the client), [`ServerConn::plaintext`] /
+//! [`ServerConn::consume_plaintext`] (bytes for the backend), [`ServerConn::deadline`].
+//!
+//! After any input, call [`ServerConn::process`]; then run the job if there is one and
+//! hand its result to `complete`; then write out `pending_tls`. Time is an argument
+//! (milliseconds on any monotonic clock the caller likes); the engine has no clock,
+//! socket or thread.
+//!
+//! # Errors
+//! A failure moves the connection to a closed state, queues the alert
+//! [`Error::alert`] chose (protected if keys are in use) and returns the error; the
+//! caller writes out what is pending and closes the transport.
+//!
+//! # Legal message sequences
+//! ```text
+//! TLS 1.3 full:      CH  -> [job] -> SH (CCS) {EE Cert CV Fin}        <- {Fin}  -> traffic
+//! TLS 1.3 with HRR:  CH1 -> HRR (CCS)  <- CH2 -> [job] -> ... as above
+//! TLS 1.2 full:      CH  -> [job] -> SH Cert SKE SHD   <- CKE -> [job] <- CCS <- {Fin}
+//!                                                      -> CCS {Fin}       -> traffic
+//! ```
+//! Each arrow state accepts only the next message named; anything else is
+//! unexpected_message. TLS 1.3 clients may send one plaintext CCS before their
+//! Finished (middlebox compatibility); it is ignored.
+
+use std::sync::Arc;
+
+use crypto_offload::{AeadAlg, DigestCount, Done, Group, HashAlg, Job, KeyKind, SigAlg};
+
+use crate::config::ServerConfig;
+use crate::error::{alert, Error};
+use crate::msgs::{content, group, hs, scheme, suite, version, ClientHello};
+use crate::record::{self, Cipher, Deframer};
+
+/// Largest handshake message accepted (a ClientHello or client certificate chain).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 1 << 16;
+/// Decrypted application bytes held for the backend before the engine stops decrypting.
+pub const MAX_PLAINTEXT_BUFFERED: usize = 64 * 1024;
+/// Protected bytes held for the client before [`ServerConn::send`] accepts no more.
+pub const MAX_TLS_BUFFERED: usize = 64 * 1024;
+
+/// What the handshake negotiated, and what it cost.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeInfo {
+    pub version: u16,
+    pub suite: u16,
+    pub group: u16,
+    pub scheme: u16,
+    pub sni: Option<String>,
+    pub alpn: Option<Vec<u8>>,
+    /// Index of the site (in `ServerConfig::sites`) SNI chose.
+    pub site: usize,
+    pub extended_master_secret: bool,
+    pub hello_retry: bool,
+    pub resumed: bool,
+    /// Crypto jobs this handshake needed.
+    pub jobs: u32,
+    /// Transcript hashing: running hashes started and bytes fed, over all jobs.
+    pub digest: DigestCount,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct SuiteInfo {
+    pub hash: HashAlg,
+    pub aead: AeadAlg,
+    /// TLS 1.2 only: the suite requires an ECDSA (true) or RSA (false) certificate.
+    pub ecdsa: Option<bool>,
+}
+
+pub(crate) fn suite_info(s: u16) -> Option<SuiteInfo> {
+    use AeadAlg::*;
+    use HashAlg::*;
+    let (hash, aead, ecdsa) = match s {
+        suite::TLS13_AES_128_GCM_SHA256 => (Sha256, Aes128Gcm, None),
+        suite::TLS13_AES_256_GCM_SHA384 => (Sha384, Aes256Gcm, None),
+        suite::TLS13_CHACHA20_POLY1305_SHA256 => (Sha256, Chacha20Poly1305, None),
+        suite::ECDHE_ECDSA_AES128_GCM_SHA256 => (Sha256, Aes128Gcm, Some(true)),
+        suite::ECDHE_ECDSA_AES256_GCM_SHA384 => (Sha384, Aes256Gcm, Some(true)),
+        suite::ECDHE_ECDSA_CHACHA20_POLY1305 => (Sha256, Chacha20Poly1305, Some(true)),
+        suite::ECDHE_RSA_AES128_GCM_SHA256 => (Sha256, Aes128Gcm, Some(false)),
+        suite::ECDHE_RSA_AES256_GCM_SHA384 => (Sha384, Aes256Gcm, Some(false)),
+        suite::ECDHE_RSA_CHACHA20_POLY1305 => (Sha256, Chacha20Poly1305, Some(false)),
+        _ => return None,
+    };
+    Some(SuiteInfo { hash, aead, ecdsa })
+}
+
+pub(crate) fn group_of(g: u16) -> Option<Group> {
+    match g {
+        group::X25519 => Some(Group::X25519),
+        group::SECP256R1 => Some(Group::P256),
+        group::SECP384R1 => Some(Group::P384),
+        _ => None,
+    }
+}
+
+pub(crate) fn sig_alg_of(s: u16) -> SigAlg {
+    match s {
+        scheme::ECDSA_SECP256R1_SHA256 => SigAlg::EcdsaSha256,
+        scheme::ECDSA_SECP384R1_SHA384 => SigAlg::EcdsaSha384,
+        scheme::ECDSA_SECP521R1_SHA512 => SigAlg::EcdsaSha512,
+        scheme::RSA_PSS_RSAE_SHA256 => SigAlg::RsaPssSha256,
+        scheme::RSA_PSS_RSAE_SHA384 => SigAlg::RsaPssSha384,
+        scheme::RSA_PSS_RSAE_SHA512 => SigAlg::RsaPssSha512,
+        scheme::RSA_PKCS1_SHA256 => SigAlg::RsaPkcs1Sha256,
+        scheme::RSA_PKCS1_SHA384 => SigAlg::RsaPkcs1Sha384,
+        _ => SigAlg::RsaPkcs1Sha512,
+    }
+}
+
+/// The signature scheme to use with a key of `kind`, from what the client offers.
+/// TLS 1.3 binds ECDSA schemes to curves and forbids PKCS#1 v1.5 (RFC 8446 §4.2.3).
+pub(crate) fn pick_scheme(kind: KeyKind, tls13: bool, ch: &ClientHello) -> Option<u16> {
+    use scheme::*;
+    let prefs: &[u16] = match (kind, tls13) {
+        (KeyKind::EcdsaP256, true) => &[ECDSA_SECP256R1_SHA256],
+        (KeyKind::EcdsaP384, true) => &[ECDSA_SECP384R1_SHA384],
+        (KeyKind::EcdsaP256, false) => &[
+            ECDSA_SECP256R1_SHA256,
+            ECDSA_SECP384R1_SHA384,
+            ECDSA_SECP521R1_SHA512,
+        ],
+        (KeyKind::EcdsaP384, false) => &[
+            ECDSA_SECP384R1_SHA384,
+            ECDSA_SECP256R1_SHA256,
+            ECDSA_SECP521R1_SHA512,
+        ],
+        (KeyKind::Rsa { .. }, true) => &[
+            RSA_PSS_RSAE_SHA256,
+            RSA_PSS_RSAE_SHA384,
+            RSA_PSS_RSAE_SHA512,
+        ],
+        (KeyKind::Rsa { .. }, false) => &[
+            RSA_PSS_RSAE_SHA256,
+            RSA_PSS_RSAE_SHA384,
+            RSA_PSS_RSAE_SHA512,
+            RSA_PKCS1_SHA256,
+            RSA_PKCS1_SHA384,
+            RSA_PKCS1_SHA512,
+        ],
+    };
+    prefs.iter().copied().find(|&s| ch.offers_scheme(s))
+}
+
+/// What the connection waits for. Each state holds only what is valid in it.
+pub(crate) enum State {
+    /// The first ClientHello.
+    ClientHello,
+    /// The second ClientHello, after a HelloRetryRequest.
+    RetriedClientHello(Box<crate::tls13::Retry>),
+    /// A crypto job is out; only its completion moves the connection on.
+    Job(Pending),
+    Tls13Finished(Box<crate::tls13::AwaitFinished>),
+    Tls12ClientKx(Box<crate::tls12::AwaitClientKx>),
+    Tls12Ccs(Box<crate::tls12::AwaitFinished>),
+    Tls12Finished(Box<crate::tls12::AwaitFinished>),
+    Traffic(Box<Traffic>),
+    Closed,
+}
+
+/// Which completion a [`State::Job`] waits for, with what the next state needs.
+pub(crate) enum Pending {
+    Tls13Flight(Box<crate::tls13::FlightCtx>),
+    Tls12Kx(Box<crate::tls12::KxCtx>),
+    Tls12Finish(Box<crate::tls12::FinishCtx>),
+}
+
+/// Application traffic. TLS 1.3 keeps its traffic secrets for KeyUpdate.
+pub(crate) struct Traffic {
+    pub tls13: Option<crate::tls13::Secrets>,
+}
+
+/// One TLS server connection.
+pub struct ServerConn {
+    pub(crate) cfg: Arc<ServerConfig>,
+    pub(crate) state: State,
+    deframer: Deframer,
+    hs_buf: Vec<u8>,
+    pub(crate) read: Option<Cipher>,
+    pub(crate) write: Option<Cipher>,
+    out: Vec<u8>,
+    out_pos: usize,
+    app_in: Vec<u8>,
+    app_pos: usize,
+    job: Option<Job>,
+    deadline: Option<u64>,
+    pub(crate) info: HandshakeInfo,
+    /// TLS 1.3: the client may send one compatibility CCS before its Finished.
+    pub(crate) ccs_allowed: bool,
+    peer_closed: bool,
+    close_sent: bool,
+    error: Option<Error>,
+}
+
+impl ServerConn {
+    /// A new connection; the handshake must finish by `now + handshake_timeout_ms`.
+    pub fn new(cfg: Arc<ServerConfig>, now_ms: u64) -> Self {
+        let deadline = Some(now_ms.saturating_add(cfg.handshake_timeout_ms));
+        ServerConn {
+            cfg,
+            state: State::ClientHello,
+            deframer: Deframer::default(),
+            hs_buf: Vec::new(),
+            read: None,
+            write: None,
+            out: Vec::new(),
+            out_pos: 0,
+            app_in: Vec::new(),
+            app_pos: 0,
+            job: None,
+            deadline,
+            info: HandshakeInfo::default(),
+            ccs_allowed: false,
+            peer_closed: false,
+            close_sent: false,
+            error: None,
+        }
+    }
+
+    // ----- getters
+
+    pub fn is_handshaking(&self) -> bool {
+        !matches!(self.state, State::Traffic(_) | State::Closed)
+    }
+    /// The handshake is done and application data flows.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Traffic(_))
+    }
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+    /// The client sent close_notify.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+    pub fn info(&self) -> &HandshakeInfo {
+        &self.info
+    }
+    /// The error that closed the connection, if one did.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+    /// When [`ServerConn::handle_timeout`] must be called (the handshake deadline).
+    pub fn deadline(&self) -> Option<u64> {
+        if self.is_handshaking() {
+            self.deadline
+        } else {
+            None
+        }
+    }
+    /// How many TLS bytes [`ServerConn::read_tls`] would take now.
+    pub fn tls_room(&self) -> usize {
+        if self.is_closed() || self.peer_closed {
+            0
+        } else {
+            self.deframer.room()
+        }
+    }
+
+    // ----- inputs
+
+    /// Take up to [`ServerConn::tls_room`] bytes from the client; returns how many.
+    pub fn read_tls(&mut self, data: &[u8]) -> usize {
+        if self.is_closed() || self.peer_closed {
+            return 0;
+        }
+        self.deframer.push(data)
+    }
+
+    /// Advance on whatever input is buffered.
+    pub fn process(&mut self) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let r = self.process_records();
+        self.check(r)
+    }
+
+    /// The crypto job the connection needs run, if any.
+    pub fn take_job(&mut self) -> Option<Job> {
+        self.job.take()
+    }
+
+    /// Apply a finished job, then carry on processing.
+    pub fn complete(
+        &mut self,
+        done: Result<Done, crypto_offload::CryptoError>,
+    ) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let r = self.apply(done).and_then(|_| self.process_records());
+        self.check(r)
+    }
+
+    /// Queue plaintext for the client as protected records; returns how much was
+    /// taken (0 before the handshake is done or while the output buffer is full).
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if !self.is_established() || self.close_sent {
+            return Ok(0);
+        }
+        let room = MAX_TLS_BUFFERED.saturating_sub(self.out.len() - self.out_pos);
+        let mut taken = 0;
+        let pad = self.cfg.record_padding;
+        while taken < data.len() && taken < room {
+            let n = (data.len() - taken).min(record::MAX_FRAGMENT);
+            let r = self.write_protected(content::APPLICATION_DATA, &data[taken..taken + n], pad);
+            self.check(r)?;
+            taken += n;
+        }
+        Ok(taken)
+    }
+
+    /// Send close_notify; nothing more can be sent afterwards.
+    pub fn close(&mut self) {
+        if self.close_sent || self.is_closed() {
+            return;
+        }
+        self.close_sent = true;
+        let _ = self.write_alert(alert::CLOSE_NOTIFY);
+    }
+
+    /// Fail the handshake if its deadline has passed.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Result<(), Error> {
+        match self.deadline() {
+            Some(d) if now_ms >= d => self.check(Err(Error::HandshakeTimeout)),
+            _ => Ok(()),
+        }
+    }
+
+    // ----- outputs
+
+    /// Protected bytes waiting to go to the client.
+    pub fn pending_tls(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+    pub fn consume_tls(&mut self, n: usize) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+    /// Decrypted application bytes waiting to go to the backend.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.app_in[self.app_pos..]
+    }
+    pub fn consume_plaintext(&mut self, n: usize) {
+        self.app_pos = (self.app_pos + n).min(self.app_in.len());
+        if self.app_pos == self.app_in.len() {
+            self.app_in.clear();
+            self.app_pos = 0;
+        }
+    }
+
+    // ----- internals
+
+    /// On error: remember it, queue its alert, close. The one place alerts are chosen.
+    fn check(&mut self, r: Result<(), Error>) -> Result<(), Error> {
+        if let Err(e) = &r {
+            if self.error.is_none() {
+                if let Some(a) = e.alert() {
+                    let _ = self.write_alert(a);
+                }
+                self.error = Some(e.clone());
+                self.state = State::Closed;
+                self.job = None;
+            }
+        }
+        r
+    }
+
+    fn write_alert(&mut self, desc: u8) -> Result<(), Error> {
+        let level = if desc == alert::CLOSE_NOTIFY || desc == alert::NO_RENEGOTIATION {
+            1
+        } else {
+            2
+        };
+        if self.write.is_some() {
+            self.write_protected(content::ALERT, &[level, desc], 0)
+        } else {
+            record::write_plain(&mut self.out, content::ALERT, &[level, desc]);
+            Ok(())
+        }
+    }
+
+    pub(crate) fn write_plain_handshake(&mut self, msgs: &[&[u8]]) {
+        // Coalesce the messages into as few records as possible (one write).
+        let total: usize = msgs.iter().map(|m| m.len()).sum();
+        if total <= record::MAX_FRAGMENT {
+            self.out.extend_from_slice(&[content::HANDSHAKE, 3, 3]);
+            self.out.extend_from_slice(&(total as u16).to_be_bytes());
+            for m in msgs {
+                self.out.extend_from_slice(m);
+            }
+        } else {
+            let joined: Vec<u8> = msgs.concat();
+            record::write_plain(&mut self.out, content::HANDSHAKE, &joined);
+        }
+    }
+
+    pub(crate) fn write_ccs(&mut self) {
+        record::write_plain(&mut self.out, content::CHANGE_CIPHER_SPEC, &[1]);
+    }
+
+    /// Protected handshake messages, coalesced into full records.
+    pub(crate) fn write_protected_handshake(&mut self, msgs: &[&[u8]]) -> Result<(), Error> {
+        let joined: Vec<u8>;
+        let data: &[u8] = if msgs.len() == 1 {
+            msgs[0]
+        } else {
+            joined = msgs.concat();
+            &joined
+        };
+        for chunk in data.chunks(record::MAX_FRAGMENT) {
+            self.write_protected(content::HANDSHAKE, chunk, self.cfg.record_padding)?;
+        }
+        Ok(())
+    }
+
+    fn write_protected(&mut self, typ: u8, data: &[u8], pad: usize) -> Result<(), Error> {
+        let w = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        w.seal(&mut self.out, typ, data, pad)
+    }
+
+    pub(crate) fn emit_job(&mut self, job: Job, pending: Pending) {
+        self.info.jobs += 1;
+        self.job = Some(job);
+        self.state = State::Job(pending);
+    }
+
+    pub(crate) fn hs_buffer_empty(&self) -> bool {
+        self.hs_buf.is_empty()
+    }
+
+    fn process_records(&mut self) -> Result<(), Error> {
+        loop {
+            if matches!(self.state, State::Job(_) | State::Closed) || self.peer_closed {
+                return Ok(());
+            }
+            if let Some(msg) = self.next_handshake_message()? {
+                self.handle_handshake(msg)?;
+                continue;
+            }
+            if self.app_in.len() - self.app_pos >= MAX_PLAINTEXT_BUFFERED {
+                return Ok(()); // the backend is behind: leave records buffered
+            }
+            let Some(rec) = self.deframer.next_record()? else {
+                return Ok(());
+            };
+            self.handle_record(rec)?;
+        }
+    }
+
+    fn next_handshake_message(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        if self.hs_buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = (self.hs_buf[1] as usize) << 16
+            | (self.hs_buf[2] as usize) << 8
+            | self.hs_buf[3] as usize;
+        if len > MAX_HANDSHAKE_MESSAGE {
+            return Err(Error::Decode("handshake message too long"));
+        }
+        if self.hs_buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let rest = self.hs_buf.split_off(4 + len);
+        Ok(Some(std::mem::replace(&mut self.hs_buf, rest)))
+    }
+
+    fn handle_record(&mut self, rec: record::RawRecord) -> Result<(), Error> {
+        let header = self.deframer.header(&rec);
+        let tls13 = self.info.version == version::TLS13;
+        // RFC 8446 §5: a plaintext CCS may arrive between ClientHello and Finished.
+        if tls13 && header[0] == content::CHANGE_CIPHER_SPEC {
+            let body = self.deframer.body_mut(&rec);
+            if !self.ccs_allowed || body != [1] {
+                return Err(Error::UnexpectedMessage("change_cipher_spec"));
+            }
+            self.ccs_allowed = false;
+            return Ok(());
+        }
+        let (typ, s, e) = match self.read.as_mut() {
+            Some(r) => {
+                let body = self.deframer.body_mut(&rec);
+                r.open(header, body)?
+            }
+            None => (header[0], 0, rec.end - rec.start),
+        };
+        let body = &self.deframer.body_mut(&rec)[s..e];
+        if tls13 && self.read.is_some() && body.len() > record::MAX_FRAGMENT {
+            return Err(Error::RecordOverflow);
+        }
+        if self.read.is_none() && body.len() > record::MAX_FRAGMENT {
+            return Err(Error::RecordOverflow);
+        }
+        match typ {
+            content::HANDSHAKE => {
+                if body.is_empty() {
+                    return Err(Error::Decode("empty handshake record"));
+                }
+                if self.hs_buf.len() + body.len() > MAX_HANDSHAKE_MESSAGE + 4 {
+                    return Err(Error::Decode("handshake message too long"));
+                }
+                self.hs_buf.extend_from_slice(body);
+                Ok(())
+            }
+            content::ALERT => {
+                if body.len() != 2 {
+                    return Err(Error::Decode("alert"));
+                }
+                match body[1] {
+                    alert::CLOSE_NOTIFY => {
+                        self.peer_closed = true;
+                        Ok(())
+                    }
+                    alert::USER_CANCELED => Ok(()),
+                    // TLS 1.2 warnings a client may send; neither changes anything here.
+                    alert::NO_RENEGOTIATION if !tls13 && body[0] == 1 => Ok(()),
+                    d => Err(Error::PeerAlert(d)),
+                }
+            }
+            content::CHANGE_CIPHER_SPEC => {
+                if body != [1] || !self.hs_buf.is_empty() {
+                    return Err(Error::UnexpectedMessage("change_cipher_spec"));
+                }
+                self.on_ccs12()
+            }
+            content::APPLICATION_DATA => {
+                if !self.is_established() || self.read.is_none() {
+                    return Err(Error::UnexpectedMessage(
+                        "application data before the handshake finished",
+                    ));
+                }
+                let body = &self.deframer.body_mut(&rec)[s..e];
+                self.app_in.extend_from_slice(body);
+                Ok(())
+            }
+            _ => Err(Error::UnexpectedMessage("unknown record type")),
+        }
+    }
+
+    fn on_ccs12(&mut self) -> Result<(), Error> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Tls12Ccs(w) => self.tls12_ccs(w),
+            other => {
+                self.state = other;
+                Err(Error::UnexpectedMessage("change_cipher_spec"))
+            }
+        }
+    }
+
+    fn handle_handshake(&mut self, msg: Vec<u8>) -> Result<(), Error> {
+        let typ = msg[0];
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::ClientHello if typ == hs::CLIENT_HELLO => self.on_client_hello(msg, None),
+            State::RetriedClientHello(r) if typ == hs::CLIENT_HELLO => {
+                self.on_client_hello(msg, Some(r))
+            }
+            State::Tls13Finished(w) if typ == hs::FINISHED => self.tls13_finished(*w, &msg),
+            State::Tls12ClientKx(w) if typ == hs::CLIENT_KEY_EXCHANGE => {
+                self.tls12_client_kx(*w, msg)
+            }
+            State::Tls12Finished(w) if typ == hs::FINISHED => self.tls12_finished(*w, &msg),
+            State::Traffic(t) => self.traffic_handshake(t, &msg),
+            _ => Err(Error::UnexpectedMessage("handshake message out of order")),
+        }
+    }
+
+    fn traffic_handshake(&mut self, t: Box<Traffic>, msg: &[u8]) -> Result<(), Error> {
+        let typ = msg[0];
+        match t.tls13 {
+            Some(_) if typ == hs::KEY_UPDATE => self.tls13_key_update(t, msg),
+            None if typ == hs::CLIENT_HELLO => {
+                // RFC 5746: renegotiation is refused with a warning; the connection goes on.
+                self.state = State::Traffic(t);
+                self.write_alert(alert::NO_RENEGOTIATION)
+            }
+            _ => Err(Error::UnexpectedMessage(
+                "handshake message after the handshake",
+            )),
+        }
+    }
+
+    fn apply(&mut self, done: Result<Done, crypto_offload::CryptoError>) -> Result<(), Error> {
+        let State::Job(pending) = std::mem::replace(&mut self.state, State::Closed) else {
+            return Err(Error::Misuse("completion without a pending job"));
+        };
+        let done = done?;
+        match (pending, done) {
+            (Pending::Tls13Flight(ctx), Done::Tls13Flight(d)) => self.tls13_flight_done(*ctx, *d),
+            (Pending::Tls12Kx(ctx), Done::Tls12Kx(d)) => self.tls12_kx_done(*ctx, *d),
+            (Pending::Tls12Finish(ctx), Done::Tls12Finish(d)) => self.tls12_finish_done(*ctx, *d),
+            _ => Err(Error::Misuse("completion of the wrong job")),
+        }
+    }
+
+    /// Common ClientHello processing: version, SNI, ALPN; then the version's own
+    /// negotiation on the parsed hello, and its first step on the owned message.
+    fn on_client_hello(
+        &mut self,
+        msg: Vec<u8>,
+        retry: Option<Box<crate::tls13::Retry>>,
+    ) -> Result<(), Error> {
+        let plan = {
+            let ch = ClientHello::parse(&msg[4..])?;
+            let offers13 = ch
+                .versions()
+                .is_some_and(|mut v| v.any(|x| x == version::TLS13));
+            let offers12 = match ch.versions() {
+                Some(mut v) => v.any(|x| x == version::TLS12),
+                None => ch.legacy_version >= version::TLS12,
+            };
+            let tls13 = if self.cfg.tls13 && offers13 {
+                true
+            } else if self.cfg.tls12 && offers12 {
+                false
+            } else {
+                return Err(Error::ProtocolVersion);
+            };
+            if retry.is_some() && !tls13 {
+                return Err(Error::IllegalParameter(
+                    "second ClientHello changed the version",
+                ));
+            }
+            // RFC 7507: a fallback retry from a client that could have had our best version.
+            if ch.offers_suite(suite::FALLBACK_SCSV) && self.cfg.tls13 && !tls13 {
+                return Err(Error::InappropriateFallback);
+            }
+            if retry.is_none() {
+                self.choose_site_and_alpn(&ch)?;
+            }
+            if tls13 {
+                self.info.version = version::TLS13;
+                Plan::Tls13(self.tls13_negotiate(&ch, retry.as_deref())?)
+            } else {
+                self.info.version = version::TLS12;
+                Plan::Tls12(self.tls12_negotiate(&ch)?)
+            }
+        };
+        match plan {
+            Plan::Tls13(p) => self.tls13_start(p, msg, retry),
+            Plan::Tls12(p) => self.tls12_start(p, msg),
+        }
+    }
+
+    fn choose_site_and_alpn(&mut self, ch: &ClientHello) -> Result<(), Error> {
+        self.info.site = ch
+            .sni
+            .and_then(|n| self.cfg.sites.iter().position(|s| s.serves(n)))
+            .unwrap_or(0);
+        self.info.sni = ch.sni.map(|n| String::from_utf8_lossy(n).into_owned());
+        let site = &self.cfg.sites[self.info.site];
+        // RFC 7301 §3.2: with no protocol in common the server answers
+        // no_application_protocol; a site without ALPN configured ignores the offer.
+        if let (false, Some(offered)) = (site.alpn.is_empty(), ch.alpn()) {
+            let offered: Vec<&[u8]> = offered.collect();
+            match site.alpn.iter().find(|p| offered.contains(&p.as_slice())) {
+                Some(p) => self.info.alpn = Some(p.clone()),
+                None => return Err(Error::NoApplicationProtocol),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the server acknowledges SNI (RFC 6066 §3): the name chose a site.
+    pub(crate) fn sni_acknowledged(&self) -> bool {
+        self.info
+            .sni
+            .as_deref()
+            .is_some_and(|n| self.cfg.sites[self.info.site].serves(n.as_bytes()))
+    }
+
+    pub(crate) fn site_certs(&self) -> &[Arc<crate::config::CertifiedKey>] {
+        &self.cfg.sites[self.info.site].certs
+    }
+
+    pub(crate) fn start_traffic(&mut self, tls13: Option<crate::tls13::Secrets>) {
+        self.state = State::Traffic(Box::new(Traffic { tls13 }));
+        self.deadline = None;
+    }
+}
+
+/// What a ClientHello negotiated, owned, so the message itself can move on.
+enum Plan {
+    Tls13(crate::tls13::Plan),
+    Tls12(crate::tls12::Plan),
+}
