@@ -12,6 +12,7 @@ packages=(
     build-essential                # cc for the DPDK shim
     iproute2 ethtool iputils-ping  # test networks: namespaces, veth, offloads, ping
     curl python3                   # clients and the demo/test HTTP backend
+    libssl-dev openssl             # OpenSSL 3: libcrypto for the TLS engine, the CLI for test certificates
 )
 if [ "${1:-}" = "--bench" ]; then
     packages+=(haproxy nginx-light wrk)

@@ -88,6 +88,26 @@ struct RawVserver {
     listen: String,
     mode: String,
     backends: Vec<String>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificates: Vec<RawCertificate>,
+    versions: Option<Vec<String>>,
+    #[serde(default)]
+    alpn: Vec<String>,
+    handshake_timeout: Option<String>,
+    #[serde(default)]
+    record_padding: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    chain: String,
+    key: String,
 }
 
 /// Which port driver the data plane uses.
@@ -143,6 +163,8 @@ pub struct ControlConfig {
 pub enum Mode {
     /// Plain TCP (L4) proxy.
     Tcp,
+    /// TLS termination: clients speak TLS, backends get the plaintext.
+    Tls,
 }
 
 /// One `[[vserver]]`.
@@ -152,6 +174,9 @@ pub struct Vserver {
     pub listen: SocketAddrV4,
     pub mode: Mode,
     pub backends: Vec<SocketAddrV4>,
+    /// The TLS engine's configuration (certificates loaded, flights precomputed);
+    /// present exactly when `mode` is [`Mode::Tls`].
+    pub tls: Option<std::sync::Arc<tls::ServerConfig>>,
 }
 
 /// A validated configuration.
@@ -193,6 +218,81 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// A `[vserver.tls]` table: certificates (paths relative to the config file),
+    /// versions, ALPN, handshake timeout, record padding.
+    fn tls(
+        &self,
+        field: &str,
+        t: RawTls,
+    ) -> Result<std::sync::Arc<tls::ServerConfig>, ConfigError> {
+        if t.certificates.is_empty() {
+            return Err(self.err(
+                format!("{field}.certificates"),
+                "needs at least one { chain, key } pair",
+            ));
+        }
+        let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
+        let read = |f: String, p: &str| -> Result<Vec<u8>, ConfigError> {
+            std::fs::read(base.join(p)).map_err(|e| self.err(f, format!("cannot read {p:?}: {e}")))
+        };
+        let mut certs = Vec::new();
+        for (i, c) in t.certificates.iter().enumerate() {
+            let fc = format!("{field}.certificates[{i}]");
+            let chain = read(format!("{fc}.chain"), &c.chain)?;
+            let key = read(format!("{fc}.key"), &c.key)?;
+            let ck = tls::CertifiedKey::from_pem(&chain, &key)
+                .map_err(|e| self.err(&fc, e.to_string()))?;
+            certs.push(std::sync::Arc::new(ck));
+        }
+        let mut site = tls::Site::new(certs);
+        for (i, a) in t.alpn.iter().enumerate() {
+            if a.is_empty() || a.len() > 255 {
+                return Err(self.err(
+                    format!("{field}.alpn[{i}]"),
+                    "a protocol name is 1 to 255 bytes",
+                ));
+            }
+            site.alpn.push(a.as_bytes().to_vec());
+        }
+        let mut cfg = tls::ServerConfig::new(vec![site]).map_err(|e| self.err(field, e))?;
+        if let Some(vs) = t.versions {
+            cfg.tls12 = false;
+            cfg.tls13 = false;
+            for (i, v) in vs.iter().enumerate() {
+                match v.as_str() {
+                    "1.2" => cfg.tls12 = true,
+                    "1.3" => cfg.tls13 = true,
+                    o => {
+                        return Err(self.err(
+                            format!("{field}.versions[{i}]"),
+                            format!("{o:?} is not a supported version; use \"1.2\" and/or \"1.3\""),
+                        ))
+                    }
+                }
+            }
+            if vs.is_empty() {
+                return Err(self.err(
+                    format!("{field}.versions"),
+                    "enable at least one of \"1.2\", \"1.3\"",
+                ));
+            }
+        }
+        let timeout = self.duration(
+            &format!("{field}.handshake_timeout"),
+            &t.handshake_timeout,
+            Duration::from_secs(10),
+        )?;
+        if timeout.is_zero() {
+            return Err(self.err(format!("{field}.handshake_timeout"), "must be more than 0"));
+        }
+        cfg.handshake_timeout_ms = timeout.as_millis() as u64;
+        if t.record_padding > 16384 {
+            return Err(self.err(format!("{field}.record_padding"), "at most 16384 bytes"));
+        }
+        cfg.record_padding = t.record_padding;
+        Ok(std::sync::Arc::new(cfg))
+    }
+
     fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
@@ -460,16 +560,35 @@ impl Config {
             }
             let mode = match v.mode.as_str() {
                 "tcp" => Mode::Tcp,
-                "tls" | "socks5" => {
+                "tls" => Mode::Tls,
+                "socks5" => {
                     return Err(c.err(
                         f("mode"),
-                        format!(
-                            "{:?} is not available in this build yet; only \"tcp\" is",
-                            v.mode
-                        ),
+                        "\"socks5\" is not available in this build yet; use \"tcp\" or \"tls\"",
                     ))
                 }
-                o => return Err(c.err(f("mode"), format!("{o:?} is not a mode; use \"tcp\""))),
+                o => {
+                    return Err(c.err(
+                        f("mode"),
+                        format!("{o:?} is not a mode; use \"tcp\" or \"tls\""),
+                    ))
+                }
+            };
+            let tls = match (mode, v.tls) {
+                (Mode::Tls, Some(t)) => Some(c.tls(&f("tls"), t)?),
+                (Mode::Tls, None) => {
+                    return Err(c.err(
+                        f("tls"),
+                        "mode \"tls\" needs a [vserver.tls] table with certificates",
+                    ))
+                }
+                (Mode::Tcp, Some(_)) => {
+                    return Err(c.err(
+                        f("tls"),
+                        "only a vserver with mode = \"tls\" takes a [vserver.tls] table",
+                    ))
+                }
+                (Mode::Tcp, None) => None,
             };
             let listen: SocketAddrV4 = v.listen.parse().map_err(|_| {
                 c.err(
@@ -521,6 +640,7 @@ impl Config {
                 listen,
                 mode,
                 backends,
+                tls,
             });
         }
         Ok(Config {
@@ -588,7 +708,8 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 "listen = \"10.77.0.1:50000\"",
                 "vserver[0].listen",
             ),
-            ("mode = \"tcp\"", "mode = \"tls\"", "vserver[0].mode"),
+            ("mode = \"tcp\"", "mode = \"tls\"", "vserver[0].tls"),
+            ("mode = \"tcp\"", "mode = \"socks5\"", "vserver[0].mode"),
             ("mode = \"tcp\"", "mode = \"udp\"", "vserver[0].mode"),
             (
                 "\"10.77.0.3:8080\"",

@@ -26,6 +26,7 @@ use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
 use crate::config::Vserver;
+use tls::{ErrorClass, ServerConn};
 
 /// A vserver as the workers share it.
 pub struct VserverRt {
@@ -43,7 +44,7 @@ enum Role {
 }
 
 /// Per-connection proxy state.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Side {
     role: Role,
     peer: Option<ConnId>,
@@ -53,6 +54,8 @@ pub struct Side {
     /// This side's FIN has been passed to the peer (peer.close() called).
     fin_forwarded: bool,
     released: bool,
+    /// The client side of a `tls` vserver: the TLS engine for this connection.
+    tls: Option<Box<ServerConn>>,
 }
 
 /// Counters of one core's proxy.
@@ -72,6 +75,17 @@ pub struct ProxyStats {
     pub completed: AtomicU64,
     pub bytes_to_backend: AtomicU64,
     pub bytes_to_client: AtomicU64,
+    /// TLS handshakes completed, by version.
+    pub tls12_handshakes: AtomicU64,
+    pub tls13_handshakes: AtomicU64,
+    /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
+    pub tls_peer_misbehaved: AtomicU64,
+    pub tls_peer_incompatible: AtomicU64,
+    pub tls_peer_alert: AtomicU64,
+    pub tls_local_error: AtomicU64,
+    /// Crypto jobs run (inline) and transcript bytes they hashed.
+    pub tls_jobs: AtomicU64,
+    pub tls_digest_bytes: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -178,8 +192,9 @@ impl Worker {
 
         let mut accepted = std::mem::take(&mut self.accepted);
         self.stack.take_accepted(&mut accepted);
+        let now_ms = now.total_millis() as u64;
         for (client, tag) in accepted.drain(..) {
-            self.on_accept(client, tag);
+            self.on_accept(client, tag, now_ms);
         }
         self.accepted = accepted;
 
@@ -215,9 +230,14 @@ impl Worker {
         q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
     }
 
-    fn on_accept(&mut self, client: ConnId, vserver: u32) {
+    fn on_accept(&mut self, client: ConnId, vserver: u32, now_ms: u64) {
         add(&self.stats.accepted, 1);
         let vs = &self.vservers[vserver as usize];
+        let tls = vs
+            .cfg
+            .tls
+            .as_ref()
+            .map(|cfg| Box::new(ServerConn::new(cfg.clone(), now_ms)));
         let i = vs.next.fetch_add(1, Ordering::Relaxed) % vs.cfg.backends.len();
         let backend: SocketAddrV4 = vs.cfg.backends[i];
         let side = Side {
@@ -231,6 +251,7 @@ impl Worker {
                 if let Some(c) = self.stack.user(client) {
                     c.peer = Some(b);
                     c.vserver = vserver;
+                    c.tls = tls;
                 }
             }
             Err(e) => {
@@ -271,7 +292,8 @@ impl Worker {
         let Some(((cs, cu), (bs, bu))) = self.stack.pair(client, backend) else {
             return;
         };
-        let outcome = step_pair(cs, cu, bs, bu, &self.stats);
+        let now_ms = self.start.elapsed().as_millis() as u64;
+        let outcome = step_pair(cs, cu, bs, bu, &self.stats, now_ms);
         let set_established = match outcome {
             Outcome::Continue { newly_established } => newly_established,
             Outcome::BackendFailed => {
@@ -303,6 +325,21 @@ impl Worker {
                 add(&self.stats.completed, 1);
                 false
             }
+            Outcome::TlsFailed(ref e) => {
+                let c = match e.class() {
+                    ErrorClass::PeerMisbehaved => &self.stats.tls_peer_misbehaved,
+                    ErrorClass::PeerIncompatible => &self.stats.tls_peer_incompatible,
+                    ErrorClass::PeerClosed => &self.stats.tls_peer_alert,
+                    ErrorClass::Local => &self.stats.tls_local_error,
+                };
+                add(c, 1);
+                log::info!(
+                    "vserver {}: TLS connection from {} failed: {e}",
+                    self.vservers[vserver].cfg.name,
+                    cs_remote(&mut self.stack, client)
+                );
+                false
+            }
         };
         if set_established {
             self.stack.set_established(backend);
@@ -319,6 +356,13 @@ impl Worker {
     }
 }
 
+fn cs_remote(stack: &mut Stack<Side>, id: ConnId) -> String {
+    stack
+        .socket(id)
+        .map(|s| bs_remote(s))
+        .unwrap_or_else(|| "(gone)".into())
+}
+
 fn bs_remote(s: &TcpSocket) -> String {
     s.remote_endpoint()
         .map(|e| e.to_string())
@@ -326,11 +370,15 @@ fn bs_remote(s: &TcpSocket) -> String {
 }
 
 enum Outcome {
-    Continue { newly_established: bool },
+    Continue {
+        newly_established: bool,
+    },
     BackendFailed,
     BackendReset,
     ClientReset,
     Done,
+    /// The TLS engine failed; its alert went to the client, then a FIN.
+    TlsFailed(tls::Error),
 }
 
 /// Moves what fits from `from`'s receive buffer to `to`'s send buffer.
@@ -362,6 +410,7 @@ fn step_pair(
     bs: &mut TcpSocket,
     bu: &mut Side,
     stats: &ProxyStats,
+    now_ms: u64,
 ) -> Outcome {
     let mut newly_established = false;
     if !bu.established {
@@ -394,25 +443,175 @@ fn step_pair(
         bs.abort();
         return Outcome::ClientReset;
     }
-    let up = pump(cs, bs);
-    let down = pump(bs, cs);
-    if up > 0 {
-        add(&stats.bytes_to_backend, up as u64);
-    }
-    if down > 0 {
-        add(&stats.bytes_to_client, down as u64);
-    }
-    // Orderly close: a side whose FIN arrived and whose data is all forwarded.
-    if !cu.fin_forwarded && !cs.may_recv() && cs.recv_queue() == 0 {
-        bs.close();
-        cu.fin_forwarded = true;
-    }
-    if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 {
-        cs.close();
-        bu.fin_forwarded = true;
+    if let Some(t) = cu.tls.as_deref_mut() {
+        let was_handshaking = t.is_handshaking();
+        let r = tls_step(cs, t, bs, bu.established, now_ms, stats);
+        if was_handshaking && t.is_established() {
+            let info = t.info();
+            add(
+                if info.version == tls::msgs::version::TLS13 {
+                    &stats.tls13_handshakes
+                } else {
+                    &stats.tls12_handshakes
+                },
+                1,
+            );
+            add(&stats.tls_jobs, info.jobs as u64);
+            add(&stats.tls_digest_bytes, info.digest.bytes);
+        }
+        if let Err(e) = r {
+            // The alert is queued on the client socket; a FIN follows it.
+            cs.close();
+            bs.abort();
+            return Outcome::TlsFailed(e);
+        }
+        // The client's close_notify or FIN, once everything it sent is forwarded.
+        let client_done = t.peer_closed() || (!cs.may_recv() && cs.recv_queue() == 0);
+        if !cu.fin_forwarded && client_done && t.plaintext().is_empty() && bu.established {
+            bs.close();
+            cu.fin_forwarded = true;
+        }
+        // The backend's FIN: close_notify, then FIN once all records are out.
+        if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 {
+            t.close();
+            flush_tls(t, cs);
+            if t.pending_tls().is_empty() {
+                cs.close();
+                bu.fin_forwarded = true;
+            }
+        }
+    } else {
+        let up = pump(cs, bs);
+        let down = pump(bs, cs);
+        if up > 0 {
+            add(&stats.bytes_to_backend, up as u64);
+        }
+        if down > 0 {
+            add(&stats.bytes_to_client, down as u64);
+        }
+        // Orderly close: a side whose FIN arrived and whose data is all forwarded.
+        if !cu.fin_forwarded && !cs.may_recv() && cs.recv_queue() == 0 {
+            bs.close();
+            cu.fin_forwarded = true;
+        }
+        if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 {
+            cs.close();
+            bu.fin_forwarded = true;
+        }
     }
     if cu.fin_forwarded && bu.fin_forwarded {
         return Outcome::Done;
     }
     Outcome::Continue { newly_established }
+}
+
+/// Writes what the engine has for the client into the client socket.
+fn flush_tls(t: &mut ServerConn, cs: &mut TcpSocket) {
+    while !t.pending_tls().is_empty() && cs.can_send() {
+        let n = cs.send_slice(t.pending_tls()).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        t.consume_tls(n);
+    }
+}
+
+/// Runs the engine's crypto jobs. Inline on this core until the offload pool exists
+/// (issue 4); the engine is written for the completion to come back later.
+fn run_jobs(t: &mut ServerConn) -> Result<(), tls::Error> {
+    while let Some(job) = t.take_job() {
+        t.complete(crypto_offload::run(job))?;
+    }
+    Ok(())
+}
+
+/// One step of a TLS client connection: client bytes into the engine, plaintext to the
+/// backend, backend bytes into the engine as records, records to the client. Every
+/// buffer on the way is bounded, so a slow side slows the other through TCP windows.
+fn tls_step(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    backend_up: bool,
+    now_ms: u64,
+    stats: &ProxyStats,
+) -> Result<(), tls::Error> {
+    let r = tls_move(cs, t, bs, backend_up, now_ms, stats);
+    // Whatever the outcome, what the engine wrote (records, or the alert) goes out.
+    flush_tls(t, cs);
+    r
+}
+
+fn tls_move(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    backend_up: bool,
+    now_ms: u64,
+    stats: &ProxyStats,
+) -> Result<(), tls::Error> {
+    t.handle_timeout(now_ms)?;
+    // Client → engine. Two rounds: the ring buffer hands out at most two pieces.
+    for _ in 0..2 {
+        if !cs.can_recv() || t.tls_room() == 0 {
+            break;
+        }
+        let n = cs.recv(|buf| {
+            let n = t.read_tls(buf);
+            (n, n)
+        });
+        if n.unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    t.process()?;
+    run_jobs(t)?;
+    // Engine → backend; taking plaintext may let the engine decrypt more records.
+    if backend_up {
+        let mut up = 0;
+        while !t.plaintext().is_empty() && bs.can_send() {
+            let n = bs.send_slice(t.plaintext()).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            t.consume_plaintext(n);
+            up += n;
+            t.process()?;
+            run_jobs(t)?;
+        }
+        if up > 0 {
+            add(&stats.bytes_to_backend, up as u64);
+        }
+    }
+    // Backend → engine → client, as far as the client socket takes it.
+    if t.is_established() {
+        let mut down = 0;
+        for _ in 0..4 {
+            flush_tls(t, cs);
+            if !bs.can_recv() || !cs.can_send() {
+                break;
+            }
+            let mut err = None;
+            let n = bs
+                .recv(|buf| match t.send(buf) {
+                    Ok(n) => (n, n),
+                    Err(e) => {
+                        err = Some(e);
+                        (0, 0)
+                    }
+                })
+                .unwrap_or(0);
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if n == 0 {
+                break;
+            }
+            down += n;
+        }
+        if down > 0 {
+            add(&stats.bytes_to_client, down as u64);
+        }
+    }
+    Ok(())
 }

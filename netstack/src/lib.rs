@@ -463,7 +463,10 @@ impl<T: Default> Stack<T> {
         let (mut set, handle) = self.new_socket();
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.handshake_timeout));
-        sock.set_keep_alive(None);
+        // Keep-alive is configured before the handshake: smoltcp arms it when the
+        // connection goes idle. Setting it on an established, idle socket instead
+        // sends a probe at once, an extra segment per connection.
+        sock.set_keep_alive(Some(self.cfg.idle_timeout / 4));
         if sock.listen(port).is_err() {
             return None;
         }
@@ -489,7 +492,6 @@ impl<T: Default> Stack<T> {
                     c.announced = true;
                     let s = c.socket();
                     s.set_timeout(Some(idle));
-                    s.set_keep_alive(Some(idle / 4));
                     self.accepted.push((id, tag));
                     bump!(self.stats, accepted);
                 }
@@ -526,7 +528,7 @@ impl<T: Default> Stack<T> {
         let (mut set, handle) = self.new_socket();
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.handshake_timeout));
-        sock.set_keep_alive(None);
+        sock.set_keep_alive(Some(self.cfg.idle_timeout / 4)); // see accept_syn
         let local = IpEndpoint::new(IpAddress::Ipv4(self.cfg.addr), port);
         let peer = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
         if sock.connect(self.iface.context(), peer, local).is_err() {
@@ -549,9 +551,7 @@ impl<T: Default> Stack<T> {
     pub fn set_established(&mut self, id: ConnId) {
         let idle = self.cfg.idle_timeout;
         if let Some(c) = self.get(id) {
-            let s = c.socket();
-            s.set_timeout(Some(idle));
-            s.set_keep_alive(Some(idle / 4));
+            c.socket().set_timeout(Some(idle));
         }
     }
 

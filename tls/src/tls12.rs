@@ -214,11 +214,7 @@ impl ServerConn {
         Ok(())
     }
 
-    pub(crate) fn tls12_kx_done(
-        &mut self,
-        ctx: KxCtx,
-        d: Tls12KxDone,
-    ) -> Result<(), Error> {
+    pub(crate) fn tls12_kx_done(&mut self, ctx: KxCtx, d: Tls12KxDone) -> Result<(), Error> {
         let KxCtx {
             plan,
             server_random,
@@ -250,11 +246,7 @@ impl ServerConn {
         Ok(())
     }
 
-    pub(crate) fn tls12_client_kx(
-        &mut self,
-        w: AwaitClientKx,
-        msg: Vec<u8>,
-    ) -> Result<(), Error> {
+    pub(crate) fn tls12_client_kx(&mut self, w: AwaitClientKx, msg: Vec<u8>) -> Result<(), Error> {
         let AwaitClientKx {
             plan,
             server_random,
@@ -311,11 +303,7 @@ impl ServerConn {
         Ok(())
     }
 
-    pub(crate) fn tls12_finished(
-        &mut self,
-        w: AwaitFinished,
-        msg: &[u8],
-    ) -> Result<(), Error> {
+    pub(crate) fn tls12_finished(&mut self, w: AwaitFinished, msg: &[u8]) -> Result<(), Error> {
         if !ct_eq(&msg[4..], w.client_verify.bytes()) {
             return Err(Error::BadFinished);
         }

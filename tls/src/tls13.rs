@@ -306,11 +306,7 @@ impl ServerConn {
         Ok(())
     }
 
-    pub(crate) fn tls13_finished(
-        &mut self,
-        w: AwaitFinished,
-        msg: &[u8],
-    ) -> Result<(), Error> {
+    pub(crate) fn tls13_finished(&mut self, w: AwaitFinished, msg: &[u8]) -> Result<(), Error> {
         if !ct_eq(&msg[4..], w.expected.bytes()) {
             return Err(Error::BadFinished);
         }

@@ -1,0 +1,230 @@
+//! The DPDK-on-a-veth test rig: network namespaces made by `tools/netns.sh`, the
+//! `appliance` daemon on the appliance side, clients and backends on the hosts' side,
+//! and everything stopped and removed on drop. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub struct Net {
+    pub name: String,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` first (tools/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc_geteuid() };
+    assert_eq!(
+        uid, 0,
+        "this test creates network namespaces and needs root (CI runs as root)"
+    );
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]))
+}
+
+impl Net {
+    pub fn up(tag: &str) -> Net {
+        require_root();
+        let name = format!("{tag}{}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("tlsa-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = sh(&[repo().join("tools/netns.sh").to_str().unwrap(), "up", &name]);
+        assert!(
+            out.status.success(),
+            "netns.sh up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Net {
+            name,
+            dir,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn in_hosts(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-h", self.name)])
+            .args(args);
+        c
+    }
+
+    pub fn spawn(&mut self, mut c: Command, log: &str) {
+        let f = std::fs::File::create(self.dir.join(log)).unwrap();
+        let child = c
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    pub fn start_backend(&mut self, ip: &str, port: u16) {
+        let root = self.dir.join("www");
+        let c = {
+            let mut c = self.in_hosts(&[
+                "python3",
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                ip,
+            ]);
+            c.arg("--directory").arg(&root);
+            c
+        };
+        self.spawn(c, &format!("backend-{ip}-{port}.log"));
+    }
+
+    pub fn start_appliance(&mut self, cores: &[usize], extra_vservers: &str) {
+        let cores_s: Vec<String> = cores.iter().map(|c| c.to_string()).collect();
+        let cfg = format!(
+            r#"
+[dataplane]
+driver = "dpdk"
+eal_args = ["--no-huge", "--no-pci", "-m", "256", "--vdev=net_af_packet0,iface={}-a0,qpairs={}"]
+cores = [{}]
+address = "10.77.0.1/24"
+[control]
+socket = "{}/ctl.sock"
+[[vserver]]
+name = "web"
+listen = "10.77.0.1:80"
+mode = "tcp"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+{extra_vservers}
+"#,
+            self.name,
+            cores.len(),
+            cores_s.join(", "),
+            self.dir.display()
+        );
+        let path = self.dir.join("appliance.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-a", self.name)])
+            .arg(binary("appliance"))
+            .arg("--config")
+            .arg(&path);
+        c.env("APPLIANCE_LOCK_DIR", self.dir.join("locks"));
+        self.spawn(c, "appliance.log");
+        let sock = self.dir.join("ctl.sock");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if appliance::control::request(&sock, "ping").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("appliance did not come up:\n{}", self.log("appliance.log"));
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        appliance::control::request(&self.dir.join("ctl.sock"), "stats").unwrap()
+    }
+
+    pub fn curl(&self, url: &str, out: &Path) -> std::process::Output {
+        self.in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            out.to_str().unwrap(),
+            url,
+        ])
+        .output()
+        .unwrap()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            // SIGINT first: the appliance stops cleanly on it.
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&[
+            repo().join("tools/netns.sh").to_str().unwrap(),
+            "down",
+            &self.name,
+        ]);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+pub fn sha_file(p: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(p).unwrap()).to_vec()
+}
+
+pub fn write_site(dir: &Path, big: usize) {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello through the appliance\n").unwrap();
+    let mut x: u64 = 0x1234_5678;
+    let data: Vec<u8> = (0..big)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(www.join("big.bin"), data).unwrap();
+}
+
+pub fn cpus() -> Vec<usize> {
+    dataplane::cores::current_affinity().unwrap()
+}

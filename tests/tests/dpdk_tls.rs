@@ -1,0 +1,339 @@
+//! TLS termination on the DPDK port: real clients (curl, `openssl s_client`, Python's
+//! `ssl`) fetch pages from a real backend through a `tls` vserver, byte-exact; broken
+//! input gets an alert while other clients carry on; and a packet capture on the veth
+//! shows the server's flight leaving in one TCP segment. Needs root.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tests::veth::*;
+
+/// Self-signed certificates for appliance.test (RSA-2048 and ECDSA P-256) made with
+/// the openssl CLI, and `ca.pem` trusting both.
+fn make_certs(dir: &Path) {
+    for (name, alg) in [("rsa", "rsa:2048"), ("ec", "ec")] {
+        let mut c = Command::new("openssl");
+        c.args(["req", "-x509", "-newkey", alg]);
+        if name == "ec" {
+            c.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+        }
+        let o = c
+            .args(["-nodes", "-days", "30", "-subj", "/CN=appliance.test"])
+            .args(["-addext", "subjectAltName=DNS:appliance.test,IP:10.77.0.1"])
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.pem")))
+            .output()
+            .expect("openssl CLI (tools/setup.sh installs it)");
+        assert!(
+            o.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let mut ca = std::fs::read(dir.join("rsa.pem")).unwrap();
+    ca.extend(std::fs::read(dir.join("ec.pem")).unwrap());
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+}
+
+fn tls_vservers(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+[[vserver]]
+name = "tls"
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+[vserver.tls]
+certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}, {{ chain = "{d}/rsa.pem", key = "{d}/rsa.key" }}]
+alpn = ["http/1.1"]
+"#
+    )
+}
+
+fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::Output {
+    let ca = net.dir.join("ca.pem");
+    let mut a = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "--cacert",
+        ca.to_str().unwrap(),
+    ];
+    a.extend_from_slice(&[
+        "--resolve",
+        "appliance.test:443:10.77.0.1",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    a.extend_from_slice(args);
+    let url = format!("https://appliance.test{path}");
+    a.push(&url);
+    net.in_hosts(&a).output().unwrap()
+}
+
+#[test]
+fn real_clients_fetch_through_tls_byte_exact() {
+    let mut net = Net::up("tt");
+    write_site(&net.dir, 8 << 20);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    let extra = tls_vservers(&net.dir);
+    net.start_appliance(&[cpu], &extra);
+    let want_big = sha_file(&net.dir.join("www/big.bin"));
+
+    // curl, TLS 1.3 and TLS 1.2, ECDSA and RSA certificates.
+    let cases: &[&[&str]] = &[
+        &[],
+        &["--tlsv1.3"],
+        &["--tlsv1.2", "--tls-max", "1.2"],
+        &[
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ],
+        &[
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+        ],
+    ];
+    for args in cases {
+        let small = net.dir.join("small.out");
+        let o = curl_tls(&net, args, "/index.html", &small);
+        assert!(
+            o.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&small).unwrap(),
+            "hello through the appliance\n"
+        );
+        let big = net.dir.join("big.out");
+        let o = curl_tls(&net, args, "/big.bin", &big);
+        assert!(
+            o.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            sha_file(&big),
+            want_big,
+            "8 MiB over TLS {args:?} is byte-exact"
+        );
+    }
+
+    // openssl s_client, both versions: a request in, the page out, a clean close.
+    for v in ["-tls1_3", "-tls1_2"] {
+        let ca = net.dir.join("ca.pem");
+        let mut c = net.in_hosts(&[
+            "openssl",
+            "s_client",
+            v,
+            "-connect",
+            "10.77.0.1:443",
+            "-servername",
+            "appliance.test",
+            "-verify_return_error",
+            "-quiet",
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ]);
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n")
+            .unwrap();
+        let o = wait_output(child, 30);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("hello through the appliance"),
+            "s_client {v}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    // Python's ssl module, verifying the certificate and host name, byte-exact.
+    let py = format!(
+        r#"
+import hashlib, socket, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+with socket.create_connection(("10.77.0.1", 443), timeout=30) as raw:
+    with ctx.wrap_socket(raw, server_hostname="appliance.test") as s:
+        s.sendall(b"GET /big.bin HTTP/1.0\r\nHost: appliance.test\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+        body = data.split(b"\r\n\r\n", 1)[1]
+        print(s.version(), hashlib.sha256(body).hexdigest())
+"#,
+        ca = net.dir.join("ca.pem").display()
+    );
+    let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let hex: String = want_big.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        out.contains(&hex),
+        "python ssl: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Garbage instead of a ClientHello: an alert back, the connection closed, and
+    // everyone else carries on.
+    let py = r#"
+import socket
+s = socket.create_connection(("10.77.0.1", 443), timeout=10)
+s.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\xff")
+print(s.recv(100).hex())
+"#;
+    let o = net.in_hosts(&["python3", "-c", py]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("15030300020232"),
+        "decode_error alert expected: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let small = net.dir.join("small.out");
+    let o = curl_tls(&net, &[], "/index.html", &small);
+    assert!(
+        o.status.success(),
+        "curl after garbage: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert!(p["tls13_handshakes"].as_u64().unwrap() >= 6, "{s}");
+    assert!(p["tls12_handshakes"].as_u64().unwrap() >= 7, "{s}");
+    assert_eq!(p["tls_peer_misbehaved"], 1, "{s}");
+    // One job per TLS 1.3 handshake, two per TLS 1.2 one.
+    let jobs = p["tls_jobs"].as_u64().unwrap();
+    let hs13 = p["tls13_handshakes"].as_u64().unwrap();
+    let hs12 = p["tls12_handshakes"].as_u64().unwrap();
+    assert_eq!(jobs, hs13 + 2 * hs12, "{s}");
+}
+
+fn wait_output(mut child: std::process::Child, secs: u64) -> std::process::Output {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn server_flight_leaves_in_one_segment() {
+    let mut net = Net::up("tf");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    let extra = tls_vservers(&net.dir);
+    net.start_appliance(&[cpu], &extra);
+    let script = repo().join("tests/scripts/segments.py");
+    let iface = format!("{}-h0", net.name);
+    for (v, want) in [("-tls1_2", vec![2u64, 11, 12, 14]), ("-tls1_3", vec![2])] {
+        let mut cap = net
+            .in_hosts(&[
+                "python3",
+                script.to_str().unwrap(),
+                &iface,
+                "10.77.0.1",
+                "443",
+                "8",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(cap.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        // ECDSA only, so the flight (chain, ServerKeyExchange) fits one 1460-byte MSS.
+        let ca = net.dir.join("ca.pem");
+        let mut c = net.in_hosts(&[
+            "openssl",
+            "s_client",
+            v,
+            "-connect",
+            "10.77.0.1:443",
+            "-servername",
+            "appliance.test",
+            "-sigalgs",
+            "ECDSA+SHA256",
+            "-quiet",
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ]);
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .unwrap();
+        let o = wait_output(child, 20);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("HTTP/1.0 200"),
+            "s_client {v} failed"
+        );
+        let result: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let _ = cap.wait();
+        let segs = result["segments"].as_array().unwrap();
+        // Client: ClientHello; server: its whole flight; then the client's next flight.
+        assert_eq!(segs[0][0], "c", "{result}");
+        assert_eq!(segs[1][0], "s", "{result}");
+        assert_eq!(
+            segs[2][0], "c",
+            "{v}: the server flight took more than one segment: {result}"
+        );
+        let msgs: Vec<u64> = result["first_server_messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.as_u64())
+            .collect();
+        assert_eq!(msgs, want, "{v}: {result}");
+        assert_eq!(result["first_server_complete"], true, "{v}: {result}");
+        if v == "-tls1_3" {
+            // ServerHello in the clear, then CCS and the protected EE..Finished.
+            let recs = result["first_server_messages"].as_array().unwrap();
+            assert!(recs.iter().any(|m| m == "record-23"), "{result}");
+        }
+    }
+}
