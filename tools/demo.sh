@@ -34,6 +34,15 @@ for ip in 10.77.0.2 10.77.0.3; do
     PIDS+=($!)
 done
 
+echo "== certificates for appliance.test (ECDSA P-256 and RSA-2048, self-signed)"
+for k in "ec -pkeyopt ec_paramgen_curve:P-256" "rsa:2048"; do
+    n=${k%%[ :]*}
+    openssl req -x509 -newkey $k -nodes -days 30 -subj /CN=appliance.test \
+        -addext "subjectAltName=DNS:appliance.test,IP:10.77.0.1" \
+        -keyout "$WORK/$n.key" -out "$WORK/$n.pem" 2>/dev/null
+done
+cat "$WORK/ec.pem" "$WORK/rsa.pem" > "$WORK/ca.pem"
+
 CPU=$(($(nproc) - 1))
 cat > "$WORK/appliance.toml" <<TOML
 [dataplane]
@@ -51,6 +60,15 @@ name = "web"
 listen = "10.77.0.1:80"
 mode = "tcp"
 backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+
+[[vserver]]
+name = "secure"
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+[vserver.tls]
+certificates = [{ chain = "ec.pem", key = "ec.key" }, { chain = "rsa.pem", key = "rsa.key" }]
+alpn = ["http/1.1"]
 TOML
 echo "== starting the appliance on CPU $CPU (config: $WORK/appliance.toml)"
 ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -71,11 +89,26 @@ echo "== 64 MiB download through the appliance, checked byte for byte"
 want=$(sha256sum < "$WORK/www/big.bin"); got=$(sha256sum < "$WORK/got.bin")
 if [ "$want" = "$got" ]; then echo "   sha256 matches: ${got%% *}"; else echo "   MISMATCH: $want vs $got"; exit 1; fi
 
-echo "== load: httpload, 16 concurrent clients, a new TCP connection per request, 5 s (bounded)"
-"${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 16 --duration 5s | sed 's/^/   /' &
+HTTPS=(curl -sS --max-time 60 --cacert "$WORK/ca.pem" --resolve appliance.test:443:10.77.0.1)
+for v in "--tlsv1.3" "--tlsv1.2 --tls-max 1.2"; do
+    echo "== curl $v https://appliance.test/index.html (TLS terminated by the appliance)"
+    "${HOSTS[@]}" "${HTTPS[@]}" $v -i -w "   [%{scheme} verified=%{ssl_verify_result} http=%{http_version}]\n" https://appliance.test/index.html | sed 's/^/   /'
+done
+
+echo "== 64 MiB download over HTTPS, checked byte for byte"
+"${HOSTS[@]}" "${HTTPS[@]}" -o "$WORK/got-tls.bin" -w "   %{size_download} bytes in %{time_total}s (%{speed_download} B/s)\n" https://appliance.test/big.bin
+got=$(sha256sum < "$WORK/got-tls.bin")
+if [ "$want" = "$got" ]; then echo "   sha256 matches: ${got%% *}"; else echo "   MISMATCH: $want vs $got"; exit 1; fi
+
+echo "== load: httpload, 16 concurrent clients, a new TCP connection per request, 3 s (bounded)"
+"${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 16 --duration 3s | sed 's/^/   /'
+
+echo "== TLS load: openssl s_time, a full TLS 1.3 handshake per connection, 5 s (bounded)"
+echo "   (our own TLS load generator is issue 6; s_time is one OpenSSL client process)"
+"${HOSTS[@]}" openssl s_time -connect 10.77.0.1:443 -new -time 5 -CAfile "$WORK/ca.pem" 2>&1 | grep -E "connections" | sed 's/^/   /' &
 LOAD=$!
 sleep 2.5
-echo "== appliancectl stats (sampled over 1 s, during the load)"
+echo "== appliancectl stats (sampled over 1 s, during the TLS load)"
 "${CTL[@]}" stats | sed 's/^/   /'
 wait $LOAD
 

@@ -5,17 +5,20 @@
 //! Algorithm objects are chosen by enum, never looked up by name on a hot path.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use openssl::bn::BigNumContext;
 use openssl::derive::Deriver;
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::hash::{Hasher, MessageDigest};
+use openssl::md::Md;
+use openssl::md_ctx::MdCtx;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Signer};
 use openssl::x509::X509;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// What went wrong inside a primitive. Carries no key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,17 @@ impl HashAlg {
             HashAlg::Sha384 => MessageDigest::sha384(),
         }
     }
+    /// The digest fetched from the provider once per process: OpenSSL 3's implicit
+    /// fetch on every init is a measurable share of a handshake.
+    fn fetched(self) -> &'static Md {
+        static SHA256: OnceLock<Md> = OnceLock::new();
+        static SHA384: OnceLock<Md> = OnceLock::new();
+        let (cell, name) = match self {
+            HashAlg::Sha256 => (&SHA256, "SHA256"),
+            HashAlg::Sha384 => (&SHA384, "SHA384"),
+        };
+        cell.get_or_init(|| Md::fetch(None, name, None).expect("the default provider has SHA-2"))
+    }
 }
 
 /// A running hash over transcript bytes. Snapshots ([`TranscriptHash::current`]) copy
@@ -163,29 +177,24 @@ pub fn hmac(alg: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Secret, CryptoE
     for (p, b) in pad.iter_mut().zip(k.iter()) {
         *p = b ^ 0x36;
     }
-    let mut inner = Hasher::new(alg.md())?;
-    inner.update(&pad)?;
+    let md = alg.fetched();
+    let mut ctx = MdCtx::new()?;
+    ctx.digest_init(md)?;
+    ctx.digest_update(&pad)?;
     for p in parts {
-        inner.update(p)?;
+        ctx.digest_update(p)?;
     }
-    let mut ih = inner.finish()?;
+    let mut ih = Zeroizing::new([0u8; 64]);
+    let n = ctx.digest_final(&mut ih[..])?;
     for (p, b) in pad.iter_mut().zip(k.iter()) {
         *p = b ^ 0x5c;
     }
-    let mut outer = Hasher::new(alg.md())?;
-    outer.update(&pad)?;
-    outer.update(&ih)?;
-    ih.zeroize_bytes();
-    Ok(Secret::new(outer.finish()?.to_vec()))
-}
-
-trait ZeroizeDigest {
-    fn zeroize_bytes(&mut self);
-}
-impl ZeroizeDigest for openssl::hash::DigestBytes {
-    fn zeroize_bytes(&mut self) {
-        self.as_mut().zeroize();
-    }
+    ctx.digest_init(md)?;
+    ctx.digest_update(&pad)?;
+    ctx.digest_update(&ih[..n])?;
+    let mut out = vec![0u8; n];
+    ctx.digest_final(&mut out)?;
+    Ok(Secret::new(out))
 }
 
 /// HKDF-Extract (RFC 5869).

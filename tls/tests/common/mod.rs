@@ -115,15 +115,32 @@ fn rand_u32() -> u32 {
     u32::from_be_bytes(b) >> 1
 }
 
-/// One certificate of each kind for "test.example", made once per test binary.
+/// One certificate of each kind for "test.example", made once per test binary, as
+/// (chain PEM, key PEM).
+pub fn cert_pem(kind: Kind) -> &'static (Vec<u8>, Vec<u8>) {
+    static PEMS: OnceLock<Vec<(Vec<u8>, Vec<u8>)>> = OnceLock::new();
+    let all = PEMS.get_or_init(|| {
+        [Kind::Rsa2048, Kind::P256, Kind::P384]
+            .iter()
+            .map(|&k| leaf_pem(k, &["test.example"]))
+            .collect()
+    });
+    &all[match kind {
+        Kind::Rsa2048 => 0,
+        Kind::P256 => 1,
+        Kind::P384 => 2,
+    }]
+}
+
+/// The engine's form of [`cert_pem`], loaded once.
 pub fn cert(kind: Kind) -> Arc<CertifiedKey> {
     static CERTS: OnceLock<Vec<Arc<CertifiedKey>>> = OnceLock::new();
     let all = CERTS.get_or_init(|| {
         [Kind::Rsa2048, Kind::P256, Kind::P384]
             .iter()
             .map(|&k| {
-                let (c, key) = leaf_pem(k, &["test.example"]);
-                Arc::new(CertifiedKey::from_pem(&c, &key).unwrap())
+                let (c, key) = cert_pem(k);
+                Arc::new(CertifiedKey::from_pem(c, key).unwrap())
             })
             .collect()
     });
@@ -176,8 +193,6 @@ impl Write for ClientEnd {
 pub struct Server {
     pub conn: ServerConn,
     pub wire: Wire,
-    /// Jobs observed (before running), for tests that inspect them.
-    pub jobs: Vec<String>,
 }
 
 impl Server {
@@ -185,7 +200,6 @@ impl Server {
         Server {
             conn: ServerConn::new(cfg, 0),
             wire,
-            jobs: Vec::new(),
         }
     }
 
@@ -203,8 +217,6 @@ impl Server {
                 result = Err(e);
             }
             while let Some(job) = self.conn.take_job() {
-                self.jobs
-                    .push(format!("{job:?}").chars().take(24).collect());
                 if let Err(e) = self.conn.complete(crypto_offload::run(job)) {
                     result = Err(e);
                 }
