@@ -138,34 +138,12 @@ fn real_clients_fetch_through_tls_byte_exact() {
 
     // openssl s_client, both versions: a request in, the page out, a clean close.
     for v in ["-tls1_3", "-tls1_2"] {
-        let ca = net.dir.join("ca.pem");
-        let mut c = net.in_hosts(&[
-            "openssl",
-            "s_client",
-            v,
-            "-connect",
-            "10.77.0.1:443",
-            "-servername",
-            "appliance.test",
-            "-verify_return_error",
-            "-quiet",
-            "-CAfile",
-            ca.to_str().unwrap(),
-        ]);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n")
-            .unwrap();
-        let o = wait_output(child, 30);
+        let o = s_client(
+            &net,
+            &[v, "-verify_return_error"],
+            b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n",
+            30,
+        );
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             out.contains("hello through the appliance"),
@@ -237,6 +215,32 @@ print(s.recv(100).hex())
     assert_eq!(jobs, hs13 + 2 * hs12, "{s}");
 }
 
+/// `openssl s_client` to the tls vserver with `args`, sending `request` and reading
+/// until the server closes or `secs` pass.
+fn s_client(net: &Net, args: &[&str], request: &[u8], secs: u64) -> std::process::Output {
+    use std::io::Write;
+    let ca = net.dir.join("ca.pem");
+    let mut a = vec![
+        "openssl",
+        "s_client",
+        "-connect",
+        "10.77.0.1:443",
+        "-servername",
+        "appliance.test",
+    ];
+    a.extend_from_slice(&["-quiet", "-CAfile", ca.to_str().unwrap()]);
+    a.extend_from_slice(args);
+    let mut child = net
+        .in_hosts(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(request).unwrap();
+    wait_output(child, secs)
+}
+
 fn wait_output(mut child: std::process::Child, secs: u64) -> std::process::Output {
     let t0 = std::time::Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -278,35 +282,12 @@ fn server_flight_leaves_in_one_segment() {
         let mut lines = BufReader::new(cap.stdout.take().unwrap()).lines();
         assert_eq!(lines.next().unwrap().unwrap(), "ready");
         // ECDSA only, so the flight (chain, ServerKeyExchange) fits one 1460-byte MSS.
-        let ca = net.dir.join("ca.pem");
-        let mut c = net.in_hosts(&[
-            "openssl",
-            "s_client",
-            v,
-            "-connect",
-            "10.77.0.1:443",
-            "-servername",
-            "appliance.test",
-            "-sigalgs",
-            "ECDSA+SHA256",
-            "-quiet",
-            "-CAfile",
-            ca.to_str().unwrap(),
-        ]);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
-            .unwrap();
-        let o = wait_output(child, 20);
+        let o = s_client(
+            &net,
+            &[v, "-sigalgs", "ECDSA+SHA256"],
+            b"GET /index.html HTTP/1.0\r\n\r\n",
+            20,
+        );
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("HTTP/1.0 200"),
             "s_client {v} failed"

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode, SslStream, SslVersion,
+    ErrorCode, Ssl, SslAcceptor, SslContext, SslMethod, SslOptions, SslSessionCacheMode, SslStream,
+    SslVersion,
 };
 
 struct Scenario {
@@ -57,22 +58,32 @@ fn speed(alg: &str) -> f64 {
     1.0 / per_sec
 }
 
-fn engine_run(s: &Scenario) -> Duration {
-    let mut cfg = config_with(&[s.kind]);
-    cfg.groups = vec![29]; // X25519
-    let cfg = Arc::new(cfg);
-    let ctx = client_ctx(s.version, s.version, |b| {
+/// The libssl client context both servers face in a scenario.
+fn scenario_client(s: &Scenario) -> SslContext {
+    client_ctx(s.version, s.version, |b| {
         if s.version == SslVersion::TLS1_2 {
             b.set_cipher_list(s.cipher).unwrap();
         }
         b.set_groups_list("X25519:P-256").unwrap();
-    });
+    })
+}
+
+/// A fresh client connection and the wire it writes to.
+fn new_client(ctx: &SslContext) -> (SslStream<ClientEnd>, Wire) {
+    let wire = Wire::default();
+    let mut ssl = Ssl::new(ctx).unwrap();
+    ssl.set_hostname("test.example").unwrap();
+    (SslStream::new(ssl, ClientEnd(wire.clone())).unwrap(), wire)
+}
+
+fn engine_run(s: &Scenario) -> Duration {
+    let mut cfg = config_with(&[s.kind]);
+    cfg.groups = vec![29]; // X25519
+    let cfg = Arc::new(cfg);
+    let ctx = scenario_client(s);
     let mut server_time = Duration::ZERO;
     for _ in 0..s.count {
-        let wire = Wire::default();
-        let mut ssl = Ssl::new(&ctx).unwrap();
-        ssl.set_hostname("test.example").unwrap();
-        let mut client = SslStream::new(ssl, ClientEnd(wire.clone())).unwrap();
+        let (mut client, wire) = new_client(&ctx);
         let mut server = Server::new(cfg.clone(), wire);
         loop {
             match client.connect() {
@@ -109,18 +120,10 @@ fn libssl_run(s: &Scenario) -> Duration {
     a.set_session_cache_mode(SslSessionCacheMode::OFF);
     a.set_num_tickets(0).unwrap();
     let acceptor = a.build();
-    let ctx = client_ctx(s.version, s.version, |b| {
-        if s.version == SslVersion::TLS1_2 {
-            b.set_cipher_list(s.cipher).unwrap();
-        }
-        b.set_groups_list("X25519:P-256").unwrap();
-    });
+    let ctx = scenario_client(s);
     let mut server_time = Duration::ZERO;
     for _ in 0..s.count {
-        let wire = Wire::default();
-        let mut ssl = Ssl::new(&ctx).unwrap();
-        ssl.set_hostname("test.example").unwrap();
-        let mut client = SslStream::new(ssl, ClientEnd(wire.clone())).unwrap();
+        let (mut client, wire) = new_client(&ctx);
         let swapped = Wire {
             to_server: wire.to_client.clone(),
             to_client: wire.to_server.clone(),

@@ -283,6 +283,15 @@ pub fn put_ext(out: &mut Vec<u8>, typ: u16, body: impl FnOnce(&mut Vec<u8>)) {
     end_len(out, at, 2);
 }
 
+/// The server's ALPN extension: exactly one protocol (RFC 7301 §3.1).
+pub fn put_alpn_ext(out: &mut Vec<u8>, protocol: &[u8]) {
+    put_ext(out, ext::ALPN, |m| {
+        put_u16(m, protocol.len() as u16 + 1);
+        m.push(protocol.len() as u8);
+        m.extend_from_slice(protocol);
+    });
+}
+
 /// Write a handshake message: header, then whatever `body` writes.
 pub fn put_handshake(out: &mut Vec<u8>, typ: u8, body: impl FnOnce(&mut Vec<u8>)) {
     out.push(typ);

@@ -495,9 +495,7 @@ impl ServerConn {
             None => (header[0], 0, rec.end - rec.start),
         };
         let body = &self.deframer.body_mut(&rec)[s..e];
-        if tls13 && self.read.is_some() && body.len() > record::MAX_FRAGMENT {
-            return Err(Error::RecordOverflow);
-        }
+        // Protected records were length-checked by `Cipher::open`.
         if self.read.is_none() && body.len() > record::MAX_FRAGMENT {
             return Err(Error::RecordOverflow);
         }

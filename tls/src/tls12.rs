@@ -20,7 +20,8 @@ use crate::codec::{end_len, put_u16, start_len, Reader};
 use crate::config::CertifiedKey;
 use crate::error::Error;
 use crate::msgs::{
-    ext, group, hs, put_ext, put_handshake, suite, version, ClientHello, DOWNGRADE_TLS12,
+    ext, group, hs, put_alpn_ext, put_ext, put_handshake, suite, version, ClientHello,
+    DOWNGRADE_TLS12,
 };
 use crate::record::{Cipher, Protection};
 use crate::server::{group_of, pick_scheme, sig_alg_of, suite_info, Pending, ServerConn, State};
@@ -63,8 +64,6 @@ pub(crate) struct AwaitFinished {
     mode: Protection,
     client_verify: Secret,
     server_finished: Vec<u8>,
-    #[allow(dead_code)] // kept for the session cache (resumption is not built yet)
-    master_secret: Secret,
 }
 
 fn protection(aead: AeadAlg) -> Protection {
@@ -185,11 +184,7 @@ impl ServerConn {
                 put_ext(m, ext::SERVER_NAME, |_| {});
             }
             if let Some(a) = &self.info.alpn {
-                put_ext(m, ext::ALPN, |m| {
-                    put_u16(m, a.len() as u16 + 1);
-                    m.push(a.len() as u8);
-                    m.extend_from_slice(a);
-                });
+                put_alpn_ext(m, a);
             }
             end_len(m, at, 2);
         });
@@ -292,7 +287,6 @@ impl ServerConn {
             mode,
             client_verify: d.client_verify,
             server_finished: d.server_finished,
-            master_secret: d.master_secret,
         }));
         Ok(())
     }

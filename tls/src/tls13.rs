@@ -16,7 +16,9 @@ use crypto_offload::{AeadAlg, Chunk, HashAlg, Job, Secret, TrafficKey};
 use crate::codec::{end_len, handshake_header, put_u16, start_len};
 use crate::config::CertifiedKey;
 use crate::error::Error;
-use crate::msgs::{ext, hs, put_ext, put_handshake, version, ClientHello, HRR_RANDOM};
+use crate::msgs::{
+    ext, hs, put_alpn_ext, put_ext, put_handshake, version, ClientHello, HRR_RANDOM,
+};
 use crate::record::{Cipher, Protection};
 use crate::server::{group_of, pick_scheme, sig_alg_of, suite_info, Pending, ServerConn, State};
 
@@ -61,6 +63,34 @@ pub(crate) struct Secrets {
     aead: AeadAlg,
     client: Secret,
     server: Secret,
+}
+
+/// A TLS 1.3 ServerHello (RFC 8446 §4.1.3). With `share_len`, the key_share carries
+/// that many zeros where the flight job writes the server's public value (its offset is
+/// returned); without, it names only the group: a HelloRetryRequest (with `HRR_RANDOM`).
+fn server_hello13(random: &[u8; 32], p: &Plan, share_len: Option<usize>) -> (Vec<u8>, usize) {
+    let mut sh = Vec::with_capacity(96 + share_len.unwrap_or(0));
+    let mut share_at = 0;
+    put_handshake(&mut sh, hs::SERVER_HELLO, |m| {
+        put_u16(m, version::TLS12);
+        m.extend_from_slice(random);
+        m.push(p.session_id.len() as u8);
+        m.extend_from_slice(&p.session_id);
+        put_u16(m, p.suite);
+        m.push(0);
+        let at = start_len(m, 2);
+        put_ext(m, ext::SUPPORTED_VERSIONS, |m| put_u16(m, version::TLS13));
+        put_ext(m, ext::KEY_SHARE, |m| {
+            put_u16(m, p.group);
+            if let Some(n) = share_len {
+                put_u16(m, n as u16);
+                share_at = m.len();
+                m.resize(m.len() + n, 0);
+            }
+        });
+        end_len(m, at, 2);
+    });
+    (sh, share_at)
 }
 
 impl ServerConn {
@@ -143,7 +173,7 @@ impl ServerConn {
 
     pub(crate) fn tls13_start(
         &mut self,
-        p: Plan,
+        mut p: Plan,
         msg: Vec<u8>,
         retry: Option<Box<Retry>>,
     ) -> Result<(), Error> {
@@ -156,7 +186,7 @@ impl ServerConn {
             Some(r) => (r.transcript, r.ccs_sent),
             None => (Vec::with_capacity(1), false),
         };
-        let Some(client_share) = p.client_share else {
+        let Some(client_share) = p.client_share.take() else {
             return self.hello_retry(p, msg);
         };
         // RFC 8446 §5.1: handshake messages MUST NOT span a key change.
@@ -170,25 +200,7 @@ impl ServerConn {
 
         let mut server_random = [0u8; 32];
         random(&mut server_random)?;
-        let mut sh = Vec::with_capacity(128);
-        let mut share_at = 0;
-        put_handshake(&mut sh, hs::SERVER_HELLO, |m| {
-            put_u16(m, version::TLS12);
-            m.extend_from_slice(&server_random);
-            m.push(p.session_id.len() as u8);
-            m.extend_from_slice(&p.session_id);
-            put_u16(m, p.suite);
-            m.push(0);
-            let at = start_len(m, 2);
-            put_ext(m, ext::SUPPORTED_VERSIONS, |m| put_u16(m, version::TLS13));
-            put_ext(m, ext::KEY_SHARE, |m| {
-                put_u16(m, p.group);
-                put_u16(m, group.public_len() as u16);
-                share_at = m.len();
-                m.resize(m.len() + group.public_len(), 0);
-            });
-            end_len(m, at, 2);
-        });
+        let (sh, share_at) = server_hello13(&server_random, &p, Some(group.public_len()));
         let ee = self.encrypted_extensions();
         let job = Tls13Flight {
             hash: p.hash,
@@ -224,11 +236,7 @@ impl ServerConn {
                 put_ext(m, ext::SERVER_NAME, |_| {});
             }
             if let Some(p) = &self.info.alpn {
-                put_ext(m, ext::ALPN, |m| {
-                    put_u16(m, p.len() as u16 + 1);
-                    m.push(p.len() as u8);
-                    m.extend_from_slice(p);
-                });
+                put_alpn_ext(m, p);
             }
             end_len(m, at, 2);
         });
@@ -244,19 +252,7 @@ impl ServerConn {
         self.info.digest.bytes += ch1.len() as u64;
         let mut message_hash = handshake_header(hs::MESSAGE_HASH, digest.len()).to_vec();
         message_hash.extend_from_slice(&digest);
-        let mut hrr = Vec::with_capacity(64);
-        put_handshake(&mut hrr, hs::SERVER_HELLO, |m| {
-            put_u16(m, version::TLS12);
-            m.extend_from_slice(&HRR_RANDOM);
-            m.push(p.session_id.len() as u8);
-            m.extend_from_slice(&p.session_id);
-            put_u16(m, p.suite);
-            m.push(0);
-            let at = start_len(m, 2);
-            put_ext(m, ext::SUPPORTED_VERSIONS, |m| put_u16(m, version::TLS13));
-            put_ext(m, ext::KEY_SHARE, |m| put_u16(m, p.group));
-            end_len(m, at, 2);
-        });
+        let (hrr, _) = server_hello13(&HRR_RANDOM, &p, None);
         self.write_plain_handshake(&[&hrr]);
         let ccs_sent = !p.session_id.is_empty();
         if ccs_sent {
