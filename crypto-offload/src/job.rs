@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use crate::prim::*;
+use crate::ticket::TicketKeys;
 
 /// A piece of the handshake transcript: bytes this connection produced or received, or
 /// a message precomputed once for a certificate and shared by every connection.
@@ -67,15 +68,18 @@ pub fn tls13_next_secret(hash: HashAlg, secret: &[u8]) -> Result<Secret, CryptoE
     hkdf_expand_label(hash, secret, b"traffic upd", b"", hash.output_len())
 }
 
-/// TLS 1.3 full handshake, server side, after an acceptable ClientHello: ECDHE, the key
-/// schedule up to the application secrets, CertificateVerify and the server Finished,
-/// and the client Finished the server expects. One running transcript hash.
+/// TLS 1.3 server flight after an acceptable ClientHello, full or resumed: (EC)DHE
+/// and/or the PSK, the key schedule up to the application secrets, the binder check,
+/// CertificateVerify, the server Finished, the client Finished the server expects, and
+/// a NewSessionTicket for the next connection. One running transcript hash.
 #[derive(Debug)]
 pub struct Tls13Flight {
     pub hash: HashAlg,
     pub aead: AeadAlg,
-    pub group: Group,
-    pub client_share: Vec<u8>,
+    /// (EC)DHE group and the client's share; `None` for a psk_ke resumption.
+    pub kx: Option<(Group, Vec<u8>)>,
+    /// A resumption: the PSK and the binder to check.
+    pub psk: Option<PskCheck>,
     /// The transcript before ServerHello (ClientHello; or after a HelloRetryRequest the
     /// synthetic message_hash, the HRR and the second ClientHello).
     pub transcript: Vec<Chunk>,
@@ -83,6 +87,25 @@ pub struct Tls13Flight {
     pub server_hello: Vec<u8>,
     pub share_at: usize,
     pub encrypted_extensions: Vec<u8>,
+    /// A full handshake authenticates with a certificate; a resumption does not.
+    pub auth: Option<CertAuth>,
+    /// Seal a ticket for the client's next connection.
+    pub ticket: Option<TicketRequest>,
+}
+
+/// RFC 8446 §4.2.11.2: the PSK a ticket carried and the client's binder for it.
+#[derive(Debug)]
+pub struct PskCheck {
+    pub psk: Secret,
+    pub binder: Vec<u8>,
+    /// Where, in the last transcript chunk (the ClientHello), the binders list starts:
+    /// the binder covers the transcript up to there.
+    pub binders_at: usize,
+}
+
+/// The server's certificate message and the key that signs CertificateVerify.
+#[derive(Debug)]
+pub struct CertAuth {
     pub certificate: Arc<[u8]>,
     pub signer: Arc<SigningKey>,
     pub sig_alg: SigAlg,
@@ -90,12 +113,26 @@ pub struct Tls13Flight {
     pub scheme: u16,
 }
 
+/// A ticket to seal: the engine's encoded session state, to which the job appends the
+/// secret it derives (TLS 1.2: the master secret; TLS 1.3: the ticket's PSK).
+#[derive(Debug)]
+pub struct TicketRequest {
+    pub keys: Arc<TicketKeys>,
+    pub now_ms: u64,
+    pub state: Vec<u8>,
+    /// ticket_lifetime(_hint), seconds.
+    pub lifetime_s: u32,
+    /// TLS 1.3 only: ticket_age_add.
+    pub age_add: u32,
+}
+
 /// What [`Tls13Flight`] produced.
 #[derive(Debug)]
 pub struct Tls13FlightDone {
     pub server_hello: Vec<u8>,
     pub encrypted_extensions: Vec<u8>,
-    pub certificate: Arc<[u8]>,
+    /// Certificate and CertificateVerify (absent when resuming).
+    pub certificate: Option<Arc<[u8]>>,
     pub certificate_verify: Vec<u8>,
     pub server_finished: Vec<u8>,
     pub handshake_write: TrafficKey,
@@ -106,6 +143,9 @@ pub struct Tls13FlightDone {
     pub client_app_secret: Secret,
     /// The verify_data the client's Finished must carry.
     pub client_finished: Secret,
+    /// NewSessionTicket (plaintext handshake message), to send once the client's
+    /// Finished has been checked (RFC 8446 §4.6.1).
+    pub new_session_ticket: Option<Vec<u8>>,
     pub digest: DigestCount,
 }
 
@@ -130,10 +170,11 @@ pub struct Tls12KxDone {
 }
 
 /// TLS 1.2 at the client's key exchange: premaster, master secret (extended master
-/// secret when negotiated), key block, the client Finished the server expects and the
-/// server Finished. The buffered transcript is digested once: the hash at
-/// ClientKeyExchange serves the session hash and the client Finished, and the same
-/// running hash goes on over the expected client Finished for the server's.
+/// secret when negotiated), key block, the client Finished the server expects, a
+/// NewSessionTicket when asked, and the server Finished. The buffered transcript is
+/// digested once: the hash at ClientKeyExchange serves the session hash and the client
+/// Finished, and the same running hash goes on over the expected client Finished and
+/// the ticket for the server's.
 #[derive(Debug)]
 pub struct Tls12Finish {
     pub hash: HashAlg,
@@ -145,6 +186,8 @@ pub struct Tls12Finish {
     pub server_random: [u8; 32],
     /// ClientHello .. ClientKeyExchange.
     pub transcript: Vec<Chunk>,
+    /// RFC 5077: seal a ticket and send it before the server's Finished.
+    pub ticket: Option<TicketRequest>,
 }
 
 #[derive(Debug)]
@@ -153,7 +196,32 @@ pub struct Tls12FinishDone {
     pub client_write: TrafficKey,
     pub server_write: TrafficKey,
     pub client_verify: Secret,
+    /// NewSessionTicket (RFC 5077 §3.3), when asked for; it precedes the server CCS.
+    pub new_session_ticket: Option<Vec<u8>>,
     /// The server's Finished handshake message.
+    pub server_finished: Vec<u8>,
+    pub digest: DigestCount,
+}
+
+/// TLS 1.2 abbreviated handshake (RFC 5246 §7.3) on a resumed master secret: keys from
+/// the new randoms, the server Finished over ClientHello and ServerHello, and the client
+/// Finished expected over those and the server's. One running transcript hash.
+#[derive(Debug)]
+pub struct Tls12Resume {
+    pub hash: HashAlg,
+    pub aead: AeadAlg,
+    pub master_secret: Secret,
+    pub client_random: [u8; 32],
+    pub server_random: [u8; 32],
+    /// ClientHello, ServerHello.
+    pub transcript: Vec<Chunk>,
+}
+
+#[derive(Debug)]
+pub struct Tls12ResumeDone {
+    pub client_write: TrafficKey,
+    pub server_write: TrafficKey,
+    pub client_verify: Secret,
     pub server_finished: Vec<u8>,
     pub digest: DigestCount,
 }
@@ -164,6 +232,7 @@ pub enum Job {
     Tls13Flight(Box<Tls13Flight>),
     Tls12Kx(Box<Tls12Kx>),
     Tls12Finish(Box<Tls12Finish>),
+    Tls12Resume(Box<Tls12Resume>),
 }
 
 /// A job's result.
@@ -172,6 +241,7 @@ pub enum Done {
     Tls13Flight(Box<Tls13FlightDone>),
     Tls12Kx(Box<Tls12KxDone>),
     Tls12Finish(Box<Tls12FinishDone>),
+    Tls12Resume(Box<Tls12ResumeDone>),
 }
 
 /// Run a job on the calling thread (inline mode).
@@ -180,6 +250,7 @@ pub fn run(job: Job) -> Result<Done, CryptoError> {
         Job::Tls13Flight(j) => Done::Tls13Flight(Box::new(tls13_flight(*j)?)),
         Job::Tls12Kx(j) => Done::Tls12Kx(Box::new(tls12_kx(*j)?)),
         Job::Tls12Finish(j) => Done::Tls12Finish(Box::new(tls12_finish(*j)?)),
+        Job::Tls12Resume(j) => Done::Tls12Resume(Box::new(tls12_resume(*j)?)),
     })
 }
 
@@ -203,53 +274,93 @@ fn finished_mac(hash: HashAlg, base: &[u8], thash: &[u8]) -> Result<Secret, Cryp
 
 fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let h = j.hash;
-    let (eph, public) = EphemeralKey::generate(j.group)?;
-    let shared = eph.agree(&j.client_share)?;
-    let mut sh = j.server_hello;
-    sh.get_mut(j.share_at..j.share_at + public.len())
-        .ok_or_else(|| CryptoError::Library("ServerHello template too short".into()))?
-        .copy_from_slice(&public);
+    let n = h.output_len();
+    let zeros = [0u8; 48];
+    let empty_hash = hash(h, b"")?;
+    // RFC 8446 §7.1 key schedule; the early secret comes from the PSK when resuming.
+    let early = hkdf_extract(
+        h,
+        b"",
+        j.psk.as_ref().map_or(&zeros[..n], |p| p.psk.bytes()),
+    )?;
 
     let mut th = TranscriptHash::new(h)?;
-    for c in &j.transcript {
+    let (last, before) = j
+        .transcript
+        .split_last()
+        .ok_or_else(|| CryptoError::Library("empty transcript".into()))?;
+    for c in before {
         th.update(c.as_ref())?;
     }
+    let last = last.as_ref();
+    if let Some(p) = &j.psk {
+        // RFC 8446 §4.2.11.2: the binder is a Finished-style MAC over the transcript up
+        // to the binders list, keyed from the early secret.
+        let prefix = last
+            .get(..p.binders_at)
+            .ok_or_else(|| CryptoError::Library("binder offset outside the hello".into()))?;
+        th.update(prefix)?;
+        let binder_key = derive_secret(h, early.bytes(), b"res binder", &empty_hash)?;
+        let expected = finished_mac(h, binder_key.bytes(), &th.current()?)?;
+        if !ct_eq(expected.bytes(), &p.binder) {
+            return Err(CryptoError::BadBinder);
+        }
+        th.update(&last[p.binders_at..])?;
+    } else {
+        th.update(last)?;
+    }
+
+    let mut sh = j.server_hello;
+    let shared = match &j.kx {
+        Some((group, client_share)) => {
+            let (eph, public) = EphemeralKey::generate(*group)?;
+            let shared = eph.agree(client_share)?;
+            sh.get_mut(j.share_at..j.share_at + public.len())
+                .ok_or_else(|| CryptoError::Library("ServerHello template too short".into()))?
+                .copy_from_slice(&public);
+            Some(shared)
+        }
+        None => None,
+    };
     th.update(&sh)?;
     let hello_hash = th.current()?;
 
-    // RFC 8446 §7.1 key schedule, without a PSK.
-    let zeros = [0u8; 48];
-    let empty_hash = hash(h, b"")?;
-    let early = hkdf_extract(h, b"", &zeros[..h.output_len()])?;
     let derived = derive_secret(h, early.bytes(), b"derived", &empty_hash)?;
-    let hs = hkdf_extract(h, derived.bytes(), shared.bytes())?;
+    let hs = hkdf_extract(
+        h,
+        derived.bytes(),
+        shared.as_ref().map_or(&zeros[..n], |s| s.bytes()),
+    )?;
     let c_hs = derive_secret(h, hs.bytes(), b"c hs traffic", &hello_hash)?;
     let s_hs = derive_secret(h, hs.bytes(), b"s hs traffic", &hello_hash)?;
     let derived = derive_secret(h, hs.bytes(), b"derived", &empty_hash)?;
-    let master = hkdf_extract(h, derived.bytes(), &zeros[..h.output_len()])?;
+    let master = hkdf_extract(h, derived.bytes(), &zeros[..n])?;
 
     th.update(&j.encrypted_extensions)?;
-    th.update(&j.certificate)?;
-    // RFC 8446 §4.4.3: 64 spaces, the context string, a zero byte, the transcript hash.
-    let cert_hash = th.current()?;
-    let sig = j.signer.sign(
-        j.sig_alg,
-        &[
-            &[0x20u8; 64],
-            b"TLS 1.3, server CertificateVerify\0",
-            &cert_hash,
-        ],
-    )?;
-    let mut cv = Vec::with_capacity(8 + sig.len());
-    cv.extend_from_slice(&handshake_header(15, 4 + sig.len()));
-    cv.extend_from_slice(&j.scheme.to_be_bytes());
-    cv.extend_from_slice(&(sig.len() as u16).to_be_bytes());
-    cv.extend_from_slice(&sig);
-    th.update(&cv)?;
+    let mut cv = Vec::new();
+    if let Some(a) = &j.auth {
+        th.update(&a.certificate)?;
+        // RFC 8446 §4.4.3: 64 spaces, the context string, a zero byte, the transcript hash.
+        let cert_hash = th.current()?;
+        let sig = a.signer.sign(
+            a.sig_alg,
+            &[
+                &[0x20u8; 64],
+                b"TLS 1.3, server CertificateVerify\0",
+                &cert_hash,
+            ],
+        )?;
+        cv.reserve(8 + sig.len());
+        cv.extend_from_slice(&handshake_header(15, 4 + sig.len()));
+        cv.extend_from_slice(&a.scheme.to_be_bytes());
+        cv.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+        cv.extend_from_slice(&sig);
+        th.update(&cv)?;
+    }
 
     let sf_mac = finished_mac(h, s_hs.bytes(), &th.current()?)?;
-    let mut sf = Vec::with_capacity(4 + h.output_len());
-    sf.extend_from_slice(&handshake_header(20, h.output_len()));
+    let mut sf = Vec::with_capacity(4 + n);
+    sf.extend_from_slice(&handshake_header(20, n));
     sf.extend_from_slice(sf_mac.bytes());
     th.update(&sf)?;
     let server_done_hash = th.current()?;
@@ -258,10 +369,36 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let c_ap = derive_secret(h, master.bytes(), b"c ap traffic", &server_done_hash)?;
     let s_ap = derive_secret(h, master.bytes(), b"s ap traffic", &server_done_hash)?;
 
+    let new_session_ticket = match j.ticket {
+        Some(t) => {
+            // RFC 8446 §4.6.1 and §7.1: the resumption master secret covers the client
+            // Finished, which the server already knows; the PSK comes from it and the
+            // ticket nonce (one ticket per connection, so a fixed nonce is unique).
+            th.update(&handshake_header(20, n))?;
+            th.update(client_finished.bytes())?;
+            let res_master = derive_secret(h, master.bytes(), b"res master", &th.current()?)?;
+            let nonce = [0u8; 1];
+            let psk = hkdf_expand_label(h, res_master.bytes(), b"resumption", &nonce, n)?;
+            let ticket = seal_state(&t, &psk)?;
+            let body = 4 + 4 + 1 + nonce.len() + 2 + ticket.len() + 2;
+            let mut m = Vec::with_capacity(4 + body);
+            m.extend_from_slice(&handshake_header(4, body));
+            m.extend_from_slice(&t.lifetime_s.to_be_bytes());
+            m.extend_from_slice(&t.age_add.to_be_bytes());
+            m.push(nonce.len() as u8);
+            m.extend_from_slice(&nonce);
+            m.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
+            m.extend_from_slice(&ticket);
+            m.extend_from_slice(&[0, 0]); // no extensions (no early data)
+            Some(m)
+        }
+        None => None,
+    };
+
     Ok(Tls13FlightDone {
         server_hello: sh,
         encrypted_extensions: j.encrypted_extensions,
-        certificate: j.certificate,
+        certificate: j.auth.map(|a| a.certificate),
         certificate_verify: cv,
         server_finished: sf,
         handshake_write: TrafficKey::tls13(h, j.aead, s_hs.bytes(), true)?,
@@ -271,11 +408,20 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
         server_app_secret: s_ap,
         client_app_secret: c_ap,
         client_finished,
+        new_session_ticket,
         digest: DigestCount {
             passes: 1,
             bytes: th.bytes,
         },
     })
+}
+
+/// A ticket over the engine's state with `secret` appended; the plaintext is wiped.
+fn seal_state(t: &TicketRequest, secret: &Secret) -> Result<Vec<u8>, CryptoError> {
+    let mut plain = Secret::new(Vec::with_capacity(t.state.len() + secret.bytes().len()));
+    plain.extend(&t.state);
+    plain.extend(secret.bytes());
+    t.keys.seal(t.now_ms, plain.bytes())
 }
 
 fn tls12_kx(j: Tls12Kx) -> Result<Tls12KxDone, CryptoError> {
@@ -328,10 +474,54 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
             48,
         )?
     };
-    // RFC 5246 §6.3; AEAD suites have no MAC keys. GCM: 4-byte salt (RFC 5288 §3);
-    // ChaCha20-Poly1305: a 12-byte IV (RFC 7905 §2).
-    let klen = j.aead.key_len();
-    let ivlen = if j.aead == AeadAlg::Chacha20Poly1305 {
+    let (client_write, server_write) =
+        tls12_keys(h, j.aead, &master, &j.client_random, &j.server_random)?;
+    let client_verify = prf12(h, master.bytes(), b"client finished", &[&session_hash], 12)?;
+    // The client's Finished as it must be, so the running hash covers it without
+    // waiting for the record: the engine checks the real one against `client_verify`.
+    th.update(&handshake_header(20, 12))?;
+    th.update(client_verify.bytes())?;
+    let new_session_ticket = match &j.ticket {
+        Some(t) => {
+            let ticket = seal_state(t, &master)?;
+            let body = 4 + 2 + ticket.len();
+            let mut m = Vec::with_capacity(4 + body);
+            m.extend_from_slice(&handshake_header(4, body));
+            m.extend_from_slice(&t.lifetime_s.to_be_bytes());
+            m.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
+            m.extend_from_slice(&ticket);
+            th.update(&m)?;
+            Some(m)
+        }
+        None => None,
+    };
+    let server_finished = tls12_finished(h, &master, b"server finished", &th.current()?)?;
+    Ok(Tls12FinishDone {
+        master_secret: master,
+        client_write,
+        server_write,
+        client_verify,
+        new_session_ticket,
+        server_finished,
+        digest: DigestCount {
+            passes: 1,
+            bytes: th.bytes,
+        },
+    })
+}
+
+/// RFC 5246 §6.3 key block; AEAD suites have no MAC keys. GCM: a 4-byte salt
+/// (RFC 5288 §3); ChaCha20-Poly1305: a 12-byte IV (RFC 7905 §2). Returns the client's
+/// and the server's write keys.
+fn tls12_keys(
+    h: HashAlg,
+    aead: AeadAlg,
+    master: &Secret,
+    client_random: &[u8; 32],
+    server_random: &[u8; 32],
+) -> Result<(TrafficKey, TrafficKey), CryptoError> {
+    let klen = aead.key_len();
+    let ivlen = if aead == AeadAlg::Chacha20Poly1305 {
         12
     } else {
         4
@@ -340,28 +530,58 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
         h,
         master.bytes(),
         b"key expansion",
-        &[&j.server_random, &j.client_random],
+        &[server_random, client_random],
         2 * (klen + ivlen),
     )?;
     let kb = kb.bytes();
     let client_write = TrafficKey {
-        key: AeadKey::new(j.aead, &kb[..klen], false)?,
+        key: AeadKey::new(aead, &kb[..klen], false)?,
         iv: Secret::new(kb[2 * klen..2 * klen + ivlen].to_vec()),
     };
     let server_write = TrafficKey {
-        key: AeadKey::new(j.aead, &kb[klen..2 * klen], true)?,
+        key: AeadKey::new(aead, &kb[klen..2 * klen], true)?,
         iv: Secret::new(kb[2 * klen + ivlen..2 * (klen + ivlen)].to_vec()),
     };
-    let client_verify = prf12(h, master.bytes(), b"client finished", &[&session_hash], 12)?;
-    // The client's Finished as it must be, so the running hash covers it without
-    // waiting for the record: the engine checks the real one against `client_verify`.
-    th.update(&handshake_header(20, 12))?;
-    th.update(client_verify.bytes())?;
-    let server_verify = prf12(h, master.bytes(), b"server finished", &[&th.current()?], 12)?;
-    let mut server_finished = handshake_header(20, 12).to_vec();
-    server_finished.extend_from_slice(server_verify.bytes());
-    Ok(Tls12FinishDone {
-        master_secret: master,
+    Ok((client_write, server_write))
+}
+
+/// A TLS 1.2 Finished message: 12 bytes of PRF over the transcript hash.
+fn tls12_finished(
+    h: HashAlg,
+    master: &Secret,
+    label: &[u8],
+    thash: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let v = prf12(h, master.bytes(), label, &[thash], 12)?;
+    let mut m = handshake_header(20, 12).to_vec();
+    m.extend_from_slice(v.bytes());
+    Ok(m)
+}
+
+fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
+    let h = j.hash;
+    let (client_write, server_write) = tls12_keys(
+        h,
+        j.aead,
+        &j.master_secret,
+        &j.client_random,
+        &j.server_random,
+    )?;
+    let mut th = TranscriptHash::new(h)?;
+    for c in &j.transcript {
+        th.update(c.as_ref())?;
+    }
+    // RFC 5246 §7.3: in an abbreviated handshake the server finishes first.
+    let server_finished = tls12_finished(h, &j.master_secret, b"server finished", &th.current()?)?;
+    th.update(&server_finished)?;
+    let client_verify = prf12(
+        h,
+        j.master_secret.bytes(),
+        b"client finished",
+        &[&th.current()?],
+        12,
+    )?;
+    Ok(Tls12ResumeDone {
         client_write,
         server_write,
         client_verify,

@@ -15,9 +15,11 @@
 
 pub mod job;
 pub mod prim;
+pub mod ticket;
 
 pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
 pub use prim::{
     AeadAlg, AeadKey, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
     SigningKey, TranscriptHash, TAG_LEN,
 };
+pub use ticket::TicketKeys;

@@ -31,6 +31,8 @@ pub enum CryptoError {
     Library(String),
     /// A key or certificate could not be loaded.
     Load(String),
+    /// The peer's proof of a shared secret (a TLS 1.3 PSK binder) did not verify.
+    BadBinder,
 }
 
 impl fmt::Display for CryptoError {
@@ -40,6 +42,7 @@ impl fmt::Display for CryptoError {
             CryptoError::BadTag => f.write_str("record authentication failed"),
             CryptoError::Library(m) => write!(f, "libcrypto: {m}"),
             CryptoError::Load(m) => f.write_str(m),
+            CryptoError::BadBinder => f.write_str("PSK binder does not verify"),
         }
     }
 }
@@ -63,6 +66,15 @@ impl Secret {
     }
     pub fn bytes(&self) -> &[u8] {
         &self.0
+    }
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+    /// Append bytes. Growing past the capacity would leave an unwiped copy behind, so
+    /// callers size the secret with [`Secret::new`]`(Vec::with_capacity(..))` first.
+    pub fn extend(&mut self, b: &[u8]) {
+        debug_assert!(self.0.capacity() - self.0.len() >= b.len());
+        self.0.extend_from_slice(b);
     }
 }
 

@@ -11,5 +11,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = ch.versions().map(|g| g.count());
         let _ = ch.alpn().map(|g| g.count());
         let _ = ch.key_shares().count();
+        // Offered PSKs, and the binder offset the engine slices the hello with.
+        let _ = ch.psks().count();
+        if ch.has_psk {
+            assert!(ch.binders_at + 2 <= data.len());
+        }
     }
 });

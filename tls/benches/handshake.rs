@@ -1,12 +1,13 @@
-//! Server-side full handshakes per second on one core, no network, in one run:
-//! our engine and OpenSSL's libssl server, each against the same libssl client through
-//! in-memory pipes, beside the per-core limit of the primitives every handshake must
-//! run, measured now with `openssl speed`. Only the server's calls are timed.
+//! Server-side handshakes per second on one core, no network, in one run: our engine
+//! and OpenSSL's libssl server, each against the same libssl client through in-memory
+//! pipes, beside the per-core limit of the primitives every handshake must run,
+//! measured now with `openssl speed`. Only the server's calls are timed.
 //!
 //!     cargo bench -p tls --bench handshake
 //!
-//! Not measured yet: resumed handshakes (the engine has no resumption yet) and rustls
-//! (not a dependency yet).
+//! Full handshakes run with resumption off on both servers (no ticket to seal);
+//! resumed ones with it on, the client offering the session of an earlier connection.
+//! Not measured yet: rustls (not a dependency yet).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,19 +19,30 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslAcceptor, SslContext, SslMethod, SslOptions, SslSessionCacheMode, SslStream,
-    SslVersion,
+    ErrorCode, Ssl, SslAcceptor, SslContext, SslMethod, SslOptions, SslSession,
+    SslSessionCacheMode, SslStream, SslVersion,
 };
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    Full,
+    /// TLS 1.2 session ID (the server keeps the session).
+    SessionId,
+    /// TLS 1.2 RFC 5077 ticket, or a TLS 1.3 ticket (PSK with X25519).
+    Ticket,
+}
+
+#[derive(Clone, Copy)]
 struct Scenario {
     name: &'static str,
     kind: Kind,
     version: SslVersion,
     cipher: &'static str,
-    /// `openssl speed` algorithms whose per-op times add up to one handshake's
-    /// unavoidable work: the signature, and two X25519 operations (key generation
-    /// and agreement).
-    sign: &'static str,
+    resume: Resume,
+    /// The `openssl speed` signature whose per-op time, with two X25519 operations
+    /// (key generation and agreement) when the handshake has an ECDHE, adds up to one
+    /// handshake's unavoidable work. `None`: no signature (resumption).
+    sign: Option<&'static str>,
     count: usize,
 }
 
@@ -65,25 +77,48 @@ fn scenario_client(s: &Scenario) -> SslContext {
             b.set_cipher_list(s.cipher).unwrap();
         }
         b.set_groups_list("X25519:P-256").unwrap();
+        if s.resume == Resume::SessionId {
+            b.set_options(SslOptions::NO_TICKET);
+        }
     })
 }
 
-/// A fresh client connection and the wire it writes to.
-fn new_client(ctx: &SslContext) -> (SslStream<ClientEnd>, Wire) {
+/// A fresh client connection (offering `session` if given) and the wire it writes to.
+fn new_client(ctx: &SslContext, session: Option<&SslSession>) -> (SslStream<ClientEnd>, Wire) {
     let wire = Wire::default();
     let mut ssl = Ssl::new(ctx).unwrap();
     ssl.set_hostname("test.example").unwrap();
+    if let Some(sess) = session {
+        // SAFETY: the session came from a connection of this same client context.
+        unsafe { ssl.set_session(sess).unwrap() };
+    }
     (SslStream::new(ssl, ClientEnd(wire.clone())).unwrap(), wire)
+}
+
+/// After a handshake: read a byte the server sent (so a TLS 1.3 client takes its ticket
+/// in), check resumption was what the scenario asked for, and close cleanly (libssl
+/// does not resume a session whose connection was freed without close_notify).
+fn finish_client(mut client: SslStream<ClientEnd>, s: &Scenario, offered: bool) -> SslSession {
+    let mut b = [0u8; 1];
+    client.read_exact(&mut b).unwrap();
+    assert_eq!(client.ssl().session_reused(), offered, "{}", s.name);
+    let session = client.ssl().session().unwrap().to_owned();
+    client.shutdown().unwrap();
+    session
 }
 
 fn engine_run(s: &Scenario) -> Duration {
     let mut cfg = config_with(&[s.kind]);
     cfg.groups = vec![29]; // X25519
+    if s.resume == Resume::Full {
+        cfg.resumption = tls::Resumption::disabled();
+    }
     let cfg = Arc::new(cfg);
     let ctx = scenario_client(s);
     let mut server_time = Duration::ZERO;
-    for _ in 0..s.count {
-        let (mut client, wire) = new_client(&ctx);
+    let mut session: Option<SslSession> = None;
+    for _ in 0..s.count + 1 {
+        let (mut client, wire) = new_client(&ctx, session.as_ref());
         let mut server = Server::new(cfg.clone(), wire);
         loop {
             match client.connect() {
@@ -100,6 +135,18 @@ fn engine_run(s: &Scenario) -> Duration {
         server.pump().unwrap();
         server_time += t0.elapsed();
         assert!(server.conn.is_established());
+        server.conn.send(b"x").unwrap();
+        server.pump().unwrap();
+        let offered = session.is_some();
+        let kept = finish_client(client, s, offered);
+        if s.resume == Resume::Full {
+            continue;
+        }
+        if !offered {
+            // The first connection only makes the session; it is not counted.
+            server_time = Duration::ZERO;
+            session = Some(kept);
+        }
     }
     server_time
 }
@@ -115,15 +162,27 @@ fn libssl_run(s: &Scenario) -> Duration {
     a.set_private_key(&openssl::pkey::PKey::private_key_from_pem(key).unwrap())
         .unwrap();
     a.set_groups_list("X25519").unwrap();
-    // Like our engine today: no tickets, no session cache.
-    a.set_options(SslOptions::NO_TICKET);
-    a.set_session_cache_mode(SslSessionCacheMode::OFF);
-    a.set_num_tickets(0).unwrap();
+    match s.resume {
+        // Like our engine's full-handshake rows: no tickets, no session cache.
+        Resume::Full => {
+            a.set_options(SslOptions::NO_TICKET);
+            a.set_session_cache_mode(SslSessionCacheMode::OFF);
+            a.set_num_tickets(0).unwrap();
+        }
+        // Like our engine: one ticket per TLS 1.3 connection; a cache for session IDs.
+        Resume::SessionId | Resume::Ticket => {
+            a.set_session_cache_mode(SslSessionCacheMode::SERVER);
+            a.set_session_id_context(b"bench").unwrap();
+            a.set_num_tickets(1).unwrap();
+        }
+    }
     let acceptor = a.build();
     let ctx = scenario_client(s);
     let mut server_time = Duration::ZERO;
-    for _ in 0..s.count {
-        let (mut client, wire) = new_client(&ctx);
+    let mut session: Option<SslSession> = None;
+    for _ in 0..s.count + 1 {
+        let (client, wire) = new_client(&ctx, session.as_ref());
+        let mut client = client;
         let swapped = Wire {
             to_server: wire.to_client.clone(),
             to_client: wire.to_server.clone(),
@@ -155,36 +214,82 @@ fn libssl_run(s: &Scenario) -> Duration {
         client.write_all(b"x").unwrap();
         let mut b = [0u8; 1];
         server.read_exact(&mut b).unwrap();
+        server.write_all(b"y").unwrap();
+        let offered = session.is_some();
+        let kept = finish_client(client, s, offered);
+        // A server connection freed without close_notify drops its session from the
+        // cache, as the client side does.
+        let _ = server.shutdown();
+        if s.resume == Resume::Full {
+            continue;
+        }
+        if !offered {
+            server_time = Duration::ZERO;
+            session = Some(kept);
+        }
     }
     server_time
 }
 
 fn main() {
+    let full = |name, kind, version, cipher, sign, count| Scenario {
+        name,
+        kind,
+        version,
+        cipher,
+        resume: Resume::Full,
+        sign: Some(sign),
+        count,
+    };
+    let resumed = |name, version, cipher, resume| Scenario {
+        name,
+        kind: Kind::P256,
+        version,
+        cipher,
+        resume,
+        sign: None,
+        count: 2000,
+    };
+    let v12 = SslVersion::TLS1_2;
+    let v13 = SslVersion::TLS1_3;
     let scenarios = [
-        Scenario {
-            name: "TLS 1.2 ECDHE-RSA-2048 AES128-GCM",
-            kind: Kind::Rsa2048,
-            version: SslVersion::TLS1_2,
-            cipher: "ECDHE-RSA-AES128-GCM-SHA256",
-            sign: "rsa2048",
-            count: 200,
-        },
-        Scenario {
-            name: "TLS 1.2 ECDHE-ECDSA-P256 AES128-GCM",
-            kind: Kind::P256,
-            version: SslVersion::TLS1_2,
-            cipher: "ECDHE-ECDSA-AES128-GCM-SHA256",
-            sign: "ecdsap256",
-            count: 1000,
-        },
-        Scenario {
-            name: "TLS 1.3 ECDSA-P256 X25519 AES128-GCM",
-            kind: Kind::P256,
-            version: SslVersion::TLS1_3,
-            cipher: "",
-            sign: "ecdsap256",
-            count: 1000,
-        },
+        full(
+            "TLS 1.2 ECDHE-RSA-2048 AES128-GCM",
+            Kind::Rsa2048,
+            v12,
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "rsa2048",
+            200,
+        ),
+        full(
+            "TLS 1.2 ECDHE-ECDSA-P256 AES128-GCM",
+            Kind::P256,
+            v12,
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ecdsap256",
+            1000,
+        ),
+        full(
+            "TLS 1.3 ECDSA-P256 X25519 AES128-GCM",
+            Kind::P256,
+            v13,
+            "",
+            "ecdsap256",
+            1000,
+        ),
+        resumed(
+            "TLS 1.2 resumed, session ID",
+            v12,
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            Resume::SessionId,
+        ),
+        resumed(
+            "TLS 1.2 resumed, ticket",
+            v12,
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            Resume::Ticket,
+        ),
+        resumed("TLS 1.3 resumed, PSK + X25519", v13, "", Resume::Ticket),
     ];
     let x25519 = speed("ecdhx25519");
     println!("openssl speed: X25519 {:.1} µs/op", x25519 * 1e6);
@@ -193,21 +298,31 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for s in &scenarios {
-        let sign = speed(s.sign);
-        let limit = sign + 2.0 * x25519;
+        // The asymmetric work no server can skip: the signature of a full handshake,
+        // and key generation plus agreement when there is an (EC)DHE.
+        let ecdhe = s.version == v13 || s.resume == Resume::Full;
+        let limit = s.sign.map_or(0.0, speed) + if ecdhe { 2.0 * x25519 } else { 0.0 };
         // Warm up both, then measure.
         let warm = Scenario { count: 20, ..*s };
         engine_run(&warm);
         libssl_run(&warm);
         let ours = engine_run(s).as_secs_f64() / s.count as f64;
         let theirs = libssl_run(s).as_secs_f64() / s.count as f64;
+        let (limit_col, pct) = if limit > 0.0 {
+            (
+                format!("{:.1}", limit * 1e6),
+                format!("{:.0}%", limit / ours * 100.0),
+            )
+        } else {
+            ("—".into(), "—".into())
+        };
         println!(
-            "| {} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.2}× |",
+            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2}× |",
             s.name,
-            limit * 1e6,
+            limit_col,
             ours * 1e6,
             1.0 / ours,
-            limit / ours * 100.0,
+            pct,
             theirs * 1e6,
             theirs / ours
         );

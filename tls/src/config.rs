@@ -9,6 +9,7 @@ use crypto_offload::prim::{certificate_names, load_chain_pem};
 use crypto_offload::{CryptoError, KeyKind, SigningKey};
 
 use crate::msgs::{certificate12, certificate13, group, suite, SERVER_HELLO_DONE};
+use crate::session::Resumption;
 
 /// A certificate chain with its private key and its precomputed messages.
 #[derive(Debug)]
@@ -111,6 +112,8 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// TLS 1.3: pad inner plaintexts to a multiple of this many bytes (0: no padding).
     pub record_padding: usize,
+    /// Session IDs, tickets and their settings.
+    pub resumption: Resumption,
 }
 
 pub const DEFAULT_SUITES13: [u16; 3] = [
@@ -132,7 +135,8 @@ pub const DEFAULT_GROUPS: [u16; 3] = [group::X25519, group::SECP256R1, group::SE
 
 impl ServerConfig {
     /// A configuration with the defaults: TLS 1.2 and 1.3, every supported suite and
-    /// group, a 10 s handshake timeout, no record padding.
+    /// group, a 10 s handshake timeout, no record padding, resumption as
+    /// [`Resumption::default`] says.
     pub fn new(sites: Vec<Site>) -> Result<Self, String> {
         let cfg = ServerConfig {
             sites,
@@ -143,6 +147,7 @@ impl ServerConfig {
             groups: DEFAULT_GROUPS.to_vec(),
             handshake_timeout_ms: 10_000,
             record_padding: 0,
+            resumption: Resumption::default(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -170,6 +175,10 @@ impl ServerConfig {
         }
         if self.tls13 && self.suites13.is_empty() || self.tls12 && self.suites12.is_empty() {
             return Err("a version is enabled with no suites".into());
+        }
+        // RFC 8446 §4.6.1: a ticket lives at most seven days.
+        if self.resumption.lifetime_s > 604_800 {
+            return Err("session lifetime over 7 days (604800 s)".into());
         }
         Ok(())
     }

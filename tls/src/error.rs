@@ -46,6 +46,10 @@ pub enum Error {
     BadFinished,
     /// A non-empty renegotiation_info on an initial handshake (RFC 5746 §3.6).
     RenegotiationInfo,
+    /// A TLS 1.3 PSK binder that does not verify (RFC 8446 §4.2.11).
+    BadBinder,
+    /// Resuming an extended-master-secret session without the extension (RFC 7627 §5.3).
+    ResumptionWithoutEms,
     // --- the peer wants something we do not support
     /// SSLv3 / TLS 1.0 / TLS 1.1, or no version in common.
     ProtocolVersion,
@@ -89,6 +93,8 @@ impl Error {
             Error::RecordOverflow => Some(RECORD_OVERFLOW),
             Error::BadFinished => Some(DECRYPT_ERROR),
             Error::RenegotiationInfo => Some(HANDSHAKE_FAILURE),
+            Error::BadBinder => Some(DECRYPT_ERROR),
+            Error::ResumptionWithoutEms => Some(HANDSHAKE_FAILURE),
             Error::ProtocolVersion => Some(PROTOCOL_VERSION),
             Error::NoCommonParameters(_) => Some(HANDSHAKE_FAILURE),
             Error::NoApplicationProtocol => Some(NO_APPLICATION_PROTOCOL),
@@ -109,7 +115,9 @@ impl Error {
             | Error::BadRecordMac
             | Error::RecordOverflow
             | Error::BadFinished
-            | Error::RenegotiationInfo => ErrorClass::PeerMisbehaved,
+            | Error::RenegotiationInfo
+            | Error::BadBinder
+            | Error::ResumptionWithoutEms => ErrorClass::PeerMisbehaved,
             Error::ProtocolVersion
             | Error::NoCommonParameters(_)
             | Error::NoApplicationProtocol
@@ -133,6 +141,10 @@ impl fmt::Display for Error {
             Error::RenegotiationInfo => {
                 f.write_str("renegotiation_info not empty on an initial handshake")
             }
+            Error::BadBinder => f.write_str("PSK binder does not verify"),
+            Error::ResumptionWithoutEms => {
+                f.write_str("resuming an extended master secret session without the extension")
+            }
             Error::ProtocolVersion => f.write_str("no supported protocol version"),
             Error::NoCommonParameters(w) => write!(f, "no {w} in common"),
             Error::NoApplicationProtocol => f.write_str("no ALPN protocol in common"),
@@ -152,6 +164,7 @@ impl From<crypto_offload::CryptoError> for Error {
         match e {
             crypto_offload::CryptoError::BadPeerKey => Error::IllegalParameter("key share"),
             crypto_offload::CryptoError::BadTag => Error::BadRecordMac,
+            crypto_offload::CryptoError::BadBinder => Error::BadBinder,
             other => Error::Crypto(other.to_string()),
         }
     }

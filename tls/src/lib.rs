@@ -12,7 +12,7 @@
 //! Crypto comes from `crypto-offload`: handshake steps as jobs, record protection as
 //! direct calls on opaque keys (batching those is issue 4).
 //!
-//! Not built yet: session resumption (IDs, tickets, PSK), client certificates, 0-RTT.
+//! Not built yet: client certificates, 0-RTT (early data is never accepted).
 
 pub mod codec;
 pub mod config;
@@ -20,9 +20,11 @@ pub mod error;
 pub mod msgs;
 pub mod record;
 pub mod server;
+pub mod session;
 mod tls12;
 mod tls13;
 
 pub use config::{CertifiedKey, ServerConfig, Site};
 pub use error::{Error, ErrorClass};
-pub use server::{HandshakeInfo, ServerConn};
+pub use server::{HandshakeInfo, Resumed, ServerConn};
+pub use session::{LocalStore, Lookup, PendingLookup, PskMode, Resumption, Session, SessionStore};

@@ -15,6 +15,7 @@ pub mod content {
 pub mod hs {
     pub const CLIENT_HELLO: u8 = 1;
     pub const SERVER_HELLO: u8 = 2;
+    pub const NEW_SESSION_TICKET: u8 = 4;
     pub const ENCRYPTED_EXTENSIONS: u8 = 8;
     pub const CERTIFICATE: u8 = 11;
     pub const SERVER_HELLO_DONE: u8 = 14;
@@ -31,6 +32,7 @@ pub mod ext {
     pub const SIGNATURE_ALGORITHMS: u16 = 13;
     pub const ALPN: u16 = 16;
     pub const EXTENDED_MASTER_SECRET: u16 = 23;
+    pub const SESSION_TICKET: u16 = 35;
     pub const PRE_SHARED_KEY: u16 = 41;
     pub const SUPPORTED_VERSIONS: u16 = 43;
     pub const PSK_KEY_EXCHANGE_MODES: u16 = 45;
@@ -106,6 +108,16 @@ pub struct ClientHello<'a> {
     versions: Option<&'a [u8]>,
     key_shares: Option<&'a [u8]>,
     pub renegotiation_info: Option<&'a [u8]>,
+    /// RFC 5077: the client supports tickets (empty) or presents one.
+    pub session_ticket: Option<&'a [u8]>,
+    /// RFC 8446 §4.2.9: the PSK key exchange modes offered.
+    pub psk_modes: Option<&'a [u8]>,
+    /// RFC 8446 §4.2.11: the offered PSK identities and their binders (same count).
+    psk_identities: Option<&'a [u8]>,
+    psk_binders: Option<&'a [u8]>,
+    /// Offset, in the ClientHello body, of the binders list (its length prefix): the
+    /// binders cover the message up to there.
+    pub binders_at: usize,
     pub has_psk: bool,
 }
 
@@ -151,6 +163,11 @@ impl<'a> ClientHello<'a> {
                 return Err(Error::IllegalParameter("pre_shared_key is not last"));
             }
             ch.parse_extension(typ, data)?;
+            if typ == ext::PRE_SHARED_KEY {
+                // The binders end the extension; find where they start in the body.
+                let binders = ch.psk_binders.unwrap_or(&[]);
+                ch.binders_at = binders.as_ptr() as usize - body.as_ptr() as usize - 2;
+            }
         }
         Ok(ch)
     }
@@ -211,10 +228,36 @@ impl<'a> ClientHello<'a> {
             }
             ext::RENEGOTIATION_INFO => self.renegotiation_info = Some(r.vec8()?),
             ext::PRE_SHARED_KEY => {
+                let ids = r.vec16()?;
+                let binders = r.vec16()?;
+                let (mut a, mut b) = (Reader::new(ids), Reader::new(binders));
+                let mut n = 0;
+                while !a.is_empty() {
+                    if a.vec16()?.is_empty() {
+                        return Err(Error::Decode("empty PSK identity"));
+                    }
+                    a.u32()?;
+                    let binder = b.vec8()?;
+                    if binder.len() < 32 {
+                        return Err(Error::Decode("PSK binder shorter than 32"));
+                    }
+                    n += 1;
+                }
+                if n == 0 || !b.is_empty() {
+                    return Err(Error::IllegalParameter("PSK identities and binders differ"));
+                }
                 self.has_psk = true;
-                return Ok(()); // not offered by this server yet: ignored
+                self.psk_identities = Some(ids);
+                self.psk_binders = Some(binders);
             }
-            // Everything else (psk_key_exchange_modes, session_ticket, early_data, ...)
+            ext::SESSION_TICKET => {
+                self.session_ticket = Some(data);
+                return Ok(());
+            }
+            ext::PSK_KEY_EXCHANGE_MODES => {
+                self.psk_modes = Some(nonempty(r.vec8()?, "psk_key_exchange_modes")?)
+            }
+            // Everything else (early_data, status_request, ...)
             // is ignored, as RFC 8446 §4.2 requires of unknown extensions.
             _ => return Ok(()),
         }
@@ -250,6 +293,15 @@ impl<'a> ClientHello<'a> {
             let mut r = Reader::new(l);
             std::iter::from_fn(move || r.vec8().ok())
         })
+    }
+    pub fn offers_psk_mode(&self, mode: u8) -> bool {
+        self.psk_modes.is_some_and(|m| m.contains(&mode))
+    }
+    /// Offered PSKs in the client's order, as (identity, obfuscated_ticket_age, binder).
+    pub fn psks(&self) -> impl Iterator<Item = (&'a [u8], u32, &'a [u8])> + 'a {
+        let mut a = Reader::new(self.psk_identities.unwrap_or(&[]));
+        let mut b = Reader::new(self.psk_binders.unwrap_or(&[]));
+        std::iter::from_fn(move || Some((a.vec16().ok()?, a.u32().ok()?, b.vec8().ok()?)))
     }
     pub fn has_key_shares(&self) -> bool {
         self.key_shares.is_some()
@@ -380,6 +432,35 @@ mod tests {
         assert!(ch.offers_suite(0x1301));
     }
 
+    /// One identity "t" with a 32-byte binder.
+    fn psk_body(v: &mut Vec<u8>) {
+        v.extend_from_slice(&[0, 7, 0, 1, b't', 0, 0, 0, 5, 0, 33, 32]);
+        v.extend_from_slice(&[0xbb; 32]);
+    }
+
+    #[test]
+    fn parses_psk_offer_and_binder_offset() {
+        let mut e = Vec::new();
+        put_ext(&mut e, ext::PSK_KEY_EXCHANGE_MODES, |v| {
+            v.extend_from_slice(&[1, 1])
+        });
+        put_ext(&mut e, ext::PRE_SHARED_KEY, psk_body);
+        let b = body(&e);
+        let ch = ClientHello::parse(&b).unwrap();
+        assert!(ch.offers_psk_mode(1) && !ch.offers_psk_mode(0));
+        let psks: Vec<_> = ch.psks().collect();
+        assert_eq!(psks, [(&b"t"[..], 5u32, &[0xbb; 32][..])]);
+        // The binders list (2-byte length, then vec8 binders) ends the hello.
+        assert_eq!(ch.binders_at, b.len() - 35);
+        assert_eq!(&b[ch.binders_at..ch.binders_at + 3], &[0, 33, 32]);
+
+        let mut short = Vec::new();
+        put_ext(&mut short, ext::PRE_SHARED_KEY, |v| {
+            v.extend_from_slice(&[0, 7, 0, 1, b't', 0, 0, 0, 5, 0, 2, 1, 0])
+        });
+        assert!(ClientHello::parse(&body(&short)).is_err());
+    }
+
     #[test]
     fn refuses_malformed_hellos() {
         let mut dup = Vec::new();
@@ -391,7 +472,7 @@ mod tests {
         );
 
         let mut psk_not_last = Vec::new();
-        put_ext(&mut psk_not_last, ext::PRE_SHARED_KEY, |v| v.push(0));
+        put_ext(&mut psk_not_last, ext::PRE_SHARED_KEY, psk_body);
         put_ext(&mut psk_not_last, ext::EXTENDED_MASTER_SECRET, |_| {});
         assert!(matches!(
             ClientHello::parse(&body(&psk_not_last)),

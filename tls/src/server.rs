@@ -22,21 +22,27 @@
 //! ```text
 //! TLS 1.3 full:      CH  -> [job] -> SH (CCS) {EE Cert CV Fin}        <- {Fin}  -> traffic
 //! TLS 1.3 with HRR:  CH1 -> HRR (CCS)  <- CH2 -> [job] -> ... as above
+//! TLS 1.3 resumed:   CH  -> [job] -> SH (CCS) {EE Fin}                <- {Fin}  -> {NST} traffic
 //! TLS 1.2 full:      CH  -> [job] -> SH Cert SKE SHD   <- CKE -> [job] <- CCS <- {Fin}
-//!                                                      -> CCS {Fin}       -> traffic
+//!                                                  -> (NST) CCS {Fin}     -> traffic
+//! TLS 1.2 resumed:   CH  -> [job] -> SH CCS {Fin}      <- CCS <- {Fin}    -> traffic
+//! TLS 1.2 by ID:     CH  -> (store lookup, bounded wait) -> resumed or full as above
 //! ```
+//! A TLS 1.3 full handshake also ends with {NST} when tickets are on.
 //! Each arrow state accepts only the next message named; anything else is
 //! unexpected_message. TLS 1.3 clients may send one plaintext CCS before their
 //! Finished (middlebox compatibility); it is ignored.
 
 use std::sync::Arc;
 
-use crypto_offload::{AeadAlg, DigestCount, Done, Group, HashAlg, Job, KeyKind, SigAlg};
+use crypto_offload::{AeadAlg, DigestCount, Done, Group, HashAlg, Job, KeyKind, Secret, SigAlg};
 
 use crate::config::ServerConfig;
 use crate::error::{alert, Error};
 use crate::msgs::{content, group, hs, scheme, suite, version, ClientHello};
 use crate::record::{self, Cipher, Deframer};
+use crate::session::PendingLookup;
+use crate::tls12::Candidate;
 
 /// Largest handshake message accepted (a ClientHello or client certificate chain).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 1 << 16;
@@ -58,11 +64,25 @@ pub struct HandshakeInfo {
     pub site: usize,
     pub extended_master_secret: bool,
     pub hello_retry: bool,
-    pub resumed: bool,
+    /// How the handshake resumed, if it did.
+    pub resumed: Option<Resumed>,
     /// Crypto jobs this handshake needed.
     pub jobs: u32,
     /// Transcript hashing: running hashes started and bytes fed, over all jobs.
     pub digest: DigestCount,
+}
+
+/// How a handshake resumed a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// TLS 1.2, session ID found in the store.
+    SessionId,
+    /// TLS 1.2, RFC 5077 ticket.
+    Ticket,
+    /// TLS 1.3 ticket, PSK with (EC)DHE.
+    PskDheKe,
+    /// TLS 1.3 ticket, PSK only.
+    PskKe,
 }
 
 #[derive(Clone, Copy)]
@@ -154,6 +174,8 @@ pub(crate) enum State {
     ClientHello,
     /// The second ClientHello, after a HelloRetryRequest.
     RetriedClientHello(Box<crate::tls13::Retry>),
+    /// A TLS 1.2 session ID lookup is in flight; the ClientHello waits with it.
+    SessionLookup(Box<SessionLookup>),
     /// A crypto job is out; only its completion moves the connection on.
     Job(Pending),
     Tls13Finished(Box<crate::tls13::AwaitFinished>),
@@ -169,6 +191,14 @@ pub(crate) enum Pending {
     Tls13Flight(Box<crate::tls13::FlightCtx>),
     Tls12Kx(Box<crate::tls12::KxCtx>),
     Tls12Finish(Box<crate::tls12::FinishCtx>),
+    Tls12Resume(Box<crate::tls12::ResumeCtx>),
+}
+
+pub(crate) struct SessionLookup {
+    hello: Vec<u8>,
+    pending: Box<dyn PendingLookup>,
+    /// Past this, the lookup counts as a miss.
+    until_ms: u64,
 }
 
 /// Application traffic. TLS 1.3 keeps its traffic secrets for KeyUpdate.
@@ -190,6 +220,9 @@ pub struct ServerConn {
     app_pos: usize,
     job: Option<Job>,
     deadline: Option<u64>,
+    /// The latest time the caller gave (at creation or in `handle_timeout`): sessions
+    /// and tickets are dated and checked with it.
+    pub(crate) now_ms: u64,
     pub(crate) info: HandshakeInfo,
     /// TLS 1.3: the client may send one compatibility CCS before its Finished.
     pub(crate) ccs_allowed: bool,
@@ -215,6 +248,7 @@ impl ServerConn {
             app_pos: 0,
             job: None,
             deadline,
+            now_ms,
             info: HandshakeInfo::default(),
             ccs_allowed: false,
             peer_closed: false,
@@ -248,10 +282,14 @@ impl ServerConn {
     }
     /// When [`ServerConn::handle_timeout`] must be called (the handshake deadline).
     pub fn deadline(&self) -> Option<u64> {
-        if self.is_handshaking() {
-            self.deadline
-        } else {
-            None
+        if !self.is_handshaking() {
+            return None;
+        }
+        match &self.state {
+            State::SessionLookup(l) => {
+                Some(self.deadline.map_or(l.until_ms, |d| d.min(l.until_ms)))
+            }
+            _ => self.deadline,
         }
     }
     /// How many TLS bytes [`ServerConn::read_tls`] would take now.
@@ -326,10 +364,26 @@ impl ServerConn {
         let _ = self.write_alert(alert::CLOSE_NOTIFY);
     }
 
-    /// Fail the handshake if its deadline has passed.
+    /// Give up a session lookup past its deadline (the handshake goes on in full), and
+    /// fail the handshake if its own deadline has passed.
     pub fn handle_timeout(&mut self, now_ms: u64) -> Result<(), Error> {
-        match self.deadline() {
-            Some(d) if now_ms >= d => self.check(Err(Error::HandshakeTimeout)),
+        self.now_ms = self.now_ms.max(now_ms);
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if matches!(&self.state, State::SessionLookup(l) if now_ms >= l.until_ms) {
+            let State::SessionLookup(l) = std::mem::replace(&mut self.state, State::Closed) else {
+                return Err(Error::Misuse("lookup state"));
+            };
+            let r = self
+                .on_client_hello(l.hello, None, Some(None))
+                .and_then(|_| self.process_records());
+            self.check(r)?;
+        }
+        match self.deadline {
+            Some(d) if self.is_handshaking() && now_ms >= d => {
+                self.check(Err(Error::HandshakeTimeout))
+            }
             _ => Ok(()),
         }
     }
@@ -441,6 +495,17 @@ impl ServerConn {
 
     fn process_records(&mut self) -> Result<(), Error> {
         loop {
+            if let State::SessionLookup(l) = &mut self.state {
+                let Some(answer) = l.pending.poll() else {
+                    return Ok(());
+                };
+                let State::SessionLookup(l) = std::mem::replace(&mut self.state, State::Closed)
+                else {
+                    return Err(Error::Misuse("lookup state"));
+                };
+                self.on_client_hello(l.hello, None, Some(answer))?;
+                continue;
+            }
             if matches!(self.state, State::Job(_) | State::Closed) || self.peer_closed {
                 return Ok(());
             }
@@ -558,9 +623,9 @@ impl ServerConn {
     fn handle_handshake(&mut self, msg: Vec<u8>) -> Result<(), Error> {
         let typ = msg[0];
         match std::mem::replace(&mut self.state, State::Closed) {
-            State::ClientHello if typ == hs::CLIENT_HELLO => self.on_client_hello(msg, None),
+            State::ClientHello if typ == hs::CLIENT_HELLO => self.on_client_hello(msg, None, None),
             State::RetriedClientHello(r) if typ == hs::CLIENT_HELLO => {
-                self.on_client_hello(msg, Some(r))
+                self.on_client_hello(msg, Some(r), None)
             }
             State::Tls13Finished(w) if typ == hs::FINISHED => self.tls13_finished(*w, &msg),
             State::Tls12ClientKx(w) if typ == hs::CLIENT_KEY_EXCHANGE => {
@@ -596,16 +661,19 @@ impl ServerConn {
             (Pending::Tls13Flight(ctx), Done::Tls13Flight(d)) => self.tls13_flight_done(*ctx, *d),
             (Pending::Tls12Kx(ctx), Done::Tls12Kx(d)) => self.tls12_kx_done(*ctx, *d),
             (Pending::Tls12Finish(ctx), Done::Tls12Finish(d)) => self.tls12_finish_done(*ctx, *d),
+            (Pending::Tls12Resume(ctx), Done::Tls12Resume(d)) => self.tls12_resume_done(*ctx, *d),
             _ => Err(Error::Misuse("completion of the wrong job")),
         }
     }
 
     /// Common ClientHello processing: version, SNI, ALPN; then the version's own
     /// negotiation on the parsed hello, and its first step on the owned message.
+    /// `looked_up` is a session store's late answer for this (TLS 1.2) hello.
     fn on_client_hello(
         &mut self,
         msg: Vec<u8>,
         retry: Option<Box<crate::tls13::Retry>>,
+        looked_up: Option<Option<Secret>>,
     ) -> Result<(), Error> {
         let plan = {
             let ch = ClientHello::parse(&msg[4..])?;
@@ -640,12 +708,29 @@ impl ServerConn {
                 Plan::Tls13(self.tls13_negotiate(&ch, retry.as_deref())?)
             } else {
                 self.info.version = version::TLS12;
-                Plan::Tls12(self.tls12_negotiate(&ch)?)
+                match self.tls12_candidate(&ch, looked_up) {
+                    Candidate::Wait(pending) => Plan::Wait(pending),
+                    Candidate::Found(s, how) => {
+                        Plan::Tls12(self.tls12_negotiate(&ch, Some((s, how)))?)
+                    }
+                    Candidate::None => Plan::Tls12(self.tls12_negotiate(&ch, None)?),
+                }
             }
         };
         match plan {
             Plan::Tls13(p) => self.tls13_start(p, msg, retry),
             Plan::Tls12(p) => self.tls12_start(p, msg),
+            Plan::Wait(pending) => {
+                let until_ms = self
+                    .now_ms
+                    .saturating_add(self.cfg.resumption.lookup_timeout_ms);
+                self.state = State::SessionLookup(Box::new(SessionLookup {
+                    hello: msg,
+                    pending,
+                    until_ms,
+                }));
+                Ok(())
+            }
         }
     }
 
@@ -690,4 +775,6 @@ impl ServerConn {
 enum Plan {
     Tls13(crate::tls13::Plan),
     Tls12(crate::tls12::Plan),
+    /// A session store lookup must answer first.
+    Wait(Box<dyn PendingLookup>),
 }

@@ -1,16 +1,25 @@
 //! TLS 1.2 (RFC 5246), server side, ECDHE only: ECDHE_ECDSA and ECDHE_RSA with
 //! AES-GCM (RFC 5288) and ChaCha20-Poly1305 (RFC 7905), extended master secret
-//! (RFC 7627), secure renegotiation indication with renegotiation refused (RFC 5746).
+//! (RFC 7627), secure renegotiation indication with renegotiation refused (RFC 5746),
+//! resumption by session ID (RFC 5246 §7.3) and by ticket (RFC 5077).
 //!
 //! Transcript: ClientHello, ServerHello, ServerKeyExchange and ClientKeyExchange are
 //! kept as owned bytes; Certificate and ServerHelloDone are the certificate's shared
 //! precomputed messages. Nothing is hashed as it passes: at the ClientKeyExchange one
 //! job digests the whole buffer once, and that one pass yields the session hash, the
-//! client Finished the server expects and (going on over that Finished) the server's.
+//! client Finished the server expects and (going on over that Finished and the
+//! NewSessionTicket) the server's. An abbreviated handshake is one job and one pass
+//! over ClientHello and ServerHello.
+//!
+//! Sessions: a client that supports tickets gets a ticket (and an empty session ID);
+//! otherwise, with a store configured, a fresh 32-byte session ID whose session is
+//! stored once the client's Finished has been checked. A resumed ticket is not renewed.
 
 use std::sync::Arc;
 
-use crypto_offload::job::{Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone};
+use crypto_offload::job::{
+    TicketRequest, Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone, Tls12Resume, Tls12ResumeDone,
+};
 use crypto_offload::prim::{ct_eq, random};
 use crypto_offload::{
     AeadAlg, Chunk, EphemeralKey, Group, HashAlg, Job, KeyKind, Secret, TrafficKey,
@@ -24,25 +33,48 @@ use crate::msgs::{
     DOWNGRADE_TLS12,
 };
 use crate::record::{Cipher, Protection};
-use crate::server::{group_of, pick_scheme, sig_alg_of, suite_info, Pending, ServerConn, State};
+use crate::server::{
+    group_of, pick_scheme, sig_alg_of, suite_info, Pending, Resumed, ServerConn, State,
+};
+use crate::session::{Lookup, PendingLookup, Session};
 
 /// What the ClientHello negotiated.
 pub(crate) struct Plan {
     suite: u16,
     hash: HashAlg,
     aead: AeadAlg,
-    group_id: u16,
-    group: Group,
-    cert: Arc<CertifiedKey>,
-    scheme: u16,
+    /// A full handshake's key exchange and certificate; `None` when resuming.
+    full: Option<FullPlan>,
+    /// The session being resumed.
+    resume: Option<Session>,
     ems: bool,
     secure_renegotiation: bool,
     point_formats: bool,
     client_random: [u8; 32],
+    /// The ServerHello's session ID.
+    session_id: Vec<u8>,
+    /// Send a NewSessionTicket (full handshakes of clients that support tickets).
+    issue_ticket: bool,
+}
+
+struct FullPlan {
+    group_id: u16,
+    group: Group,
+    cert: Arc<CertifiedKey>,
+    scheme: u16,
+}
+
+/// A session the ClientHello may resume, before checking it fits the hello.
+pub(crate) enum Candidate {
+    Found(Session, Resumed),
+    /// The store has the lookup in flight.
+    Wait(Box<dyn PendingLookup>),
+    None,
 }
 
 pub(crate) struct KxCtx {
     plan: Plan,
+    full: FullPlan,
     server_random: [u8; 32],
     transcript: Vec<Chunk>,
 }
@@ -56,14 +88,31 @@ pub(crate) struct AwaitClientKx {
 
 pub(crate) struct FinishCtx {
     aead: AeadAlg,
+    /// The session to store under this ID once the client's Finished checks out.
+    store_as: Option<(Vec<u8>, Session)>,
+}
+
+pub(crate) struct ResumeCtx {
+    aead: AeadAlg,
+    /// Written with the CCS and Finished once the job is done (a copy: the job hashes
+    /// the original).
+    server_hello: Vec<u8>,
 }
 
 pub(crate) struct AwaitFinished {
     client_read: Option<Cipher>,
-    server_write: TrafficKey,
+    /// Full handshake: the server's write key, NewSessionTicket and Finished, sent after
+    /// the client's Finished. `None` when resuming: the server finished first.
+    server_flight: Option<ServerFlight>,
     mode: Protection,
     client_verify: Secret,
-    server_finished: Vec<u8>,
+    store_as: Option<(Vec<u8>, Session)>,
+}
+
+struct ServerFlight {
+    write: TrafficKey,
+    new_session_ticket: Option<Vec<u8>>,
+    finished: Vec<u8>,
 }
 
 fn protection(aead: AeadAlg) -> Protection {
@@ -75,7 +124,50 @@ fn protection(aead: AeadAlg) -> Protection {
 }
 
 impl ServerConn {
-    pub(crate) fn tls12_negotiate(&mut self, ch: &ClientHello) -> Result<Plan, Error> {
+    /// The session a TLS 1.2 hello asks to resume: its ticket first, then its session
+    /// ID in the store (`looked_up` carries a store answer that came in later).
+    pub(crate) fn tls12_candidate(
+        &self,
+        ch: &ClientHello,
+        looked_up: Option<Option<Secret>>,
+    ) -> Candidate {
+        let r = &self.cfg.resumption;
+        if let (Some(keys), Some(t)) = (&r.tickets, ch.session_ticket) {
+            if !t.is_empty() {
+                // A ticket we cannot open (old key, another server) just means a full
+                // handshake; the client gets a fresh one.
+                if let Some(s) = keys
+                    .open(self.now_ms, t)
+                    .and_then(|p| Session::decode(p.bytes()).ok())
+                {
+                    return Candidate::Found(s, Resumed::Ticket);
+                }
+            }
+        }
+        let Some(store) = &r.store else {
+            return Candidate::None;
+        };
+        if ch.session_id.is_empty() {
+            return Candidate::None;
+        }
+        let answer = match looked_up {
+            Some(a) => a,
+            None => match store.lookup(ch.session_id, self.now_ms) {
+                Lookup::Ready(a) => a,
+                Lookup::Pending(p) => return Candidate::Wait(p),
+            },
+        };
+        match answer.and_then(|e| Session::decode(e.bytes()).ok()) {
+            Some(s) => Candidate::Found(s, Resumed::SessionId),
+            None => Candidate::None,
+        }
+    }
+
+    pub(crate) fn tls12_negotiate(
+        &mut self,
+        ch: &ClientHello,
+        candidate: Option<(Session, Resumed)>,
+    ) -> Result<Plan, Error> {
         if !ch.compression.contains(&0) {
             return Err(Error::IllegalParameter("no null compression method"));
         }
@@ -89,6 +181,71 @@ impl ServerConn {
         if ch.point_formats.is_some_and(|f| !f.contains(&0)) {
             return Err(Error::IllegalParameter("no uncompressed point format"));
         }
+        let mut plan = Plan {
+            suite: 0,
+            hash: HashAlg::Sha256,
+            aead: AeadAlg::Aes128Gcm,
+            full: None,
+            resume: None,
+            ems: ch.extended_master_secret,
+            secure_renegotiation,
+            point_formats: ch.point_formats.is_some(),
+            client_random: ch.random,
+            session_id: Vec::new(),
+            issue_ticket: false,
+        };
+        if let Some((s, how)) = candidate {
+            if self.tls12_resumable(ch, &s)? {
+                let info = suite_info(s.suite).ok_or(Error::Misuse("stored suite unknown"))?;
+                plan.suite = s.suite;
+                plan.hash = info.hash;
+                plan.aead = info.aead;
+                // RFC 5077 §3.4: a ticket's resumption echoes the client's session ID.
+                plan.session_id = ch.session_id.to_vec();
+                plan.ems = s.ems;
+                plan.resume = Some(s);
+                self.info.resumed = Some(how);
+                return Ok(plan);
+            }
+        }
+        let (suite, info, full) = self.tls12_full_negotiate(ch)?;
+        plan.suite = suite;
+        plan.hash = info.hash;
+        plan.aead = info.aead;
+        plan.full = Some(full);
+        let r = &self.cfg.resumption;
+        if r.tickets.is_some() && ch.session_ticket.is_some() {
+            plan.issue_ticket = true;
+        } else if r.store.is_some() {
+            plan.session_id = vec![0; 32];
+            random(&mut plan.session_id)?;
+        }
+        Ok(plan)
+    }
+
+    /// Whether `s` may resume on this hello. RFC 7627 §5.3: a session made with the
+    /// extended master secret must not resume without it (abort); one made without it
+    /// does not resume when the client now offers it (full handshake).
+    fn tls12_resumable(&self, ch: &ClientHello, s: &Session) -> Result<bool, Error> {
+        let fits = s.version == version::TLS12
+            && s.live(self.now_ms)
+            && s.same_name(ch.sni)
+            && ch.offers_suite(s.suite)
+            && self.cfg.suites12.contains(&s.suite)
+            && s.ems == ch.extended_master_secret;
+        if fits || !s.ems || ch.extended_master_secret {
+            return Ok(fits);
+        }
+        if s.version == version::TLS12 && s.live(self.now_ms) {
+            return Err(Error::ResumptionWithoutEms);
+        }
+        Ok(false)
+    }
+
+    fn tls12_full_negotiate(
+        &self,
+        ch: &ClientHello,
+    ) -> Result<(u16, crate::server::SuiteInfo, FullPlan), Error> {
         let group_id = match ch.groups() {
             Some(_) => self
                 .cfg
@@ -137,37 +294,22 @@ impl ServerConn {
             });
         let (suite, info, cert, scheme) =
             chosen.ok_or(Error::NoCommonParameters("cipher suite"))?;
-        Ok(Plan {
-            suite,
-            hash: info.hash,
-            aead: info.aead,
+        let full = FullPlan {
             group_id,
             group: group_of(group_id).ok_or(Error::Misuse("configured group unknown"))?,
             cert,
             scheme,
-            ems: ch.extended_master_secret,
-            secure_renegotiation,
-            point_formats: ch.point_formats.is_some(),
-            client_random: ch.random,
-        })
+        };
+        Ok((suite, info, full))
     }
 
-    pub(crate) fn tls12_start(&mut self, p: Plan, msg: Vec<u8>) -> Result<(), Error> {
-        self.info.suite = p.suite;
-        self.info.group = p.group_id;
-        self.info.scheme = p.scheme;
-        self.info.extended_master_secret = p.ems;
-        let mut server_random = [0u8; 32];
-        random(&mut server_random)?;
-        if self.cfg.tls13 {
-            // RFC 8446 §4.1.3: a TLS 1.3 server negotiating TLS 1.2 says so.
-            server_random[24..].copy_from_slice(&DOWNGRADE_TLS12);
-        }
-        let mut sh = Vec::with_capacity(96);
+    fn server_hello12(&self, p: &Plan, server_random: &[u8; 32]) -> Vec<u8> {
+        let mut sh = Vec::with_capacity(96 + p.session_id.len());
         put_handshake(&mut sh, hs::SERVER_HELLO, |m| {
             put_u16(m, version::TLS12);
-            m.extend_from_slice(&server_random);
-            m.push(0); // no session id: no session cache yet
+            m.extend_from_slice(server_random);
+            m.push(p.session_id.len() as u8);
+            m.extend_from_slice(&p.session_id);
             put_u16(m, p.suite);
             m.push(0);
             let at = start_len(m, 2);
@@ -180,28 +322,72 @@ impl ServerConn {
             if p.point_formats {
                 put_ext(m, ext::EC_POINT_FORMATS, |m| m.extend_from_slice(&[1, 0]));
             }
-            if self.sni_acknowledged() {
+            // RFC 6066 §3: no server_name acknowledgement when resuming.
+            if p.resume.is_none() && self.sni_acknowledged() {
                 put_ext(m, ext::SERVER_NAME, |_| {});
             }
             if let Some(a) = &self.info.alpn {
                 put_alpn_ext(m, a);
             }
+            if p.issue_ticket {
+                put_ext(m, ext::SESSION_TICKET, |_| {});
+            }
             end_len(m, at, 2);
         });
+        sh
+    }
+
+    pub(crate) fn tls12_start(&mut self, mut p: Plan, msg: Vec<u8>) -> Result<(), Error> {
+        self.info.suite = p.suite;
+        self.info.extended_master_secret = p.ems;
+        let mut server_random = [0u8; 32];
+        random(&mut server_random)?;
+        if self.cfg.tls13 {
+            // RFC 8446 §4.1.3: a TLS 1.3 server negotiating TLS 1.2 says so.
+            server_random[24..].copy_from_slice(&DOWNGRADE_TLS12);
+        }
+        let sh = self.server_hello12(&p, &server_random);
+        let mut transcript = Vec::with_capacity(6);
+        transcript.push(Chunk::Owned(msg));
+        if let Some(s) = p.resume.take() {
+            let ctx = ResumeCtx {
+                aead: p.aead,
+                server_hello: sh.clone(),
+            };
+            transcript.push(Chunk::Owned(sh));
+            let job = Tls12Resume {
+                hash: p.hash,
+                aead: p.aead,
+                master_secret: s.secret,
+                client_random: p.client_random,
+                server_random,
+                transcript,
+            };
+            self.emit_job(
+                Job::Tls12Resume(Box::new(job)),
+                Pending::Tls12Resume(Box::new(ctx)),
+            );
+            return Ok(());
+        }
+        transcript.push(Chunk::Owned(sh));
+        let full = p
+            .full
+            .take()
+            .ok_or(Error::Misuse("TLS 1.2 plan without a key exchange"))?;
+        self.info.group = full.group_id;
+        self.info.scheme = full.scheme;
         let job = Tls12Kx {
-            group: p.group,
-            group_id: p.group_id,
-            signer: p.cert.key.clone(),
-            sig_alg: sig_alg_of(p.scheme),
-            scheme: p.scheme,
+            group: full.group,
+            group_id: full.group_id,
+            signer: full.cert.key.clone(),
+            sig_alg: sig_alg_of(full.scheme),
+            scheme: full.scheme,
             client_random: p.client_random,
             server_random,
         };
-        let mut transcript = Vec::with_capacity(6);
-        transcript.push(Chunk::Owned(msg));
-        transcript.push(Chunk::Owned(sh));
         let ctx = KxCtx {
             plan: p,
+            full,
             server_random,
             transcript,
         };
@@ -212,6 +398,7 @@ impl ServerConn {
     pub(crate) fn tls12_kx_done(&mut self, ctx: KxCtx, d: Tls12KxDone) -> Result<(), Error> {
         let KxCtx {
             plan,
+            full,
             server_random,
             mut transcript,
         } = ctx;
@@ -225,13 +412,13 @@ impl ServerConn {
         };
         self.write_plain_handshake(&[
             sh,
-            &plan.cert.cert12,
+            &full.cert.cert12,
             &server_key_exchange,
-            &plan.cert.server_hello_done,
+            &full.cert.server_hello_done,
         ]);
-        transcript.push(Chunk::Shared(plan.cert.cert12.clone()));
+        transcript.push(Chunk::Shared(full.cert.cert12.clone()));
         transcript.push(Chunk::Owned(server_key_exchange));
-        transcript.push(Chunk::Shared(plan.cert.server_hello_done.clone()));
+        transcript.push(Chunk::Shared(full.cert.server_hello_done.clone()));
         self.state = State::Tls12ClientKx(Box::new(AwaitClientKx {
             plan,
             server_random,
@@ -239,6 +426,26 @@ impl ServerConn {
             key,
         }));
         Ok(())
+    }
+
+    /// The session this handshake makes, for a ticket or the store (secret to come).
+    fn new_session12(&self, p: &Plan) -> Session {
+        Session {
+            version: version::TLS12,
+            suite: p.suite,
+            ems: p.ems,
+            created_ms: self.now_ms,
+            lifetime_s: self.cfg.resumption.lifetime_s,
+            age_add: 0,
+            sni: self
+                .info
+                .sni
+                .as_ref()
+                .map(|n| n.to_ascii_lowercase().into_bytes()),
+            alpn: self.info.alpn.clone(),
+            peer: None,
+            secret: Secret::default(),
+        }
     }
 
     pub(crate) fn tls12_client_kx(&mut self, w: AwaitClientKx, msg: Vec<u8>) -> Result<(), Error> {
@@ -256,6 +463,18 @@ impl ServerConn {
             return Err(Error::Decode("empty ClientKeyExchange"));
         }
         transcript.push(Chunk::Owned(msg));
+        let session = self.new_session12(&plan);
+        let ticket = match (&self.cfg.resumption.tickets, plan.issue_ticket) {
+            (Some(keys), true) => Some(TicketRequest {
+                keys: keys.clone(),
+                now_ms: self.now_ms,
+                state: session.encode_state(),
+                lifetime_s: session.lifetime_s,
+                age_add: 0,
+            }),
+            _ => None,
+        };
+        let store_as = (!plan.session_id.is_empty()).then(|| (plan.session_id.clone(), session));
         let job = Tls12Finish {
             hash: plan.hash,
             aead: plan.aead,
@@ -265,10 +484,14 @@ impl ServerConn {
             client_random: plan.client_random,
             server_random,
             transcript,
+            ticket,
         };
         self.emit_job(
             Job::Tls12Finish(Box::new(job)),
-            Pending::Tls12Finish(Box::new(FinishCtx { aead: plan.aead })),
+            Pending::Tls12Finish(Box::new(FinishCtx {
+                aead: plan.aead,
+                store_as,
+            })),
         );
         Ok(())
     }
@@ -281,12 +504,44 @@ impl ServerConn {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
         let mode = protection(ctx.aead);
+        let store_as = ctx.store_as.map(|(id, mut s)| {
+            s.secret = d.master_secret;
+            (id, s)
+        });
         self.state = State::Tls12Ccs(Box::new(AwaitFinished {
             client_read: Some(Cipher::new(d.client_write, mode)),
-            server_write: d.server_write,
+            server_flight: Some(ServerFlight {
+                write: d.server_write,
+                new_session_ticket: d.new_session_ticket,
+                finished: d.server_finished,
+            }),
             mode,
             client_verify: d.client_verify,
-            server_finished: d.server_finished,
+            store_as,
+        }));
+        Ok(())
+    }
+
+    /// Abbreviated handshake: ServerHello, CCS and the server's Finished in one write,
+    /// then the client's CCS and Finished.
+    pub(crate) fn tls12_resume_done(
+        &mut self,
+        ctx: ResumeCtx,
+        d: Tls12ResumeDone,
+    ) -> Result<(), Error> {
+        self.info.digest.passes += d.digest.passes;
+        self.info.digest.bytes += d.digest.bytes;
+        self.write_plain_handshake(&[&ctx.server_hello]);
+        self.write_ccs();
+        let mode = protection(ctx.aead);
+        self.write = Some(Cipher::new(d.server_write, mode));
+        self.write_protected_handshake(&[&d.server_finished])?;
+        self.state = State::Tls12Ccs(Box::new(AwaitFinished {
+            client_read: Some(Cipher::new(d.client_write, mode)),
+            server_flight: None,
+            mode,
+            client_verify: d.client_verify,
+            store_as: None,
         }));
         Ok(())
     }
@@ -304,9 +559,19 @@ impl ServerConn {
         if !self.hs_buffer_empty() {
             return Err(Error::UnexpectedMessage("data after Finished"));
         }
-        self.write_ccs();
-        self.write = Some(Cipher::new(w.server_write, w.mode));
-        self.write_protected_handshake(&[&w.server_finished])?;
+        if let Some(f) = w.server_flight {
+            if let Some(nst) = &f.new_session_ticket {
+                self.write_plain_handshake(&[nst]);
+            }
+            self.write_ccs();
+            self.write = Some(Cipher::new(f.write, w.mode));
+            self.write_protected_handshake(&[&f.finished])?;
+        }
+        // RFC 5246 §7.3: a session becomes resumable once its handshake has finished.
+        if let (Some((id, s)), Some(store)) = (w.store_as, &self.cfg.resumption.store) {
+            let expires = s.created_ms + u64::from(s.lifetime_s) * 1000;
+            store.put(&id, s.encode(), expires);
+        }
         self.start_traffic(None);
         Ok(())
     }

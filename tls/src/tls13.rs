@@ -1,5 +1,11 @@
 //! TLS 1.3 (RFC 8446), server side: negotiation from the ClientHello, the
-//! HelloRetryRequest, the one-job server flight, the client Finished and KeyUpdate.
+//! HelloRetryRequest, the one-job server flight (full, or resumed with a ticket's PSK in
+//! psk_dhe_ke or psk_ke mode), the client Finished, NewSessionTicket and KeyUpdate.
+//!
+//! Tickets: one per connection, sent after the client's Finished has been checked,
+//! sealed by the flight job (which already knows the client Finished, so the resumption
+//! secret costs no second pass). Early data is never accepted, so the ticket's
+//! obfuscated age is not checked; its lifetime is.
 //!
 //! Transcript: the messages are kept as bytes (the ClientHello owned, the Certificate
 //! as the certificate's shared precomputed message) and hashed once, inside the flight
@@ -9,7 +15,9 @@
 
 use std::sync::Arc;
 
-use crypto_offload::job::{tls13_next_secret, Tls13Flight, Tls13FlightDone};
+use crypto_offload::job::{
+    tls13_next_secret, CertAuth, PskCheck, TicketRequest, Tls13Flight, Tls13FlightDone,
+};
 use crypto_offload::prim::{ct_eq, hash, random};
 use crypto_offload::{AeadAlg, Chunk, HashAlg, Job, Secret, TrafficKey};
 
@@ -20,7 +28,10 @@ use crate::msgs::{
     ext, hs, put_alpn_ext, put_ext, put_handshake, version, ClientHello, HRR_RANDOM,
 };
 use crate::record::{Cipher, Protection};
-use crate::server::{group_of, pick_scheme, sig_alg_of, suite_info, Pending, ServerConn, State};
+use crate::server::{
+    group_of, pick_scheme, sig_alg_of, suite_info, Pending, Resumed, ServerConn, State,
+};
+use crate::session::{PskMode, Session};
 
 /// After a HelloRetryRequest: what the second ClientHello must agree with.
 pub(crate) struct Retry {
@@ -37,12 +48,27 @@ pub(crate) struct Plan {
     suite: u16,
     hash: HashAlg,
     aead: AeadAlg,
-    group: u16,
-    /// None: no usable key share, so a HelloRetryRequest for `group`.
+    /// The (EC)DHE group; `None` for psk_ke.
+    group: Option<u16>,
+    /// `None` with a group: no usable key share, so a HelloRetryRequest for it.
     client_share: Option<Vec<u8>>,
-    cert: Arc<CertifiedKey>,
-    scheme: u16,
+    /// A full handshake's certificate and signature scheme.
+    cert: Option<(Arc<CertifiedKey>, u16)>,
+    resume: Option<Resume>,
     session_id: Vec<u8>,
+    /// The client accepts tickets in a mode we serve.
+    issue_ticket: bool,
+}
+
+/// The PSK offer this hello resumes with.
+struct Resume {
+    session: Session,
+    /// Index of the chosen identity in the client's list.
+    identity: u16,
+    binder: Vec<u8>,
+    /// Offset of the binders list in the ClientHello message (header included).
+    binders_at: usize,
+    mode: PskMode,
 }
 
 pub(crate) struct FlightCtx {
@@ -55,6 +81,18 @@ pub(crate) struct AwaitFinished {
     expected: Secret,
     app_read: TrafficKey,
     secrets: Secrets,
+    new_session_ticket: Option<Vec<u8>>,
+}
+
+/// The key_share extension of a ServerHello.
+#[derive(Clone, Copy)]
+enum ShareExt {
+    /// A HelloRetryRequest names only the group.
+    Retry,
+    /// This many zero bytes where the flight job writes the server's public value.
+    Public(usize),
+    /// psk_ke: no key_share at all.
+    Absent,
 }
 
 /// Application traffic secrets, kept for KeyUpdate; zeroized on drop.
@@ -65,11 +103,11 @@ pub(crate) struct Secrets {
     server: Secret,
 }
 
-/// A TLS 1.3 ServerHello (RFC 8446 §4.1.3). With `share_len`, the key_share carries
-/// that many zeros where the flight job writes the server's public value (its offset is
-/// returned); without, it names only the group: a HelloRetryRequest (with `HRR_RANDOM`).
-fn server_hello13(random: &[u8; 32], p: &Plan, share_len: Option<usize>) -> (Vec<u8>, usize) {
-    let mut sh = Vec::with_capacity(96 + share_len.unwrap_or(0));
+/// A TLS 1.3 ServerHello (RFC 8446 §4.1.3), or with [`ShareExt::Retry`] (and
+/// `HRR_RANDOM`) a HelloRetryRequest. Returns it and the offset of the server's public
+/// value (0 when there is none).
+fn server_hello13(random: &[u8; 32], p: &Plan, share: ShareExt) -> (Vec<u8>, usize) {
+    let mut sh = Vec::with_capacity(128);
     let mut share_at = 0;
     put_handshake(&mut sh, hs::SERVER_HELLO, |m| {
         put_u16(m, version::TLS12);
@@ -80,14 +118,19 @@ fn server_hello13(random: &[u8; 32], p: &Plan, share_len: Option<usize>) -> (Vec
         m.push(0);
         let at = start_len(m, 2);
         put_ext(m, ext::SUPPORTED_VERSIONS, |m| put_u16(m, version::TLS13));
-        put_ext(m, ext::KEY_SHARE, |m| {
-            put_u16(m, p.group);
-            if let Some(n) = share_len {
-                put_u16(m, n as u16);
-                share_at = m.len();
-                m.resize(m.len() + n, 0);
-            }
-        });
+        if let (Some(g), false) = (p.group, matches!(share, ShareExt::Absent)) {
+            put_ext(m, ext::KEY_SHARE, |m| {
+                put_u16(m, g);
+                if let ShareExt::Public(n) = share {
+                    put_u16(m, n as u16);
+                    share_at = m.len();
+                    m.resize(m.len() + n, 0);
+                }
+            });
+        }
+        if let (Some(r), false) = (&p.resume, matches!(share, ShareExt::Retry)) {
+            put_ext(m, ext::PRE_SHARED_KEY, |m| put_u16(m, r.identity));
+        }
         end_len(m, at, 2);
     });
     (sh, share_at)
@@ -119,46 +162,31 @@ impl ServerConn {
                 .ok_or(Error::NoCommonParameters("cipher suite"))?,
         };
         let info = suite_info(suite).ok_or(Error::Misuse("configured suite unknown"))?;
-        if !ch.has_sig_algs() {
-            return Err(Error::MissingExtension("signature_algorithms"));
-        }
-        let (cert, scheme) = self
-            .site_certs()
-            .iter()
-            .find_map(|c| pick_scheme(c.kind, true, ch).map(|s| (c.clone(), s)))
-            .ok_or(Error::NoCommonParameters("signature scheme"))?;
-        if ch.groups().is_none() {
-            return Err(Error::MissingExtension("supported_groups"));
-        }
-        if !ch.has_key_shares() {
-            return Err(Error::MissingExtension("key_share"));
-        }
-        let (group, client_share) = match retry {
-            Some(r) => {
-                // RFC 8446 §4.1.2: the retried hello carries exactly the requested share.
-                let mut shares = ch.key_shares();
-                match (shares.next(), shares.next()) {
-                    (Some((g, k)), None) if g == r.group => (g, Some(k.to_vec())),
-                    _ => return Err(Error::IllegalParameter("second ClientHello key share")),
-                }
-            }
+        let resume = self.tls13_psk(ch, info.hash)?;
+        let cert = match resume {
+            Some(_) => None,
             None => {
-                let usable = |g: u16| self.cfg.groups.contains(&g) && ch.offers_group(g);
-                match ch.key_shares().find(|&(g, _)| usable(g)) {
-                    Some((g, k)) => (g, Some(k.to_vec())),
-                    None => {
-                        let g = self
-                            .cfg
-                            .groups
-                            .iter()
-                            .copied()
-                            .find(|&g| ch.offers_group(g))
-                            .ok_or(Error::NoCommonParameters("group"))?;
-                        (g, None)
-                    }
+                if !ch.has_sig_algs() {
+                    return Err(Error::MissingExtension("signature_algorithms"));
                 }
+                Some(
+                    self.site_certs()
+                        .iter()
+                        .find_map(|c| pick_scheme(c.kind, true, ch).map(|s| (c.clone(), s)))
+                        .ok_or(Error::NoCommonParameters("signature scheme"))?,
+                )
             }
         };
+        let needs_kx = resume.as_ref().is_none_or(|r| r.mode == PskMode::PskDheKe);
+        let (group, client_share) = if needs_kx {
+            let (g, share) = self.tls13_key_share(ch, retry)?;
+            (Some(g), share)
+        } else {
+            (None, None)
+        };
+        let r = &self.cfg.resumption;
+        let issue_ticket =
+            r.tickets.is_some() && r.psk_modes.iter().any(|&m| ch.offers_psk_mode(m as u8));
         Ok(Plan {
             suite,
             hash: info.hash,
@@ -166,9 +194,87 @@ impl ServerConn {
             group,
             client_share,
             cert,
-            scheme,
+            resume,
             session_id: ch.session_id.to_vec(),
+            issue_ticket,
         })
+    }
+
+    /// The group to use and the client's share in it (`None`: ask with a retry).
+    fn tls13_key_share(
+        &self,
+        ch: &ClientHello,
+        retry: Option<&Retry>,
+    ) -> Result<(u16, Option<Vec<u8>>), Error> {
+        if ch.groups().is_none() {
+            return Err(Error::MissingExtension("supported_groups"));
+        }
+        if !ch.has_key_shares() {
+            return Err(Error::MissingExtension("key_share"));
+        }
+        if let Some(r) = retry {
+            // RFC 8446 §4.1.2: the retried hello carries exactly the requested share.
+            let mut shares = ch.key_shares();
+            return match (shares.next(), shares.next()) {
+                (Some((g, k)), None) if g == r.group => Ok((g, Some(k.to_vec()))),
+                _ => Err(Error::IllegalParameter("second ClientHello key share")),
+            };
+        }
+        let usable = |g: u16| self.cfg.groups.contains(&g) && ch.offers_group(g);
+        if let Some((g, k)) = ch.key_shares().find(|&(g, _)| usable(g)) {
+            return Ok((g, Some(k.to_vec())));
+        }
+        let g = self
+            .cfg
+            .groups
+            .iter()
+            .copied()
+            .find(|&g| ch.offers_group(g))
+            .ok_or(Error::NoCommonParameters("group"))?;
+        Ok((g, None))
+    }
+
+    /// RFC 8446 §4.2.11: the first offered ticket we can open and may resume, in a mode
+    /// both sides accept. Anything else (another server's ticket, an expired one, a
+    /// different hash or name) is skipped, and the handshake goes on in full.
+    fn tls13_psk(&self, ch: &ClientHello, hash: HashAlg) -> Result<Option<Resume>, Error> {
+        let r = &self.cfg.resumption;
+        let Some(keys) = r.tickets.as_ref().filter(|_| ch.has_psk) else {
+            return Ok(None);
+        };
+        if ch.psk_modes.is_none() {
+            return Err(Error::MissingExtension("psk_key_exchange_modes"));
+        }
+        let Some(mode) = r
+            .psk_modes
+            .iter()
+            .copied()
+            .find(|&m| ch.offers_psk_mode(m as u8))
+        else {
+            return Ok(None);
+        };
+        for (i, (identity, _age, binder)) in ch.psks().enumerate() {
+            let Some(session) = keys
+                .open(self.now_ms, identity)
+                .and_then(|p| Session::decode(p.bytes()).ok())
+            else {
+                continue;
+            };
+            let fits = session.version == version::TLS13
+                && session.live(self.now_ms)
+                && session.same_name(ch.sni)
+                && suite_info(session.suite).is_some_and(|s| s.hash == hash);
+            if fits {
+                return Ok(Some(Resume {
+                    session,
+                    identity: i as u16,
+                    binder: binder.to_vec(),
+                    binders_at: 4 + ch.binders_at,
+                    mode,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     pub(crate) fn tls13_start(
@@ -178,16 +284,21 @@ impl ServerConn {
         retry: Option<Box<Retry>>,
     ) -> Result<(), Error> {
         self.info.suite = p.suite;
-        self.info.group = p.group;
-        self.info.scheme = p.scheme;
+        self.info.group = p.group.unwrap_or(0);
+        self.info.scheme = p.cert.as_ref().map_or(0, |c| c.1);
         // The client may send one compatibility CCS before its next flight (RFC 8446 §D.4).
         self.ccs_allowed = true;
         let (mut transcript, ccs_sent) = match retry {
             Some(r) => (r.transcript, r.ccs_sent),
             None => (Vec::with_capacity(1), false),
         };
-        let Some(client_share) = p.client_share.take() else {
-            return self.hello_retry(p, msg);
+        let kx = match (p.group, p.client_share.take()) {
+            (Some(g), Some(share)) => Some((
+                group_of(g).ok_or(Error::Misuse("configured group unknown"))?,
+                share,
+            )),
+            (Some(_), None) => return self.hello_retry(p, msg),
+            (None, _) => None,
         };
         // RFC 8446 §5.1: handshake messages MUST NOT span a key change.
         if !self.hs_buffer_empty() {
@@ -196,25 +307,43 @@ impl ServerConn {
             ));
         }
         transcript.push(Chunk::Owned(msg));
-        let group = group_of(p.group).ok_or(Error::Misuse("configured group unknown"))?;
 
         let mut server_random = [0u8; 32];
         random(&mut server_random)?;
-        let (sh, share_at) = server_hello13(&server_random, &p, Some(group.public_len()));
+        let share = match &kx {
+            Some((g, _)) => ShareExt::Public(g.public_len()),
+            None => ShareExt::Absent,
+        };
+        let (sh, share_at) = server_hello13(&server_random, &p, share);
+        let psk = p.resume.take().map(|r| {
+            self.info.resumed = Some(match r.mode {
+                PskMode::PskDheKe => Resumed::PskDheKe,
+                PskMode::PskKe => Resumed::PskKe,
+            });
+            PskCheck {
+                psk: r.session.secret,
+                binder: r.binder,
+                binders_at: r.binders_at,
+            }
+        });
         let ee = self.encrypted_extensions();
+        let ticket = self.ticket13(&p)?;
         let job = Tls13Flight {
             hash: p.hash,
             aead: p.aead,
-            group,
-            client_share,
+            kx,
+            psk,
             transcript,
             server_hello: sh,
             share_at,
             encrypted_extensions: ee,
-            certificate: p.cert.cert13.clone(),
-            signer: p.cert.key.clone(),
-            sig_alg: sig_alg_of(p.scheme),
-            scheme: p.scheme,
+            auth: p.cert.map(|(c, scheme)| CertAuth {
+                certificate: c.cert13.clone(),
+                signer: c.key.clone(),
+                sig_alg: sig_alg_of(scheme),
+                scheme,
+            }),
+            ticket,
         };
         let ctx = FlightCtx {
             compat_ccs: !ccs_sent && !p.session_id.is_empty(),
@@ -228,11 +357,44 @@ impl ServerConn {
         Ok(())
     }
 
+    /// The ticket the flight job seals for this connection, if the client takes one.
+    fn ticket13(&self, p: &Plan) -> Result<Option<TicketRequest>, Error> {
+        let r = &self.cfg.resumption;
+        let Some(keys) = r.tickets.as_ref().filter(|_| p.issue_ticket) else {
+            return Ok(None);
+        };
+        let mut age_add = [0u8; 4];
+        random(&mut age_add)?;
+        let session = Session {
+            version: version::TLS13,
+            suite: p.suite,
+            ems: false,
+            created_ms: self.now_ms,
+            lifetime_s: r.lifetime_s,
+            age_add: u32::from_be_bytes(age_add),
+            sni: self
+                .info
+                .sni
+                .as_ref()
+                .map(|n| n.to_ascii_lowercase().into_bytes()),
+            alpn: self.info.alpn.clone(),
+            peer: None,
+            secret: Secret::default(),
+        };
+        Ok(Some(TicketRequest {
+            keys: keys.clone(),
+            now_ms: self.now_ms,
+            state: session.encode_state(),
+            lifetime_s: session.lifetime_s,
+            age_add: session.age_add,
+        }))
+    }
+
     fn encrypted_extensions(&self) -> Vec<u8> {
         let mut ee = Vec::with_capacity(32);
         put_handshake(&mut ee, hs::ENCRYPTED_EXTENSIONS, |m| {
             let at = start_len(m, 2);
-            if self.sni_acknowledged() {
+            if self.info.resumed.is_none() && self.sni_acknowledged() {
                 put_ext(m, ext::SERVER_NAME, |_| {});
             }
             if let Some(p) = &self.info.alpn {
@@ -252,7 +414,8 @@ impl ServerConn {
         self.info.digest.bytes += ch1.len() as u64;
         let mut message_hash = handshake_header(hs::MESSAGE_HASH, digest.len()).to_vec();
         message_hash.extend_from_slice(&digest);
-        let (hrr, _) = server_hello13(&HRR_RANDOM, &p, None);
+        let group = p.group.ok_or(Error::Misuse("retry without a group"))?;
+        let (hrr, _) = server_hello13(&HRR_RANDOM, &p, ShareExt::Retry);
         self.write_plain_handshake(&[&hrr]);
         let ccs_sent = !p.session_id.is_empty();
         if ccs_sent {
@@ -260,7 +423,7 @@ impl ServerConn {
         }
         self.state = State::RetriedClientHello(Box::new(Retry {
             suite: p.suite,
-            group: p.group,
+            group,
             transcript: vec![Chunk::Owned(message_hash), Chunk::Owned(hrr)],
             ccs_sent,
         }));
@@ -281,12 +444,17 @@ impl ServerConn {
             self.write_ccs();
         }
         self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
-        self.write_protected_handshake(&[
-            &d.encrypted_extensions,
-            &d.certificate,
-            &d.certificate_verify,
-            &d.server_finished,
-        ])?;
+        match &d.certificate {
+            Some(c) => self.write_protected_handshake(&[
+                &d.encrypted_extensions,
+                c,
+                &d.certificate_verify,
+                &d.server_finished,
+            ])?,
+            None => {
+                self.write_protected_handshake(&[&d.encrypted_extensions, &d.server_finished])?
+            }
+        }
         self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
         self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
         self.state = State::Tls13Finished(Box::new(AwaitFinished {
@@ -298,6 +466,7 @@ impl ServerConn {
                 client: d.client_app_secret,
                 server: d.server_app_secret,
             },
+            new_session_ticket: d.new_session_ticket,
         }));
         Ok(())
     }
@@ -313,6 +482,9 @@ impl ServerConn {
         }
         self.ccs_allowed = false;
         self.read = Some(Cipher::new(w.app_read, Protection::Tls13));
+        if let Some(nst) = &w.new_session_ticket {
+            self.write_protected_handshake(&[nst])?;
+        }
         self.start_traffic(Some(w.secrets));
         Ok(())
     }

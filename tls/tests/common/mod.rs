@@ -197,8 +197,13 @@ pub struct Server {
 
 impl Server {
     pub fn new(cfg: Arc<ServerConfig>, wire: Wire) -> Self {
+        Self::new_at(cfg, wire, 0)
+    }
+
+    /// A connection that starts at `now_ms` on the engine's clock.
+    pub fn new_at(cfg: Arc<ServerConfig>, wire: Wire, now_ms: u64) -> Self {
         Server {
-            conn: ServerConn::new(cfg, 0),
+            conn: ServerConn::new(cfg, now_ms),
             wire,
         }
     }
@@ -253,14 +258,29 @@ pub fn connect(
     cfg: Arc<ServerConfig>,
     host: Option<&str>,
 ) -> Result<(SslStream<ClientEnd>, Server), (String, Option<tls::Error>)> {
-    let wire = Wire::default();
+    connect_ssl(client_ssl(ctx, host), cfg, 0)
+}
+
+/// A libssl client connection object, with SNI and name checking for `host`.
+pub fn client_ssl(ctx: &SslContext, host: Option<&str>) -> Ssl {
     let mut ssl = Ssl::new(ctx).unwrap();
     if let Some(h) = host {
         ssl.set_hostname(h).unwrap();
         ssl.param_mut().set_host(h).unwrap();
     }
+    ssl
+}
+
+/// [`connect`] with a prepared client (e.g. one offering a session) and an engine
+/// connection that starts at `now_ms`.
+pub fn connect_ssl(
+    ssl: Ssl,
+    cfg: Arc<ServerConfig>,
+    now_ms: u64,
+) -> Result<(SslStream<ClientEnd>, Server), (String, Option<tls::Error>)> {
+    let wire = Wire::default();
     let mut client = SslStream::new(ssl, ClientEnd(wire.clone())).unwrap();
-    let mut server = Server::new(cfg, wire);
+    let mut server = Server::new_at(cfg, wire, now_ms);
     for _ in 0..20 {
         match client.connect() {
             Ok(()) => {
