@@ -112,6 +112,13 @@ echo "== appliancectl stats (sampled over 1 s, during the TLS load)"
 "${CTL[@]}" stats | sed 's/^/   /'
 wait $LOAD
 
+echo "== TLS resumption: openssl s_client -reconnect (TLS 1.2 ticket; one full handshake, five resumed)"
+"${HOSTS[@]}" openssl s_client -connect 10.77.0.1:443 -servername appliance.test -tls1_2 \
+    -reconnect -CAfile "$WORK/ca.pem" </dev/null 2>/dev/null | grep -E "^(New|Reused)," | sort | uniq -c | sed 's/^/   /'
+echo "== TLS resumption load: openssl s_time -reuse, TLS 1.2, 3 s (bounded)"
+"${HOSTS[@]}" openssl s_time -connect 10.77.0.1:443 -reuse -tls1_2 -time 3 -CAfile "$WORK/ca.pem" 2>&1 \
+    | grep -E "connections" | sed 's/^/   /'
+
 echo "== stopping the appliance (SIGINT)"
 kill -INT "${PIDS[-1]}"; wait "${PIDS[-1]}" || true
 unset 'PIDS[-1]'

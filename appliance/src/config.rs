@@ -101,6 +101,11 @@ struct RawTls {
     handshake_timeout: Option<String>,
     #[serde(default)]
     record_padding: usize,
+    session_cache: Option<i64>,
+    session_lifetime: Option<String>,
+    tickets: Option<bool>,
+    ticket_rotation: Option<String>,
+    psk_modes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,7 +260,7 @@ impl Checker<'_> {
             site.alpn.push(a.as_bytes().to_vec());
         }
         let mut cfg = tls::ServerConfig::new(vec![site]).map_err(|e| self.err(field, e))?;
-        if let Some(vs) = t.versions {
+        if let Some(vs) = &t.versions {
             cfg.tls12 = false;
             cfg.tls13 = false;
             for (i, v) in vs.iter().enumerate() {
@@ -290,7 +295,65 @@ impl Checker<'_> {
             return Err(self.err(format!("{field}.record_padding"), "at most 16384 bytes"));
         }
         cfg.record_padding = t.record_padding;
+        cfg.resumption = self.resumption(field, &t)?;
+        cfg.validate().map_err(|e| self.err(field, e))?;
         Ok(std::sync::Arc::new(cfg))
+    }
+
+    /// Session cache size, lifetime, tickets and their key rotation, TLS 1.3 PSK modes.
+    fn resumption(&self, field: &str, t: &RawTls) -> Result<tls::Resumption, ConfigError> {
+        use std::sync::Arc;
+        let f = |name: &str| format!("{field}.{name}");
+        let lifetime = self.duration(
+            &f("session_lifetime"),
+            &t.session_lifetime,
+            Duration::from_secs(u64::from(tls::session::DEFAULT_LIFETIME_S)),
+        )?;
+        if lifetime.as_secs() < 1 || lifetime.as_secs() > 604_800 {
+            return Err(self.err(f("session_lifetime"), "between 1s and 7 days (168h)"));
+        }
+        let entries: usize =
+            self.int_in(&f("session_cache"), t.session_cache, 20_000, 0, 10_000_000)?;
+        let rotation = self.duration(
+            &f("ticket_rotation"),
+            &t.ticket_rotation,
+            Duration::from_secs(tls::session::DEFAULT_TICKET_ROTATION_S),
+        )?;
+        if rotation.as_secs() < 1 {
+            return Err(self.err(f("ticket_rotation"), "at least 1s"));
+        }
+        let mut psk_modes = Vec::new();
+        for (i, m) in t
+            .psk_modes
+            .clone()
+            .unwrap_or_else(|| vec!["psk_dhe_ke".into()])
+            .iter()
+            .enumerate()
+        {
+            psk_modes.push(match m.as_str() {
+                "psk_dhe_ke" => tls::PskMode::PskDheKe,
+                "psk_ke" => tls::PskMode::PskKe,
+                o => {
+                    return Err(self.err(
+                        format!("{field}.psk_modes[{i}]"),
+                        format!("{o:?} is not a mode; use \"psk_dhe_ke\" and/or \"psk_ke\""),
+                    ))
+                }
+            });
+        }
+        Ok(tls::Resumption {
+            store: (entries > 0)
+                .then(|| Arc::new(tls::LocalStore::new(entries)) as Arc<dyn tls::SessionStore>),
+            tickets: t.tickets.unwrap_or(true).then(|| {
+                Arc::new(crypto_offload::TicketKeys::new(
+                    rotation.as_millis() as u64,
+                    lifetime.as_millis() as u64,
+                ))
+            }),
+            lifetime_s: lifetime.as_secs() as u32,
+            psk_modes,
+            lookup_timeout_ms: 5,
+        })
     }
 
     fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {

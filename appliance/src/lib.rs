@@ -3,14 +3,23 @@
 //!
 //! This crate owns what a vserver does with a connection and how operators configure
 //! and observe it. It must not touch DPDK or smoltcp directly (that is `dataplane` and
-//! `netstack`), and the poll-mode cores it starts must never block: no locks, no I/O
-//! other than their own port queue, no sleeping except the idle policy's.
+//! `netstack`), and the poll-mode cores it starts must never block: no I/O other than
+//! their own port queue, no sleeping except the idle policy's, and no locks except the
+//! TLS session store's and ticket key ring's, each held for one map or ring operation.
 //!
-//! Today the vserver mode is `tcp` (an L4 proxy, round robin over backends). TLS
-//! termination (issue 3), the crypto offload (issue 4) and the operator features of
-//! issue 5 are not built yet; the configuration refuses what is not there.
+//! Vserver modes: `tcp` (an L4 proxy, round robin over backends) and `tls` (TLS
+//! terminated by the `tls` engine, plaintext to the backends; crypto jobs run inline on
+//! the core until the offload pool of issue 4). The operator features of issue 5 are
+//! not built yet; the configuration refuses what is not there.
 
 pub mod config;
 pub mod control;
 pub mod proxy;
 pub mod runtime;
+
+/// The process's clock origin: every core measures time from it, so times one core
+/// writes into TLS sessions and tickets mean the same on every other.
+pub fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}

@@ -78,6 +78,9 @@ pub struct ProxyStats {
     /// TLS handshakes completed, by version.
     pub tls12_handshakes: AtomicU64,
     pub tls13_handshakes: AtomicU64,
+    /// Of those, how many resumed a session (session ID or ticket; TLS 1.3 PSK).
+    pub tls12_resumed: AtomicU64,
+    pub tls13_resumed: AtomicU64,
     /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
     pub tls_peer_misbehaved: AtomicU64,
     pub tls_peer_incompatible: AtomicU64,
@@ -141,7 +144,7 @@ impl Worker {
             inbox: Vec::with_capacity(BURST),
             accepted: Vec::new(),
             ready: Vec::new(),
-            start: std::time::Instant::now(),
+            start: crate::epoch(),
             iterations: 0,
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
@@ -448,14 +451,15 @@ fn step_pair(
         let r = tls_step(cs, t, bs, bu.established, now_ms, stats);
         if was_handshaking && t.is_established() {
             let info = t.info();
-            add(
-                if info.version == tls::msgs::version::TLS13 {
-                    &stats.tls13_handshakes
-                } else {
-                    &stats.tls12_handshakes
-                },
-                1,
-            );
+            let (done, resumed) = if info.version == tls::msgs::version::TLS13 {
+                (&stats.tls13_handshakes, &stats.tls13_resumed)
+            } else {
+                (&stats.tls12_handshakes, &stats.tls12_resumed)
+            };
+            add(done, 1);
+            if info.resumed.is_some() {
+                add(resumed, 1);
+            }
             add(&stats.tls_jobs, info.jobs as u64);
             add(&stats.tls_digest_bytes, info.digest.bytes);
         }

@@ -140,7 +140,7 @@ fn real_clients_fetch_through_tls_byte_exact() {
     for v in ["-tls1_3", "-tls1_2"] {
         let o = s_client(
             &net,
-            &[v, "-verify_return_error"],
+            &[v, "-quiet", "-verify_return_error"],
             b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n",
             30,
         );
@@ -208,15 +208,111 @@ print(s.recv(100).hex())
     assert!(p["tls13_handshakes"].as_u64().unwrap() >= 6, "{s}");
     assert!(p["tls12_handshakes"].as_u64().unwrap() >= 7, "{s}");
     assert_eq!(p["tls_peer_misbehaved"], 1, "{s}");
-    // One job per TLS 1.3 handshake, two per TLS 1.2 one.
+    // One job per TLS 1.3 handshake, two per full TLS 1.2 one, one per resumed.
     let jobs = p["tls_jobs"].as_u64().unwrap();
     let hs13 = p["tls13_handshakes"].as_u64().unwrap();
     let hs12 = p["tls12_handshakes"].as_u64().unwrap();
-    assert_eq!(jobs, hs13 + 2 * hs12, "{s}");
+    let re12 = p["tls12_resumed"].as_u64().unwrap();
+    assert_eq!(jobs, hs13 + 2 * hs12 - re12, "{s}");
+}
+
+#[test]
+fn clients_resume_sessions_through_the_data_plane() {
+    let mut net = Net::up("tr");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    let extra = tls_vservers(&net.dir);
+    net.start_appliance(&[cpu], &extra);
+
+    // `s_client -reconnect`: one full handshake, then five that offer its session.
+    // TLS 1.2 by session ID (-no_ticket) and by ticket. Not -quiet: the "New,"/"Reused,"
+    // lines are what we read; stdin is empty, so s_client leaves after its reconnects.
+    let count = |out: &str, what: &str| out.lines().filter(|l| l.starts_with(what)).count();
+    for args in [&["-tls1_2", "-no_ticket"][..], &["-tls1_2"][..]] {
+        let mut a = vec!["-reconnect", "-verify_return_error"];
+        a.extend_from_slice(args);
+        let o = s_client(&net, &a, b"", 30);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let got = (count(&out, "New,"), count(&out, "Reused,"));
+        assert_eq!(got, (1, 5), "s_client {args:?}:\n{out}");
+    }
+    // TLS 1.3: s_client -reconnect drops each connection before the server's ticket
+    // arrives (it resumes nothing against OpenSSL's own s_server either), so the
+    // session goes through a file: one full handshake that reads a page (and the
+    // ticket), then five that offer it.
+    let sess = net.dir.join("tls13.session");
+    let sess = sess.to_str().unwrap();
+    let get = b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n";
+    for i in 0..6 {
+        let flag = if i == 0 { "-sess_out" } else { "-sess_in" };
+        let o = s_client(&net, &["-tls1_3", "-ign_eof", flag, sess], get, 30);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let want = if i == 0 {
+            "New, TLSv1.3"
+        } else {
+            "Reused, TLSv1.3"
+        };
+        assert_eq!(count(&out, want), 1, "s_client -tls1_3 {flag}:\n{out}");
+        assert!(out.contains("hello through the appliance"), "{out}");
+    }
+
+    // Python's ssl: a second connection offering the first one's session.
+    let py = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+session = None
+for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+    ctx.minimum_version = ctx.maximum_version = version
+    session = None
+    for i in range(2):
+        with socket.create_connection(("10.77.0.1", 443), timeout=30) as raw:
+            with ctx.wrap_socket(raw, server_hostname="appliance.test", session=session) as s:
+                s.sendall(b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n")
+                data = b""
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    data += b
+                assert b"hello through the appliance" in data, data
+                print(s.version(), "reused" if s.session_reused else "new")
+                session = s.session
+"#,
+        ca = net.dir.join("ca.pem").display()
+    );
+    let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "TLSv1.2 new",
+            "TLSv1.2 reused",
+            "TLSv1.3 new",
+            "TLSv1.3 reused"
+        ],
+        "python ssl: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert_eq!(p["tls12_resumed"], 11, "{s}");
+    assert_eq!(p["tls13_resumed"], 6, "{s}");
+    assert_eq!(p["tls12_handshakes"], 14, "{s}");
+    assert_eq!(p["tls13_handshakes"], 8, "{s}");
+    // A resumed TLS 1.2 handshake is one job; so is every TLS 1.3 handshake.
+    let jobs = p["tls_jobs"].as_u64().unwrap();
+    assert_eq!(jobs, 8 + 2 * (14 - 11) + 11, "{s}");
 }
 
 /// `openssl s_client` to the tls vserver with `args`, sending `request` and reading
-/// until the server closes or `secs` pass.
+/// until the server closes or `secs` pass (pass `-quiet` or `-ign_eof` so s_client
+/// waits for the server instead of leaving at the end of `request`).
 fn s_client(net: &Net, args: &[&str], request: &[u8], secs: u64) -> std::process::Output {
     use std::io::Write;
     let ca = net.dir.join("ca.pem");
@@ -228,7 +324,7 @@ fn s_client(net: &Net, args: &[&str], request: &[u8], secs: u64) -> std::process
         "-servername",
         "appliance.test",
     ];
-    a.extend_from_slice(&["-quiet", "-CAfile", ca.to_str().unwrap()]);
+    a.extend_from_slice(&["-CAfile", ca.to_str().unwrap()]);
     a.extend_from_slice(args);
     let mut child = net
         .in_hosts(&a)
@@ -238,6 +334,7 @@ fn s_client(net: &Net, args: &[&str], request: &[u8], secs: u64) -> std::process
         .spawn()
         .unwrap();
     child.stdin.as_mut().unwrap().write_all(request).unwrap();
+    drop(child.stdin.take()); // EOF: s_client without -quiet/-ign_eof leaves on it
     wait_output(child, secs)
 }
 
@@ -284,7 +381,7 @@ fn server_flight_leaves_in_one_segment() {
         // ECDSA only, so the flight (chain, ServerKeyExchange) fits one 1460-byte MSS.
         let o = s_client(
             &net,
-            &[v, "-sigalgs", "ECDSA+SHA256"],
+            &[v, "-quiet", "-sigalgs", "ECDSA+SHA256"],
             b"GET /index.html HTTP/1.0\r\n\r\n",
             20,
         );
