@@ -263,35 +263,34 @@ impl ServerConn {
         }
         .ok_or(Error::NoCommonParameters("group"))?;
         let certs = self.site_certs();
-        let chosen = self
-            .cfg
-            .suites12
-            .iter()
-            .copied()
-            .filter(|&s| ch.offers_suite(s))
-            .find_map(|s| {
-                let info = suite_info(s)?;
-                let want_ecdsa = info.ecdsa?;
-                certs.iter().find_map(|c| {
-                    // RFC 8422 §5.1: an ECDSA certificate's curve must be one the client
-                    // listed in supported_groups (when it sent the extension).
-                    let (is_ecdsa, curve_ok) = match c.kind {
-                        KeyKind::Rsa { .. } => (false, true),
-                        KeyKind::EcdsaP256 => (
-                            true,
-                            ch.groups().is_none() || ch.offers_group(group::SECP256R1),
-                        ),
-                        KeyKind::EcdsaP384 => (
-                            true,
-                            ch.groups().is_none() || ch.offers_group(group::SECP384R1),
-                        ),
-                    };
-                    (is_ecdsa == want_ecdsa && curve_ok)
-                        .then(|| pick_scheme(c.kind, false, ch))
-                        .flatten()
-                        .map(|sch| (s, info, c.clone(), sch))
+        // RFC 8422 §5.1 asks for an ECDSA certificate on a curve the client listed in
+        // supported_groups. Some clients (rustls) list only their key-exchange groups
+        // there while their signature_algorithms accept ECDSA, so a certificate on a
+        // listed curve is preferred, and failing that one the signature schemes accept.
+        let choose = |strict_curves: bool| {
+            self.cfg
+                .suites12
+                .iter()
+                .copied()
+                .filter(|&s| ch.offers_suite(s))
+                .find_map(|s| {
+                    let info = suite_info(s)?;
+                    let want_ecdsa = info.ecdsa?;
+                    certs.iter().find_map(|c| {
+                        let listed = |g| ch.groups().is_none() || ch.offers_group(g);
+                        let (is_ecdsa, curve_ok) = match c.kind {
+                            KeyKind::Rsa { .. } => (false, true),
+                            KeyKind::EcdsaP256 => (true, listed(group::SECP256R1)),
+                            KeyKind::EcdsaP384 => (true, listed(group::SECP384R1)),
+                        };
+                        (is_ecdsa == want_ecdsa && (curve_ok || !strict_curves))
+                            .then(|| pick_scheme(c.kind, false, ch))
+                            .flatten()
+                            .map(|sch| (s, info, c.clone(), sch))
+                    })
                 })
-            });
+        };
+        let chosen = choose(true).or_else(|| choose(false));
         let (suite, info, cert, scheme) =
             chosen.ok_or(Error::NoCommonParameters("cipher suite"))?;
         let full = FullPlan {
