@@ -106,6 +106,8 @@ struct RawTls {
     tickets: Option<bool>,
     ticket_rotation: Option<String>,
     psk_modes: Option<Vec<String>>,
+    client_auth: Option<String>,
+    client_ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +298,38 @@ impl Checker<'_> {
         }
         cfg.record_padding = t.record_padding;
         cfg.resumption = self.resumption(field, &t)?;
+        let required = match t.client_auth.as_deref().unwrap_or("off") {
+            "off" => None,
+            "optional" => Some(false),
+            "required" => Some(true),
+            o => {
+                return Err(self.err(
+                    format!("{field}.client_auth"),
+                    format!("{o:?} is not a setting; use \"off\", \"optional\" or \"required\""),
+                ))
+            }
+        };
+        match (required, &t.client_ca) {
+            (Some(req), Some(path)) => {
+                let pem = read(format!("{field}.client_ca"), path)?;
+                let auth = tls::ClientAuth::from_pem(&pem, req)
+                    .map_err(|e| self.err(format!("{field}.client_ca"), e.to_string()))?;
+                cfg.client_auth = Some(std::sync::Arc::new(auth));
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    format!("{field}.client_ca"),
+                    "client_auth needs client_ca: a PEM bundle of the CAs that issue client certificates",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    format!("{field}.client_auth"),
+                    "client_ca is set but client_auth is \"off\"; set \"optional\" or \"required\"",
+                ))
+            }
+            (None, None) => {}
+        }
         cfg.validate().map_err(|e| self.err(field, e))?;
         Ok(std::sync::Arc::new(cfg))
     }
@@ -817,6 +851,66 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         assert!(err_of(&two).contains("already used by vserver \"web\""));
         let none = GOOD.split("[[vserver]]").next().unwrap();
         assert!(err_of(none).contains("no [[vserver]]"));
+    }
+
+    /// A `tls` vserver over a certificate made with the openssl CLI in a temp dir.
+    fn tls_config(dir: &std::path::Path, tls_extra: &str) -> String {
+        if !dir.join("ec.pem").exists() {
+            std::fs::create_dir_all(dir).unwrap();
+            let o = std::process::Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .args(["-subj", "/CN=t", "-keyout", "ec.key", "-out", "ec.pem"])
+                .current_dir(dir)
+                .output()
+                .expect("openssl CLI");
+            assert!(o.status.success());
+        }
+        let d = dir.display();
+        GOOD.replace("mode = \"tcp\"", "mode = \"tls\"")
+            + &format!(
+                "[vserver.tls]\ncertificates = [{{ chain = \"{d}/ec.pem\", key = \"{d}/ec.key\" }}]\n{tls_extra}\n"
+            )
+    }
+
+    #[test]
+    fn tls_settings_and_their_mistakes() {
+        let dir = std::env::temp_dir().join(format!("appliance-cfg-{}", std::process::id()));
+        let c = Config::parse(
+            &tls_config(
+                &dir,
+                "session_cache = 0\nticket_rotation = \"10m\"\npsk_modes = [\"psk_ke\"]\nclient_auth = \"optional\"\nclient_ca = \"ec.pem\"",
+            ),
+            &dir.join("t.toml").to_string_lossy(),
+        )
+        .unwrap();
+        let tls = c.vservers[0].tls.as_ref().unwrap();
+        assert!(tls.resumption.store.is_none() && tls.resumption.tickets.is_some());
+        assert_eq!(tls.resumption.psk_modes, [tls::PskMode::PskKe]);
+        assert!(tls.client_auth.as_ref().is_some_and(|a| !a.required));
+        let cases = [
+            ("psk_modes = [\"psk\"]", "vserver[0].tls.psk_modes[0]"),
+            (
+                "session_lifetime = \"200h\"",
+                "vserver[0].tls.session_lifetime",
+            ),
+            ("session_cache = -1", "vserver[0].tls.session_cache"),
+            ("ticket_rotation = \"0s\"", "vserver[0].tls.ticket_rotation"),
+            ("client_auth = \"maybe\"", "vserver[0].tls.client_auth"),
+            ("client_auth = \"required\"", "vserver[0].tls.client_ca"),
+            ("client_ca = \"ec.pem\"", "vserver[0].tls.client_auth"),
+            (
+                "client_auth = \"required\"\nclient_ca = \"missing.pem\"",
+                "vserver[0].tls.client_ca",
+            ),
+        ];
+        for (extra, field) in cases {
+            let e = Config::parse(&tls_config(&dir, extra), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

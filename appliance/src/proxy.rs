@@ -81,6 +81,8 @@ pub struct ProxyStats {
     /// Of those, how many resumed a session (session ID or ticket; TLS 1.3 PSK).
     pub tls12_resumed: AtomicU64,
     pub tls13_resumed: AtomicU64,
+    /// Handshakes whose client presented a certificate that verified.
+    pub tls_client_certificates: AtomicU64,
     /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
     pub tls_peer_misbehaved: AtomicU64,
     pub tls_peer_incompatible: AtomicU64,
@@ -459,6 +461,10 @@ fn step_pair(
             add(done, 1);
             if info.resumed.is_some() {
                 add(resumed, 1);
+            }
+            if let Some(subject) = &info.peer_subject {
+                add(&stats.tls_client_certificates, 1);
+                log::debug!("client certificate: {subject}");
             }
             add(&stats.tls_jobs, info.jobs as u64);
             add(&stats.tls_digest_bytes, info.digest.bytes);

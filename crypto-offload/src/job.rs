@@ -89,8 +89,49 @@ pub struct Tls13Flight {
     pub encrypted_extensions: Vec<u8>,
     /// A full handshake authenticates with a certificate; a resumption does not.
     pub auth: Option<CertAuth>,
-    /// Seal a ticket for the client's next connection.
+    /// Ask for a client certificate: the precomputed CertificateRequest. The client
+    /// Finished then depends on the client's reply, so the job hands its running hash
+    /// and secrets on ([`Tls13FlightDone::client_auth`]) instead of computing it.
+    pub certificate_request: Option<Arc<[u8]>>,
+    /// Seal a ticket for the client's next connection (without a certificate request).
     pub ticket: Option<TicketRequest>,
+}
+
+/// The TLS 1.3 handshake state a client-certificate step continues from: the running
+/// transcript hash (through the server Finished), the client handshake traffic secret
+/// and the master secret.
+#[derive(Debug)]
+pub struct Tls13Continue {
+    pub hash: HashAlg,
+    th: TranscriptHash,
+    client_hs: Secret,
+    master: Secret,
+}
+
+/// TLS 1.3 after the client's Certificate (and CertificateVerify, when the chain is not
+/// empty): verify the chain against the CA store and the signature over the transcript,
+/// then the client Finished the server expects and the ticket. Same hash pass.
+#[derive(Debug)]
+pub struct Tls13ClientAuth {
+    pub state: Box<Tls13Continue>,
+    /// The client's Certificate message, and its chain (DER, leaf first; may be empty).
+    pub certificate: Vec<u8>,
+    pub chain: Vec<Vec<u8>>,
+    pub roots: Arc<CaStore>,
+    /// The CertificateVerify message, its algorithm and signature (non-empty chains).
+    pub certificate_verify: Option<(Vec<u8>, SigAlg, Vec<u8>)>,
+    /// TLS 1.3 binds ECDSA schemes to a curve: the key kind the scheme requires.
+    pub required_kind: Option<KeyKind>,
+    pub ticket: Option<TicketRequest>,
+}
+
+#[derive(Debug)]
+pub struct Tls13ClientAuthDone {
+    pub client_finished: Secret,
+    /// The verified leaf's subject (none for an empty chain).
+    pub peer_subject: Option<String>,
+    pub new_session_ticket: Option<Vec<u8>>,
+    pub digest: DigestCount,
 }
 
 /// RFC 8446 §4.2.11.2: the PSK a ticket carried and the client's binder for it.
@@ -141,11 +182,14 @@ pub struct Tls13FlightDone {
     pub app_read: TrafficKey,
     pub server_app_secret: Secret,
     pub client_app_secret: Secret,
-    /// The verify_data the client's Finished must carry.
-    pub client_finished: Secret,
+    /// The verify_data the client's Finished must carry (`None` when a client
+    /// certificate was requested: see `client_auth`).
+    pub client_finished: Option<Secret>,
     /// NewSessionTicket (plaintext handshake message), to send once the client's
     /// Finished has been checked (RFC 8446 §4.6.1).
     pub new_session_ticket: Option<Vec<u8>>,
+    /// With a certificate request: where [`Tls13ClientAuth`] carries on.
+    pub client_auth: Option<Box<Tls13Continue>>,
     pub digest: DigestCount,
 }
 
@@ -188,10 +232,27 @@ pub struct Tls12Finish {
     pub transcript: Vec<Chunk>,
     /// RFC 5077: seal a ticket and send it before the server's Finished.
     pub ticket: Option<TicketRequest>,
+    /// A client certificate to verify, with its CertificateVerify.
+    pub client_auth: Option<Tls12ClientCheck>,
+}
+
+/// TLS 1.2 client authentication: the chain (DER, leaf first), the CertificateVerify
+/// message and its signature. The signature's hash is the suite's (the server asked
+/// only for those), so it is checked against the transcript hash snapshot at
+/// ClientKeyExchange: no second pass.
+#[derive(Debug)]
+pub struct Tls12ClientCheck {
+    pub roots: Arc<CaStore>,
+    pub chain: Vec<Vec<u8>>,
+    pub certificate_verify: Vec<u8>,
+    pub sig_alg: SigAlg,
+    pub signature: Vec<u8>,
 }
 
 #[derive(Debug)]
 pub struct Tls12FinishDone {
+    /// The verified client certificate's subject.
+    pub peer_subject: Option<String>,
     pub master_secret: Secret,
     pub client_write: TrafficKey,
     pub server_write: TrafficKey,
@@ -233,6 +294,7 @@ pub enum Job {
     Tls12Kx(Box<Tls12Kx>),
     Tls12Finish(Box<Tls12Finish>),
     Tls12Resume(Box<Tls12Resume>),
+    Tls13ClientAuth(Box<Tls13ClientAuth>),
 }
 
 /// A job's result.
@@ -242,6 +304,7 @@ pub enum Done {
     Tls12Kx(Box<Tls12KxDone>),
     Tls12Finish(Box<Tls12FinishDone>),
     Tls12Resume(Box<Tls12ResumeDone>),
+    Tls13ClientAuth(Box<Tls13ClientAuthDone>),
 }
 
 /// Run a job on the calling thread (inline mode).
@@ -251,6 +314,7 @@ pub fn run(job: Job) -> Result<Done, CryptoError> {
         Job::Tls12Kx(j) => Done::Tls12Kx(Box::new(tls12_kx(*j)?)),
         Job::Tls12Finish(j) => Done::Tls12Finish(Box::new(tls12_finish(*j)?)),
         Job::Tls12Resume(j) => Done::Tls12Resume(Box::new(tls12_resume(*j)?)),
+        Job::Tls13ClientAuth(j) => Done::Tls13ClientAuth(Box::new(tls13_client_auth(*j)?)),
     })
 }
 
@@ -337,6 +401,9 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let master = hkdf_extract(h, derived.bytes(), &zeros[..n])?;
 
     th.update(&j.encrypted_extensions)?;
+    if let Some(cr) = &j.certificate_request {
+        th.update(cr)?;
+    }
     let mut cv = Vec::new();
     if let Some(a) = &j.auth {
         th.update(&a.certificate)?;
@@ -365,34 +432,24 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     th.update(&sf)?;
     let server_done_hash = th.current()?;
 
-    let client_finished = finished_mac(h, c_hs.bytes(), &server_done_hash)?;
     let c_ap = derive_secret(h, master.bytes(), b"c ap traffic", &server_done_hash)?;
     let s_ap = derive_secret(h, master.bytes(), b"s ap traffic", &server_done_hash)?;
 
-    let new_session_ticket = match j.ticket {
-        Some(t) => {
-            // RFC 8446 §4.6.1 and §7.1: the resumption master secret covers the client
-            // Finished, which the server already knows; the PSK comes from it and the
-            // ticket nonce (one ticket per connection, so a fixed nonce is unique).
-            th.update(&handshake_header(20, n))?;
-            th.update(client_finished.bytes())?;
-            let res_master = derive_secret(h, master.bytes(), b"res master", &th.current()?)?;
-            let nonce = [0u8; 1];
-            let psk = hkdf_expand_label(h, res_master.bytes(), b"resumption", &nonce, n)?;
-            let ticket = seal_state(&t, &psk)?;
-            let body = 4 + 4 + 1 + nonce.len() + 2 + ticket.len() + 2;
-            let mut m = Vec::with_capacity(4 + body);
-            m.extend_from_slice(&handshake_header(4, body));
-            m.extend_from_slice(&t.lifetime_s.to_be_bytes());
-            m.extend_from_slice(&t.age_add.to_be_bytes());
-            m.push(nonce.len() as u8);
-            m.extend_from_slice(&nonce);
-            m.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
-            m.extend_from_slice(&ticket);
-            m.extend_from_slice(&[0, 0]); // no extensions (no early data)
-            Some(m)
-        }
-        None => None,
+    let (client_finished, new_session_ticket, client_auth) = if j.certificate_request.is_some() {
+        let state = Tls13Continue {
+            hash: h,
+            th: th.clone(),
+            client_hs: c_hs.clone(),
+            master: master.clone(),
+        };
+        (None, None, Some(Box::new(state)))
+    } else {
+        let client_finished = finished_mac(h, c_hs.bytes(), &server_done_hash)?;
+        let nst = match &j.ticket {
+            Some(t) => Some(ticket13(h, &master, &mut th, &client_finished, t)?),
+            None => None,
+        };
+        (Some(client_finished), nst, None)
     };
 
     Ok(Tls13FlightDone {
@@ -409,9 +466,88 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
         client_app_secret: c_ap,
         client_finished,
         new_session_ticket,
+        client_auth,
         digest: DigestCount {
             passes: 1,
             bytes: th.bytes,
+        },
+    })
+}
+
+/// RFC 8446 §4.6.1 and §7.1: a NewSessionTicket. The resumption master secret covers
+/// the client Finished, which the server already knows; the PSK comes from it and the
+/// ticket nonce (one ticket per connection, so a fixed nonce is unique).
+fn ticket13(
+    h: HashAlg,
+    master: &Secret,
+    th: &mut TranscriptHash,
+    client_finished: &Secret,
+    t: &TicketRequest,
+) -> Result<Vec<u8>, CryptoError> {
+    let n = h.output_len();
+    th.update(&handshake_header(20, n))?;
+    th.update(client_finished.bytes())?;
+    let res_master = derive_secret(h, master.bytes(), b"res master", &th.current()?)?;
+    let nonce = [0u8; 1];
+    let psk = hkdf_expand_label(h, res_master.bytes(), b"resumption", &nonce, n)?;
+    let ticket = seal_state(t, &psk)?;
+    let body = 4 + 4 + 1 + nonce.len() + 2 + ticket.len() + 2;
+    let mut m = Vec::with_capacity(4 + body);
+    m.extend_from_slice(&handshake_header(4, body));
+    m.extend_from_slice(&t.lifetime_s.to_be_bytes());
+    m.extend_from_slice(&t.age_add.to_be_bytes());
+    m.push(nonce.len() as u8);
+    m.extend_from_slice(&nonce);
+    m.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
+    m.extend_from_slice(&ticket);
+    m.extend_from_slice(&[0, 0]); // no extensions (no early data)
+    Ok(m)
+}
+
+fn tls13_client_auth(j: Tls13ClientAuth) -> Result<Tls13ClientAuthDone, CryptoError> {
+    let Tls13Continue {
+        hash: h,
+        mut th,
+        client_hs,
+        master,
+    } = *j.state;
+    let start = th.bytes;
+    th.update(&j.certificate)?;
+    let mut peer_subject = None;
+    if let Some((cv, alg, sig)) = &j.certificate_verify {
+        let leaf = j.chain.first().ok_or(CryptoError::BadSignature)?;
+        peer_subject = Some(j.roots.verify_chain(&j.chain)?);
+        if let Some(k) = j.required_kind {
+            if certificate_key_kind(leaf)? != Some(k) {
+                return Err(CryptoError::BadSignature);
+            }
+        }
+        // RFC 8446 §4.4.3, the client's context string.
+        let thash = th.current()?;
+        verify_signature(
+            leaf,
+            *alg,
+            &[
+                &[0x20u8; 64],
+                b"TLS 1.3, client CertificateVerify\0",
+                &thash,
+            ],
+            sig,
+        )?;
+        th.update(cv)?;
+    }
+    let client_finished = finished_mac(h, client_hs.bytes(), &th.current()?)?;
+    let new_session_ticket = match &j.ticket {
+        Some(t) => Some(ticket13(h, &master, &mut th, &client_finished, t)?),
+        None => None,
+    };
+    Ok(Tls13ClientAuthDone {
+        client_finished,
+        peer_subject,
+        new_session_ticket,
+        digest: DigestCount {
+            passes: 0, // the flight job's pass, continued
+            bytes: th.bytes - start,
         },
     })
 }
@@ -456,6 +592,19 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
         th.update(c.as_ref())?;
     }
     let session_hash = th.current()?;
+    let mut peer_subject = None;
+    if let Some(c) = &j.client_auth {
+        let leaf = c.chain.first().ok_or(CryptoError::BadSignature)?;
+        peer_subject = Some(c.roots.verify_chain(&c.chain)?);
+        // RFC 5246 §7.4.8: the signature covers every handshake message before it.
+        verify_prehashed(leaf, c.sig_alg, &session_hash, &c.signature)?;
+        th.update(&c.certificate_verify)?;
+    }
+    let finished_hash = if j.client_auth.is_some() {
+        th.current()?
+    } else {
+        session_hash.clone()
+    };
     let master = if j.extended_master_secret {
         // RFC 7627 §4.
         prf12(
@@ -476,7 +625,7 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
     };
     let (client_write, server_write) =
         tls12_keys(h, j.aead, &master, &j.client_random, &j.server_random)?;
-    let client_verify = prf12(h, master.bytes(), b"client finished", &[&session_hash], 12)?;
+    let client_verify = prf12(h, master.bytes(), b"client finished", &[&finished_hash], 12)?;
     // The client's Finished as it must be, so the running hash covers it without
     // waiting for the record: the engine checks the real one against `client_verify`.
     th.update(&handshake_header(20, 12))?;
@@ -497,6 +646,7 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
     };
     let server_finished = tls12_finished(h, &master, b"server finished", &th.current()?)?;
     Ok(Tls12FinishDone {
+        peer_subject,
         master_secret: master,
         client_write,
         server_write,

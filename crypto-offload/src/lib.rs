@@ -19,7 +19,7 @@ pub mod ticket;
 
 pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
 pub use prim::{
-    AeadAlg, AeadKey, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
+    AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
     SigningKey, TranscriptHash, TAG_LEN,
 };
 pub use ticket::TicketKeys;

@@ -33,6 +33,11 @@ pub enum CryptoError {
     Load(String),
     /// The peer's proof of a shared secret (a TLS 1.3 PSK binder) did not verify.
     BadBinder,
+    /// The peer's certificate chain did not verify (OpenSSL's reason); `unknown_ca`
+    /// when no trusted issuer was found.
+    BadCertificate { reason: String, unknown_ca: bool },
+    /// The peer's signature (CertificateVerify) did not verify.
+    BadSignature,
 }
 
 impl fmt::Display for CryptoError {
@@ -43,6 +48,10 @@ impl fmt::Display for CryptoError {
             CryptoError::Library(m) => write!(f, "libcrypto: {m}"),
             CryptoError::Load(m) => f.write_str(m),
             CryptoError::BadBinder => f.write_str("PSK binder does not verify"),
+            CryptoError::BadCertificate { reason, .. } => {
+                write!(f, "peer certificate: {reason}")
+            }
+            CryptoError::BadSignature => f.write_str("peer signature does not verify"),
         }
     }
 }
@@ -145,6 +154,12 @@ pub struct TranscriptHash {
     h: Hasher,
     /// Bytes fed so far.
     pub bytes: u64,
+}
+
+impl fmt::Debug for TranscriptHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TranscriptHash({:?}, {} bytes)", self.alg, self.bytes)
+    }
 }
 
 impl TranscriptHash {
@@ -578,10 +593,7 @@ impl SigningKey {
     /// and MGF1 with the same hash (RFC 8446 §4.2.3).
     pub fn sign(&self, alg: SigAlg, parts: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
         let mut s = Signer::new(alg.md(), &self.key)?;
-        if matches!(
-            alg,
-            SigAlg::RsaPssSha256 | SigAlg::RsaPssSha384 | SigAlg::RsaPssSha512
-        ) {
+        if alg.pss() {
             s.set_rsa_padding(Padding::PKCS1_PSS)?;
             s.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
             s.set_rsa_mgf1_md(alg.md())?;
@@ -597,6 +609,191 @@ impl SigningKey {
         let cert = X509::from_der(cert_der)
             .map_err(|e| CryptoError::Load(format!("bad certificate ({e})")))?;
         Ok(cert.public_key()?.public_eq(&self.key))
+    }
+}
+
+impl SigAlg {
+    fn pss(self) -> bool {
+        matches!(
+            self,
+            SigAlg::RsaPssSha256 | SigAlg::RsaPssSha384 | SigAlg::RsaPssSha512
+        )
+    }
+    fn rsa(self) -> bool {
+        self.pss()
+            || matches!(
+                self,
+                SigAlg::RsaPkcs1Sha256 | SigAlg::RsaPkcs1Sha384 | SigAlg::RsaPkcs1Sha512
+            )
+    }
+}
+
+/// The trusted issuers of client certificates: an OpenSSL X509 store built once from a
+/// CA bundle, and the bundle's subject names (DER) for CertificateRequest.
+pub struct CaStore {
+    store: openssl::x509::store::X509Store,
+    names: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for CaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CaStore({} CAs)", self.names.len())
+    }
+}
+
+impl CaStore {
+    /// From a PEM bundle of CA certificates; chains are checked for client use.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, CryptoError> {
+        use openssl::x509::store::X509StoreBuilder;
+        let certs = X509::stack_from_pem(pem)
+            .map_err(|e| CryptoError::Load(format!("not PEM certificates ({e})")))?;
+        if certs.is_empty() {
+            return Err(CryptoError::Load("no certificate in the CA bundle".into()));
+        }
+        let mut b = X509StoreBuilder::new()?;
+        let mut names = Vec::with_capacity(certs.len());
+        for c in certs {
+            names.push(c.subject_name().to_der()?);
+            b.add_cert(c)?;
+        }
+        b.set_purpose(openssl::x509::X509PurposeId::SSL_CLIENT)?;
+        Ok(CaStore {
+            store: b.build(),
+            names,
+        })
+    }
+
+    /// The CAs' subject names, DER, in bundle order.
+    pub fn names(&self) -> &[Vec<u8>] {
+        &self.names
+    }
+
+    /// Verify a client's chain (DER, leaf first) against the store at the current
+    /// time; returns the leaf's subject (see [`certificate_subject`]).
+    pub fn verify_chain(&self, chain: &[Vec<u8>]) -> Result<String, CryptoError> {
+        use openssl::stack::Stack;
+        use openssl::x509::X509StoreContext;
+        let bad = |reason: String| CryptoError::BadCertificate {
+            reason,
+            unknown_ca: false,
+        };
+        let leaf_der = chain.first().ok_or_else(|| bad("empty chain".into()))?;
+        let leaf = X509::from_der(leaf_der).map_err(|e| bad(format!("not DER ({e})")))?;
+        let mut rest = Stack::new()?;
+        for c in &chain[1..] {
+            rest.push(X509::from_der(c).map_err(|e| bad(format!("not DER ({e})")))?)?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        let verdict = ctx.init(&self.store, &leaf, &rest, |c| {
+            Ok(if c.verify_cert()? {
+                Ok(())
+            } else {
+                Err(c.error())
+            })
+        })?;
+        match verdict {
+            Ok(()) => certificate_subject(leaf_der),
+            Err(e) => {
+                // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY), DEPTH_ZERO_SELF_SIGNED,
+                // SELF_SIGNED_CERT_IN_CHAIN: nobody we trust issued it.
+                let unknown_ca = matches!(e.as_raw(), 2 | 18 | 19 | 20);
+                Err(CryptoError::BadCertificate {
+                    reason: e.error_string().to_string(),
+                    unknown_ca,
+                })
+            }
+        }
+    }
+}
+
+/// A certificate's subject as `SN=value` pairs joined by `, ` (e.g. `CN=alice, O=Example`).
+pub fn certificate_subject(cert_der: &[u8]) -> Result<String, CryptoError> {
+    let cert = X509::from_der(cert_der)
+        .map_err(|e| CryptoError::Load(format!("bad certificate ({e})")))?;
+    let parts: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let val = e.data().to_string().unwrap_or_default();
+            format!("{key}={val}")
+        })
+        .collect();
+    Ok(parts.join(", "))
+}
+
+/// The key kind of a certificate's public key (`None`: a kind we do not accept).
+pub fn certificate_key_kind(cert_der: &[u8]) -> Result<Option<KeyKind>, CryptoError> {
+    let key = X509::from_der(cert_der)
+        .map_err(|e| CryptoError::Load(format!("bad certificate ({e})")))?
+        .public_key()?;
+    Ok(match key.id() {
+        Id::RSA => Some(KeyKind::Rsa { bits: key.bits() }),
+        Id::EC => match key.ec_key()?.group().curve_name() {
+            Some(Nid::X9_62_PRIME256V1) => Some(KeyKind::EcdsaP256),
+            Some(Nid::SECP384R1) => Some(KeyKind::EcdsaP384),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Check a signature made with `cert_der`'s key over `parts` (concatenated).
+pub fn verify_signature(
+    cert_der: &[u8],
+    alg: SigAlg,
+    parts: &[&[u8]],
+    sig: &[u8],
+) -> Result<(), CryptoError> {
+    let key = X509::from_der(cert_der)
+        .map_err(|_| CryptoError::BadSignature)?
+        .public_key()?;
+    if alg.rsa() != (key.id() == Id::RSA) {
+        return Err(CryptoError::BadSignature);
+    }
+    let mut v = openssl::sign::Verifier::new(alg.md(), &key)?;
+    if alg.pss() {
+        v.set_rsa_padding(Padding::PKCS1_PSS)?;
+        v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+        v.set_rsa_mgf1_md(alg.md())?;
+    }
+    for p in parts {
+        v.update(p)?;
+    }
+    match v.verify(sig) {
+        Ok(true) => Ok(()),
+        _ => Err(CryptoError::BadSignature),
+    }
+}
+
+/// Check a signature over a digest already computed with `alg`'s hash (a transcript
+/// hash snapshot), so the signed bytes are not hashed a second time.
+pub fn verify_prehashed(
+    cert_der: &[u8],
+    alg: SigAlg,
+    digest: &[u8],
+    sig: &[u8],
+) -> Result<(), CryptoError> {
+    let key = X509::from_der(cert_der)
+        .map_err(|_| CryptoError::BadSignature)?
+        .public_key()?;
+    if alg.rsa() != (key.id() == Id::RSA) {
+        return Err(CryptoError::BadSignature);
+    }
+    let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&key)?;
+    ctx.verify_init()?;
+    let md = openssl::md::Md::fetch(None, alg.md().type_().short_name()?, None)?;
+    ctx.set_signature_md(&md)?;
+    if alg.pss() {
+        ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+        ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+        ctx.set_rsa_mgf1_md(&md)?;
+    } else if alg.rsa() {
+        ctx.set_rsa_padding(Padding::PKCS1)?;
+    }
+    match ctx.verify(digest, sig) {
+        Ok(true) => Ok(()),
+        _ => Err(CryptoError::BadSignature),
     }
 }
 

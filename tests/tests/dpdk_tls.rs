@@ -415,3 +415,130 @@ fn server_flight_leaves_in_one_segment() {
         }
     }
 }
+
+/// A client CA made with the openssl CLI, and "alice", a client certificate it signed.
+fn make_client_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509", "-days", "30", "-subj", "/CN=clients-ca"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&["-keyout", "cca.key", "-out", "cca.pem"]);
+    run(&a);
+    let mut a = vec!["req", "-subj", "/CN=alice"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&["-keyout", "alice.key", "-out", "alice.csr"]);
+    run(&a);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "alice.csr",
+        "-CA",
+        "cca.pem",
+        "-CAkey",
+        "cca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-out",
+        "alice.pem",
+    ]);
+}
+
+#[test]
+fn client_certificates_through_the_data_plane() {
+    let mut net = Net::up("tc");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    make_client_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let d = net.dir.display().to_string();
+    let extra = format!(
+        r#"
+[[vserver]]
+name = "mtls"
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.2:8080"]
+[vserver.tls]
+certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
+client_auth = "required"
+client_ca = "{d}/cca.pem"
+"#
+    );
+    let cpu = *cpus().last().unwrap();
+    net.start_appliance(&[cpu], &extra);
+    let (cert, key) = (net.dir.join("alice.pem"), net.dir.join("alice.key"));
+    let out = net.dir.join("page.out");
+    for v in ["--tlsv1.3", "--tls-max"] {
+        let mut args = vec![v];
+        if v == "--tls-max" {
+            args.push("1.2");
+        }
+        args.extend_from_slice(&["--cert", cert.to_str().unwrap()]);
+        args.extend_from_slice(&["--key", key.to_str().unwrap()]);
+        let o = curl_tls(&net, &args, "/index.html", &out);
+        assert!(
+            o.status.success(),
+            "curl {args:?} with a client certificate: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "hello through the appliance\n"
+        );
+    }
+    // Without a certificate: refused (certificate_required in TLS 1.3).
+    let o = curl_tls(&net, &["--tlsv1.3"], "/index.html", &out);
+    assert!(!o.status.success(), "no client certificate must be refused");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("certificate required"), "curl: {err}");
+    // Python's ssl with the same identity.
+    let py = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{d}/ca.pem")
+ctx.load_cert_chain("{d}/alice.pem", "{d}/alice.key")
+with socket.create_connection(("10.77.0.1", 443), timeout=30) as raw:
+    with ctx.wrap_socket(raw, server_hostname="appliance.test") as s:
+        s.sendall(b"GET /index.html HTTP/1.0\r\nHost: appliance.test\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+        print(s.version(), b"hello through the appliance" in data)
+"#
+    );
+    let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.trim(),
+        "TLSv1.3 True",
+        "python ssl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert_eq!(p["tls_client_certificates"], 3, "{s}");
+    assert_eq!(p["tls_peer_misbehaved"], 1, "the refused client: {s}");
+}

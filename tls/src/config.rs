@@ -6,9 +6,12 @@
 use std::sync::Arc;
 
 use crypto_offload::prim::{certificate_names, load_chain_pem};
-use crypto_offload::{CryptoError, KeyKind, SigningKey};
+use crypto_offload::{CaStore, CryptoError, KeyKind, SigningKey};
 
-use crate::msgs::{certificate12, certificate13, group, suite, SERVER_HELLO_DONE};
+use crate::msgs::{
+    certificate12, certificate13, certificate_request12, certificate_request13, group, suite,
+    CLIENT_SCHEMES12_SHA256, CLIENT_SCHEMES12_SHA384, CLIENT_SCHEMES13, SERVER_HELLO_DONE,
+};
 use crate::session::Resumption;
 
 /// A certificate chain with its private key and its precomputed messages.
@@ -114,6 +117,37 @@ pub struct ServerConfig {
     pub record_padding: usize,
     /// Session IDs, tickets and their settings.
     pub resumption: Resumption,
+    /// Ask clients for a certificate (full handshakes; a resumed session keeps the
+    /// identity it was made with).
+    pub client_auth: Option<Arc<ClientAuth>>,
+}
+
+/// Client certificate authentication: the trusted CAs and the CertificateRequest
+/// messages, encoded once (method 2 of the design, like the server's Certificate).
+#[derive(Debug)]
+pub struct ClientAuth {
+    pub roots: Arc<CaStore>,
+    /// Refuse clients without a certificate (else the handshake goes on anonymously).
+    pub required: bool,
+    pub request13: Arc<[u8]>,
+    /// TLS 1.2, one per suite hash (SHA-256, SHA-384).
+    pub request12_sha256: Arc<[u8]>,
+    pub request12_sha384: Arc<[u8]>,
+}
+
+impl ClientAuth {
+    /// From a PEM bundle of the CAs that issue client certificates.
+    pub fn from_pem(ca_bundle: &[u8], required: bool) -> Result<Self, CryptoError> {
+        let roots = CaStore::from_pem(ca_bundle)?;
+        let names = roots.names();
+        Ok(ClientAuth {
+            request13: certificate_request13(&CLIENT_SCHEMES13, names).into(),
+            request12_sha256: certificate_request12(&CLIENT_SCHEMES12_SHA256, names).into(),
+            request12_sha384: certificate_request12(&CLIENT_SCHEMES12_SHA384, names).into(),
+            roots: Arc::new(roots),
+            required,
+        })
+    }
 }
 
 pub const DEFAULT_SUITES13: [u16; 3] = [
@@ -148,6 +182,7 @@ impl ServerConfig {
             handshake_timeout_ms: 10_000,
             record_padding: 0,
             resumption: Resumption::default(),
+            client_auth: None,
         };
         cfg.validate()?;
         Ok(cfg)

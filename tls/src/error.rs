@@ -14,7 +14,9 @@ pub mod alert {
     pub const BAD_RECORD_MAC: u8 = 20;
     pub const RECORD_OVERFLOW: u8 = 22;
     pub const HANDSHAKE_FAILURE: u8 = 40;
+    pub const BAD_CERTIFICATE: u8 = 42;
     pub const ILLEGAL_PARAMETER: u8 = 47;
+    pub const UNKNOWN_CA: u8 = 48;
     pub const DECODE_ERROR: u8 = 50;
     pub const DECRYPT_ERROR: u8 = 51;
     pub const PROTOCOL_VERSION: u8 = 70;
@@ -23,6 +25,7 @@ pub mod alert {
     pub const USER_CANCELED: u8 = 90;
     pub const NO_RENEGOTIATION: u8 = 100;
     pub const MISSING_EXTENSION: u8 = 109;
+    pub const CERTIFICATE_REQUIRED: u8 = 116;
     pub const NO_APPLICATION_PROTOCOL: u8 = 120;
 }
 
@@ -50,6 +53,12 @@ pub enum Error {
     BadBinder,
     /// Resuming an extended-master-secret session without the extension (RFC 7627 §5.3).
     ResumptionWithoutEms,
+    /// The client's certificate chain did not verify against the CA bundle.
+    BadCertificate { reason: String, unknown_ca: bool },
+    /// The client's CertificateVerify signature did not verify.
+    BadCertificateVerify,
+    /// Client authentication is required and the client sent no certificate.
+    CertificateRequired { tls13: bool },
     // --- the peer wants something we do not support
     /// SSLv3 / TLS 1.0 / TLS 1.1, or no version in common.
     ProtocolVersion,
@@ -95,6 +104,14 @@ impl Error {
             Error::RenegotiationInfo => Some(HANDSHAKE_FAILURE),
             Error::BadBinder => Some(DECRYPT_ERROR),
             Error::ResumptionWithoutEms => Some(HANDSHAKE_FAILURE),
+            Error::BadCertificate {
+                unknown_ca: true, ..
+            } => Some(UNKNOWN_CA),
+            Error::BadCertificate { .. } => Some(BAD_CERTIFICATE),
+            Error::BadCertificateVerify => Some(DECRYPT_ERROR),
+            // RFC 8446 §4.4.2.4; TLS 1.2 has no such alert (RFC 5246 §7.4.6).
+            Error::CertificateRequired { tls13: true } => Some(CERTIFICATE_REQUIRED),
+            Error::CertificateRequired { tls13: false } => Some(HANDSHAKE_FAILURE),
             Error::ProtocolVersion => Some(PROTOCOL_VERSION),
             Error::NoCommonParameters(_) => Some(HANDSHAKE_FAILURE),
             Error::NoApplicationProtocol => Some(NO_APPLICATION_PROTOCOL),
@@ -117,7 +134,10 @@ impl Error {
             | Error::BadFinished
             | Error::RenegotiationInfo
             | Error::BadBinder
-            | Error::ResumptionWithoutEms => ErrorClass::PeerMisbehaved,
+            | Error::ResumptionWithoutEms
+            | Error::BadCertificate { .. }
+            | Error::BadCertificateVerify
+            | Error::CertificateRequired { .. } => ErrorClass::PeerMisbehaved,
             Error::ProtocolVersion
             | Error::NoCommonParameters(_)
             | Error::NoApplicationProtocol
@@ -145,6 +165,9 @@ impl fmt::Display for Error {
             Error::ResumptionWithoutEms => {
                 f.write_str("resuming an extended master secret session without the extension")
             }
+            Error::BadCertificate { reason, .. } => write!(f, "client certificate: {reason}"),
+            Error::BadCertificateVerify => f.write_str("client CertificateVerify does not verify"),
+            Error::CertificateRequired { .. } => f.write_str("client certificate required"),
             Error::ProtocolVersion => f.write_str("no supported protocol version"),
             Error::NoCommonParameters(w) => write!(f, "no {w} in common"),
             Error::NoApplicationProtocol => f.write_str("no ALPN protocol in common"),
@@ -165,6 +188,10 @@ impl From<crypto_offload::CryptoError> for Error {
             crypto_offload::CryptoError::BadPeerKey => Error::IllegalParameter("key share"),
             crypto_offload::CryptoError::BadTag => Error::BadRecordMac,
             crypto_offload::CryptoError::BadBinder => Error::BadBinder,
+            crypto_offload::CryptoError::BadCertificate { reason, unknown_ca } => {
+                Error::BadCertificate { reason, unknown_ca }
+            }
+            crypto_offload::CryptoError::BadSignature => Error::BadCertificateVerify,
             other => Error::Crypto(other.to_string()),
         }
     }

@@ -12,7 +12,7 @@
 //! Crypto comes from `crypto-offload`: handshake steps as jobs, record protection as
 //! direct calls on opaque keys (batching those is issue 4).
 //!
-//! Not built yet: client certificates, 0-RTT (early data is never accepted).
+//! Not built yet: 0-RTT (early data is never accepted).
 
 pub mod codec;
 pub mod config;
@@ -24,7 +24,7 @@ pub mod session;
 mod tls12;
 mod tls13;
 
-pub use config::{CertifiedKey, ServerConfig, Site};
+pub use config::{CertifiedKey, ClientAuth, ServerConfig, Site};
 pub use error::{Error, ErrorClass};
 pub use server::{HandshakeInfo, Resumed, ServerConn};
 pub use session::{LocalStore, Lookup, PendingLookup, PskMode, Resumption, Session, SessionStore};

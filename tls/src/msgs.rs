@@ -18,6 +18,8 @@ pub mod hs {
     pub const NEW_SESSION_TICKET: u8 = 4;
     pub const ENCRYPTED_EXTENSIONS: u8 = 8;
     pub const CERTIFICATE: u8 = 11;
+    pub const CERTIFICATE_REQUEST: u8 = 13;
+    pub const CERTIFICATE_VERIFY: u8 = 15;
     pub const SERVER_HELLO_DONE: u8 = 14;
     pub const CLIENT_KEY_EXCHANGE: u8 = 16;
     pub const FINISHED: u8 = 20;
@@ -35,6 +37,7 @@ pub mod ext {
     pub const SESSION_TICKET: u16 = 35;
     pub const PRE_SHARED_KEY: u16 = 41;
     pub const SUPPORTED_VERSIONS: u16 = 43;
+    pub const CERTIFICATE_AUTHORITIES: u16 = 47;
     pub const PSK_KEY_EXCHANGE_MODES: u16 = 45;
     pub const KEY_SHARE: u16 = 51;
     pub const RENEGOTIATION_INFO: u16 = 0xff01;
@@ -382,6 +385,116 @@ pub fn certificate13(chain: &[Vec<u8>]) -> Vec<u8> {
         end_len(m, at, 3);
     });
     m
+}
+
+/// The signature schemes a client certificate may sign with. TLS 1.3: ECDSA on its
+/// bound curves and RSA-PSS (RFC 8446 §4.2.3).
+pub const CLIENT_SCHEMES13: [u16; 5] = [
+    scheme::ECDSA_SECP256R1_SHA256,
+    scheme::ECDSA_SECP384R1_SHA384,
+    scheme::RSA_PSS_RSAE_SHA256,
+    scheme::RSA_PSS_RSAE_SHA384,
+    scheme::RSA_PSS_RSAE_SHA512,
+];
+/// TLS 1.2, per suite hash: only schemes with the transcript's own hash are asked for,
+/// so the CertificateVerify is checked against the transcript hash already computed.
+pub const CLIENT_SCHEMES12_SHA256: [u16; 3] = [
+    scheme::ECDSA_SECP256R1_SHA256,
+    scheme::RSA_PSS_RSAE_SHA256,
+    scheme::RSA_PKCS1_SHA256,
+];
+pub const CLIENT_SCHEMES12_SHA384: [u16; 3] = [
+    scheme::ECDSA_SECP384R1_SHA384,
+    scheme::RSA_PSS_RSAE_SHA384,
+    scheme::RSA_PKCS1_SHA384,
+];
+
+fn put_ca_names(m: &mut Vec<u8>, names: &[Vec<u8>]) {
+    let at = start_len(m, 2);
+    for n in names {
+        put_u16(m, n.len() as u16);
+        m.extend_from_slice(n);
+    }
+    end_len(m, at, 2);
+}
+
+/// TLS 1.2 CertificateRequest (RFC 5246 §7.4.4): RSA and ECDSA certificates, the given
+/// schemes, and the trusted CAs' names.
+pub fn certificate_request12(schemes: &[u16], ca_names: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    put_handshake(&mut m, hs::CERTIFICATE_REQUEST, |m| {
+        m.extend_from_slice(&[2, 1, 64]); // rsa_sign, ecdsa_sign
+        put_u16(m, 2 * schemes.len() as u16);
+        for &s in schemes {
+            put_u16(m, s);
+        }
+        put_ca_names(m, ca_names);
+    });
+    m
+}
+
+/// TLS 1.3 CertificateRequest (RFC 8446 §4.3.2): empty context, signature_algorithms
+/// and certificate_authorities.
+pub fn certificate_request13(schemes: &[u16], ca_names: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    put_handshake(&mut m, hs::CERTIFICATE_REQUEST, |m| {
+        m.push(0);
+        let at = start_len(m, 2);
+        put_ext(m, ext::SIGNATURE_ALGORITHMS, |m| {
+            put_u16(m, 2 * schemes.len() as u16);
+            for &s in schemes {
+                put_u16(m, s);
+            }
+        });
+        if !ca_names.is_empty() {
+            put_ext(m, ext::CERTIFICATE_AUTHORITIES, |m| {
+                put_ca_names(m, ca_names)
+            });
+        }
+        end_len(m, at, 2);
+    });
+    m
+}
+
+/// A client's Certificate message body: the chain (DER, leaf first; may be empty).
+/// TLS 1.3 entries carry extensions (ignored) and the message a request context, which
+/// must be the empty one we sent.
+pub fn parse_certificate(body: &[u8], tls13: bool) -> Result<Vec<Vec<u8>>, Error> {
+    let mut r = Reader::new(body);
+    if tls13 && !r.vec8()?.is_empty() {
+        return Err(Error::IllegalParameter("certificate_request_context"));
+    }
+    let n = r.u24()?;
+    let mut list = Reader::new(r.take(n)?);
+    r.finish("bytes after the certificate list")?;
+    let mut chain = Vec::new();
+    while !list.is_empty() {
+        let n = list.u24()?;
+        let der = list.take(n)?;
+        if der.is_empty() {
+            return Err(Error::Decode("empty certificate"));
+        }
+        if tls13 {
+            list.vec16()?;
+        }
+        if chain.len() == 16 {
+            return Err(Error::Decode("certificate chain longer than 16"));
+        }
+        chain.push(der.to_vec());
+    }
+    Ok(chain)
+}
+
+/// A CertificateVerify body: (scheme, signature).
+pub fn parse_certificate_verify(body: &[u8]) -> Result<(u16, &[u8]), Error> {
+    let mut r = Reader::new(body);
+    let scheme = r.u16()?;
+    let sig = r.vec16()?;
+    r.finish("bytes after the signature")?;
+    if sig.is_empty() {
+        return Err(Error::Decode("empty signature"));
+    }
+    Ok((scheme, sig))
 }
 
 /// ServerHelloDone: always the same four bytes.

@@ -66,6 +66,10 @@ pub struct HandshakeInfo {
     pub hello_retry: bool,
     /// How the handshake resumed, if it did.
     pub resumed: Option<Resumed>,
+    /// The client's verified certificate (DER) and its subject, when it sent one (a
+    /// resumed session keeps the one it was made with).
+    pub peer_certificate: Option<Vec<u8>>,
+    pub peer_subject: Option<String>,
     /// Crypto jobs this handshake needed.
     pub jobs: u32,
     /// Transcript hashing: running hashes started and bytes fed, over all jobs.
@@ -178,8 +182,12 @@ pub(crate) enum State {
     SessionLookup(Box<SessionLookup>),
     /// A crypto job is out; only its completion moves the connection on.
     Job(Pending),
+    Tls13ClientCert(Box<crate::tls13::AwaitClientCert>),
+    Tls13ClientCv(Box<crate::tls13::AwaitClientCert>),
     Tls13Finished(Box<crate::tls13::AwaitFinished>),
+    Tls12ClientCert(Box<crate::tls12::AwaitClientKx>),
     Tls12ClientKx(Box<crate::tls12::AwaitClientKx>),
+    Tls12ClientCv(Box<crate::tls12::AwaitClientKx>),
     Tls12Ccs(Box<crate::tls12::AwaitFinished>),
     Tls12Finished(Box<crate::tls12::AwaitFinished>),
     Traffic(Box<Traffic>),
@@ -192,6 +200,7 @@ pub(crate) enum Pending {
     Tls12Kx(Box<crate::tls12::KxCtx>),
     Tls12Finish(Box<crate::tls12::FinishCtx>),
     Tls12Resume(Box<crate::tls12::ResumeCtx>),
+    Tls13ClientAuth(Box<crate::tls13::ClientAuthCtx>),
 }
 
 pub(crate) struct SessionLookup {
@@ -627,9 +636,21 @@ impl ServerConn {
             State::RetriedClientHello(r) if typ == hs::CLIENT_HELLO => {
                 self.on_client_hello(msg, Some(r), None)
             }
+            State::Tls13ClientCert(w) if typ == hs::CERTIFICATE => {
+                self.tls13_client_certificate(w, msg)
+            }
+            State::Tls13ClientCv(w) if typ == hs::CERTIFICATE_VERIFY => {
+                self.tls13_client_verify(w, msg)
+            }
             State::Tls13Finished(w) if typ == hs::FINISHED => self.tls13_finished(*w, &msg),
+            State::Tls12ClientCert(w) if typ == hs::CERTIFICATE => {
+                self.tls12_client_certificate(w, msg)
+            }
             State::Tls12ClientKx(w) if typ == hs::CLIENT_KEY_EXCHANGE => {
-                self.tls12_client_kx(*w, msg)
+                self.tls12_client_kx(w, msg)
+            }
+            State::Tls12ClientCv(w) if typ == hs::CERTIFICATE_VERIFY => {
+                self.tls12_client_verify(w, msg)
             }
             State::Tls12Finished(w) if typ == hs::FINISHED => self.tls12_finished(*w, &msg),
             State::Traffic(t) => self.traffic_handshake(t, &msg),
@@ -662,6 +683,9 @@ impl ServerConn {
             (Pending::Tls12Kx(ctx), Done::Tls12Kx(d)) => self.tls12_kx_done(*ctx, *d),
             (Pending::Tls12Finish(ctx), Done::Tls12Finish(d)) => self.tls12_finish_done(*ctx, *d),
             (Pending::Tls12Resume(ctx), Done::Tls12Resume(d)) => self.tls12_resume_done(*ctx, *d),
+            (Pending::Tls13ClientAuth(ctx), Done::Tls13ClientAuth(d)) => {
+                self.tls13_client_auth_done(*ctx, *d)
+            }
             _ => Err(Error::Misuse("completion of the wrong job")),
         }
     }
@@ -763,6 +787,21 @@ impl ServerConn {
 
     pub(crate) fn site_certs(&self) -> &[Arc<crate::config::CertifiedKey>] {
         &self.cfg.sites[self.info.site].certs
+    }
+
+    /// A session resumes here only if it satisfies today's client-auth policy: a
+    /// vserver that requires certificates does not resume anonymous sessions.
+    pub(crate) fn peer_acceptable(&self, s: &crate::session::Session) -> bool {
+        let required = self.cfg.client_auth.as_ref().is_some_and(|a| a.required);
+        !required || s.peer.is_some()
+    }
+
+    /// A resumed session's client identity.
+    pub(crate) fn restore_peer(&mut self, peer: Option<Vec<u8>>) {
+        self.info.peer_subject = peer
+            .as_deref()
+            .and_then(|d| crypto_offload::prim::certificate_subject(d).ok());
+        self.info.peer_certificate = peer;
     }
 
     pub(crate) fn start_traffic(&mut self, tls13: Option<crate::tls13::Secrets>) {

@@ -18,7 +18,8 @@
 use std::sync::Arc;
 
 use crypto_offload::job::{
-    TicketRequest, Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone, Tls12Resume, Tls12ResumeDone,
+    TicketRequest, Tls12ClientCheck, Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone,
+    Tls12Resume, Tls12ResumeDone,
 };
 use crypto_offload::prim::{ct_eq, random};
 use crypto_offload::{
@@ -29,7 +30,8 @@ use crate::codec::{end_len, put_u16, start_len, Reader};
 use crate::config::CertifiedKey;
 use crate::error::Error;
 use crate::msgs::{
-    ext, group, hs, put_alpn_ext, put_ext, put_handshake, suite, version, ClientHello,
+    ext, group, hs, parse_certificate, parse_certificate_verify, put_alpn_ext, put_ext,
+    put_handshake, suite, version, ClientHello, CLIENT_SCHEMES12_SHA256, CLIENT_SCHEMES12_SHA384,
     DOWNGRADE_TLS12,
 };
 use crate::record::{Cipher, Protection};
@@ -84,10 +86,16 @@ pub(crate) struct AwaitClientKx {
     server_random: [u8; 32],
     transcript: Vec<Chunk>,
     key: EphemeralKey,
+    /// The client's certificate chain (after a CertificateRequest; may be empty).
+    chain: Vec<Vec<u8>>,
+    /// With a non-empty chain: the client's public value, waiting for CertificateVerify.
+    client_public: Vec<u8>,
 }
 
 pub(crate) struct FinishCtx {
     aead: AeadAlg,
+    /// The client's certificate (verified by the job).
+    peer: Option<Vec<u8>>,
     /// The session to store under this ID once the client's Finished checks out.
     store_as: Option<(Vec<u8>, Session)>,
 }
@@ -203,6 +211,7 @@ impl ServerConn {
                 // RFC 5077 §3.4: a ticket's resumption echoes the client's session ID.
                 plan.session_id = ch.session_id.to_vec();
                 plan.ems = s.ems;
+                self.restore_peer(s.peer.clone());
                 plan.resume = Some(s);
                 self.info.resumed = Some(how);
                 return Ok(plan);
@@ -229,6 +238,7 @@ impl ServerConn {
     fn tls12_resumable(&self, ch: &ClientHello, s: &Session) -> Result<bool, Error> {
         let fits = s.version == version::TLS12
             && s.live(self.now_ms)
+            && self.peer_acceptable(s)
             && s.same_name(ch.sni)
             && ch.offers_suite(s.suite)
             && self.cfg.suites12.contains(&s.suite)
@@ -405,25 +415,91 @@ impl ServerConn {
             key,
             server_key_exchange,
         } = d;
-        // ServerHello, Certificate, ServerKeyExchange, ServerHelloDone: one write.
+        // ServerHello, Certificate, ServerKeyExchange, (CertificateRequest,)
+        // ServerHelloDone: one write.
         let Chunk::Owned(sh) = &transcript[1] else {
             return Err(Error::Misuse("transcript layout"));
         };
-        self.write_plain_handshake(&[
-            sh,
-            &full.cert.cert12,
-            &server_key_exchange,
-            &full.cert.server_hello_done,
-        ]);
+        let request = self.cfg.client_auth.as_ref().map(|a| match plan.hash {
+            HashAlg::Sha256 => a.request12_sha256.clone(),
+            HashAlg::Sha384 => a.request12_sha384.clone(),
+        });
+        let mut msgs: Vec<&[u8]> = vec![sh, &full.cert.cert12, &server_key_exchange];
+        if let Some(r) = &request {
+            msgs.push(r);
+        }
+        msgs.push(&full.cert.server_hello_done);
+        self.write_plain_handshake(&msgs);
         transcript.push(Chunk::Shared(full.cert.cert12.clone()));
         transcript.push(Chunk::Owned(server_key_exchange));
+        if let Some(r) = &request {
+            transcript.push(Chunk::Shared(r.clone()));
+        }
         transcript.push(Chunk::Shared(full.cert.server_hello_done.clone()));
-        self.state = State::Tls12ClientKx(Box::new(AwaitClientKx {
+        let w = Box::new(AwaitClientKx {
             plan,
             server_random,
             transcript,
             key,
-        }));
+            chain: Vec::new(),
+            client_public: Vec::new(),
+        });
+        self.state = if request.is_some() {
+            State::Tls12ClientCert(w)
+        } else {
+            State::Tls12ClientKx(w)
+        };
+        Ok(())
+    }
+
+    /// RFC 5246 §7.4.6: the client's Certificate after our request (may be empty).
+    pub(crate) fn tls12_client_certificate(
+        &mut self,
+        mut w: Box<AwaitClientKx>,
+        msg: Vec<u8>,
+    ) -> Result<(), Error> {
+        let required = self.cfg.client_auth.as_ref().is_some_and(|a| a.required);
+        let chain = parse_certificate(&msg[4..], false)?;
+        if chain.is_empty() && required {
+            return Err(Error::CertificateRequired { tls13: false });
+        }
+        w.chain = chain;
+        w.transcript.push(Chunk::Owned(msg));
+        self.state = State::Tls12ClientKx(w);
+        Ok(())
+    }
+
+    /// RFC 5246 §7.4.8: the client's CertificateVerify; checked in the finishing job.
+    pub(crate) fn tls12_client_verify(
+        &mut self,
+        w: Box<AwaitClientKx>,
+        msg: Vec<u8>,
+    ) -> Result<(), Error> {
+        let auth = self
+            .cfg
+            .client_auth
+            .clone()
+            .ok_or(Error::Misuse("client certificate without client auth"))?;
+        let (scheme, sig) = parse_certificate_verify(&msg[4..])?;
+        let asked: &[u16] = match w.plan.hash {
+            HashAlg::Sha256 => &CLIENT_SCHEMES12_SHA256,
+            HashAlg::Sha384 => &CLIENT_SCHEMES12_SHA384,
+        };
+        if !asked.contains(&scheme) {
+            return Err(Error::IllegalParameter(
+                "CertificateVerify scheme not requested",
+            ));
+        }
+        let signature = sig.to_vec();
+        let mut w = *w;
+        let check = Tls12ClientCheck {
+            roots: auth.roots.clone(),
+            chain: std::mem::take(&mut w.chain),
+            certificate_verify: msg,
+            sig_alg: sig_alg_of(scheme),
+            signature,
+        };
+        self.tls12_finish_job(w, Some(check));
         Ok(())
     }
 
@@ -447,13 +523,11 @@ impl ServerConn {
         }
     }
 
-    pub(crate) fn tls12_client_kx(&mut self, w: AwaitClientKx, msg: Vec<u8>) -> Result<(), Error> {
-        let AwaitClientKx {
-            plan,
-            server_random,
-            mut transcript,
-            key,
-        } = w;
+    pub(crate) fn tls12_client_kx(
+        &mut self,
+        mut w: Box<AwaitClientKx>,
+        msg: Vec<u8>,
+    ) -> Result<(), Error> {
         // RFC 8422 §5.7: ClientECDiffieHellmanPublic, a point with a one-byte length.
         let mut r = Reader::new(&msg[4..]);
         let client_public = r.vec8()?.to_vec();
@@ -461,8 +535,27 @@ impl ServerConn {
         if client_public.is_empty() {
             return Err(Error::Decode("empty ClientKeyExchange"));
         }
-        transcript.push(Chunk::Owned(msg));
-        let session = self.new_session12(&plan);
+        w.transcript.push(Chunk::Owned(msg));
+        w.client_public = client_public;
+        if !w.chain.is_empty() {
+            self.state = State::Tls12ClientCv(w);
+            return Ok(());
+        }
+        self.tls12_finish_job(*w, None);
+        Ok(())
+    }
+
+    fn tls12_finish_job(&mut self, w: AwaitClientKx, client_auth: Option<Tls12ClientCheck>) {
+        let AwaitClientKx {
+            plan,
+            server_random,
+            transcript,
+            key,
+            chain: _,
+            client_public,
+        } = w;
+        let mut session = self.new_session12(&plan);
+        session.peer = client_auth.as_ref().and_then(|c| c.chain.first().cloned());
         let ticket = match (&self.cfg.resumption.tickets, plan.issue_ticket) {
             (Some(keys), true) => Some(TicketRequest {
                 keys: keys.clone(),
@@ -473,6 +566,7 @@ impl ServerConn {
             }),
             _ => None,
         };
+        let session_peer = session.peer.clone();
         let store_as = (!plan.session_id.is_empty()).then(|| (plan.session_id.clone(), session));
         let job = Tls12Finish {
             hash: plan.hash,
@@ -484,15 +578,16 @@ impl ServerConn {
             server_random,
             transcript,
             ticket,
+            client_auth,
         };
         self.emit_job(
             Job::Tls12Finish(Box::new(job)),
             Pending::Tls12Finish(Box::new(FinishCtx {
                 aead: plan.aead,
+                peer: session_peer,
                 store_as,
             })),
         );
-        Ok(())
     }
 
     pub(crate) fn tls12_finish_done(
@@ -502,6 +597,8 @@ impl ServerConn {
     ) -> Result<(), Error> {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
+        self.info.peer_subject = d.peer_subject;
+        self.info.peer_certificate = ctx.peer;
         let mode = protection(ctx.aead);
         let store_as = ctx.store_as.map(|(id, mut s)| {
             s.secret = d.master_secret;

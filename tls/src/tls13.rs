@@ -16,16 +16,18 @@
 use std::sync::Arc;
 
 use crypto_offload::job::{
-    tls13_next_secret, CertAuth, PskCheck, TicketRequest, Tls13Flight, Tls13FlightDone,
+    tls13_next_secret, CertAuth, PskCheck, TicketRequest, Tls13ClientAuth, Tls13ClientAuthDone,
+    Tls13Continue, Tls13Flight, Tls13FlightDone,
 };
 use crypto_offload::prim::{ct_eq, hash, random};
-use crypto_offload::{AeadAlg, Chunk, HashAlg, Job, Secret, TrafficKey};
+use crypto_offload::{AeadAlg, Chunk, HashAlg, Job, KeyKind, Secret, TrafficKey};
 
 use crate::codec::{end_len, handshake_header, put_u16, start_len};
 use crate::config::CertifiedKey;
 use crate::error::Error;
 use crate::msgs::{
-    ext, hs, put_alpn_ext, put_ext, put_handshake, version, ClientHello, HRR_RANDOM,
+    ext, hs, parse_certificate, parse_certificate_verify, put_alpn_ext, put_ext, put_handshake,
+    scheme, version, ClientHello, CLIENT_SCHEMES13, HRR_RANDOM,
 };
 use crate::record::{Cipher, Protection};
 use crate::server::{
@@ -75,6 +77,26 @@ pub(crate) struct FlightCtx {
     compat_ccs: bool,
     hash: HashAlg,
     aead: AeadAlg,
+    certificate_request: Option<Arc<[u8]>>,
+    ticket_session: Option<Session>,
+}
+
+/// After a CertificateRequest: the client's Certificate, then (if it is not empty) its
+/// CertificateVerify, then a job, then its Finished.
+pub(crate) struct AwaitClientCert {
+    cont: Box<Tls13Continue>,
+    app_read: TrafficKey,
+    secrets: Secrets,
+    ticket_session: Option<Session>,
+    /// Filled in at the Certificate.
+    certificate: Vec<u8>,
+    chain: Vec<Vec<u8>>,
+}
+
+pub(crate) struct ClientAuthCtx {
+    app_read: TrafficKey,
+    secrets: Secrets,
+    peer: Option<Vec<u8>>,
 }
 
 pub(crate) struct AwaitFinished {
@@ -262,6 +284,7 @@ impl ServerConn {
             };
             let fits = session.version == version::TLS13
                 && session.live(self.now_ms)
+                && self.peer_acceptable(&session)
                 && session.same_name(ch.sni)
                 && suite_info(session.suite).is_some_and(|s| s.hash == hash);
             if fits {
@@ -320,6 +343,7 @@ impl ServerConn {
                 PskMode::PskDheKe => Resumed::PskDheKe,
                 PskMode::PskKe => Resumed::PskKe,
             });
+            self.restore_peer(r.session.peer.clone());
             PskCheck {
                 psk: r.session.secret,
                 binder: r.binder,
@@ -327,7 +351,23 @@ impl ServerConn {
             }
         });
         let ee = self.encrypted_extensions();
-        let ticket = self.ticket13(&p)?;
+        let mut ticket_session = self.ticket_session13(&p)?;
+        if let Some(t) = ticket_session.as_mut() {
+            // A resumed connection's next ticket carries the same client identity.
+            t.peer = self.info.peer_certificate.clone();
+        }
+        // A full handshake asks for a client certificate when the vserver wants one; a
+        // resumption keeps the identity its session was made with.
+        let certificate_request = match (&self.cfg.client_auth, &p.cert) {
+            (Some(a), Some(_)) => Some(a.request13.clone()),
+            _ => None,
+        };
+        // Without a certificate request the flight job seals the ticket now; with one,
+        // the client-certificate job does, once the peer is known.
+        let ticket = match &certificate_request {
+            None => ticket_session.as_ref().and_then(|s| self.ticket_request(s)),
+            Some(_) => None,
+        };
         let job = Tls13Flight {
             hash: p.hash,
             aead: p.aead,
@@ -343,12 +383,15 @@ impl ServerConn {
                 sig_alg: sig_alg_of(scheme),
                 scheme,
             }),
+            certificate_request: certificate_request.clone(),
             ticket,
         };
         let ctx = FlightCtx {
             compat_ccs: !ccs_sent && !p.session_id.is_empty(),
             hash: p.hash,
             aead: p.aead,
+            certificate_request,
+            ticket_session,
         };
         self.emit_job(
             Job::Tls13Flight(Box::new(job)),
@@ -357,15 +400,16 @@ impl ServerConn {
         Ok(())
     }
 
-    /// The ticket the flight job seals for this connection, if the client takes one.
-    fn ticket13(&self, p: &Plan) -> Result<Option<TicketRequest>, Error> {
+    /// The session a ticket for this connection will carry, if the client takes one
+    /// (its secret and, with a client certificate, its peer come later).
+    fn ticket_session13(&self, p: &Plan) -> Result<Option<Session>, Error> {
         let r = &self.cfg.resumption;
-        let Some(keys) = r.tickets.as_ref().filter(|_| p.issue_ticket) else {
+        if r.tickets.is_none() || !p.issue_ticket {
             return Ok(None);
-        };
+        }
         let mut age_add = [0u8; 4];
         random(&mut age_add)?;
-        let session = Session {
+        Ok(Some(Session {
             version: version::TLS13,
             suite: p.suite,
             ems: false,
@@ -380,14 +424,18 @@ impl ServerConn {
             alpn: self.info.alpn.clone(),
             peer: None,
             secret: Secret::default(),
-        };
-        Ok(Some(TicketRequest {
+        }))
+    }
+
+    pub(crate) fn ticket_request(&self, s: &Session) -> Option<TicketRequest> {
+        let keys = self.cfg.resumption.tickets.as_ref()?;
+        Some(TicketRequest {
             keys: keys.clone(),
             now_ms: self.now_ms,
-            state: session.encode_state(),
-            lifetime_s: session.lifetime_s,
-            age_add: session.age_add,
-        }))
+            state: s.encode_state(),
+            lifetime_s: s.lifetime_s,
+            age_add: s.age_add,
+        })
     }
 
     fn encrypted_extensions(&self) -> Vec<u8> {
@@ -444,28 +492,144 @@ impl ServerConn {
             self.write_ccs();
         }
         self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
-        match &d.certificate {
-            Some(c) => self.write_protected_handshake(&[
-                &d.encrypted_extensions,
-                c,
-                &d.certificate_verify,
-                &d.server_finished,
-            ])?,
-            None => {
-                self.write_protected_handshake(&[&d.encrypted_extensions, &d.server_finished])?
-            }
+        let mut msgs: Vec<&[u8]> = vec![&d.encrypted_extensions];
+        if let Some(cr) = &ctx.certificate_request {
+            msgs.push(cr);
         }
+        if let Some(c) = &d.certificate {
+            msgs.push(c);
+            msgs.push(&d.certificate_verify);
+        }
+        msgs.push(&d.server_finished);
+        self.write_protected_handshake(&msgs)?;
         self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
         self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
+        let secrets = Secrets {
+            hash: ctx.hash,
+            aead: ctx.aead,
+            client: d.client_app_secret,
+            server: d.server_app_secret,
+        };
+        self.state = match (d.client_auth, d.client_finished) {
+            (Some(cont), _) => State::Tls13ClientCert(Box::new(AwaitClientCert {
+                cont,
+                app_read: d.app_read,
+                secrets,
+                ticket_session: ctx.ticket_session,
+                certificate: Vec::new(),
+                chain: Vec::new(),
+            })),
+            (None, Some(expected)) => State::Tls13Finished(Box::new(AwaitFinished {
+                expected,
+                app_read: d.app_read,
+                secrets,
+                new_session_ticket: d.new_session_ticket,
+            })),
+            (None, None) => return Err(Error::Misuse("flight without a client Finished")),
+        };
+        Ok(())
+    }
+
+    /// RFC 8446 §4.4.2: the client's Certificate (possibly empty) after our request.
+    pub(crate) fn tls13_client_certificate(
+        &mut self,
+        mut w: Box<AwaitClientCert>,
+        msg: Vec<u8>,
+    ) -> Result<(), Error> {
+        let auth = self
+            .cfg
+            .client_auth
+            .clone()
+            .ok_or(Error::Misuse("client certificate without client auth"))?;
+        let chain = parse_certificate(&msg[4..], true)?;
+        if chain.is_empty() && auth.required {
+            return Err(Error::CertificateRequired { tls13: true });
+        }
+        w.certificate = msg;
+        w.chain = chain;
+        if w.chain.is_empty() {
+            return self.tls13_client_auth_job(w, None);
+        }
+        self.state = State::Tls13ClientCv(w);
+        Ok(())
+    }
+
+    /// RFC 8446 §4.4.3: the client's CertificateVerify; the checks run in a job.
+    pub(crate) fn tls13_client_verify(
+        &mut self,
+        w: Box<AwaitClientCert>,
+        msg: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (scheme, sig) = parse_certificate_verify(&msg[4..])?;
+        if !CLIENT_SCHEMES13.contains(&scheme) {
+            return Err(Error::IllegalParameter(
+                "CertificateVerify scheme not requested",
+            ));
+        }
+        let sig = sig.to_vec();
+        self.tls13_client_auth_job(w, Some((msg, scheme, sig)))
+    }
+
+    fn tls13_client_auth_job(
+        &mut self,
+        w: Box<AwaitClientCert>,
+        cv: Option<(Vec<u8>, u16, Vec<u8>)>,
+    ) -> Result<(), Error> {
+        let auth = self
+            .cfg
+            .client_auth
+            .clone()
+            .ok_or(Error::Misuse("client certificate without client auth"))?;
+        let AwaitClientCert {
+            cont,
+            app_read,
+            secrets,
+            ticket_session,
+            certificate,
+            chain,
+        } = *w;
+        let peer = chain.first().cloned();
+        let ticket = ticket_session.and_then(|mut s| {
+            s.peer = peer.clone();
+            self.ticket_request(&s)
+        });
+        let required_kind = match cv.as_ref().map(|c| c.1) {
+            Some(scheme::ECDSA_SECP256R1_SHA256) => Some(KeyKind::EcdsaP256),
+            Some(scheme::ECDSA_SECP384R1_SHA384) => Some(KeyKind::EcdsaP384),
+            _ => None,
+        };
+        let job = Tls13ClientAuth {
+            state: cont,
+            certificate,
+            chain,
+            roots: auth.roots.clone(),
+            certificate_verify: cv.map(|(m, s, sig)| (m, sig_alg_of(s), sig)),
+            required_kind,
+            ticket,
+        };
+        self.emit_job(
+            Job::Tls13ClientAuth(Box::new(job)),
+            Pending::Tls13ClientAuth(Box::new(ClientAuthCtx {
+                app_read,
+                secrets,
+                peer,
+            })),
+        );
+        Ok(())
+    }
+
+    pub(crate) fn tls13_client_auth_done(
+        &mut self,
+        ctx: ClientAuthCtx,
+        d: Tls13ClientAuthDone,
+    ) -> Result<(), Error> {
+        self.info.digest.bytes += d.digest.bytes;
+        self.info.peer_subject = d.peer_subject;
+        self.info.peer_certificate = ctx.peer;
         self.state = State::Tls13Finished(Box::new(AwaitFinished {
             expected: d.client_finished,
-            app_read: d.app_read,
-            secrets: Secrets {
-                hash: ctx.hash,
-                aead: ctx.aead,
-                client: d.client_app_secret,
-                server: d.server_app_secret,
-            },
+            app_read: ctx.app_read,
+            secrets: ctx.secrets,
             new_session_ticket: d.new_session_ticket,
         }));
         Ok(())

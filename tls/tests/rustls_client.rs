@@ -285,3 +285,82 @@ fn close_notify_from_rustls() {
         "clean EOF at the client"
     );
 }
+
+/// A client certificate resolver that presents `cert` but signs with `key`, which need
+/// not belong to it (rustls does not check; that is the point here).
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn identity(cert_pem: &[u8], key_pem: &[u8]) -> Arc<rustls::sign::CertifiedKey> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let chain = openssl::x509::X509::stack_from_pem(cert_pem).unwrap();
+    let der = openssl::pkey::PKey::private_key_from_pem(key_pem)
+        .unwrap()
+        .private_key_to_pkcs8()
+        .unwrap();
+    let key =
+        provider::sign::any_supported_type(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)))
+            .unwrap();
+    Arc::new(rustls::sign::CertifiedKey::new(
+        vec![CertificateDer::from(chain[0].to_der().unwrap())],
+        key,
+    ))
+}
+
+#[test]
+fn client_certificates_from_rustls() {
+    let mut sc = config_with(&[Kind::P256]);
+    let ca_pem = ca().cert.to_pem().unwrap();
+    sc.client_auth = Some(Arc::new(tls::ClientAuth::from_pem(&ca_pem, true).unwrap()));
+    let sc = Arc::new(sc);
+    let (cert, key) = leaf_pem(Kind::P384, &["rustls.client"]);
+    let (_, other_key) = leaf_pem(Kind::P384, &["rustls.client"]);
+    let suites = [
+        (
+            &rustls::version::TLS13,
+            provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS12,
+            provider::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
+    ];
+    for (v, suite) in suites {
+        for (signing_key, good) in [(&key, true), (&other_key, false)] {
+            let p = CryptoProvider {
+                cipher_suites: vec![suite],
+                ..provider::default_provider()
+            };
+            let cc = ClientConfig::builder_with_provider(Arc::new(p))
+                .with_protocol_versions(&[v])
+                .unwrap()
+                .with_root_certificates(roots())
+                .with_client_cert_resolver(Arc::new(Presents(identity(&cert, signing_key))));
+            let r = connect(&Arc::new(cc), &sc, "test.example");
+            if good {
+                let (mut c, mut s) = r.unwrap_or_else(|e| panic!("{v:?}: {e}"));
+                echo(&mut c, &mut s, b"rustls with a client certificate");
+                assert_eq!(s.info().peer_subject.as_deref(), Some("CN=rustls.client"));
+            } else {
+                let e = r.err().expect("a signature by the wrong key");
+                assert!(
+                    e.contains("client CertificateVerify does not verify"),
+                    "{v:?}: {e}"
+                );
+            }
+        }
+    }
+}
