@@ -1,9 +1,16 @@
-//! The ClientHello parser and every list accessor on what it accepts.
+//! The ClientHello parser and every list accessor on what it accepts; the client
+//! Certificate (both versions) and CertificateVerify parsers on the same bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tls::msgs::ClientHello;
+use tls::msgs::{parse_certificate, parse_certificate_verify, ClientHello};
 
 fuzz_target!(|data: &[u8]| {
+    for tls13 in [false, true] {
+        if let Ok(chain) = parse_certificate(data, tls13) {
+            assert!(chain.len() <= 16 && chain.iter().all(|c| !c.is_empty()));
+        }
+    }
+    let _ = parse_certificate_verify(data);
     if let Ok(ch) = ClientHello::parse(data) {
         let _ = ch.suites().count();
         let _ = ch.groups().map(|g| g.count());

@@ -22,8 +22,13 @@ fn config() -> Arc<ServerConfig> {
         b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
         b.set_not_after(&Asn1Time::days_from_now(1).unwrap()).unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
-        let ck = CertifiedKey::from_pem(&b.build().to_pem().unwrap(), &key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        Arc::new(ServerConfig::new(vec![Site::new(vec![Arc::new(ck)])]).unwrap())
+        let pem = b.build().to_pem().unwrap();
+        let ck = CertifiedKey::from_pem(&pem, &key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let mut cfg = ServerConfig::new(vec![Site::new(vec![Arc::new(ck)])]).unwrap();
+        // Optional client certificates: the TLS 1.2 client Certificate is plaintext, so
+        // the fuzzer reaches its parser and state.
+        cfg.client_auth = Some(Arc::new(tls::ClientAuth::from_pem(&pem, false).unwrap()));
+        Arc::new(cfg)
     })
     .clone()
 }
