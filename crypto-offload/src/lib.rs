@@ -5,7 +5,8 @@
 //! states leave this crate only as opaque types ([`SigningKey`], [`EphemeralKey`],
 //! [`AeadKey`], [`TranscriptHash`]) or as [`Secret`] bytes that are zeroized on drop and
 //! never printed. A handshake step's crypto is one [`Job`], run today by [`run`] on the
-//! calling core (inline mode).
+//! calling core (inline mode). It also keeps the session ticket key ring
+//! ([`TicketKeys`]) and the trusted client-certificate issuers ([`CaStore`]).
 //!
 //! What it must not do: know about connections, sockets or the data plane, or block a
 //! poll-mode core. Not built yet (issue 4): the worker pool with bounded queues and

@@ -28,7 +28,13 @@
 //! TLS 1.2 resumed:   CH  -> [job] -> SH CCS {Fin}      <- CCS <- {Fin}    -> traffic
 //! TLS 1.2 by ID:     CH  -> (store lookup, bounded wait) -> resumed or full as above
 //! ```
-//! A TLS 1.3 full handshake also ends with {NST} when tickets are on.
+//! A TLS 1.3 full handshake also ends with {NST} when tickets are on. With client
+//! certificates asked for (full handshakes only):
+//! ```text
+//! TLS 1.3:  ... {EE CR Cert CV Fin}  <- {Cert} (<- {CV}) -> [job] <- {Fin} -> ({NST}) traffic
+//! TLS 1.2:  ... SH Cert SKE CR SHD   <- Cert <- CKE (<- CV) -> [job] <- CCS <- {Fin} ...
+//! ```
+//! (CV only after a non-empty Certificate; the job verifies chain and signature.)
 //! Each arrow state accepts only the next message named; anything else is
 //! unexpected_message. TLS 1.3 clients may send one plaintext CCS before their
 //! Finished (middlebox compatibility); it is ignored.
