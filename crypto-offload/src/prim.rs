@@ -738,6 +738,17 @@ pub fn certificate_key_kind(cert_der: &[u8]) -> Result<Option<KeyKind>, CryptoEr
     })
 }
 
+/// The public key of `cert_der`, if it is of the kind `alg` signs with.
+fn peer_key(cert_der: &[u8], alg: SigAlg) -> Result<PKey<openssl::pkey::Public>, CryptoError> {
+    let key = X509::from_der(cert_der)
+        .map_err(|_| CryptoError::BadSignature)?
+        .public_key()?;
+    if alg.rsa() != (key.id() == Id::RSA) {
+        return Err(CryptoError::BadSignature);
+    }
+    Ok(key)
+}
+
 /// Check a signature made with `cert_der`'s key over `parts` (concatenated).
 pub fn verify_signature(
     cert_der: &[u8],
@@ -745,12 +756,7 @@ pub fn verify_signature(
     parts: &[&[u8]],
     sig: &[u8],
 ) -> Result<(), CryptoError> {
-    let key = X509::from_der(cert_der)
-        .map_err(|_| CryptoError::BadSignature)?
-        .public_key()?;
-    if alg.rsa() != (key.id() == Id::RSA) {
-        return Err(CryptoError::BadSignature);
-    }
+    let key = peer_key(cert_der, alg)?;
     let mut v = openssl::sign::Verifier::new(alg.md(), &key)?;
     if alg.pss() {
         v.set_rsa_padding(Padding::PKCS1_PSS)?;
@@ -774,12 +780,7 @@ pub fn verify_prehashed(
     digest: &[u8],
     sig: &[u8],
 ) -> Result<(), CryptoError> {
-    let key = X509::from_der(cert_der)
-        .map_err(|_| CryptoError::BadSignature)?
-        .public_key()?;
-    if alg.rsa() != (key.id() == Id::RSA) {
-        return Err(CryptoError::BadSignature);
-    }
+    let key = peer_key(cert_der, alg)?;
     let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&key)?;
     ctx.verify_init()?;
     let md = openssl::md::Md::fetch(None, alg.md().type_().short_name()?, None)?;

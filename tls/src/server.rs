@@ -795,6 +795,43 @@ impl ServerConn {
         &self.cfg.sites[self.info.site].certs
     }
 
+    /// The session this connection makes (for a ticket or the store): the negotiated
+    /// name and protocol, dated now; the secret and the peer are filled in later.
+    pub(crate) fn new_session(&self, version: u16, suite: u16) -> crate::session::Session {
+        crate::session::Session {
+            version,
+            suite,
+            ems: false,
+            created_ms: self.now_ms,
+            lifetime_s: self.cfg.resumption.lifetime_s,
+            age_add: 0,
+            sni: self
+                .info
+                .sni
+                .as_ref()
+                .map(|n| n.to_ascii_lowercase().into_bytes()),
+            alpn: self.info.alpn.clone(),
+            peer: None,
+            secret: Secret::default(),
+        }
+    }
+
+    /// A ticket for `s`, sealed by whichever job derives its secret (`None` without
+    /// ticket keys).
+    pub(crate) fn ticket_request(
+        &self,
+        s: &crate::session::Session,
+    ) -> Option<crypto_offload::job::TicketRequest> {
+        let keys = self.cfg.resumption.tickets.as_ref()?;
+        Some(crypto_offload::job::TicketRequest {
+            keys: keys.clone(),
+            now_ms: self.now_ms,
+            state: s.encode_state(),
+            lifetime_s: s.lifetime_s,
+            age_add: s.age_add,
+        })
+    }
+
     /// A session resumes here only if it satisfies today's client-auth policy: a
     /// vserver that requires certificates does not resume anonymous sessions.
     pub(crate) fn peer_acceptable(&self, s: &crate::session::Session) -> bool {

@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 use crypto_offload::job::{
-    TicketRequest, Tls12ClientCheck, Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone,
-    Tls12Resume, Tls12ResumeDone,
+    Tls12ClientCheck, Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone, Tls12Resume,
+    Tls12ResumeDone,
 };
 use crypto_offload::prim::{ct_eq, random};
 use crypto_offload::{
@@ -503,26 +503,6 @@ impl ServerConn {
         Ok(())
     }
 
-    /// The session this handshake makes, for a ticket or the store (secret to come).
-    fn new_session12(&self, p: &Plan) -> Session {
-        Session {
-            version: version::TLS12,
-            suite: p.suite,
-            ems: p.ems,
-            created_ms: self.now_ms,
-            lifetime_s: self.cfg.resumption.lifetime_s,
-            age_add: 0,
-            sni: self
-                .info
-                .sni
-                .as_ref()
-                .map(|n| n.to_ascii_lowercase().into_bytes()),
-            alpn: self.info.alpn.clone(),
-            peer: None,
-            secret: Secret::default(),
-        }
-    }
-
     pub(crate) fn tls12_client_kx(
         &mut self,
         mut w: Box<AwaitClientKx>,
@@ -554,17 +534,13 @@ impl ServerConn {
             chain: _,
             client_public,
         } = w;
-        let mut session = self.new_session12(&plan);
+        let mut session = self.new_session(version::TLS12, plan.suite);
+        session.ems = plan.ems;
         session.peer = client_auth.as_ref().and_then(|c| c.chain.first().cloned());
-        let ticket = match (&self.cfg.resumption.tickets, plan.issue_ticket) {
-            (Some(keys), true) => Some(TicketRequest {
-                keys: keys.clone(),
-                now_ms: self.now_ms,
-                state: session.encode_state(),
-                lifetime_s: session.lifetime_s,
-                age_add: 0,
-            }),
-            _ => None,
+        let ticket = if plan.issue_ticket {
+            self.ticket_request(&session)
+        } else {
+            None
         };
         let session_peer = session.peer.clone();
         let store_as = (!plan.session_id.is_empty()).then(|| (plan.session_id.clone(), session));

@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use crypto_offload::job::{
-    tls13_next_secret, CertAuth, PskCheck, TicketRequest, Tls13ClientAuth, Tls13ClientAuthDone,
-    Tls13Continue, Tls13Flight, Tls13FlightDone,
+    tls13_next_secret, CertAuth, PskCheck, Tls13ClientAuth, Tls13ClientAuthDone, Tls13Continue,
+    Tls13Flight, Tls13FlightDone,
 };
 use crypto_offload::prim::{ct_eq, hash, random};
 use crypto_offload::{AeadAlg, Chunk, HashAlg, Job, KeyKind, Secret, TrafficKey};
@@ -425,17 +425,6 @@ impl ServerConn {
             peer: None,
             secret: Secret::default(),
         }))
-    }
-
-    pub(crate) fn ticket_request(&self, s: &Session) -> Option<TicketRequest> {
-        let keys = self.cfg.resumption.tickets.as_ref()?;
-        Some(TicketRequest {
-            keys: keys.clone(),
-            now_ms: self.now_ms,
-            state: s.encode_state(),
-            lifetime_s: s.lifetime_s,
-            age_add: s.age_add,
-        })
     }
 
     fn encrypted_extensions(&self) -> Vec<u8> {
