@@ -55,6 +55,21 @@ alpn = ["http/1.1"]
     )
 }
 
+/// A test network with a site of `big` bytes, the two Python backends, and the
+/// appliance with the `tls` vserver of [`tls_vservers`] on one core.
+fn tls_net(name: &str, big: usize) -> Net {
+    let mut net = Net::up(name);
+    write_site(&net.dir, big);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    let extra = tls_vservers(&net.dir);
+    net.start_appliance(&[cpu], &extra);
+    net
+}
+
 fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::Output {
     let ca = net.dir.join("ca.pem");
     let mut a = vec![
@@ -79,15 +94,7 @@ fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::O
 
 #[test]
 fn real_clients_fetch_through_tls_byte_exact() {
-    let mut net = Net::up("tt");
-    write_site(&net.dir, 8 << 20);
-    make_certs(&net.dir);
-    net.start_backend("10.77.0.2", 8080);
-    net.start_backend("10.77.0.3", 8080);
-    std::thread::sleep(Duration::from_millis(500));
-    let cpu = *cpus().last().unwrap();
-    let extra = tls_vservers(&net.dir);
-    net.start_appliance(&[cpu], &extra);
+    let net = tls_net("tt", 8 << 20);
     let want_big = sha_file(&net.dir.join("www/big.bin"));
 
     // curl, TLS 1.3 and TLS 1.2, ECDSA and RSA certificates.
@@ -218,15 +225,7 @@ print(s.recv(100).hex())
 
 #[test]
 fn clients_resume_sessions_through_the_data_plane() {
-    let mut net = Net::up("tr");
-    write_site(&net.dir, 1024);
-    make_certs(&net.dir);
-    net.start_backend("10.77.0.2", 8080);
-    net.start_backend("10.77.0.3", 8080);
-    std::thread::sleep(Duration::from_millis(500));
-    let cpu = *cpus().last().unwrap();
-    let extra = tls_vservers(&net.dir);
-    net.start_appliance(&[cpu], &extra);
+    let net = tls_net("tr", 1024);
 
     // `s_client -reconnect`: one full handshake, then five that offer its session.
     // TLS 1.2 by session ID (-no_ticket) and by ticket. Not -quiet: the "New,"/"Reused,"
@@ -352,15 +351,7 @@ fn wait_output(mut child: std::process::Child, secs: u64) -> std::process::Outpu
 
 #[test]
 fn server_flight_leaves_in_one_segment() {
-    let mut net = Net::up("tf");
-    write_site(&net.dir, 1024);
-    make_certs(&net.dir);
-    net.start_backend("10.77.0.2", 8080);
-    net.start_backend("10.77.0.3", 8080);
-    std::thread::sleep(Duration::from_millis(500));
-    let cpu = *cpus().last().unwrap();
-    let extra = tls_vservers(&net.dir);
-    net.start_appliance(&[cpu], &extra);
+    let net = tls_net("tf", 1024);
     let script = repo().join("tests/scripts/segments.py");
     let iface = format!("{}-h0", net.name);
     for (v, want) in [("-tls1_2", vec![2u64, 11, 12, 14]), ("-tls1_3", vec![2])] {

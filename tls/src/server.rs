@@ -832,6 +832,24 @@ impl ServerConn {
         })
     }
 
+    /// The client-auth settings a client-certificate state relies on.
+    pub(crate) fn client_auth(&self) -> Result<Arc<crate::config::ClientAuth>, Error> {
+        self.cfg
+            .client_auth
+            .clone()
+            .ok_or(Error::Misuse("client certificate without client auth"))
+    }
+
+    /// The chain of a client Certificate message (either version); an empty one is
+    /// refused when certificates are required.
+    pub(crate) fn client_chain(&self, msg: &[u8], tls13: bool) -> Result<Vec<Vec<u8>>, Error> {
+        let chain = crate::msgs::parse_certificate(&msg[4..], tls13)?;
+        if chain.is_empty() && self.client_auth()?.required {
+            return Err(Error::CertificateRequired { tls13 });
+        }
+        Ok(chain)
+    }
+
     /// A session resumes here only if it satisfies today's client-auth policy: a
     /// vserver that requires certificates does not resume anonymous sessions.
     pub(crate) fn peer_acceptable(&self, s: &crate::session::Session) -> bool {

@@ -30,9 +30,8 @@ use crate::codec::{end_len, put_u16, start_len, Reader};
 use crate::config::CertifiedKey;
 use crate::error::Error;
 use crate::msgs::{
-    ext, group, hs, parse_certificate, parse_certificate_verify, put_alpn_ext, put_ext,
-    put_handshake, suite, version, ClientHello, CLIENT_SCHEMES12_SHA256, CLIENT_SCHEMES12_SHA384,
-    DOWNGRADE_TLS12,
+    ext, group, hs, parse_certificate_verify, put_alpn_ext, put_ext, put_handshake, suite, version,
+    ClientHello, CLIENT_SCHEMES12_SHA256, CLIENT_SCHEMES12_SHA384, DOWNGRADE_TLS12,
 };
 use crate::record::{Cipher, Protection};
 use crate::server::{
@@ -458,12 +457,7 @@ impl ServerConn {
         mut w: Box<AwaitClientKx>,
         msg: Vec<u8>,
     ) -> Result<(), Error> {
-        let required = self.cfg.client_auth.as_ref().is_some_and(|a| a.required);
-        let chain = parse_certificate(&msg[4..], false)?;
-        if chain.is_empty() && required {
-            return Err(Error::CertificateRequired { tls13: false });
-        }
-        w.chain = chain;
+        w.chain = self.client_chain(&msg, false)?;
         w.transcript.push(Chunk::Owned(msg));
         self.state = State::Tls12ClientKx(w);
         Ok(())
@@ -475,11 +469,7 @@ impl ServerConn {
         w: Box<AwaitClientKx>,
         msg: Vec<u8>,
     ) -> Result<(), Error> {
-        let auth = self
-            .cfg
-            .client_auth
-            .clone()
-            .ok_or(Error::Misuse("client certificate without client auth"))?;
+        let auth = self.client_auth()?;
         let (scheme, sig) = parse_certificate_verify(&msg[4..])?;
         let asked: &[u16] = match w.plan.hash {
             HashAlg::Sha256 => &CLIENT_SCHEMES12_SHA256,

@@ -26,8 +26,8 @@ use crate::codec::{end_len, handshake_header, put_u16, start_len};
 use crate::config::CertifiedKey;
 use crate::error::Error;
 use crate::msgs::{
-    ext, hs, parse_certificate, parse_certificate_verify, put_alpn_ext, put_ext, put_handshake,
-    scheme, version, ClientHello, CLIENT_SCHEMES13, HRR_RANDOM,
+    ext, hs, parse_certificate_verify, put_alpn_ext, put_ext, put_handshake, scheme, version,
+    ClientHello, CLIENT_SCHEMES13, HRR_RANDOM,
 };
 use crate::record::{Cipher, Protection};
 use crate::server::{
@@ -403,28 +403,14 @@ impl ServerConn {
     /// The session a ticket for this connection will carry, if the client takes one
     /// (its secret and, with a client certificate, its peer come later).
     fn ticket_session13(&self, p: &Plan) -> Result<Option<Session>, Error> {
-        let r = &self.cfg.resumption;
-        if r.tickets.is_none() || !p.issue_ticket {
-            return Ok(None);
+        if !p.issue_ticket {
+            return Ok(None); // also false without ticket keys
         }
         let mut age_add = [0u8; 4];
         random(&mut age_add)?;
-        Ok(Some(Session {
-            version: version::TLS13,
-            suite: p.suite,
-            ems: false,
-            created_ms: self.now_ms,
-            lifetime_s: r.lifetime_s,
-            age_add: u32::from_be_bytes(age_add),
-            sni: self
-                .info
-                .sni
-                .as_ref()
-                .map(|n| n.to_ascii_lowercase().into_bytes()),
-            alpn: self.info.alpn.clone(),
-            peer: None,
-            secret: Secret::default(),
-        }))
+        let mut s = self.new_session(version::TLS13, p.suite);
+        s.age_add = u32::from_be_bytes(age_add);
+        Ok(Some(s))
     }
 
     fn encrypted_extensions(&self) -> Vec<u8> {
@@ -525,17 +511,8 @@ impl ServerConn {
         mut w: Box<AwaitClientCert>,
         msg: Vec<u8>,
     ) -> Result<(), Error> {
-        let auth = self
-            .cfg
-            .client_auth
-            .clone()
-            .ok_or(Error::Misuse("client certificate without client auth"))?;
-        let chain = parse_certificate(&msg[4..], true)?;
-        if chain.is_empty() && auth.required {
-            return Err(Error::CertificateRequired { tls13: true });
-        }
+        w.chain = self.client_chain(&msg, true)?;
         w.certificate = msg;
-        w.chain = chain;
         if w.chain.is_empty() {
             return self.tls13_client_auth_job(w, None);
         }
@@ -564,11 +541,7 @@ impl ServerConn {
         w: Box<AwaitClientCert>,
         cv: Option<(Vec<u8>, u16, Vec<u8>)>,
     ) -> Result<(), Error> {
-        let auth = self
-            .cfg
-            .client_auth
-            .clone()
-            .ok_or(Error::Misuse("client certificate without client auth"))?;
+        let auth = self.client_auth()?;
         let AwaitClientCert {
             cont,
             app_read,
