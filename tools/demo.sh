@@ -33,6 +33,11 @@ for ip in 10.77.0.2 10.77.0.3; do
     "${HOSTS[@]}" python3 -m http.server 8080 --bind "$ip" --directory "$WORK/www" >"$WORK/backend-$ip.log" 2>&1 &
     PIDS+=($!)
 done
+# A second site, reached on the same HTTPS port by its own name (SNI).
+mkdir -p "$WORK/www-admin"
+echo "hello from the admin site, chosen by SNI" > "$WORK/www-admin/index.html"
+"${HOSTS[@]}" python3 -m http.server 8081 --bind 10.77.0.3 --directory "$WORK/www-admin" >"$WORK/backend-admin.log" 2>&1 &
+PIDS+=($!)
 
 echo "== certificates for appliance.test (ECDSA P-256 and RSA-2048, self-signed)"
 for k in "ec -pkeyopt ec_paramgen_curve:P-256" "rsa:2048"; do
@@ -41,7 +46,9 @@ for k in "ec -pkeyopt ec_paramgen_curve:P-256" "rsa:2048"; do
         -addext "subjectAltName=DNS:appliance.test,IP:10.77.0.1" \
         -keyout "$WORK/$n.key" -out "$WORK/$n.pem" 2>/dev/null
 done
-cat "$WORK/ec.pem" "$WORK/rsa.pem" > "$WORK/ca.pem"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=admin.test \
+    -addext "subjectAltName=DNS:admin.test" -keyout "$WORK/admin.key" -out "$WORK/admin.pem" 2>/dev/null
+cat "$WORK/ec.pem" "$WORK/rsa.pem" "$WORK/admin.pem" > "$WORK/ca.pem"
 
 CPU=$(($(nproc) - 1))
 cat > "$WORK/appliance.toml" <<TOML
@@ -69,6 +76,15 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
 [vserver.tls]
 certificates = [{ chain = "ec.pem", key = "ec.key" }, { chain = "rsa.pem", key = "rsa.key" }]
 alpn = ["http/1.1"]
+
+[[vserver]]
+name = "admin"                  # same port: the ClientHello's SNI chooses the vserver
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.3:8081"]
+[vserver.tls]
+certificates = [{ chain = "admin.pem", key = "admin.key" }]
+versions = ["1.3"]
 TOML
 echo "== starting the appliance on CPU $CPU (config: $WORK/appliance.toml)"
 ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -94,6 +110,10 @@ for v in "--tlsv1.3" "--tlsv1.2 --tls-max 1.2"; do
     echo "== curl $v https://appliance.test/index.html (TLS terminated by the appliance)"
     "${HOSTS[@]}" "${HTTPS[@]}" $v -i -w "   [%{scheme} verified=%{ssl_verify_result} http=%{http_version}]\n" https://appliance.test/index.html | sed 's/^/   /'
 done
+
+echo "== SNI: https://admin.test/ on the same port reaches vserver \"admin\" (its certificate, its backend)"
+"${HOSTS[@]}" "${HTTPS[@]}" --resolve admin.test:443:10.77.0.1 -v https://admin.test/index.html 2>&1 \
+    | grep -E "SSL connection using|subject:|^hello" | sed 's/^/   /'
 
 echo "== 64 MiB download over HTTPS, checked byte for byte"
 "${HOSTS[@]}" "${HTTPS[@]}" -o "$WORK/got-tls.bin" -w "   %{size_download} bytes in %{time_total}s (%{speed_download} B/s)\n" https://appliance.test/big.bin

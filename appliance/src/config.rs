@@ -108,6 +108,7 @@ struct RawTls {
     psk_modes: Option<Vec<String>>,
     client_auth: Option<String>,
     client_ca: Option<String>,
+    server_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +253,20 @@ impl Checker<'_> {
             certs.push(std::sync::Arc::new(ck));
         }
         let mut site = tls::Site::new(certs);
+        if let Some(names) = &t.server_names {
+            if names.is_empty() {
+                return Err(self.err(
+                    format!("{field}.server_names"),
+                    "list at least one name, or leave it out to use the certificates' names",
+                ));
+            }
+            for (i, n) in names.iter().enumerate() {
+                if let Err(why) = check_server_name(n) {
+                    return Err(self.err(format!("{field}.server_names[{i}]"), why));
+                }
+            }
+            site.names = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        }
         for (i, a) in t.alpn.iter().enumerate() {
             if a.is_empty() || a.len() > 255 {
                 return Err(self.err(
@@ -426,6 +441,25 @@ impl Checker<'_> {
             Some(s) => parse_duration(s).map_err(|e| self.err(field, e)),
         }
     }
+}
+
+/// A DNS name as SNI carries it, or a `*.` wildcard over one label.
+fn check_server_name(n: &str) -> Result<(), String> {
+    let host = n.strip_prefix("*.").unwrap_or(n);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if n.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!(
+            "{n:?} is not a DNS name (labels of letters, digits and '-', optionally after a leading \"*.\")"
+        ));
+    }
+    Ok(())
 }
 
 fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
@@ -702,15 +736,44 @@ impl Config {
             if listen.port() == 0 || listen.port() >= dataplane::steer::EPHEMERAL_FIRST {
                 return Err(c.err(f("listen"), format!("port {} must be 1..{} (higher ports are the appliance's own for backend connections)", listen.port(), dataplane::steer::EPHEMERAL_FIRST)));
             }
-            if let Some(o) = vservers.iter().find(|o| o.listen.port() == listen.port()) {
+            let sharing: Vec<&Vserver> = vservers
+                .iter()
+                .filter(|o| o.listen.port() == listen.port())
+                .collect();
+            if let Some(o) = sharing
+                .iter()
+                .find(|o| o.mode != Mode::Tls || mode != Mode::Tls)
+            {
                 return Err(c.err(
                     f("listen"),
                     format!(
-                        "port {} is already used by vserver {:?}",
+                        "port {} is already used by vserver {:?}; only vservers with mode = \"tls\" share a listen address (SNI chooses among them)",
                         listen.port(),
                         o.name
                     ),
                 ));
+            }
+            // SNI must be able to tell them apart: no name served twice.
+            if let Some(mine) = &tls {
+                for o in &sharing {
+                    let theirs = o.tls.as_ref().map(|t| &t.sites[..]).unwrap_or(&[]);
+                    let clash = mine.sites.iter().flat_map(|s| &s.names).find(|n| {
+                        theirs
+                            .iter()
+                            .flat_map(|s| &s.names)
+                            .any(|m| m.eq_ignore_ascii_case(n))
+                    });
+                    if let Some(n) = clash {
+                        return Err(c.err(
+                            f("tls.server_names"),
+                            format!(
+                                "{n:?} is also served by vserver {:?} on port {}; set server_names so that each name has one vserver",
+                                o.name,
+                                listen.port()
+                            ),
+                        ));
+                    }
+                }
             }
             if v.backends.is_empty() {
                 return Err(c.err(f("backends"), "needs at least one backend address:port"));
@@ -909,6 +972,65 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_vservers_share_a_listener_by_name() {
+        let dir = std::env::temp_dir().join(format!("appliance-sni-{}", std::process::id()));
+        let one = tls_config(&dir, "server_names = [\"a.example\"]");
+        let d = dir.display();
+        let with = |first: &str, names: &str, mode: &str| {
+            format!(
+                "{first}\n[[vserver]]\nname = \"b\"\nlisten = \"10.77.0.1:80\"\nmode = \"{mode}\"\nbackends = [\"10.77.0.9:1\"]\n[vserver.tls]\ncertificates = [{{ chain = \"{d}/ec.pem\", key = \"{d}/ec.key\" }}]\n{names}\n"
+            )
+        };
+        let second = |names: &str, mode: &str| with(&one, names, mode);
+        let c =
+            Config::parse(&second("server_names = [\"*.B.example\"]", "tls"), "t.toml").unwrap();
+        assert_eq!(c.vservers.len(), 2);
+        assert_eq!(
+            c.vservers[1].tls.as_ref().unwrap().sites[0].names,
+            ["*.b.example"]
+        );
+        // Both keep the certificate's own name "t": SNI could not tell them apart.
+        let e = Config::parse(&with(&tls_config(&dir, ""), "", "tls"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "t.toml: vserver[1].tls.server_names: \"t\" is also served by vserver \"web\""
+            ),
+            "{e}"
+        );
+        let e = Config::parse(&second("server_names = [\"A.example\"]", "tls"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("vserver[1].tls.server_names: \"a.example\" is also served"),
+            "{e}"
+        );
+        // A plain TCP vserver cannot share: nothing would choose between them.
+        let tcp = format!("{one}\n[[vserver]]\nname = \"b\"\nlisten = \"10.77.0.1:80\"\nmode = \"tcp\"\nbackends = [\"10.77.0.9:1\"]\n");
+        let e = Config::parse(&tcp, "t.toml").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml: vserver[1].listen: port 80 is already used by vserver \"web\"; only vservers with mode = \"tls\""), "{e}");
+        for (names, field) in [
+            ("server_names = []", "vserver[1].tls.server_names"),
+            ("server_names = [\"a b\"]", "vserver[1].tls.server_names[0]"),
+            (
+                "server_names = [\"x.*.example\"]",
+                "vserver[1].tls.server_names[0]",
+            ),
+            (
+                "server_names = [\"-x.example\"]",
+                "vserver[1].tls.server_names[0]",
+            ),
+        ] {
+            let e = Config::parse(&second(names, "tls"), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("t.toml: {field}: ")), "{names}: {e}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

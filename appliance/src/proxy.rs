@@ -4,7 +4,9 @@
 //! runs one iteration of the poll loop per [`Worker::poll_once`]:
 //! 1. an RX burst; each frame is processed here or handed to its owner core;
 //! 2. frames other cores handed us;
-//! 3. accepted connections get a backend (round robin per vserver, across cores);
+//! 3. accepted connections get a backend (round robin per vserver, across cores) at
+//!    once, or, on a port shared by several `tls` vservers, once the ClientHello's
+//!    SNI has chosen the vserver (until then the engine holds the client alone);
 //! 4. connections that changed have their bytes moved to their peer;
 //! 5. egress (timers, then every touched connection) and one TX flush.
 //!
@@ -26,13 +28,50 @@ use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
 use crate::config::Vserver;
-use tls::{ErrorClass, ServerConn};
+use tls::{ErrorClass, ServerConn, SniRouter};
 
 /// A vserver as the workers share it.
 pub struct VserverRt {
     pub cfg: Vserver,
     /// Round-robin cursor, shared by all cores.
     pub next: AtomicUsize,
+}
+
+/// One listening port: the vservers on it (several only for `tls` vservers told
+/// apart by SNI), and for those the engine's router over their configurations.
+struct ListenerRt {
+    vservers: Vec<u32>,
+    router: Option<Arc<SniRouter>>,
+}
+
+/// Groups vservers by listening port, in the order they first appear.
+fn listeners(vservers: &[VserverRt]) -> Vec<(u16, ListenerRt)> {
+    let mut out: Vec<(u16, ListenerRt)> = Vec::new();
+    for (i, v) in vservers.iter().enumerate() {
+        let port = v.cfg.listen.port();
+        match out.iter_mut().find(|(p, _)| *p == port) {
+            Some((_, l)) => l.vservers.push(i as u32),
+            None => out.push((
+                port,
+                ListenerRt {
+                    vservers: vec![i as u32],
+                    router: None,
+                },
+            )),
+        }
+    }
+    for (_, l) in &mut out {
+        if l.vservers.len() > 1 {
+            let configs = l
+                .vservers
+                .iter()
+                .filter_map(|&i| vservers[i as usize].cfg.tls.clone())
+                .collect();
+            // The configuration admits shared listeners of `tls` vservers only.
+            l.router = SniRouter::new(configs).ok().map(Arc::new);
+        }
+    }
+    out
 }
 
 /// Which side of a proxied pair a connection is.
@@ -47,8 +86,11 @@ enum Role {
 #[derive(Default)]
 pub struct Side {
     role: Role,
+    /// The other side; `None` for a client whose vserver SNI has yet to choose.
     peer: Option<ConnId>,
     vserver: u32,
+    /// The listener the client came in on (index into the worker's listeners).
+    listener: u32,
     /// The backend side: handshake completed.
     established: bool,
     /// This side's FIN has been passed to the peer (peer.close() called).
@@ -115,6 +157,7 @@ pub struct Worker {
     mesh: SteerEndpoint,
     stack: Stack<Side>,
     vservers: Arc<Vec<VserverRt>>,
+    listeners: Vec<ListenerRt>,
     rx: Vec<Frame>,
     inbox: Vec<Frame>,
     accepted: Vec<(ConnId, u32)>,
@@ -133,8 +176,10 @@ impl Worker {
         mut stack: Stack<Side>,
         vservers: Arc<Vec<VserverRt>>,
     ) -> Self {
-        for (i, v) in vservers.iter().enumerate() {
-            stack.listen(v.cfg.listen.port(), i as u32);
+        let mut ls = Vec::new();
+        for (i, (port, l)) in listeners(&vservers).into_iter().enumerate() {
+            stack.listen(port, i as u32);
+            ls.push(l);
         }
         Worker {
             queue,
@@ -142,6 +187,7 @@ impl Worker {
             mesh,
             stack,
             vservers,
+            listeners: ls,
             rx: Vec::with_capacity(BURST),
             inbox: Vec::with_capacity(BURST),
             accepted: Vec::new(),
@@ -235,14 +281,37 @@ impl Worker {
         q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
     }
 
-    fn on_accept(&mut self, client: ConnId, vserver: u32, now_ms: u64) {
+    /// A new client. With one vserver on its listener, the backend connection starts
+    /// at once (it overlaps the TLS handshake); with several, it waits for the
+    /// ClientHello's SNI to choose the vserver.
+    fn on_accept(&mut self, client: ConnId, listener: u32, now_ms: u64) {
         add(&self.stats.accepted, 1);
-        let vs = &self.vservers[vserver as usize];
-        let tls = vs
+        let l = &self.listeners[listener as usize];
+        if let Some(router) = &l.router {
+            let conn = Box::new(ServerConn::with_router(router.clone(), now_ms));
+            if let Some(c) = self.stack.user(client) {
+                c.listener = listener;
+                c.tls = Some(conn);
+            }
+            return;
+        }
+        let vserver = l.vservers[0];
+        let tls = self.vservers[vserver as usize]
             .cfg
             .tls
             .as_ref()
             .map(|cfg| Box::new(ServerConn::new(cfg.clone(), now_ms)));
+        if let Some(c) = self.stack.user(client) {
+            c.listener = listener;
+            c.tls = tls;
+        }
+        self.connect_backend(client, vserver);
+    }
+
+    /// Pairs `client` with a new connection to the next backend of `vserver`; on
+    /// failure the client is reset and released.
+    fn connect_backend(&mut self, client: ConnId, vserver: u32) {
+        let vs = &self.vservers[vserver as usize];
         let i = vs.next.fetch_add(1, Ordering::Relaxed) % vs.cfg.backends.len();
         let backend: SocketAddrV4 = vs.cfg.backends[i];
         let side = Side {
@@ -256,7 +325,6 @@ impl Worker {
                 if let Some(c) = self.stack.user(client) {
                     c.peer = Some(b);
                     c.vserver = vserver;
-                    c.tls = tls;
                 }
             }
             Err(e) => {
@@ -281,6 +349,10 @@ impl Worker {
             return;
         }
         let Some(peer) = side.peer else {
+            if side.role == Role::Client && side.tls.is_some() {
+                self.service_unrouted(id);
+                return;
+            }
             // Announced but never paired (cannot happen after on_accept); be safe.
             if let Some(s) = self.stack.socket(id) {
                 s.abort();
@@ -331,18 +403,8 @@ impl Worker {
                 false
             }
             Outcome::TlsFailed(ref e) => {
-                let c = match e.class() {
-                    ErrorClass::PeerMisbehaved => &self.stats.tls_peer_misbehaved,
-                    ErrorClass::PeerIncompatible => &self.stats.tls_peer_incompatible,
-                    ErrorClass::PeerClosed => &self.stats.tls_peer_alert,
-                    ErrorClass::Local => &self.stats.tls_local_error,
-                };
-                add(c, 1);
-                log::info!(
-                    "vserver {}: TLS connection from {} failed: {e}",
-                    self.vservers[vserver].cfg.name,
-                    cs_remote(&mut self.stack, client)
-                );
+                let remote = cs_remote(&mut self.stack, client);
+                self.tls_failed(e, vserver, &remote);
                 false
             }
         };
@@ -351,13 +413,85 @@ impl Worker {
             add(&self.stats.backend_connected, 1);
         }
         if !matches!(outcome, Outcome::Continue { .. }) {
-            for c in [client, backend] {
-                if let Some(u) = self.stack.user(c) {
-                    u.released = true;
+            self.release_one(client);
+            self.release_one(backend);
+        }
+    }
+}
+
+impl Worker {
+    /// Counts a failed TLS connection by whose fault it was, and logs it.
+    fn tls_failed(&self, e: &tls::Error, vserver: usize, remote: &str) {
+        let c = match e.class() {
+            ErrorClass::PeerMisbehaved => &self.stats.tls_peer_misbehaved,
+            ErrorClass::PeerIncompatible => &self.stats.tls_peer_incompatible,
+            ErrorClass::PeerClosed => &self.stats.tls_peer_alert,
+            ErrorClass::Local => &self.stats.tls_local_error,
+        };
+        add(c, 1);
+        log::info!(
+            "vserver {}: TLS connection from {remote} failed: {e}",
+            self.vservers[vserver].cfg.name,
+        );
+    }
+
+    /// A client on a shared listener before SNI has chosen its vserver: its bytes go
+    /// to the engine; once the ClientHello has chosen, the backend connection starts
+    /// (it overlaps the rest of the handshake).
+    fn service_unrouted(&mut self, client: ConnId) {
+        let now_ms = self.start.elapsed().as_millis() as u64;
+        let Some((cs, cu)) = self.stack.conn(client) else {
+            return;
+        };
+        let listener = &self.listeners[cu.listener as usize];
+        let Some(t) = cu.tls.as_deref_mut() else {
+            return;
+        };
+        enum Next {
+            Wait,
+            Route(u32),
+            Release,
+            Failed(tls::Error, u32, String),
+        }
+        let next = if cs.state() == TcpState::Closed {
+            add(&self.stats.client_reset, 1);
+            Next::Release
+        } else {
+            let r = tls_in(cs, t, now_ms);
+            flush_tls(t, cs);
+            // The vserver whose name the failure is logged under: the chosen one, or
+            // the listener's default.
+            let vserver = listener.vservers[t.chosen_config().unwrap_or(0)];
+            match r {
+                Err(e) => {
+                    cs.close();
+                    Next::Failed(e, vserver, bs_remote(cs))
                 }
-                self.stack.release(c);
+                Ok(()) if t.chosen_config().is_some() => Next::Route(vserver),
+                // The client's FIN before a whole ClientHello.
+                Ok(()) if !cs.may_recv() && cs.recv_queue() == 0 => {
+                    cs.close();
+                    Next::Release
+                }
+                Ok(()) => Next::Wait,
+            }
+        };
+        match next {
+            Next::Wait => {}
+            Next::Route(vserver) => self.connect_backend(client, vserver),
+            Next::Release => self.release_one(client),
+            Next::Failed(e, vserver, remote) => {
+                self.tls_failed(&e, vserver as usize, &remote);
+                self.release_one(client);
             }
         }
+    }
+
+    fn release_one(&mut self, id: ConnId) {
+        if let Some(u) = self.stack.user(id) {
+            u.released = true;
+        }
+        self.stack.release(id);
     }
 }
 
@@ -425,6 +559,14 @@ fn step_pair(
                     bs.abort();
                     return Outcome::ClientReset;
                 }
+                // The client's TLS handshake goes on while the backend connects.
+                if let Some(t) = cu.tls.as_deref_mut() {
+                    if let Err(e) = tls_progress(cs, t, bs, false, now_ms, stats) {
+                        cs.close();
+                        bs.abort();
+                        return Outcome::TlsFailed(e);
+                    }
+                }
                 return Outcome::Continue {
                     newly_established: false,
                 };
@@ -449,27 +591,7 @@ fn step_pair(
         return Outcome::ClientReset;
     }
     if let Some(t) = cu.tls.as_deref_mut() {
-        let was_handshaking = t.is_handshaking();
-        let r = tls_step(cs, t, bs, bu.established, now_ms, stats);
-        if was_handshaking && t.is_established() {
-            let info = t.info();
-            let (done, resumed) = if info.version == tls::msgs::version::TLS13 {
-                (&stats.tls13_handshakes, &stats.tls13_resumed)
-            } else {
-                (&stats.tls12_handshakes, &stats.tls12_resumed)
-            };
-            add(done, 1);
-            if info.resumed.is_some() {
-                add(resumed, 1);
-            }
-            if let Some(subject) = &info.peer_subject {
-                add(&stats.tls_client_certificates, 1);
-                log::debug!("client certificate: {subject}");
-            }
-            add(&stats.tls_jobs, info.jobs as u64);
-            add(&stats.tls_digest_bytes, info.digest.bytes);
-        }
-        if let Err(e) = r {
+        if let Err(e) = tls_progress(cs, t, bs, bu.established, now_ms, stats) {
             // The alert is queued on the client socket; a FIN follows it.
             cs.close();
             bs.abort();
@@ -515,6 +637,38 @@ fn step_pair(
     Outcome::Continue { newly_established }
 }
 
+/// [`tls_step`], counting the handshake when it completes.
+fn tls_progress(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    backend_up: bool,
+    now_ms: u64,
+    stats: &ProxyStats,
+) -> Result<(), tls::Error> {
+    let was_handshaking = t.is_handshaking();
+    let r = tls_step(cs, t, bs, backend_up, now_ms, stats);
+    if was_handshaking && t.is_established() {
+        let info = t.info();
+        let (done, resumed) = if info.version == tls::msgs::version::TLS13 {
+            (&stats.tls13_handshakes, &stats.tls13_resumed)
+        } else {
+            (&stats.tls12_handshakes, &stats.tls12_resumed)
+        };
+        add(done, 1);
+        if info.resumed.is_some() {
+            add(resumed, 1);
+        }
+        if let Some(subject) = &info.peer_subject {
+            add(&stats.tls_client_certificates, 1);
+            log::debug!("client certificate: {subject}");
+        }
+        add(&stats.tls_jobs, info.jobs as u64);
+        add(&stats.tls_digest_bytes, info.digest.bytes);
+    }
+    r
+}
+
 /// Writes what the engine has for the client into the client socket.
 fn flush_tls(t: &mut ServerConn, cs: &mut TcpSocket) {
     while !t.pending_tls().is_empty() && cs.can_send() {
@@ -552,16 +706,10 @@ fn tls_step(
     r
 }
 
-fn tls_move(
-    cs: &mut TcpSocket,
-    t: &mut ServerConn,
-    bs: &mut TcpSocket,
-    backend_up: bool,
-    now_ms: u64,
-    stats: &ProxyStats,
-) -> Result<(), tls::Error> {
+/// Client bytes into the engine, and the crypto jobs they call for.
+fn tls_in(cs: &mut TcpSocket, t: &mut ServerConn, now_ms: u64) -> Result<(), tls::Error> {
     t.handle_timeout(now_ms)?;
-    // Client → engine. Two rounds: the ring buffer hands out at most two pieces.
+    // Two rounds: the ring buffer hands out at most two pieces.
     for _ in 0..2 {
         if !cs.can_recv() || t.tls_room() == 0 {
             break;
@@ -575,7 +723,18 @@ fn tls_move(
         }
     }
     t.process()?;
-    run_jobs(t)?;
+    run_jobs(t)
+}
+
+fn tls_move(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    backend_up: bool,
+    now_ms: u64,
+    stats: &ProxyStats,
+) -> Result<(), tls::Error> {
+    tls_in(cs, t, now_ms)?;
     // Engine → backend; taking plaintext may let the engine decrypt more records.
     if backend_up {
         let mut up = 0;

@@ -586,6 +586,14 @@ impl<T: Default> Stack<T> {
         self.get(id).map(|c| &mut c.user)
     }
 
+    /// A connection's socket and data at once, marking it for the next egress pass.
+    pub fn conn(&mut self, id: ConnId) -> Option<(&mut tcp::Socket<'static>, &mut T)> {
+        self.mark_dirty(id);
+        let c = self.get(id)?;
+        let s = c.set.get_mut::<tcp::Socket>(c.handle);
+        Some((s, &mut c.user))
+    }
+
     /// Two connections' sockets and data at once (e.g. the two sides of a proxy).
     #[allow(clippy::type_complexity)]
     pub fn pair(

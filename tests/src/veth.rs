@@ -92,8 +92,13 @@ impl Net {
         self.children.push(child);
     }
 
+    /// A Python HTTP server on `ip:port` in the hosts' namespace, serving `www/`.
     pub fn start_backend(&mut self, ip: &str, port: u16) {
-        let root = self.dir.join("www");
+        self.start_backend_at(ip, port, &self.dir.join("www"));
+    }
+
+    /// [`Net::start_backend`] serving the directory `root`.
+    pub fn start_backend_at(&mut self, ip: &str, port: u16, root: &Path) {
         let c = {
             let mut c = self.in_hosts(&[
                 "python3",
@@ -103,7 +108,7 @@ impl Net {
                 "--bind",
                 ip,
             ]);
-            c.arg("--directory").arg(&root);
+            c.arg("--directory").arg(root);
             c
         };
         self.spawn(c, &format!("backend-{ip}-{port}.log"));

@@ -10,30 +10,36 @@ use std::time::Duration;
 
 use tests::veth::*;
 
+/// A self-signed certificate `{file}.pem` with key `{file}.key` for `san`, made with
+/// the openssl CLI; `alg` is "rsa:2048" or "ec" (P-256).
+fn self_signed(dir: &Path, file: &str, alg: &str, cn: &str, san: &str) {
+    let mut c = Command::new("openssl");
+    c.args(["req", "-x509", "-newkey", alg]);
+    if alg == "ec" {
+        c.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+    }
+    let o = c
+        .args(["-nodes", "-days", "30", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", &format!("subjectAltName={san}")])
+        .arg("-keyout")
+        .arg(dir.join(format!("{file}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{file}.pem")))
+        .output()
+        .expect("openssl CLI (tools/setup.sh installs it)");
+    assert!(
+        o.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Self-signed certificates for appliance.test (RSA-2048 and ECDSA P-256) made with
 /// the openssl CLI, and `ca.pem` trusting both.
 fn make_certs(dir: &Path) {
-    for (name, alg) in [("rsa", "rsa:2048"), ("ec", "ec")] {
-        let mut c = Command::new("openssl");
-        c.args(["req", "-x509", "-newkey", alg]);
-        if name == "ec" {
-            c.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
-        }
-        let o = c
-            .args(["-nodes", "-days", "30", "-subj", "/CN=appliance.test"])
-            .args(["-addext", "subjectAltName=DNS:appliance.test,IP:10.77.0.1"])
-            .arg("-keyout")
-            .arg(dir.join(format!("{name}.key")))
-            .arg("-out")
-            .arg(dir.join(format!("{name}.pem")))
-            .output()
-            .expect("openssl CLI (tools/setup.sh installs it)");
-        assert!(
-            o.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let san = "DNS:appliance.test,IP:10.77.0.1";
+    self_signed(dir, "rsa", "rsa:2048", "appliance.test", san);
+    self_signed(dir, "ec", "ec", "appliance.test", san);
     let mut ca = std::fs::read(dir.join("rsa.pem")).unwrap();
     ca.extend(std::fs::read(dir.join("ec.pem")).unwrap());
     std::fs::write(dir.join("ca.pem"), ca).unwrap();
@@ -71,7 +77,14 @@ fn tls_net(name: &str, big: usize) -> Net {
 }
 
 fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::Output {
+    curl_host(net, "appliance.test", args, path, out)
+}
+
+/// curl for `https://{host}{path}`, the name resolved to the appliance, trusting
+/// `ca.pem`.
+fn curl_host(net: &Net, host: &str, args: &[&str], path: &str, out: &Path) -> std::process::Output {
     let ca = net.dir.join("ca.pem");
+    let resolve = format!("{host}:443:10.77.0.1");
     let mut a = vec![
         "curl",
         "-sS",
@@ -80,14 +93,9 @@ fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::O
         "--cacert",
         ca.to_str().unwrap(),
     ];
-    a.extend_from_slice(&[
-        "--resolve",
-        "appliance.test:443:10.77.0.1",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    a.extend_from_slice(&["--resolve", &resolve, "-o", out.to_str().unwrap()]);
     a.extend_from_slice(args);
-    let url = format!("https://appliance.test{path}");
+    let url = format!("https://{host}{path}");
     a.push(&url);
     net.in_hosts(&a).output().unwrap()
 }
@@ -532,4 +540,115 @@ with socket.create_connection(("10.77.0.1", 443), timeout=30) as raw:
     let p = &s["cores"][0]["proxy"];
     assert_eq!(p["tls_client_certificates"], 3, "{s}");
     assert_eq!(p["tls_peer_misbehaved"], 1, "the refused client: {s}");
+}
+
+/// Two `tls` vservers on port 443: "main" (appliance.test, both versions, the default)
+/// and "other" (other.test and *.other.test, TLS 1.2 only, its own backend serving its
+/// own site). SNI picks the vserver, so the certificate, the version and the backend
+/// all follow the name the client asked for.
+#[test]
+fn sni_chooses_among_vservers_on_one_listener() {
+    let mut net = Net::up("ts");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    self_signed(
+        &net.dir,
+        "other",
+        "ec",
+        "other.test",
+        "DNS:other.test,DNS:*.other.test",
+    );
+    let mut ca = std::fs::read(net.dir.join("ca.pem")).unwrap();
+    ca.extend(std::fs::read(net.dir.join("other.pem")).unwrap());
+    std::fs::write(net.dir.join("ca.pem"), ca).unwrap();
+    let other_www = net.dir.join("www-other");
+    std::fs::create_dir_all(&other_www).unwrap();
+    std::fs::write(other_www.join("index.html"), "the other site\n").unwrap();
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend_at("10.77.0.3", 8081, &other_www);
+    std::thread::sleep(Duration::from_millis(500));
+    let d = net.dir.display().to_string();
+    let extra = format!(
+        r#"
+[[vserver]]
+name = "main"
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.2:8080"]
+[vserver.tls]
+certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
+[[vserver]]
+name = "other"
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.3:8081"]
+[vserver.tls]
+certificates = [{{ chain = "{d}/other.pem", key = "{d}/other.key" }}]
+versions = ["1.2"]
+"#
+    );
+    let cpu = *cpus().last().unwrap();
+    net.start_appliance(&[cpu], &extra);
+
+    // curl checks each certificate against the name it asked for.
+    let out = net.dir.join("page.out");
+    for (host, want) in [
+        ("appliance.test", "hello through the appliance\n"),
+        ("other.test", "the other site\n"),
+        ("www.other.test", "the other site\n"),
+    ] {
+        let o = curl_host(&net, host, &[], "/index.html", &out);
+        assert!(
+            o.status.success(),
+            "curl https://{host}/: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{host}");
+    }
+    // Python's ssl: the version follows the vserver; no SNI, or a name nobody serves,
+    // reaches the first vserver (the client then takes the certificate unverified).
+    let py = format!(
+        r#"
+import socket, ssl
+def get(name, verify):
+    ctx = ssl.create_default_context(cafile="{d}/ca.pem")
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("10.77.0.1", 443), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+            cn = dict(x[0] for x in s.getpeercert()["subject"])["commonName"] if verify else "-"
+            print(name, s.version(), cn, data.split(b"\r\n\r\n", 1)[1].decode().strip())
+get("other.test", True)
+get("appliance.test", True)
+get(None, False)
+get("nobody.test", False)
+"#
+    );
+    let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "other.test TLSv1.2 other.test the other site\n\
+         appliance.test TLSv1.3 appliance.test hello through the appliance\n\
+         None TLSv1.3 - hello through the appliance\n\
+         nobody.test TLSv1.3 - hello through the appliance\n",
+        "python ssl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A TLS 1.3-only client asking for other.test: the vserver speaks 1.2 only.
+    let o = curl_host(&net, "other.test", &["--tlsv1.3"], "/index.html", &out);
+    assert!(!o.status.success(), "other.test is TLS 1.2 only");
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert_eq!(p["tls12_handshakes"], 3, "{s}");
+    assert_eq!(p["tls13_handshakes"], 4, "{s}");
+    assert_eq!(p["tls_peer_incompatible"], 1, "{s}");
+    assert_eq!(p["backend_connected"], 7, "{s}");
 }

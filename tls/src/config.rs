@@ -84,17 +84,85 @@ impl Site {
 
     /// Whether this site serves `host` (exact, or one label under a `*.` wildcard).
     pub fn serves(&self, host: &[u8]) -> bool {
+        self.match_rank(host) != NameMatch::None
+    }
+
+    /// How this site's names match `host`: an exact name beats a wildcard.
+    pub fn match_rank(&self, host: &[u8]) -> NameMatch {
         let host = host.strip_suffix(b".").unwrap_or(host);
-        self.names.iter().any(|n| {
+        let mut best = NameMatch::None;
+        for n in &self.names {
             let n = n.as_bytes();
             if let Some(suffix) = n.strip_prefix(b"*") {
-                host.len() > suffix.len()
+                if host.len() > suffix.len()
                     && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
                     && !host[..host.len() - suffix.len()].contains(&b'.')
-            } else {
-                host.eq_ignore_ascii_case(n)
+                {
+                    best = NameMatch::Wildcard;
+                }
+            } else if host.eq_ignore_ascii_case(n) {
+                return NameMatch::Exact;
             }
-        })
+        }
+        best
+    }
+}
+
+/// How well a name matches a site ([`Site::match_rank`]); ordered, better is greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NameMatch {
+    None,
+    Wildcard,
+    Exact,
+}
+
+/// The best match for `host` among `sites`, tagged with whatever the caller
+/// enumerates them by: an exact name beats a wildcard, and the first of equals wins.
+pub(crate) fn best_match<'a, K>(
+    sites: impl IntoIterator<Item = (K, &'a Site)>,
+    host: &[u8],
+) -> Option<K> {
+    let mut best: Option<(NameMatch, K)> = None;
+    for (k, site) in sites {
+        let rank = site.match_rank(host);
+        if rank != NameMatch::None && best.as_ref().is_none_or(|(b, _)| rank > *b) {
+            best = Some((rank, k));
+        }
+    }
+    best.map(|(_, k)| k)
+}
+
+/// Several configurations on one listening address (the appliance's vservers that
+/// share a `listen`): the ClientHello's SNI chooses one before anything is
+/// negotiated, and the connection then runs exactly as if it had been made with it:
+/// its versions, suites, certificates, client authentication and session store.
+/// An exact name beats a wildcard across all of them; the first configuration is the
+/// default when SNI is absent or matches no name.
+#[derive(Debug, Clone)]
+pub struct SniRouter {
+    configs: Vec<Arc<ServerConfig>>,
+}
+
+impl SniRouter {
+    pub fn new(configs: Vec<Arc<ServerConfig>>) -> Result<Self, String> {
+        if configs.is_empty() {
+            return Err("an SNI router needs at least one configuration".into());
+        }
+        Ok(SniRouter { configs })
+    }
+
+    pub fn configs(&self) -> &[Arc<ServerConfig>] {
+        &self.configs
+    }
+
+    /// The index of the configuration for the client's server name.
+    pub fn choose(&self, sni: Option<&[u8]>) -> usize {
+        let sites = self
+            .configs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.sites.iter().map(move |s| (i, s)));
+        sni.and_then(|host| best_match(sites, host)).unwrap_or(0)
     }
 }
 

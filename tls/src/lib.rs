@@ -12,6 +12,9 @@
 //! Crypto comes from `crypto-offload`: handshake steps as jobs, record protection as
 //! direct calls on opaque keys (batching those is issue 4).
 //!
+//! Several configurations may share one listener through an [`SniRouter`]: the
+//! ClientHello's name chooses one before anything is negotiated.
+//!
 //! Not built yet: 0-RTT (early data is never accepted).
 
 pub mod codec;
@@ -24,7 +27,7 @@ pub mod session;
 mod tls12;
 mod tls13;
 
-pub use config::{CertifiedKey, ClientAuth, ServerConfig, Site};
+pub use config::{CertifiedKey, ClientAuth, NameMatch, ServerConfig, Site, SniRouter};
 pub use error::{Error, ErrorClass};
 pub use server::{HandshakeInfo, Resumed, ServerConn};
 pub use session::{LocalStore, Lookup, PendingLookup, PskMode, Resumption, Session, SessionStore};

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use crypto_offload::{AeadAlg, DigestCount, Done, Group, HashAlg, Job, KeyKind, Secret, SigAlg};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, SniRouter};
 use crate::error::{alert, Error};
 use crate::msgs::{content, group, hs, scheme, suite, version, ClientHello};
 use crate::record::{self, Cipher, Deframer};
@@ -224,6 +224,10 @@ pub(crate) struct Traffic {
 /// One TLS server connection.
 pub struct ServerConn {
     pub(crate) cfg: Arc<ServerConfig>,
+    /// Configurations to choose from by SNI (then `cfg` is the chosen one).
+    router: Option<Arc<SniRouter>>,
+    /// Which configuration the ClientHello chose (0 without a router).
+    chosen: Option<usize>,
     pub(crate) state: State,
     deframer: Deframer,
     hs_buf: Vec<u8>,
@@ -249,9 +253,21 @@ pub struct ServerConn {
 impl ServerConn {
     /// A new connection; the handshake must finish by `now + handshake_timeout_ms`.
     pub fn new(cfg: Arc<ServerConfig>, now_ms: u64) -> Self {
+        Self::build(cfg, None, now_ms)
+    }
+
+    /// A connection on a listener shared by several configurations: the ClientHello's
+    /// SNI chooses one ([`SniRouter`]); [`ServerConn::chosen_config`] then says which.
+    pub fn with_router(router: Arc<SniRouter>, now_ms: u64) -> Self {
+        Self::build(router.configs()[0].clone(), Some(router), now_ms)
+    }
+
+    fn build(cfg: Arc<ServerConfig>, router: Option<Arc<SniRouter>>, now_ms: u64) -> Self {
         let deadline = Some(now_ms.saturating_add(cfg.handshake_timeout_ms));
         ServerConn {
             cfg,
+            router,
+            chosen: None,
             state: State::ClientHello,
             deframer: Deframer::default(),
             hs_buf: Vec::new(),
@@ -290,6 +306,12 @@ impl ServerConn {
     }
     pub fn info(&self) -> &HandshakeInfo {
         &self.info
+    }
+    /// The index of the configuration this connection runs under, once the ClientHello
+    /// has been read: the [`SniRouter`]'s choice, or 0 for a connection made with one
+    /// configuration. `None` before (or if the ClientHello was unreadable).
+    pub fn chosen_config(&self) -> Option<usize> {
+        self.chosen
     }
     /// The error that closed the connection, if one did.
     pub fn error(&self) -> Option<&Error> {
@@ -707,6 +729,9 @@ impl ServerConn {
     ) -> Result<(), Error> {
         let plan = {
             let ch = ClientHello::parse(&msg[4..])?;
+            if retry.is_none() {
+                self.route(ch.sni);
+            }
             let offers13 = ch
                 .versions()
                 .is_some_and(|mut v| v.any(|x| x == version::TLS13));
@@ -764,10 +789,29 @@ impl ServerConn {
         }
     }
 
+    /// With an SNI router, switch to the configuration the client's name chooses;
+    /// before anything else in the ClientHello is looked at.
+    fn route(&mut self, sni: Option<&[u8]>) {
+        if let Some(router) = &self.router {
+            let i = router.choose(sni);
+            let chosen = router.configs()[i].clone();
+            // The handshake deadline counts from the first byte under the chosen
+            // configuration's own timeout.
+            self.deadline = self.deadline.map(|d| {
+                d.saturating_sub(self.cfg.handshake_timeout_ms)
+                    .saturating_add(chosen.handshake_timeout_ms)
+            });
+            self.cfg = chosen;
+            self.chosen = Some(i);
+        } else {
+            self.chosen = Some(0);
+        }
+    }
+
     fn choose_site_and_alpn(&mut self, ch: &ClientHello) -> Result<(), Error> {
         self.info.site = ch
             .sni
-            .and_then(|n| self.cfg.sites.iter().position(|s| s.serves(n)))
+            .and_then(|n| crate::config::best_match(self.cfg.sites.iter().enumerate(), n))
             .unwrap_or(0);
         self.info.sni = ch.sni.map(|n| String::from_utf8_lossy(n).into_owned());
         let site = &self.cfg.sites[self.info.site];

@@ -278,9 +278,37 @@ pub fn connect_ssl(
     cfg: Arc<ServerConfig>,
     now_ms: u64,
 ) -> Result<(SslStream<ClientEnd>, Server), (String, Option<tls::Error>)> {
+    handshake(ssl, |wire| Server::new_at(cfg, wire, now_ms))
+}
+
+/// [`connect`] to a connection that chooses its configuration by SNI.
+pub fn connect_routed(
+    ctx: &SslContext,
+    router: Arc<tls::SniRouter>,
+    host: Option<&str>,
+) -> Result<(SslStream<ClientEnd>, Server), (String, Option<tls::Error>)> {
+    connect_routed_ssl(client_ssl(ctx, host), router)
+}
+
+/// [`connect_routed`] with a prepared client.
+pub fn connect_routed_ssl(
+    ssl: Ssl,
+    router: Arc<tls::SniRouter>,
+) -> Result<(SslStream<ClientEnd>, Server), (String, Option<tls::Error>)> {
+    handshake(ssl, |wire| Server {
+        conn: ServerConn::with_router(router, 0),
+        wire,
+    })
+}
+
+/// Runs a libssl client against the engine connection `server` makes on the wire.
+fn handshake(
+    ssl: Ssl,
+    server: impl FnOnce(Wire) -> Server,
+) -> Result<(SslStream<ClientEnd>, Server), (String, Option<tls::Error>)> {
     let wire = Wire::default();
     let mut client = SslStream::new(ssl, ClientEnd(wire.clone())).unwrap();
-    let mut server = Server::new_at(cfg, wire, now_ms);
+    let mut server = server(wire);
     for _ in 0..20 {
         match client.connect() {
             Ok(()) => {
