@@ -40,6 +40,8 @@ struct RawConfig {
     tcp: RawTcp,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    crypto: RawCrypto,
     #[serde(default, rename = "vserver")]
     vservers: Vec<RawVserver>,
 }
@@ -72,6 +74,17 @@ struct RawTcp {
     idle_timeout: Option<String>,
     ack_delay: Option<String>,
     spare_sockets: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrypto {
+    workers: Option<i64>,
+    cpus: Option<Vec<i64>>,
+    queue_depth: Option<i64>,
+    max_batch: Option<i64>,
+    max_in_flight: Option<i64>,
+    backlog: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +179,24 @@ pub struct ControlConfig {
     pub stats_interval: Duration,
 }
 
+/// `[crypto]`: where handshake crypto runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoConfig {
+    /// Worker threads; 0 = inline on the poll-mode cores.
+    pub workers: usize,
+    /// CPUs to pin workers to (round robin); empty = not pinned.
+    pub cpus: Vec<usize>,
+    /// Jobs each worker's queue holds.
+    pub queue_depth: usize,
+    /// Jobs a worker takes per wake-up.
+    pub max_batch: usize,
+    /// Jobs one poll-mode core may have out at once.
+    pub max_in_flight: usize,
+    /// Jobs a core holds back while every queue is full; past it, handshakes are
+    /// refused (internal_error alert, counted as `crypto_refused`).
+    pub backlog: usize,
+}
+
 /// What a vserver does with its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -193,6 +224,7 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     pub tcp: TcpConfig,
     pub control: ControlConfig,
+    pub crypto: CryptoConfig,
     pub vservers: Vec<Vserver>,
 }
 
@@ -411,6 +443,43 @@ impl Checker<'_> {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// `[crypto]`: worker count and CPUs (never a poll-mode core's), queue sizes.
+    fn crypto(&self, r: &RawCrypto, poll_cores: &[usize]) -> Result<CryptoConfig, ConfigError> {
+        let workers = self.int_in("crypto.workers", r.workers, 0usize, 0, 256)?;
+        let mut cpus = Vec::new();
+        for (i, &cpu) in r.cpus.iter().flatten().enumerate() {
+            let f = format!("crypto.cpus[{i}]");
+            if !(0..4096).contains(&cpu) {
+                return Err(self.err(f, format!("{cpu} is not a CPU number")));
+            }
+            let cpu = cpu as usize;
+            if poll_cores.contains(&cpu) {
+                return Err(self.err(
+                    f,
+                    format!("CPU {cpu} is a poll-mode core (dataplane.cores); workers need CPUs of their own"),
+                ));
+            }
+            if cpus.contains(&cpu) {
+                return Err(self.err(f, format!("CPU {cpu} is listed twice")));
+            }
+            cpus.push(cpu);
+        }
+        if workers == 0 && !cpus.is_empty() {
+            return Err(self.err(
+                "crypto.cpus",
+                "CPUs are given but workers = 0 (inline); set workers",
+            ));
+        }
+        Ok(CryptoConfig {
+            workers,
+            cpus,
+            queue_depth: self.int_in("crypto.queue_depth", r.queue_depth, 256, 1, 65_536)?,
+            max_batch: self.int_in("crypto.max_batch", r.max_batch, 16, 1, 1024)?,
+            max_in_flight: self.int_in("crypto.max_in_flight", r.max_in_flight, 1024, 1, 1 << 20)?,
+            backlog: self.int_in("crypto.backlog", r.backlog, 4096, 0, 1 << 20)?,
+        })
     }
 
     fn int_in<T: TryFrom<i64>>(
@@ -660,6 +729,7 @@ impl Config {
                 Duration::from_secs(10),
             )?,
         };
+        let crypto = c.crypto(&raw.crypto, &dataplane.cores)?;
         if raw.vservers.is_empty() {
             return Err(c.err(
                 "vserver",
@@ -807,6 +877,7 @@ impl Config {
             dataplane,
             tcp,
             control,
+            crypto,
             vservers,
         })
     }
@@ -843,6 +914,7 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         assert_eq!(c.tcp.rx_buffer, 65536);
         assert_eq!(c.vservers[0].backends.len(), 2);
         assert_eq!(c.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        assert_eq!((c.crypto.workers, c.crypto.queue_depth), (0, 256));
     }
 
     #[test]
@@ -882,6 +954,10 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 "vserver[0].backends[1]",
             ),
             ("name = \"web\"", "name = \"we b\"", "vserver[0].name"),
+            ("[[vserver]]", "[crypto]\nworkers = -1\n[[vserver]]", "crypto.workers"),
+            ("[[vserver]]", "[crypto]\nworkers = 1\ncpus = [1]\n[[vserver]]", "crypto.cpus[0]"),
+            ("[[vserver]]", "[crypto]\ncpus = [0]\n[[vserver]]", "crypto.cpus"),
+            ("[[vserver]]", "[crypto]\nworkers = 1\nqueue_depth = 0\n[[vserver]]", "crypto.queue_depth"),
         ];
         for (from, to, field) in cases {
             assert!(GOOD.contains(from), "{from}");

@@ -28,6 +28,8 @@ use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
 use crate::config::Vserver;
+use crypto_offload::{Completion, CoreLink, CryptoError, Job};
+use std::collections::VecDeque;
 use tls::{ErrorClass, ServerConn, SniRouter};
 
 /// A vserver as the workers share it.
@@ -93,6 +95,8 @@ pub struct Side {
     listener: u32,
     /// The backend side: handshake completed.
     established: bool,
+    /// The client side: its TLS handshake has been counted in the stats.
+    counted: bool,
     /// This side's FIN has been passed to the peer (peer.close() called).
     fin_forwarded: bool,
     released: bool,
@@ -130,7 +134,14 @@ pub struct ProxyStats {
     pub tls_peer_incompatible: AtomicU64,
     pub tls_peer_alert: AtomicU64,
     pub tls_local_error: AtomicU64,
-    /// Crypto jobs run (inline) and transcript bytes they hashed.
+    /// Crypto jobs sent to the worker pool; of those, how many waited in the core's
+    /// backlog for room, were refused (backlog full too), or came back failed (a
+    /// worker died).
+    pub crypto_submitted: AtomicU64,
+    pub crypto_deferred: AtomicU64,
+    pub crypto_refused: AtomicU64,
+    pub crypto_failed: AtomicU64,
+    /// Crypto jobs of completed handshakes and transcript bytes they hashed.
     pub tls_jobs: AtomicU64,
     pub tls_digest_bytes: AtomicU64,
 }
@@ -158,6 +169,7 @@ pub struct Worker {
     stack: Stack<Side>,
     vservers: Arc<Vec<VserverRt>>,
     listeners: Vec<ListenerRt>,
+    crypto: Crypto,
     rx: Vec<Frame>,
     inbox: Vec<Frame>,
     accepted: Vec<(ConnId, u32)>,
@@ -175,6 +187,7 @@ impl Worker {
         mesh: SteerEndpoint,
         mut stack: Stack<Side>,
         vservers: Arc<Vec<VserverRt>>,
+        crypto: Crypto,
     ) -> Self {
         let mut ls = Vec::new();
         for (i, (port, l)) in listeners(&vservers).into_iter().enumerate() {
@@ -188,6 +201,7 @@ impl Worker {
             stack,
             vservers,
             listeners: ls,
+            crypto,
             rx: Vec::with_capacity(BURST),
             inbox: Vec::with_capacity(BURST),
             accepted: Vec::new(),
@@ -249,6 +263,8 @@ impl Worker {
         }
         self.accepted = accepted;
 
+        let crypto_done = self.crypto_poll();
+
         // Timers first, so the connections they close are served in this iteration.
         let timers_fired = self.stack.poll_timers(now);
         let mut ready = std::mem::take(&mut self.ready);
@@ -266,7 +282,53 @@ impl Worker {
         if self.iterations % 256 == 0 {
             self.publish();
         }
-        got > 0 || stolen > 0 || served > 0 || pending || timers_fired
+        got > 0 || stolen > 0 || served > 0 || pending || timers_fired || crypto_done
+    }
+
+    /// The pool's side of this core: jobs held back get another try, in order; then
+    /// each completion goes to its engine and its connection is served. Completions
+    /// for connections gone meanwhile are dropped. Returns whether anything happened.
+    fn crypto_poll(&mut self) -> bool {
+        let Some(link) = self.crypto.link.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        while let Some((tag, job)) = self.crypto.backlog.pop_front() {
+            let live = self
+                .stack
+                .user(ConnId::from_bits(tag))
+                .is_some_and(|u| !u.released && u.tls.is_some());
+            if !live {
+                continue;
+            }
+            if let Err(busy) = link.try_submit(tag, job) {
+                self.crypto.backlog.push_front((tag, busy.job));
+                break;
+            }
+            moved = true;
+        }
+        let mut done = std::mem::take(&mut self.crypto.completions);
+        let n = link.drain(&mut done, 4 * BURST);
+        for c in done.drain(..) {
+            let id = ConnId::from_bits(c.tag);
+            let Some(t) = self
+                .stack
+                .user(id)
+                .filter(|u| !u.released)
+                .and_then(|u| u.tls.as_deref_mut())
+            else {
+                continue;
+            };
+            if c.result.is_err() {
+                add(&self.stats.crypto_failed, 1);
+            }
+            // An error stays in the engine (its alert queued); serving the connection
+            // sends it and closes, like any other TLS failure.
+            let _ = t.complete(c.result);
+            self.service(id);
+        }
+        self.crypto.completions = done;
+        moved || n > 0
     }
 
     /// Copies the queue's counters where other threads can read them.
@@ -370,7 +432,13 @@ impl Worker {
             return;
         };
         let now_ms = self.start.elapsed().as_millis() as u64;
-        let outcome = step_pair(cs, cu, bs, bu, &self.stats, now_ms);
+        let mut ctx = Ctx {
+            stats: &self.stats,
+            now_ms,
+            crypto: &mut self.crypto,
+            tag: client.to_bits(),
+        };
+        let outcome = step_pair(cs, cu, bs, bu, &mut ctx);
         let set_established = match outcome {
             Outcome::Continue { newly_established } => newly_established,
             Outcome::BackendFailed => {
@@ -457,7 +525,13 @@ impl Worker {
             add(&self.stats.client_reset, 1);
             Next::Release
         } else {
-            let r = tls_in(cs, t, now_ms);
+            let mut ctx = Ctx {
+                stats: &self.stats,
+                now_ms,
+                crypto: &mut self.crypto,
+                tag: client.to_bits(),
+            };
+            let r = tls_in(cs, t, &mut ctx);
             flush_tls(t, cs);
             // The vserver whose name the failure is logged under: the chosen one, or
             // the listener's default.
@@ -548,9 +622,9 @@ fn step_pair(
     cu: &mut Side,
     bs: &mut TcpSocket,
     bu: &mut Side,
-    stats: &ProxyStats,
-    now_ms: u64,
+    ctx: &mut Ctx,
 ) -> Outcome {
+    let stats = ctx.stats;
     let mut newly_established = false;
     if !bu.established {
         match bs.state() {
@@ -561,7 +635,7 @@ fn step_pair(
                 }
                 // The client's TLS handshake goes on while the backend connects.
                 if let Some(t) = cu.tls.as_deref_mut() {
-                    if let Err(e) = tls_progress(cs, t, bs, false, now_ms, stats) {
+                    if let Err(e) = tls_progress(cs, t, bs, false, &mut cu.counted, ctx) {
                         cs.close();
                         bs.abort();
                         return Outcome::TlsFailed(e);
@@ -591,7 +665,7 @@ fn step_pair(
         return Outcome::ClientReset;
     }
     if let Some(t) = cu.tls.as_deref_mut() {
-        if let Err(e) = tls_progress(cs, t, bs, bu.established, now_ms, stats) {
+        if let Err(e) = tls_progress(cs, t, bs, bu.established, &mut cu.counted, ctx) {
             // The alert is queued on the client socket; a FIN follows it.
             cs.close();
             bs.abort();
@@ -637,18 +711,20 @@ fn step_pair(
     Outcome::Continue { newly_established }
 }
 
-/// [`tls_step`], counting the handshake when it completes.
+/// [`tls_step`], counting the handshake once it has completed (`counted` remembers; a
+/// handshake may complete when a crypto completion arrives, outside any step).
 fn tls_progress(
     cs: &mut TcpSocket,
     t: &mut ServerConn,
     bs: &mut TcpSocket,
     backend_up: bool,
-    now_ms: u64,
-    stats: &ProxyStats,
+    counted: &mut bool,
+    ctx: &mut Ctx,
 ) -> Result<(), tls::Error> {
-    let was_handshaking = t.is_handshaking();
-    let r = tls_step(cs, t, bs, backend_up, now_ms, stats);
-    if was_handshaking && t.is_established() {
+    let r = tls_step(cs, t, bs, backend_up, ctx);
+    let stats = ctx.stats;
+    if !*counted && t.is_established() {
+        *counted = true;
         let info = t.info();
         let (done, resumed) = if info.version == tls::msgs::version::TLS13 {
             (&stats.tls13_handshakes, &stats.tls13_resumed)
@@ -680,11 +756,63 @@ fn flush_tls(t: &mut ServerConn, cs: &mut TcpSocket) {
     }
 }
 
-/// Runs the engine's crypto jobs. Inline on this core until the offload pool exists
-/// (issue 4); the engine is written for the completion to come back later.
-fn run_jobs(t: &mut ServerConn) -> Result<(), tls::Error> {
-    while let Some(job) = t.take_job() {
-        t.complete(crypto_offload::run(job))?;
+/// What the per-connection steps need besides the sockets: the counters, the time,
+/// where crypto jobs go, and the client connection's tag for their completions.
+struct Ctx<'a> {
+    stats: &'a ProxyStats,
+    now_ms: u64,
+    crypto: &'a mut Crypto,
+    tag: u64,
+}
+
+/// This core's way to the crypto workers.
+#[derive(Default)]
+pub struct Crypto {
+    /// `None`: inline mode, jobs run on this core.
+    link: Option<CoreLink>,
+    /// Jobs that found every queue full, oldest first, with their connection's tag.
+    backlog: VecDeque<(u64, Job)>,
+    backlog_limit: usize,
+    completions: Vec<Completion>,
+}
+
+impl Crypto {
+    /// Jobs go to the pool through `link`; at most `backlog_limit` wait for room.
+    pub fn pool(link: CoreLink, backlog_limit: usize) -> Self {
+        Crypto {
+            link: Some(link),
+            backlog: VecDeque::new(),
+            backlog_limit,
+            completions: Vec::new(),
+        }
+    }
+}
+
+/// Hands the engine's crypto jobs on: run at once (inline), or queued to the pool
+/// with the connection's tag, the engine waiting for the completion. Nothing jumps
+/// the backlog; a full backlog refuses the handshake (internal_error alert).
+fn run_jobs(t: &mut ServerConn, ctx: &mut Ctx) -> Result<(), tls::Error> {
+    while let Some(mut job) = t.take_job() {
+        let Some(link) = ctx.crypto.link.as_mut() else {
+            t.complete(crypto_offload::run(job))?;
+            continue;
+        };
+        add(&ctx.stats.crypto_submitted, 1);
+        if ctx.crypto.backlog.is_empty() {
+            match link.try_submit(ctx.tag, job) {
+                Ok(()) => return Ok(()),
+                Err(busy) => job = busy.job,
+            }
+        }
+        if ctx.crypto.backlog.len() < ctx.crypto.backlog_limit {
+            add(&ctx.stats.crypto_deferred, 1);
+            ctx.crypto.backlog.push_back((ctx.tag, job));
+            return Ok(());
+        }
+        add(&ctx.stats.crypto_refused, 1);
+        t.complete(Err(CryptoError::Unavailable(
+            "crypto queues and backlog full".into(),
+        )))?;
     }
     Ok(())
 }
@@ -697,18 +825,17 @@ fn tls_step(
     t: &mut ServerConn,
     bs: &mut TcpSocket,
     backend_up: bool,
-    now_ms: u64,
-    stats: &ProxyStats,
+    ctx: &mut Ctx,
 ) -> Result<(), tls::Error> {
-    let r = tls_move(cs, t, bs, backend_up, now_ms, stats);
+    let r = tls_move(cs, t, bs, backend_up, ctx);
     // Whatever the outcome, what the engine wrote (records, or the alert) goes out.
     flush_tls(t, cs);
     r
 }
 
 /// Client bytes into the engine, and the crypto jobs they call for.
-fn tls_in(cs: &mut TcpSocket, t: &mut ServerConn, now_ms: u64) -> Result<(), tls::Error> {
-    t.handle_timeout(now_ms)?;
+fn tls_in(cs: &mut TcpSocket, t: &mut ServerConn, ctx: &mut Ctx) -> Result<(), tls::Error> {
+    t.handle_timeout(ctx.now_ms)?;
     // Two rounds: the ring buffer hands out at most two pieces.
     for _ in 0..2 {
         if !cs.can_recv() || t.tls_room() == 0 {
@@ -723,7 +850,7 @@ fn tls_in(cs: &mut TcpSocket, t: &mut ServerConn, now_ms: u64) -> Result<(), tls
         }
     }
     t.process()?;
-    run_jobs(t)
+    run_jobs(t, ctx)
 }
 
 fn tls_move(
@@ -731,10 +858,10 @@ fn tls_move(
     t: &mut ServerConn,
     bs: &mut TcpSocket,
     backend_up: bool,
-    now_ms: u64,
-    stats: &ProxyStats,
+    ctx: &mut Ctx,
 ) -> Result<(), tls::Error> {
-    tls_in(cs, t, now_ms)?;
+    tls_in(cs, t, ctx)?;
+    let stats = ctx.stats;
     // Engine → backend; taking plaintext may let the engine decrypt more records.
     if backend_up {
         let mut up = 0;
@@ -746,7 +873,7 @@ fn tls_move(
             t.consume_plaintext(n);
             up += n;
             t.process()?;
-            run_jobs(t)?;
+            run_jobs(t, ctx)?;
         }
         if up > 0 {
             add(&stats.bytes_to_backend, up as u64);

@@ -12,7 +12,8 @@ use netstack::{Stack, StackConfig, StackStats};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::proxy::{ProxyStats, QueueStats, VserverRt, Worker};
+use crate::proxy::{Crypto, ProxyStats, QueueStats, VserverRt, Worker};
+use crypto_offload::{Pool, PoolConfig, WorkerStats};
 
 /// Everything one core counts, shared with the control socket.
 pub struct CoreCounters {
@@ -32,6 +33,10 @@ pub struct Running {
     pub counters: Arc<Vec<CoreCounters>>,
     pub port: PortInfo,
     pub started: std::time::Instant,
+    /// The crypto workers' counters (empty in inline mode).
+    pub crypto_workers: Arc<Vec<Arc<WorkerStats>>>,
+    /// Dropped after the cores have stopped (field order: `handles` are joined first).
+    _pool: Option<Pool>,
 }
 
 /// A point-in-time copy of every counter, as the control socket serves it.
@@ -41,6 +46,15 @@ pub struct Snapshot {
     pub cycles_per_second: u64,
     pub port: PortSnapshot,
     pub cores: Vec<CoreSnap>,
+    pub crypto: CryptoSnap,
+}
+
+/// Where handshake crypto runs, and each worker's counters.
+#[derive(Debug, Serialize)]
+pub struct CryptoSnap {
+    /// "inline" or "pool".
+    pub mode: &'static str,
+    pub workers: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,13 +109,14 @@ impl Running {
 
     /// All counters now.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(&self.counters, &self.port, self.started)
+        snapshot(&self.counters, &self.crypto_workers, &self.port, self.started)
     }
 }
 
 /// All counters now (usable without the `Running`).
 pub fn snapshot(
     counters: &[CoreCounters],
+    workers: &[Arc<WorkerStats>],
     port: &PortInfo,
     started: std::time::Instant,
 ) -> Snapshot {
@@ -127,6 +142,23 @@ pub fn snapshot(
                 steering: atomics_json(&*c.steer),
             })
             .collect(),
+        crypto: CryptoSnap {
+            mode: if workers.is_empty() { "inline" } else { "pool" },
+            workers: workers
+                .iter()
+                .map(|w| {
+                    let s = w.snapshot();
+                    serde_json::json!({
+                        "index": s.index, "cpu": s.cpu, "alive": s.alive, "jobs": s.jobs,
+                        "errors": s.errors, "batches": s.batches, "mean_batch": s.mean_batch,
+                        "queued": s.queued, "busy_ns": s.busy_ns, "cpu_ns": s.cpu_ns,
+                        "restarts": s.restarts,
+                        "latency_us_p50": s.latency_us_p50, "latency_us_p99": s.latency_us_p99,
+                        "latency_us_max": s.latency_us_max,
+                    })
+                })
+                .collect(),
+        },
     }
 }
 
@@ -148,6 +180,15 @@ pub fn start(
             })
             .collect(),
     );
+    let pool = if cfg.crypto.workers > 0 {
+        let mut pc = PoolConfig::new(cfg.crypto.workers);
+        pc.queue_depth = cfg.crypto.queue_depth;
+        pc.max_batch = cfg.crypto.max_batch;
+        pc.cpus = cfg.crypto.cpus.clone();
+        Some(Pool::start(pc).map_err(std::io::Error::other)?)
+    } else {
+        None
+    };
     let listen_ports: Vec<u16> = cfg.vservers.iter().map(|v| v.listen.port()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let seed = netstack::random_seed();
@@ -180,6 +221,10 @@ pub fn start(
         };
         let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
         let vs = vservers.clone();
+        let crypto = match &pool {
+            Some(p) => Crypto::pool(p.link(cfg.crypto.max_in_flight), cfg.crypto.backlog),
+            None => Crypto::default(),
+        };
         let stop2 = stop.clone();
         let idle = cfg.dataplane.idle;
         let ready = ready_tx.clone();
@@ -187,7 +232,7 @@ pub fn start(
         let handle = spawn_core(i, pin, move |core_stats| {
             // The stack is built on its own core so its memory is first touched there.
             let stack = Stack::new(scfg, netstack::NetInstant::from_millis(0));
-            let mut worker = Worker::new(queue, steering, endpoint, stack, vs);
+            let mut worker = Worker::new(queue, steering, endpoint, stack, vs, crypto);
             worker.on_core_start();
             let _ = ready.send((
                 worker.stack_stats(),
@@ -218,5 +263,7 @@ pub fn start(
         counters: Arc::new(counters),
         port,
         started: std::time::Instant::now(),
+        crypto_workers: Arc::new(pool.as_ref().map(|p| p.workers()).unwrap_or_default()),
+        _pool: pool,
     })
 }

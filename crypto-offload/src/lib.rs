@@ -15,10 +15,12 @@
 //! an [`AeadKey`] from the engine, and handshake jobs run inline.
 
 pub mod job;
+pub mod pool;
 pub mod prim;
 pub mod ticket;
 
 pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
+pub use pool::{Busy, Completion, CoreLink, Pool, PoolConfig, WorkerSnapshot, WorkerStats};
 pub use prim::{
     AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
     SigningKey, TranscriptHash, TAG_LEN,

@@ -38,6 +38,8 @@ pub enum CryptoError {
     BadCertificate { reason: String, unknown_ca: bool },
     /// The peer's signature (CertificateVerify) did not verify.
     BadSignature,
+    /// The job could not be run: its worker failed (the pool replaces it).
+    Unavailable(String),
 }
 
 impl fmt::Display for CryptoError {
@@ -52,6 +54,7 @@ impl fmt::Display for CryptoError {
                 write!(f, "peer certificate: {reason}")
             }
             CryptoError::BadSignature => f.write_str("peer signature does not verify"),
+            CryptoError::Unavailable(m) => write!(f, "crypto unavailable: {m}"),
         }
     }
 }

@@ -118,6 +118,20 @@ pub struct ConnId {
     gen: u32,
 }
 
+impl ConnId {
+    /// The id as one number (e.g. a tag that comes back with a crypto completion).
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.gen) << 32) | u64::from(self.idx)
+    }
+    /// The id [`ConnId::to_bits`] made; a stale or invented one is detected on use.
+    pub fn from_bits(b: u64) -> Self {
+        ConnId {
+            idx: b as u32,
+            gen: (b >> 32) as u32,
+        }
+    }
+}
+
 /// Why [`Stack::connect`] failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectError {

@@ -62,8 +62,13 @@ alpn = ["http/1.1"]
 }
 
 /// A test network with a site of `big` bytes, the two Python backends, and the
-/// appliance with the `tls` vserver of [`tls_vservers`] on one core.
+/// appliance with the `tls` vserver of [`tls_vservers`] on one core; crypto inline.
 fn tls_net(name: &str, big: usize) -> Net {
+    tls_net_with(name, big, "")
+}
+
+/// [`tls_net`] with a `[crypto]` table (`""`: none, crypto inline).
+fn tls_net_with(name: &str, big: usize, crypto: &str) -> Net {
     let mut net = Net::up(name);
     write_site(&net.dir, big);
     make_certs(&net.dir);
@@ -71,9 +76,19 @@ fn tls_net(name: &str, big: usize) -> Net {
     net.start_backend("10.77.0.3", 8080);
     std::thread::sleep(Duration::from_millis(500));
     let cpu = *cpus().last().unwrap();
-    let extra = tls_vservers(&net.dir);
+    let extra = format!("{crypto}\n{}", tls_vservers(&net.dir));
     net.start_appliance(&[cpu], &extra);
     net
+}
+
+/// One crypto worker, pinned to a CPU other than the poll-mode core's when there is one.
+fn one_worker() -> String {
+    let all = cpus();
+    let poll = *all.last().unwrap();
+    match all.iter().find(|&&c| c != poll) {
+        Some(c) => format!("[crypto]\nworkers = 1\ncpus = [{c}]\n"),
+        None => "[crypto]\nworkers = 1\n".into(),
+    }
 }
 
 fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::Output {
@@ -233,7 +248,9 @@ print(s.recv(100).hex())
 
 #[test]
 fn clients_resume_sessions_through_the_data_plane() {
-    let net = tls_net("tr", 1024);
+    // Handshake crypto on the worker pool (one worker): every completion comes back
+    // to the poll-mode core as a queue message.
+    let net = tls_net_with("tr", 1024, &one_worker());
 
     // `s_client -reconnect`: one full handshake, then five that offer its session.
     // TLS 1.2 by session ID (-no_ticket) and by ticket. Not -quiet: the "New,"/"Reused,"
@@ -315,6 +332,12 @@ for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     // A resumed TLS 1.2 handshake is one job; so is every TLS 1.3 handshake.
     let jobs = p["tls_jobs"].as_u64().unwrap();
     assert_eq!(jobs, 8 + 2 * (14 - 11) + 11, "{s}");
+    // Every one of them ran on the worker, none waited or failed.
+    assert_eq!(s["crypto"]["mode"], "pool", "{s}");
+    assert_eq!(s["crypto"]["workers"][0]["jobs"].as_u64(), Some(jobs), "{s}");
+    assert_eq!(p["crypto_submitted"].as_u64(), Some(jobs), "{s}");
+    assert_eq!(p["crypto_failed"], 0, "{s}");
+    assert_eq!(s["crypto"]["workers"][0]["errors"], 0, "{s}");
 }
 
 /// `openssl s_client` to the tls vserver with `args`, sending `request` and reading

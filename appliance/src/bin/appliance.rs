@@ -108,10 +108,11 @@ fn run(cfg: &Config) -> ExitCode {
     let counters = running.counters.clone();
     let info = running.port.clone();
     let started = running.started;
+    let workers = running.crypto_workers.clone();
     let handler: appliance::control::Handler = std::sync::Arc::new(move |cmd: &str| match cmd {
         "ping" => serde_json::json!({"ok": true}),
         "stats" => {
-            serde_json::to_value(runtime::snapshot(&counters, &info, started)).unwrap_or_default()
+            serde_json::to_value(runtime::snapshot(&counters, &workers, &info, started)).unwrap_or_default()
         }
         other => {
             serde_json::json!({"error": format!("unknown command {other:?}; try ping or stats")})
