@@ -477,7 +477,13 @@ impl Checker<'_> {
             cpus,
             queue_depth: self.int_in("crypto.queue_depth", r.queue_depth, 256, 1, 65_536)?,
             max_batch: self.int_in("crypto.max_batch", r.max_batch, 16, 1, 1024)?,
-            max_in_flight: self.int_in("crypto.max_in_flight", r.max_in_flight, 1024, 1, 1 << 20)?,
+            max_in_flight: self.int_in(
+                "crypto.max_in_flight",
+                r.max_in_flight,
+                1024,
+                1,
+                1 << 20,
+            )?,
             backlog: self.int_in("crypto.backlog", r.backlog, 4096, 0, 1 << 20)?,
         })
     }
@@ -954,10 +960,26 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 "vserver[0].backends[1]",
             ),
             ("name = \"web\"", "name = \"we b\"", "vserver[0].name"),
-            ("[[vserver]]", "[crypto]\nworkers = -1\n[[vserver]]", "crypto.workers"),
-            ("[[vserver]]", "[crypto]\nworkers = 1\ncpus = [1]\n[[vserver]]", "crypto.cpus[0]"),
-            ("[[vserver]]", "[crypto]\ncpus = [0]\n[[vserver]]", "crypto.cpus"),
-            ("[[vserver]]", "[crypto]\nworkers = 1\nqueue_depth = 0\n[[vserver]]", "crypto.queue_depth"),
+            (
+                "[[vserver]]",
+                "[crypto]\nworkers = -1\n[[vserver]]",
+                "crypto.workers",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nworkers = 1\ncpus = [1]\n[[vserver]]",
+                "crypto.cpus[0]",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\ncpus = [0]\n[[vserver]]",
+                "crypto.cpus",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nworkers = 1\nqueue_depth = 0\n[[vserver]]",
+                "crypto.queue_depth",
+            ),
         ];
         for (from, to, field) in cases {
             assert!(GOOD.contains(from), "{from}");

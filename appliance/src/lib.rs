@@ -6,11 +6,13 @@
 //! `netstack`), and the poll-mode cores it starts must never block: no I/O other than
 //! their own port queue, no sleeping except the idle policy's, and no locks except the
 //! TLS session store's and ticket key ring's, each held for one map or ring operation.
+//! Crypto jobs either run inline or go to the `crypto-offload` pool through
+//! non-blocking queues.
 //!
 //! Vserver modes: `tcp` (an L4 proxy, round robin over backends) and `tls` (TLS
-//! terminated by the `tls` engine, plaintext to the backends; crypto jobs run inline on
-//! the core until the offload pool of issue 4). The operator features of issue 5 are
-//! not built yet; the configuration refuses what is not there.
+//! terminated by the `tls` engine, plaintext to the backends; several `tls` vservers
+//! may share a port, chosen by SNI). The operator features of issue 5 are not built
+//! yet; the configuration refuses what is not there.
 
 pub mod config;
 pub mod control;

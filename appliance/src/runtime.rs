@@ -109,7 +109,12 @@ impl Running {
 
     /// All counters now.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot(&self.counters, &self.crypto_workers, &self.port, self.started)
+        snapshot(
+            &self.counters,
+            &self.crypto_workers,
+            &self.port,
+            self.started,
+        )
     }
 }
 

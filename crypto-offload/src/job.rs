@@ -1,7 +1,7 @@
 //! Crypto jobs: one job per handshake step, so a step costs one queue round trip.
 //!
-//! The TLS engine builds a [`Job`], hands it to whoever runs jobs (today [`run`], inline
-//! on the calling core; the worker pool of issue 4 later), and gets a [`Done`] back.
+//! The TLS engine builds a [`Job`], hands it to whoever runs jobs ([`run`], inline on
+//! the calling core, or a worker of [`crate::Pool`]), and gets a [`Done`] back.
 //! Buffers move with the job: the transcript's chunks go in by value and shared
 //! precomputed messages go in as `Arc`s, so nothing is copied on the way in or out.
 //!

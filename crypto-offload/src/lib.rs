@@ -4,15 +4,16 @@
 //! What it owns: every OpenSSL type in the appliance. Keys, cipher contexts and hash
 //! states leave this crate only as opaque types ([`SigningKey`], [`EphemeralKey`],
 //! [`AeadKey`], [`TranscriptHash`]) or as [`Secret`] bytes that are zeroized on drop and
-//! never printed. A handshake step's crypto is one [`Job`], run today by [`run`] on the
-//! calling core (inline mode). It also keeps the session ticket key ring
-//! ([`TicketKeys`]) and the trusted client-certificate issuers ([`CaStore`]).
+//! never printed. A handshake step's crypto is one [`Job`], run by [`run`] on the
+//! calling core (inline mode) or by the worker [`Pool`] ([`pool`]: bounded queues, a
+//! non-blocking [`CoreLink`] per poll-mode core, faulty workers replaced). It also
+//! keeps the session ticket key ring ([`TicketKeys`]) and the trusted
+//! client-certificate issuers ([`CaStore`]).
 //!
 //! What it must not do: know about connections, sockets or the data plane, or block a
-//! poll-mode core. Not built yet (issue 4): the worker pool with bounded queues and
-//! per-core completion rings, batching of record seal/open across connections, and
-//! OpenSSL provider/engine selection. Until then record protection is a direct call on
-//! an [`AeadKey`] from the engine, and handshake jobs run inline.
+//! poll-mode core. Not built yet (issue 4): batching of record seal/open across
+//! connections on the pool, and OpenSSL provider/engine selection. Until then record
+//! protection is a direct call on an [`AeadKey`] from the engine.
 
 pub mod job;
 pub mod pool;

@@ -152,7 +152,13 @@ impl WorkerStats {
     /// A serializable copy, with latency percentiles.
     pub fn snapshot(&self) -> WorkerSnapshot {
         let h = self.latency_us.lock().unwrap_or_else(|p| p.into_inner());
-        let pct = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let pct = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
         let jobs = self.jobs.load(Ordering::Relaxed);
         let batches = self.batches.load(Ordering::Relaxed);
         WorkerSnapshot {
@@ -239,7 +245,9 @@ impl Pool {
         if !cfg.cpus.is_empty() {
             let ids = core_affinity::get_core_ids().unwrap_or_default();
             if let Some(c) = cfg.cpus.iter().find(|c| !ids.iter().any(|i| i.id == **c)) {
-                return Err(format!("crypto worker CPU {c} is not available to this process"));
+                return Err(format!(
+                    "crypto worker CPU {c} is not available to this process"
+                ));
             }
         }
         let slots = (0..cfg.workers)
@@ -373,7 +381,9 @@ fn work(rx: &Receiver<Envelope>, stats: &WorkerStats, cfg: &PoolConfig, stop: &A
                 Err(_) => break,
             }
         }
-        stats.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .queued
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         let cpu0 = thread_cpu_ns();
         let mut jobs = batch.drain(..);
@@ -553,7 +563,11 @@ mod tests {
         let mut out = Vec::new();
         let t0 = Instant::now();
         while out.len() < n {
-            assert!(t0.elapsed() < Duration::from_secs(10), "{} of {n} completions", out.len());
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{} of {n} completions",
+                out.len()
+            );
             if link.drain(&mut out, n) == 0 {
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -604,9 +618,18 @@ mod tests {
         assert_eq!(link.in_flight(), 0);
         for c in got {
             let inline = crate::run(job(c.tag as u8)).unwrap();
-            assert_eq!(finished(&c.result.unwrap()), finished(&inline), "job {}", c.tag);
+            assert_eq!(
+                finished(&c.result.unwrap()),
+                finished(&inline),
+                "job {}",
+                c.tag
+            );
         }
-        let jobs: u64 = pool.workers().iter().map(|w| w.jobs.load(Ordering::Relaxed)).sum();
+        let jobs: u64 = pool
+            .workers()
+            .iter()
+            .map(|w| w.jobs.load(Ordering::Relaxed))
+            .sum();
         assert_eq!(jobs, 40);
         let snap = pool.workers()[0].snapshot();
         assert!(snap.batches > 0 && snap.errors == 0, "{snap:?}");
@@ -681,7 +704,10 @@ mod tests {
         // The replacement serves new jobs.
         link.try_submit(200, job(5)).unwrap();
         let c = collect(&mut link, 1).pop().unwrap();
-        assert_eq!(finished(&c.result.unwrap()), finished(&crate::run(job(5)).unwrap()));
+        assert_eq!(
+            finished(&c.result.unwrap()),
+            finished(&crate::run(job(5)).unwrap())
+        );
         assert_eq!(stats[0].errors.load(Ordering::Relaxed), 4);
     }
 

@@ -334,7 +334,11 @@ for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     assert_eq!(jobs, 8 + 2 * (14 - 11) + 11, "{s}");
     // Every one of them ran on the worker, none waited or failed.
     assert_eq!(s["crypto"]["mode"], "pool", "{s}");
-    assert_eq!(s["crypto"]["workers"][0]["jobs"].as_u64(), Some(jobs), "{s}");
+    assert_eq!(
+        s["crypto"]["workers"][0]["jobs"].as_u64(),
+        Some(jobs),
+        "{s}"
+    );
     assert_eq!(p["crypto_submitted"].as_u64(), Some(jobs), "{s}");
     assert_eq!(p["crypto_failed"], 0, "{s}");
     assert_eq!(s["crypto"]["workers"][0]["errors"], 0, "{s}");

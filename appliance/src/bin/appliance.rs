@@ -111,9 +111,8 @@ fn run(cfg: &Config) -> ExitCode {
     let workers = running.crypto_workers.clone();
     let handler: appliance::control::Handler = std::sync::Arc::new(move |cmd: &str| match cmd {
         "ping" => serde_json::json!({"ok": true}),
-        "stats" => {
-            serde_json::to_value(runtime::snapshot(&counters, &workers, &info, started)).unwrap_or_default()
-        }
+        "stats" => serde_json::to_value(runtime::snapshot(&counters, &workers, &info, started))
+            .unwrap_or_default(),
         other => {
             serde_json::json!({"error": format!("unknown command {other:?}; try ping or stats")})
         }
@@ -136,6 +135,20 @@ fn run(cfg: &Config) -> ExitCode {
             v.mode,
             v.listen,
             v.backends.iter().map(|b| b.to_string()).collect::<Vec<_>>()
+        );
+    }
+    if cfg.crypto.workers == 0 {
+        log::info!("crypto: inline on the poll-mode cores");
+    } else {
+        log::info!(
+            "crypto: {} worker(s), {}, queues of {}",
+            cfg.crypto.workers,
+            if cfg.crypto.cpus.is_empty() {
+                "not pinned".to_string()
+            } else {
+                format!("on CPUs {:?}", cfg.crypto.cpus)
+            },
+            cfg.crypto.queue_depth
         );
     }
     log::info!(
