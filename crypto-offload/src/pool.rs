@@ -472,19 +472,22 @@ impl CoreLink {
                 core_limit: true,
             });
         }
-        // Live workers first, best score first; a dead one (being replaced) last.
-        let mut order: Vec<usize> = (0..self.senders.len()).collect();
-        order.sort_by_key(|&i| {
-            let s = &self.stats[i];
-            (!s.alive.load(Ordering::Relaxed), s.score())
-        });
+        // The live worker with the best score first; if its queue is full, any other
+        // in turn (a dead one, being replaced, still queues for its successor).
+        let best = (0..self.senders.len())
+            .min_by_key(|&i| {
+                let s = &self.stats[i];
+                (!s.alive.load(Ordering::Relaxed), s.score())
+            })
+            .unwrap_or(0);
         let mut env = Envelope {
             job,
             tag,
             reply: self.reply_tx.clone(),
             queued_at: Instant::now(),
         };
-        for i in order {
+        let others = (0..self.senders.len()).filter(|&i| i != best);
+        for i in std::iter::once(best).chain(others) {
             self.stats[i].queued.fetch_add(1, Ordering::Relaxed);
             match self.senders[i].try_send(env) {
                 Ok(()) => {
