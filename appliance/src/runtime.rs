@@ -151,17 +151,7 @@ pub fn snapshot(
             mode: if workers.is_empty() { "inline" } else { "pool" },
             workers: workers
                 .iter()
-                .map(|w| {
-                    let s = w.snapshot();
-                    serde_json::json!({
-                        "index": s.index, "cpu": s.cpu, "alive": s.alive, "jobs": s.jobs,
-                        "errors": s.errors, "batches": s.batches, "mean_batch": s.mean_batch,
-                        "queued": s.queued, "busy_ns": s.busy_ns, "cpu_ns": s.cpu_ns,
-                        "restarts": s.restarts,
-                        "latency_us_p50": s.latency_us_p50, "latency_us_p99": s.latency_us_p99,
-                        "latency_us_max": s.latency_us_max,
-                    })
-                })
+                .map(|w| atomics_json(&w.snapshot()))
                 .collect(),
         },
     }

@@ -184,8 +184,8 @@ impl WorkerStats {
     }
 }
 
-/// A point-in-time copy of one worker's counters.
-#[derive(Debug, Clone, PartialEq)]
+/// A point-in-time copy of one worker's counters (serializable for the control socket).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerSnapshot {
     pub index: usize,
     pub cpu: Option<usize>,
