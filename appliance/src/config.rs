@@ -12,6 +12,8 @@ use std::time::Duration;
 use dataplane::cores::IdlePolicy;
 use serde::Deserialize;
 
+use crate::transmit::{Quantum, TransmitConfig};
+
 /// A configuration error: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -102,6 +104,18 @@ struct RawVserver {
     mode: String,
     backends: Vec<String>,
     tls: Option<RawTls>,
+    transmit: Option<RawTransmit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransmit {
+    quantum: Option<i64>,
+    quantum_segments: Option<i64>,
+    timer: Option<String>,
+    fin: Option<bool>,
+    psh: Option<bool>,
+    http: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +230,8 @@ pub struct Vserver {
     /// The TLS engine's configuration (certificates loaded, flights precomputed);
     /// present exactly when `mode` is [`Mode::Tls`].
     pub tls: Option<std::sync::Arc<tls::ServerConfig>>,
+    /// When backend plaintext is sealed into records (`tls` vservers).
+    pub transmit: TransmitConfig,
 }
 
 /// A validated configuration.
@@ -240,6 +256,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like \"500ms\", \"10s\", \"2m\""))?;
     let d = match unit {
+        "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
@@ -443,6 +460,42 @@ impl Checker<'_> {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// `[vserver.transmit]`: the transmittal conditions of a `tls` vserver.
+    fn transmit(&self, field: &str, r: &RawTransmit) -> Result<TransmitConfig, ConfigError> {
+        let d = TransmitConfig::default();
+        let f = |n: &str| format!("{field}.{n}");
+        let max = tls::record::MAX_FRAGMENT as i64;
+        let quantum = match (r.quantum, r.quantum_segments) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    field,
+                    "give quantum (bytes) or quantum_segments (TCP segments), not both",
+                ))
+            }
+            (q, None) => Quantum::Bytes(self.int_in(
+                &f("quantum"),
+                q,
+                tls::record::MAX_FRAGMENT,
+                256,
+                max,
+            )?),
+            (None, Some(n)) => {
+                Quantum::Segments(self.int_in(&f("quantum_segments"), Some(n), 1, 1, 64)?)
+            }
+        };
+        let timer = self.duration(&f("timer"), &r.timer, d.timer)?;
+        if timer > Duration::from_secs(60) {
+            return Err(self.err(f("timer"), "at most 60s: staged bytes wait this long"));
+        }
+        Ok(TransmitConfig {
+            quantum,
+            timer,
+            fin: r.fin.unwrap_or(d.fin),
+            psh: r.psh.unwrap_or(d.psh),
+            http: r.http.unwrap_or(d.http),
+        })
     }
 
     /// `[crypto]`: worker count and CPUs (never a poll-mode core's), queue sizes.
@@ -797,6 +850,16 @@ impl Config {
                 }
                 (Mode::Tcp, None) => None,
             };
+            let transmit = match (mode, &v.transmit) {
+                (Mode::Tls, t) => c.transmit(&f("transmit"), t.as_ref().unwrap_or(&RawTransmit::default()))?,
+                (Mode::Tcp, None) => TransmitConfig::default(),
+                (Mode::Tcp, Some(_)) => {
+                    return Err(c.err(
+                        f("transmit"),
+                        "only a vserver with mode = \"tls\" seals records; a tcp vserver forwards bytes as they come",
+                    ))
+                }
+            };
             let listen: SocketAddrV4 = v.listen.parse().map_err(|_| {
                 c.err(
                     f("listen"),
@@ -877,6 +940,7 @@ impl Config {
                 mode,
                 backends,
                 tls,
+                transmit,
             });
         }
         Ok(Config {
@@ -1071,6 +1135,58 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 .to_string();
             assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn transmit_settings_and_their_mistakes() {
+        let dir = std::env::temp_dir().join(format!("appliance-tx-{}", std::process::id()));
+        let t = |extra: &str| tls_config(&dir, "") + "[vserver.transmit]\n" + extra;
+        let c = Config::parse(&tls_config(&dir, ""), "t.toml").unwrap();
+        assert_eq!(c.vservers[0].transmit, TransmitConfig::default());
+        let c = Config::parse(
+            &t("quantum_segments = 4\ntimer = \"500us\"\nfin = false\npsh = false\nhttp = true"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.vservers[0].transmit,
+            TransmitConfig {
+                quantum: Quantum::Segments(4),
+                timer: Duration::from_micros(500),
+                fin: false,
+                psh: false,
+                http: true,
+            }
+        );
+        let cases = [
+            ("quantum = 100", "vserver[0].transmit.quantum"),
+            ("quantum = 16385", "vserver[0].transmit.quantum"),
+            (
+                "quantum_segments = 0",
+                "vserver[0].transmit.quantum_segments",
+            ),
+            (
+                "quantum = 4096\nquantum_segments = 2",
+                "vserver[0].transmit",
+            ),
+            ("timer = \"2m\"", "vserver[0].transmit.timer"),
+            ("timer = \"5\"", "vserver[0].transmit.timer"),
+        ];
+        for (extra, field) in cases {
+            let e = Config::parse(&t(extra), "t.toml").unwrap_err().to_string();
+            assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
+        }
+        let e = Config::parse(&t("nagle = true"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nagle"), "{e}");
+        let tcp = GOOD.to_string() + "[vserver.transmit]\ntimer = \"1ms\"\n";
+        let e = Config::parse(&tcp, "t.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.toml: vserver[0].transmit: only a vserver with mode = \"tls\""),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

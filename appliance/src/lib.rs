@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod proxy;
 pub mod runtime;
+pub mod transmit;
 
 /// The process's clock origin: every core measures time from it, so times one core
 /// writes into TLS sessions and tickets mean the same on every other.

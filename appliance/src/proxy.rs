@@ -28,8 +28,10 @@ use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
 use crate::config::Vserver;
+use crate::transmit::{Reason, TransmitConfig, TxState};
 use crypto_offload::{Completion, CoreLink, CryptoError, Job};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use tls::{ErrorClass, ServerConn, SniRouter};
 
 /// A vserver as the workers share it.
@@ -102,6 +104,8 @@ pub struct Side {
     released: bool,
     /// The client side of a `tls` vserver: the TLS engine for this connection.
     tls: Option<Box<ServerConn>>,
+    /// The client side of a `tls` vserver: when backend plaintext is sealed.
+    tx: TxState,
 }
 
 /// Counters of one core's proxy.
@@ -144,6 +148,22 @@ pub struct ProxyStats {
     /// Crypto jobs of completed handshakes and transcript bytes they hashed.
     pub tls_jobs: AtomicU64,
     pub tls_digest_bytes: AtomicU64,
+    /// Application-data records sealed for clients, and the plaintext bytes in them.
+    pub tls_records_out: AtomicU64,
+    pub tls_record_bytes_out: AtomicU64,
+    /// Data-bearing TCP segments sent to TLS clients (handshake flights included,
+    /// retransmissions too); with `tls_records_out`, records per segment.
+    pub tls_segments_out: AtomicU64,
+    /// Why staged plaintext was sealed (see `transmit`): a full quantum, the end of
+    /// an HTTP response, the backend's FIN, its PSH, the timer.
+    pub tx_seal_quantum: AtomicU64,
+    pub tx_seal_http_end: AtomicU64,
+    pub tx_seal_fin: AtomicU64,
+    pub tx_seal_psh: AtomicU64,
+    pub tx_seal_timer: AtomicU64,
+    /// Backend streams an HTTP-aware vserver could not frame as HTTP/1.1 responses
+    /// (the other conditions carry on for them).
+    pub http_framing_errors: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -176,6 +196,9 @@ pub struct Worker {
     ready: Vec<ConnId>,
     start: std::time::Instant,
     iterations: u64,
+    /// Transmittal timers: (deadline µs, client connection tag), earliest first.
+    /// Stale entries (the connection sealed meanwhile, or is gone) are harmless.
+    tx_timers: BinaryHeap<Reverse<(u64, u64)>>,
     pub stats: Arc<ProxyStats>,
     pub queue_stats: Arc<QueueStats>,
 }
@@ -208,6 +231,7 @@ impl Worker {
             ready: Vec::new(),
             start: crate::epoch(),
             iterations: 0,
+            tx_timers: BinaryHeap::new(),
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
         }
@@ -264,6 +288,7 @@ impl Worker {
         self.accepted = accepted;
 
         let crypto_done = self.crypto_poll();
+        let tx_fired = self.tx_timers_fire(now.total_micros() as u64);
 
         // Timers first, so the connections they close are served in this iteration.
         let timers_fired = self.stack.poll_timers(now);
@@ -282,7 +307,22 @@ impl Worker {
         if self.iterations % 256 == 0 {
             self.publish();
         }
-        got > 0 || stolen > 0 || served > 0 || pending || timers_fired || crypto_done
+        got > 0 || stolen > 0 || served > 0 || pending || timers_fired || crypto_done || tx_fired
+    }
+
+    /// Serves the connections whose transmittal timer is due; they seal what they
+    /// have staged.
+    fn tx_timers_fire(&mut self, now_us: u64) -> bool {
+        let mut fired = false;
+        while let Some(&Reverse((at, tag))) = self.tx_timers.peek() {
+            if at > now_us {
+                break;
+            }
+            self.tx_timers.pop();
+            fired = true;
+            self.service(ConnId::from_bits(tag));
+        }
+        fired
     }
 
     /// The pool's side of this core: jobs held back get another try, in order; then
@@ -341,6 +381,16 @@ impl Worker {
         q.tx_bytes.store(c.tx_bytes, Ordering::Relaxed);
         q.tx_dropped.store(c.tx_dropped, Ordering::Relaxed);
         q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
+        let tls_segments: u64 = (0..self.listeners.len() as u32)
+            .filter(|&i| {
+                let l = &self.listeners[i as usize];
+                self.vservers[l.vservers[0] as usize].cfg.tls.is_some()
+            })
+            .map(|i| self.stack.listener_tx_segments(i))
+            .sum();
+        self.stats
+            .tls_segments_out
+            .store(tls_segments, Ordering::Relaxed);
     }
 
     /// A new client. With one vserver on its listener, the backend connection starts
@@ -387,6 +437,9 @@ impl Worker {
                 if let Some(c) = self.stack.user(client) {
                     c.peer = Some(b);
                     c.vserver = vserver;
+                    if c.tls.is_some() {
+                        c.tx = TxState::new(&vs.cfg.transmit);
+                    }
                 }
             }
             Err(e) => {
@@ -428,17 +481,31 @@ impl Worker {
             (peer, id)
         };
         let vserver = side.vserver as usize;
+        let psh = self.stack.take_psh(backend);
+        let mss = self.stack.config().mtu.saturating_sub(40);
         let Some(((cs, cu), (bs, bu))) = self.stack.pair(client, backend) else {
             return;
         };
-        let now_ms = self.start.elapsed().as_millis() as u64;
+        let now_us = self.start.elapsed().as_micros() as u64;
         let mut ctx = Ctx {
             stats: &self.stats,
-            now_ms,
+            now_ms: now_us / 1000,
             crypto: &mut self.crypto,
             tag: client.to_bits(),
+            down: Down {
+                cfg: &self.vservers[vserver].cfg.transmit,
+                now_us,
+                mss,
+                psh,
+                timer_at: None,
+            },
         };
         let outcome = step_pair(cs, cu, bs, bu, &mut ctx);
+        if let Some(at) = ctx.down.timer_at {
+            self.tx_timers.push(Reverse((at, client.to_bits())));
+        }
+        // A PSH not acted on yet: more of what the backend sent is still unread.
+        let keep_psh = ctx.down.psh;
         let set_established = match outcome {
             Outcome::Continue { newly_established } => newly_established,
             Outcome::BackendFailed => {
@@ -483,6 +550,8 @@ impl Worker {
         if !matches!(outcome, Outcome::Continue { .. }) {
             self.release_one(client);
             self.release_one(backend);
+        } else if keep_psh {
+            self.stack.restore_psh(backend);
         }
     }
 }
@@ -512,6 +581,7 @@ impl Worker {
             return;
         };
         let listener = &self.listeners[cu.listener as usize];
+        let transmit = &self.vservers[listener.vservers[0] as usize].cfg.transmit;
         let Some(t) = cu.tls.as_deref_mut() else {
             return;
         };
@@ -530,6 +600,14 @@ impl Worker {
                 now_ms,
                 crypto: &mut self.crypto,
                 tag: client.to_bits(),
+                // Nothing goes down before SNI has chosen the vserver (and its backend).
+                down: Down {
+                    cfg: transmit,
+                    now_us: now_ms * 1000,
+                    mss: 0,
+                    psh: false,
+                    timer_at: None,
+                },
             };
             let r = tls_in(cs, t, &mut ctx);
             flush_tls(t, cs);
@@ -665,7 +743,9 @@ fn step_pair(
         return Outcome::ClientReset;
     }
     if let Some(t) = cu.tls.as_deref_mut() {
-        if let Err(e) = tls_progress(cs, t, bs, bu.established, &mut cu.counted, ctx) {
+        let r = tls_progress(cs, t, bs, bu.established, &mut cu.counted, ctx)
+            .and_then(|_| tls_down(cs, t, bs, &mut cu.tx, ctx));
+        if let Err(e) = r {
             // The alert is queued on the client socket; a FIN follows it.
             cs.close();
             bs.abort();
@@ -677,8 +757,9 @@ fn step_pair(
             bs.close();
             cu.fin_forwarded = true;
         }
-        // The backend's FIN: close_notify, then FIN once all records are out.
-        if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 {
+        // The backend's FIN: close_notify, then FIN once all records are out (and
+        // with `fin = false`, once the timer has sealed what is staged).
+        if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 && t.staged() == 0 {
             t.close();
             flush_tls(t, cs);
             if t.pending_tls().is_empty() {
@@ -763,6 +844,18 @@ struct Ctx<'a> {
     now_ms: u64,
     crypto: &'a mut Crypto,
     tag: u64,
+    down: Down<'a>,
+}
+
+/// What the backend-to-client direction of a TLS connection needs: its vserver's
+/// transmittal conditions, the time, the port's MSS, whether the backend's PSH was
+/// seen (cleared once acted on), and the timer deadline to queue (set on the way out).
+struct Down<'a> {
+    cfg: &'a TransmitConfig,
+    now_us: u64,
+    mss: usize,
+    psh: bool,
+    timer_at: Option<u64>,
 }
 
 /// This core's way to the crypto workers.
@@ -879,35 +972,108 @@ fn tls_move(
             add(&stats.bytes_to_backend, up as u64);
         }
     }
-    // Backend → engine → client, as far as the client socket takes it.
-    if t.is_established() {
-        let mut down = 0;
-        for _ in 0..4 {
-            flush_tls(t, cs);
-            if !bs.can_recv() || !cs.can_send() {
-                break;
-            }
-            let mut err = None;
-            let n = bs
-                .recv(|buf| match t.send(buf) {
-                    Ok(n) => (n, n),
-                    Err(e) => {
-                        err = Some(e);
-                        (0, 0)
-                    }
-                })
-                .unwrap_or(0);
-            if let Some(e) = err {
-                return Err(e);
-            }
-            if n == 0 {
-                break;
-            }
-            down += n;
+    Ok(())
+}
+
+/// Backend plaintext into the engine's stage, sealed into records by the transmittal
+/// conditions (see `transmit`), records to the client.
+fn tls_down(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    st: &mut TxState,
+    ctx: &mut Ctx,
+) -> Result<(), tls::Error> {
+    if !t.is_established() {
+        return Ok(());
+    }
+    let stats = ctx.stats;
+    let d = &mut ctx.down;
+    let q = d.cfg.record_size(d.mss, t.record_overhead());
+    let mut down = 0;
+    for _ in 0..4 {
+        flush_tls(t, cs);
+        if !bs.can_recv() || t.stage_room() == 0 {
+            break;
         }
-        if down > 0 {
-            add(&stats.bytes_to_client, down as u64);
+        let framer = &mut st.framer;
+        let mut ended = false;
+        let mut framing_error = None;
+        let n = bs
+            .recv(|buf| {
+                let n = t.stage(buf);
+                if let Some(f) = framer.as_mut() {
+                    match f.feed(&buf[..n]) {
+                        Ok(fed) => ended |= fed.ended > 0,
+                        Err(e) => framing_error = Some(e),
+                    }
+                }
+                (n, n)
+            })
+            .unwrap_or(0);
+        if let Some(e) = framing_error {
+            add(&stats.http_framing_errors, 1);
+            log::info!(
+                "backend {}: not HTTP/1.1 responses ({e}); sealing without response ends",
+                bs_remote(bs)
+            );
+            st.framer = None;
+        }
+        if n == 0 {
+            break;
+        }
+        down += n;
+        st.response_ended |= ended;
+        st.since_us.get_or_insert(d.now_us);
+        if t.staged() >= q {
+            let s = t.seal_staged(q, false)?;
+            add(&stats.tx_seal_quantum, s.records as u64);
+            count_records(stats, s);
+        }
+        if t.staged() == 0 {
+            st.since_us = None;
+            st.response_ended = false;
         }
     }
+    if down > 0 {
+        add(&stats.bytes_to_client, down as u64);
+    }
+    let drained = bs.recv_queue() == 0;
+    let closed = !bs.may_recv();
+    match st.full_flush(d.cfg, d.now_us, drained, closed, d.psh) {
+        Some(reason) => {
+            let s = t.seal_staged(q, true)?;
+            count_records(stats, s);
+            let c = match reason {
+                Reason::HttpEnd => &stats.tx_seal_http_end,
+                Reason::Fin => &stats.tx_seal_fin,
+                Reason::Psh => &stats.tx_seal_psh,
+                Reason::Timer | Reason::Quantum => &stats.tx_seal_timer,
+            };
+            add(c, 1);
+            st.since_us = None;
+            st.response_ended = false;
+            st.armed_us = None;
+        }
+        None => {
+            let at = st.deadline(d.cfg);
+            if at.is_some() && at != st.armed_us {
+                st.armed_us = at;
+                d.timer_at = at;
+            }
+        }
+    }
+    if drained {
+        // A PSH counts for what it ended, all of which has now been read.
+        d.psh = false;
+    }
+    flush_tls(t, cs);
     Ok(())
+}
+
+fn count_records(stats: &ProxyStats, s: tls::Sealed) {
+    if s.records > 0 {
+        add(&stats.tls_records_out, s.records as u64);
+        add(&stats.tls_record_bytes_out, s.bytes as u64);
+    }
 }

@@ -31,6 +31,8 @@ pub(crate) struct OneFrame<'a> {
     pub caps: &'a DeviceCapabilities,
     pub scratch: &'a mut Vec<u8>,
     pub tx_no_buffer: &'a mut u64,
+    /// TCP segments carrying data sent through this device.
+    pub data_segments: &'a mut u64,
 }
 
 pub(crate) struct FrameRx<'a>(&'a [u8]);
@@ -39,6 +41,7 @@ pub(crate) struct QueueTx<'a> {
     tx: &'a mut dyn PortQueue,
     scratch: &'a mut Vec<u8>,
     tx_no_buffer: &'a mut u64,
+    data_segments: &'a mut u64,
 }
 
 impl smoltcp::phy::RxToken for FrameRx<'_> {
@@ -52,6 +55,9 @@ impl smoltcp::phy::TxToken for QueueTx<'_> {
         match self.tx.alloc_tx(len) {
             Some(mut frame) => {
                 let r = f(&mut frame[..len]);
+                if tcp_payload_len(&frame[..len]) > 0 {
+                    *self.data_segments += 1;
+                }
                 self.tx.send(frame);
                 r
             }
@@ -72,8 +78,22 @@ impl OneFrame<'_> {
             tx: &mut *self.tx,
             scratch: &mut *self.scratch,
             tx_no_buffer: &mut *self.tx_no_buffer,
+            data_segments: &mut *self.data_segments,
         }
     }
+}
+
+/// The TCP payload length of an Ethernet/IPv4 frame smoltcp wrote (0 for anything
+/// else). Reads only within the frame.
+fn tcp_payload_len(frame: &[u8]) -> usize {
+    let Some(ip) = frame.get(14..) else { return 0 };
+    if ip.len() < 20 || ip[9] != 6 {
+        return 0;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let doff = ip.get(ihl + 12).map_or(0, |b| usize::from(b >> 4) * 4);
+    total.saturating_sub(ihl + doff)
 }
 
 impl Device for OneFrame<'_> {

@@ -191,6 +191,8 @@ struct Conn<T> {
     ready: bool,
     waiting_neighbor: bool,
     timer_at: Option<i64>,
+    /// A segment with PSH arrived since the application last asked.
+    psh: bool,
     user: T,
 }
 
@@ -230,6 +232,8 @@ pub struct Stack<T> {
     next_port: u16,
     scratch: Vec<u8>,
     tx_no_buffer: u64,
+    /// Data-bearing TCP segments sent on connections accepted from each listener tag.
+    listener_segments: Vec<u64>,
     stats: Arc<StackStats>,
 }
 
@@ -268,6 +272,7 @@ impl<T: Default> Stack<T> {
             next_port: first,
             scratch: Vec::new(),
             tx_no_buffer: 0,
+            listener_segments: Vec::new(),
             stats: Arc::new(StackStats::default()),
             cfg,
         }
@@ -286,6 +291,28 @@ impl<T: Default> Stack<T> {
     /// Accepts connections on `port`; `tag` comes back with each accepted connection.
     pub fn listen(&mut self, port: u16, tag: u32) {
         self.listeners.insert(port, tag);
+    }
+
+    /// Data-bearing TCP segments sent so far on connections accepted from the
+    /// listener `tag` (retransmissions included).
+    pub fn listener_tx_segments(&self, tag: u32) -> u64 {
+        self.listener_segments
+            .get(tag as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a segment with PSH set arrived on `id` since the last call; clears it.
+    /// The sender's PSH marks the end of what it wrote (RFC 9293 §3.9.1).
+    pub fn take_psh(&mut self, id: ConnId) -> bool {
+        self.get(id).is_some_and(|c| std::mem::take(&mut c.psh))
+    }
+
+    /// Puts back a PSH taken with [`Stack::take_psh`] that could not be acted on yet.
+    pub fn restore_psh(&mut self, id: ConnId) {
+        if let Some(c) = self.get(id) {
+            c.psh = true;
+        }
     }
 
     /// Connections held now (either side, including ones closing).
@@ -329,6 +356,7 @@ impl<T: Default> Stack<T> {
             ready: false,
             waiting_neighbor: false,
             timer_at: None,
+            psh: false,
             user,
         }) as u32;
         let id = ConnId { idx, gen };
@@ -407,12 +435,15 @@ impl<T: Default> Stack<T> {
         tx: &mut dyn PortQueue,
         now: Instant,
     ) {
+        // What ingress sends is ACKs and RSTs; data leaves in egress, counted there.
+        let mut segments = 0;
         let mut dev = OneFrame {
             rx: Some(frame),
             tx,
             caps: &self.caps,
             scratch: &mut self.scratch,
             tx_no_buffer: &mut self.tx_no_buffer,
+            data_segments: &mut segments,
         };
         let set = match id.and_then(|id| {
             self.conns
@@ -468,6 +499,11 @@ impl<T: Default> Stack<T> {
                     },
                 };
                 self.ingress_with(Some(id), frame, tx, now);
+                if m.flags & 0x08 != 0 {
+                    if let Some(c) = self.get(id) {
+                        c.psh = true;
+                    }
+                }
                 self.after_ingress(id);
             }
         }
@@ -694,12 +730,14 @@ impl<T: Default> Stack<T> {
             return;
         };
         c.dirty = false;
+        let mut segments = 0;
         let mut dev = OneFrame {
             rx: None,
             tx,
             caps: &self.caps,
             scratch: &mut self.scratch,
             tx_no_buffer: &mut self.tx_no_buffer,
+            data_segments: &mut segments,
         };
         let mut sent = 0;
         while sent < SEGMENTS_PER_PASS
@@ -707,6 +745,13 @@ impl<T: Default> Stack<T> {
                 == smoltcp::iface::PollResult::SocketStateChanged
         {
             sent += 1;
+        }
+        if let (Some(tag), true) = (c.listener, segments > 0) {
+            let tag = tag as usize;
+            if self.listener_segments.len() <= tag {
+                self.listener_segments.resize(tag + 1, 0);
+            }
+            self.listener_segments[tag] += segments;
         }
         let state = c.socket().state();
         if c.released && matches!(state, tcp::State::Closed | tcp::State::TimeWait) {

@@ -10,41 +10,6 @@ use std::time::Duration;
 
 use tests::veth::*;
 
-/// A self-signed certificate `{file}.pem` with key `{file}.key` for `san`, made with
-/// the openssl CLI; `alg` is "rsa:2048" or "ec" (P-256).
-fn self_signed(dir: &Path, file: &str, alg: &str, cn: &str, san: &str) {
-    let mut c = Command::new("openssl");
-    c.args(["req", "-x509", "-newkey", alg]);
-    if alg == "ec" {
-        c.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
-    }
-    let o = c
-        .args(["-nodes", "-days", "30", "-subj", &format!("/CN={cn}")])
-        .args(["-addext", &format!("subjectAltName={san}")])
-        .arg("-keyout")
-        .arg(dir.join(format!("{file}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{file}.pem")))
-        .output()
-        .expect("openssl CLI (tools/setup.sh installs it)");
-    assert!(
-        o.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Self-signed certificates for appliance.test (RSA-2048 and ECDSA P-256) made with
-/// the openssl CLI, and `ca.pem` trusting both.
-fn make_certs(dir: &Path) {
-    let san = "DNS:appliance.test,IP:10.77.0.1";
-    self_signed(dir, "rsa", "rsa:2048", "appliance.test", san);
-    self_signed(dir, "ec", "ec", "appliance.test", san);
-    let mut ca = std::fs::read(dir.join("rsa.pem")).unwrap();
-    ca.extend(std::fs::read(dir.join("ec.pem")).unwrap());
-    std::fs::write(dir.join("ca.pem"), ca).unwrap();
-}
-
 fn tls_vservers(dir: &Path) -> String {
     let d = dir.display();
     format!(

@@ -29,5 +29,5 @@ mod tls13;
 
 pub use config::{CertifiedKey, ClientAuth, NameMatch, ServerConfig, Site, SniRouter};
 pub use error::{Error, ErrorClass};
-pub use server::{HandshakeInfo, Resumed, ServerConn};
+pub use server::{HandshakeInfo, Resumed, Sealed, ServerConn};
 pub use session::{LocalStore, Lookup, PendingLookup, PskMode, Resumption, Session, SessionStore};

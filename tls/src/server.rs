@@ -57,6 +57,14 @@ pub const MAX_PLAINTEXT_BUFFERED: usize = 64 * 1024;
 /// Protected bytes held for the client before [`ServerConn::send`] accepts no more.
 pub const MAX_TLS_BUFFERED: usize = 64 * 1024;
 
+/// What one [`ServerConn::seal_staged`] call produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sealed {
+    pub records: usize,
+    /// Plaintext bytes in them.
+    pub bytes: usize,
+}
+
 /// What the handshake negotiated, and what it cost.
 #[derive(Debug, Clone, Default)]
 pub struct HandshakeInfo {
@@ -235,6 +243,8 @@ pub struct ServerConn {
     pub(crate) write: Option<Cipher>,
     out: Vec<u8>,
     out_pos: usize,
+    /// Plaintext for the client not yet sealed (see [`ServerConn::stage`]).
+    staged: Vec<u8>,
     app_in: Vec<u8>,
     app_pos: usize,
     job: Option<Job>,
@@ -275,6 +285,7 @@ impl ServerConn {
             write: None,
             out: Vec::new(),
             out_pos: 0,
+            staged: Vec::new(),
             app_in: Vec::new(),
             app_pos: 0,
             job: None,
@@ -374,22 +385,79 @@ impl ServerConn {
         self.check(r)
     }
 
-    /// Queue plaintext for the client as protected records; returns how much was
-    /// taken (0 before the handshake is done or while the output buffer is full).
+    /// Queue plaintext for the client as protected records at once; returns how much
+    /// was taken (0 before the handshake is done or while the output buffer is full).
+    /// The same as [`ServerConn::stage`] then sealing everything staged.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
+        let n = self.stage(data);
+        self.seal_staged(record::MAX_FRAGMENT, true)?;
+        Ok(n)
+    }
+
+    /// How much plaintext [`ServerConn::stage`] would take now: the output bound less
+    /// what is staged and what waits to go out.
+    pub fn stage_room(&self) -> usize {
         if !self.is_established() || self.close_sent {
-            return Ok(0);
+            return 0;
         }
-        let room = MAX_TLS_BUFFERED.saturating_sub(self.out.len() - self.out_pos);
-        let mut taken = 0;
+        MAX_TLS_BUFFERED.saturating_sub(self.out.len() - self.out_pos + self.staged.len())
+    }
+
+    /// Hold plaintext for the client without sealing it yet, so that several small
+    /// writes can leave as one record (the caller decides when, by its transmittal
+    /// conditions, and calls [`ServerConn::seal_staged`]). Returns how much was taken.
+    pub fn stage(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.stage_room());
+        self.staged.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// Plaintext bytes staged and not yet sealed.
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Per-record overhead on the wire under the current write key: header, explicit
+    /// nonce, TLS 1.3 content type and tag (plus padding, if configured, not counted).
+    pub fn record_overhead(&self) -> usize {
+        match self.write.as_ref().map(|w| w.mode) {
+            Some(record::Protection::Tls13) => record::HEADER + 1 + crypto_offload::TAG_LEN,
+            Some(record::Protection::Tls12Gcm) => record::HEADER + 8 + crypto_offload::TAG_LEN,
+            Some(record::Protection::Tls12Chacha) | None => {
+                record::HEADER + crypto_offload::TAG_LEN
+            }
+        }
+    }
+
+    /// Seal staged plaintext into records of at most `max_record` bytes (clamped to
+    /// 1..=2^14): all of it when `all`, else only full-size records, the remainder
+    /// staying staged. The records go to [`ServerConn::pending_tls`].
+    pub fn seal_staged(&mut self, max_record: usize, all: bool) -> Result<Sealed, Error> {
+        let q = max_record.clamp(1, record::MAX_FRAGMENT);
+        let mut done = Sealed::default();
+        if self.staged.is_empty() || !self.is_established() {
+            return Ok(done);
+        }
         let pad = self.cfg.record_padding;
-        while taken < data.len() && taken < room {
-            let n = (data.len() - taken).min(record::MAX_FRAGMENT);
-            let r = self.write_protected(content::APPLICATION_DATA, &data[taken..taken + n], pad);
-            self.check(r)?;
-            taken += n;
+        let staged = std::mem::take(&mut self.staged);
+        let mut pos = 0;
+        let mut result = Ok(());
+        while staged.len() - pos >= q || (all && pos < staged.len()) {
+            let n = (staged.len() - pos).min(q);
+            result = self.write_protected(content::APPLICATION_DATA, &staged[pos..pos + n], pad);
+            if result.is_err() {
+                break;
+            }
+            pos += n;
+            done.records += 1;
+            done.bytes += n;
         }
-        Ok(taken)
+        // Keep what was not sealed, reusing the buffer.
+        let mut staged = staged;
+        staged.drain(..pos);
+        self.staged = staged;
+        self.check(result)?;
+        Ok(done)
     }
 
     /// Send close_notify; nothing more can be sent afterwards.
@@ -397,6 +465,8 @@ impl ServerConn {
         if self.close_sent || self.is_closed() {
             return;
         }
+        // Staged plaintext leaves before the close_notify: nothing is lost.
+        let _ = self.seal_staged(record::MAX_FRAGMENT, true);
         self.close_sent = true;
         let _ = self.write_alert(alert::CLOSE_NOTIFY);
     }
