@@ -3,7 +3,8 @@ writes (small pieces, with TCP_NODELAY so each piece leaves as its own segment).
 
     stream N    N bytes in 100-byte writes, then wait for the client to close
     http        answer "GET cl|chunked|204" lines with HTTP/1.1 responses written in
-                100-byte pieces, keep-alive
+                100-byte pieces (1 ms apart), and "GET body SIZE PIECE" with a SIZE-byte
+                body written in PIECE-byte pieces at once; keep-alive
     fin         300 bytes in three writes, then close
     psh         three rounds of: 300 bytes in one write, wait for a line
     timer       300 bytes in three writes, then wait for the client to close
@@ -22,7 +23,11 @@ def pieces(sock, data, size=100, pause=0.0002):
         time.sleep(pause)
 
 
-def http_response(kind):
+def http_response(kind, size=0, piece=100):
+    if kind == "body":
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % size
+        body = b"x" * size
+        return [head] + [body[i:i + piece] for i in range(0, size, piece)]
     if kind == "cl":
         body = b"a" * 1000
         head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -46,8 +51,12 @@ def serve(conn):
             f.read()
         elif what == "http":
             for line in f:
-                kind = line.split()[1].decode()
-                for p in http_response(kind):
+                w = line.split()
+                if w[1] == b"body":
+                    for p in http_response("body", int(w[2]), int(w[3])):
+                        conn.sendall(p)
+                    continue
+                for p in http_response(w[1].decode()):
                     conn.sendall(p)
                     time.sleep(0.001)
         elif what == "fin":

@@ -2,7 +2,8 @@
 time from the raw socket, so it reports how many application-data records carried
 each piece of what it read (TLS 1.3 session tickets carry none and are not counted).
 
-Usage: transmit_client.py CAFILE PORT SCENARIO [N]   (scenarios: transmit_backend.py)
+Usage: transmit_client.py CAFILE PORT SCENARIO [ARGS]   (scenarios: transmit_backend.py;
+"stream N", and "bench COUNT SIZE PIECE": COUNT requests for a SIZE-byte body)
 Prints one JSON object: records (plaintext bytes per record), and per scenario step
 the records it took and how long it waited.
 """
@@ -94,6 +95,15 @@ elif scenario == "http":
         send(b"GET %s\n" % kind.encode())
         r, dt = read_exactly(sum(len(p) for p in http_response(kind)))
         result["steps"].append({"records": r, "seconds": dt, "kind": kind})
+elif scenario == "bench":
+    # COUNT responses of SIZE body bytes written in PIECE-byte pieces, one at a time.
+    count, size, piece = (int(x) for x in sys.argv[4:7])
+    send(b"http\n")
+    want = sum(len(p) for p in http_response("body", size, piece))
+    for _ in range(count):
+        send(b"GET body %d %d\n" % (size, piece))
+        r, dt = read_exactly(want)
+        result["steps"].append({"records": r, "seconds": dt})
 elif scenario == "psh":
     send(b"psh\n")
     for _ in range(3):
