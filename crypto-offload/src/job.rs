@@ -95,6 +95,10 @@ pub struct Tls13Flight {
     pub certificate_request: Option<Arc<[u8]>>,
     /// Seal a ticket for the client's next connection (without a certificate request).
     pub ticket: Option<TicketRequest>,
+    /// A key share made ahead of time, with its public value, for the `kx` group (a
+    /// known-answer test, or a pool of keys made off the handshake path); `None`: the
+    /// job makes one.
+    pub server_share: Option<(EphemeralKey, Vec<u8>)>,
 }
 
 /// The TLS 1.3 handshake state a client-certificate step continues from: the running
@@ -322,7 +326,7 @@ fn handshake_header(typ: u8, len: usize) -> [u8; 4] {
     [typ, (len >> 16) as u8, (len >> 8) as u8, len as u8]
 }
 
-fn derive_secret(
+pub(crate) fn derive_secret(
     hash: HashAlg,
     secret: &[u8],
     label: &[u8],
@@ -331,7 +335,11 @@ fn derive_secret(
     hkdf_expand_label(hash, secret, label, thash, hash.output_len())
 }
 
-fn finished_mac(hash: HashAlg, base: &[u8], thash: &[u8]) -> Result<Secret, CryptoError> {
+pub(crate) fn finished_mac(
+    hash: HashAlg,
+    base: &[u8],
+    thash: &[u8],
+) -> Result<Secret, CryptoError> {
     let fk = hkdf_expand_label(hash, base, b"finished", b"", hash.output_len())?;
     hmac(hash, fk.bytes(), &[thash])
 }
@@ -377,7 +385,15 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let mut sh = j.server_hello;
     let shared = match &j.kx {
         Some((group, client_share)) => {
-            let (eph, public) = EphemeralKey::generate(*group)?;
+            let (eph, public) = match j.server_share {
+                Some((k, p)) if k.group() == *group => (k, p),
+                Some(_) => {
+                    return Err(CryptoError::Library(
+                        "the key share made ahead is for another group".into(),
+                    ))
+                }
+                None => EphemeralKey::generate(*group)?,
+            };
             let shared = eph.agree(client_share)?;
             sh.get_mut(j.share_at..j.share_at + public.len())
                 .ok_or_else(|| CryptoError::Library("ServerHello template too short".into()))?

@@ -16,6 +16,8 @@
 //! protection is a direct call on an [`AeadKey`] from the engine.
 
 pub mod job;
+#[cfg(test)]
+mod kat;
 pub mod pool;
 pub mod prim;
 pub mod ticket;

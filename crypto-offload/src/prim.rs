@@ -465,6 +465,20 @@ impl EphemeralKey {
         }
     }
 
+    /// An X25519 key from its 32 private bytes, and its public value: a key share made
+    /// ahead of time (see [`crate::job::Tls13Flight::server_share`]).
+    pub fn x25519_from_private(private: &[u8]) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
+        let key = PKey::private_key_from_raw_bytes(private, Id::X25519)?;
+        let public = key.raw_public_key()?;
+        Ok((
+            EphemeralKey {
+                group: Group::X25519,
+                key,
+            },
+            public,
+        ))
+    }
+
     pub fn group(&self) -> Group {
         self.group
     }

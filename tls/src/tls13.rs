@@ -385,6 +385,7 @@ impl ServerConn {
             }),
             certificate_request: certificate_request.clone(),
             ticket,
+            server_share: None,
         };
         let ctx = FlightCtx {
             compat_ccs: !ccs_sent && !p.session_id.is_empty(),

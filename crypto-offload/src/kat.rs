@@ -1,0 +1,280 @@
+//! Known-answer tests: the TLS 1.3 key schedule and the server-flight job against the
+//! RFC 8448 traces, and the TLS 1.2 PRF against OpenSSL's own TLS1-PRF (`openssl kdf`,
+//! an implementation independent of ours).
+
+use std::sync::Arc;
+
+use openssl::symm::{encrypt_aead, Cipher};
+
+use crate::job::{derive_secret, finished_mac, run, CertAuth, Chunk, Done, Job, Tls13Flight};
+use crate::prim::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+// RFC 8448 §3, "Simple 1-RTT Handshake".
+const CLIENT_HELLO: &str = "01 00 00 c0 03 03 cb 34 ec b1 e7 81 63 ba 1c 38 c6 da cb 19 6a 6d ff a2
+    1a 8d 99 12 ec 18 a2 ef 62 83 02 4d ec e7 00 00 06 13 01 13 03 13 02 01 00 00 91 00 00 00
+    0b 00 09 00 00 06 73 65 72 76 65 72 ff 01 00 01 00 00 0a 00 14 00 12 00 1d 00 17 00 18 00
+    19 01 00 01 01 01 02 01 03 01 04 00 23 00 00 00 33 00 26 00 24 00 1d 00 20 99 38 1d e5 60
+    e4 bd 43 d2 3d 8e 43 5a 7d ba fe b3 c0 6e 51 c1 3c ae 4d 54 13 69 1e 52 9a af 2c 00 2b 00
+    03 02 03 04 00 0d 00 20 00 1e 04 03 05 03 06 03 02 03 08 04 08 05 08 06 04 01 05 01 06 01
+    02 01 04 02 05 02 06 02 02 02 00 2d 00 02 01 01 00 1c 00 02 40 01";
+const SERVER_HELLO: &str = "02 00 00 56 03 03 a6 af 06 a4 12 18 60 dc 5e 6e 60 24 9c d3 4c 95 93
+    0c 8a c5 cb 14 34 da c1 55 77 2e d3 e2 69 28 00 13 01 00 00 2e 00 33 00 24 00 1d 00 20 c9
+    82 88 76 11 20 95 fe 66 76 2b db f7 c6 72 e1 56 d6 cc 25 3b 83 3d f1 dd 69 b1 b0 4e 75 1f
+    0f 00 2b 00 02 03 04";
+/// Where the server's key share starts in the ServerHello.
+const SHARE_AT: usize = 52;
+const CLIENT_SHARE: &str =
+    "99 38 1d e5 60 e4 bd 43 d2 3d 8e 43 5a 7d ba fe b3 c0 6e 51 c1 3c ae 4d 54 13 69 1e 52 9a af 2c";
+const SERVER_PRIVATE: &str =
+    "b1 58 0e ea df 6d d5 89 b8 ef 4f 2d 56 52 57 8c c8 10 e9 98 01 91 ec 8d 05 83 08 ce a2 16 a2 1e";
+const SHARED: &str =
+    "8b d4 05 4f b5 5b 9d 63 fd fb ac f9 f0 4b 9f 0d 35 e6 d6 3f 53 75 63 ef d4 62 72 90 0f 89 49 2d";
+const HELLO_HASH: &str =
+    "86 0c 06 ed c0 78 58 ee 8e 78 f0 e7 42 8c 58 ed d6 b4 3f 2c a3 e6 e9 5f 02 ed 06 3c f0 e1 ca d8";
+const SERVER_HS_KEY: &str = "3f ce 51 60 09 c2 17 27 d0 f2 e4 e8 6e e4 03 bc";
+const SERVER_HS_IV: &str = "5d 31 3e b2 67 12 76 ee 13 00 0b 30";
+const CLIENT_HS_KEY: &str = "db fa a6 93 d1 76 2c 5b 66 6a f5 d9 50 25 8d 01";
+const CLIENT_HS_IV: &str = "5b d3 c7 1b 83 6e 0b 76 bb 73 26 5f";
+
+#[test]
+fn rfc8448_key_schedule() {
+    let h = HashAlg::Sha256;
+    let zeros = [0u8; 32];
+    let empty = hash(h, b"").unwrap();
+
+    // The (EC)DHE: the server's private key and the client's share give the trace's secret.
+    let (server, public) = EphemeralKey::x25519_from_private(&hex(SERVER_PRIVATE)).unwrap();
+    assert_eq!(public, hex(SERVER_HELLO)[SHARE_AT..SHARE_AT + 32]);
+    let shared = server.agree(&hex(CLIENT_SHARE)).unwrap();
+    assert_eq!(shared.bytes(), hex(SHARED));
+
+    let th = hash(h, &[hex(CLIENT_HELLO), hex(SERVER_HELLO)].concat()).unwrap();
+    assert_eq!(th, hex(HELLO_HASH));
+    let early = hkdf_extract(h, b"", &zeros).unwrap();
+    assert_eq!(
+        early.bytes(),
+        hex("33 ad 0a 1c 60 7e c0 3b 09 e6 cd 98 93 68 0c e2 10 ad f3 00 aa 1f 26 60 e1 b2 2e 10 f1 70 f9 2a")
+    );
+    let derived = derive_secret(h, early.bytes(), b"derived", &empty).unwrap();
+    let hs = hkdf_extract(h, derived.bytes(), shared.bytes()).unwrap();
+    assert_eq!(
+        hs.bytes(),
+        hex("1d c8 26 e9 36 06 aa 6f dc 0a ad c1 2f 74 1b 01 04 6a a6 b9 9f 69 1e d2 21 a9 f0 ca 04 3f be ac")
+    );
+    let c_hs = derive_secret(h, hs.bytes(), b"c hs traffic", &th).unwrap();
+    let s_hs = derive_secret(h, hs.bytes(), b"s hs traffic", &th).unwrap();
+    assert_eq!(
+        c_hs.bytes(),
+        hex("b3 ed db 12 6e 06 7f 35 a7 80 b3 ab f4 5e 2d 8f 3b 1a 95 07 38 f5 2e 96 00 74 6a 0e 27 a5 5a 21")
+    );
+    assert_eq!(
+        s_hs.bytes(),
+        hex("b6 7b 7d 69 0c c1 6c 4e 75 e5 42 13 cb 2d 37 b4 e9 c9 12 bc de d9 10 5d 42 be fd 59 d3 91 ad 38")
+    );
+    assert_eq!(
+        hkdf_expand_label(h, s_hs.bytes(), b"key", b"", 16)
+            .unwrap()
+            .bytes(),
+        hex(SERVER_HS_KEY)
+    );
+    assert_eq!(
+        hkdf_expand_label(h, s_hs.bytes(), b"iv", b"", 12)
+            .unwrap()
+            .bytes(),
+        hex(SERVER_HS_IV)
+    );
+    let derived = derive_secret(h, hs.bytes(), b"derived", &empty).unwrap();
+    let master = hkdf_extract(h, derived.bytes(), &zeros).unwrap();
+    assert_eq!(
+        master.bytes(),
+        hex("18 df 06 84 3d 13 a0 8b f2 a4 49 84 4c 5f 8a 47 80 01 bc 4d 4c 62 79 84 d5 a4 1d a8 d0 40 29 19")
+    );
+
+    // Application secrets and the client's Finished, over the transcript through the
+    // server's Finished (as the trace prints its hash).
+    let th_sf =
+        hex("96 08 10 2a 0f 1c cc 6d b6 25 0b 7b 7e 41 7b 1a 00 0e aa da 3d aa e4 77 7a 76 86 c9 ff 83 df 13");
+    let c_ap = derive_secret(h, master.bytes(), b"c ap traffic", &th_sf).unwrap();
+    let s_ap = derive_secret(h, master.bytes(), b"s ap traffic", &th_sf).unwrap();
+    let exp = derive_secret(h, master.bytes(), b"exp master", &th_sf).unwrap();
+    assert_eq!(
+        c_ap.bytes(),
+        hex("9e 40 64 6c e7 9a 7f 9d c0 5a f8 88 9b ce 65 52 87 5a fa 0b 06 df 00 87 f7 92 eb b7 c1 75 04 a5")
+    );
+    assert_eq!(
+        s_ap.bytes(),
+        hex("a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32 82 04 b4 f4 4b fb 6b 3a 4b 4f 1f 3f cb 63 16 43")
+    );
+    assert_eq!(
+        exp.bytes(),
+        hex("fe 22 f8 81 17 6e da 18 eb 8f 44 52 9e 67 92 c5 0c 9a 3f 89 45 2f 68 d8 ae 31 1b 43 09 d3 cf 50")
+    );
+    assert_eq!(
+        finished_mac(h, c_hs.bytes(), &th_sf).unwrap().bytes(),
+        hex("a8 ec 43 6d 67 76 34 ae 52 5a c1 fc eb e1 1a 03 9e c1 76 94 fa c6 e9 85 27 b6 42 f2 ed d5 ce 61")
+    );
+
+    // Resumption: the master secret, the ticket's PSK (nonce 0), and (§4) the binder.
+    let th_cf =
+        hex("20 91 45 a9 6e e8 e2 a1 22 ff 81 00 47 cc 95 26 84 65 8d 60 49 e8 64 29 42 6d b8 7c 54 ad 14 3d");
+    let res = derive_secret(h, master.bytes(), b"res master", &th_cf).unwrap();
+    assert_eq!(
+        res.bytes(),
+        hex("7d f2 35 f2 03 1d 2a 05 12 87 d0 2b 02 41 b0 bf da f8 6c c8 56 23 1f 2d 5a ba 46 c4 34 ec 19 6c")
+    );
+    let psk = hkdf_expand_label(h, res.bytes(), b"resumption", &[0, 0], 32).unwrap();
+    assert_eq!(
+        psk.bytes(),
+        hex("4e cd 0e b6 ec 3b 4d 87 f5 d6 02 8f 92 2c a4 c5 85 1a 27 7f d4 13 11 c9 e6 2d 2c 94 92 e1 c4 f3")
+    );
+    let early = hkdf_extract(h, b"", psk.bytes()).unwrap();
+    let binder_key = derive_secret(h, early.bytes(), b"res binder", &empty).unwrap();
+    assert_eq!(
+        binder_key.bytes(),
+        hex("69 fe 13 1a 3b ba d5 d6 3c 64 ee bc c3 0e 39 5b 9d 81 07 72 6a 13 d0 74 e3 89 db c8 a4 e4 72 56")
+    );
+    let truncated_hello_hash =
+        hex("63 22 4b 2e 45 73 f2 d3 45 4c a8 4b 9d 00 9a 04 f6 be 9e 05 71 1a 83 96 47 3a ef a0 1e 92 4a 14");
+    assert_eq!(
+        finished_mac(h, binder_key.bytes(), &truncated_hello_hash).unwrap().bytes(),
+        hex("3a dd 4f b2 d8 fd f8 22 a0 ca 3c f7 67 8e f5 e8 8d ae 99 01 41 c5 92 4d 57 bb 6f a3 1b 9e 5f 9d")
+    );
+}
+
+/// The whole server-flight job on the trace's ClientHello, with the trace's server key
+/// share: the ServerHello it completes and the handshake keys it returns are the
+/// trace's. (The CertificateVerify is signed with our own key, so from there on the
+/// transcript, and what depends on it, is ours; the schedule above covers those steps.)
+#[test]
+fn rfc8448_server_flight_job() {
+    let ec = openssl::ec::EcKey::generate(
+        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    )
+    .unwrap();
+    let signer = SigningKey::from_pem(&ec.private_key_to_pem().unwrap()).unwrap();
+    let mut template = hex(SERVER_HELLO);
+    template[SHARE_AT..SHARE_AT + 32].fill(0);
+    let job = Tls13Flight {
+        hash: HashAlg::Sha256,
+        aead: AeadAlg::Aes128Gcm,
+        kx: Some((Group::X25519, hex(CLIENT_SHARE))),
+        psk: None,
+        transcript: vec![Chunk::Owned(hex(CLIENT_HELLO))],
+        server_hello: template,
+        share_at: SHARE_AT,
+        encrypted_extensions: hex("08 00 00 02 00 00"),
+        auth: Some(CertAuth {
+            certificate: Arc::from(&hex("0b 00 00 04 00 00 00 00")[..]),
+            signer: Arc::new(signer),
+            sig_alg: SigAlg::EcdsaSha256,
+            scheme: 0x0403,
+        }),
+        certificate_request: None,
+        ticket: None,
+        server_share: Some(EphemeralKey::x25519_from_private(&hex(SERVER_PRIVATE)).unwrap()),
+    };
+    let Done::Tls13Flight(mut d) = run(Job::Tls13Flight(Box::new(job))).unwrap() else {
+        panic!("not a flight");
+    };
+    assert_eq!(d.server_hello, hex(SERVER_HELLO));
+    assert_eq!(d.handshake_write.iv.bytes(), hex(SERVER_HS_IV));
+    assert_eq!(d.handshake_read.iv.bytes(), hex(CLIENT_HS_IV));
+    // The keys themselves are inside OpenSSL contexts: seal with the job's write key and
+    // compare with the trace's key through OpenSSL's one-shot AEAD.
+    let (nonce, aad, pt) = (hex(SERVER_HS_IV), b"header", b"known plaintext".to_vec());
+    let mut buf = pt.clone();
+    let mut tag = [0u8; TAG_LEN];
+    let n: [u8; 12] = nonce[..].try_into().unwrap();
+    d.handshake_write
+        .key
+        .seal(&n, aad, &mut buf, &mut tag)
+        .unwrap();
+    let mut want_tag = [0u8; TAG_LEN];
+    let want = encrypt_aead(
+        Cipher::aes_128_gcm(),
+        &hex(SERVER_HS_KEY),
+        Some(&nonce),
+        aad,
+        &pt,
+        &mut want_tag,
+    )
+    .unwrap();
+    assert_eq!((buf, tag), (want, want_tag));
+    // And the read key opens what the trace's client key seals.
+    let nonce = hex(CLIENT_HS_IV);
+    let mut tag = [0u8; TAG_LEN];
+    let mut ct = encrypt_aead(
+        Cipher::aes_128_gcm(),
+        &hex(CLIENT_HS_KEY),
+        Some(&nonce),
+        aad,
+        &pt,
+        &mut tag,
+    )
+    .unwrap();
+    let n: [u8; 12] = nonce[..].try_into().unwrap();
+    d.handshake_read.key.open(&n, aad, &mut ct, &tag).unwrap();
+    assert_eq!(ct, pt);
+}
+
+/// The TLS 1.2 PRF (master secret, extended master secret, key block, Finished sizes;
+/// SHA-256 and SHA-384) against `openssl kdf ... TLS1-PRF`.
+#[test]
+fn tls12_prf_matches_openssl_tls1_prf() {
+    let to_hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut x: u64 = 0x243f_6a88_85a3_08d3;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let cases: [(&[u8], usize, usize, usize); 4] = [
+        (b"master secret", 48, 64, 48),
+        (b"extended master secret", 48, 32, 48),
+        (b"key expansion", 48, 64, 72),
+        (b"server finished", 48, 32, 12),
+    ];
+    for alg in [HashAlg::Sha256, HashAlg::Sha384] {
+        for (label, secret_len, seed_len, out_len) in cases {
+            let secret = bytes(secret_len);
+            let seed = bytes(seed_len);
+            let ours = prf12(alg, &secret, label, &[&seed[..20], &seed[20..]], out_len).unwrap();
+            let digest = if alg == HashAlg::Sha256 {
+                "SHA256"
+            } else {
+                "SHA384"
+            };
+            let o = std::process::Command::new("openssl")
+                .args(["kdf", "-binary", "-keylen", &out_len.to_string()])
+                .args(["-kdfopt", &format!("digest:{digest}")])
+                .args(["-kdfopt", &format!("hexsecret:{}", to_hex(&secret))])
+                .args([
+                    "-kdfopt",
+                    &format!("hexseed:{}{}", to_hex(label), to_hex(&seed)),
+                ])
+                .arg("TLS1-PRF")
+                .output()
+                .expect("openssl CLI (tools/setup.sh installs it)");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(
+                ours.bytes(),
+                &o.stdout[..],
+                "{alg:?} {}",
+                String::from_utf8_lossy(label)
+            );
+        }
+    }
+}
