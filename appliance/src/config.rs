@@ -87,6 +87,8 @@ struct RawCrypto {
     max_batch: Option<i64>,
     max_in_flight: Option<i64>,
     backlog: Option<i64>,
+    providers: Option<Vec<String>>,
+    engines: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +211,11 @@ pub struct CryptoConfig {
     /// Jobs a core holds back while every queue is full; past it, handshakes are
     /// refused (internal_error alert, counted as `crypto_refused`).
     pub backlog: usize,
+    /// OpenSSL 3 providers to load by name (`default` is added as the fallback
+    /// unless `fips` is listed); the first other one is preferred.
+    pub providers: Vec<String>,
+    /// Legacy ENGINEs to load by id, each the default for what it implements.
+    pub engines: Vec<String>,
 }
 
 /// What a vserver does with its connections.
@@ -538,7 +545,35 @@ impl Checker<'_> {
                 1 << 20,
             )?,
             backlog: self.int_in("crypto.backlog", r.backlog, 4096, 0, 1 << 20)?,
+            providers: self.device_names("crypto.providers", &r.providers)?,
+            engines: self.device_names("crypto.engines", &r.engines)?,
         })
+    }
+
+    /// Provider names and engine ids: what OpenSSL accepts as a name, each once.
+    fn device_names(
+        &self,
+        field: &str,
+        v: &Option<Vec<String>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for (i, n) in v.iter().flatten().enumerate() {
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(self.err(
+                    format!("{field}[{i}]"),
+                    format!("{n:?} is not a name: letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            if out.contains(n) {
+                return Err(self.err(format!("{field}[{i}]"), format!("{n:?} is listed twice")));
+            }
+            out.push(n.clone());
+        }
+        Ok(out)
     }
 
     fn int_in<T: TryFrom<i64>>(
@@ -1043,6 +1078,16 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 "[[vserver]]",
                 "[crypto]\nworkers = 1\nqueue_depth = 0\n[[vserver]]",
                 "crypto.queue_depth",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nproviders = [\"default\", \"qat provider\"]\n[[vserver]]",
+                "crypto.providers[1]",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nengines = [\"afalg\", \"afalg\"]\n[[vserver]]",
+                "crypto.engines[1]",
             ),
         ];
         for (from, to, field) in cases {

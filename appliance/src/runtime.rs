@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::proxy::{Crypto, ProxyStats, QueueStats, VserverRt, Worker};
+use crypto_offload::device::{Devices, Route};
 use crypto_offload::{Pool, PoolConfig, WorkerStats};
 
 /// Everything one core counts, shared with the control socket.
@@ -35,8 +36,12 @@ pub struct Running {
     pub started: std::time::Instant,
     /// The crypto workers' counters (empty in inline mode).
     pub crypto_workers: Arc<Vec<Arc<WorkerStats>>>,
+    /// The crypto operations and the device that runs each.
+    pub crypto_routes: Arc<Vec<Route>>,
     /// Dropped after the cores have stopped (field order: `handles` are joined first).
     _pool: Option<Pool>,
+    /// Providers and engines stay loaded until the workers are gone.
+    _devices: Devices,
 }
 
 /// A point-in-time copy of every counter, as the control socket serves it.
@@ -55,6 +60,8 @@ pub struct CryptoSnap {
     /// "inline" or "pool".
     pub mode: &'static str,
     pub workers: Vec<serde_json::Value>,
+    /// Which OpenSSL provider or engine runs each operation the jobs use.
+    pub devices: Vec<Route>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +119,7 @@ impl Running {
         snapshot(
             &self.counters,
             &self.crypto_workers,
+            &self.crypto_routes,
             &self.port,
             self.started,
         )
@@ -122,6 +130,7 @@ impl Running {
 pub fn snapshot(
     counters: &[CoreCounters],
     workers: &[Arc<WorkerStats>],
+    routes: &[Route],
     port: &PortInfo,
     started: std::time::Instant,
 ) -> Snapshot {
@@ -153,6 +162,7 @@ pub fn snapshot(
                 .iter()
                 .map(|w| atomics_json(&w.snapshot()))
                 .collect(),
+            devices: routes.to_vec(),
         },
     }
 }
@@ -175,6 +185,15 @@ pub fn start(
             })
             .collect(),
     );
+    // Providers and engines first: every job, on a core or a worker, runs on them.
+    let devices = Devices::load(&cfg.crypto.providers, &cfg.crypto.engines).map_err(|e| {
+        let list = if e.what == "engine" {
+            "engines"
+        } else {
+            "providers"
+        };
+        std::io::Error::other(format!("crypto.{list}[{}]: {e}", e.index))
+    })?;
     let pool = if cfg.crypto.workers > 0 {
         let mut pc = PoolConfig::new(cfg.crypto.workers);
         pc.queue_depth = cfg.crypto.queue_depth;
@@ -259,6 +278,8 @@ pub fn start(
         port,
         started: std::time::Instant::now(),
         crypto_workers: Arc::new(pool.as_ref().map(|p| p.workers()).unwrap_or_default()),
+        crypto_routes: Arc::new(devices.routes()),
         _pool: pool,
+        _devices: devices,
     })
 }

@@ -8,13 +8,15 @@
 //! calling core (inline mode) or by the worker [`Pool`] ([`pool`]: bounded queues, a
 //! non-blocking [`CoreLink`] per poll-mode core, faulty workers replaced). It also
 //! keeps the session ticket key ring ([`TicketKeys`]) and the trusted
-//! client-certificate issuers ([`CaStore`]).
+//! client-certificate issuers ([`CaStore`]), and loads OpenSSL providers and engines
+//! ([`device`]), reporting which one runs each operation.
 //!
 //! What it must not do: know about connections, sockets or the data plane, or block a
 //! poll-mode core. Not built yet (issue 4): batching of record seal/open across
-//! connections on the pool, and OpenSSL provider/engine selection. Until then record
-//! protection is a direct call on an [`AeadKey`] from the engine.
+//! connections on the pool, and job queues per device. Until then record protection is
+//! a direct call on an [`AeadKey`] from the engine.
 
+pub mod device;
 pub mod job;
 #[cfg(test)]
 mod kat;

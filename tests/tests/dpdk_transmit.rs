@@ -167,4 +167,12 @@ fn each_transmittal_condition_seals_records_on_the_wire() {
         get("tls_record_bytes_out") as f64 / recs as f64
     );
     assert!(segs > 0, "{px}");
+    // The stats say which OpenSSL device ran the records' cipher.
+    let devices = s["crypto"]["devices"].as_array().unwrap();
+    assert!(
+        devices
+            .iter()
+            .any(|d| d["operation"] == "AES-128-GCM" && d["device"] == "provider default"),
+        "{devices:?}"
+    );
 }

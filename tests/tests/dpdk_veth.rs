@@ -236,6 +236,16 @@ fn start_up_errors_name_what_to_fix() {
         "{err}"
     );
 
+    // A crypto device this machine lacks: named with its field, before anything runs.
+    let with_fips = cfg(&good_vdev, &cpu.to_string())
+        .replace("[control]", "[crypto]\nproviders = [\"fips\"]\n[control]");
+    let (code, err) = run_appliance(&net.dir, &with_fips, Some(&ns));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("crypto.providers[0]: OpenSSL provider \"fips\" failed to start"),
+        "{err}"
+    );
+
     // A busy core: a running appliance holds it; a second one is refused.
     net.start_backend("10.77.0.2", 8080);
     net.start_appliance(&[cpu], "");

@@ -109,10 +109,13 @@ fn run(cfg: &Config) -> ExitCode {
     let info = running.port.clone();
     let started = running.started;
     let workers = running.crypto_workers.clone();
+    let routes = running.crypto_routes.clone();
     let handler: appliance::control::Handler = std::sync::Arc::new(move |cmd: &str| match cmd {
         "ping" => serde_json::json!({"ok": true}),
-        "stats" => serde_json::to_value(runtime::snapshot(&counters, &workers, &info, started))
-            .unwrap_or_default(),
+        "stats" => serde_json::to_value(runtime::snapshot(
+            &counters, &workers, &routes, &info, started,
+        ))
+        .unwrap_or_default(),
         other => {
             serde_json::json!({"error": format!("unknown command {other:?}; try ping or stats")})
         }
@@ -150,6 +153,9 @@ fn run(cfg: &Config) -> ExitCode {
             },
             cfg.crypto.queue_depth
         );
+    }
+    for r in running.crypto_routes.iter() {
+        log::info!("crypto device: {} on {}", r.operation, r.device);
     }
     log::info!(
         "ready: {} poll-mode core(s) on CPUs {:?}, idle policy {:?}, control socket {}",
