@@ -76,6 +76,9 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
 [vserver.tls]
 certificates = [{ chain = "ec.pem", key = "ec.key" }, { chain = "rsa.pem", key = "rsa.key" }]
 alpn = ["http/1.1"]
+[vserver.transmit]               # backends speak HTTP: seal a record at each response's end
+http = true
+psh = false
 
 [[vserver]]
 name = "admin"                  # same port: the ClientHello's SNI chooses the vserver
@@ -119,6 +122,18 @@ echo "== 64 MiB download over HTTPS, checked byte for byte"
 "${HOSTS[@]}" "${HTTPS[@]}" -o "$WORK/got-tls.bin" -w "   %{size_download} bytes in %{time_total}s (%{speed_download} B/s)\n" https://appliance.test/big.bin
 got=$(sha256sum < "$WORK/got-tls.bin")
 if [ "$want" = "$got" ]; then echo "   sha256 matches: ${got%% *}"; else echo "   MISMATCH: $want vs $got"; exit 1; fi
+
+echo "== transmittal conditions: how backend plaintext was sealed into records so far"
+"${CTL[@]}" --json stats | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+p = s["cores"][0]["proxy"]
+r, b, g = p["tls_records_out"], p["tls_record_bytes_out"], p["tls_segments_out"]
+print(f"   {r} records, {b / max(r, 1):,.0f} plaintext bytes per record, {r / max(g, 1):.2f} records per TCP segment")
+print("   sealed at: " + ", ".join(f"{k[8:]} {p[k]}" for k in p if k.startswith("tx_seal_")))
+devices = [d["operation"] + " on " + d["device"] for d in s["crypto"]["devices"]]
+print("   crypto devices: " + ", ".join(devices[:3]) + ", ...")
+'
 
 echo "== load: httpload, 16 concurrent clients, a new TCP connection per request, 3 s (bounded)"
 "${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 16 --duration 3s | sed 's/^/   /'
