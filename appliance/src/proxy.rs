@@ -154,8 +154,9 @@ pub struct ProxyStats {
     /// Data-bearing TCP segments sent to TLS clients (handshake flights included,
     /// retransmissions too); with `tls_records_out`, records per segment.
     pub tls_segments_out: AtomicU64,
-    /// Why staged plaintext was sealed (see `transmit`): a full quantum, the end of
-    /// an HTTP response, the backend's FIN, its PSH, the timer.
+    /// Why staged plaintext was sealed (see `transmit`): full-size records sealed at
+    /// the quantum, and times the end of an HTTP response, the backend's FIN, its
+    /// PSH, or the timer sealed everything staged.
     pub tx_seal_quantum: AtomicU64,
     pub tx_seal_http_end: AtomicU64,
     pub tx_seal_fin: AtomicU64,
@@ -1029,6 +1030,11 @@ fn tls_down(
             let s = t.seal_staged(q, false)?;
             add(&stats.tx_seal_quantum, s.records as u64);
             count_records(stats, s);
+            // What is left arrived in this read when it is no more than the read: its
+            // wait starts now, not with the bytes just sealed.
+            if t.staged() <= n {
+                st.since_us = Some(d.now_us);
+            }
         }
         if t.staged() == 0 {
             st.since_us = None;
@@ -1048,7 +1054,8 @@ fn tls_down(
                 Reason::HttpEnd => &stats.tx_seal_http_end,
                 Reason::Fin => &stats.tx_seal_fin,
                 Reason::Psh => &stats.tx_seal_psh,
-                Reason::Timer | Reason::Quantum => &stats.tx_seal_timer,
+                Reason::Timer => &stats.tx_seal_timer,
+                Reason::Quantum => &stats.tx_seal_quantum,
             };
             add(c, 1);
             st.since_us = None;

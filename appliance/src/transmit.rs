@@ -20,6 +20,11 @@
 //! of one response and the start of the next together: the first message and part of
 //! the second are coalesced into one record.
 //!
+//! Copies: staging costs one copy per byte more than sealing as bytes arrive (backend
+//! socket buffer → stage → record in the output buffer, sealed there in place). It
+//! could go by staging straight into the output buffer behind a reserved record
+//! header; not done yet.
+//!
 //! Why 1 ms for the timer: it is the most a byte waits when no other condition fires,
 //! so it bounds the latency coalescing adds. One millisecond is a small fraction of any
 //! client's round trip beyond the data centre (10 ms and up), and it is long enough for
