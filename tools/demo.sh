@@ -10,21 +10,10 @@ tools/setup.sh
 echo "== building (release)"
 cargo build --release -q -p appliance -p cli -p tools
 
-NAME=demo$$; NAME=${NAME:0:10}
-WORK=$(mktemp -d /tmp/appliance-demo.XXXXXX)
-PIDS=()
 . tools/lib.sh
-cleanup() {
-    # Only the processes this script started, by PID.
-    stop_pids "${PIDS[@]:-}"
-    tools/netns.sh down "$NAME" || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
+test_net demo
+HOSTS=("${H[@]}")
 echo "== test network: namespaces $NAME-a (appliance) and $NAME-h (clients, backends), veth $NAME-a0 <-> $NAME-h0"
-tools/netns.sh up "$NAME"
-HOSTS=(ip netns exec "$NAME-h")
 
 mkdir -p "$WORK/www"
 echo "hello from the backend, through the appliance" > "$WORK/www/index.html"

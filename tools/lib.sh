@@ -25,3 +25,33 @@ wait_control() {
     cat "$log" >&2
     return 1
 }
+
+# test_net PREFIX [EXTRA_CLEANUP]: a work directory and the test network (tools/netns.sh
+# up), with an EXIT trap (test_net_cleanup) that stops every PID in PIDS, runs
+# EXTRA_CLEANUP (shell code, e.g. removing a namespace of the script's own), and deletes
+# the namespaces and the work directory. Sets NAME, WORK, PIDS and H (the command
+# prefix that runs in the hosts' namespace).
+test_net() {
+    NAME=$1$$; NAME=${NAME:0:10}
+    WORK=$(mktemp -d "/tmp/appliance-$1.XXXXXX")
+    PIDS=()
+    TEST_NET_EXTRA_CLEANUP=${2:-}
+    trap test_net_cleanup EXIT
+    tools/netns.sh up "$NAME"
+    H=(ip netns exec "$NAME-h")
+}
+
+test_net_cleanup() {
+    # Only the processes this script started, by PID.
+    stop_pids "${PIDS[@]:-}"
+    if [ -n "${TEST_NET_EXTRA_CLEANUP:-}" ]; then eval "$TEST_NET_EXTRA_CLEANUP" || true; fi
+    tools/netns.sh down "$NAME" || true
+    rm -rf "$WORK"
+}
+
+# need_two_cpus: sets LAST, the last CPU (the servers' core; CPU 0 is the load's), or
+# exits: the benchmarks pin servers and load apart.
+need_two_cpus() {
+    LAST=$(($(nproc) - 1))
+    if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
+}

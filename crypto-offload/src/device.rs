@@ -105,8 +105,12 @@ impl std::fmt::Debug for Devices {
     }
 }
 
+/// OpenSSL's reasons for the errors queued on this thread (and clears them).
 fn openssl_errors() -> String {
-    let e = openssl::error::ErrorStack::get();
+    reasons(&openssl::error::ErrorStack::get())
+}
+
+fn reasons(e: &openssl::error::ErrorStack) -> String {
     let s = e
         .errors()
         .iter()
@@ -137,12 +141,7 @@ impl Devices {
                 what: "provider",
                 index,
                 name: name.to_string(),
-                reason: e
-                    .errors()
-                    .iter()
-                    .map(|e| e.reason().unwrap_or("unknown reason").to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                reason: reasons(&e),
             })?;
             d.providers.push((name.to_string(), p));
         }
@@ -199,98 +198,60 @@ impl Devices {
         self.engines.iter().map(|(n, _)| n.as_str())
     }
 
-    /// Which device runs each operation the jobs use, as OpenSSL resolves it now.
+    /// Which device runs each operation the jobs use, as OpenSSL resolves it now: the
+    /// engine registered as the default for it, else the provider a fetch with the
+    /// default properties picks.
     pub fn routes(&self) -> Vec<Route> {
+        use openssl::nid::Nid;
         let mut out = Vec::new();
-        let ciphers = [
-            ("AES-128-GCM", openssl::nid::Nid::AES_128_GCM),
-            ("AES-256-GCM", openssl::nid::Nid::AES_256_GCM),
-            ("ChaCha20-Poly1305", openssl::nid::Nid::CHACHA20_POLY1305),
-        ];
-        for (name, nid) in ciphers {
-            // SAFETY: the returned engine (a functional reference) is released below.
-            let e = unsafe { ENGINE_get_cipher_engine(nid.as_raw()) };
-            let device = engine_name(e).unwrap_or_else(|| {
-                provider_of(name, |c, n, p| unsafe {
-                    let f = openssl_sys::EVP_CIPHER_fetch(c, n, p);
-                    let prov = if f.is_null() {
-                        ptr::null()
-                    } else {
-                        EVP_CIPHER_get0_provider(f)
-                    };
-                    let name = prov_name(prov);
-                    if !f.is_null() {
-                        openssl_sys::EVP_CIPHER_free(f);
-                    }
-                    name
-                })
-            });
-            out.push(Route {
-                operation: name,
-                device,
-            });
-        }
-        for (name, nid) in [
-            ("SHA256", openssl::nid::Nid::SHA256),
-            ("SHA384", openssl::nid::Nid::SHA384),
-        ] {
-            // SAFETY: as above.
-            let e = unsafe { ENGINE_get_digest_engine(nid.as_raw()) };
-            let device = engine_name(e).unwrap_or_else(|| {
-                provider_of(name, |c, n, p| unsafe {
-                    let f = openssl_sys::EVP_MD_fetch(c, n, p);
-                    let prov = if f.is_null() {
-                        ptr::null()
-                    } else {
-                        EVP_MD_get0_provider(f)
-                    };
-                    let name = prov_name(prov);
-                    if !f.is_null() {
-                        openssl_sys::EVP_MD_free(f);
-                    }
-                    name
-                })
-            });
-            out.push(Route {
-                operation: name,
-                device,
-            });
-        }
-        for name in ["X25519", "ECDH"] {
-            out.push(Route {
-                operation: name,
-                device: provider_of(name, |c, n, p| unsafe {
-                    let f = EVP_KEYEXCH_fetch(c, n, p);
-                    let prov = if f.is_null() {
-                        ptr::null()
-                    } else {
-                        EVP_KEYEXCH_get0_provider(f)
-                    };
-                    let name = prov_name(prov);
-                    if !f.is_null() {
-                        EVP_KEYEXCH_free(f);
-                    }
-                    name
-                }),
-            });
-        }
-        for name in ["ECDSA", "RSA"] {
-            out.push(Route {
-                operation: name,
-                device: provider_of(name, |c, n, p| unsafe {
-                    let f = openssl_sys::EVP_SIGNATURE_fetch(c, n, p);
-                    let prov = if f.is_null() {
-                        ptr::null()
-                    } else {
-                        EVP_SIGNATURE_get0_provider(f)
-                    };
-                    let name = prov_name(prov);
-                    if !f.is_null() {
-                        EVP_SIGNATURE_free(f);
-                    }
-                    name
-                }),
-            });
+        let mut push = |operation: &'static str, engine: *mut ENGINE, provider: String| {
+            let device = engine_name(engine).unwrap_or(provider);
+            out.push(Route { operation, device });
+        };
+        // SAFETY (every call below): OpenSSL's own fetch, get0_provider and free
+        // functions for one object type, used together as `provider_of` requires; the
+        // ENGINE_get_* results are functional references that `engine_name` releases.
+        unsafe {
+            for (name, nid) in [
+                ("AES-128-GCM", Nid::AES_128_GCM),
+                ("AES-256-GCM", Nid::AES_256_GCM),
+                ("ChaCha20-Poly1305", Nid::CHACHA20_POLY1305),
+            ] {
+                let p = provider_of(
+                    name,
+                    openssl_sys::EVP_CIPHER_fetch,
+                    EVP_CIPHER_get0_provider,
+                    openssl_sys::EVP_CIPHER_free,
+                );
+                push(name, ENGINE_get_cipher_engine(nid.as_raw()), p);
+            }
+            for (name, nid) in [("SHA256", Nid::SHA256), ("SHA384", Nid::SHA384)] {
+                let p = provider_of(
+                    name,
+                    openssl_sys::EVP_MD_fetch,
+                    EVP_MD_get0_provider,
+                    openssl_sys::EVP_MD_free,
+                );
+                push(name, ENGINE_get_digest_engine(nid.as_raw()), p);
+            }
+            for name in ["X25519", "ECDH"] {
+                let p = provider_of(
+                    name,
+                    EVP_KEYEXCH_fetch,
+                    EVP_KEYEXCH_get0_provider,
+                    EVP_KEYEXCH_free,
+                );
+                push(name, ptr::null_mut(), p);
+            }
+            for name in ["ECDSA", "RSA"] {
+                let p = provider_of(
+                    name,
+                    openssl_sys::EVP_SIGNATURE_fetch,
+                    EVP_SIGNATURE_get0_provider,
+                    EVP_SIGNATURE_free,
+                );
+                push(name, ptr::null_mut(), p);
+            }
         }
         // Fetch failures leave errors on the thread's queue; they are answers here.
         let _ = openssl::error::ErrorStack::get();
@@ -312,29 +273,31 @@ fn engine_name(e: *mut ENGINE) -> Option<String> {
     Some(format!("engine {id}"))
 }
 
-/// Fetches `name` with the default properties through `fetch` and names its provider.
-fn provider_of(
-    name: &str,
-    fetch: impl FnOnce(*mut OSSL_LIB_CTX, *const c_char, *const c_char) -> Option<String>,
-) -> String {
-    let n = CString::new(name).expect("no NUL in an algorithm name");
-    match fetch(ptr::null_mut(), n.as_ptr(), ptr::null()) {
-        Some(p) => format!("provider {p}"),
-        None => "unavailable".into(),
-    }
-}
-
-/// The provider's name, or `None` for NULL.
+/// `provider NAME` for the provider that a fetch of `name` with the default properties
+/// picks, or `unavailable`.
 ///
 /// # Safety
-/// `p` is NULL or a provider OpenSSL returned.
-unsafe fn prov_name(p: *const OSSL_PROVIDER) -> Option<String> {
-    if p.is_null() {
-        return None;
+/// `fetch`, `get0` and `free` are OpenSSL's functions for one object type.
+unsafe fn provider_of<T>(
+    name: &str,
+    fetch: unsafe extern "C" fn(*mut OSSL_LIB_CTX, *const c_char, *const c_char) -> *mut T,
+    get0: unsafe extern "C" fn(*const T) -> *const OSSL_PROVIDER,
+    free: unsafe extern "C" fn(*mut T),
+) -> String {
+    let n = CString::new(name).expect("no NUL in an algorithm name");
+    let f = fetch(ptr::null_mut(), n.as_ptr(), ptr::null());
+    if f.is_null() {
+        return "unavailable".into();
     }
-    Some(
-        CStr::from_ptr(OSSL_PROVIDER_get0_name(p))
-            .to_string_lossy()
-            .into_owned(),
-    )
+    let p = get0(f);
+    let out = if p.is_null() {
+        "unavailable".into()
+    } else {
+        format!(
+            "provider {}",
+            CStr::from_ptr(OSSL_PROVIDER_get0_name(p)).to_string_lossy()
+        )
+    };
+    free(f);
+    out
 }

@@ -9,7 +9,8 @@ use openssl::symm::{encrypt_aead, Cipher};
 use crate::job::{derive_secret, finished_mac, run, CertAuth, Chunk, Done, Job, Tls13Flight};
 use crate::prim::*;
 
-fn hex(s: &str) -> Vec<u8> {
+/// Bytes from hex digits, whitespace ignored (the RFCs print them spaced).
+pub(crate) fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     (0..s.len())
         .step_by(2)

@@ -853,13 +853,7 @@ pub fn certificate_names(cert_der: &[u8]) -> Result<Vec<String>, CryptoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::kat::hex;
 
     #[test]
     fn hmac_rfc4231_case2() {

@@ -268,3 +268,29 @@ pub fn make_certs(dir: &Path) {
     ca.extend(std::fs::read(dir.join("ec.pem")).unwrap());
     std::fs::write(dir.join("ca.pem"), ca).unwrap();
 }
+
+/// A `[[vserver]]` with mode "tls": `name` on 10.77.0.1:`port` towards `backends`, with
+/// the certificate and key `{file}.pem` / `{file}.key` in `dir` for each of `certs`,
+/// then `more`: further lines of `[vserver.tls]`, or tables such as
+/// `[vserver.transmit]`.
+pub fn tls_vserver(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    backends: &[&str],
+    certs: &[&str],
+    more: &str,
+) -> String {
+    let d = dir.display();
+    let backends: Vec<String> = backends.iter().map(|b| format!("{b:?}")).collect();
+    let certs: Vec<String> = certs
+        .iter()
+        .map(|f| format!("{{ chain = \"{d}/{f}.pem\", key = \"{d}/{f}.key\" }}"))
+        .collect();
+    format!(
+        "\n[[vserver]]\nname = \"{name}\"\nlisten = \"10.77.0.1:{port}\"\nmode = \"tls\"\n\
+         backends = [{}]\n[vserver.tls]\ncertificates = [{}]\n{more}\n",
+        backends.join(", "),
+        certs.join(", ")
+    )
+}

@@ -11,18 +11,13 @@ use std::time::Duration;
 use tests::veth::*;
 
 fn tls_vservers(dir: &Path) -> String {
-    let d = dir.display();
-    format!(
-        r#"
-[[vserver]]
-name = "tls"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
-[vserver.tls]
-certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}, {{ chain = "{d}/rsa.pem", key = "{d}/rsa.key" }}]
-alpn = ["http/1.1"]
-"#
+    tls_vserver(
+        dir,
+        "tls",
+        443,
+        &["10.77.0.2:8080", "10.77.0.3:8080"],
+        &["ec", "rsa"],
+        "alpn = [\"http/1.1\"]",
     )
 }
 
@@ -462,19 +457,8 @@ fn client_certificates_through_the_data_plane() {
     net.start_backend("10.77.0.2", 8080);
     std::thread::sleep(Duration::from_millis(500));
     let d = net.dir.display().to_string();
-    let extra = format!(
-        r#"
-[[vserver]]
-name = "mtls"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.2:8080"]
-[vserver.tls]
-certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
-client_auth = "required"
-client_ca = "{d}/cca.pem"
-"#
-    );
+    let ca = format!("client_auth = \"required\"\nclient_ca = \"{d}/cca.pem\"");
+    let extra = tls_vserver(&net.dir, "mtls", 443, &["10.77.0.2:8080"], &["ec"], &ca);
     let cpu = *cpus().last().unwrap();
     net.start_appliance(&[cpu], &extra);
     let (cert, key) = (net.dir.join("alice.pem"), net.dir.join("alice.key"));
@@ -560,25 +544,18 @@ fn sni_chooses_among_vservers_on_one_listener() {
     net.start_backend_at("10.77.0.3", 8081, &other_www);
     std::thread::sleep(Duration::from_millis(500));
     let d = net.dir.display().to_string();
-    let extra = format!(
-        r#"
-[[vserver]]
-name = "main"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.2:8080"]
-[vserver.tls]
-certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
-[[vserver]]
-name = "other"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.3:8081"]
-[vserver.tls]
-certificates = [{{ chain = "{d}/other.pem", key = "{d}/other.key" }}]
-versions = ["1.2"]
-"#
-    );
+    let extra = [
+        tls_vserver(&net.dir, "main", 443, &["10.77.0.2:8080"], &["ec"], ""),
+        tls_vserver(
+            &net.dir,
+            "other",
+            443,
+            &["10.77.0.3:8081"],
+            &["other"],
+            "versions = [\"1.2\"]",
+        ),
+    ]
+    .concat();
     let cpu = *cpus().last().unwrap();
     net.start_appliance(&[cpu], &extra);
 

@@ -10,21 +10,9 @@ use tests::veth::*;
 
 /// One `tls` vserver per condition, all on the same backend and certificate.
 fn vservers(dir: &Path) -> String {
-    let d = dir.display();
     let one = |name: &str, port: u16, transmit: &str| {
-        format!(
-            r#"
-[[vserver]]
-name = "{name}"
-listen = "10.77.0.1:{port}"
-mode = "tls"
-backends = ["10.77.0.2:9000"]
-[vserver.tls]
-certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
-[vserver.transmit]
-{transmit}
-"#
-        )
+        let more = format!("[vserver.transmit]\n{transmit}");
+        tls_vserver(dir, name, port, &["10.77.0.2:9000"], &["ec"], &more)
     };
     [
         one(

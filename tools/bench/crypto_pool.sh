@@ -33,21 +33,9 @@ CMD="sudo bash tools/bench/crypto_pool.sh --duration $DURATION --clients $CLIENT
 tools/setup.sh
 cargo build --release -q -p appliance -p cli
 
-NAME=bc$$; NAME=${NAME:0:8}
-WORK=$(mktemp -d /tmp/appliance-bench.XXXXXX)
-PIDS=()
 . tools/lib.sh
-cleanup() {
-    stop_pids "${PIDS[@]:-}"
-    tools/netns.sh down "$NAME" || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-LAST=$(($(nproc) - 1))
-if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
-tools/netns.sh up "$NAME"
-H=(ip netns exec "$NAME-h")
+need_two_cpus
+test_net bc
 mkdir -p "$WORK/www"
 echo ok > "$WORK/www/index.html"
 "${H[@]}" taskset -c 0 python3 -m http.server 8080 --bind 10.77.0.2 --directory "$WORK/www" >"$WORK/backend.log" 2>&1 &

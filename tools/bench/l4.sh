@@ -30,22 +30,10 @@ CMD="sudo bash tools/bench/l4.sh --duration $DURATION"
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools
 
-NAME=bl$$; NAME=${NAME:0:8}
-WORK=$(mktemp -d /tmp/appliance-bench.XXXXXX)
-PIDS=()
 . tools/lib.sh
-cleanup() {
-    stop_pids "${PIDS[@]:-}"
-    ip netns del "$NAME-k" 2>/dev/null || true
-    tools/netns.sh down "$NAME" || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-[ -n "${BENCH_DEBUG:-}" ] && trap 'cat "$WORK"/*.log "$WORK"/nginx.err 2>/dev/null; cleanup' EXIT
-
-LAST=$(($(nproc) - 1))
-if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
-tools/netns.sh up "$NAME"
+need_two_cpus
+test_net bl 'ip netns del "$NAME-k" 2>/dev/null'
+[ -n "${BENCH_DEBUG:-}" ] && trap 'cat "$WORK"/*.log "$WORK"/nginx.err 2>/dev/null; test_net_cleanup' EXIT
 ip netns add "$NAME-k"
 ip link add "$NAME-k0" type veth peer name "$NAME-h1"
 ip link set "$NAME-k0" netns "$NAME-k"
@@ -56,7 +44,6 @@ ip netns exec "$NAME-k" ip link set "$NAME-k0" up
 ip netns exec "$NAME-h" ip addr add 10.77.1.2/24 dev "$NAME-h1"
 ip netns exec "$NAME-h" ip addr add 10.77.1.3/24 dev "$NAME-h1"
 ip netns exec "$NAME-h" ip link set "$NAME-h1" up
-H=(ip netns exec "$NAME-h")
 
 mkdir -p "$WORK/www"
 chmod 755 "$WORK" "$WORK/www"   # nginx workers run as www-data

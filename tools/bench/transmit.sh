@@ -36,21 +36,9 @@ CMD="sudo bash tools/bench/transmit.sh --responses $RESPONSES --size $SIZE --pie
 tools/setup.sh
 cargo build --release -q -p appliance -p cli
 
-NAME=bt$$; NAME=${NAME:0:8}
-WORK=$(mktemp -d /tmp/appliance-bench.XXXXXX)
-PIDS=()
 . tools/lib.sh
-cleanup() {
-    stop_pids "${PIDS[@]:-}"
-    tools/netns.sh down "$NAME" || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-LAST=$(($(nproc) - 1))
-if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
-tools/netns.sh up "$NAME"
-H=(ip netns exec "$NAME-h")
+need_two_cpus
+test_net bt
 "${H[@]}" taskset -c 0 python3 tests/py/transmit_backend.py 10.77.0.2 9000 >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
