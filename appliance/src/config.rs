@@ -89,6 +89,8 @@ struct RawCrypto {
     backlog: Option<i64>,
     providers: Option<Vec<String>>,
     engines: Option<Vec<String>>,
+    records: Option<String>,
+    record_batch: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +218,11 @@ pub struct CryptoConfig {
     pub providers: Vec<String>,
     /// Legacy ENGINEs to load by id, each the default for what it implements.
     pub engines: Vec<String>,
+    /// Application records are sealed and opened on the pool (`records = "pool"`, the
+    /// default with workers), batched across connections; else on the poll-mode core.
+    pub record_offload: bool,
+    /// Connections whose records one record job carries, at most.
+    pub record_batch: usize,
 }
 
 /// What a vserver does with its connections.
@@ -532,7 +539,26 @@ impl Checker<'_> {
                 "CPUs are given but workers = 0 (inline); set workers",
             ));
         }
+        let record_offload = match r.records.as_deref() {
+            None => workers > 0,
+            Some("pool") if workers > 0 => true,
+            Some("pool") => {
+                return Err(self.err(
+                    "crypto.records",
+                    "\"pool\" needs crypto workers (workers = 0 is inline)",
+                ))
+            }
+            Some("inline") => false,
+            Some(other) => {
+                return Err(self.err(
+                    "crypto.records",
+                    format!("\"{other}\" is not one of \"pool\", \"inline\""),
+                ))
+            }
+        };
         Ok(CryptoConfig {
+            record_offload,
+            record_batch: self.int_in("crypto.record_batch", r.record_batch, 32, 1, 1024)?,
             workers,
             cpus,
             queue_depth: self.int_in("crypto.queue_depth", r.queue_depth, 256, 1, 65_536)?,
@@ -1078,6 +1104,21 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 "[[vserver]]",
                 "[crypto]\nworkers = 1\nqueue_depth = 0\n[[vserver]]",
                 "crypto.queue_depth",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nrecords = \"pool\"\n[[vserver]]",
+                "crypto.records",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nworkers = 1\nrecords = \"gpu\"\n[[vserver]]",
+                "crypto.records",
+            ),
+            (
+                "[[vserver]]",
+                "[crypto]\nworkers = 1\nrecord_batch = 0\n[[vserver]]",
+                "crypto.record_batch",
             ),
             (
                 "[[vserver]]",

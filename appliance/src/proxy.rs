@@ -8,7 +8,11 @@
 //!    once, or, on a port shared by several `tls` vservers, once the ClientHello's
 //!    SNI has chosen the vserver (until then the engine holds the client alone);
 //! 4. connections that changed have their bytes moved to their peer;
-//! 5. egress (timers, then every touched connection) and one TX flush.
+//! 5. with record offload on, the record work those connections lent (records to
+//!    open, records to seal, with their keys) goes to the crypto pool as record jobs
+//!    of up to `crypto.record_batch` connections each; completions come back in step
+//!    3's crypto poll of a later iteration and their connections are served again;
+//! 6. egress (timers, then every touched connection) and one TX flush.
 //!
 //! ## Closing
 //! An orderly close is passed on: a FIN from one side becomes a FIN to the other once
@@ -29,9 +33,9 @@ use serde::Serialize;
 
 use crate::config::Vserver;
 use crate::transmit::{Reason, TransmitConfig, TxState};
-use crypto_offload::{Completion, CoreLink, CryptoError, Job};
+use crypto_offload::{Completion, CoreLink, CryptoError, Done, Job, RecordJob, RecordWork};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use tls::{ErrorClass, ServerConn, SniRouter};
 
 /// A vserver as the workers share it.
@@ -165,6 +169,17 @@ pub struct ProxyStats {
     /// Backend streams an HTTP-aware vserver could not frame as HTTP/1.1 responses
     /// (the other conditions carry on for them).
     pub http_framing_errors: AtomicU64,
+    /// Record offload: record jobs sent to the pool, the connections' work in them
+    /// (one per connection per job), the records they opened and sealed, and jobs
+    /// lost with a worker and their connections (closed with an internal_error
+    /// alert); record jobs that waited in the backlog for room.
+    pub record_jobs: AtomicU64,
+    pub record_jobs_deferred: AtomicU64,
+    pub record_job_conns: AtomicU64,
+    pub record_job_opens: AtomicU64,
+    pub record_job_seals: AtomicU64,
+    pub record_jobs_failed: AtomicU64,
+    pub record_job_conns_failed: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -300,6 +315,7 @@ impl Worker {
             self.service(id);
         }
         self.ready = ready;
+        let records = self.submit_records();
         let pending = self.stack.has_pending();
         self.stack.egress(&mut *self.queue, now);
         self.queue.flush();
@@ -308,7 +324,14 @@ impl Worker {
         if self.iterations % 256 == 0 {
             self.publish();
         }
-        got > 0 || stolen > 0 || served > 0 || pending || timers_fired || crypto_done || tx_fired
+        got > 0
+            || stolen > 0
+            || served > 0
+            || pending
+            || timers_fired
+            || crypto_done
+            || tx_fired
+            || records
     }
 
     /// Serves the connections whose transmittal timer is due; they seal what they
@@ -335,10 +358,12 @@ impl Worker {
         };
         let mut moved = false;
         while let Some((tag, job)) = self.crypto.backlog.pop_front() {
-            let live = self
-                .stack
-                .user(ConnId::from_bits(tag))
-                .is_some_and(|u| !u.released && u.tls.is_some());
+            // A record job always goes: its connections' keys are in it.
+            let live = tag & RECORD_JOB != 0
+                || self
+                    .stack
+                    .user(ConnId::from_bits(tag))
+                    .is_some_and(|u| !u.released && u.tls.is_some());
             if !live {
                 continue;
             }
@@ -351,6 +376,10 @@ impl Worker {
         let mut done = std::mem::take(&mut self.crypto.completions);
         let n = link.drain(&mut done, 4 * BURST);
         for c in done.drain(..) {
+            if c.tag & RECORD_JOB != 0 {
+                self.records_done(c);
+                continue;
+            }
             let id = ConnId::from_bits(c.tag);
             let Some(t) = self
                 .stack
@@ -370,6 +399,98 @@ impl Worker {
         }
         self.crypto.completions = done;
         moved || n > 0
+    }
+
+    /// Record offload: the work the served connections lent goes to the pool, up to
+    /// `record_batch` connections per job; a job that finds no room waits in the
+    /// backlog (never refused: each connection has at most one out, so the backlog is
+    /// bounded by the connections). Returns whether anything was sent.
+    fn submit_records(&mut self) -> bool {
+        let c = &mut self.crypto;
+        if c.pending.is_empty() {
+            return false;
+        }
+        let Some(link) = c.link.as_mut() else {
+            return false;
+        };
+        let mut items = std::mem::take(&mut c.pending);
+        while !items.is_empty() {
+            let rest = items.split_off(items.len().min(c.record_batch));
+            let job = RecordJob { items };
+            items = rest;
+            let tag = RECORD_JOB | c.next_record_job;
+            c.next_record_job = (c.next_record_job + 1) & !RECORD_JOB;
+            add(&self.stats.record_jobs, 1);
+            add(&self.stats.record_job_conns, job.items.len() as u64);
+            for w in &job.items {
+                add(
+                    &self.stats.record_job_opens,
+                    w.open.as_ref().map_or(0, |b| b.ops.len()) as u64,
+                );
+                add(
+                    &self.stats.record_job_seals,
+                    w.seal.as_ref().map_or(0, |b| b.ops.len()) as u64,
+                );
+            }
+            c.lent
+                .insert(tag, job.items.iter().map(|w| w.owner).collect());
+            let mut job = Job::Records(job);
+            if c.backlog.is_empty() {
+                match link.try_submit(tag, job) {
+                    Ok(()) => continue,
+                    Err(busy) => job = busy.job,
+                }
+            }
+            add(&self.stats.record_jobs_deferred, 1);
+            c.backlog.push_back((tag, job));
+        }
+        true
+    }
+
+    /// A record job is back: each connection takes its work (keys, records) back and
+    /// is served. A job lost with its worker ends its connections with an alert.
+    fn records_done(&mut self, c: Completion) {
+        let owners = self.crypto.lent.remove(&c.tag).unwrap_or_default();
+        let items = match c.result {
+            Ok(Done::Records(job)) => job.items,
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(_) => {
+                        CryptoError::Unavailable("a record job completed as another job".into())
+                    }
+                };
+                add(&self.stats.record_jobs_failed, 1);
+                add(&self.stats.crypto_failed, 1);
+                log::warn!("record job for {} connections lost: {e}", owners.len());
+                for owner in owners {
+                    let id = ConnId::from_bits(owner);
+                    let stats = self.stats.clone();
+                    if let Some(t) = self.live_tls(id) {
+                        add(&stats.record_job_conns_failed, 1);
+                        let _ = t.fail_records(e.clone());
+                        self.service(id);
+                    }
+                }
+                return;
+            }
+        };
+        for w in items {
+            let id = ConnId::from_bits(w.owner);
+            if let Some(t) = self.live_tls(id) {
+                // An error stays in the engine (its alert queued); serving sends it.
+                let _ = t.complete_records(w);
+                self.service(id);
+            }
+        }
+    }
+
+    /// The TLS engine of a connection still open (completions may outlive theirs).
+    fn live_tls(&mut self, id: ConnId) -> Option<&mut ServerConn> {
+        self.stack
+            .user(id)
+            .filter(|u| !u.released)
+            .and_then(|u| u.tls.as_deref_mut())
     }
 
     /// Copies the queue's counters where other threads can read them.
@@ -401,7 +522,8 @@ impl Worker {
         add(&self.stats.accepted, 1);
         let l = &self.listeners[listener as usize];
         if let Some(router) = &l.router {
-            let conn = Box::new(ServerConn::with_router(router.clone(), now_ms));
+            let mut conn = Box::new(ServerConn::with_router(router.clone(), now_ms));
+            conn.set_record_offload(self.crypto.records);
             if let Some(c) = self.stack.user(client) {
                 c.listener = listener;
                 c.tls = Some(conn);
@@ -409,11 +531,11 @@ impl Worker {
             return;
         }
         let vserver = l.vservers[0];
-        let tls = self.vservers[vserver as usize]
-            .cfg
-            .tls
-            .as_ref()
-            .map(|cfg| Box::new(ServerConn::new(cfg.clone(), now_ms)));
+        let tls = self.vservers[vserver as usize].cfg.tls.as_ref().map(|cfg| {
+            let mut conn = Box::new(ServerConn::new(cfg.clone(), now_ms));
+            conn.set_record_offload(self.crypto.records);
+            conn
+        });
         if let Some(c) = self.stack.user(client) {
             c.listener = listener;
             c.tls = tls;
@@ -754,7 +876,12 @@ fn step_pair(
         }
         // The client's close_notify or FIN, once everything it sent is forwarded.
         let client_done = t.peer_closed() || (!cs.may_recv() && cs.recv_queue() == 0);
-        if !cu.fin_forwarded && client_done && t.plaintext().is_empty() && bu.established {
+        if !cu.fin_forwarded
+            && client_done
+            && t.plaintext().is_empty()
+            && !t.input_pending()
+            && bu.established
+        {
             bs.close();
             cu.fin_forwarded = true;
         }
@@ -763,9 +890,20 @@ fn step_pair(
         if !bu.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 && t.staged() == 0 {
             t.close();
             flush_tls(t, cs);
-            if t.pending_tls().is_empty() {
+            if t.pending_tls().is_empty() && !t.sealing() {
                 cs.close();
                 bu.fin_forwarded = true;
+            }
+        }
+        // Record offload: what this step cut and received goes to the next record job.
+        match t.take_records(ctx.tag) {
+            Ok(Some(w)) => ctx.crypto.pending.push(w),
+            Ok(None) => {}
+            Err(e) => {
+                flush_tls(t, cs);
+                cs.close();
+                bs.abort();
+                return Outcome::TlsFailed(e);
             }
         }
     } else {
@@ -859,15 +997,27 @@ struct Down<'a> {
     timer_at: Option<u64>,
 }
 
+/// Tags of record jobs have this bit; handshake jobs carry their connection's id.
+const RECORD_JOB: u64 = 1 << 63;
+
 /// This core's way to the crypto workers.
 #[derive(Default)]
 pub struct Crypto {
     /// `None`: inline mode, jobs run on this core.
     link: Option<CoreLink>,
-    /// Jobs that found every queue full, oldest first, with their connection's tag.
+    /// Jobs that found every queue full, oldest first, with their tag.
     backlog: VecDeque<(u64, Job)>,
     backlog_limit: usize,
     completions: Vec<Completion>,
+    /// Record offload: application records are protected in record jobs.
+    records: bool,
+    /// Connections per record job.
+    record_batch: usize,
+    /// Record work lent in this iteration, for the next jobs.
+    pending: Vec<RecordWork>,
+    /// Record jobs out: their tag and the connections in them.
+    lent: HashMap<u64, Vec<u64>>,
+    next_record_job: u64,
 }
 
 impl Crypto {
@@ -875,10 +1025,17 @@ impl Crypto {
     pub fn pool(link: CoreLink, backlog_limit: usize) -> Self {
         Crypto {
             link: Some(link),
-            backlog: VecDeque::new(),
             backlog_limit,
-            completions: Vec::new(),
+            ..Crypto::default()
         }
+    }
+
+    /// Application records go to the pool too, in jobs of up to `batch` connections'
+    /// work (see `tls::offload`).
+    pub fn with_records(mut self, batch: usize) -> Self {
+        self.records = self.link.is_some();
+        self.record_batch = batch.max(1);
+        self
     }
 }
 

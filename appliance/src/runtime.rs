@@ -199,6 +199,20 @@ pub fn start(
         pc.queue_depth = cfg.crypto.queue_depth;
         pc.max_batch = cfg.crypto.max_batch;
         pc.cpus = cfg.crypto.cpus.clone();
+        if let Some(n) = fault_injection()? {
+            log::warn!(
+                "{FAULT_ENV}: record job number {n} will crash its crypto worker (a test hook)"
+            );
+            let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            pc.runner = Arc::new(move |job: crypto_offload::Job| {
+                if matches!(job, crypto_offload::Job::Records(_))
+                    && seen.fetch_add(1, Ordering::Relaxed) + 1 == n
+                {
+                    panic!("{FAULT_ENV}: record job {n} crashes its worker");
+                }
+                crypto_offload::run(job)
+            });
+        }
         Some(Pool::start(pc).map_err(std::io::Error::other)?)
     } else {
         None
@@ -236,7 +250,14 @@ pub fn start(
         let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
         let vs = vservers.clone();
         let crypto = match &pool {
-            Some(p) => Crypto::pool(p.link(cfg.crypto.max_in_flight), cfg.crypto.backlog),
+            Some(p) => {
+                let c = Crypto::pool(p.link(cfg.crypto.max_in_flight), cfg.crypto.backlog);
+                if cfg.crypto.record_offload {
+                    c.with_records(cfg.crypto.record_batch)
+                } else {
+                    c
+                }
+            }
             None => Crypto::default(),
         };
         let stop2 = stop.clone();
@@ -282,4 +303,24 @@ pub fn start(
         _pool: pool,
         _devices: devices,
     })
+}
+
+/// The environment variable of the fault-injection test hook: `record-job:N` makes
+/// the worker that takes the N-th record job panic, as a crashing accelerator driver
+/// or a bug would, so the tests can watch the appliance recover under live traffic.
+pub const FAULT_ENV: &str = "APPLIANCE_FAULT_INJECT";
+
+fn fault_injection() -> std::io::Result<Option<u64>> {
+    let Ok(v) = std::env::var(FAULT_ENV) else {
+        return Ok(None);
+    };
+    v.strip_prefix("record-job:")
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .map(Some)
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{FAULT_ENV}={v:?}: expected record-job:N with N at least 1"
+            ))
+        })
 }

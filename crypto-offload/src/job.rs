@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use crate::prim::*;
+use crate::records::RecordJob;
 use crate::ticket::TicketKeys;
 
 /// A piece of the handshake transcript: bytes this connection produced or received, or
@@ -299,6 +300,8 @@ pub enum Job {
     Tls12Finish(Box<Tls12Finish>),
     Tls12Resume(Box<Tls12Resume>),
     Tls13ClientAuth(Box<Tls13ClientAuth>),
+    /// Record protection for many connections ([`crate::records`]).
+    Records(RecordJob),
 }
 
 /// A job's result.
@@ -309,6 +312,8 @@ pub enum Done {
     Tls12Finish(Box<Tls12FinishDone>),
     Tls12Resume(Box<Tls12ResumeDone>),
     Tls13ClientAuth(Box<Tls13ClientAuthDone>),
+    /// The same items, their records protected (or each batch's failure noted).
+    Records(RecordJob),
 }
 
 /// Run a job on the calling thread (inline mode).
@@ -319,6 +324,7 @@ pub fn run(job: Job) -> Result<Done, CryptoError> {
         Job::Tls12Finish(j) => Done::Tls12Finish(Box::new(tls12_finish(*j)?)),
         Job::Tls12Resume(j) => Done::Tls12Resume(Box::new(tls12_resume(*j)?)),
         Job::Tls13ClientAuth(j) => Done::Tls13ClientAuth(Box::new(tls13_client_auth(*j)?)),
+        Job::Records(j) => Done::Records(crate::records::run_records(j)),
     })
 }
 

@@ -11,10 +11,13 @@
 //! client-certificate issuers ([`CaStore`]), and loads OpenSSL providers and engines
 //! ([`device`]), reporting which one runs each operation.
 //!
+//! Record protection runs as a direct call on an [`AeadKey`] from the engine, or in
+//! batches across connections as a record job ([`records`]: the keys and record
+//! buffers move into the job and back).
+//!
 //! What it must not do: know about connections, sockets or the data plane, or block a
-//! poll-mode core. Not built yet (issue 4): batching of record seal/open across
-//! connections on the pool, and job queues per device. Until then record protection is
-//! a direct call on an [`AeadKey`] from the engine.
+//! poll-mode core. Not built yet (issue 4): job queues per device (an accelerator's
+//! queue beside the CPU workers).
 
 pub mod device;
 pub mod job;
@@ -22,6 +25,7 @@ pub mod job;
 mod kat;
 pub mod pool;
 pub mod prim;
+pub mod records;
 pub mod ticket;
 
 pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
@@ -30,4 +34,5 @@ pub use prim::{
     AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
     SigningKey, TranscriptHash, TAG_LEN,
 };
+pub use records::{AeadBatch, AeadOp, RecordJob, RecordWork};
 pub use ticket::TicketKeys;

@@ -360,6 +360,24 @@ impl AeadKey {
         self.alg
     }
 
+    /// Made for sealing (`true`) or opening.
+    pub fn is_sealing(&self) -> bool {
+        self.enc
+    }
+
+    /// A second, independent context holding the same key (EVP_CIPHER_CTX_copy): kept
+    /// by the engine while the key itself is lent to a record job, so it can still
+    /// seal an alert if the job is lost.
+    pub fn try_clone(&self) -> Result<Self, CryptoError> {
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new()?;
+        ctx.copy(&self.ctx)?;
+        Ok(AeadKey {
+            alg: self.alg,
+            enc: self.enc,
+            ctx,
+        })
+    }
+
     /// Encrypt `buf` in place and write the tag.
     pub fn seal(
         &mut self,

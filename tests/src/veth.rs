@@ -115,6 +115,16 @@ impl Net {
     }
 
     pub fn start_appliance(&mut self, cores: &[usize], extra_vservers: &str) {
+        self.start_appliance_env(cores, extra_vservers, &[]);
+    }
+
+    /// [`Net::start_appliance`] with these environment variables set for the daemon.
+    pub fn start_appliance_env(
+        &mut self,
+        cores: &[usize],
+        extra_vservers: &str,
+        env: &[(&str, &str)],
+    ) {
         let cores_s: Vec<String> = cores.iter().map(|c| c.to_string()).collect();
         let cfg = format!(
             r#"
@@ -145,6 +155,7 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
             .arg("--config")
             .arg(&path);
         c.env("APPLIANCE_LOCK_DIR", self.dir.join("locks"));
+        c.envs(env.iter().copied());
         self.spawn(c, "appliance.log");
         let sock = self.dir.join("ctl.sock");
         let t0 = Instant::now();

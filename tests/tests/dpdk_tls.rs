@@ -292,11 +292,17 @@ for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     // A resumed TLS 1.2 handshake is one job; so is every TLS 1.3 handshake.
     let jobs = p["tls_jobs"].as_u64().unwrap();
     assert_eq!(jobs, 8 + 2 * (14 - 11) + 11, "{s}");
-    // Every one of them ran on the worker, none waited or failed.
+    // Every one of them ran on the worker, none waited or failed; so did the record
+    // jobs (record offload is on by default with workers): the requests were opened
+    // and the pages sealed there.
     assert_eq!(s["crypto"]["mode"], "pool", "{s}");
+    let record_jobs = p["record_jobs"].as_u64().unwrap();
+    assert!(p["record_job_opens"].as_u64().unwrap() >= 8 + 14, "{s}");
+    assert!(p["record_job_seals"].as_u64().unwrap() >= 8 + 14, "{s}");
+    assert_eq!(p["record_jobs_failed"], 0, "{s}");
     assert_eq!(
         s["crypto"]["workers"][0]["jobs"].as_u64(),
-        Some(jobs),
+        Some(jobs + record_jobs),
         "{s}"
     );
     assert_eq!(p["crypto_submitted"].as_u64(), Some(jobs), "{s}");

@@ -9,8 +9,9 @@
 //! What it must not do: touch sockets, threads, clocks or queues, or name an OpenSSL
 //! type. It takes bytes and a time in milliseconds, and gives back bytes, crypto
 //! [`crypto_offload::Job`]s and a deadline; see [`ServerConn`] for how to drive it.
-//! Crypto comes from `crypto-offload`: handshake steps as jobs, record protection as
-//! direct calls on opaque keys (batching those is issue 4).
+//! Crypto comes from `crypto-offload`: handshake steps as jobs; record protection as
+//! direct calls on opaque keys, or, with record offload on ([`offload`]), as record
+//! work the caller batches with other connections' into record jobs.
 //!
 //! Several configurations may share one listener through an [`SniRouter`]: the
 //! ClientHello's name chooses one before anything is negotiated.
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod msgs;
+pub mod offload;
 pub mod record;
 pub mod server;
 pub mod session;

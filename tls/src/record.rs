@@ -5,10 +5,12 @@
 //! output buffer and sealed in place, so plaintext is copied once (into the output).
 //!
 //! Record protection (RFC 8446 §5.2-5.3; RFC 5246 §6.2.3.3 with RFC 5288 and
-//! RFC 7905 nonces) runs here as direct calls on an [`AeadKey`]; batching them across
-//! connections on the offload pool is issue 4.
+//! RFC 7905 nonces) is laid out here, once, as [`AeadOp`]s: [`Cipher::seal`] and
+//! [`Cipher::open`] run them at once on the calling core; with record offload on
+//! (`ServerConn::set_record_offload`) the same ops go to a record job instead, the key
+//! lent with them.
 
-use crypto_offload::{TrafficKey, TAG_LEN};
+use crypto_offload::{AeadKey, AeadOp, Secret, TrafficKey, TAG_LEN};
 
 use crate::error::Error;
 use crate::msgs::content;
@@ -28,6 +30,8 @@ pub struct Deframer {
     buf: Vec<u8>,
     /// Start of the first unconsumed byte.
     pos: usize,
+    /// The buffer is out with a record job.
+    lent: bool,
 }
 
 /// A complete record in the deframer's buffer.
@@ -43,11 +47,17 @@ pub struct RawRecord {
 impl Deframer {
     /// Room for more bytes before the bound.
     pub fn room(&self) -> usize {
+        if self.lent {
+            return 0;
+        }
         MAX_BUFFERED.saturating_sub(self.buf.len() - self.pos)
     }
 
     /// Append up to [`Deframer::room`] bytes; returns how many were taken.
     pub fn push(&mut self, data: &[u8]) -> usize {
+        if self.lent {
+            return 0;
+        }
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -62,8 +72,18 @@ impl Deframer {
 
     /// The next whole record, if one is buffered.
     pub fn next_record(&mut self) -> Result<Option<RawRecord>, Error> {
-        let avail = &self.buf[self.pos..];
-        if avail.len() < HEADER {
+        let r = self.peek_record(self.pos)?;
+        if let Some(r) = &r {
+            self.pos = r.end;
+        }
+        Ok(r)
+    }
+
+    /// The whole record whose header starts at `at`, if it is all buffered; the
+    /// deframer does not move.
+    pub fn peek_record(&self, at: usize) -> Result<Option<RawRecord>, Error> {
+        let avail = self.buf.get(at..).unwrap_or_default();
+        if self.lent || avail.len() < HEADER {
             return Ok(None);
         }
         let typ = avail[0];
@@ -81,14 +101,42 @@ impl Deframer {
         if avail.len() < HEADER + len {
             return Ok(None);
         }
-        let start = self.pos + HEADER;
-        self.pos = start + len;
+        let start = at + HEADER;
         Ok(Some(RawRecord {
             typ,
             version,
             start,
             end: start + len,
         }))
+    }
+
+    /// The buffered bytes (records' positions index into them).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Where the next unconsumed record starts.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The buffer, lent to a record job (records are opened in place there). Until
+    /// [`Deframer::restore`] the deframer takes no bytes and has no records.
+    pub fn lend(&mut self) -> Vec<u8> {
+        self.lent = true;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// The buffer is back; everything before `pos` is consumed.
+    pub fn restore(&mut self, buf: Vec<u8>, pos: usize) {
+        self.buf = buf;
+        self.pos = pos.min(self.buf.len());
+        self.lent = false;
+    }
+
+    /// The lent buffer was lost with its job: start over empty.
+    pub fn reset(&mut self) {
+        *self = Deframer::default();
     }
 
     pub fn body_mut(&mut self, r: &RawRecord) -> &mut [u8] {
@@ -102,7 +150,7 @@ impl Deframer {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pos == self.buf.len()
+        !self.lent && self.pos == self.buf.len()
     }
 }
 
@@ -119,29 +167,40 @@ pub enum Protection {
 /// One direction's record protection state.
 #[derive(Debug)]
 pub struct Cipher {
-    pub key: TrafficKey,
+    /// `None` while lent to a record job ([`Cipher::lend`]).
+    aead: Option<AeadKey>,
+    iv: Secret,
     pub mode: Protection,
     pub seq: u64,
+    /// A copy of the key made when it is first lent, so that an alert can still be
+    /// sealed if the job carrying the key is lost.
+    spare: Option<AeadKey>,
 }
 
 impl Cipher {
     pub fn new(key: TrafficKey, mode: Protection) -> Self {
-        Cipher { key, mode, seq: 0 }
+        Cipher {
+            aead: Some(key.key),
+            iv: key.iv,
+            mode,
+            seq: 0,
+            spare: None,
+        }
     }
 
-    fn nonce(&self) -> [u8; 12] {
+    fn nonce(&self, seq: u64) -> [u8; 12] {
         let mut n = [0u8; 12];
-        let iv = self.key.iv.bytes();
+        let iv = self.iv.bytes();
         match self.mode {
             Protection::Tls13 | Protection::Tls12Chacha => {
                 n.copy_from_slice(iv);
-                for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+                for (b, s) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
                     *b ^= s;
                 }
             }
             Protection::Tls12Gcm => {
                 n[..4].copy_from_slice(iv);
-                n[4..].copy_from_slice(&self.seq.to_be_bytes());
+                n[4..].copy_from_slice(&seq.to_be_bytes());
             }
         }
         n
@@ -155,13 +214,114 @@ impl Cipher {
         }
     }
 
-    fn next_seq(&mut self) -> Result<(), Error> {
+    /// Reserve `n` sequence numbers; returns the first.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result<u64, Error> {
         // RFC 8446 §5.3 / RFC 5246 §6.1: sequence numbers MUST NOT wrap.
+        let first = self.seq;
         self.seq = self
             .seq
-            .checked_add(1)
+            .checked_add(n as u64)
             .ok_or(Error::Misuse("record sequence number exhausted"))?;
-        Ok(())
+        Ok(first)
+    }
+
+    fn key(&mut self) -> Result<&mut AeadKey, Error> {
+        self.aead
+            .as_mut()
+            .ok_or(Error::Misuse("record key is lent to a record job"))
+    }
+
+    /// Lend the key to a record job (see [`crypto_offload::records`]); `spare`: keep a
+    /// copy first (the write direction, which must still be able to seal an alert).
+    pub(crate) fn lend(&mut self, spare: bool) -> Result<AeadKey, Error> {
+        let key = self
+            .aead
+            .take()
+            .ok_or(Error::Misuse("record key lent twice"))?;
+        if spare && self.spare.is_none() {
+            match key.try_clone() {
+                Ok(k) => self.spare = Some(k),
+                Err(e) => {
+                    self.aead = Some(key);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(key)
+    }
+
+    /// The key is back from its job.
+    pub(crate) fn restore(&mut self, key: AeadKey) {
+        self.aead = Some(key);
+    }
+
+    /// The job holding the key was lost: carry on with the spare, if one was kept,
+    /// from sequence number `seq` (the lost records never left).
+    pub(crate) fn recover(&mut self, seq: u64) -> bool {
+        match self.spare.take() {
+            Some(k) if self.aead.is_none() => {
+                self.aead = Some(k);
+                self.seq = seq;
+                true
+            }
+            other => {
+                self.spare = other;
+                self.aead.is_some()
+            }
+        }
+    }
+
+    /// Check a protected record's length and describe its open: the body is
+    /// `buf[start..end]`, the record's sequence number `seq`.
+    pub(crate) fn open_op(
+        &self,
+        seq: u64,
+        header: [u8; HEADER],
+        buf: &[u8],
+        start: usize,
+        end: usize,
+    ) -> Result<AeadOp, Error> {
+        let ex = self.explicit_len();
+        let body = &buf[start..end];
+        if body.len() < ex + TAG_LEN {
+            return Err(Error::BadRecordMac);
+        }
+        let mut nonce = self.nonce(seq);
+        if ex > 0 {
+            nonce[4..].copy_from_slice(&body[..8]);
+        }
+        let ct_len = body.len() - ex - TAG_LEN;
+        match self.mode {
+            Protection::Tls13 => {
+                if header[0] != content::APPLICATION_DATA {
+                    return Err(Error::UnexpectedMessage(
+                        "unprotected record after keys changed",
+                    ));
+                }
+                if body_len_over_13(ct_len) {
+                    return Err(Error::RecordOverflow);
+                }
+                Ok(AeadOp::new(nonce, &header, start + ex, ct_len))
+            }
+            Protection::Tls12Gcm | Protection::Tls12Chacha => {
+                if ct_len > MAX_FRAGMENT {
+                    return Err(Error::RecordOverflow);
+                }
+                let aad = aad12(seq, header[0], ct_len);
+                Ok(AeadOp::new(nonce, &aad, start + ex, ct_len))
+            }
+        }
+    }
+
+    /// After an open: the record's content type and its content's length within the
+    /// opened payload (TLS 1.3 takes both from the inner plaintext).
+    pub(crate) fn opened(&self, outer: u8, payload: &[u8]) -> Result<(u8, usize), Error> {
+        match self.mode {
+            Protection::Tls13 => crypto_offload::records::tls13_inner(payload).ok_or(
+                Error::UnexpectedMessage("protected record with no content type"),
+            ),
+            Protection::Tls12Gcm | Protection::Tls12Chacha => Ok((outer, payload.len())),
+        }
     }
 
     /// Decrypt a record body in place. Returns the plaintext's range within `body`
@@ -171,64 +331,29 @@ impl Cipher {
         header: [u8; HEADER],
         body: &mut [u8],
     ) -> Result<(u8, usize, usize), Error> {
-        let ex = self.explicit_len();
-        if body.len() < ex + TAG_LEN {
-            return Err(Error::BadRecordMac);
-        }
-        let mut nonce = self.nonce();
-        if ex > 0 {
-            nonce[4..].copy_from_slice(&body[..8]);
-        }
-        let ct_end = body.len() - TAG_LEN;
-        let (ct, tag) = body.split_at_mut(ct_end);
-        let ct = &mut ct[ex..];
-        match self.mode {
-            Protection::Tls13 => {
-                if header[0] != content::APPLICATION_DATA {
-                    return Err(Error::UnexpectedMessage(
-                        "unprotected record after keys changed",
-                    ));
-                }
-                if body_len_over_13(ct.len()) {
-                    return Err(Error::RecordOverflow);
-                }
-                self.key.key.open(&nonce, &header, ct, tag)?;
-                self.next_seq()?;
-                // RFC 8446 §5.4: the content type is the last non-zero byte.
-                let mut end = ct.len();
-                while end > 0 && ct[end - 1] == 0 {
-                    end -= 1;
-                }
-                if end == 0 {
-                    return Err(Error::UnexpectedMessage(
-                        "protected record with no content type",
-                    ));
-                }
-                Ok((ct[end - 1], ex, ex + end - 1))
-            }
-            Protection::Tls12Gcm | Protection::Tls12Chacha => {
-                let aad = aad12(self.seq, header[0], ct.len());
-                self.key.key.open(&nonce, &aad, ct, tag)?;
-                self.next_seq()?;
-                if ct.len() > MAX_FRAGMENT {
-                    return Err(Error::RecordOverflow);
-                }
-                Ok((header[0], ex, ex + ct.len()))
-            }
-        }
+        let op = self.open_op(self.seq, header, body, 0, body.len())?;
+        let (payload, tag) = body[op.start..].split_at_mut(op.len);
+        self.key()?
+            .open(&op.nonce, &op.aad[..op.aad_len as usize], payload, tag)?;
+        self.reserve(1)?;
+        let (typ, len) = self.opened(header[0], payload)?;
+        Ok((typ, op.start, op.start + len))
     }
 
-    /// Append one protected record carrying `data` (≤ [`MAX_FRAGMENT`]) to `out`.
-    /// TLS 1.3 inner plaintexts are padded with zeros to a multiple of `pad_to` (0: none).
-    pub fn seal(
-        &mut self,
+    /// Append one record carrying `data` (≤ [`MAX_FRAGMENT`]) to `out`, still in
+    /// plaintext with room for its tag, and describe its seal with sequence number
+    /// `seq`. TLS 1.3 inner plaintexts are padded with zeros to a multiple of `pad_to`
+    /// (0: none).
+    pub(crate) fn seal_op(
+        &self,
+        seq: u64,
         out: &mut Vec<u8>,
         typ: u8,
         data: &[u8],
         pad_to: usize,
-    ) -> Result<(), Error> {
+    ) -> AeadOp {
         let start = out.len();
-        let nonce = self.nonce();
+        let nonce = self.nonce(seq);
         let ex = self.explicit_len();
         let outer = if self.mode == Protection::Tls13 {
             content::APPLICATION_DATA
@@ -253,21 +378,39 @@ impl Cipher {
         let pt_len = out.len() - pt_start;
         let body_len = ex + pt_len + TAG_LEN;
         out[start + 3..start + 5].copy_from_slice(&(body_len as u16).to_be_bytes());
-        let mut tag = [0u8; TAG_LEN];
+        out.extend_from_slice(&[0u8; TAG_LEN]);
         if self.mode == Protection::Tls13 {
-            let mut header = [0u8; HEADER];
-            header.copy_from_slice(&out[start..start + HEADER]);
-            self.key
-                .key
-                .seal(&nonce, &header, &mut out[pt_start..], &mut tag)?;
+            AeadOp::new(nonce, &out[start..start + HEADER], pt_start, pt_len)
         } else {
-            let aad = aad12(self.seq, typ, pt_len);
-            self.key
-                .key
-                .seal(&nonce, &aad, &mut out[pt_start..], &mut tag)?;
+            AeadOp::new(nonce, &aad12(seq, typ, pt_len), pt_start, pt_len)
         }
-        out.extend_from_slice(&tag);
-        self.next_seq()
+    }
+
+    /// Append one protected record carrying `data` (≤ [`MAX_FRAGMENT`]) to `out`.
+    /// TLS 1.3 inner plaintexts are padded with zeros to a multiple of `pad_to` (0: none).
+    pub fn seal(
+        &mut self,
+        out: &mut Vec<u8>,
+        typ: u8,
+        data: &[u8],
+        pad_to: usize,
+    ) -> Result<(), Error> {
+        if self.aead.is_none() {
+            return Err(Error::Misuse("record key is lent to a record job"));
+        }
+        let op = self.seal_op(self.seq, out, typ, data, pad_to);
+        let (payload, tag) = out[op.start..].split_at_mut(op.len);
+        let mut t = [0u8; TAG_LEN];
+        let r = self
+            .key()?
+            .seal(&op.nonce, &op.aad[..op.aad_len as usize], payload, &mut t);
+        if let Err(e) = r {
+            out.truncate(op.start - HEADER - self.explicit_len());
+            return Err(e.into());
+        }
+        tag.copy_from_slice(&t);
+        self.reserve(1)?;
+        Ok(())
     }
 }
 
@@ -304,7 +447,7 @@ pub fn write_plain(out: &mut Vec<u8>, typ: u8, mut data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crypto_offload::{AeadAlg, AeadKey, Secret};
+    use crypto_offload::AeadAlg;
 
     fn pair(alg: AeadAlg, mode: Protection) -> (Cipher, Cipher) {
         let k = vec![3u8; alg.key_len()];

@@ -237,16 +237,16 @@ pub struct ServerConn {
     /// Which configuration the ClientHello chose (0 without a router).
     chosen: Option<usize>,
     pub(crate) state: State,
-    deframer: Deframer,
+    pub(crate) deframer: Deframer,
     hs_buf: Vec<u8>,
     pub(crate) read: Option<Cipher>,
     pub(crate) write: Option<Cipher>,
-    out: Vec<u8>,
-    out_pos: usize,
+    pub(crate) out: Vec<u8>,
+    pub(crate) out_pos: usize,
     /// Plaintext for the client not yet sealed (see [`ServerConn::stage`]).
-    staged: Vec<u8>,
-    app_in: Vec<u8>,
-    app_pos: usize,
+    pub(crate) staged: Vec<u8>,
+    pub(crate) app_in: Vec<u8>,
+    pub(crate) app_pos: usize,
     job: Option<Job>,
     deadline: Option<u64>,
     /// The latest time the caller gave (at creation or in `handle_timeout`): sessions
@@ -255,9 +255,20 @@ pub struct ServerConn {
     pub(crate) info: HandshakeInfo,
     /// TLS 1.3: the client may send one compatibility CCS before its Finished.
     pub(crate) ccs_allowed: bool,
-    peer_closed: bool,
-    close_sent: bool,
-    error: Option<Error>,
+    pub(crate) peer_closed: bool,
+    pub(crate) close_sent: bool,
+    pub(crate) error: Option<Error>,
+    /// Record offload ([`crate::offload`]): application records are protected by
+    /// record jobs the caller runs, not here.
+    pub(crate) offload: bool,
+    /// Offload: record lengths cut from the front of `staged`, waiting for a job.
+    pub(crate) cuts: Vec<usize>,
+    /// Offload: the bytes in `cuts`.
+    pub(crate) committed: usize,
+    /// Offload: close_notify follows the records in `cuts`.
+    pub(crate) close_wanted: bool,
+    /// Offload: what is lent to a record job.
+    pub(crate) loan: Option<Box<crate::offload::Loan>>,
 }
 
 impl ServerConn {
@@ -296,6 +307,11 @@ impl ServerConn {
             peer_closed: false,
             close_sent: false,
             error: None,
+            offload: false,
+            cuts: Vec::new(),
+            committed: 0,
+            close_wanted: false,
+            loan: None,
         }
     }
 
@@ -364,6 +380,9 @@ impl ServerConn {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        if self.loan.is_some() {
+            return Ok(()); // records wait for the keys to come back
+        }
         let r = self.process_records();
         self.check(r)
     }
@@ -400,7 +419,8 @@ impl ServerConn {
         if !self.is_established() || self.close_sent {
             return 0;
         }
-        MAX_TLS_BUFFERED.saturating_sub(self.out.len() - self.out_pos + self.staged.len())
+        let lent = self.loan.as_ref().map_or(0, |l| l.sealing_bytes());
+        MAX_TLS_BUFFERED.saturating_sub(self.out.len() - self.out_pos + self.staged.len() + lent)
     }
 
     /// Hold plaintext for the client without sealing it yet, so that several small
@@ -412,9 +432,10 @@ impl ServerConn {
         n
     }
 
-    /// Plaintext bytes staged and not yet sealed.
+    /// Plaintext bytes staged and not yet sealed (with record offload: not yet cut
+    /// into records).
     pub fn staged(&self) -> usize {
-        self.staged.len()
+        self.staged.len() - self.committed
     }
 
     /// Per-record overhead on the wire under the current write key: header, explicit
@@ -435,8 +456,11 @@ impl ServerConn {
     pub fn seal_staged(&mut self, max_record: usize, all: bool) -> Result<Sealed, Error> {
         let q = max_record.clamp(1, record::MAX_FRAGMENT);
         let mut done = Sealed::default();
-        if self.staged.is_empty() || !self.is_established() {
+        if self.staged() == 0 || !self.is_established() {
             return Ok(done);
+        }
+        if self.offload {
+            return Ok(self.cut_staged(q, all));
         }
         let pad = self.cfg.record_padding;
         let staged = std::mem::take(&mut self.staged);
@@ -462,7 +486,10 @@ impl ServerConn {
 
     /// Send close_notify; nothing more can be sent afterwards.
     pub fn close(&mut self) {
-        if self.close_sent || self.is_closed() {
+        if self.close_sent || self.close_wanted || self.is_closed() {
+            return;
+        }
+        if self.offload && self.close_after_records() {
             return;
         }
         // Staged plaintext leaves before the close_notify: nothing is lost.
@@ -523,6 +550,10 @@ impl ServerConn {
     // ----- internals
 
     /// On error: remember it, queue its alert, close. The one place alerts are chosen.
+    pub(crate) fn check_fail(&mut self, e: Error) -> Result<(), Error> {
+        self.check(Err(e))
+    }
+
     fn check(&mut self, r: Result<(), Error>) -> Result<(), Error> {
         if let Err(e) = &r {
             if self.error.is_none() {
@@ -600,7 +631,7 @@ impl ServerConn {
         self.hs_buf.is_empty()
     }
 
-    fn process_records(&mut self) -> Result<(), Error> {
+    pub(crate) fn process_records(&mut self) -> Result<(), Error> {
         loop {
             if let State::SessionLookup(l) = &mut self.state {
                 let Some(answer) = l.pending.poll() else {
@@ -622,6 +653,12 @@ impl ServerConn {
             }
             if self.app_in.len() - self.app_pos >= MAX_PLAINTEXT_BUFFERED {
                 return Ok(()); // the backend is behind: leave records buffered
+            }
+            if self.offload && self.is_established() {
+                let next = self.deframer.peek_record(self.deframer.pos())?;
+                if next.is_some_and(|r| self.batchable(r.typ)) {
+                    return Ok(()); // for the next record job (`take_records`)
+                }
             }
             let Some(rec) = self.deframer.next_record()? else {
                 return Ok(());
@@ -666,11 +703,23 @@ impl ServerConn {
             }
             None => (header[0], 0, rec.end - rec.start),
         };
-        let body = &self.deframer.body_mut(&rec)[s..e];
         // Protected records were length-checked by `Cipher::open`.
-        if self.read.is_none() && body.len() > record::MAX_FRAGMENT {
+        if self.read.is_none() && e - s > record::MAX_FRAGMENT {
             return Err(Error::RecordOverflow);
         }
+        self.on_record(typ, &rec, s, e)
+    }
+
+    /// A record's content (type `typ`, bytes `s..e` of its body), after any opening.
+    pub(crate) fn on_record(
+        &mut self,
+        typ: u8,
+        rec: &record::RawRecord,
+        s: usize,
+        e: usize,
+    ) -> Result<(), Error> {
+        let tls13 = self.info.version == version::TLS13;
+        let body = &self.deframer.body_mut(rec)[s..e];
         match typ {
             content::HANDSHAKE => {
                 if body.is_empty() {
@@ -709,7 +758,7 @@ impl ServerConn {
                         "application data before the handshake finished",
                     ));
                 }
-                let body = &self.deframer.body_mut(&rec)[s..e];
+                let body = &self.deframer.body_mut(rec)[s..e];
                 self.app_in.extend_from_slice(body);
                 Ok(())
             }

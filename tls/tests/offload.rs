@@ -1,0 +1,218 @@
+//! Record offload: application records protected by record jobs instead of on the
+//! engine's core. A libssl client on the other end checks every byte and alert.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use common::*;
+use crypto_offload::{CryptoError, Done, Job, RecordJob};
+use openssl::ssl::{SslContext, SslVersion};
+
+const V12: SslVersion = SslVersion::TLS1_2;
+const V13: SslVersion = SslVersion::TLS1_3;
+
+fn kinds() -> Vec<(SslVersion, Option<&'static str>, &'static str)> {
+    vec![
+        (V13, None, "TLS_AES_128_GCM_SHA256"),
+        (V13, None, "TLS_CHACHA20_POLY1305_SHA256"),
+        (V12, Some("ECDHE-ECDSA-AES256-GCM-SHA384"), ""),
+        (V12, Some("ECDHE-ECDSA-CHACHA20-POLY1305"), ""),
+    ]
+}
+
+fn ctx_for(v: SslVersion, suite12: Option<&str>, suite13: &str) -> SslContext {
+    client_ctx(v, v, |b| {
+        if let Some(s) = suite12 {
+            b.set_cipher_list(s).unwrap();
+        }
+        if !suite13.is_empty() {
+            b.set_ciphersuites(suite13).unwrap();
+        }
+    })
+}
+
+fn offloaded(ctx: &SslContext) -> (openssl::ssl::SslStream<ClientEnd>, Server) {
+    let cfg = Arc::new(config_with(&[Kind::P256]));
+    let (c, mut s) = connect(ctx, cfg, Some("test.example")).unwrap();
+    s.conn.set_record_offload(true);
+    (c, s)
+}
+
+/// Plaintext lengths of the records in `wire` given `overhead` bytes per record.
+fn record_lengths(wire: &[u8], overhead: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = wire;
+    while rest.len() >= 5 {
+        let n = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+        out.push(5 + n - overhead);
+        rest = &rest[5 + n..];
+    }
+    assert!(rest.is_empty(), "whole records");
+    out
+}
+
+#[test]
+fn bulk_both_ways_through_record_jobs() {
+    for (v, s12, s13) in kinds() {
+        let (mut c, mut s) = offloaded(&ctx_for(v, s12, s13));
+        for size in [1usize, 100, 16_384, 70_000, 200_001] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+            echo(&mut c, &mut s, &data);
+        }
+        assert!(!s.conn.sealing() && !s.conn.input_pending(), "{v:?} {s13}");
+    }
+}
+
+#[test]
+fn cut_records_wait_for_their_job_and_close_follows_them() {
+    let (mut c, mut s) = offloaded(&ctx_for(V13, None, ""));
+    s.pump().unwrap();
+    let data: Vec<u8> = (0..1050u32).map(|i| i as u8).collect();
+    for piece in data[..1000].chunks(100) {
+        assert_eq!(s.conn.stage(piece), 100);
+    }
+    let sealed = s.conn.seal_staged(300, false).unwrap();
+    assert_eq!((sealed.records, sealed.bytes), (3, 900));
+    assert_eq!(s.conn.staged(), 100, "cut bytes are no longer staged");
+    assert!(s.conn.sealing() && s.conn.pending_tls().is_empty());
+    // The job: exactly the three records.
+    let work = s.conn.take_records(1).unwrap().expect("records to seal");
+    assert!(work.open.is_none());
+    assert_eq!(work.seal.as_ref().unwrap().ops.len(), 3);
+    assert!(
+        s.conn.take_records(1).unwrap().is_none(),
+        "one job at a time"
+    );
+    // Meanwhile: staging goes on, closing waits for the records.
+    assert_eq!(s.conn.stage(&data[1000..]), 50);
+    s.conn.close();
+    assert!(s.conn.pending_tls().is_empty());
+    let Done::Records(mut done) =
+        crypto_offload::run(Job::Records(RecordJob { items: vec![work] })).unwrap()
+    else {
+        panic!("records")
+    };
+    s.conn.complete_records(done.items.pop().unwrap()).unwrap();
+    assert_eq!(
+        record_lengths(s.conn.pending_tls(), 22),
+        vec![300, 300, 300]
+    );
+    // The close: 150 bytes then close_notify in the next job.
+    assert!(s.conn.sealing());
+    s.pump().unwrap();
+    assert!(!s.conn.sealing());
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data, "every byte, in order, then close_notify");
+}
+
+#[test]
+fn key_update_from_the_client_between_offloaded_records() {
+    use foreign_types::ForeignTypeRef;
+    extern "C" {
+        fn SSL_key_update(s: *mut openssl_sys::SSL, updatetype: std::ffi::c_int)
+            -> std::ffi::c_int;
+    }
+    let (mut c, mut s) = offloaded(&ctx_for(V13, None, ""));
+    for requested in [0, 1, 1, 0] {
+        // Records before and after the KeyUpdate reach the engine together, so one
+        // job holds both: it stops at the KeyUpdate, the rest goes with the new key.
+        c.write_all(b"before ").unwrap();
+        assert_eq!(unsafe { SSL_key_update(c.ssl().as_ptr(), requested) }, 1);
+        let after = format!("after key update {requested}");
+        c.write_all(after.as_bytes()).unwrap();
+        s.pump().unwrap();
+        let want = format!("before {after}");
+        assert_eq!(s.conn.plaintext(), want.as_bytes());
+        s.conn.consume_plaintext(want.len());
+        // And back, under the server's (possibly updated) key.
+        echo(&mut c, &mut s, want.as_bytes());
+    }
+}
+
+#[test]
+fn a_tampered_record_is_bad_record_mac_through_a_job() {
+    for (v, s12, s13) in kinds() {
+        let (mut c, mut s) = offloaded(&ctx_for(v, s12, s13));
+        echo(&mut c, &mut s, b"fine");
+        c.write_all(b"will be tampered with").unwrap();
+        let n = s.wire.to_server.borrow().len();
+        s.wire.to_server.borrow_mut()[n - 1] ^= 0x40;
+        assert_eq!(s.pump().unwrap_err(), tls::Error::BadRecordMac, "{v:?}");
+        let mut b = [0u8; 8];
+        let e = c.read(&mut b).unwrap_err().to_string();
+        assert!(e.contains("bad record mac"), "{v:?}: {e}");
+    }
+}
+
+#[test]
+fn a_lost_job_ends_the_connection_with_an_internal_error_alert() {
+    for (v, s12, s13) in kinds() {
+        let (mut c, mut s) = offloaded(&ctx_for(v, s12, s13));
+        echo(&mut c, &mut s, b"fine so far");
+        // Output and input out together; the job is lost with its keys.
+        s.conn.stage(b"never sent");
+        s.conn.seal_staged(16_384, true).unwrap();
+        c.write_all(b"never read").unwrap();
+        let input = std::mem::take(&mut *s.wire.to_server.borrow_mut());
+        assert_eq!(s.conn.read_tls(&input), input.len());
+        s.conn.process().unwrap();
+        let work = s.conn.take_records(3).unwrap().unwrap();
+        assert!(work.open.is_some() && work.seal.is_some());
+        drop(work);
+        let e = s
+            .conn
+            .fail_records(CryptoError::Unavailable("worker died".into()))
+            .unwrap_err();
+        assert!(matches!(e, tls::Error::Crypto(_)), "{e:?}");
+        assert!(s.conn.is_closed());
+        s.pump().unwrap_err();
+        let mut b = [0u8; 8];
+        let e = c.read(&mut b).unwrap_err().to_string();
+        assert!(
+            e.contains("internal error"),
+            "{v:?}: the alert is readable: {e}"
+        );
+    }
+}
+
+#[test]
+fn several_connections_share_one_job() {
+    let ctxs: Vec<_> = kinds()
+        .into_iter()
+        .map(|(v, s12, s13)| ctx_for(v, s12, s13))
+        .collect();
+    let mut pairs: Vec<_> = ctxs.iter().map(offloaded).collect();
+    for (i, (c, s)) in pairs.iter_mut().enumerate() {
+        s.pump().unwrap();
+        c.write_all(format!("from client {i}").as_bytes()).unwrap();
+        let input = std::mem::take(&mut *s.wire.to_server.borrow_mut());
+        s.conn.read_tls(&input);
+        s.conn.process().unwrap();
+        s.conn.stage(format!("to client {i}").as_bytes());
+        s.conn.seal_staged(16_384, true).unwrap();
+    }
+    let items: Vec<_> = pairs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, (_, s))| s.conn.take_records(i as u64).unwrap().unwrap())
+        .collect();
+    let job = RecordJob { items };
+    assert_eq!(job.ops(), 8, "one record each way per connection");
+    let Done::Records(done) = crypto_offload::run(Job::Records(job)).unwrap() else {
+        panic!("records")
+    };
+    for w in done.items {
+        let (c, s) = &mut pairs[w.owner as usize];
+        let i = w.owner;
+        s.conn.complete_records(w).unwrap();
+        assert_eq!(s.conn.plaintext(), format!("from client {i}").as_bytes());
+        s.pump().unwrap();
+        let want = format!("to client {i}");
+        let mut b = vec![0u8; want.len()];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b, want.as_bytes());
+    }
+}
