@@ -1,6 +1,7 @@
 //! Known-answer tests: the TLS 1.3 key schedule and the server-flight job against the
-//! RFC 8448 traces, and the TLS 1.2 PRF against OpenSSL's own TLS1-PRF (`openssl kdf`,
-//! an implementation independent of ours).
+//! RFC 8448 traces, and the TLS 1.2 PRF and the whole TLS 1.2 resumption job (keys,
+//! IVs, both Finished messages) against OpenSSL's own TLS1-PRF and digests (`openssl
+//! kdf`, `openssl dgst`: an implementation independent of ours).
 
 use std::sync::Arc;
 
@@ -230,7 +231,6 @@ fn rfc8448_server_flight_job() {
 /// SHA-256 and SHA-384) against `openssl kdf ... TLS1-PRF`.
 #[test]
 fn tls12_prf_matches_openssl_tls1_prf() {
-    let to_hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut x: u64 = 0x243f_6a88_85a3_08d3;
     let mut bytes = |n: usize| -> Vec<u8> {
         (0..n)
@@ -258,24 +258,114 @@ fn tls12_prf_matches_openssl_tls1_prf() {
             } else {
                 "SHA384"
             };
-            let o = std::process::Command::new("openssl")
-                .args(["kdf", "-binary", "-keylen", &out_len.to_string()])
-                .args(["-kdfopt", &format!("digest:{digest}")])
-                .args(["-kdfopt", &format!("hexsecret:{}", to_hex(&secret))])
-                .args([
-                    "-kdfopt",
-                    &format!("hexseed:{}{}", to_hex(label), to_hex(&seed)),
-                ])
-                .arg("TLS1-PRF")
-                .output()
-                .expect("openssl CLI (tools/setup.sh installs it)");
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let theirs = openssl_tls1_prf(digest, &secret, label, &seed, out_len);
             assert_eq!(
                 ours.bytes(),
-                &o.stdout[..],
+                &theirs[..],
                 "{alg:?} {}",
                 String::from_utf8_lossy(label)
             );
         }
+    }
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `openssl kdf ... TLS1-PRF`: `len` bytes of the TLS 1.2 PRF.
+fn openssl_tls1_prf(digest: &str, secret: &[u8], label: &[u8], seed: &[u8], len: usize) -> Vec<u8> {
+    let o = std::process::Command::new("openssl")
+        .args(["kdf", "-binary", "-keylen", &len.to_string()])
+        .args(["-kdfopt", &format!("digest:{digest}")])
+        .args(["-kdfopt", &format!("hexsecret:{}", to_hex(secret))])
+        .args([
+            "-kdfopt",
+            &format!("hexseed:{}{}", to_hex(label), to_hex(seed)),
+        ])
+        .arg("TLS1-PRF")
+        .output()
+        .expect("openssl CLI (tools/setup.sh installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// `openssl dgst -DIGEST -binary` of `data`.
+fn openssl_digest(digest: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = std::process::Command::new("openssl")
+        .args(["dgst", &format!("-{}", digest.to_lowercase()), "-binary"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl CLI");
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    c.wait_with_output().unwrap().stdout
+}
+
+/// The whole TLS 1.2 resumption job (keys, IVs, server Finished, expected client
+/// Finished) on a known master secret and randoms, against OpenSSL's TLS1-PRF and
+/// digests computed outside our code.
+#[test]
+fn tls12_resume_job_matches_openssl() {
+    use crate::job::Tls12Resume;
+    for (hash, digest, aead, iv_len) in [
+        (HashAlg::Sha256, "SHA256", AeadAlg::Aes128Gcm, 4),
+        (HashAlg::Sha384, "SHA384", AeadAlg::Aes256Gcm, 4),
+        (HashAlg::Sha256, "SHA256", AeadAlg::Chacha20Poly1305, 12),
+    ] {
+        let master: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(7) ^ 0x5c).collect();
+        let client_random = [0x11u8; 32];
+        let mut server_random = [0u8; 32];
+        for (i, b) in server_random.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let ch = b"\x01\x00\x00\x05hello".to_vec();
+        let sh = b"\x02\x00\x00\x06server".to_vec();
+        let job = Tls12Resume {
+            hash,
+            aead,
+            master_secret: Secret::new(master.clone()),
+            client_random,
+            server_random,
+            transcript: vec![Chunk::Owned(ch.clone()), Chunk::Owned(sh.clone())],
+        };
+        let Done::Tls12Resume(d) = run(Job::Tls12Resume(Box::new(job))).unwrap() else {
+            panic!("resume")
+        };
+        // Key block: client key, server key, client IV, server IV (RFC 5246 §6.3).
+        let klen = aead.key_len();
+        let seed = [&server_random[..], &client_random[..]].concat();
+        let kb = openssl_tls1_prf(
+            digest,
+            &master,
+            b"key expansion",
+            &seed,
+            2 * (klen + iv_len),
+        );
+        assert_eq!(d.client_write.iv.bytes(), &kb[2 * klen..2 * klen + iv_len]);
+        assert_eq!(d.server_write.iv.bytes(), &kb[2 * klen + iv_len..]);
+        // The keys: the job's sealing key and one made from the expected bytes agree.
+        let mut expected = AeadKey::new(aead, &kb[klen..2 * klen], true).unwrap();
+        let mut ours = d.server_write.key;
+        let (mut a, mut b) = (b"record".to_vec(), b"record".to_vec());
+        let (mut ta, mut tb) = ([0u8; TAG_LEN], [0u8; TAG_LEN]);
+        expected.seal(&[3; 12], b"aad", &mut a, &mut ta).unwrap();
+        ours.seal(&[3; 12], b"aad", &mut b, &mut tb).unwrap();
+        assert_eq!((a, ta), (b, tb), "{aead:?} server write key");
+        let mut opener = d.client_write.key;
+        let mut sealer = AeadKey::new(aead, &kb[..klen], true).unwrap();
+        let mut m = b"from the client".to_vec();
+        let mut t = [0u8; TAG_LEN];
+        sealer.seal(&[4; 12], b"", &mut m, &mut t).unwrap();
+        opener.open(&[4; 12], b"", &mut m, &t).unwrap();
+        assert_eq!(m, b"from the client", "{aead:?} client write key");
+        // Finished: the server's over CH..SH, the client's over CH..SH + server Finished.
+        let th = openssl_digest(digest, &[&ch[..], &sh[..]].concat());
+        let sf = openssl_tls1_prf(digest, &master, b"server finished", &th, 12);
+        assert_eq!(d.server_finished, [&[20u8, 0, 0, 12][..], &sf[..]].concat());
+        let th2 = openssl_digest(digest, &[&ch[..], &sh[..], &d.server_finished[..]].concat());
+        let cf = openssl_tls1_prf(digest, &master, b"client finished", &th2, 12);
+        assert_eq!(d.client_verify.bytes(), &cf[..], "{hash:?}");
     }
 }
