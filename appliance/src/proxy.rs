@@ -997,7 +997,8 @@ struct Down<'a> {
     timer_at: Option<u64>,
 }
 
-/// Tags of record jobs have this bit; handshake jobs carry their connection's id.
+/// Tags of record jobs have this bit; handshake jobs carry their connection's id,
+/// which never has it (`ConnId::to_bits`).
 const RECORD_JOB: u64 = 1 << 63;
 
 /// This core's way to the crypto workers.

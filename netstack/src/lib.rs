@@ -118,8 +118,12 @@ pub struct ConnId {
     gen: u32,
 }
 
+/// Generations are 31-bit (see [`ConnId::to_bits`]).
+const GEN_MASK: u32 = 0x7fff_ffff;
+
 impl ConnId {
     /// The id as one number (e.g. a tag that comes back with a crypto completion).
+    /// Bit 63 is always clear.
     pub fn to_bits(self) -> u64 {
         (u64::from(self.gen) << 32) | u64::from(self.idx)
     }
@@ -343,7 +347,8 @@ impl<T: Default> Stack<T> {
         user: T,
     ) -> ConnId {
         let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        // 31 bits: `ConnId::to_bits` never sets bit 63 (callers may use it as a flag).
+        self.next_gen = (self.next_gen.wrapping_add(1) & GEN_MASK).max(1);
         let idx = self.conns.insert(Conn {
             gen,
             set,
@@ -1063,5 +1068,21 @@ mod tests {
             let port = s.socket(id).unwrap().local_endpoint().unwrap().port;
             assert_eq!(dataplane::steer::ephemeral_owner(port, 3), 2);
         }
+    }
+
+    #[test]
+    fn connection_ids_never_set_bit_63_as_generations_wrap() {
+        let mut s = Stack::<u32>::new(cfg(1), Instant::from_millis(0));
+        s.next_gen = GEN_MASK - 1;
+        let mut gens = Vec::new();
+        for _ in 0..4 {
+            let id = s
+                .connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0)
+                .unwrap();
+            assert_eq!(id.to_bits() >> 63, 0, "{id:?}");
+            assert_eq!(ConnId::from_bits(id.to_bits()), id);
+            gens.push(id.gen);
+        }
+        assert_eq!(gens, [GEN_MASK - 1, GEN_MASK, 1, 2], "wraps to 1, past 0");
     }
 }

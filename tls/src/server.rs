@@ -9,7 +9,9 @@
 //! [`ServerConn::consume_plaintext`] (bytes for the backend), [`ServerConn::deadline`].
 //!
 //! After any input, call [`ServerConn::process`]; then run the job if there is one and
-//! hand its result to `complete`; then write out `pending_tls`. Time is an argument
+//! hand its result to `complete`; then write out `pending_tls`. With record offload on,
+//! application records are protected by record jobs the caller runs too
+//! ([`crate::offload`]). Time is an argument
 //! (milliseconds on any monotonic clock the caller likes); the engine has no clock,
 //! socket or thread.
 //!
@@ -549,11 +551,12 @@ impl ServerConn {
 
     // ----- internals
 
-    /// On error: remember it, queue its alert, close. The one place alerts are chosen.
+    /// [`ServerConn::check`] of an error.
     pub(crate) fn check_fail(&mut self, e: Error) -> Result<(), Error> {
         self.check(Err(e))
     }
 
+    /// On error: remember it, queue its alert, close. The one place alerts are chosen.
     fn check(&mut self, r: Result<(), Error>) -> Result<(), Error> {
         if let Err(e) = &r {
             if self.error.is_none() {
