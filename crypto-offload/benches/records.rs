@@ -16,20 +16,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crypto_offload::pool::thread_cpu_ns;
 use crypto_offload::{
     AeadAlg, AeadBatch, AeadKey, AeadOp, Done, Job, Pool, PoolConfig, RecordJob, RecordWork,
     TAG_LEN,
 };
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill in.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// One connection's records: a buffer laid out as records, both keys, and which way
 /// the next job goes.

@@ -439,8 +439,8 @@ fn work(rx: &Receiver<Envelope>, stats: &WorkerStats, cfg: &PoolConfig, stop: &A
     Exit::Stopped
 }
 
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
+/// CPU time of the calling thread, in nanoseconds (0 if the clock is unavailable).
+pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
