@@ -55,3 +55,21 @@ need_two_cpus() {
     LAST=$(($(nproc) - 1))
     if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
 }
+
+# bench_toml_head: the appliance configuration the benchmarks share (after test_net and
+# need_two_cpus): the DPDK port on the veth, one busy-polling core on LAST, the control
+# socket in WORK. Each bench appends its own [crypto] and [[vserver]] tables.
+bench_toml_head() {
+    cat <<TOML
+[dataplane]
+driver = "dpdk"
+eal_args = ["--no-huge", "--no-pci", "-m", "512", "--vdev=net_af_packet0,iface=$NAME-a0"]
+cores = [$LAST]
+address = "10.77.0.1/24"
+idle = "busy"
+mbufs_per_queue = 8191
+[control]
+socket = "$WORK/control.sock"
+stats_interval = "0s"
+TOML
+}

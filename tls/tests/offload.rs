@@ -40,19 +40,6 @@ fn offloaded(ctx: &SslContext) -> (openssl::ssl::SslStream<ClientEnd>, Server) {
     (c, s)
 }
 
-/// Plaintext lengths of the records in `wire` given `overhead` bytes per record.
-fn record_lengths(wire: &[u8], overhead: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut rest = wire;
-    while rest.len() >= 5 {
-        let n = u16::from_be_bytes([rest[3], rest[4]]) as usize;
-        out.push(5 + n - overhead);
-        rest = &rest[5 + n..];
-    }
-    assert!(rest.is_empty(), "whole records");
-    out
-}
-
 #[test]
 fn bulk_both_ways_through_record_jobs() {
     for (v, s12, s13) in kinds() {

@@ -10,19 +10,6 @@ use std::sync::Arc;
 use common::*;
 use openssl::ssl::SslVersion;
 
-/// Plaintext lengths of the records in `wire` given `overhead` bytes per record.
-fn record_lengths(wire: &[u8], overhead: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut rest = wire;
-    while rest.len() >= 5 {
-        let n = u16::from_be_bytes([rest[3], rest[4]]) as usize;
-        out.push(5 + n - overhead);
-        rest = &rest[5 + n..];
-    }
-    assert!(rest.is_empty(), "whole records");
-    out
-}
-
 #[test]
 fn staged_writes_seal_by_size_and_close_loses_nothing() {
     let cfg = Arc::new(config_with(&[Kind::P256]));

@@ -65,16 +65,7 @@ for MODE in inline pool; do
     CRYPTO=""
     [ "$MODE" = pool ] && CRYPTO=$'[crypto]\nworkers = 1\ncpus = [0]'
     cat > "$WORK/appliance.toml" <<TOML
-[dataplane]
-driver = "dpdk"
-eal_args = ["--no-huge", "--no-pci", "-m", "512", "--vdev=net_af_packet0,iface=$NAME-a0"]
-cores = [$LAST]
-address = "10.77.0.1/24"
-idle = "busy"
-mbufs_per_queue = 8191
-[control]
-socket = "$WORK/control.sock"
-stats_interval = "0s"
+$(bench_toml_head)
 $CRYPTO
 [[vserver]]
 name = "tls"

@@ -88,16 +88,7 @@ PIDS+=($!)
 HAPROXY_PID=$!
 
 cat > "$WORK/appliance.toml" <<TOML
-[dataplane]
-driver = "dpdk"
-eal_args = ["--no-huge", "--no-pci", "-m", "512", "--vdev=net_af_packet0,iface=$NAME-a0"]
-cores = [$LAST]
-address = "10.77.0.1/24"
-idle = "busy"
-mbufs_per_queue = 8191
-[control]
-socket = "$WORK/control.sock"
-stats_interval = "0s"
+$(bench_toml_head)
 [[vserver]]
 name = "web"
 listen = "10.77.0.1:80"

@@ -52,16 +52,7 @@ vserver() { # name port transmit-lines
 }
 {
     cat <<TOML
-[dataplane]
-driver = "dpdk"
-eal_args = ["--no-huge", "--no-pci", "-m", "512", "--vdev=net_af_packet0,iface=$NAME-a0"]
-cores = [$LAST]
-address = "10.77.0.1/24"
-idle = "busy"
-mbufs_per_queue = 8191
-[control]
-socket = "$WORK/control.sock"
-stats_interval = "0s"
+$(bench_toml_head)
 TOML
     vserver none 4431 'timer = "0ms"\npsh = false'
     vserver default 4432 ''

@@ -381,3 +381,16 @@ pub fn echo(client: &mut SslStream<ClientEnd>, server: &mut Server, data: &[u8])
     client.read_exact(&mut back).unwrap();
     assert_eq!(back, data);
 }
+
+/// Plaintext lengths of the records in `wire` given `overhead` bytes per record.
+pub fn record_lengths(wire: &[u8], overhead: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = wire;
+    while rest.len() >= 5 {
+        let n = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+        out.push(5 + n - overhead);
+        rest = &rest[5 + n..];
+    }
+    assert!(rest.is_empty(), "whole records");
+    out
+}
