@@ -293,12 +293,13 @@ for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     let jobs = p["tls_jobs"].as_u64().unwrap();
     assert_eq!(jobs, 8 + 2 * (14 - 11) + 11, "{s}");
     // Every one of them ran on the worker, none waited or failed; so did the record
-    // jobs (record offload is on by default with workers): the requests were opened
-    // and the pages sealed there.
+    // jobs (record offload is on by default with workers): the 10 requests (6 TLS 1.3
+    // s_client runs, 4 Python connections; the 12 `-reconnect` runs send none) were
+    // opened and their pages sealed there.
     assert_eq!(s["crypto"]["mode"], "pool", "{s}");
     let record_jobs = p["record_jobs"].as_u64().unwrap();
-    assert!(p["record_job_opens"].as_u64().unwrap() >= 8 + 14, "{s}");
-    assert!(p["record_job_seals"].as_u64().unwrap() >= 8 + 14, "{s}");
+    assert!(p["record_job_opens"].as_u64().unwrap() >= 6 + 4, "{s}");
+    assert!(p["record_job_seals"].as_u64().unwrap() >= 6 + 4, "{s}");
     assert_eq!(p["record_jobs_failed"], 0, "{s}");
     assert_eq!(
         s["crypto"]["workers"][0]["jobs"].as_u64(),
