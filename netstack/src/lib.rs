@@ -39,6 +39,34 @@
 
 mod device;
 
+/// The TCP timestamp clock of backend connections. smoltcp asks for a timestamp
+/// through a plain `fn() -> u32`, which cannot hold state, so the time the caller
+/// passes in (milliseconds) is kept here. It only moves forward, also when several
+/// cores' stacks pass slightly different times, because a peer drops segments whose
+/// timestamp goes back (PAWS, RFC 7323 §5).
+mod tsval {
+    use smoltcp::time::Instant;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static MS: AtomicU32 = AtomicU32::new(1);
+
+    /// Moves the clock to `now` if that is later (in the wrapping order of RFC 7323).
+    pub fn advance(now: Instant) {
+        let new = (now.total_millis() as u32).max(1);
+        let mut cur = MS.load(Ordering::Relaxed);
+        while (new.wrapping_sub(cur) as i32) > 0 {
+            match MS.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    pub fn current() -> u32 {
+        MS.load(Ordering::Relaxed)
+    }
+}
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -465,6 +493,7 @@ impl<T: Default> Stack<T> {
     /// parsed is dropped and counted.
     pub fn ingress(&mut self, frame: &[u8], tx: &mut dyn PortQueue, now: Instant) {
         bump!(self.stats, frames_in);
+        tsval::advance(now);
         match self.classify(frame) {
             Class::Drop(counter) => {
                 let c = counter(&self.stats);
@@ -518,6 +547,8 @@ impl<T: Default> Stack<T> {
         let (mut set, handle) = self.new_socket();
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.handshake_timeout));
+        // A socket from the spare list may have been a backend connection.
+        sock.set_tsval_generator(None);
         // Keep-alive is configured before the handshake: smoltcp arms it when the
         // connection goes idle. Setting it on an established, idle socket instead
         // sends a probe at once, an extra segment per connection.
@@ -557,6 +588,14 @@ impl<T: Default> Stack<T> {
     }
 
     /// Opens a connection to `remote` from a local port this core owns.
+    ///
+    /// Backend connections carry TCP timestamps (RFC 7323). Ephemeral ports come
+    /// round again after 16384 connects per core, while the backend may still hold the
+    /// previous connection on that port in TIME_WAIT (when it closed first, as an
+    /// HTTP/1.0 server does). Linux takes a SYN into a TIME_WAIT socket as a new
+    /// connection when its timestamp is newer; without one it answers with an ACK of
+    /// the old connection, and the connect only succeeds on the SYN's retransmission
+    /// a second later. Client-facing connections do not offer timestamps.
     pub fn connect(&mut self, remote: SocketAddrV4, user: T) -> Result<ConnId, ConnectError> {
         if self.conns.len() >= self.cfg.max_connections {
             return Err(ConnectError::TooManyConnections);
@@ -584,6 +623,8 @@ impl<T: Default> Stack<T> {
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.handshake_timeout));
         sock.set_keep_alive(Some(self.cfg.idle_timeout / 4)); // see accept_syn
+                                                              // The SYN leaves in egress, which advances the clock first.
+        sock.set_tsval_generator(Some(tsval::current));
         let local = IpEndpoint::new(IpAddress::Ipv4(self.cfg.addr), port);
         let peer = IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port());
         if sock.connect(self.iface.context(), peer, local).is_err() {
@@ -690,6 +731,7 @@ impl<T: Default> Stack<T> {
     /// calls it too; a poll loop calls it first so that it can serve the fired
     /// connections before the egress pass of the same iteration.
     pub fn poll_timers(&mut self, now: Instant) -> bool {
+        tsval::advance(now);
         let now_us = now.total_micros();
         let mut fired = false;
         while let Some(&Reverse((at, idx, gen))) = self.timers.peek() {
@@ -1053,6 +1095,66 @@ mod tests {
         p.run();
         assert_eq!(p.b.connections(), 3);
         assert!(p.b.stats().syn_dropped_full.load(Ordering::Relaxed) >= 2);
+    }
+
+    /// The TCP timestamp of a frame, `None` when it has none, or it is not TCP.
+    fn tcp_tsval(frame: &[u8]) -> Option<(bool, Option<u32>)> {
+        use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+        let repr = smoltcp::wire::TcpRepr::parse(
+            &tcp,
+            &ip.src_addr().into(),
+            &ip.dst_addr().into(),
+            &smoltcp::phy::ChecksumCapabilities::ignored(),
+        )
+        .ok()?;
+        Some((tcp.syn(), repr.timestamp.map(|t| t.tsval)))
+    }
+
+    #[test]
+    fn backend_connects_carry_timestamps_and_accepted_connections_do_not() {
+        let mut p = Pair::new();
+        p.b.listen(80, 7);
+        // b's client-facing SYN-ACK must not echo timestamps even to a SYN that has
+        // them, also from a socket that was a refused connect before (spare list; the
+        // connect's generator stays set when no SYN-ACK ever turned it off).
+        let refused =
+            p.b.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 1), 91), 0)
+                .unwrap();
+        p.run();
+        assert_eq!(p.b.socket(refused).unwrap().state(), TcpState::Closed);
+        p.b.release(refused);
+        p.run();
+        assert_eq!(p.b.spare.len(), 1, "the refused connect's socket is spare");
+        let before = p.now.total_millis() as u32;
+        let out =
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 1)
+                .unwrap();
+        p.now += Duration::from_millis(1);
+        p.a.egress(&mut p.qa, p.now);
+        let syn = p.qa.sent.iter().find_map(|f| tcp_tsval(f)).expect("a SYN");
+        assert!(syn.0, "the first TCP frame is the SYN");
+        let ts = syn.1.expect("the backend SYN carries a timestamp");
+        assert!(
+            ts > before,
+            "timestamp {ts} follows the stack's clock ({before} ms)"
+        );
+        // b answers without timestamps: the SYN-ACK has none.
+        let frames = std::mem::take(&mut p.qa.sent);
+        for f in &frames {
+            p.b.ingress(f, &mut p.qb, p.now);
+        }
+        p.b.egress(&mut p.qb, p.now);
+        let synack =
+            p.qb.sent
+                .iter()
+                .find_map(|f| tcp_tsval(f))
+                .expect("a SYN-ACK");
+        assert_eq!(synack, (true, None));
+        p.run();
+        assert_eq!(p.a.socket(out).unwrap().state(), TcpState::Established);
     }
 
     #[test]

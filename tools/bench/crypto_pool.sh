@@ -38,7 +38,7 @@ need_two_cpus
 test_net bc
 mkdir -p "$WORK/www"
 echo ok > "$WORK/www/index.html"
-"${H[@]}" taskset -c 0 python3 -m http.server 8080 --bind 10.77.0.2 --directory "$WORK/www" >"$WORK/backend.log" 2>&1 &
+"${H[@]}" taskset -c 0 python3 tools/www.py 10.77.0.2 8080 "$WORK/www" >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
     -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
