@@ -19,13 +19,13 @@ mkdir -p "$WORK/www"
 echo "hello from the backend, through the appliance" > "$WORK/www/index.html"
 head -c $((64 << 20)) /dev/urandom > "$WORK/www/big.bin"
 for ip in 10.77.0.2 10.77.0.3; do
-    "${HOSTS[@]}" python3 -m http.server 8080 --bind "$ip" --directory "$WORK/www" >"$WORK/backend-$ip.log" 2>&1 &
+    "${HOSTS[@]}" python3 tools/www.py "$ip" 8080 "$WORK/www" >"$WORK/backend-$ip.log" 2>&1 &
     PIDS+=($!)
 done
 # A second site, reached on the same HTTPS port by its own name (SNI).
 mkdir -p "$WORK/www-admin"
 echo "hello from the admin site, chosen by SNI" > "$WORK/www-admin/index.html"
-"${HOSTS[@]}" python3 -m http.server 8081 --bind 10.77.0.3 --directory "$WORK/www-admin" >"$WORK/backend-admin.log" 2>&1 &
+"${HOSTS[@]}" python3 tools/www.py 10.77.0.3 8081 "$WORK/www-admin" >"$WORK/backend-admin.log" 2>&1 &
 PIDS+=($!)
 
 echo "== certificates for appliance.test (ECDSA P-256 and RSA-2048, self-signed)"
@@ -127,9 +127,9 @@ print("   crypto devices: " + ", ".join(devices[:3]) + ", ...")
 echo "== load: httpload, 16 concurrent clients, a new TCP connection per request, 3 s (bounded)"
 "${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 16 --duration 3s | sed 's/^/   /'
 
-echo "== TLS load: openssl s_time, a full TLS 1.3 handshake per connection, 5 s (bounded)"
-echo "   (our own TLS load generator is issue 6; s_time is one OpenSSL client process)"
-"${HOSTS[@]}" openssl s_time -connect 10.77.0.1:443 -new -time 5 -CAfile "$WORK/ca.pem" 2>&1 | grep -E "connections" | sed 's/^/   /' &
+LG=(target/release/loadgen --target 10.77.0.1:443 --sni appliance.test --ca "$WORK/ca.pem" --quiet)
+echo "== TLS load: loadgen, full TLS 1.3 handshakes (new connection each, ECDSA P-256, X25519), 16 connections, 4 s (bounded)"
+"${HOSTS[@]}" "${LG[@]}" --mode full --tls 1.3 --groups X25519 --concurrency 16 --duration 4s 2>&1 | sed 's/^/   /' &
 LOAD=$!
 sleep 2.5
 echo "== appliancectl stats (sampled over 1 s, during the TLS load)"
@@ -139,9 +139,12 @@ wait $LOAD
 echo "== TLS resumption: openssl s_client -reconnect (TLS 1.2 ticket; one full handshake, five resumed)"
 "${HOSTS[@]}" openssl s_client -connect 10.77.0.1:443 -servername appliance.test -tls1_2 \
     -reconnect -CAfile "$WORK/ca.pem" </dev/null 2>/dev/null | grep -E "^(New|Reused)," | sort | uniq -c | sed 's/^/   /'
-echo "== TLS resumption load: openssl s_time -reuse, TLS 1.2, 3 s (bounded)"
-"${HOSTS[@]}" openssl s_time -connect 10.77.0.1:443 -reuse -tls1_2 -time 3 -CAfile "$WORK/ca.pem" 2>&1 \
-    | grep -E "connections" | sed 's/^/   /'
+for v in 1.3 1.2; do
+    echo "== TLS $v resumption load: loadgen --mode resume, 16 connections, 2 s (bounded)"
+    "${HOSTS[@]}" "${LG[@]}" --mode resume --tls $v --concurrency 16 --duration 2s 2>&1 | grep -E "ran|handshakes|latency|error" | sed 's/^/   /'
+done
+echo "== HTTPS requests: loadgen --mode request (connect, handshake, GET /index.html, close), 2 s (bounded)"
+"${HOSTS[@]}" "${LG[@]}" --mode request --path /index.html --concurrency 16 --duration 2s 2>&1 | grep -E "ran|responses|latency|error" | sed 's/^/   /'
 
 echo "== stopping the appliance (SIGINT)"
 kill -INT "${PIDS[-1]}"; wait "${PIDS[-1]}" || true

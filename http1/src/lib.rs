@@ -3,7 +3,8 @@
 //! instead of waiting for more bytes (the "end of transaction" transmittal condition).
 //!
 //! This crate owns only framing. It reads the status line, `Content-Length`,
-//! `Transfer-Encoding` and chunk-size lines, and skips bodies without looking at them.
+//! `Transfer-Encoding`, `Connection` (whether the server closes after the response: for
+//! clients such as loadgen) and chunk-size lines, and skips bodies without looking at them.
 //! It must not buffer a body, rewrite a byte, or grow without bound: a response head is
 //! held at most [`MAX_HEAD`] bytes and a chunk-size or trailer line [`MAX_LINE`].
 //! It never panics on any input; what it cannot frame is an [`Error`], after which the
@@ -88,6 +89,10 @@ pub struct ResponseFramer {
     /// The head or line being collected.
     buf: Vec<u8>,
     responses: u64,
+    /// Status code of the latest response head (0 before the first).
+    status: u16,
+    /// The latest response head says the server closes the connection after it.
+    closes: bool,
 }
 
 impl Default for ResponseFramer {
@@ -96,6 +101,8 @@ impl Default for ResponseFramer {
             state: State::Head,
             buf: Vec::new(),
             responses: 0,
+            status: 0,
+            closes: false,
         }
     }
 }
@@ -108,6 +115,18 @@ impl ResponseFramer {
     /// Complete responses seen so far.
     pub fn responses(&self) -> u64 {
         self.responses
+    }
+
+    /// Status code of the latest response head seen (an interim `1xx` one included),
+    /// 0 before the first. A client reads it once the response has ended.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The latest response head says the connection closes after this response:
+    /// `Connection: close`, or HTTP/1.0 without `Connection: keep-alive` (RFC 9112 §9.3).
+    pub fn closes(&self) -> bool {
+        self.closes
     }
 
     /// Between responses: everything fed so far belongs to complete responses.
@@ -213,7 +232,9 @@ impl ResponseFramer {
                 }
                 if done {
                     let head = std::mem::take(&mut self.buf);
-                    let body = parse_head(&head)?;
+                    let Head { code, body, closes } = parse_head(&head)?;
+                    self.status = code;
+                    self.closes = closes;
                     self.buf = head;
                     self.buf.clear();
                     match body {
@@ -275,10 +296,11 @@ enum Body {
 }
 
 /// The body a response head announces (RFC 9112 §6.3, without the request).
-fn parse_head(head: &[u8]) -> Result<Body, Error> {
+fn parse_head(head: &[u8]) -> Result<Head, Error> {
     let mut lines = head.split(|&b| b == b'\n').map(trim_eol);
     let status = lines.next().ok_or(Error::BadStatusLine)?;
-    let code = parse_status(status)?;
+    let (minor, code) = parse_status(status)?;
+    let (mut close, mut keep_alive) = (false, false);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     for l in lines {
@@ -303,13 +325,18 @@ fn parse_head(head: &[u8]) -> Result<Body, Error> {
                 }
                 length = Some(n);
             }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(trim) {
+                close |= option.eq_ignore_ascii_case(b"close");
+                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only the final coding matters: chunked last frames the body.
             let last = value.split(|&b| b == b',').map(trim).next_back();
             chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
         }
     }
-    Ok(match code {
+    let body = match code {
         101 => Body::Switch,
         100..=199 | 204 | 304 => Body::None,
         _ => match (chunked, length) {
@@ -318,10 +345,23 @@ fn parse_head(head: &[u8]) -> Result<Body, Error> {
             (None, Some(n)) => Body::Fixed(n),
             (None, None) => Body::UntilClose,
         },
+    };
+    Ok(Head {
+        code,
+        body,
+        closes: close || (minor == 0 && !keep_alive),
     })
 }
 
-fn parse_status(l: &[u8]) -> Result<u16, Error> {
+/// What a response head says.
+struct Head {
+    code: u16,
+    body: Body,
+    closes: bool,
+}
+
+/// The status line's minor version and code.
+fn parse_status(l: &[u8]) -> Result<(u8, u16), Error> {
     let rest = l.strip_prefix(b"HTTP/1.").ok_or(Error::BadStatusLine)?;
     match rest {
         [v, b' ', a, b, c, tail @ ..]
@@ -329,7 +369,8 @@ fn parse_status(l: &[u8]) -> Result<u16, Error> {
                 && [a, b, c].iter().all(|d| d.is_ascii_digit())
                 && (tail.is_empty() || tail[0] == b' ') =>
         {
-            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+            let code = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+            Ok((v - b'0', code))
         }
         _ => Err(Error::BadStatusLine),
     }
@@ -414,6 +455,17 @@ mod tests {
         assert_eq!(f.feed(&r[r.len() - 1..]).unwrap().ended, 1);
         assert!(f.at_boundary());
         assert_eq!(f.responses(), 1);
+        assert_eq!(f.status(), 200);
+        f.feed(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert_eq!(f.status(), 404);
+        assert!(!f.closes());
+        f.feed(b"HTTP/1.1 200 OK\r\nConnection: Upgrade, Close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(f.closes());
+        f.feed(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(!f.closes());
     }
 
     #[test]
@@ -422,9 +474,14 @@ mod tests {
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n\
 HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.0 200 OK\r\n\r\nbody until the connection closes";
         let mut f = ResponseFramer::new();
+        assert_eq!(f.status(), 0);
         let fed = f.feed(s).unwrap();
         assert_eq!(fed.ended, 3);
         assert!(f.until_close());
+        // The latest head's status: the until-close 200, after 100, 204 and 304.
+        assert_eq!(f.status(), 200);
+        // ...an HTTP/1.0 one: the connection closes after it.
+        assert!(f.closes());
         assert!(!f.at_boundary());
         // A non-chunked final coding also runs until close.
         let mut f = ResponseFramer::new();

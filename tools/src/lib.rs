@@ -1,2 +1,6 @@
-//! Load and benchmark helpers: `httpload` (plain HTTP/1.1 load for the L4 proxy). The TLS
-//! load generator `loadgen` belongs here too and is not built yet (issue 6).
+//! Load and benchmark helpers: `loadgen` (TLS handshakes, requests and bulk transfer
+//! against any TLS server; [`loadgen`]) and `httpload` (plain HTTP/1.1 load for the L4
+//! proxy). Both bound every loop by a count and a time. This crate measures servers; it
+//! must not hold appliance logic.
+
+pub mod loadgen;

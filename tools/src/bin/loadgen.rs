@@ -1,0 +1,33 @@
+//! `loadgen`: TLS load against any server. `loadgen --help` lists the flags; the
+//! README's "loadgen" section says what each mode measures.
+
+use tools::loadgen::{args, run};
+
+fn main() {
+    let a = match args::parse(std::env::args().skip(1)) {
+        Ok(args::Parsed::Run(a)) => a,
+        Ok(args::Parsed::Help) => {
+            print!("{}", args::USAGE);
+            return;
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let report = match run::run(&a) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.stats.ok == 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,552 @@
+//! `loadgen`'s command line: every flag, its default, and the checks that name the
+//! flag at fault.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: loadgen --target HOST:PORT [options]
+
+What each operation is (--mode):
+  full       connect, full handshake, close_notify, close            (default)
+  resume     the same, resuming one session per thread (see --resume)
+  request    connect, handshake, one GET (Connection: close), read the whole response, close
+  bulk       keep-alive GETs on long-lived connections, one request per operation
+
+Load:
+  --concurrency N   connections in flight at most, over all threads    (default 16)
+  --threads N       event-loop threads, each with its share of the connections (default 1)
+  --cpus LIST       pin thread i to the i-th CPU of LIST, e.g. 0 or 0,1 (default: not pinned)
+  --rate R          open loop: R operations per second arrive on a fixed schedule and
+                    latency counts from when each was due (no coordinated omission);
+                    without --rate the loop is closed (each finished operation starts the next)
+  --duration T      stop starting operations after T, e.g. 10s, 500ms  (default 10s, at most 600s)
+  --count N         stop after N operations have started               (default: no limit)
+  --timeout T       an operation not done in T fails as `timeout`    (default 5s)
+
+TLS (libssl engine, OpenSSL 3):
+  --tls 1.2|1.3     the only version offered                           (default: both)
+  --resume KIND     id (TLS 1.2 session ID), ticket (TLS 1.2 ticket), psk (TLS 1.3);
+                    default: psk with --tls 1.3, ticket with --tls 1.2
+  --ciphers LIST    TLS 1.2 cipher list (OpenSSL syntax)
+  --ciphersuites L  TLS 1.3 suites, e.g. TLS_AES_128_GCM_SHA256
+  --groups LIST     key-exchange groups, e.g. X25519 or P-256:X25519
+  --sigalgs LIST    signature algorithms offered, e.g. ECDSA+SHA256 or rsa_pss_rsae_sha256
+  --sni NAME        server name sent; default: HOST when it is a name, none for an address
+  --alpn LIST       protocols offered, comma-separated, e.g. http/1.1
+  --ca FILE         verify the server against this CA bundle (PEM)
+  --no-verify       do not verify the server's certificate (default: verify against
+                    --ca or the system's CAs, and the name against --sni or the address)
+  --engine libssl   the TLS client library (only libssl is built so far)
+
+HTTP (request and bulk modes):
+  --path P          request target                                     (default /)
+  --host H          Host header                                        (default: --sni, else HOST)
+  --requests-per-conn N  bulk: reconnect after N requests              (default: never)
+
+Output:
+  --json            the final report as one JSON object on stdout
+  --quiet           no progress line on stderr
+  -h, --help        this text
+
+Exit status: 0 when at least one operation succeeded (errors are in the report),
+1 when none did, 2 for a bad command line.
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Resume,
+    Request,
+    Bulk,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Resume => "resume",
+            Mode::Request => "request",
+            Mode::Bulk => "bulk",
+        }
+    }
+
+    /// Operations send an HTTP request.
+    pub fn http(self) -> bool {
+        matches!(self, Mode::Request | Mode::Bulk)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    SessionId,
+    Ticket,
+    Psk,
+}
+
+impl Resume {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resume::SessionId => "id",
+            Resume::Ticket => "ticket",
+            Resume::Psk => "psk",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Any,
+    Tls12,
+    Tls13,
+}
+
+impl Version {
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::Any => "1.2-1.3",
+            Version::Tls12 => "1.2",
+            Version::Tls13 => "1.3",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// As given, for reports.
+    pub target_text: String,
+    pub target: SocketAddr,
+    pub mode: Mode,
+    pub resume: Option<Resume>,
+    pub version: Version,
+    pub ciphers: Option<String>,
+    pub ciphersuites: Option<String>,
+    pub groups: Option<String>,
+    pub sigalgs: Option<String>,
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub verify: bool,
+    pub path: String,
+    pub host: String,
+    pub requests_per_conn: Option<u64>,
+    pub concurrency: usize,
+    pub threads: usize,
+    pub cpus: Vec<usize>,
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub count: Option<u64>,
+    pub timeout: Duration,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+/// What parsing found: arguments to run with, or a request for the usage text.
+pub enum Parsed {
+    Run(Box<Args>),
+    Help,
+}
+
+/// `10s`, `500ms`, `1.5s`, or a bare number of seconds.
+pub fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (v, 1.0)
+    };
+    let secs = num
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or(format!("{flag}: {v:?} is not a duration (e.g. 10s, 500ms)"))?
+        * scale;
+    if !(0.001..=600.0).contains(&secs) {
+        return Err(format!("{flag}: {v:?} must be between 1ms and 600s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a whole number"))
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` too) and resolves it to the first address.
+fn resolve(v: &str) -> Result<(SocketAddr, Option<String>), String> {
+    if let Ok(a) = v.parse::<SocketAddr>() {
+        return Ok((a, None));
+    }
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or(format!("--target: {v:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("--target: {port:?} in {v:?} is not a port number"))?;
+    if host.is_empty() {
+        return Err(format!("--target: {v:?} has no host"));
+    }
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("--target: cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or(format!("--target: {host:?} has no address"))?;
+    Ok((addr, Some(host.to_string())))
+}
+
+pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> {
+    let mut target: Option<String> = None;
+    let mut mode = Mode::Full;
+    let mut resume = None;
+    let mut version = Version::Any;
+    let (mut ciphers, mut ciphersuites, mut groups, mut sigalgs) = (None, None, None, None);
+    let (mut sni, mut alpn, mut ca, mut verify) = (None, Vec::new(), None, true);
+    let (mut path, mut host, mut requests_per_conn) = ("/".to_string(), None, None);
+    let (mut concurrency, mut threads, mut cpus) = (16usize, 1usize, Vec::new());
+    let (mut rate, mut duration, mut count) = (None, Duration::from_secs(10), None);
+    let mut timeout = Duration::from_secs(5);
+    let (mut json, mut quiet) = (false, false);
+
+    let mut it = argv.into_iter();
+    while let Some(flag) = it.next() {
+        let f = flag.as_str();
+        let mut val = || it.next().ok_or(format!("{f} needs a value"));
+        match f {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--target" => target = Some(val()?),
+            "--mode" => {
+                let v = val()?;
+                mode = match v.as_str() {
+                    "full" => Mode::Full,
+                    "resume" | "resumed" => Mode::Resume,
+                    "request" => Mode::Request,
+                    "bulk" => Mode::Bulk,
+                    _ => {
+                        return Err(format!(
+                            "--mode: {v:?} is not one of full, resume, request, bulk"
+                        ))
+                    }
+                }
+            }
+            "--resume" => {
+                let v = val()?;
+                resume = Some(match v.as_str() {
+                    "id" | "session-id" => Resume::SessionId,
+                    "ticket" => Resume::Ticket,
+                    "psk" => Resume::Psk,
+                    _ => return Err(format!("--resume: {v:?} is not one of id, ticket, psk")),
+                })
+            }
+            "--tls" => {
+                let v = val()?;
+                version = match v.as_str() {
+                    "1.2" => Version::Tls12,
+                    "1.3" => Version::Tls13,
+                    _ => return Err(format!("--tls: {v:?} is not 1.2 or 1.3")),
+                }
+            }
+            "--ciphers" => ciphers = Some(val()?),
+            "--ciphersuites" => ciphersuites = Some(val()?),
+            "--groups" => groups = Some(val()?),
+            "--sigalgs" => sigalgs = Some(val()?),
+            "--sni" => sni = Some(val()?),
+            "--alpn" => {
+                let v = val()?;
+                alpn = v.split(',').map(str::to_string).collect();
+                if alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
+                    return Err(format!(
+                        "--alpn: {v:?} must be comma-separated names of 1 to 255 bytes"
+                    ));
+                }
+            }
+            "--ca" => ca = Some(PathBuf::from(val()?)),
+            "--no-verify" => verify = false,
+            "--engine" => {
+                let v = val()?;
+                if v != "libssl" {
+                    return Err(format!(
+                        "--engine: {v:?} is not available; only libssl is built so far \
+                         (the client role of our own engine is not written yet)"
+                    ));
+                }
+            }
+            "--path" => {
+                let v = val()?;
+                if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return Err(format!(
+                        "--path: {v:?} must start with / and contain no spaces or controls"
+                    ));
+                }
+                path = v;
+            }
+            "--host" => host = Some(val()?),
+            "--requests-per-conn" => {
+                let n: u64 = number(f, &val()?)?;
+                if n == 0 {
+                    return Err("--requests-per-conn: must be at least 1".into());
+                }
+                requests_per_conn = Some(n);
+            }
+            "--concurrency" => concurrency = number(f, &val()?)?,
+            "--threads" => threads = number(f, &val()?)?,
+            "--cpus" => {
+                let v = val()?;
+                cpus = v
+                    .split(',')
+                    .map(|c| number::<usize>("--cpus", c))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--rate" => {
+                let v = val()?;
+                let r: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 10_000_000.0)
+                    .ok_or(format!(
+                        "--rate: {v:?} is not a rate between 0 and 10000000 per second"
+                    ))?;
+                rate = Some(r);
+            }
+            "--duration" => duration = parse_duration(f, &val()?)?,
+            "--count" => {
+                let n: u64 = number(f, &val()?)?;
+                if n == 0 {
+                    return Err("--count: must be at least 1".into());
+                }
+                count = Some(n);
+            }
+            "--timeout" => timeout = parse_duration(f, &val()?)?,
+            "--json" => json = true,
+            "--quiet" => quiet = true,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+
+    let target_text = target.ok_or("--target HOST:PORT is required")?;
+    let (addr, host_name) = resolve(&target_text)?;
+    if !(1..=65536).contains(&concurrency) {
+        return Err(format!("--concurrency: {concurrency} must be 1..=65536"));
+    }
+    if !(1..=256).contains(&threads) {
+        return Err(format!("--threads: {threads} must be 1..=256"));
+    }
+    if threads > concurrency {
+        return Err(format!(
+            "--threads: {threads} threads need at least as many connections (--concurrency {concurrency})"
+        ));
+    }
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(c) = cpus.iter().find(|&&c| c >= ncpu) {
+        return Err(format!(
+            "--cpus: CPU {c} does not exist (this machine has {ncpu})"
+        ));
+    }
+    if mode == Mode::Resume {
+        let kind = match (resume, version) {
+            (Some(r), _) => r,
+            (None, Version::Tls13) => Resume::Psk,
+            (None, Version::Tls12) => Resume::Ticket,
+            (None, Version::Any) => {
+                return Err("--mode resume needs --tls 1.2 or --tls 1.3 (or --resume KIND)".into())
+            }
+        };
+        match (kind, version) {
+            (Resume::Psk, Version::Tls12) => {
+                return Err("--resume psk is TLS 1.3 resumption; it needs --tls 1.3".into())
+            }
+            (Resume::SessionId | Resume::Ticket, Version::Tls13) => {
+                return Err(format!(
+                    "--resume {} is TLS 1.2 resumption; it needs --tls 1.2",
+                    kind.name()
+                ))
+            }
+            _ => {}
+        }
+        // Without a version, the kind decides it.
+        if version == Version::Any {
+            version = if kind == Resume::Psk {
+                Version::Tls13
+            } else {
+                Version::Tls12
+            };
+        }
+        resume = Some(kind);
+    } else if resume.is_some() {
+        return Err("--resume applies to --mode resume only".into());
+    }
+    if requests_per_conn.is_some() && mode != Mode::Bulk {
+        return Err("--requests-per-conn applies to --mode bulk only".into());
+    }
+    let sni = sni.or(host_name.clone());
+    let host = host
+        .or(sni.clone())
+        .unwrap_or_else(|| addr.ip().to_string());
+    if host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("--host: {host:?} contains spaces or controls"));
+    }
+    Ok(Parsed::Run(Box::new(Args {
+        target_text,
+        target: addr,
+        mode,
+        resume,
+        version,
+        ciphers,
+        ciphersuites,
+        groups,
+        sigalgs,
+        sni,
+        alpn,
+        ca,
+        verify,
+        path,
+        host,
+        requests_per_conn,
+        concurrency,
+        threads,
+        cpus,
+        rate,
+        duration,
+        count,
+        timeout,
+        json,
+        quiet,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Args, String> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Parsed::Run(a) => Ok(*a),
+            Parsed::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_and_derived_fields() {
+        let a = run(&["--target", "127.0.0.1:4433"]).unwrap();
+        assert_eq!(a.mode, Mode::Full);
+        assert_eq!(a.version, Version::Any);
+        assert_eq!((a.concurrency, a.threads), (16, 1));
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert!(a.verify && a.sni.is_none() && a.rate.is_none());
+        assert_eq!(a.host, "127.0.0.1");
+        let a = run(&[
+            "--target",
+            "localhost:4433",
+            "--mode",
+            "resume",
+            "--tls",
+            "1.3",
+        ])
+        .unwrap();
+        assert_eq!(a.sni.as_deref(), Some("localhost"));
+        assert_eq!(a.resume, Some(Resume::Psk));
+        let a = run(&[
+            "--target",
+            "127.0.0.1:1",
+            "--mode",
+            "resume",
+            "--resume",
+            "id",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.resume, a.version),
+            (Some(Resume::SessionId), Version::Tls12)
+        );
+        assert_eq!(
+            run(&["--target", "127.0.0.1:1", "--duration", "250ms"])
+                .unwrap()
+                .duration,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn each_mistake_names_its_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--target"),
+            (&["--target", "nocolon"], "--target"),
+            (&["--target", "h:99999"], "--target"),
+            (&["--target", "127.0.0.1:1", "--mode", "fast"], "--mode"),
+            (&["--target", "127.0.0.1:1", "--tls", "1.4"], "--tls"),
+            (
+                &["--target", "127.0.0.1:1", "--concurrency", "0"],
+                "--concurrency",
+            ),
+            (
+                &["--target", "127.0.0.1:1", "--concurrency", "x"],
+                "--concurrency",
+            ),
+            (
+                &[
+                    "--target",
+                    "127.0.0.1:1",
+                    "--threads",
+                    "4",
+                    "--concurrency",
+                    "2",
+                ],
+                "--threads",
+            ),
+            (
+                &["--target", "127.0.0.1:1", "--duration", "forever"],
+                "--duration",
+            ),
+            (
+                &["--target", "127.0.0.1:1", "--duration", "601s"],
+                "--duration",
+            ),
+            (&["--target", "127.0.0.1:1", "--rate", "-5"], "--rate"),
+            (&["--target", "127.0.0.1:1", "--cpus", "9999"], "--cpus"),
+            (
+                &["--target", "127.0.0.1:1", "--mode", "resume"],
+                "--mode resume",
+            ),
+            (
+                &[
+                    "--target",
+                    "127.0.0.1:1",
+                    "--mode",
+                    "resume",
+                    "--tls",
+                    "1.2",
+                    "--resume",
+                    "psk",
+                ],
+                "--resume psk",
+            ),
+            (
+                &[
+                    "--target",
+                    "127.0.0.1:1",
+                    "--mode",
+                    "resume",
+                    "--tls",
+                    "1.3",
+                    "--resume",
+                    "ticket",
+                ],
+                "--resume ticket",
+            ),
+            (&["--target", "127.0.0.1:1", "--resume", "id"], "--resume"),
+            (&["--target", "127.0.0.1:1", "--path", "no-slash"], "--path"),
+            (&["--target", "127.0.0.1:1", "--alpn", "h2,"], "--alpn"),
+            (&["--target", "127.0.0.1:1", "--engine", "own"], "--engine"),
+            (
+                &["--target", "127.0.0.1:1", "--count"],
+                "--count needs a value",
+            ),
+            (&["--target", "127.0.0.1:1", "--bogus"], "--bogus"),
+        ];
+        for (args, want) in cases {
+            let e = run(args).expect_err(&format!("{args:?} should fail"));
+            assert!(e.contains(want), "{args:?}: {e:?} does not name {want:?}");
+        }
+    }
+}
