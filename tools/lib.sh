@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Shared by tools/demo.sh and tools/bench/*.sh (sourced, not run).
 
+# Where the binaries are: target/release unless the caller set BIN (the suite's CI smoke
+# run uses the debug build the tests already made).
+BIN=${BIN:-target/release}
+
 # stop_pids PID...: TERM each process this script started, KILL what is left after 5 s.
 stop_pids() {
     local pid
@@ -18,7 +22,7 @@ stop_pids() {
 wait_control() {
     local sock=$1 log=$2
     for _ in $(seq 100); do
-        target/release/appliancectl --socket "$sock" ping >/dev/null 2>&1 && return 0
+        "$BIN/appliancectl" --socket "$sock" ping >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     echo "the appliance did not start; its log:" >&2
@@ -72,4 +76,20 @@ mbufs_per_queue = 8191
 socket = "$WORK/control.sock"
 stats_interval = "0s"
 TOML
+}
+
+# kernel_peer_net: after test_net, a third namespace NAME-k for the kernel-stack peers
+# (nginx, HAProxy) at 10.77.1.1, joined to the hosts' namespace by a second veth, where
+# the hosts get 10.77.1.2 and 10.77.1.3. The caller's test_net cleanup must delete NAME-k.
+kernel_peer_net() {
+    ip netns add "$NAME-k"
+    ip link add "$NAME-k0" type veth peer name "$NAME-h1"
+    ip link set "$NAME-k0" netns "$NAME-k"
+    ip link set "$NAME-h1" netns "$NAME-h"
+    ip netns exec "$NAME-k" ip link set lo up
+    ip netns exec "$NAME-k" ip addr add 10.77.1.1/24 dev "$NAME-k0"
+    ip netns exec "$NAME-k" ip link set "$NAME-k0" up
+    ip netns exec "$NAME-h" ip addr add 10.77.1.2/24 dev "$NAME-h1"
+    ip netns exec "$NAME-h" ip addr add 10.77.1.3/24 dev "$NAME-h1"
+    ip netns exec "$NAME-h" ip link set "$NAME-h1" up
 }

@@ -4,7 +4,8 @@
 # README's two commands work on a fresh machine. Safe to run again.
 #
 #   tools/setup.sh            build + test + demo needs
-#   tools/setup.sh --bench    also the benchmark peers (haproxy, nginx, wrk)
+#   tools/setup.sh --bench    also the benchmark peers (haproxy, nginx, wrk); tools/test.sh
+#                             asks for them too, for the TLS suite's smoke run
 set -euo pipefail
 
 packages=(
@@ -29,8 +30,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # nginx and haproxy are benchmark peers the scripts start themselves: keep Debian
+    # from starting their system services on install (policy-rc.d, exit 101 = "not now").
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

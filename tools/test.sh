@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tools/setup.sh
+tools/setup.sh --bench
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -16,3 +16,5 @@ echo "== build"
 cargo build --workspace -q
 echo "== tests"
 cargo test --workspace -q 2>&1 | tee /tmp/appliance-test.log
+echo "== TLS benchmark suite, smoke run (1 s per cell, debug build: checks that the script runs, not the numbers)"
+bash tools/bench/tls.sh --smoke

@@ -34,16 +34,7 @@ cargo build --release -q -p appliance -p cli -p tools
 need_two_cpus
 test_net bl 'ip netns del "$NAME-k" 2>/dev/null'
 [ -n "${BENCH_DEBUG:-}" ] && trap 'cat "$WORK"/*.log "$WORK"/nginx.err 2>/dev/null; test_net_cleanup' EXIT
-ip netns add "$NAME-k"
-ip link add "$NAME-k0" type veth peer name "$NAME-h1"
-ip link set "$NAME-k0" netns "$NAME-k"
-ip link set "$NAME-h1" netns "$NAME-h"
-ip netns exec "$NAME-k" ip link set lo up
-ip netns exec "$NAME-k" ip addr add 10.77.1.1/24 dev "$NAME-k0"
-ip netns exec "$NAME-k" ip link set "$NAME-k0" up
-ip netns exec "$NAME-h" ip addr add 10.77.1.2/24 dev "$NAME-h1"
-ip netns exec "$NAME-h" ip addr add 10.77.1.3/24 dev "$NAME-h1"
-ip netns exec "$NAME-h" ip link set "$NAME-h1" up
+kernel_peer_net
 
 mkdir -p "$WORK/www"
 chmod 755 "$WORK" "$WORK/www"   # nginx workers run as www-data

@@ -1,0 +1,115 @@
+//! loadgen against the appliance through the data plane (DPDK on a veth): in every mode
+//! its counts of handshakes, resumptions and responses must equal the appliance's own
+//! counters for the same run. Needs root.
+
+use serde_json::Value;
+use tests::veth::*;
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("a number: {v}"))
+}
+
+/// The appliance's TLS counters: (1.2 handshakes, 1.2 resumed, 1.3 handshakes, 1.3 resumed).
+fn counters(net: &Net) -> [u64; 4] {
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    [
+        n(&p["tls12_handshakes"]),
+        n(&p["tls12_resumed"]),
+        n(&p["tls13_handshakes"]),
+        n(&p["tls13_resumed"]),
+    ]
+}
+
+#[test]
+fn loadgen_counts_match_the_appliances() {
+    require_root();
+    let mut net = Net::up("lg");
+    write_site(&net.dir, 1 << 20);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    let vs = tls_vserver(&net.dir, "secure", 443, &["10.77.0.2:8080"], &["ec"], "");
+    net.start_appliance(&[*cpus().last().unwrap()], &vs);
+    let loadgen = binary("loadgen");
+    let ca = net.dir.join("ca.pem");
+
+    // (flags, TLS 1.3?, operations, resumption expected)
+    let cases: &[(&[&str], bool, u64, bool)] = &[
+        (&["--mode", "full", "--tls", "1.3"], true, 40, false),
+        (&["--mode", "full", "--tls", "1.2"], false, 40, false),
+        (&["--mode", "resume", "--tls", "1.3"], true, 40, true),
+        (&["--mode", "resume", "--resume", "ticket"], false, 40, true),
+        (&["--mode", "resume", "--resume", "id"], false, 40, true),
+        (
+            &["--mode", "request", "--path", "/index.html"],
+            true,
+            20,
+            false,
+        ),
+        (&["--mode", "bulk", "--path", "/big.bin"], true, 20, false),
+    ];
+    for &(flags, tls13, count, resumes) in cases {
+        let before = counters(&net);
+        let count_s = count.to_string();
+        let mut args = vec![
+            loadgen.to_str().unwrap(),
+            "--target",
+            "10.77.0.1:443",
+            "--sni",
+            "appliance.test",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--concurrency",
+            "4",
+            "--count",
+            &count_s,
+            "--duration",
+            "60s",
+            "--json",
+            "--quiet",
+        ];
+        args.extend_from_slice(flags);
+        let out = net.in_hosts(&args).output().unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{flags:?}: no report ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {r}");
+        assert_eq!(n(&r["ok"]), count, "{flags:?}: {r}");
+        assert_eq!(n(&r["error_count"]), 0, "{flags:?}: {r}");
+        let after = counters(&net);
+        let d: Vec<u64> = (0..4).map(|i| after[i] - before[i]).collect();
+        let (hs, resumed) = if tls13 { (d[2], d[3]) } else { (d[0], d[1]) };
+        // The other version saw nothing.
+        let (other_hs, _) = if tls13 { (d[0], d[1]) } else { (d[2], d[3]) };
+        assert_eq!(
+            hs,
+            n(&r["handshakes"]),
+            "{flags:?}: appliance {d:?}, loadgen {r}"
+        );
+        assert_eq!(
+            resumed,
+            n(&r["resumed"]),
+            "{flags:?}: appliance {d:?}, loadgen {r}"
+        );
+        assert_eq!(other_hs, 0, "{flags:?}: {d:?}");
+        if resumes {
+            // The 4 connections of the first round have no session to offer yet.
+            assert!(n(&r["resumed"]) >= count - 4, "{flags:?}: {r}");
+            assert_eq!(n(&r["not_resumed"]), 0, "{flags:?}: {r}");
+        }
+        if flags.contains(&"bulk") {
+            // The backend (Python's http.server) answers HTTP/1.0 and closes after each
+            // response; the appliance passes that on, and loadgen follows it: a new
+            // connection per download, none of them a failed reuse.
+            assert_eq!(n(&r["handshakes"]), count, "{r}");
+            assert_eq!(n(&r["reconnects"]), 0, "{r}");
+            assert!(n(&r["bytes_in"]) >= 20 << 20, "{r}");
+        }
+        if flags.contains(&"request") {
+            assert_eq!(n(&r["responses"]), count, "{r}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# The TLS benchmark suite: the appliance beside NGINX and HAProxy (Debian's, kernel
+# stack) on the same box, in one run, same backend, same load generator (loadgen).
+#
+#   sudo bash tools/bench/tls.sh [--seconds N] [--no-record]
+#   sudo bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
+#
+# Topology (namespaces made here, deleted at the end):
+#   NAME-a  appliance on veth NAME-a0 (DPDK), 10.77.0.1:443 (ECDSA) and :4443 (RSA)
+#   NAME-k  nginx 10.77.1.1:443/:4443 and HAProxy 10.77.1.1:8443/:9443 (kernel stack)
+#   NAME-h  the backend (nginx, one worker) and loadgen
+# Every server terminates TLS and proxies HTTP to the backend. Servers are pinned to the
+# last CPU, backend and loadgen to CPU 0. For each server it measures: TLS 1.3 ECDSA P-256
+# X25519 full handshakes; TLS 1.2 ECDHE-RSA-2048 AES-128-GCM full; TLS 1.3 PSK and TLS 1.2
+# ticket resumption; 1 MiB GETs on keep-alive connections; and full TLS 1.3 handshakes in
+# an open loop at half of that server's own closed-loop rate (latency percentiles).
+#
+# One libssl client core is the limit of every closed-loop rate on two CPUs (about 2,000
+# full handshakes/s). So beside the rate the table gives each server's busy core time:
+# the appliance's from its loop-cycle accounting, NGINX's worker and HAProxy's process
+# from /proc/PID/stat, and the capacity that follows (operations per busy core-second).
+# The kernel's softirq work for NGINX and HAProxy runs partly on CPU 0 and is not in their
+# process time: their figures are flattered. The physical limit per core comes from
+# `openssl speed` in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=5
+RECORD=1
+SMOKE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --seconds) SECS=$2; shift 2 ;;
+    --no-record) RECORD=0; shift ;;
+    --smoke) SMOKE=1; SECS=1; RECORD=0; shift ;;
+    *) echo "usage: tls.sh [--seconds N] [--no-record] | --smoke" >&2; exit 2 ;;
+    esac
+done
+case "$SECS" in ''|*[!0-9]*|0) echo "--seconds: a whole number of seconds, at least 1" >&2; exit 2 ;; esac
+CMD="sudo bash tools/bench/tls.sh --seconds $SECS"
+
+tools/setup.sh --bench
+if [ "$SMOKE" = 1 ]; then
+    export BIN=target/debug
+    cargo build -q -p appliance -p cli -p tools
+else
+    cargo build --release -q -p appliance -p cli -p tools
+fi
+
+. tools/lib.sh
+need_two_cpus
+test_net bt 'ip netns del "$NAME-k" 2>/dev/null'
+[ -n "${BENCH_DEBUG:-}" ] && trap 'cat "$WORK"/*.log "$WORK"/*.err 2>/dev/null; test_net_cleanup' EXIT
+kernel_peer_net
+K=(ip netns exec "$NAME-k")
+# loadgen closes first, so its side keeps each connection in TIME_WAIT for 60 s: at
+# 2,000 connections/s a destination's 28,000 default ephemeral ports run out within the
+# run, and connect() slows down searching for a free one. Let the client namespace reuse
+# TIME_WAIT ports (safe with TCP timestamps) from a wider range, as load tools do.
+"${H[@]}" sysctl -q -w net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535"
+
+mkdir -p "$WORK/www"
+chmod 755 "$WORK" "$WORK/www"   # nginx workers run as www-data
+echo "ok" > "$WORK/www/index.html"
+head -c $((1 << 20)) /dev/urandom > "$WORK/www/1m.bin"
+for k in "ec -pkeyopt ec_paramgen_curve:P-256" "rsa:2048"; do
+    n=${k%%[ :]*}
+    openssl req -x509 -newkey $k -nodes -days 2 -subj /CN=bench.test \
+        -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/$n.key" -out "$WORK/$n.pem" 2>/dev/null
+    cat "$WORK/$n.pem" "$WORK/$n.key" > "$WORK/$n.both"   # HAProxy wants both in one file
+done
+chmod 644 "$WORK"/*.key "$WORK"/*.both
+
+# The backend: one nginx worker on CPU 0 serving both networks.
+cat > "$WORK/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend.pid;
+error_log $WORK/backend.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    server { listen 8080 reuseport backlog=4096; root $WORK/www; }
+}
+CONF
+"${H[@]}" taskset -c 0 nginx -c "$WORK/backend.conf" &
+PIDS+=($!)
+
+# NGINX terminating TLS, one worker on the servers' CPU.
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity $(python3 -c "print(format(1 << $LAST, 'b'))");
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:tls:20m;
+    ssl_session_tickets on;
+    upstream be { server 10.77.1.2:8080; keepalive 64; }
+    server {
+        listen 10.77.1.1:443 ssl backlog=4096;
+        ssl_certificate $WORK/ec.pem;
+        ssl_certificate_key $WORK/ec.key;
+        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 10.77.1.1:4443 ssl backlog=4096;
+        ssl_certificate $WORK/rsa.pem;
+        ssl_certificate_key $WORK/rsa.key;
+        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+CONF
+"${K[@]}" nginx -c "$WORK/nginx.conf" &
+PIDS+=($!)
+
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    cpu-map 1/1 $LAST
+    maxconn 9000
+    tune.ssl.cachesize 20000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend ec
+    bind 10.77.1.1:8443 ssl crt $WORK/ec.both
+    default_backend be
+frontend rsa
+    bind 10.77.1.1:9443 ssl crt $WORK/rsa.both
+    default_backend be
+backend be
+    http-reuse always
+    server b1 10.77.1.2:8080
+CONF
+"${K[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+HAPROXY_PID=$!
+
+cat > "$WORK/appliance.toml" <<TOML
+$(bench_toml_head)
+[[vserver]]
+name = "ec"
+listen = "10.77.0.1:443"
+mode = "tls"
+backends = ["10.77.0.2:8080"]
+[vserver.tls]
+certificates = [{ chain = "ec.pem", key = "ec.key" }]
+[vserver.transmit]
+http = true
+[[vserver]]
+name = "rsa"
+listen = "10.77.0.1:4443"
+mode = "tls"
+backends = ["10.77.0.2:8080"]
+[vserver.tls]
+certificates = [{ chain = "rsa.pem", key = "rsa.key" }]
+[vserver.transmit]
+http = true
+TOML
+ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
+PIDS+=($!)
+CTL=("$BIN/appliancectl" --socket "$WORK/control.sock")
+wait_control "$WORK/control.sock" "$WORK/appliance.log"
+for _ in $(seq 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+
+# The physical limit of one core, from openssl speed (1 s per primitive).
+speed() { openssl speed -seconds 1 "$@" 2>/dev/null; }
+EC_SIGN=$(speed ecdsap256 | awk '/256 bits ecdsa \(nistp256\)/ {print $(NF-1); exit}')
+RSA_SIGN=$(speed rsa2048 | awk '/^rsa 2048 bits/ {print $(NF-1); exit}')
+DERIVE=$(speed ecdhx25519 | awk '/253 bits ecdh \(X25519\)/ {print $NF; exit}')
+GCM=$(speed -evp aes-128-gcm -bytes 16384 | awk '/^AES-128-GCM/ {sub("k", "", $NF); print $NF * 1000; exit}')
+echo "== limits per core (openssl speed): P-256 sign $EC_SIGN/s, RSA-2048 sign $RSA_SIGN/s, X25519 derive $DERIVE/s, AES-128-GCM $GCM B/s"
+
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+appl_busy() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["cores"][0]["loops"]["busy_cycles"] / s["cycles_per_second"])'; }
+# busy_s SERVER: CPU seconds the server has used so far.
+busy_s() {
+    case "$1" in
+    appliance) appl_busy ;;
+    nginx) python3 -c "print($(ticks "$NGINX_WORKER") / $HZ)" ;;
+    haproxy) python3 -c "print($(ticks "$HAPROXY_PID") / $HZ)" ;;
+    esac
+}
+target() {   # target SERVER ec|rsa
+    case "$1-$2" in
+    appliance-ec) echo 10.77.0.1:443 ;; appliance-rsa) echo 10.77.0.1:4443 ;;
+    nginx-ec) echo 10.77.1.1:443 ;; nginx-rsa) echo 10.77.1.1:4443 ;;
+    haproxy-ec) echo 10.77.1.1:8443 ;; haproxy-rsa) echo 10.77.1.1:9443 ;;
+    esac
+}
+# measure SERVER TEST CERT LOADGEN-ARGS...: one cell; appends its JSON line to $WORK/cells.
+measure() {
+    local server=$1 test=$2 cert=$3; shift 3
+    local b0 b1 t0 t1 out
+    b0=$(busy_s "$server"); t0=$(date +%s.%N)
+    out=$("${H[@]}" taskset -c 0 "$BIN/loadgen" --target "$(target "$server" "$cert")" --sni bench.test \
+        --no-verify --duration "${SECS}s" --json --quiet "$@" || true)
+    b1=$(busy_s "$server"); t1=$(date +%s.%N)
+    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" >> "$WORK/cells" <<'PY'
+import json, sys
+server, test, b0, b1, t0, t1, out = sys.argv[1:8]
+r = json.loads(out)
+lat = r["latency_us"]
+print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs": r["handshakes_per_sec"],
+    "bytes": r["bytes_in_per_sec"], "resumed": r["resumed"], "handshakes": r["handshakes"],
+    "errors": r["error_count"], "busy": (float(b1) - float(b0)) / (float(t1) - float(t0)),
+    "p50": lat["p50"], "p99": lat["p99"]}))
+PY
+    tail -1 "$WORK/cells" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+print("   %-9s %-9s %9.1f/s  busy %5.1f%%  errors %d  p50 %d µs  p99 %d µs"
+      % (c["server"], c["test"], c["ops"], 100 * c["busy"], c["errors"], c["p50"], c["p99"]))'
+}
+
+: > "$WORK/cells"
+FULL13=(--mode full --tls 1.3 --groups X25519 --ciphersuites TLS_AES_128_GCM_SHA256 --concurrency 32)
+for server in appliance nginx haproxy; do
+    echo "== $server (${SECS} s per test)"
+    measure "$server" full13 ec "${FULL13[@]}"
+    measure "$server" full12 rsa --mode full --tls 1.2 --ciphers ECDHE-RSA-AES128-GCM-SHA256 --groups X25519 --concurrency 32
+    measure "$server" resume13 ec --mode resume --tls 1.3 --groups X25519 --concurrency 32
+    measure "$server" resume12 ec --mode resume --tls 1.2 --resume ticket --concurrency 32
+    measure "$server" bulk ec --mode bulk --tls 1.3 --path /1m.bin --concurrency 4
+    peak=$(python3 -c "import json; print(max(1, round([json.loads(l) for l in open('$WORK/cells') if json.loads(l)['server'] == '$server' and json.loads(l)['test'] == 'full13'][0]['hs'] / 2)))")
+    measure "$server" open50 ec "${FULL13[@]}" --concurrency 256 --rate "$peak"
+done
+
+TABLE=$(python3 - "$WORK/cells" "$EC_SIGN" "$RSA_SIGN" "$DERIVE" "$GCM" <<'PY'
+import json, sys
+cells = [json.loads(l) for l in open(sys.argv[1])]
+ec_sign, rsa_sign, derive, gcm = map(float, sys.argv[2:6])
+get = {(c["server"], c["test"]): c for c in cells}
+limit = {"full13": 1 / (1 / ec_sign + 1 / derive), "full12": 1 / (1 / rsa_sign + 1 / derive), "bulk": gcm / 1e6}
+names = {"full13": "TLS 1.3 ECDSA P-256 X25519, full (hs/s)", "full12": "TLS 1.2 ECDHE-RSA-2048 AES-128-GCM, full (hs/s)",
+         "resume13": "TLS 1.3 PSK resumed (hs/s)", "resume12": "TLS 1.2 ticket resumed (hs/s)", "bulk": "1 MiB GETs, keep-alive (MB/s)"}
+servers = ["appliance", "nginx", "haproxy"]
+def rate(c, t):
+    return c["bytes"] / 1e6 if t == "bulk" else c["hs"]
+def cap(c, t):
+    return rate(c, t) / c["busy"] if c["busy"] > 0.001 else float("nan")
+out = ["| test | appliance | NGINX | HAProxy | appliance per busy core-s | NGINX per busy core-s | HAProxy per busy core-s | appliance ÷ NGINX | appliance ÷ HAProxy | limit per core | appliance ÷ limit |",
+       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for t in ["full13", "full12", "resume13", "resume12", "bulk"]:
+    cs = [get[(s, t)] for s in servers]
+    caps = [cap(c, t) for c in cs]
+    lim = limit.get(t)
+    row = [names[t]] + [f"{rate(c, t):,.0f} ({100 * c['busy']:.0f}% busy)" for c in cs] + [f"{x:,.0f}" for x in caps]
+    row += [f"{caps[0] / caps[1]:.2f}", f"{caps[0] / caps[2]:.2f}"]
+    row += [f"{lim:,.0f}" if lim else "—", f"{caps[0] / lim:.2f}" if lim else "—"]
+    out.append("| " + " | ".join(row) + " |")
+cs = [get[(s, "open50")] for s in servers]
+out.append("| open loop at ½ own peak, TLS 1.3 full: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
+errs = {s: sum(c["errors"] for c in cells if c["server"] == s) for s in servers}
+out.append("| errors over all tests | " + " | ".join(str(errs[s]) for s in servers) + " | | | | | | | |")
+res = [get[(s, t)] for s in servers for t in ("resume13", "resume12")]
+bad = [f"{c['server']} {c['test']}" for c in res if c["handshakes"] and c["resumed"] < 0.9 * c["handshakes"]]
+print("\n".join(out))
+if bad:
+    print(f"\nResumption below 90% of handshakes in: {', '.join(bad)} (the resumed rows then mix in full handshakes).")
+PY
+)
+echo
+echo "$TABLE"
+if [ "$SMOKE" = 1 ]; then
+    # The smoke run checks that every cell ran and the table came out; its numbers mean nothing.
+    cells=$(wc -l < "$WORK/cells")
+    if [ "$cells" -ne 18 ]; then echo "smoke: $cells of 18 cells ran" >&2; exit 1; fi
+    python3 -c "
+import json, sys
+bad = [c for c in map(json.loads, open('$WORK/cells')) if c['ops'] <= 0]
+if bad: sys.exit(f'smoke: cells with no successful operation: {bad}')
+"
+    echo "smoke: all 18 cells ran"
+fi
+if [ "$RECORD" = 1 ]; then
+    {
+        echo
+        echo "## TLS suite: appliance vs NGINX vs HAProxy, $(date -u +%Y-%m-%d)"
+        echo
+        echo "Command: \`$CMD\`. Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), DPDK $(pkg-config --modversion libdpdk), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
+        echo "Servers pinned to CPU $LAST (appliance: one busy-polling core); backend nginx and loadgen (libssl, one thread, no certificate check) on CPU 0; ${SECS} s per cell; 32 connections in flight (bulk: 4)."
+        echo "Rates are client-bound; the capacity columns divide each rate by the server's busy core fraction over the same seconds. Limits per core from \`openssl speed\`: P-256 sign $EC_SIGN/s, RSA-2048 sign $RSA_SIGN/s, X25519 derive $DERIVE/s (one sign + one derive per full handshake), AES-128-GCM $GCM B/s at 16 KiB."
+        echo
+        echo "$TABLE"
+    } >> BENCHMARKS.md
+    echo "(appended to BENCHMARKS.md)"
+fi
