@@ -52,11 +52,6 @@ test_net bt 'ip netns del "$NAME-k" 2>/dev/null'
 [ -n "${BENCH_DEBUG:-}" ] && trap 'cat "$WORK"/*.log "$WORK"/*.err 2>/dev/null; test_net_cleanup' EXIT
 kernel_peer_net
 K=(ip netns exec "$NAME-k")
-# loadgen closes first, so its side keeps each connection in TIME_WAIT for 60 s: at
-# 2,000 connections/s a destination's 28,000 default ephemeral ports run out within the
-# run, and connect() slows down searching for a free one. Let the client namespace reuse
-# TIME_WAIT ports (safe with TCP timestamps) from a wider range, as load tools do.
-"${H[@]}" sysctl -q -w net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535"
 
 mkdir -p "$WORK/www"
 chmod 755 "$WORK" "$WORK/www"   # nginx workers run as www-data
