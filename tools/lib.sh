@@ -93,3 +93,25 @@ kernel_peer_net() {
     ip netns exec "$NAME-h" ip addr add 10.77.1.3/24 dev "$NAME-h1"
     ip netns exec "$NAME-h" ip link set "$NAME-h1" up
 }
+
+# backend_nginx NAME: the benchmarks' HTTP backend, one nginx worker on CPU 0 in the hosts'
+# namespace serving $WORK/www on port 8080 of every hosts' address, keep-alive without
+# limit. Config, pid and error log are $WORK/NAME.{conf,pid,err}; the PID goes in PIDS.
+backend_nginx() {
+    local name=$1
+    cat > "$WORK/$name.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/$name.pid;
+error_log $WORK/$name.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    server { listen 8080 reuseport backlog=4096; root $WORK/www; }
+}
+CONF
+    "${H[@]}" taskset -c 0 nginx -c "$WORK/$name.conf" &
+    PIDS+=($!)
+}

@@ -40,21 +40,7 @@ mkdir -p "$WORK/www"
 chmod 755 "$WORK" "$WORK/www"   # nginx workers run as www-data
 head -c 1024 /dev/urandom | base64 -w0 > "$WORK/www/small.html"
 head -c $((256 << 20)) /dev/urandom > "$WORK/www/big.bin"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    server { listen 8080 reuseport; root $WORK/www; }
-}
-CONF
-"${H[@]}" taskset -c 0 nginx -c "$WORK/nginx.conf" &
-PIDS+=($!)
+backend_nginx nginx
 
 cat > "$WORK/haproxy.cfg" <<CONF
 global

@@ -66,21 +66,7 @@ done
 chmod 644 "$WORK"/*.key "$WORK"/*.both
 
 # The backend: one nginx worker on CPU 0 serving both networks.
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/backend.pid;
-error_log $WORK/backend.err;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    server { listen 8080 reuseport backlog=4096; root $WORK/www; }
-}
-CONF
-"${H[@]}" taskset -c 0 nginx -c "$WORK/backend.conf" &
-PIDS+=($!)
+backend_nginx backend
 
 # NGINX terminating TLS, one worker on the servers' CPU.
 cat > "$WORK/nginx.conf" <<CONF

@@ -50,15 +50,8 @@ fn parse() -> Result<Args, String> {
                     .map_err(|e| format!("--concurrency: {e}"))?
             }
             "--duration" => {
-                let v = val("--duration")?;
-                let secs: f64 = v
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|e| format!("--duration: {e}"))?;
-                if !(0.1..=600.0).contains(&secs) {
-                    return Err("--duration must be 0.1s..600s".into());
-                }
-                a.duration = Duration::from_secs_f64(secs);
+                a.duration =
+                    tools::loadgen::args::parse_duration("--duration", &val("--duration")?)?
             }
             "--requests" => {
                 a.requests = val("--requests")?

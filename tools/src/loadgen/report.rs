@@ -37,20 +37,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
-        Kind::ConnectRefused,
-        Kind::Io,
-        Kind::Timeout,
-        Kind::Verify,
-        Kind::Alert,
-        Kind::Handshake,
-        Kind::Closed,
-        Kind::Reset,
-        Kind::Tls,
-        Kind::HttpStatus,
-        Kind::BadResponse,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::ConnectRefused => "connect_refused",
