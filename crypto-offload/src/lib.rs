@@ -15,10 +15,14 @@
 //! batches across connections as a record job ([`records`]: the keys and record
 //! buffers move into the job and back).
 //!
+//! The client role's TLS 1.3 handshake crypto is in [`client`] (two steps, run on the
+//! calling thread), with the [`ServerVerifier`] that checks a server's chain and name.
+//!
 //! What it must not do: know about connections, sockets or the data plane, or block a
 //! poll-mode core. Not built yet (issue 4): job queues per device (an accelerator's
 //! queue beside the CPU workers).
 
+pub mod client;
 pub mod device;
 pub mod job;
 #[cfg(test)]
@@ -31,8 +35,8 @@ pub mod ticket;
 pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
 pub use pool::{Busy, Completion, CoreLink, Pool, PoolConfig, WorkerSnapshot, WorkerStats};
 pub use prim::{
-    AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret, SigAlg,
-    SigningKey, TranscriptHash, TAG_LEN,
+    AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret,
+    ServerVerifier, SigAlg, SigningKey, TranscriptHash, TAG_LEN,
 };
 pub use records::{AeadBatch, AeadOp, RecordJob, RecordWork};
 pub use ticket::TicketKeys;

@@ -38,6 +38,9 @@ pub enum CryptoError {
     BadCertificate { reason: String, unknown_ca: bool },
     /// The peer's signature (CertificateVerify) did not verify.
     BadSignature,
+    /// The peer's Finished does not match the transcript (the client role checking a
+    /// server's).
+    BadFinished,
     /// The job could not be run: its worker failed (the pool replaces it).
     Unavailable(String),
 }
@@ -54,6 +57,7 @@ impl fmt::Display for CryptoError {
                 write!(f, "peer certificate: {reason}")
             }
             CryptoError::BadSignature => f.write_str("peer signature does not verify"),
+            CryptoError::BadFinished => f.write_str("peer Finished does not match the transcript"),
             CryptoError::Unavailable(m) => write!(f, "crypto unavailable: {m}"),
         }
     }
@@ -706,37 +710,109 @@ impl CaStore {
     /// Verify a client's chain (DER, leaf first) against the store at the current
     /// time; returns the leaf's subject (see [`certificate_subject`]).
     pub fn verify_chain(&self, chain: &[Vec<u8>]) -> Result<String, CryptoError> {
-        use openssl::stack::Stack;
-        use openssl::x509::X509StoreContext;
-        let bad = |reason: String| CryptoError::BadCertificate {
-            reason,
-            unknown_ca: false,
-        };
-        let leaf_der = chain.first().ok_or_else(|| bad("empty chain".into()))?;
-        let leaf = X509::from_der(leaf_der).map_err(|e| bad(format!("not DER ({e})")))?;
-        let mut rest = Stack::new()?;
-        for c in &chain[1..] {
-            rest.push(X509::from_der(c).map_err(|e| bad(format!("not DER ({e})")))?)?;
-        }
-        let mut ctx = X509StoreContext::new()?;
-        let verdict = ctx.init(&self.store, &leaf, &rest, |c| {
-            Ok(if c.verify_cert()? {
-                Ok(())
-            } else {
-                Err(c.error())
-            })
-        })?;
-        match verdict {
-            Ok(()) => certificate_subject(leaf_der),
-            Err(e) => {
-                // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY), DEPTH_ZERO_SELF_SIGNED,
-                // SELF_SIGNED_CERT_IN_CHAIN: nobody we trust issued it.
-                let unknown_ca = matches!(e.as_raw(), 2 | 18 | 19 | 20);
-                Err(CryptoError::BadCertificate {
-                    reason: e.error_string().to_string(),
-                    unknown_ca,
-                })
+        verify_with(&self.store, chain)
+    }
+}
+
+/// What the client role trusts: an X509 store of CAs checked for server use, bound to
+/// the name the server must have (a DNS name, or an IP address), so a chain verifies
+/// only if it was issued for that name.
+pub struct ServerVerifier {
+    store: openssl::x509::store::X509Store,
+    name: String,
+}
+
+impl fmt::Debug for ServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerVerifier({})", self.name)
+    }
+}
+
+impl ServerVerifier {
+    /// CAs from a PEM bundle, or the system's trusted CAs (`None`); `name` is the
+    /// server's DNS name or IP address.
+    pub fn new(ca_pem: Option<&[u8]>, name: &str) -> Result<Self, CryptoError> {
+        use openssl::x509::store::X509StoreBuilder;
+        use openssl::x509::verify::X509VerifyParam;
+        let mut b = X509StoreBuilder::new()?;
+        match ca_pem {
+            Some(pem) => {
+                let certs = X509::stack_from_pem(pem)
+                    .map_err(|e| CryptoError::Load(format!("not PEM certificates ({e})")))?;
+                if certs.is_empty() {
+                    return Err(CryptoError::Load("no certificate in the CA bundle".into()));
+                }
+                for c in certs {
+                    b.add_cert(c)?;
+                }
             }
+            None => b
+                .set_default_paths()
+                .map_err(|e| CryptoError::Load(format!("cannot load the system CAs ({e})")))?,
+        }
+        b.set_purpose(openssl::x509::X509PurposeId::SSL_SERVER)?;
+        let mut param = X509VerifyParam::new()?;
+        match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => param.set_ip(ip)?,
+            Err(_) => param
+                .set_host(name)
+                .map_err(|e| CryptoError::Load(format!("bad server name {name:?} ({e})")))?,
+        }
+        b.set_param(&param)?;
+        Ok(ServerVerifier {
+            store: b.build(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The name a server's certificate must carry.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Verify a server's chain (DER, leaf first) at the current time, for the name;
+    /// returns the leaf's subject.
+    pub fn verify(&self, chain: &[Vec<u8>]) -> Result<String, CryptoError> {
+        verify_with(&self.store, chain)
+    }
+}
+
+/// Verify `chain` (DER, leaf first) against `store` and its parameters at the current
+/// time; returns the leaf's subject (see [`certificate_subject`]).
+fn verify_with(
+    store: &openssl::x509::store::X509StoreRef,
+    chain: &[Vec<u8>],
+) -> Result<String, CryptoError> {
+    use openssl::stack::Stack;
+    use openssl::x509::X509StoreContext;
+    let bad = |reason: String| CryptoError::BadCertificate {
+        reason,
+        unknown_ca: false,
+    };
+    let leaf_der = chain.first().ok_or_else(|| bad("empty chain".into()))?;
+    let leaf = X509::from_der(leaf_der).map_err(|e| bad(format!("not DER ({e})")))?;
+    let mut rest = Stack::new()?;
+    for c in &chain[1..] {
+        rest.push(X509::from_der(c).map_err(|e| bad(format!("not DER ({e})")))?)?;
+    }
+    let mut ctx = X509StoreContext::new()?;
+    let verdict = ctx.init(store, &leaf, &rest, |c| {
+        Ok(if c.verify_cert()? {
+            Ok(())
+        } else {
+            Err(c.error())
+        })
+    })?;
+    match verdict {
+        Ok(()) => certificate_subject(leaf_der),
+        Err(e) => {
+            // X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY), DEPTH_ZERO_SELF_SIGNED,
+            // SELF_SIGNED_CERT_IN_CHAIN: nobody we trust issued it.
+            let unknown_ca = matches!(e.as_raw(), 2 | 18 | 19 | 20);
+            Err(CryptoError::BadCertificate {
+                reason: e.error_string().to_string(),
+                unknown_ca,
+            })
         }
     }
 }

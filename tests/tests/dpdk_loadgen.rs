@@ -47,6 +47,33 @@ fn loadgen_counts_match_the_appliances() {
             false,
         ),
         (&["--mode", "bulk", "--path", "/big.bin"], true, 20, false),
+        // The engine's own client role, verifying, then with its cheapenings.
+        (&["--engine", "own", "--mode", "full"], true, 40, false),
+        (
+            &["--engine", "own", "--mode", "resume", "--reuse-key-share"],
+            true,
+            40,
+            true,
+        ),
+        (
+            &["--engine", "own", "--mode", "resume", "--reuse-ticket"],
+            true,
+            40,
+            true,
+        ),
+        (
+            &[
+                "--engine",
+                "own",
+                "--mode",
+                "request",
+                "--path",
+                "/index.html",
+            ],
+            true,
+            20,
+            false,
+        ),
     ];
     for &(flags, tls13, count, resumes) in cases {
         let before = counters(&net);

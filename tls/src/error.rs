@@ -45,7 +45,7 @@ pub enum Error {
     BadRecordMac,
     /// A record longer than the protocol allows.
     RecordOverflow,
-    /// The client's Finished did not match the transcript.
+    /// The peer's Finished did not match the transcript.
     BadFinished,
     /// A non-empty renegotiation_info on an initial handshake (RFC 5746 §3.6).
     RenegotiationInfo,
@@ -53,9 +53,10 @@ pub enum Error {
     BadBinder,
     /// Resuming an extended-master-secret session without the extension (RFC 7627 §5.3).
     ResumptionWithoutEms,
-    /// The client's certificate chain did not verify against the CA bundle.
+    /// The peer's certificate chain did not verify against the CA bundle (or, in the
+    /// client role, not for the server's name).
     BadCertificate { reason: String, unknown_ca: bool },
-    /// The client's CertificateVerify signature did not verify.
+    /// The peer's CertificateVerify signature did not verify.
     BadCertificateVerify,
     /// Client authentication is required and the client sent no certificate.
     CertificateRequired { tls13: bool },
@@ -157,7 +158,7 @@ impl fmt::Display for Error {
             Error::MissingExtension(w) => write!(f, "missing extension: {w}"),
             Error::BadRecordMac => f.write_str("record failed authentication"),
             Error::RecordOverflow => f.write_str("record too long"),
-            Error::BadFinished => f.write_str("client Finished does not match the transcript"),
+            Error::BadFinished => f.write_str("peer Finished does not match the transcript"),
             Error::RenegotiationInfo => {
                 f.write_str("renegotiation_info not empty on an initial handshake")
             }
@@ -165,8 +166,8 @@ impl fmt::Display for Error {
             Error::ResumptionWithoutEms => {
                 f.write_str("resuming an extended master secret session without the extension")
             }
-            Error::BadCertificate { reason, .. } => write!(f, "client certificate: {reason}"),
-            Error::BadCertificateVerify => f.write_str("client CertificateVerify does not verify"),
+            Error::BadCertificate { reason, .. } => write!(f, "peer certificate: {reason}"),
+            Error::BadCertificateVerify => f.write_str("peer CertificateVerify does not verify"),
             Error::CertificateRequired { .. } => f.write_str("client certificate required"),
             Error::ProtocolVersion => f.write_str("no supported protocol version"),
             Error::NoCommonParameters(w) => write!(f, "no {w} in common"),
@@ -192,6 +193,7 @@ impl From<crypto_offload::CryptoError> for Error {
                 Error::BadCertificate { reason, unknown_ca }
             }
             crypto_offload::CryptoError::BadSignature => Error::BadCertificateVerify,
+            crypto_offload::CryptoError::BadFinished => Error::BadFinished,
             other => Error::Crypto(other.to_string()),
         }
     }

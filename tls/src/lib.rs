@@ -1,4 +1,5 @@
-//! The appliance's TLS engine: a sans-IO TLS 1.2 and 1.3 server.
+//! The appliance's TLS engine: a sans-IO TLS 1.2 and 1.3 server, and a TLS 1.3 client
+//! role ([`client`]) for the load generator.
 //!
 //! What it owns: the record layer, the handshake messages and their parsers, the server
 //! state machines of both versions, alerts, and the two methods the appliance is built
@@ -18,6 +19,7 @@
 //!
 //! Not built yet: 0-RTT (early data is never accepted).
 
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod session;
 mod tls12;
 mod tls13;
 
+pub use client::{ClientConfig, ClientConn, ClientInfo, Ticket};
 pub use config::{CertifiedKey, ClientAuth, NameMatch, ServerConfig, Site, SniRouter};
 pub use error::{Error, ErrorClass};
 pub use server::{HandshakeInfo, Resumed, Sealed, ServerConn};

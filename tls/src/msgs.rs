@@ -1,6 +1,8 @@
 //! Handshake messages: wire constants, the ClientHello parser and the server's
-//! encoders. A ClientHello is fully recognised here (lengths, list shapes, duplicate
-//! and misplaced extensions) before any state code sees it.
+//! encoders, and the parsers of the server messages the client role reads
+//! ([`ServerHello`], [`EncryptedExtensions`], [`NewSessionTicket`]). A ClientHello is
+//! fully recognised here (lengths, list shapes, duplicate and misplaced extensions)
+//! before any state code sees it.
 
 use crate::codec::*;
 use crate::error::Error;
@@ -40,6 +42,7 @@ pub mod ext {
     pub const CERTIFICATE_AUTHORITIES: u16 = 47;
     pub const PSK_KEY_EXCHANGE_MODES: u16 = 45;
     pub const KEY_SHARE: u16 = 51;
+    pub const COOKIE: u16 = 44;
     pub const RENEGOTIATION_INFO: u16 = 0xff01;
 }
 
@@ -495,6 +498,175 @@ pub fn parse_certificate_verify(body: &[u8]) -> Result<(u16, &[u8]), Error> {
         return Err(Error::Decode("empty signature"));
     }
     Ok((scheme, sig))
+}
+
+/// A ServerHello (or HelloRetryRequest) as the client role reads it, borrowing the
+/// message body. Extensions the client never offers are noted, not refused, so that
+/// the caller can first tell a TLS 1.2 server (no supported_versions) from a broken one.
+#[derive(Debug, Default, Clone)]
+pub struct ServerHello<'a> {
+    pub legacy_version: u16,
+    pub random: &'a [u8],
+    pub session_id: &'a [u8],
+    pub suite: u16,
+    /// supported_versions' selected version.
+    pub version: Option<u16>,
+    /// key_share: the group and the server's share (a HelloRetryRequest: the group the
+    /// server wants, and an empty share).
+    pub key_share: Option<(u16, &'a [u8])>,
+    /// pre_shared_key: the selected identity.
+    pub psk: Option<u16>,
+    /// A HelloRetryRequest (its random is [`HRR_RANDOM`]).
+    pub retry: bool,
+    /// An extension a ServerHello may not carry here.
+    pub unsolicited: bool,
+}
+
+impl<'a> ServerHello<'a> {
+    /// Parse a ServerHello body (after the 4-byte handshake header).
+    pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        let mut sh = ServerHello {
+            legacy_version: r.u16()?,
+            random: r.take(32)?,
+            session_id: r.vec8()?,
+            ..Default::default()
+        };
+        if sh.session_id.len() > 32 {
+            return Err(Error::Decode("session id longer than 32"));
+        }
+        sh.suite = r.u16()?;
+        if r.u8()? != 0 {
+            return Err(Error::IllegalParameter("compression method"));
+        }
+        sh.retry = sh.random == HRR_RANDOM;
+        if r.is_empty() {
+            return Ok(sh);
+        }
+        let mut exts = Reader::new(r.vec16()?);
+        r.finish("bytes after ServerHello extensions")?;
+        let mut seen: Vec<u16> = Vec::new();
+        while !exts.is_empty() {
+            let typ = exts.u16()?;
+            let mut d = Reader::new(exts.vec16()?);
+            if seen.contains(&typ) {
+                return Err(Error::IllegalParameter("duplicate extension"));
+            }
+            if seen.len() >= 32 {
+                return Err(Error::Decode("too many extensions"));
+            }
+            seen.push(typ);
+            match typ {
+                ext::SUPPORTED_VERSIONS => sh.version = Some(d.u16()?),
+                ext::KEY_SHARE if sh.retry => sh.key_share = Some((d.u16()?, &[])),
+                ext::KEY_SHARE => {
+                    let group = d.u16()?;
+                    let share = d.vec16()?;
+                    if share.is_empty() {
+                        return Err(Error::Decode("empty key share"));
+                    }
+                    sh.key_share = Some((group, share));
+                }
+                ext::PRE_SHARED_KEY if !sh.retry => sh.psk = Some(d.u16()?),
+                ext::COOKIE if sh.retry => {
+                    d.rest();
+                }
+                _ => {
+                    sh.unsolicited = true;
+                    d.rest();
+                }
+            }
+            d.finish("bytes after an extension's body")?;
+        }
+        Ok(sh)
+    }
+}
+
+/// EncryptedExtensions as the client role reads them: the server's ALPN choice.
+#[derive(Debug, Default, Clone)]
+pub struct EncryptedExtensions<'a> {
+    pub alpn: Option<&'a [u8]>,
+}
+
+impl<'a> EncryptedExtensions<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        let mut exts = Reader::new(r.vec16()?);
+        r.finish("bytes after EncryptedExtensions")?;
+        let mut ee = EncryptedExtensions::default();
+        let mut seen: Vec<u16> = Vec::new();
+        while !exts.is_empty() {
+            let typ = exts.u16()?;
+            let mut d = Reader::new(exts.vec16()?);
+            if seen.contains(&typ) {
+                return Err(Error::IllegalParameter("duplicate extension"));
+            }
+            if seen.len() >= 32 {
+                return Err(Error::Decode("too many extensions"));
+            }
+            seen.push(typ);
+            match typ {
+                ext::ALPN => {
+                    // RFC 7301 §3.1: exactly one protocol name.
+                    let mut list = Reader::new(d.vec16()?);
+                    let name = list.vec8()?;
+                    list.finish("more than one ALPN protocol")?;
+                    if name.is_empty() {
+                        return Err(Error::Decode("empty ALPN protocol name"));
+                    }
+                    ee.alpn = Some(name);
+                }
+                // RFC 6066 §3: the server's acknowledgement is empty.
+                ext::SERVER_NAME => {}
+                // RFC 8446 §4.2: these never appear in EncryptedExtensions.
+                ext::KEY_SHARE
+                | ext::PRE_SHARED_KEY
+                | ext::SUPPORTED_VERSIONS
+                | ext::SIGNATURE_ALGORITHMS
+                | ext::PSK_KEY_EXCHANGE_MODES => {
+                    return Err(Error::IllegalParameter(
+                        "extension not allowed in EncryptedExtensions",
+                    ))
+                }
+                _ => {
+                    d.rest();
+                }
+            }
+            d.finish("bytes after an extension's body")?;
+        }
+        Ok(ee)
+    }
+}
+
+/// A TLS 1.3 NewSessionTicket body (RFC 8446 §4.6.1).
+#[derive(Debug, Clone)]
+pub struct NewSessionTicket<'a> {
+    pub lifetime_s: u32,
+    pub age_add: u32,
+    pub nonce: &'a [u8],
+    pub ticket: &'a [u8],
+}
+
+impl<'a> NewSessionTicket<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        let t = NewSessionTicket {
+            lifetime_s: r.u32()?,
+            age_add: r.u32()?,
+            nonce: r.vec8()?,
+            ticket: r.vec16()?,
+        };
+        r.vec16()?; // extensions (early_data): not used
+        r.finish("bytes after NewSessionTicket")?;
+        if t.ticket.is_empty() {
+            return Err(Error::Decode("empty ticket"));
+        }
+        // RFC 8446 §4.6.1: at most seven days.
+        if t.lifetime_s > 604_800 {
+            return Err(Error::IllegalParameter("ticket lifetime over seven days"));
+        }
+        Ok(t)
+    }
 }
 
 /// ServerHelloDone: always the same four bytes.

@@ -357,7 +357,7 @@ fn client_certificates_from_rustls() {
             } else {
                 let e = r.err().expect("a signature by the wrong key");
                 assert!(
-                    e.contains("client CertificateVerify does not verify"),
+                    e.contains("peer CertificateVerify does not verify"),
                     "{v:?}: {e}"
                 );
             }

@@ -16,7 +16,9 @@
 # an open loop at half of that server's own closed-loop rate (latency percentiles).
 #
 # One libssl client core is the limit of every closed-loop rate on two CPUs (about 2,000
-# full handshakes/s). So beside the rate the table gives each server's busy core time:
+# full handshakes/s). A second table runs the TLS 1.3 full handshakes again with
+# loadgen's own engine (--engine own --reuse-key-share --no-verify) and gives each
+# client's CPU per handshake beside the server's busy time per handshake. So beside the rate the table gives each server's busy core time:
 # the appliance's from its loop-cycle accounting, NGINX's worker and HAProxy's process
 # from /proc/PID/stat, and the capacity that follows (operations per busy core-second).
 # The kernel's softirq work for NGINX and HAProxy runs partly on CPU 0 and is not in their
@@ -194,7 +196,7 @@ lat = r["latency_us"]
 print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs": r["handshakes_per_sec"],
     "bytes": r["bytes_in_per_sec"], "resumed": r["resumed"], "handshakes": r["handshakes"],
     "errors": r["error_count"], "busy": (float(b1) - float(b0)) / (float(t1) - float(t0)),
-    "p50": lat["p50"], "p99": lat["p99"]}))
+    "p50": lat["p50"], "p99": lat["p99"], "cpu_us": r["client_cpu_us_per_op"]}))
 PY
     tail -1 "$WORK/cells" | python3 -c '
 import json, sys
@@ -214,6 +216,7 @@ for server in appliance nginx haproxy; do
     measure "$server" bulk ec --mode bulk --tls 1.3 --path /1m.bin --concurrency 4
     peak=$(python3 -c "import json; print(max(1, round([json.loads(l) for l in open('$WORK/cells') if json.loads(l)['server'] == '$server' and json.loads(l)['test'] == 'full13'][0]['hs'] / 2)))")
     measure "$server" open50 ec "${FULL13[@]}" --concurrency 256 --rate "$peak"
+    measure "$server" full13own ec "${FULL13[@]}" --engine own --reuse-key-share
 done
 
 TABLE=$(python3 - "$WORK/cells" "$EC_SIGN" "$RSA_SIGN" "$DERIVE" "$GCM" <<'PY'
@@ -243,6 +246,18 @@ cs = [get[(s, "open50")] for s in servers]
 out.append("| open loop at ½ own peak, TLS 1.3 full: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
 errs = {s: sum(c["errors"] for c in cells if c["server"] == s) for s in servers}
 out.append("| errors over all tests | " + " | ".join(str(errs[s]) for s in servers) + " | | | | | | | |")
+out.append("")
+out.append("Client cost, TLS 1.3 ECDSA P-256 X25519 full handshakes: loadgen's CPU per handshake (its own getrusage) beside the server's busy time per handshake; their ratio is how many server cores one loadgen core can keep busy.")
+out.append("")
+out.append("| server | client | handshakes/s | client CPU µs/hs | server busy µs/hs | server cores per client core |")
+out.append("|---|---|---:|---:|---:|---:|")
+clients = {"full13": "libssl (no verify)", "full13own": "own (no verify, reused key share)"}
+for s in servers:
+    for t, label in clients.items():
+        c = get[(s, t)]
+        server_us = 1e6 * c["busy"] / c["hs"] if c["hs"] else float("nan")
+        cpu = c["cpu_us"] or float("nan")
+        out.append(f"| {s} | {label} | {c['hs']:,.0f} | {cpu:,.0f} | {server_us:,.0f} | {server_us / cpu:.2f} |")
 res = [get[(s, t)] for s in servers for t in ("resume13", "resume12")]
 bad = [f"{c['server']} {c['test']}" for c in res if c["handshakes"] and c["resumed"] < 0.9 * c["handshakes"]]
 print("\n".join(out))
@@ -255,13 +270,13 @@ echo "$TABLE"
 if [ "$SMOKE" = 1 ]; then
     # The smoke run checks that every cell ran and the table came out; its numbers mean nothing.
     cells=$(wc -l < "$WORK/cells")
-    if [ "$cells" -ne 18 ]; then echo "smoke: $cells of 18 cells ran" >&2; exit 1; fi
+    if [ "$cells" -ne 21 ]; then echo "smoke: $cells of 21 cells ran" >&2; exit 1; fi
     python3 -c "
 import json, sys
 bad = [c for c in map(json.loads, open('$WORK/cells')) if c['ops'] <= 0]
 if bad: sys.exit(f'smoke: cells with no successful operation: {bad}')
 "
-    echo "smoke: all 18 cells ran"
+    echo "smoke: all 21 cells ran"
 fi
 if [ "$RECORD" = 1 ]; then
     {

@@ -220,6 +220,56 @@ fn every_handshake_mode_agrees_with_s_server_counts() {
             "TLSv1.3",
             false,
         ),
+        // The engine's own client role: verified, then with each cheapening.
+        (
+            &["--engine", "own", "--mode", "full", "--count", "40"],
+            "TLSv1.3",
+            false,
+        ),
+        (
+            &[
+                "--engine",
+                "own",
+                "--no-verify",
+                "--reuse-key-share",
+                "--count",
+                "40",
+            ],
+            "TLSv1.3",
+            false,
+        ),
+        (
+            &["--engine", "own", "--mode", "resume", "--count", "40"],
+            "TLSv1.3",
+            true,
+        ),
+        (
+            &[
+                "--engine",
+                "own",
+                "--mode",
+                "resume",
+                "--reuse-ticket",
+                "--count",
+                "40",
+            ],
+            "TLSv1.3",
+            true,
+        ),
+        (
+            &[
+                "--engine",
+                "own",
+                "--mode",
+                "request",
+                "--count",
+                "20",
+                "--threads",
+                "2",
+            ],
+            "TLSv1.3",
+            false,
+        ),
     ];
     let (mut finished, _) = s_server_counts(port, certs.cert().as_path());
     for (extra, version, resumes) in cases {
@@ -440,6 +490,31 @@ fn failures_are_reported_by_kind_not_crashes() {
     // Mixed in one run with successes: --no-verify makes them all succeed again.
     let (code, r) = loadgen(&["--target", &target, "--no-verify", "--count", "3"]);
     assert_eq!((code, n(&r, "ok")), (0, 3), "{r}");
+    // The own engine speaks TLS 1.3 only: the same server's alert.
+    let (code, r) = loadgen(&["--target", &target, "--engine", "own", "--count", "2"]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(n(&r["errors"], "alert"), 2, "{r}");
+
+    // The own engine's verification failures, against a TLS 1.3 server.
+    let port = free_port();
+    let _server13 = s_server(&certs, port, &[]);
+    let target = format!("localhost:{port}");
+    let (_, r) = loadgen(&["--target", &target, "--engine", "own", "--count", "3"]);
+    assert_eq!(n(&r["errors"], "verify"), 3, "no CA: {r}");
+    let (_, r) = loadgen(&[
+        "--target",
+        &target,
+        "--engine",
+        "own",
+        "--ca",
+        ca,
+        "--sni",
+        "other.test",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(n(&r["errors"], "verify"), 2, "wrong name: {r}");
+    assert_eq!(r["engine"], "own");
 
     // A bad command line: exit 2 and the flag named, no report.
     for (args, flag) in [
@@ -451,6 +526,28 @@ fn failures_are_reported_by_kind_not_crashes() {
         ),
         (
             vec!["--target", "localhost:1", "--ca", "/nonexistent.pem"],
+            "--ca",
+        ),
+        (
+            vec![
+                "--target",
+                "localhost:1",
+                "--engine",
+                "own",
+                "--groups",
+                "X448",
+            ],
+            "--groups",
+        ),
+        (
+            vec![
+                "--target",
+                "localhost:1",
+                "--engine",
+                "own",
+                "--ca",
+                "/nonexistent.pem",
+            ],
             "--ca",
         ),
     ] {

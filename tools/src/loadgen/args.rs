@@ -25,8 +25,11 @@ Load:
   --count N         stop after N operations have started               (default: no limit)
   --timeout T       an operation not done in T fails as `timeout`    (default 5s)
 
-TLS (libssl engine, OpenSSL 3):
-  --tls 1.2|1.3     the only version offered                           (default: both)
+TLS:
+  --engine E        the TLS client: libssl (OpenSSL 3, the reference)   (default)
+                    or own (the appliance engine's TLS 1.3 client role: cheaper per
+                    handshake, so one client core can load several server cores)
+  --tls 1.2|1.3     the only version offered        (default: both; --engine own: 1.3)
   --resume KIND     id (TLS 1.2 session ID), ticket (TLS 1.2 ticket), psk (TLS 1.3);
                     default: psk with --tls 1.3, ticket with --tls 1.2
   --ciphers LIST    TLS 1.2 cipher list (OpenSSL syntax)
@@ -37,8 +40,17 @@ TLS (libssl engine, OpenSSL 3):
   --alpn LIST       protocols offered, comma-separated, e.g. http/1.1
   --ca FILE         verify the server against this CA bundle (PEM)
   --no-verify       do not verify the server's certificate (default: verify against
-                    --ca or the system's CAs, and the name against --sni or the address)
-  --engine libssl   the TLS client library (only libssl is built so far)
+                    --ca or the system's CAs, and the name against --sni or the address);
+                    --engine own then skips the CertificateVerify signature check too
+                    (the server's Finished is always checked)
+
+Cheapenings (--engine own only; the server's work per handshake is unchanged):
+  --reuse-key-share one key share per thread for every connection (no key generation
+                    per handshake; the (EC)DHE with the server's fresh share still runs)
+  --reuse-ticket    resume mode: every connection offers the thread's first ticket and
+                    closes without waiting for a new one (default for own: a ticket is
+                    used once, each connection waits for its NewSessionTicket; libssl
+                    always reuses its first session)
 
 HTTP (request and bulk modes):
   --path P          request target                                     (default /)
@@ -112,8 +124,26 @@ impl Version {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Libssl,
+    Own,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Libssl => "libssl",
+            EngineKind::Own => "own",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Args {
+    pub engine: EngineKind,
+    pub reuse_key_share: bool,
+    pub reuse_ticket: bool,
     /// As given, for reports.
     pub target_text: String,
     pub target: SocketAddr,
@@ -140,6 +170,23 @@ pub struct Args {
     pub timeout: Duration,
     pub json: bool,
     pub quiet: bool,
+}
+
+impl Args {
+    /// What the client skips that a real one would do, as the report names it.
+    pub fn cheapenings(&self) -> Vec<&'static str> {
+        let mut c = Vec::new();
+        if !self.verify {
+            c.push("no-verify");
+        }
+        if self.reuse_key_share {
+            c.push("reuse-key-share");
+        }
+        if self.reuse_ticket {
+            c.push("reuse-ticket");
+        }
+        c
+    }
 }
 
 /// What parsing found: arguments to run with, or a request for the usage text.
@@ -208,6 +255,7 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
     let (mut rate, mut duration, mut count) = (None, Duration::from_secs(10), None);
     let mut timeout = Duration::from_secs(5);
     let (mut json, mut quiet) = (false, false);
+    let (mut engine, mut reuse_key_share, mut reuse_ticket) = (EngineKind::Libssl, false, false);
 
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -265,13 +313,14 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
             "--no-verify" => verify = false,
             "--engine" => {
                 let v = val()?;
-                if v != "libssl" {
-                    return Err(format!(
-                        "--engine: {v:?} is not available; only libssl is built so far \
-                         (the client role of our own engine is not written yet)"
-                    ));
+                engine = match v.as_str() {
+                    "libssl" => EngineKind::Libssl,
+                    "own" => EngineKind::Own,
+                    _ => return Err(format!("--engine: {v:?} is not libssl or own")),
                 }
             }
+            "--reuse-key-share" => reuse_key_share = true,
+            "--reuse-ticket" => reuse_ticket = true,
             "--path" => {
                 let v = val()?;
                 if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -343,6 +392,32 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
             "--cpus: CPU {c} does not exist (this machine has {ncpu})"
         ));
     }
+    if engine == EngineKind::Own {
+        if version == Version::Tls12 {
+            return Err(
+                "--tls: --engine own speaks TLS 1.3 only (use --engine libssl for 1.2)".into(),
+            );
+        }
+        if ciphers.is_some() {
+            return Err(
+                "--ciphers: a TLS 1.2 cipher list; --engine own speaks TLS 1.3 only \
+                        (use --ciphersuites)"
+                    .into(),
+            );
+        }
+        version = Version::Tls13;
+    } else if reuse_key_share {
+        return Err("--reuse-key-share: only --engine own can reuse a key share".into());
+    } else if reuse_ticket {
+        return Err(
+            "--reuse-ticket: only --engine own has this choice (libssl always \
+                    reuses its first session)"
+                .into(),
+        );
+    }
+    if reuse_ticket && mode != Mode::Resume {
+        return Err("--reuse-ticket applies to --mode resume only".into());
+    }
     if mode == Mode::Resume {
         let kind = match (resume, version) {
             (Some(r), _) => r,
@@ -387,6 +462,9 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
         return Err(format!("--host: {host:?} contains spaces or controls"));
     }
     Ok(Parsed::Run(Box::new(Args {
+        engine,
+        reuse_key_share,
+        reuse_ticket,
         target_text,
         target: addr,
         mode,
@@ -537,7 +615,39 @@ mod tests {
             (&["--target", "127.0.0.1:1", "--resume", "id"], "--resume"),
             (&["--target", "127.0.0.1:1", "--path", "no-slash"], "--path"),
             (&["--target", "127.0.0.1:1", "--alpn", "h2,"], "--alpn"),
-            (&["--target", "127.0.0.1:1", "--engine", "own"], "--engine"),
+            (
+                &["--target", "127.0.0.1:1", "--engine", "boring"],
+                "--engine",
+            ),
+            (
+                &["--target", "127.0.0.1:1", "--engine", "own", "--tls", "1.2"],
+                "--tls",
+            ),
+            (
+                &[
+                    "--target",
+                    "127.0.0.1:1",
+                    "--engine",
+                    "own",
+                    "--ciphers",
+                    "AES",
+                ],
+                "--ciphers",
+            ),
+            (
+                &["--target", "127.0.0.1:1", "--reuse-key-share"],
+                "--reuse-key-share",
+            ),
+            (
+                &[
+                    "--target",
+                    "127.0.0.1:1",
+                    "--engine",
+                    "own",
+                    "--reuse-ticket",
+                ],
+                "--reuse-ticket",
+            ),
             (
                 &["--target", "127.0.0.1:1", "--count"],
                 "--count needs a value",

@@ -46,6 +46,11 @@ pub trait Conn {
     /// Sends close_notify if it can without waiting; never waits for the peer's.
     fn close(&mut self);
     fn negotiated(&self) -> Negotiated;
+    /// Resume mode: this connection must still receive a ticket before it is done
+    /// (an engine that uses each ticket once); libssl's does not.
+    fn ticket_pending(&self) -> bool {
+        false
+    }
 }
 
 /// Makes connections. One per event-loop thread; resumption state is per thread.

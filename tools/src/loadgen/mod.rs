@@ -4,14 +4,16 @@
 //! an open loop (fixed arrival rate, latency counted from when each operation was due),
 //! with many non-blocking connections on few threads.
 //!
-//! The TLS client is libssl (OpenSSL 3), the reference other tools use. The client
-//! role of our own engine (cheaper per handshake, so that one client core can load
-//! several server cores) is not built yet; `--engine` says so.
+//! The TLS client is libssl (OpenSSL 3), the reference other tools use, or
+//! (`--engine own`) the TLS 1.3 client role of the appliance's own engine, cheaper per
+//! handshake so that one client core can load several server cores; its cheapenings
+//! are explicit flags ([`own`]).
 //!
 //! What this module must not do: loop without a bound (every run ends at `--duration`
 //! or `--count`, every operation at `--timeout`), or report a number it did not count.
 
 pub mod args;
 pub mod engine;
+pub mod own;
 pub mod report;
 pub mod run;

@@ -177,6 +177,9 @@ pub struct Report<'a> {
     pub stats: Stats,
     /// From the start to the last operation's end.
     pub elapsed: Duration,
+    /// CPU time loadgen itself used (user + system, all threads) over the run: what
+    /// one operation costs the client.
+    pub cpu: Duration,
 }
 
 const PERCENTILES: [(&str, f64); 5] = [
@@ -221,7 +224,8 @@ impl Report<'_> {
             .collect();
         json!({
             "target": a.target_text,
-            "engine": "libssl",
+            "engine": a.engine.name(),
+            "cheapenings": a.cheapenings(),
             "mode": a.mode.name(),
             "resume": a.resume.map(|r| r.name()),
             "tls": a.version.name(),
@@ -230,6 +234,8 @@ impl Report<'_> {
             "threads": a.threads,
             "concurrency": a.concurrency,
             "seconds": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            "client_cpu_seconds": (self.cpu.as_secs_f64() * 1000.0).round() / 1000.0,
+            "client_cpu_us_per_op": self.cpu_per_op().map(|u| (u * 10.0).round() / 10.0),
             "ok": s.ok,
             "ops_per_sec": (self.per_sec(s.ok) * 10.0).round() / 10.0,
             "handshakes": s.handshakes,
@@ -252,6 +258,11 @@ impl Report<'_> {
         })
     }
 
+    /// loadgen's CPU microseconds per successful operation.
+    pub fn cpu_per_op(&self) -> Option<f64> {
+        (self.stats.ok > 0).then(|| self.cpu.as_secs_f64() * 1e6 / self.stats.ok as f64)
+    }
+
     pub fn text(&self) -> String {
         let (a, s) = (self.args, &self.stats);
         let mut o = String::new();
@@ -262,8 +273,14 @@ impl Report<'_> {
         let resume = a
             .resume
             .map_or(String::new(), |r| format!(" ({})", r.name()));
+        let cheap = a.cheapenings();
+        let engine = if cheap.is_empty() {
+            a.engine.name().to_string()
+        } else {
+            format!("{} ({})", a.engine.name(), cheap.join(", "))
+        };
         o += &format!(
-            "loadgen: {} mode {}{resume}, TLS {}, libssl, {} thread(s), concurrency {}, {loop_kind}\n",
+            "loadgen: {} mode {}{resume}, TLS {}, {engine}, {} thread(s), concurrency {}, {loop_kind}\n",
             a.target_text,
             a.mode.name(),
             a.version.name(),
@@ -277,6 +294,12 @@ impl Report<'_> {
             self.per_sec(s.ok),
             s.error_count()
         );
+        if let Some(u) = self.cpu_per_op() {
+            o += &format!(
+                "  client cpu   {:.2} s, {u:.1} µs per operation\n",
+                self.cpu.as_secs_f64()
+            );
+        }
         o += &format!(
             "  handshakes   {} ({:.1}/s): full {}, resumed {}",
             s.handshakes,

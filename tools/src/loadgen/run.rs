@@ -12,8 +12,10 @@ use http1::ResponseFramer;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::args::EngineKind;
 use super::args::{Args, Mode};
 use super::engine::{io_failure, Conn, Engine, Io, Libssl};
+use super::own::Own;
 use super::report::{Failure, Kind, Report, Stats};
 
 /// Counters the progress line reads while the threads run.
@@ -205,7 +207,9 @@ impl<E: Engine> Worker<'_, E> {
                     bump(&mut st.ciphers, &n.cipher);
                     s.phase = match self.a.mode {
                         Mode::Full => return Ok(Step::Ok),
-                        Mode::Resume if self.engine.has_session() => return Ok(Step::Ok),
+                        Mode::Resume if self.engine.has_session() && !conn.ticket_pending() => {
+                            return Ok(Step::Ok)
+                        }
                         Mode::Resume => Phase::Priming,
                         Mode::Request | Mode::Bulk => Phase::Writing,
                     };
@@ -216,7 +220,9 @@ impl<E: Engine> Worker<'_, E> {
                     match conn.read(&mut self.buf)? {
                         Io::Done(_) => {}
                         Io::Eof => return Ok(Step::Ok),
-                        Io::Blocked if self.engine.has_session() => return Ok(Step::Ok),
+                        Io::Blocked if self.engine.has_session() && !conn.ticket_pending() => {
+                            return Ok(Step::Ok)
+                        }
                         Io::Blocked => return Ok(Step::Wait),
                     }
                 }
@@ -458,13 +464,20 @@ pub fn request_bytes(a: &Args) -> Vec<u8> {
 
 /// Runs the whole load and returns its report.
 pub fn run(a: &Args) -> Result<Report<'_>, String> {
-    let engine = Libssl::new(a)?;
+    match a.engine {
+        EngineKind::Libssl => run_with(a, Libssl::new(a)?),
+        EngineKind::Own => run_with(a, Own::new(a)?),
+    }
+}
+
+fn run_with<E: Engine + Clone + Send>(a: &Args, engine: E) -> Result<Report<'_>, String> {
     let shared = Shared::default();
     shared
         .budget
         .store(a.count.unwrap_or(u64::MAX), Ordering::Relaxed);
     catch_interrupt();
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let report = std::thread::scope(|scope| -> Result<(Stats, Instant), String> {
         let mut handles = Vec::new();
         for t in 0..a.threads {
@@ -518,7 +531,22 @@ pub fn run(a: &Args) -> Result<Report<'_>, String> {
         args: a,
         stats,
         elapsed: last.duration_since(start),
+        cpu: process_cpu().saturating_sub(cpu_start),
     })
+}
+
+/// User plus system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given; RUSAGE_SELF is valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return Duration::ZERO;
+        }
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Prints a progress line each second on stderr until `done()`.

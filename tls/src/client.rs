@@ -1,0 +1,809 @@
+//! The engine's client role: a sans-IO TLS 1.3 client (RFC 8446), full handshakes with
+//! an (EC)DHE key share and resumption with a ticket (psk_dhe_ke), application data,
+//! KeyUpdate, NewSessionTicket and close_notify.
+//!
+//! It is driven like [`crate::ServerConn`]: [`ClientConn::read_tls`] bytes from the
+//! server, [`ClientConn::process`], write [`ClientConn::pending_tls`] out. Its crypto
+//! runs on the calling thread ([`crypto_offload::client`]). The load generator uses it;
+//! what it is allowed to cheapen is chosen by the caller and named where it is used:
+//! a [`KeyShare`] may be reused across connections, a [`Ticket`] offered again, and
+//! [`ClientConfig::verifier`] left out (no chain, name or CertificateVerify check; the
+//! server's Finished is always checked).
+//!
+//! Not built: TLS 1.2, HelloRetryRequest (the server must accept the offered share's
+//! group), client certificates, 0-RTT.
+
+use std::sync::Arc;
+
+use crypto_offload::client::{
+    psk_binder, ticket_psk, tls13_client_finish, tls13_client_hello, KeyShare, ServerAuth,
+    Tls13ClientFinish, Tls13ClientHello, Tls13ClientState,
+};
+use crypto_offload::{
+    job::tls13_next_secret, prim::random, Chunk, Group, HashAlg, Secret, ServerVerifier, TrafficKey,
+};
+
+use crate::codec::{end_len, put_u16, start_len, Reader};
+use crate::error::{alert, Error};
+use crate::msgs::{
+    content, ext, group, hs, parse_certificate, parse_certificate_verify, put_ext, scheme, suite,
+    version, EncryptedExtensions, NewSessionTicket, ServerHello,
+};
+use crate::record::{Cipher, Deframer, Protection, MAX_FRAGMENT};
+use crate::server::{sig_alg_of, suite_info};
+
+/// Largest handshake message the client accepts (a long certificate chain fits).
+const MAX_HANDSHAKE: usize = 1 << 17;
+/// Output the client buffers before [`ClientConn::send`] takes no more.
+const MAX_OUT: usize = 1 << 17;
+
+/// What a client offers and checks; shared by its connections.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The host name sent as SNI (none for an IP address).
+    pub server_name: Option<String>,
+    /// ALPN protocols offered, most preferred first.
+    pub alpn: Vec<Vec<u8>>,
+    /// TLS 1.3 cipher suites offered, most preferred first.
+    pub suites: Vec<u16>,
+    /// Groups offered; the connection's [`KeyShare`] must be for one of them.
+    pub groups: Vec<u16>,
+    /// Signature schemes accepted for the server's CertificateVerify.
+    pub schemes: Vec<u16>,
+    /// Verify the server's chain, name and CertificateVerify; `None`: do not.
+    pub verifier: Option<Arc<ServerVerifier>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            server_name: None,
+            alpn: Vec::new(),
+            suites: vec![
+                suite::TLS13_AES_128_GCM_SHA256,
+                suite::TLS13_AES_256_GCM_SHA384,
+                suite::TLS13_CHACHA20_POLY1305_SHA256,
+            ],
+            groups: vec![group::X25519, group::SECP256R1, group::SECP384R1],
+            schemes: vec![
+                scheme::ECDSA_SECP256R1_SHA256,
+                scheme::ECDSA_SECP384R1_SHA384,
+                scheme::RSA_PSS_RSAE_SHA256,
+                scheme::RSA_PSS_RSAE_SHA384,
+                scheme::RSA_PSS_RSAE_SHA512,
+            ],
+            verifier: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Refuses settings the client role cannot offer, naming them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.suites.is_empty() {
+            return Err("no TLS 1.3 cipher suite".into());
+        }
+        if let Some(s) = self.suites.iter().find(|&&s| !is_tls13_suite(s)) {
+            return Err(format!("cipher suite {s:#06x} is not a TLS 1.3 suite"));
+        }
+        if self.groups.is_empty() {
+            return Err("no group".into());
+        }
+        if let Some(g) = self.groups.iter().find(|&&g| group_of(g).is_none()) {
+            return Err(format!("group {g} is not supported"));
+        }
+        if self.schemes.is_empty() {
+            return Err("no signature scheme".into());
+        }
+        if self.alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
+            return Err("an ALPN protocol name is empty or longer than 255 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_tls13_suite(s: u16) -> bool {
+    matches!(
+        s,
+        suite::TLS13_AES_128_GCM_SHA256
+            | suite::TLS13_AES_256_GCM_SHA384
+            | suite::TLS13_CHACHA20_POLY1305_SHA256
+    )
+}
+
+/// The group code's key exchange.
+pub fn group_of(g: u16) -> Option<Group> {
+    crate::server::group_of(g)
+}
+
+/// The IANA name of a TLS 1.3 suite (as OpenSSL prints it).
+pub fn suite_name(s: u16) -> &'static str {
+    match s {
+        suite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        suite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        suite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        _ => "unknown",
+    }
+}
+
+/// A resumption ticket from a NewSessionTicket, with the PSK it stands for (zeroized
+/// when dropped, never printed).
+#[derive(Clone)]
+pub struct Ticket {
+    suite: u16,
+    ticket: Vec<u8>,
+    psk: Secret,
+    age_add: u32,
+    received_ms: u64,
+    lifetime_s: u32,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Ticket({} bytes, suite {:#06x})",
+            self.ticket.len(),
+            self.suite
+        )
+    }
+}
+
+impl Ticket {
+    /// Still within its lifetime at `now_ms`.
+    pub fn live(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.received_ms) < u64::from(self.lifetime_s) * 1000
+    }
+    fn hash(&self) -> HashAlg {
+        suite_info(self.suite).map_or(HashAlg::Sha256, |i| i.hash)
+    }
+}
+
+/// What the handshake settled.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub suite: u16,
+    pub group: Option<u16>,
+    pub resumed: bool,
+    pub alpn: Option<Vec<u8>>,
+    /// The verified server certificate's subject.
+    pub peer: Option<String>,
+    /// KeyUpdates received from the server.
+    pub key_updates: u32,
+}
+
+enum State {
+    ServerHello(Box<AwaitHello>),
+    Flight(Box<AwaitFlight>),
+    Traffic(Box<Secrets>),
+    Closed,
+}
+
+struct AwaitHello {
+    client_hello: Vec<u8>,
+    share: KeyShare,
+    offered: Option<Ticket>,
+}
+
+/// The encrypted part of the server's flight, message by message.
+struct AwaitFlight {
+    crypto: Box<Tls13ClientState>,
+    resumed: bool,
+    ee: Option<Vec<u8>>,
+    cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    cv: Option<(Vec<u8>, u16, Vec<u8>)>,
+}
+
+struct Secrets {
+    hash: HashAlg,
+    aead: crypto_offload::AeadAlg,
+    server: Secret,
+    client: Secret,
+    resumption_master: Secret,
+}
+
+/// One TLS 1.3 client connection.
+pub struct ClientConn {
+    cfg: Arc<ClientConfig>,
+    state: State,
+    deframer: Deframer,
+    hs_buf: Vec<u8>,
+    read: Option<Cipher>,
+    write: Option<Cipher>,
+    out: Vec<u8>,
+    out_pos: usize,
+    app_in: Vec<u8>,
+    app_pos: usize,
+    info: ClientInfo,
+    ticket: Option<Ticket>,
+    now_ms: u64,
+    peer_closed: bool,
+    close_sent: bool,
+    error: Option<Error>,
+}
+
+impl ClientConn {
+    /// A connection whose ClientHello is ready in [`ClientConn::pending_tls`]. `share`
+    /// is the key share to offer (fresh, or reused); `resume` a ticket to offer.
+    pub fn new(
+        cfg: Arc<ClientConfig>,
+        share: KeyShare,
+        resume: Option<&Ticket>,
+        now_ms: u64,
+    ) -> Result<Self, Error> {
+        let share_group = cfg
+            .groups
+            .iter()
+            .copied()
+            .find(|&g| group_of(g) == Some(share.group()))
+            .ok_or(Error::Misuse("the key share's group is not offered"))?;
+        let offered = resume
+            .filter(|t| t.live(now_ms) && cfg.suites.contains(&t.suite))
+            .cloned();
+        let client_hello = client_hello(&cfg, share_group, &share, offered.as_ref(), now_ms)?;
+        let mut out = Vec::with_capacity(client_hello.len() + 5);
+        crate::record::write_plain(&mut out, content::HANDSHAKE, &client_hello);
+        Ok(ClientConn {
+            cfg,
+            state: State::ServerHello(Box::new(AwaitHello {
+                client_hello,
+                share,
+                offered,
+            })),
+            deframer: Deframer::default(),
+            hs_buf: Vec::new(),
+            read: None,
+            write: None,
+            out,
+            out_pos: 0,
+            app_in: Vec::new(),
+            app_pos: 0,
+            info: ClientInfo {
+                group: Some(share_group),
+                ..ClientInfo::default()
+            },
+            ticket: None,
+            now_ms,
+            peer_closed: false,
+            close_sent: false,
+            error: None,
+        })
+    }
+
+    // ----- getters
+
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.state, State::ServerHello(_) | State::Flight(_))
+    }
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Traffic(_))
+    }
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+    /// The server sent close_notify.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+    pub fn info(&self) -> &ClientInfo {
+        &self.info
+    }
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+    /// The newest ticket the server gave on this connection.
+    pub fn ticket(&self) -> Option<&Ticket> {
+        self.ticket.as_ref()
+    }
+
+    // ----- input
+
+    /// How many TLS bytes [`ClientConn::read_tls`] would take now.
+    pub fn tls_room(&self) -> usize {
+        if self.is_closed() || self.peer_closed {
+            0
+        } else {
+            self.deframer.room()
+        }
+    }
+
+    /// Take up to [`ClientConn::tls_room`] bytes from the server; returns how many.
+    pub fn read_tls(&mut self, data: &[u8]) -> usize {
+        if self.is_closed() || self.peer_closed {
+            return 0;
+        }
+        self.deframer.push(data)
+    }
+
+    /// Advance on whatever input is buffered. On an error the connection closes with
+    /// the alert the error calls for queued in [`ClientConn::pending_tls`].
+    pub fn process(&mut self, now_ms: u64) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.now_ms = self.now_ms.max(now_ms);
+        let r = self.process_records();
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    // ----- output
+
+    /// TLS bytes to write to the server.
+    pub fn pending_tls(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+    pub fn consume_tls(&mut self, n: usize) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+
+    /// Decrypted application data from the server.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.app_in[self.app_pos..]
+    }
+    pub fn consume_plaintext(&mut self, n: usize) {
+        self.app_pos = (self.app_pos + n).min(self.app_in.len());
+        if self.app_pos == self.app_in.len() {
+            self.app_in.clear();
+            self.app_pos = 0;
+        }
+    }
+
+    /// Protect and queue application data; returns how much was taken (0 before the
+    /// handshake is done or while the output is full).
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if !self.is_established() || self.close_sent {
+            return Ok(0);
+        }
+        let room = MAX_OUT.saturating_sub(self.out.len() - self.out_pos);
+        let n = data.len().min(room);
+        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        for chunk in data[..n].chunks(MAX_FRAGMENT) {
+            write.seal(&mut self.out, content::APPLICATION_DATA, chunk, 0)?;
+        }
+        Ok(n)
+    }
+
+    /// Queue close_notify (once); the connection takes no more data to send.
+    pub fn close(&mut self) {
+        if self.close_sent || self.is_closed() {
+            return;
+        }
+        self.close_sent = true;
+        let _ = self.write_alert(alert::CLOSE_NOTIFY);
+    }
+
+    // ----- internals
+
+    fn fail(&mut self, e: Error) {
+        if let (Some(a), false) = (e.alert(), self.close_sent) {
+            let _ = self.write_alert(a);
+            self.close_sent = true;
+        }
+        self.error = Some(e);
+        self.state = State::Closed;
+    }
+
+    fn write_alert(&mut self, desc: u8) -> Result<(), Error> {
+        let level = if desc == alert::CLOSE_NOTIFY { 1 } else { 2 };
+        match self.write.as_mut() {
+            Some(w) => w.seal(&mut self.out, content::ALERT, &[level, desc], 0),
+            None => {
+                crate::record::write_plain(&mut self.out, content::ALERT, &[level, desc]);
+                Ok(())
+            }
+        }
+    }
+
+    fn process_records(&mut self) -> Result<(), Error> {
+        loop {
+            if let Some(msg) = self.next_message()? {
+                self.handshake_message(msg)?;
+                continue;
+            }
+            if self.is_closed() || self.peer_closed {
+                return Ok(());
+            }
+            let Some(rec) = self.deframer.next_record()? else {
+                return Ok(());
+            };
+            let header = self.deframer.header(&rec);
+            let (typ, body) = match self.read.as_mut() {
+                Some(c) if rec.typ != content::CHANGE_CIPHER_SPEC => {
+                    let body = self.deframer.body_mut(&rec);
+                    let (typ, start, end) = c.open(header, body)?;
+                    (typ, body[start..end].to_vec())
+                }
+                _ => (rec.typ, self.deframer.bytes()[rec.start..rec.end].to_vec()),
+            };
+            match typ {
+                content::HANDSHAKE => {
+                    if body.is_empty() {
+                        return Err(Error::Decode("empty handshake record"));
+                    }
+                    if self.hs_buf.len() + body.len() > MAX_HANDSHAKE + 4 {
+                        return Err(Error::Decode("handshake message too long"));
+                    }
+                    self.hs_buf.extend_from_slice(&body);
+                }
+                content::APPLICATION_DATA if self.is_established() => {
+                    self.app_in.extend_from_slice(&body)
+                }
+                content::APPLICATION_DATA => {
+                    return Err(Error::UnexpectedMessage("application data before Finished"))
+                }
+                content::ALERT => self.alert(&body)?,
+                // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
+                content::CHANGE_CIPHER_SPEC if self.is_handshaking() && body == [1] => {}
+                _ => return Err(Error::UnexpectedMessage("record type")),
+            }
+        }
+    }
+
+    fn alert(&mut self, body: &[u8]) -> Result<(), Error> {
+        let [_level, desc] = body else {
+            return Err(Error::Decode("alert"));
+        };
+        if !self.hs_buf.is_empty() {
+            return Err(Error::UnexpectedMessage("alert inside a handshake message"));
+        }
+        match *desc {
+            alert::CLOSE_NOTIFY => {
+                self.peer_closed = true;
+                Ok(())
+            }
+            // RFC 8446 §6.1: user_canceled is followed by close_notify.
+            alert::USER_CANCELED => Ok(()),
+            d => {
+                // Nothing to answer with: the server has given up.
+                self.close_sent = true;
+                Err(Error::PeerAlert(d))
+            }
+        }
+    }
+
+    /// The next whole handshake message (header included), if one is buffered.
+    fn next_message(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        if self.hs_buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = Reader::new(&self.hs_buf[1..4]).u24()?;
+        if len > MAX_HANDSHAKE {
+            return Err(Error::Decode("handshake message too long"));
+        }
+        if self.hs_buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let rest = self.hs_buf.split_off(4 + len);
+        Ok(Some(std::mem::replace(&mut self.hs_buf, rest)))
+    }
+
+    fn handshake_message(&mut self, msg: Vec<u8>) -> Result<(), Error> {
+        let typ = msg[0];
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::ServerHello(w) if typ == hs::SERVER_HELLO => self.server_hello(*w, msg),
+            State::Flight(f) => self.flight(*f, typ, msg),
+            State::Traffic(t) => self.post_handshake(t, typ, &msg[4..]),
+            State::ServerHello(_) => Err(Error::UnexpectedMessage("expected ServerHello")),
+            State::Closed => Err(Error::UnexpectedMessage("handshake after close")),
+        }
+    }
+
+    fn server_hello(&mut self, w: AwaitHello, msg: Vec<u8>) -> Result<(), Error> {
+        let sh = ServerHello::parse(&msg[4..])?;
+        if sh.version != Some(version::TLS13) {
+            // A TLS 1.2 server, or one that refused TLS 1.3's negotiation.
+            return Err(Error::ProtocolVersion);
+        }
+        if sh.legacy_version != version::TLS12 {
+            return Err(Error::IllegalParameter("ServerHello legacy_version"));
+        }
+        if sh.retry {
+            return Err(Error::NoCommonParameters(
+                "key share group (the server sent a HelloRetryRequest: offer its group first)",
+            ));
+        }
+        if sh.unsolicited {
+            return Err(Error::IllegalParameter("unsolicited ServerHello extension"));
+        }
+        if !sh.session_id.is_empty() {
+            return Err(Error::IllegalParameter("session id echo"));
+        }
+        if !self.cfg.suites.contains(&sh.suite) {
+            return Err(Error::IllegalParameter("cipher suite not offered"));
+        }
+        let info = suite_info(sh.suite).ok_or(Error::IllegalParameter("cipher suite"))?;
+        let (g, server_share) = sh.key_share.ok_or(Error::MissingExtension(
+            "key_share (psk_ke was not offered)",
+        ))?;
+        if Some(g) != self.info.group {
+            return Err(Error::IllegalParameter("key share group not offered"));
+        }
+        let psk = match (sh.psk, &w.offered) {
+            (None, _) => None,
+            (Some(0), Some(t)) if t.hash() == info.hash => Some(t.psk.clone()),
+            (Some(0), Some(_)) => {
+                return Err(Error::IllegalParameter("resumed suite has another hash"))
+            }
+            (Some(_), _) => return Err(Error::IllegalParameter("PSK identity not offered")),
+        };
+        let resumed = psk.is_some();
+        let suite = sh.suite;
+        let server_share = server_share.to_vec();
+        let d = tls13_client_hello(Tls13ClientHello {
+            hash: info.hash,
+            aead: info.aead,
+            share: w.share,
+            server_share,
+            psk,
+            transcript: vec![Chunk::Owned(w.client_hello), Chunk::Owned(msg)],
+        })?;
+        // RFC 8446 §5.1: the key changes at a record boundary.
+        if !self.hs_buf.is_empty() {
+            return Err(Error::UnexpectedMessage(
+                "handshake data after ServerHello in the same record",
+            ));
+        }
+        self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
+        self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
+        self.info.suite = suite;
+        self.info.resumed = resumed;
+        self.state = State::Flight(Box::new(AwaitFlight {
+            crypto: d.state,
+            resumed,
+            ee: None,
+            cert: None,
+            cv: None,
+        }));
+        Ok(())
+    }
+
+    fn flight(&mut self, mut f: AwaitFlight, typ: u8, msg: Vec<u8>) -> Result<(), Error> {
+        let body = &msg[4..];
+        match typ {
+            hs::ENCRYPTED_EXTENSIONS if f.ee.is_none() => {
+                let ee = EncryptedExtensions::parse(body)?;
+                if let Some(p) = ee.alpn {
+                    if !self.cfg.alpn.iter().any(|o| o == p) {
+                        return Err(Error::IllegalParameter("ALPN protocol not offered"));
+                    }
+                    self.info.alpn = Some(p.to_vec());
+                }
+                f.ee = Some(msg);
+            }
+            hs::CERTIFICATE_REQUEST if f.ee.is_some() && f.cert.is_none() => {
+                return Err(Error::NoCommonParameters(
+                    "client certificate (the server asks for one; this client has none)",
+                ))
+            }
+            hs::CERTIFICATE if f.ee.is_some() && !f.resumed && f.cert.is_none() => {
+                let chain = parse_certificate(body, true)?;
+                if chain.is_empty() {
+                    return Err(Error::Decode("the server sent no certificate"));
+                }
+                f.cert = Some((msg, chain));
+            }
+            hs::CERTIFICATE_VERIFY if f.cert.is_some() && f.cv.is_none() => {
+                let (s, sig) = parse_certificate_verify(body)?;
+                if !self.cfg.schemes.contains(&s) {
+                    return Err(Error::IllegalParameter("signature scheme not offered"));
+                }
+                let sig = sig.to_vec();
+                f.cv = Some((msg, s, sig));
+            }
+            hs::FINISHED if f.ee.is_some() && (f.resumed || f.cv.is_some()) => {
+                return self.finish(f, msg);
+            }
+            _ => {
+                return Err(Error::UnexpectedMessage(
+                    "out of order in the server's flight",
+                ))
+            }
+        }
+        self.state = State::Flight(Box::new(f));
+        Ok(())
+    }
+
+    fn finish(&mut self, f: AwaitFlight, server_finished: Vec<u8>) -> Result<(), Error> {
+        let auth = match (f.cert, f.cv) {
+            (Some((certificate, chain)), Some((certificate_verify, s, signature))) => {
+                Some(ServerAuth {
+                    certificate,
+                    chain,
+                    certificate_verify,
+                    sig_alg: sig_alg_of(s),
+                    signature,
+                    verifier: self.cfg.verifier.clone(),
+                })
+            }
+            _ => None,
+        };
+        let hash = suite_info(self.info.suite).map_or(HashAlg::Sha256, |i| i.hash);
+        let aead = suite_info(self.info.suite)
+            .map(|i| i.aead)
+            .ok_or(Error::Misuse("no suite"))?;
+        let d = tls13_client_finish(Tls13ClientFinish {
+            state: f.crypto,
+            encrypted_extensions: f.ee.unwrap_or_default(),
+            auth,
+            server_finished,
+        })?;
+        if !self.hs_buf.is_empty() {
+            return Err(Error::UnexpectedMessage(
+                "handshake data after Finished in the same record",
+            ));
+        }
+        self.info.peer = d.peer;
+        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        write.seal(&mut self.out, content::HANDSHAKE, &d.client_finished, 0)?;
+        self.read = Some(Cipher::new(d.app_read, Protection::Tls13));
+        self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
+        self.state = State::Traffic(Box::new(Secrets {
+            hash,
+            aead,
+            server: d.server_app_secret,
+            client: d.client_app_secret,
+            resumption_master: d.resumption_master,
+        }));
+        Ok(())
+    }
+
+    fn post_handshake(&mut self, mut t: Box<Secrets>, typ: u8, body: &[u8]) -> Result<(), Error> {
+        match typ {
+            hs::NEW_SESSION_TICKET => {
+                let nst = NewSessionTicket::parse(body)?;
+                self.ticket = Some(Ticket {
+                    suite: self.info.suite,
+                    ticket: nst.ticket.to_vec(),
+                    psk: ticket_psk(t.hash, t.resumption_master.bytes(), nst.nonce)?,
+                    age_add: nst.age_add,
+                    received_ms: self.now_ms,
+                    lifetime_s: nst.lifetime_s,
+                });
+            }
+            hs::KEY_UPDATE => {
+                let requested = match body {
+                    [0] => false,
+                    [1] => true,
+                    _ => return Err(Error::IllegalParameter("KeyUpdate request")),
+                };
+                if !self.hs_buf.is_empty() {
+                    return Err(Error::UnexpectedMessage(
+                        "data after KeyUpdate in its record",
+                    ));
+                }
+                self.info.key_updates += 1;
+                t.server = tls13_next_secret(t.hash, t.server.bytes())?;
+                let key = TrafficKey::tls13(t.hash, t.aead, t.server.bytes(), false)?;
+                self.read = Some(Cipher::new(key, Protection::Tls13));
+                if requested && !self.close_sent {
+                    let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+                    write.seal(
+                        &mut self.out,
+                        content::HANDSHAKE,
+                        &[hs::KEY_UPDATE, 0, 0, 1, 0],
+                        0,
+                    )?;
+                    t.client = tls13_next_secret(t.hash, t.client.bytes())?;
+                    let key = TrafficKey::tls13(t.hash, t.aead, t.client.bytes(), true)?;
+                    self.write = Some(Cipher::new(key, Protection::Tls13));
+                }
+            }
+            _ => return Err(Error::UnexpectedMessage("handshake message after Finished")),
+        }
+        self.state = State::Traffic(t);
+        Ok(())
+    }
+}
+
+/// The ClientHello message (with its handshake header).
+fn client_hello(
+    cfg: &ClientConfig,
+    share_group: u16,
+    share: &KeyShare,
+    resume: Option<&Ticket>,
+    now_ms: u64,
+) -> Result<Vec<u8>, Error> {
+    let mut m = vec![hs::CLIENT_HELLO, 0, 0, 0, 3, 3];
+    let mut rnd = [0u8; 32];
+    random(&mut rnd)?;
+    m.extend_from_slice(&rnd);
+    m.push(0); // legacy_session_id: empty (no middlebox compatibility mode)
+    let at = start_len(&mut m, 2);
+    for &s in &cfg.suites {
+        put_u16(&mut m, s);
+    }
+    end_len(&mut m, at, 2);
+    m.extend_from_slice(&[1, 0]);
+    let exts_at = start_len(&mut m, 2);
+    if let Some(name) = &cfg.server_name {
+        put_ext(&mut m, ext::SERVER_NAME, |b| {
+            let list = start_len(b, 2);
+            b.push(0);
+            let n = start_len(b, 2);
+            b.extend_from_slice(name.as_bytes());
+            end_len(b, n, 2);
+            end_len(b, list, 2);
+        });
+    }
+    put_ext(&mut m, ext::SUPPORTED_VERSIONS, |b| {
+        b.extend_from_slice(&[2, 3, 4])
+    });
+    put_ext(&mut m, ext::SUPPORTED_GROUPS, |b| {
+        let at = start_len(b, 2);
+        for &g in &cfg.groups {
+            put_u16(b, g);
+        }
+        end_len(b, at, 2);
+    });
+    put_ext(&mut m, ext::SIGNATURE_ALGORITHMS, |b| {
+        let at = start_len(b, 2);
+        for &s in &cfg.schemes {
+            put_u16(b, s);
+        }
+        end_len(b, at, 2);
+    });
+    put_ext(&mut m, ext::KEY_SHARE, |b| {
+        let list = start_len(b, 2);
+        put_u16(b, share_group);
+        let k = start_len(b, 2);
+        b.extend_from_slice(share.public());
+        end_len(b, k, 2);
+        end_len(b, list, 2);
+    });
+    if !cfg.alpn.is_empty() {
+        put_ext(&mut m, ext::ALPN, |b| {
+            let at = start_len(b, 2);
+            for p in &cfg.alpn {
+                b.push(p.len() as u8);
+                b.extend_from_slice(p);
+            }
+            end_len(b, at, 2);
+        });
+    }
+    // psk_dhe_ke: servers give tickets only to clients that say they can use them.
+    put_ext(&mut m, ext::PSK_KEY_EXCHANGE_MODES, |b| {
+        b.extend_from_slice(&[1, 1])
+    });
+    let binder_len = resume.map(|t| t.hash().output_len());
+    if let Some(t) = resume {
+        // RFC 8446 §4.2.11: last; the binder is computed over everything before the
+        // binders list, so it is written as zeros first.
+        let age = (now_ms.saturating_sub(t.received_ms) as u32).wrapping_add(t.age_add);
+        let n = binder_len.unwrap_or(32);
+        put_ext(&mut m, ext::PRE_SHARED_KEY, |b| {
+            let ids = start_len(b, 2);
+            let id = start_len(b, 2);
+            b.extend_from_slice(&t.ticket);
+            end_len(b, id, 2);
+            b.extend_from_slice(&age.to_be_bytes());
+            end_len(b, ids, 2);
+            put_u16(b, (n + 1) as u16);
+            b.push(n as u8);
+            b.resize(b.len() + n, 0);
+        });
+    }
+    end_len(&mut m, exts_at, 2);
+    let body_len = m.len() - 4;
+    if body_len >= 1 << 16 {
+        return Err(Error::Misuse("ClientHello too long"));
+    }
+    m[1..4].copy_from_slice(&[
+        (body_len >> 16) as u8,
+        (body_len >> 8) as u8,
+        body_len as u8,
+    ]);
+    if let (Some(t), Some(n)) = (resume, binder_len) {
+        let cut = m.len() - n - 3;
+        let binder = psk_binder(t.hash(), t.psk.bytes(), &m[..cut])?;
+        let end = m.len();
+        m[end - n..].copy_from_slice(binder.bytes());
+    }
+    Ok(m)
+}

@@ -1,0 +1,418 @@
+//! The engine's client role against two servers: our own server engine in memory, and
+//! OpenSSL's `s_server` over loopback TCP (an independent implementation: it checks
+//! our binders, Finished and KeyUpdate handling, and says when it resumed).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crypto_offload::client::KeyShare;
+use crypto_offload::{Group, ServerVerifier};
+use tls::msgs::{group, suite};
+use tls::{ClientConfig, ClientConn, Error, Ticket};
+
+fn verifier(name: &str) -> Arc<ServerVerifier> {
+    let ca = ca().cert.to_pem().unwrap();
+    Arc::new(ServerVerifier::new(Some(&ca), name).unwrap())
+}
+
+fn client_cfg(verify: Option<Arc<ServerVerifier>>) -> Arc<ClientConfig> {
+    Arc::new(ClientConfig {
+        server_name: Some("test.example".into()),
+        verifier: verify,
+        ..ClientConfig::default()
+    })
+}
+
+fn x25519() -> KeyShare {
+    KeyShare::generate(Group::X25519).unwrap()
+}
+
+/// Moves bytes between the client and the server engine until neither moves.
+fn pump(c: &mut ClientConn, s: &mut Server) -> Result<(), Error> {
+    for _ in 0..50 {
+        let out = c.pending_tls().to_vec();
+        c.consume_tls(out.len());
+        s.wire.to_server.borrow_mut().extend_from_slice(&out);
+        let _ = s.pump();
+        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
+        let n = c.read_tls(&input);
+        s.wire
+            .to_client
+            .borrow_mut()
+            .splice(0..0, input[n..].iter().copied());
+        if let Err(e) = c.process(0) {
+            // Deliver the alert the error queued.
+            let alert = c.pending_tls().to_vec();
+            s.wire.to_server.borrow_mut().extend_from_slice(&alert);
+            let _ = s.pump();
+            return Err(e);
+        }
+        if out.is_empty() && input.is_empty() && c.pending_tls().is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn engine_pair(
+    server: Arc<tls::ServerConfig>,
+    cfg: Arc<ClientConfig>,
+    share: KeyShare,
+    ticket: Option<&Ticket>,
+) -> (ClientConn, Server, Result<(), Error>) {
+    let mut c = ClientConn::new(cfg, share, ticket, 0).unwrap();
+    let mut s = Server::new(server, Wire::default());
+    let r = pump(&mut c, &mut s);
+    (c, s, r)
+}
+
+#[test]
+fn full_handshakes_with_our_server_every_suite_and_key() {
+    for kind in [Kind::P256, Kind::P384, Kind::Rsa2048] {
+        let server = Arc::new(config_with(&[kind]));
+        for s13 in [
+            suite::TLS13_AES_128_GCM_SHA256,
+            suite::TLS13_AES_256_GCM_SHA384,
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            let cfg = Arc::new(ClientConfig {
+                suites: vec![s13],
+                ..(*client_cfg(Some(verifier("test.example")))).clone()
+            });
+            let (mut c, mut s, r) = engine_pair(server.clone(), cfg, x25519(), None);
+            r.unwrap();
+            assert!(c.is_established() && s.conn.is_established(), "{kind:?}");
+            assert_eq!(c.info().suite, s13);
+            assert!(!c.info().resumed);
+            assert_eq!(c.info().peer.as_deref(), Some("CN=test.example"));
+            // Application data both ways, more than one record each.
+            let up: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+            assert_eq!(c.send(&up).unwrap(), up.len());
+            pump(&mut c, &mut s).unwrap();
+            assert_eq!(s.conn.plaintext(), &up[..]);
+            let down: Vec<u8> = up.iter().rev().copied().collect();
+            s.conn.send(&down).unwrap();
+            pump(&mut c, &mut s).unwrap();
+            assert_eq!(c.plaintext(), &down[..]);
+            c.close();
+            pump(&mut c, &mut s).unwrap();
+            assert!(s.conn.peer_closed());
+        }
+    }
+}
+
+#[test]
+fn p256_key_share_and_alpn() {
+    let mut server = config_with(&[Kind::P256]);
+    server.sites[0].alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let cfg = Arc::new(ClientConfig {
+        alpn: vec![b"http/1.1".to_vec()],
+        ..(*client_cfg(None)).clone()
+    });
+    let share = KeyShare::generate(Group::P256).unwrap();
+    let (c, _s, r) = engine_pair(Arc::new(server), cfg, share, None);
+    r.unwrap();
+    assert_eq!(c.info().group, Some(group::SECP256R1));
+    assert_eq!(c.info().alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(c.info().peer, None, "not verified, so no subject");
+}
+
+#[test]
+fn ticket_resumption_with_our_server_and_a_reused_ticket() {
+    let server = Arc::new(config_with(&[Kind::P256]));
+    let cfg = client_cfg(Some(verifier("test.example")));
+    let (c, _s, r) = engine_pair(server.clone(), cfg.clone(), x25519(), None);
+    r.unwrap();
+    let ticket = c.ticket().expect("the server sent a ticket").clone();
+    // The same ticket twice (the load generator's --reuse-ticket), and one key share
+    // for both connections (--reuse-key-share).
+    let share = x25519();
+    for _ in 0..2 {
+        let (c, s, r) = engine_pair(server.clone(), cfg.clone(), share.clone(), Some(&ticket));
+        r.unwrap();
+        assert!(c.info().resumed && c.is_established());
+        assert!(s.conn.info().resumed.is_some(), "the server resumed too");
+        assert_eq!(c.info().peer, None, "a resumption sends no certificate");
+        assert!(c.ticket().is_some(), "a fresh ticket came with it");
+    }
+}
+
+#[test]
+fn verification_failures_are_errors_and_alerts() {
+    let server = Arc::new(config_with(&[Kind::P256]));
+    // A name the certificate does not carry.
+    let (c, s, r) = engine_pair(
+        server.clone(),
+        client_cfg(Some(verifier("other.example"))),
+        x25519(),
+        None,
+    );
+    assert!(
+        matches!(r, Err(Error::BadCertificate { .. })),
+        "wrong name: {r:?}"
+    );
+    assert!(c.is_closed());
+    assert_eq!(
+        s.conn.error(),
+        Some(&Error::PeerAlert(42)),
+        "bad_certificate"
+    );
+    // A CA nobody configured: the system store does not know the test CA.
+    let system = Arc::new(ServerVerifier::new(None, "test.example").unwrap());
+    let (_c, s, r) = engine_pair(server, client_cfg(Some(system)), x25519(), None);
+    assert!(
+        matches!(
+            r,
+            Err(Error::BadCertificate {
+                unknown_ca: true,
+                ..
+            })
+        ),
+        "unknown CA: {r:?}"
+    );
+    assert_eq!(s.conn.error(), Some(&Error::PeerAlert(48)), "unknown_ca");
+}
+
+#[test]
+fn what_the_client_role_does_not_do_is_a_clear_error() {
+    // A TLS 1.2-only server refuses our TLS 1.3-only hello with protocol_version.
+    let mut s12 = config_with(&[Kind::P256]);
+    s12.tls13 = false;
+    let (_c, _s, r) = engine_pair(Arc::new(s12), client_cfg(None), x25519(), None);
+    assert_eq!(r.unwrap_err(), Error::PeerAlert(70));
+    // A server that only takes P-384 answers an X25519 share with a HelloRetryRequest.
+    let mut p384 = config_with(&[Kind::P256]);
+    p384.groups = vec![group::SECP384R1];
+    let (_c, _s, r) = engine_pair(Arc::new(p384), client_cfg(None), x25519(), None);
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("HelloRetryRequest"), "{e}");
+    // A key share for a group the configuration does not offer is the caller's mistake.
+    let cfg = Arc::new(ClientConfig {
+        groups: vec![group::X25519],
+        ..ClientConfig::default()
+    });
+    let p256 = KeyShare::generate(Group::P256).unwrap();
+    assert!(matches!(
+        ClientConn::new(cfg, p256, None, 0),
+        Err(Error::Misuse(_))
+    ));
+    assert!(ClientConfig {
+        suites: vec![suite::ECDHE_RSA_AES128_GCM_SHA256],
+        ..ClientConfig::default()
+    }
+    .validate()
+    .unwrap_err()
+    .contains("not a TLS 1.3 suite"));
+}
+
+#[test]
+fn garbage_from_the_server_is_an_error_not_a_panic() {
+    let cfg = client_cfg(None);
+    for input in [
+        &b"\x16\x03\x03\x00\x04\x02\x00\x00\x00"[..], // empty ServerHello
+        b"\x17\x03\x03\x00\x05hello",                 // data before keys
+        b"\x16\x03\x03\x00\x05\x02\x00\x00\x01\x03",  // truncated
+        b"\x15\x03\x03\x00\x02\x02\x28",              // handshake_failure
+        b"\x16\x03\x03\x00\x04\x0b\x00\x00\x00",      // Certificate first
+        b"\x99\x03\x03\x00\x01\x00",                  // unknown record type
+    ] {
+        let mut c = ClientConn::new(cfg.clone(), x25519(), None, 0).unwrap();
+        c.read_tls(input);
+        assert!(c.process(0).is_err(), "{input:?}");
+        assert!(c.is_closed());
+    }
+}
+
+// ----- against openssl s_server
+
+struct SServer {
+    child: Child,
+    port: u16,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `openssl s_server` with the test certificate; `extra` flags appended.
+fn s_server(extra: &[&str]) -> SServer {
+    let dir = std::env::temp_dir().join(format!("tls-client-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (chain, key) = cert_pem(Kind::P256);
+    std::fs::write(dir.join("cert.pem"), chain).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    let port = free_port();
+    let mut child = Command::new("openssl")
+        .args(["s_server", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("-key")
+        .arg(dir.join("key.pem"))
+        .args(["-tls1_3", "-naccept", "20"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ACCEPT") {
+        line.clear();
+    }
+    SServer { child, port, out }
+}
+
+/// Runs a connection over TCP until `done` says so (or 10 s pass).
+fn drive(
+    c: &mut ClientConn,
+    tcp: &mut TcpStream,
+    mut done: impl FnMut(&mut ClientConn) -> bool,
+) -> Result<(), Error> {
+    tcp.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 32 * 1024];
+    while start.elapsed() < Duration::from_secs(10) {
+        let out = c.pending_tls().to_vec();
+        tcp.write_all(&out).unwrap();
+        c.consume_tls(out.len());
+        if done(c) {
+            return Ok(());
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                assert_eq!(c.read_tls(&buf[..n]), n);
+                c.process(0)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the connection did not finish in 10 s");
+}
+
+/// A GET to `s_server -www`; returns its status page.
+fn www_get(
+    port: u16,
+    cfg: &Arc<ClientConfig>,
+    share: KeyShare,
+    t: Option<&Ticket>,
+) -> (ClientConn, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = ClientConn::new(cfg.clone(), share, t, 0).unwrap();
+    drive(&mut c, &mut tcp, |c| c.is_established()).unwrap();
+    c.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    drive(&mut c, &mut tcp, |c| c.peer_closed()).unwrap();
+    let page = String::from_utf8_lossy(c.plaintext()).into_owned();
+    (c, page)
+}
+
+#[test]
+fn openssl_s_server_full_and_resumed() {
+    let srv = s_server(&["-www"]);
+    let cfg = client_cfg(Some(verifier("test.example")));
+    let (c, page) = www_get(srv.port, &cfg, x25519(), None);
+    assert!(
+        page.contains("New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256"),
+        "{page}"
+    );
+    assert_eq!(c.info().peer.as_deref(), Some("CN=test.example"));
+    let ticket = c.ticket().expect("s_server sends tickets").clone();
+    // OpenSSL checks our binder and says it resumed; then once more with the same
+    // ticket (s_server's tickets are not single-use).
+    for _ in 0..2 {
+        let (c, page) = www_get(srv.port, &cfg, x25519(), Some(&ticket));
+        assert!(page.contains("Reused, TLSv1.3"), "{page}");
+        assert!(c.info().resumed);
+    }
+    // A ChaCha20 suite and a P-256 share.
+    let cha = Arc::new(ClientConfig {
+        suites: vec![suite::TLS13_CHACHA20_POLY1305_SHA256],
+        ..(*cfg).clone()
+    });
+    let (_c, page) = www_get(
+        srv.port,
+        &cha,
+        KeyShare::generate(Group::P256).unwrap(),
+        None,
+    );
+    assert!(
+        page.contains("Cipher is TLS_CHACHA20_POLY1305_SHA256"),
+        "{page}"
+    );
+}
+
+#[test]
+fn openssl_s_server_key_update_requested() {
+    // -msg: s_server prints every handshake message it sends and receives.
+    let mut srv = s_server(&["-msg"]);
+    let mut tcp = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    let mut c = ClientConn::new(client_cfg(None), x25519(), None, 0).unwrap();
+    drive(&mut c, &mut tcp, |c| c.is_established()).unwrap();
+    // "K" on s_server's console sends a KeyUpdate that asks for ours; the next line
+    // goes to us under the server's new key.
+    let stdin = srv.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"K\n").unwrap();
+    stdin.flush().unwrap();
+    // s_server takes a console line as a command only if it arrives alone.
+    let until = Instant::now() + Duration::from_millis(300);
+    drive(&mut c, &mut tcp, |_| Instant::now() > until).unwrap();
+    let stdin = srv.child.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"from s_server after its update\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let want = b"from s_server after its update";
+    drive(&mut c, &mut tcp, |c| {
+        c.plaintext().windows(want.len()).any(|w| w == want)
+    })
+    .unwrap();
+    assert_eq!(c.info().key_updates, 1);
+    // Our answer went out with the read; data after it is under our new key.
+    c.send(b"from us after ours\n").unwrap();
+    drive(&mut c, &mut tcp, |_| true).unwrap();
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        line.clear();
+        if srv.out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push(line.trim().to_string());
+        if line.contains("from us after ours") {
+            break;
+        }
+    }
+    let received_updates = seen
+        .iter()
+        .filter(|l| l.starts_with("<<<") && l.contains("KeyUpdate"))
+        .count();
+    assert_eq!(received_updates, 1, "s_server got our KeyUpdate: {seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("from us after ours")),
+        "s_server read our data under the updated key: {seen:?}"
+    );
+}
