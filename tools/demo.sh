@@ -143,6 +143,9 @@ for v in 1.3 1.2; do
     echo "== TLS $v resumption load: loadgen --mode resume, 16 connections, 2 s (bounded)"
     "${HOSTS[@]}" "${LG[@]}" --mode resume --tls $v --concurrency 16 --duration 2s 2>&1 | grep -E "ran|handshakes|latency|error" | sed 's/^/   /'
 done
+echo "== TLS load with loadgen's own engine (our TLS 1.3 client role, verifying), then with its cheapenings (--no-verify --reuse-key-share), 2 s each (bounded): compare 'client cpu'"
+"${HOSTS[@]}" "${LG[@]}" --engine own --mode full --concurrency 16 --duration 2s 2>&1 | grep -E "ran|client cpu|error" | sed 's/^/   /'
+"${HOSTS[@]}" "${LG[@]}" --engine own --no-verify --reuse-key-share --mode full --concurrency 16 --duration 2s 2>&1 | grep -E "ran|client cpu|error" | sed 's/^/   /'
 echo "== HTTPS requests: loadgen --mode request (connect, handshake, GET /index.html, close), 2 s (bounded)"
 "${HOSTS[@]}" "${LG[@]}" --mode request --path /index.html --concurrency 16 --duration 2s 2>&1 | grep -E "ran|responses|latency|error" | sed 's/^/   /'
 
