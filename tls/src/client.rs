@@ -336,11 +336,7 @@ impl ClientConn {
         &self.out[self.out_pos..]
     }
     pub fn consume_tls(&mut self, n: usize) {
-        self.out_pos = (self.out_pos + n).min(self.out.len());
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
+        crate::codec::consume(&mut self.out, &mut self.out_pos, n);
     }
 
     /// Decrypted application data from the server.
@@ -348,11 +344,7 @@ impl ClientConn {
         &self.app_in[self.app_pos..]
     }
     pub fn consume_plaintext(&mut self, n: usize) {
-        self.app_pos = (self.app_pos + n).min(self.app_in.len());
-        if self.app_pos == self.app_in.len() {
-            self.app_in.clear();
-            self.app_pos = 0;
-        }
+        crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
     }
 
     /// Protect and queue application data; returns how much was taken (0 before the

@@ -109,6 +109,16 @@ pub fn end_len(v: &mut [u8], at: usize, width: usize) {
     }
 }
 
+/// Marks `n` more bytes of `buf`, read from `*pos` on, as taken; once all are, the
+/// buffer empties (so it does not grow while a peer keeps it partly read).
+pub fn consume(buf: &mut Vec<u8>, pos: &mut usize, n: usize) {
+    *pos = (*pos + n).min(buf.len());
+    if *pos == buf.len() {
+        buf.clear();
+        *pos = 0;
+    }
+}
+
 /// The 4-byte handshake header for a message of `len` body bytes.
 pub fn handshake_header(typ: u8, len: usize) -> [u8; 4] {
     [typ, (len >> 16) as u8, (len >> 8) as u8, len as u8]

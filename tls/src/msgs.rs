@@ -157,13 +157,7 @@ impl<'a> ClientHello<'a> {
         while !exts.is_empty() {
             let typ = exts.u16()?;
             let data = exts.vec16()?;
-            if seen.contains(&typ) {
-                return Err(Error::IllegalParameter("duplicate extension"));
-            }
-            if seen.len() >= 64 {
-                return Err(Error::Decode("too many extensions"));
-            }
-            seen.push(typ);
+            note_extension(&mut seen, typ, 64)?;
             if ch.has_psk {
                 // RFC 8446 §4.2.11: pre_shared_key MUST be the last extension.
                 return Err(Error::IllegalParameter("pre_shared_key is not last"));
@@ -317,6 +311,19 @@ impl<'a> ClientHello<'a> {
         let mut r = Reader::new(self.key_shares.unwrap_or(&[]));
         std::iter::from_fn(move || Some((r.u16().ok()?, r.vec16().ok()?)))
     }
+}
+
+/// Records an extension type seen in a message: a repeat is illegal, and more than
+/// `limit` extensions is not a message we read.
+fn note_extension(seen: &mut Vec<u16>, typ: u16, limit: usize) -> Result<(), Error> {
+    if seen.contains(&typ) {
+        return Err(Error::IllegalParameter("duplicate extension"));
+    }
+    if seen.len() >= limit {
+        return Err(Error::Decode("too many extensions"));
+    }
+    seen.push(typ);
+    Ok(())
 }
 
 fn even_list<'a>(l: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
@@ -549,13 +556,7 @@ impl<'a> ServerHello<'a> {
         while !exts.is_empty() {
             let typ = exts.u16()?;
             let mut d = Reader::new(exts.vec16()?);
-            if seen.contains(&typ) {
-                return Err(Error::IllegalParameter("duplicate extension"));
-            }
-            if seen.len() >= 32 {
-                return Err(Error::Decode("too many extensions"));
-            }
-            seen.push(typ);
+            note_extension(&mut seen, typ, 32)?;
             match typ {
                 ext::SUPPORTED_VERSIONS => sh.version = Some(d.u16()?),
                 ext::KEY_SHARE if sh.retry => sh.key_share = Some((d.u16()?, &[])),
@@ -598,13 +599,7 @@ impl<'a> EncryptedExtensions<'a> {
         while !exts.is_empty() {
             let typ = exts.u16()?;
             let mut d = Reader::new(exts.vec16()?);
-            if seen.contains(&typ) {
-                return Err(Error::IllegalParameter("duplicate extension"));
-            }
-            if seen.len() >= 32 {
-                return Err(Error::Decode("too many extensions"));
-            }
-            seen.push(typ);
+            note_extension(&mut seen, typ, 32)?;
             match typ {
                 ext::ALPN => {
                     // RFC 7301 §3.1: exactly one protocol name.

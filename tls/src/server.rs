@@ -531,22 +531,14 @@ impl ServerConn {
         &self.out[self.out_pos..]
     }
     pub fn consume_tls(&mut self, n: usize) {
-        self.out_pos = (self.out_pos + n).min(self.out.len());
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
+        crate::codec::consume(&mut self.out, &mut self.out_pos, n);
     }
     /// Decrypted application bytes waiting to go to the backend.
     pub fn plaintext(&self) -> &[u8] {
         &self.app_in[self.app_pos..]
     }
     pub fn consume_plaintext(&mut self, n: usize) {
-        self.app_pos = (self.app_pos + n).min(self.app_in.len());
-        if self.app_pos == self.app_in.len() {
-            self.app_in.clear();
-            self.app_pos = 0;
-        }
+        crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
     }
 
     // ----- internals

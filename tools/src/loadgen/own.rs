@@ -238,14 +238,17 @@ impl OwnConn {
         Ok(true)
     }
 
-    /// Reads once from the socket into the engine: `Ok(false)` when the socket had
-    /// nothing, `Err` on the engine's failure (its alert is sent first).
+    /// Reads once from the socket into the engine: `Some(false)` when the socket had
+    /// nothing, `None` at the end of input, `Err` on the engine's failure (its alert is
+    /// sent first).
     fn fill(&mut self) -> Result<Option<bool>, Failure> {
         let read = READ_BUF.with(|b| {
             let mut b = b.borrow_mut();
             let room = self.c.tls_room().min(b.len());
             if room == 0 {
-                return Ok(Some(0));
+                // The server closed (close_notify), or the engine takes nothing more:
+                // an end, never a loop.
+                return Ok(None);
             }
             match self.tcp.read(&mut b[..room]) {
                 Ok(0) => Ok(None),
