@@ -11,7 +11,10 @@
 
 use std::sync::Arc;
 
-use crate::job::{derive_secret, finished_mac, Chunk, TrafficKey};
+use crate::job::{
+    derive_secret, finished_mac, tls13_handshake_secrets, verify_certificate_verify13, Chunk,
+    TrafficKey,
+};
 use crate::prim::*;
 
 /// The client's key share: one per connection, or one reused by many (the load
@@ -121,22 +124,21 @@ pub struct Tls13ClientHelloDone {
 
 pub fn tls13_client_hello(j: Tls13ClientHello) -> Result<Tls13ClientHelloDone, CryptoError> {
     let h = j.hash;
-    let n = h.output_len();
     let zeros = [0u8; 48];
-    let empty_hash = hash(h, b"")?;
     let shared = j.share.key.agree(&j.server_share)?;
-    let early = hkdf_extract(h, b"", j.psk.as_ref().map_or(&zeros[..n], |p| p.bytes()))?;
+    let early = hkdf_extract(
+        h,
+        b"",
+        j.psk
+            .as_ref()
+            .map_or(&zeros[..h.output_len()], |p| p.bytes()),
+    )?;
     let mut th = TranscriptHash::new(h)?;
     for c in &j.transcript {
         th.update(c.as_ref())?;
     }
-    let hello_hash = th.current()?;
-    let derived = derive_secret(h, early.bytes(), b"derived", &empty_hash)?;
-    let hs = hkdf_extract(h, derived.bytes(), shared.bytes())?;
-    let client_hs = derive_secret(h, hs.bytes(), b"c hs traffic", &hello_hash)?;
-    let server_hs = derive_secret(h, hs.bytes(), b"s hs traffic", &hello_hash)?;
-    let derived = derive_secret(h, hs.bytes(), b"derived", &empty_hash)?;
-    let master = hkdf_extract(h, derived.bytes(), &zeros[..n])?;
+    let (client_hs, server_hs, master) =
+        tls13_handshake_secrets(h, &early, Some(&shared), &th.current()?)?;
     Ok(Tls13ClientHelloDone {
         handshake_read: TrafficKey::tls13(h, j.aead, server_hs.bytes(), false)?,
         handshake_write: TrafficKey::tls13(h, j.aead, client_hs.bytes(), true)?,
@@ -203,15 +205,11 @@ pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone
         if let Some(v) = &a.verifier {
             peer = Some(v.verify(&a.chain)?);
             let leaf = a.chain.first().ok_or(CryptoError::BadSignature)?;
-            // RFC 8446 §4.4.3: what the server signed.
-            verify_signature(
+            verify_certificate_verify13(
                 leaf,
                 a.sig_alg,
-                &[
-                    &[0x20u8; 64],
-                    b"TLS 1.3, server CertificateVerify\0",
-                    &st.th.current()?,
-                ],
+                b"TLS 1.3, server CertificateVerify\0",
+                &st.th.current()?,
                 &a.signature,
             )?;
         }

@@ -341,6 +341,44 @@ pub(crate) fn derive_secret(
     hkdf_expand_label(hash, secret, label, thash, hash.output_len())
 }
 
+/// RFC 8446 §7.1 from the early secret: the handshake secret (from the (EC)DHE secret,
+/// or zeros for psk_ke) and, over the transcript through the ServerHello, the client's
+/// and the server's handshake traffic secrets and the master secret.
+pub(crate) fn tls13_handshake_secrets(
+    h: HashAlg,
+    early: &Secret,
+    shared: Option<&Secret>,
+    hello_hash: &[u8],
+) -> Result<(Secret, Secret, Secret), CryptoError> {
+    let zeros = [0u8; 48];
+    let n = h.output_len();
+    let empty_hash = hash(h, b"")?;
+    let derived = derive_secret(h, early.bytes(), b"derived", &empty_hash)?;
+    let hs = hkdf_extract(
+        h,
+        derived.bytes(),
+        shared.map_or(&zeros[..n], |s| s.bytes()),
+    )?;
+    let c_hs = derive_secret(h, hs.bytes(), b"c hs traffic", hello_hash)?;
+    let s_hs = derive_secret(h, hs.bytes(), b"s hs traffic", hello_hash)?;
+    let derived = derive_secret(h, hs.bytes(), b"derived", &empty_hash)?;
+    let master = hkdf_extract(h, derived.bytes(), &zeros[..n])?;
+    Ok((c_hs, s_hs, master))
+}
+
+/// RFC 8446 §4.4.3: check a CertificateVerify signature made with `leaf`'s key over
+/// the transcript hash `thash`, under `context` ("TLS 1.3, server CertificateVerify"
+/// or the client's, with its zero byte).
+pub(crate) fn verify_certificate_verify13(
+    leaf: &[u8],
+    alg: SigAlg,
+    context: &[u8],
+    thash: &[u8],
+    sig: &[u8],
+) -> Result<(), CryptoError> {
+    verify_signature(leaf, alg, &[&[0x20u8; 64], context, thash], sig)
+}
+
 pub(crate) fn finished_mac(
     hash: HashAlg,
     base: &[u8],
@@ -411,16 +449,7 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     th.update(&sh)?;
     let hello_hash = th.current()?;
 
-    let derived = derive_secret(h, early.bytes(), b"derived", &empty_hash)?;
-    let hs = hkdf_extract(
-        h,
-        derived.bytes(),
-        shared.as_ref().map_or(&zeros[..n], |s| s.bytes()),
-    )?;
-    let c_hs = derive_secret(h, hs.bytes(), b"c hs traffic", &hello_hash)?;
-    let s_hs = derive_secret(h, hs.bytes(), b"s hs traffic", &hello_hash)?;
-    let derived = derive_secret(h, hs.bytes(), b"derived", &empty_hash)?;
-    let master = hkdf_extract(h, derived.bytes(), &zeros[..n])?;
+    let (c_hs, s_hs, master) = tls13_handshake_secrets(h, &early, shared.as_ref(), &hello_hash)?;
 
     th.update(&j.encrypted_extensions)?;
     if let Some(cr) = &j.certificate_request {
@@ -544,16 +573,11 @@ fn tls13_client_auth(j: Tls13ClientAuth) -> Result<Tls13ClientAuthDone, CryptoEr
                 return Err(CryptoError::BadSignature);
             }
         }
-        // RFC 8446 §4.4.3, the client's context string.
-        let thash = th.current()?;
-        verify_signature(
+        verify_certificate_verify13(
             leaf,
             *alg,
-            &[
-                &[0x20u8; 64],
-                b"TLS 1.3, client CertificateVerify\0",
-                &thash,
-            ],
+            b"TLS 1.3, client CertificateVerify\0",
+            &th.current()?,
             sig,
         )?;
         th.update(cv)?;

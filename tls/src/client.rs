@@ -23,7 +23,7 @@ use crypto_offload::{
     job::tls13_next_secret, prim::random, Chunk, Group, HashAlg, Secret, ServerVerifier, TrafficKey,
 };
 
-use crate::codec::{end_len, put_u16, start_len, Reader};
+use crate::codec::{end_len, put_u16, start_len, HandshakeJoiner};
 use crate::error::{alert, Error};
 use crate::msgs::{
     content, ext, group, hs, parse_certificate, parse_certificate_verify, put_ext, scheme, suite,
@@ -207,7 +207,7 @@ pub struct ClientConn {
     cfg: Arc<ClientConfig>,
     state: State,
     deframer: Deframer,
-    hs_buf: Vec<u8>,
+    hs_buf: HandshakeJoiner,
     read: Option<Cipher>,
     write: Option<Cipher>,
     out: Vec<u8>,
@@ -251,7 +251,7 @@ impl ClientConn {
                 offered,
             })),
             deframer: Deframer::default(),
-            hs_buf: Vec::new(),
+            hs_buf: HandshakeJoiner::new(MAX_HANDSHAKE),
             read: None,
             write: None,
             out,
@@ -383,11 +383,11 @@ impl ClientConn {
     }
 
     fn write_alert(&mut self, desc: u8) -> Result<(), Error> {
-        let level = if desc == alert::CLOSE_NOTIFY { 1 } else { 2 };
+        let body = alert::record(desc);
         match self.write.as_mut() {
-            Some(w) => w.seal(&mut self.out, content::ALERT, &[level, desc], 0),
+            Some(w) => w.seal(&mut self.out, content::ALERT, &body, 0),
             None => {
-                crate::record::write_plain(&mut self.out, content::ALERT, &[level, desc]);
+                crate::record::write_plain(&mut self.out, content::ALERT, &body);
                 Ok(())
             }
         }
@@ -395,7 +395,7 @@ impl ClientConn {
 
     fn process_records(&mut self) -> Result<(), Error> {
         loop {
-            if let Some(msg) = self.next_message()? {
+            if let Some(msg) = self.hs_buf.next_message()? {
                 self.handshake_message(msg)?;
                 continue;
             }
@@ -415,15 +415,7 @@ impl ClientConn {
                 _ => (rec.typ, self.deframer.bytes()[rec.start..rec.end].to_vec()),
             };
             match typ {
-                content::HANDSHAKE => {
-                    if body.is_empty() {
-                        return Err(Error::Decode("empty handshake record"));
-                    }
-                    if self.hs_buf.len() + body.len() > MAX_HANDSHAKE + 4 {
-                        return Err(Error::Decode("handshake message too long"));
-                    }
-                    self.hs_buf.extend_from_slice(&body);
-                }
+                content::HANDSHAKE => self.hs_buf.push(&body)?,
                 content::APPLICATION_DATA if self.is_established() => {
                     self.app_in.extend_from_slice(&body)
                 }
@@ -458,22 +450,6 @@ impl ClientConn {
                 Err(Error::PeerAlert(d))
             }
         }
-    }
-
-    /// The next whole handshake message (header included), if one is buffered.
-    fn next_message(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        if self.hs_buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = Reader::new(&self.hs_buf[1..4]).u24()?;
-        if len > MAX_HANDSHAKE {
-            return Err(Error::Decode("handshake message too long"));
-        }
-        if self.hs_buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let rest = self.hs_buf.split_off(4 + len);
-        Ok(Some(std::mem::replace(&mut self.hs_buf, rest)))
     }
 
     fn handshake_message(&mut self, msg: Vec<u8>) -> Result<(), Error> {

@@ -119,6 +119,57 @@ pub fn consume(buf: &mut Vec<u8>, pos: &mut usize, n: usize) {
     }
 }
 
+/// Handshake bytes from records, joined into whole messages (header included): a
+/// message may span records and a record may hold several.
+#[derive(Debug)]
+pub struct HandshakeJoiner {
+    buf: Vec<u8>,
+    /// Largest message body accepted.
+    max: usize,
+}
+
+impl HandshakeJoiner {
+    pub fn new(max: usize) -> Self {
+        HandshakeJoiner {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// A handshake record's content.
+    pub fn push(&mut self, body: &[u8]) -> Result<(), Error> {
+        if body.is_empty() {
+            return Err(Error::Decode("empty handshake record"));
+        }
+        if self.buf.len() + body.len() > self.max + 4 {
+            return Err(Error::Decode("handshake message too long"));
+        }
+        self.buf.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// The next whole message, if one is buffered.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = Reader::new(&self.buf[1..4]).u24()?;
+        if len > self.max {
+            return Err(Error::Decode("handshake message too long"));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(4 + len);
+        Ok(Some(std::mem::replace(&mut self.buf, rest)))
+    }
+
+    /// No partial message is buffered (keys may change here).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
 /// The 4-byte handshake header for a message of `len` body bytes.
 pub fn handshake_header(typ: u8, len: usize) -> [u8; 4] {
     [typ, (len >> 16) as u8, (len >> 8) as u8, len as u8]

@@ -27,6 +27,17 @@ pub mod alert {
     pub const MISSING_EXTENSION: u8 = 109;
     pub const CERTIFICATE_REQUIRED: u8 = 116;
     pub const NO_APPLICATION_PROTOCOL: u8 = 120;
+
+    /// The alert record's body: close_notify and no_renegotiation are warnings, every
+    /// other alert we send is fatal.
+    pub fn record(desc: u8) -> [u8; 2] {
+        let level = if desc == CLOSE_NOTIFY || desc == NO_RENEGOTIATION {
+            1
+        } else {
+            2
+        };
+        [level, desc]
+    }
 }
 
 /// Why a connection failed.

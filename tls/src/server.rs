@@ -240,7 +240,7 @@ pub struct ServerConn {
     chosen: Option<usize>,
     pub(crate) state: State,
     pub(crate) deframer: Deframer,
-    hs_buf: Vec<u8>,
+    hs_buf: crate::codec::HandshakeJoiner,
     pub(crate) read: Option<Cipher>,
     pub(crate) write: Option<Cipher>,
     pub(crate) out: Vec<u8>,
@@ -293,7 +293,7 @@ impl ServerConn {
             chosen: None,
             state: State::ClientHello,
             deframer: Deframer::default(),
-            hs_buf: Vec::new(),
+            hs_buf: crate::codec::HandshakeJoiner::new(MAX_HANDSHAKE_MESSAGE),
             read: None,
             write: None,
             out: Vec::new(),
@@ -564,15 +564,11 @@ impl ServerConn {
     }
 
     fn write_alert(&mut self, desc: u8) -> Result<(), Error> {
-        let level = if desc == alert::CLOSE_NOTIFY || desc == alert::NO_RENEGOTIATION {
-            1
-        } else {
-            2
-        };
+        let body = alert::record(desc);
         if self.write.is_some() {
-            self.write_protected(content::ALERT, &[level, desc], 0)
+            self.write_protected(content::ALERT, &body, 0)
         } else {
-            record::write_plain(&mut self.out, content::ALERT, &[level, desc]);
+            record::write_plain(&mut self.out, content::ALERT, &body);
             Ok(())
         }
     }
@@ -642,7 +638,7 @@ impl ServerConn {
             if matches!(self.state, State::Job(_) | State::Closed) || self.peer_closed {
                 return Ok(());
             }
-            if let Some(msg) = self.next_handshake_message()? {
+            if let Some(msg) = self.hs_buf.next_message()? {
                 self.handle_handshake(msg)?;
                 continue;
             }
@@ -660,23 +656,6 @@ impl ServerConn {
             };
             self.handle_record(rec)?;
         }
-    }
-
-    fn next_handshake_message(&mut self) -> Result<Option<Vec<u8>>, Error> {
-        if self.hs_buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = (self.hs_buf[1] as usize) << 16
-            | (self.hs_buf[2] as usize) << 8
-            | self.hs_buf[3] as usize;
-        if len > MAX_HANDSHAKE_MESSAGE {
-            return Err(Error::Decode("handshake message too long"));
-        }
-        if self.hs_buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let rest = self.hs_buf.split_off(4 + len);
-        Ok(Some(std::mem::replace(&mut self.hs_buf, rest)))
     }
 
     fn handle_record(&mut self, rec: record::RawRecord) -> Result<(), Error> {
@@ -716,16 +695,7 @@ impl ServerConn {
         let tls13 = self.info.version == version::TLS13;
         let body = &self.deframer.body_mut(rec)[s..e];
         match typ {
-            content::HANDSHAKE => {
-                if body.is_empty() {
-                    return Err(Error::Decode("empty handshake record"));
-                }
-                if self.hs_buf.len() + body.len() > MAX_HANDSHAKE_MESSAGE + 4 {
-                    return Err(Error::Decode("handshake message too long"));
-                }
-                self.hs_buf.extend_from_slice(body);
-                Ok(())
-            }
+            content::HANDSHAKE => self.hs_buf.push(body),
             content::ALERT => {
                 if body.len() != 2 {
                     return Err(Error::Decode("alert"));
