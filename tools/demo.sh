@@ -51,11 +51,18 @@ address = "10.77.0.1/24"
 socket = "$WORK/control.sock"
 stats_interval = "0s"
 
+[metrics]
+listen = "127.0.0.1:9464"       # Prometheus text, in the appliance's namespace
+
 [[vserver]]
 name = "web"
 listen = "10.77.0.1:80"
 mode = "tcp"
-backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+backends = ["10.77.0.2:8080", { address = "10.77.0.3:8080", weight = 2 }]
+[vserver.health]
+check = "http"
+path = "/index.html"
+interval = "1s"
 
 [[vserver]]
 name = "secure"
@@ -148,6 +155,19 @@ echo "== TLS load with loadgen's own engine (our TLS 1.3 client role, verifying)
 "${HOSTS[@]}" "${LG[@]}" --engine own --no-verify --reuse-key-share --mode full --concurrency 16 --duration 2s 2>&1 | grep -E "ran|client cpu|error" | sed 's/^/   /'
 echo "== HTTPS requests: loadgen --mode request (connect, handshake, GET /index.html, close), 2 s (bounded)"
 "${HOSTS[@]}" "${LG[@]}" --mode request --path /index.html --concurrency 16 --duration 2s 2>&1 | grep -E "ran|responses|latency|error" | sed 's/^/   /'
+
+echo "== operating it: appliancectl status, show backends, show certs"
+"${CTL[@]}" status | sed 's/^/   /'
+"${CTL[@]}" show backends | sed 's/^/   /'
+"${CTL[@]}" show certs | grep -E "^vserver|valid" | sed 's/^/   /'
+echo "== appliancectl backend drain 10.77.0.3:8080: new connections go to 10.77.0.2 only"
+"${CTL[@]}" backend drain 10.77.0.3:8080 | sed 's/^/   /'
+"${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 4 --requests 30 --duration 5s | grep -E "requests|errors" | sed 's/^/   /'
+"${CTL[@]}" show backends | sed 's/^/   /'
+"${CTL[@]}" backend enable 10.77.0.3:8080 | sed 's/^/   /'
+echo "== metrics: a few of the Prometheus series at http://127.0.0.1:9464/metrics"
+ip netns exec "$NAME-a" curl -sS --max-time 5 http://127.0.0.1:9464/metrics \
+    | grep -E '^appliance_(proxy_tls13_handshakes_total|backend_up|backend_chosen_total)' | sed 's/^/   /'
 
 echo "== stopping the appliance (SIGINT)"
 kill -INT "${PIDS[-1]}"; wait "${PIDS[-1]}" || true

@@ -14,6 +14,8 @@ packages=(
     iproute2 ethtool iputils-ping  # test networks: namespaces, veth, offloads, ping
     curl python3                   # clients and the demo/test HTTP backend
     libssl-dev openssl             # OpenSSL 3: libcrypto for the TLS engine, the CLI for test certificates
+    python3-prometheus-client      # the tests parse the metrics endpoint with Prometheus' own parser
+    util-linux                     # setpriv: the tests call the control socket as another user
 )
 if [ "${1:-}" = "--bench" ]; then
     packages+=(haproxy nginx-light wrk)

@@ -44,8 +44,15 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     crypto: RawCrypto,
+    metrics: Option<RawMetrics>,
     #[serde(default, rename = "vserver")]
     vservers: Vec<RawVserver>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,9 +113,26 @@ struct RawVserver {
     name: String,
     listen: String,
     mode: String,
-    backends: Vec<String>,
+    /// Each `"ip:port"` or `{ address = "ip:port", weight = N }`: checked by hand so
+    /// that a mistake names its entry.
+    backends: Vec<toml::Value>,
+    balance: Option<String>,
     tls: Option<RawTls>,
     transmit: Option<RawTransmit>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    check: String,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    path: Option<String>,
+    host: Option<String>,
+    expect: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,7 +264,10 @@ pub struct Vserver {
     pub name: String,
     pub listen: SocketAddrV4,
     pub mode: Mode,
-    pub backends: Vec<SocketAddrV4>,
+    pub backends: Vec<Backend>,
+    pub balance: Balance,
+    /// Active health checks; `None`: every backend counts as healthy.
+    pub health: Option<HealthCheck>,
     /// The TLS engine's configuration (certificates loaded, flights precomputed);
     /// present exactly when `mode` is [`Mode::Tls`].
     pub tls: Option<std::sync::Arc<tls::ServerConfig>>,
@@ -255,7 +282,62 @@ pub struct Config {
     pub tcp: TcpConfig,
     pub control: ControlConfig,
     pub crypto: CryptoConfig,
+    /// `[metrics]`: the Prometheus endpoint, if configured.
+    pub metrics: Option<MetricsConfig>,
     pub vservers: Vec<Vserver>,
+}
+
+/// `[metrics]`: where the Prometheus text endpoint listens (kernel networking, the
+/// management address; never the data plane).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
+}
+
+/// One backend of a vserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddrV4,
+    /// Share of new connections relative to the other backends (1..=1000).
+    pub weight: u32,
+}
+
+/// How a vserver spreads new connections over its eligible backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round robin.
+    RoundRobin,
+    /// The fewest open connections per unit of weight.
+    LeastConnections,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The TCP handshake completes.
+    Tcp,
+    /// `GET path` over HTTP/1.0 answers with one of `expect`.
+    Http {
+        path: String,
+        /// `Host:` header; `None`: the backend's address.
+        host: Option<String>,
+        expect: Vec<u16>,
+    },
+}
+
+/// `[vserver.health]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Time between the starts of two checks of one backend.
+    pub interval: Duration,
+    /// A check not passed within this fails.
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend out of rotation.
+    pub fall: u32,
 }
 
 /// Default control socket path.
@@ -602,6 +684,140 @@ impl Checker<'_> {
         Ok(out)
     }
 
+    /// One entry of `backends`: `"ip:port"` or `{ address = "ip:port", weight = N }`.
+    fn backend(&self, field: &str, v: &toml::Value) -> Result<Backend, ConfigError> {
+        let (text, weight) = match v {
+            toml::Value::String(s) => (s.as_str(), 1),
+            toml::Value::Table(t) => {
+                if let Some(k) = t.keys().find(|k| *k != "address" && *k != "weight") {
+                    return Err(self.err(
+                        format!("{field}.{k}"),
+                        "unknown field; a backend has `address` and `weight`",
+                    ));
+                }
+                let a = match t.get("address") {
+                    Some(toml::Value::String(s)) => s.as_str(),
+                    Some(_) => {
+                        return Err(
+                            self.err(format!("{field}.address"), "must be a string \"ip:port\"")
+                        )
+                    }
+                    None => return Err(self.err(field, "needs address = \"ip:port\"")),
+                };
+                let w = match t.get("weight") {
+                    None => 1,
+                    Some(toml::Value::Integer(w)) if (1..=1000).contains(w) => *w as u32,
+                    Some(w) => {
+                        return Err(self.err(
+                            format!("{field}.weight"),
+                            format!("{w} must be an integer 1..=1000"),
+                        ))
+                    }
+                };
+                (a, w)
+            }
+            other => {
+                return Err(self.err(
+                    field,
+                    format!(
+                        "{other} must be \"ip:port\" or {{ address = \"ip:port\", weight = N }}"
+                    ),
+                ))
+            }
+        };
+        let addr: SocketAddrV4 = text
+            .parse()
+            .map_err(|_| self.err(field, format!("{text:?} is not an IPv4 address:port")))?;
+        if addr.port() == 0 {
+            return Err(self.err(field, "port 0 is not a backend port"));
+        }
+        Ok(Backend { addr, weight })
+    }
+
+    /// `[vserver.health]`.
+    fn health(&self, field: &str, h: &RawHealth) -> Result<HealthCheck, ConfigError> {
+        let f = |k: &str| format!("{field}.{k}");
+        let http_only = [
+            ("path", h.path.is_some()),
+            ("host", h.host.is_some()),
+            ("expect", h.expect.is_some()),
+        ];
+        let kind = match h.check.as_str() {
+            "tcp" => {
+                if let Some((k, _)) = http_only.iter().find(|(_, set)| *set) {
+                    return Err(self.err(f(k), "only check = \"http\" takes it"));
+                }
+                CheckKind::Tcp
+            }
+            "http" => {
+                let path = h.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return Err(self.err(
+                        f("path"),
+                        format!(
+                            "{path:?} must start with '/' and hold no spaces or control characters"
+                        ),
+                    ));
+                }
+                if let Some(host) = &h.host {
+                    if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                        return Err(
+                            self.err(f("host"), format!("{host:?} is not a Host header value"))
+                        );
+                    }
+                }
+                let expect = match &h.expect {
+                    None => vec![200],
+                    Some(list) if list.is_empty() => {
+                        return Err(self.err(f("expect"), "list at least one status code"))
+                    }
+                    Some(list) => {
+                        let mut out = Vec::new();
+                        for (j, &code) in list.iter().enumerate() {
+                            if !(100..=599).contains(&code) {
+                                return Err(self.err(
+                                    format!("{field}.expect[{j}]"),
+                                    format!("{code} is not an HTTP status (100..=599)"),
+                                ));
+                            }
+                            out.push(code as u16);
+                        }
+                        out
+                    }
+                };
+                CheckKind::Http {
+                    path,
+                    host: h.host.clone(),
+                    expect,
+                }
+            }
+            o => {
+                return Err(self.err(
+                    f("check"),
+                    format!("{o:?} is not a check; use \"tcp\" or \"http\""),
+                ))
+            }
+        };
+        let interval = self.duration(&f("interval"), &h.interval, Duration::from_secs(2))?;
+        let timeout = self.duration(&f("timeout"), &h.timeout, Duration::from_secs(1))?;
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+            return Err(self.err(f("interval"), "must be 100ms..=1h"));
+        }
+        if timeout.is_zero() || timeout > interval {
+            return Err(self.err(
+                f("timeout"),
+                format!("must be more than 0 and at most the interval ({interval:?})"),
+            ));
+        }
+        Ok(HealthCheck {
+            kind,
+            interval,
+            timeout,
+            rise: self.int_in(&f("rise"), h.rise, 2u32, 1, 100)?,
+            fall: self.int_in(&f("fall"), h.fall, 3u32, 1, 100)?,
+        })
+    }
+
     fn int_in<T: TryFrom<i64>>(
         &self,
         field: &str,
@@ -850,6 +1066,25 @@ impl Config {
             )?,
         };
         let crypto = c.crypto(&raw.crypto, &dataplane.cores)?;
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(m) => Some(MetricsConfig {
+                listen: m.listen.parse().map_err(|_| {
+                    c.err(
+                        "metrics.listen",
+                        format!(
+                            "{:?} is not an address:port, like \"127.0.0.1:9464\"",
+                            m.listen
+                        ),
+                    )
+                })?,
+            }),
+        };
+        if let Some(m) = &metrics {
+            if m.listen.ip() == std::net::IpAddr::V4(address) {
+                return Err(c.err("metrics.listen", format!("{} is the data plane's address; the metrics endpoint is on the kernel's management network (e.g. 127.0.0.1)", m.listen.ip())));
+            }
+        }
         if raw.vservers.is_empty() {
             return Err(c.err(
                 "vserver",
@@ -978,28 +1213,46 @@ impl Config {
             if v.backends.is_empty() {
                 return Err(c.err(f("backends"), "needs at least one backend address:port"));
             }
-            let mut backends = Vec::new();
+            let mut backends: Vec<Backend> = Vec::new();
             for (j, b) in v.backends.iter().enumerate() {
                 let fb = format!("vserver[{i}].backends[{j}]");
-                let a: SocketAddrV4 = b
-                    .parse()
-                    .map_err(|_| c.err(&fb, format!("{b:?} is not an IPv4 address:port")))?;
-                if a.port() == 0 {
-                    return Err(c.err(&fb, "port 0 is not a backend port"));
-                }
+                let be = c.backend(&fb, b)?;
+                let a = be.addr;
                 if *a.ip() == address {
                     return Err(c.err(&fb, format!("{a} is the appliance itself")));
                 }
                 if gateway.is_none() && !in_subnet(*a.ip(), address, prefix_len) {
                     return Err(c.err(&fb, format!("{a} is outside {address}/{prefix_len} and dataplane.gateway is not set")));
                 }
-                backends.push(a);
+                if backends.iter().any(|o| o.addr == a) {
+                    return Err(c.err(
+                        &fb,
+                        format!("{a} is listed twice; give it a weight instead"),
+                    ));
+                }
+                backends.push(be);
             }
+            let balance = match v.balance.as_deref() {
+                None | Some("round_robin") => Balance::RoundRobin,
+                Some("least_connections") => Balance::LeastConnections,
+                Some(o) => {
+                    return Err(c.err(
+                        f("balance"),
+                        format!("{o:?} is not a method; use \"round_robin\" (default) or \"least_connections\""),
+                    ))
+                }
+            };
+            let health = match &v.health {
+                None => None,
+                Some(h) => Some(c.health(&f("health"), h)?),
+            };
             vservers.push(Vserver {
                 name: v.name,
                 listen,
                 mode,
                 backends,
+                balance,
+                health,
                 tls,
                 transmit,
             });
@@ -1009,6 +1262,7 @@ impl Config {
             tcp,
             control,
             crypto,
+            metrics,
             vservers,
         })
     }
@@ -1046,6 +1300,150 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         assert_eq!(c.vservers[0].backends.len(), 2);
         assert_eq!(c.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
         assert_eq!((c.crypto.workers, c.crypto.queue_depth), (0, 256));
+    }
+
+    #[test]
+    fn backends_balancing_health_and_metrics() {
+        let text = GOOD.replace(
+            "backends = [\"10.77.0.2:8080\", \"10.77.0.3:8080\"]",
+            "backends = [\"10.77.0.2:8080\", { address = \"10.77.0.3:8080\", weight = 3 }]\nbalance = \"least_connections\"\n[vserver.health]\ncheck = \"http\"\npath = \"/healthz\"\nexpect = [200, 204]\ninterval = \"5s\"",
+        ) + "\n[metrics]\nlisten = \"127.0.0.1:9464\"\n";
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let v = &c.vservers[0];
+        assert_eq!(v.backends[0].weight, 1);
+        assert_eq!(v.backends[1].weight, 3);
+        assert_eq!(v.balance, Balance::LeastConnections);
+        let h = v.health.as_ref().unwrap();
+        assert_eq!(
+            h.kind,
+            CheckKind::Http {
+                path: "/healthz".into(),
+                host: None,
+                expect: vec![200, 204]
+            }
+        );
+        assert_eq!(
+            (h.interval, h.timeout, h.rise, h.fall),
+            (Duration::from_secs(5), Duration::from_secs(1), 2, 3)
+        );
+        assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9464".parse().unwrap());
+        // Defaults: round robin, no checks, no metrics endpoint.
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.vservers[0].balance, Balance::RoundRobin);
+        assert!(c.vservers[0].health.is_none() && c.metrics.is_none());
+
+        let with = |backends: &str, more: &str| {
+            err_of(&GOOD.replace(
+                "backends = [\"10.77.0.2:8080\", \"10.77.0.3:8080\"]",
+                &format!("backends = {backends}\n{more}"),
+            ))
+        };
+        let ok_b = "[\"10.77.0.2:8080\"]";
+        for (backends, more, field, why) in [
+            (
+                "[{ address = \"10.77.0.2:8080\", weight = 0 }]",
+                "",
+                "vserver[0].backends[0].weight",
+                "1..=1000",
+            ),
+            (
+                "[{ address = \"10.77.0.2:8080\", wieght = 2 }]",
+                "",
+                "vserver[0].backends[0].wieght",
+                "unknown field",
+            ),
+            (
+                "[{ weight = 2 }]",
+                "",
+                "vserver[0].backends[0]",
+                "needs address",
+            ),
+            (
+                "[{ address = 5 }]",
+                "",
+                "vserver[0].backends[0].address",
+                "must be a string",
+            ),
+            ("[7]", "", "vserver[0].backends[0]", "must be \"ip:port\""),
+            (
+                "[\"10.77.0.2:8080\", \"10.77.0.2:8080\"]",
+                "",
+                "vserver[0].backends[1]",
+                "listed twice",
+            ),
+            (
+                ok_b,
+                "balance = \"random\"",
+                "vserver[0].balance",
+                "least_connections",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"ping\"",
+                "vserver[0].health.check",
+                "\"tcp\" or \"http\"",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"tcp\"\npath = \"/\"",
+                "vserver[0].health.path",
+                "only check = \"http\"",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"http\"\npath = \"x y\"",
+                "vserver[0].health.path",
+                "must start with '/'",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"http\"\nexpect = [700]",
+                "vserver[0].health.expect[0]",
+                "not an HTTP status",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"http\"\nexpect = []",
+                "vserver[0].health.expect",
+                "at least one",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"tcp\"\ninterval = \"10ms\"",
+                "vserver[0].health.interval",
+                "100ms..=1h",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"",
+                "vserver[0].health.timeout",
+                "at most the interval",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"tcp\"\nfall = 0",
+                "vserver[0].health.fall",
+                "out of range",
+            ),
+            (
+                ok_b,
+                "[vserver.health]\ncheck = \"tcp\"\nrise = 1000",
+                "vserver[0].health.rise",
+                "out of range",
+            ),
+        ] {
+            let e = with(backends, more);
+            assert!(
+                e.starts_with(&format!("t.toml: {field}: ")) && e.contains(why),
+                "{backends} {more}: {e}"
+            );
+        }
+        let e = err_of(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
+        assert!(e.starts_with("t.toml: metrics.listen: "), "{e}");
+        let e = err_of(&format!("{GOOD}\n[metrics]\nlisten = \"10.77.0.1:9464\"\n"));
+        assert!(e.contains("management network"), "{e}");
+        let e = err_of(&format!("{GOOD}\n[metrics]\nport = 9464\n"));
+        assert!(e.contains("unknown field `port`"), "{e}");
     }
 
     #[test]

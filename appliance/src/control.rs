@@ -3,8 +3,18 @@
 //! the peer's credentials (`SO_PEERCRED`) are checked on every connection, so a
 //! permissive umask or a copied socket path does not open it to anyone else.
 //!
-//! Commands (one line): `ping` → `{"ok":true}`; `stats` → every counter (see
-//! [`crate::runtime::Snapshot`]). Unknown commands get `{"error": "..."}`.
+//! Commands (one line, words separated by spaces; each answers one JSON document,
+//! and a refusal is `{"error": "..."}` naming what was wrong):
+//! - `ping` → `{"ok": true}`
+//! - `status` → version, pid, uptime, configuration file, vservers and backends up,
+//!   connections and handshakes so far
+//! - `stats` → every counter (see [`crate::runtime::Snapshot`])
+//! - `vservers` → each vserver with its backends' state (see [`VserverSnap`])
+//! - `backends` → one entry per (vserver, backend)
+//! - `certs` → each `tls` vserver's certificates: subject, SANs, issuer, expiry
+//! - `vserver enable|disable NAME`
+//! - `backend drain|enable ADDRESS [VSERVER]`: every vserver that has the backend,
+//!   or only `VSERVER`
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -12,6 +22,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::backends::{VserverRt, VserverSnap};
+use crate::runtime::{self, CoreCounters};
+use crypto_offload::device::Route;
+use crypto_offload::WorkerStats;
+use dataplane::PortInfo;
 
 /// Answers a command; runs on the control thread.
 pub type Handler = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
@@ -96,4 +114,181 @@ pub fn request(path: &Path, command: &str) -> std::io::Result<serde_json::Value>
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line)?;
     serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// What the control commands read and switch.
+pub struct State {
+    pub config_path: PathBuf,
+    pub counters: Arc<Vec<CoreCounters>>,
+    pub vservers: Arc<Vec<VserverRt>>,
+    pub workers: Arc<Vec<Arc<WorkerStats>>>,
+    pub routes: Arc<Vec<Route>>,
+    pub port: PortInfo,
+    pub started: std::time::Instant,
+}
+
+/// The daemon's command handler over `state`.
+pub fn handler(state: Arc<State>) -> Handler {
+    Arc::new(move |line: &str| dispatch(&state, line))
+}
+
+fn err(msg: impl Into<String>) -> Value {
+    json!({ "error": msg.into() })
+}
+
+const COMMANDS: &str = "ping, status, stats, vservers, backends, certs, vserver enable|disable NAME, backend drain|enable ADDRESS [VSERVER]";
+
+/// Answers one command line.
+pub fn dispatch(st: &State, line: &str) -> Value {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["ping"] => json!({ "ok": true }),
+        ["status"] => status(st),
+        ["stats"] => serde_json::to_value(runtime::snapshot(
+            &st.counters,
+            &st.workers,
+            &st.routes,
+            &st.port,
+            st.started,
+        ))
+        .unwrap_or_default(),
+        ["vservers"] => json!(vserver_snaps(st)),
+        ["backends"] => {
+            let list: Vec<Value> = vserver_snaps(st)
+                .into_iter()
+                .flat_map(|v| {
+                    let name = v.name.clone();
+                    v.backends.into_iter().map(move |b| {
+                        let mut o = serde_json::to_value(b).unwrap_or_default();
+                        o["vserver"] = json!(name);
+                        o
+                    })
+                })
+                .collect();
+            json!(list)
+        }
+        ["certs"] => certs(st),
+        ["vserver", action @ ("enable" | "disable"), name] => {
+            let Some(v) = st.vservers.iter().find(|v| v.cfg.name == *name) else {
+                return err(format!(
+                    "no vserver named {name:?}; there are: {}",
+                    names(st)
+                ));
+            };
+            let on = *action == "enable";
+            v.set_enabled(on);
+            log::warn!("control: vserver {name} {action}d");
+            json!({ "ok": true, "vserver": name, "enabled": on })
+        }
+        ["backend", action @ ("drain" | "enable"), addr, rest @ ..] if rest.len() <= 1 => {
+            let only = rest.first().copied();
+            if let Some(n) = only {
+                if !st.vservers.iter().any(|v| v.cfg.name == n) {
+                    return err(format!("no vserver named {n:?}; there are: {}", names(st)));
+                }
+            }
+            let mut hit = Vec::new();
+            for v in st.vservers.iter() {
+                if only.is_some_and(|n| n != v.cfg.name) {
+                    continue;
+                }
+                if let Some(i) = v.backend_index(addr) {
+                    v.backends[i].set_draining(*action == "drain");
+                    hit.push(v.cfg.name.clone());
+                }
+            }
+            if hit.is_empty() {
+                return err(format!(
+                    "no backend {addr:?} in {}",
+                    only.map(|n| format!("vserver {n:?}"))
+                        .unwrap_or_else(|| "any vserver".into())
+                ));
+            }
+            log::warn!(
+                "control: backend {addr} {} in vserver(s) {}",
+                if *action == "drain" {
+                    "draining"
+                } else {
+                    "enabled"
+                },
+                hit.join(", ")
+            );
+            json!({ "ok": true, "backend": addr, "draining": *action == "drain", "vservers": hit })
+        }
+        [] => err(format!("empty command; commands: {COMMANDS}")),
+        _ => err(format!("unknown command {line:?}; commands: {COMMANDS}")),
+    }
+}
+
+fn names(st: &State) -> String {
+    st.vservers
+        .iter()
+        .map(|v| v.cfg.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn now_ms() -> u64 {
+    crate::epoch().elapsed().as_millis() as u64
+}
+
+fn vserver_snaps(st: &State) -> Vec<VserverSnap> {
+    let now = now_ms();
+    st.vservers.iter().map(|v| v.snapshot(now)).collect()
+}
+
+fn status(st: &State) -> Value {
+    let sum = |f: &dyn Fn(&CoreCounters) -> u64| st.counters.iter().map(f).sum::<u64>();
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let snaps = vserver_snaps(st);
+    let backends: Vec<_> = snaps.iter().flat_map(|v| &v.backends).collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_secs": st.started.elapsed().as_secs_f64(),
+        "config": st.config_path.display().to_string(),
+        "port": st.port.name,
+        "cores": st.counters.len(),
+        "crypto": if st.workers.is_empty() { "inline".to_string() } else { format!("pool of {}", st.workers.len()) },
+        "vservers": snaps.len(),
+        "vservers_enabled": snaps.iter().filter(|v| v.enabled).count(),
+        "backends": backends.len(),
+        "backends_up": backends.iter().filter(|b| b.state == "up").count(),
+        "backends_down": backends.iter().filter(|b| b.state == "down").count(),
+        "backends_draining": backends.iter().filter(|b| b.state == "draining").count(),
+        "proxied_connections": backends.iter().map(|b| b.active).sum::<u64>(),
+        "accepted": sum(&|c| ld(&c.proxy.accepted)),
+        "tls_handshakes": sum(&|c| ld(&c.proxy.tls12_handshakes) + ld(&c.proxy.tls13_handshakes)),
+        "tls_resumed": sum(&|c| ld(&c.proxy.tls12_resumed) + ld(&c.proxy.tls13_resumed)),
+    })
+}
+
+fn certs(st: &State) -> Value {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for v in st.vservers.iter() {
+        let Some(cfg) = &v.cfg.tls else { continue };
+        for site in &cfg.sites {
+            for ck in &site.certs {
+                let Some(leaf) = ck.chain.first() else {
+                    continue;
+                };
+                let mut o = match crypto_offload::prim::certificate_summary(leaf) {
+                    Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
+                    Err(e) => json!({ "error": e.to_string() }),
+                };
+                if let Some(t) = o.get("not_after_unix").and_then(Value::as_i64) {
+                    o["days_left"] = json!((t - now_unix) as f64 / 86_400.0);
+                }
+                o["vserver"] = json!(v.cfg.name);
+                o["server_names"] = json!(site.names);
+                o["chain_length"] = json!(ck.chain.len());
+                out.push(o);
+            }
+        }
+    }
+    json!(out)
 }

@@ -9,13 +9,20 @@
 //! Crypto jobs either run inline or go to the `crypto-offload` pool through
 //! non-blocking queues.
 //!
-//! Vserver modes: `tcp` (an L4 proxy, round robin over backends) and `tls` (TLS
-//! terminated by the `tls` engine, plaintext to the backends; several `tls` vservers
-//! may share a port, chosen by SNI). The operator features of issue 5 are not built
-//! yet; the configuration refuses what is not there.
+//! Vserver modes: `tcp` (an L4 proxy) and `tls` (TLS terminated by the `tls` engine,
+//! plaintext to the backends; several `tls` vservers may share a port, chosen by SNI).
+//! Backends are chosen by weighted round robin or least connections among those that
+//! are healthy (active checks run on the poll-mode cores, [`health`]) and not draining
+//! ([`backends`]). Operators watch and switch it through the control socket
+//! ([`control`], `appliancectl`) and scrape [`metrics`]. Not built yet (a setting for
+//! any of them is an unknown field, a command for them an unknown command): reload,
+//! draining on SIGTERM, access logs, PROXY protocol v2.
 
+pub mod backends;
 pub mod config;
 pub mod control;
+pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod transmit;

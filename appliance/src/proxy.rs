@@ -23,7 +23,7 @@
 //! other connections are untouched.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dataplane::steer::{Dest, SteerEndpoint, Steering};
@@ -31,19 +31,13 @@ use dataplane::{Frame, PortQueue, BURST};
 use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
-use crate::config::Vserver;
+pub use crate::backends::VserverRt;
+use crate::health::{Probe, Step};
 use crate::transmit::{Reason, TransmitConfig, TxState};
 use crypto_offload::{Completion, CoreLink, CryptoError, Done, Job, RecordJob, RecordWork};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use tls::{ErrorClass, ServerConn, SniRouter};
-
-/// A vserver as the workers share it.
-pub struct VserverRt {
-    pub cfg: Vserver,
-    /// Round-robin cursor, shared by all cores.
-    pub next: AtomicUsize,
-}
 
 /// One listening port: the vservers on it (several only for `tls` vservers told
 /// apart by SNI), and for those the engine's router over their configurations.
@@ -88,6 +82,8 @@ enum Role {
     #[default]
     Client,
     Backend,
+    /// A health check's connection (no peer).
+    Probe,
 }
 
 /// Per-connection proxy state.
@@ -97,12 +93,18 @@ pub struct Side {
     /// The other side; `None` for a client whose vserver SNI has yet to choose.
     peer: Option<ConnId>,
     vserver: u32,
+    /// The backend side: which of the vserver's backends (its open count drops when
+    /// this side is released). A probe: the index of its [`Probe`].
+    backend: u32,
     /// The listener the client came in on (index into the worker's listeners).
     listener: u32,
     /// The backend side: handshake completed.
     established: bool,
     /// The client side: its TLS handshake has been counted in the stats.
     counted: bool,
+    /// The client side of an HTTP-aware `tls` vserver that had no eligible backend:
+    /// it gets its handshake, then a 503 for its first request, then a close.
+    no_backend: bool,
     /// This side's FIN has been passed to the peer (peer.close() called).
     fin_forwarded: bool,
     released: bool,
@@ -135,6 +137,8 @@ pub struct ProxyStats {
     /// Of those, how many resumed a session (session ID or ticket; TLS 1.3 PSK).
     pub tls12_resumed: AtomicU64,
     pub tls13_resumed: AtomicU64,
+    /// Handshakes completed per cipher suite.
+    pub tls_suites: SuiteCounts,
     /// Handshakes whose client presented a certificate that verified.
     pub tls_client_certificates: AtomicU64,
     /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
@@ -182,6 +186,30 @@ pub struct ProxyStats {
     pub record_job_conns_failed: AtomicU64,
 }
 
+/// Handshakes completed per cipher suite, in [`tls::msgs::suite::ALL`] order; served
+/// as a map from the suite's IANA name to its count.
+#[derive(Debug, Default)]
+pub struct SuiteCounts(pub [AtomicU64; tls::msgs::suite::ALL.len()]);
+
+impl SuiteCounts {
+    fn count(&self, suite: u16) {
+        if let Some(i) = tls::msgs::suite::ALL.iter().position(|&s| s == suite) {
+            add(&self.0[i], 1);
+        }
+    }
+}
+
+impl Serialize for SuiteCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (c, &suite) in self.0.iter().zip(tls::msgs::suite::ALL.iter()) {
+            m.serialize_entry(tls::msgs::suite::name(suite), &c.load(Ordering::Relaxed))?;
+        }
+        m.end()
+    }
+}
+
 fn add(c: &AtomicU64, n: u64) {
     c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
@@ -212,6 +240,8 @@ pub struct Worker {
     ready: Vec<ConnId>,
     start: std::time::Instant,
     iterations: u64,
+    /// The health checks this core runs.
+    probes: Vec<Probe>,
     /// Transmittal timers: (deadline µs, client connection tag), earliest first.
     /// Stale entries (the connection sealed meanwhile, or is gone) are harmless.
     tx_timers: BinaryHeap<Reverse<(u64, u64)>>,
@@ -233,6 +263,21 @@ impl Worker {
             stack.listen(port, i as u32);
             ls.push(l);
         }
+        // Checked pairs are dealt round robin over the cores; first checks are spread
+        // over the first interval so they do not all start at once.
+        let (core, cores) = (stack.config().core, stack.config().cores.max(1));
+        let mut probes = Vec::new();
+        let mut k = 0usize;
+        for (v, vs) in vservers.iter().enumerate() {
+            let Some(h) = &vs.cfg.health else { continue };
+            for b in 0..vs.backends.len() {
+                if k % cores == core {
+                    let first = (k as u64 * 97) % (h.interval.as_millis() as u64).max(1);
+                    probes.push(Probe::new(v as u32, b as u32, first));
+                }
+                k += 1;
+            }
+        }
         Worker {
             queue,
             steering,
@@ -247,6 +292,7 @@ impl Worker {
             ready: Vec::new(),
             start: crate::epoch(),
             iterations: 0,
+            probes,
             tx_timers: BinaryHeap::new(),
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
@@ -305,6 +351,7 @@ impl Worker {
 
         let crypto_done = self.crypto_poll();
         let tx_fired = self.tx_timers_fire(now.total_micros() as u64);
+        let probed = !self.probes.is_empty() && self.run_probes(now_ms);
 
         // Timers first, so the connections they close are served in this iteration.
         let timers_fired = self.stack.poll_timers(now);
@@ -332,6 +379,93 @@ impl Worker {
             || crypto_done
             || tx_fired
             || records
+            || probed
+    }
+
+    /// Starts the health checks that are due and fails those past their timeout.
+    fn run_probes(&mut self, now_ms: u64) -> bool {
+        let mut worked = false;
+        for k in 0..self.probes.len() {
+            let p = &self.probes[k];
+            let vs = &self.vservers[p.vserver as usize];
+            let Some(check) = vs.cfg.health.as_ref() else {
+                continue;
+            };
+            if let Some(conn) = p.conn {
+                if now_ms >= p.deadline_ms {
+                    if let Some(s) = self.stack.socket(conn) {
+                        s.abort();
+                    }
+                    self.release_one(conn);
+                    self.probe_done(k, crate::backends::CheckResult::Timeout, now_ms);
+                    worked = true;
+                }
+                continue;
+            }
+            if now_ms < p.next_at_ms {
+                continue;
+            }
+            worked = true;
+            let addr = vs.backends[p.backend as usize].addr;
+            let side = Side {
+                role: Role::Probe,
+                vserver: p.vserver,
+                backend: k as u32,
+                ..Side::default()
+            };
+            match self.stack.connect(addr, side) {
+                Ok(conn) => self.probes[k].started(conn, check, now_ms),
+                Err(_) => {
+                    let interval = check.interval.as_millis() as u64;
+                    self.probes[k].next_at_ms = now_ms + interval;
+                    self.probe_done(k, crate::backends::CheckResult::NoSlot, now_ms);
+                }
+            }
+        }
+        worked
+    }
+
+    /// A health check's connection changed.
+    fn service_probe(&mut self, id: ConnId, k: usize) {
+        let Some(p) = self.probes.get_mut(k).filter(|p| p.conn == Some(id)) else {
+            self.release_one(id);
+            return;
+        };
+        let vs = &self.vservers[p.vserver as usize];
+        let (Some(check), Some(s)) = (vs.cfg.health.as_ref(), self.stack.socket(id)) else {
+            return;
+        };
+        let host = vs.backends[p.backend as usize].addr.to_string();
+        if let Step::Done(r) = p.step(s, check, &host) {
+            self.release_one(id);
+            let now_ms = self.start.elapsed().as_millis() as u64;
+            self.probe_done(k, r, now_ms);
+        }
+    }
+
+    /// Records a verdict and logs a change of health.
+    fn probe_done(&mut self, k: usize, r: crate::backends::CheckResult, now_ms: u64) {
+        let p = &mut self.probes[k];
+        let vs = &self.vservers[p.vserver as usize];
+        let b = &vs.backends[p.backend as usize];
+        let Some(check) = vs.cfg.health.as_ref() else {
+            return;
+        };
+        match p.finish(r, b, check, now_ms) {
+            Some(true) => log::warn!(
+                "vserver {}: backend {} is UP again ({} checks passed)",
+                vs.cfg.name,
+                b.addr,
+                check.rise
+            ),
+            Some(false) => log::warn!(
+                "vserver {}: backend {} is DOWN and out of rotation ({} checks failed, last: {r})",
+                vs.cfg.name,
+                b.addr,
+                check.fall
+            ),
+            None => {}
+        }
     }
 
     /// Serves the connections whose transmittal timer is due; they seal what they
@@ -543,16 +677,46 @@ impl Worker {
         self.connect_backend(client, vserver);
     }
 
-    /// Pairs `client` with a new connection to the next backend of `vserver`; on
-    /// failure the client is reset and released.
+    /// Pairs `client` with a new connection to a backend of `vserver` chosen by its
+    /// balancing method. A disabled vserver resets the client; with no eligible
+    /// backend the client is closed (FIN); if no connection is possible, it is reset.
     fn connect_backend(&mut self, client: ConnId, vserver: u32) {
         let vs = &self.vservers[vserver as usize];
-        let i = vs.next.fetch_add(1, Ordering::Relaxed) % vs.cfg.backends.len();
-        let backend: SocketAddrV4 = vs.cfg.backends[i];
+        if !vs.enabled() {
+            vs.refused_disabled.fetch_add(1, Ordering::Relaxed);
+            log::debug!("vserver {}: disabled; new client reset", vs.cfg.name);
+            if let Some(s) = self.stack.socket(client) {
+                s.abort();
+            }
+            self.release_one(client);
+            return;
+        }
+        let Some(i) = vs.pick() else {
+            vs.no_backend.fetch_add(1, Ordering::Relaxed);
+            let http_aware = vs.cfg.tls.is_some() && vs.cfg.transmit.http;
+            if http_aware {
+                // The handshake goes on without a backend; the first request gets a 503.
+                log::debug!("vserver {}: no backend is up; answering 503", vs.cfg.name);
+                if let Some(c) = self.stack.user(client) {
+                    c.no_backend = true;
+                    c.vserver = vserver;
+                }
+                self.service(client);
+                return;
+            }
+            log::debug!("vserver {}: no backend is up; client closed", vs.cfg.name);
+            if let Some(s) = self.stack.socket(client) {
+                s.close();
+            }
+            self.release_one(client);
+            return;
+        };
+        let backend: SocketAddrV4 = vs.backends[i].addr;
         let side = Side {
             role: Role::Backend,
             peer: Some(client),
             vserver,
+            backend: i as u32,
             ..Side::default()
         };
         match self.stack.connect(backend, side) {
@@ -566,6 +730,7 @@ impl Worker {
                 }
             }
             Err(e) => {
+                vs.backends[i].closed_one();
                 add(&self.stats.backend_no_slot, 1);
                 log::warn!(
                     "vserver {}: no backend connection possible ({e:?}); client reset",
@@ -574,7 +739,7 @@ impl Worker {
                 if let Some(s) = self.stack.socket(client) {
                     s.abort();
                 }
-                self.stack.release(client);
+                self.release_one(client);
             }
         }
     }
@@ -584,6 +749,11 @@ impl Worker {
             return;
         };
         if side.released {
+            return;
+        }
+        if side.role == Role::Probe {
+            let k = side.backend as usize;
+            self.service_probe(id, k);
             return;
         }
         let Some(peer) = side.peer else {
@@ -624,6 +794,7 @@ impl Worker {
             },
         };
         let outcome = step_pair(cs, cu, bs, bu, &mut ctx);
+        let backend_index = bu.backend as usize;
         if let Some(at) = ctx.down.timer_at {
             self.tx_timers.push(Reverse((at, client.to_bits())));
         }
@@ -633,6 +804,10 @@ impl Worker {
             Outcome::Continue { newly_established } => newly_established,
             Outcome::BackendFailed => {
                 add(&self.stats.backend_failed, 1);
+                let vs = &self.vservers[vserver];
+                if let Some(b) = vs.backends.get(backend_index) {
+                    b.failed.fetch_add(1, Ordering::Relaxed);
+                }
                 log::warn!(
                     "vserver {}: backend {} refused or did not answer; client reset",
                     self.vservers[vserver].cfg.name,
@@ -705,6 +880,7 @@ impl Worker {
         };
         let listener = &self.listeners[cu.listener as usize];
         let transmit = &self.vservers[listener.vservers[0] as usize].cfg.transmit;
+        let no_backend = cu.no_backend.then_some(cu.vserver);
         let Some(t) = cu.tls.as_deref_mut() else {
             return;
         };
@@ -732,15 +908,34 @@ impl Worker {
                     timer_at: None,
                 },
             };
-            let r = tls_in(cs, t, &mut ctx);
+            let mut r = tls_in(cs, t, &mut ctx);
+            let mut answered = false;
+            if let (Some(_), Ok(())) = (no_backend, &r) {
+                match answer_503(t) {
+                    Ok(done) => answered = done,
+                    Err(e) => r = Err(e),
+                }
+            }
             flush_tls(t, cs);
             // The vserver whose name the failure is logged under: the chosen one, or
             // the listener's default.
-            let vserver = listener.vservers[t.chosen_config().unwrap_or(0)];
+            let vserver = no_backend.unwrap_or(listener.vservers[t.chosen_config().unwrap_or(0)]);
             match r {
                 Err(e) => {
                     cs.close();
                     Next::Failed(e, vserver, bs_remote(cs))
+                }
+                Ok(()) if answered => {
+                    cs.close();
+                    Next::Release
+                }
+                Ok(()) if no_backend.is_some() => {
+                    if !cs.may_recv() && cs.recv_queue() == 0 {
+                        cs.close();
+                        Next::Release
+                    } else {
+                        Next::Wait
+                    }
                 }
                 Ok(()) if t.chosen_config().is_some() => Next::Route(vserver),
                 // The client's FIN before a whole ClientHello.
@@ -764,6 +959,14 @@ impl Worker {
 
     fn release_one(&mut self, id: ConnId) {
         if let Some(u) = self.stack.user(id) {
+            if !u.released && u.role == Role::Backend {
+                let b = self.vservers[u.vserver as usize]
+                    .backends
+                    .get(u.backend as usize);
+                if let Some(b) = b {
+                    b.closed_one();
+                }
+            }
             u.released = true;
         }
         self.stack.release(id);
@@ -952,6 +1155,7 @@ fn tls_progress(
             (&stats.tls12_handshakes, &stats.tls12_resumed)
         };
         add(done, 1);
+        stats.tls_suites.count(info.suite);
         if info.resumed.is_some() {
             add(resumed, 1);
         }
@@ -966,6 +1170,29 @@ fn tls_progress(
 }
 
 /// Writes what the engine has for the client into the client socket.
+/// What an HTTP-aware `tls` vserver with no backend up answers.
+const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
+
+/// A client with no backend: once its handshake is done and its request head is in
+/// (or it stopped sending), it gets a 503 and close_notify. `Ok(true)` once answered.
+fn answer_503(t: &mut ServerConn) -> Result<bool, tls::Error> {
+    if !t.is_established() {
+        return Ok(false);
+    }
+    let head_done = t.plaintext().windows(4).any(|w| w == b"\r\n\r\n")
+        || t.plaintext().len() >= 8192
+        || t.peer_closed();
+    // The request is not forwarded anywhere: drop it so the engine keeps reading.
+    let n = t.plaintext().len();
+    if !head_done {
+        return Ok(false);
+    }
+    t.consume_plaintext(n);
+    t.send(RESPONSE_503)?;
+    t.close();
+    Ok(true)
+}
+
 fn flush_tls(t: &mut ServerConn, cs: &mut TcpSocket) {
     while !t.pending_tls().is_empty() && cs.can_send() {
         let n = cs.send_slice(t.pending_tls()).unwrap_or(0);

@@ -2,7 +2,7 @@
 //! its own pinned thread with its own port queue, and a [`Snapshot`] of everything
 //! they count.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dataplane::cores::{run_poll_loop, spawn_core, CoreHandle, CoreSnapshot, CoreStats};
@@ -32,6 +32,8 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     handles: Vec<CoreHandle>,
     pub counters: Arc<Vec<CoreCounters>>,
+    /// Vservers and backends with their live state (the control socket flips it).
+    pub vservers: Arc<Vec<VserverRt>>,
     pub port: PortInfo,
     pub started: std::time::Instant,
     /// The crypto workers' counters (empty in inline mode).
@@ -176,15 +178,8 @@ pub fn start(
 ) -> std::io::Result<Running> {
     let n = cfg.dataplane.cores.len();
     assert_eq!(queues.len(), n, "one queue per poll-mode core");
-    let vservers: Arc<Vec<VserverRt>> = Arc::new(
-        cfg.vservers
-            .iter()
-            .map(|v| VserverRt {
-                cfg: v.clone(),
-                next: AtomicUsize::new(0),
-            })
-            .collect(),
-    );
+    let vservers: Arc<Vec<VserverRt>> =
+        Arc::new(cfg.vservers.iter().cloned().map(VserverRt::new).collect());
     // Providers and engines first: every job, on a core or a worker, runs on them.
     let devices = Devices::load(&cfg.crypto.providers, &cfg.crypto.engines).map_err(|e| {
         let list = if e.what == "engine" {
@@ -296,6 +291,7 @@ pub fn start(
         stop,
         handles,
         counters: Arc::new(counters),
+        vservers,
         port,
         started: std::time::Instant::now(),
         crypto_workers: Arc::new(pool.as_ref().map(|p| p.workers()).unwrap_or_default()),

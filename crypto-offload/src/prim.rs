@@ -944,6 +944,93 @@ pub fn certificate_names(cert_der: &[u8]) -> Result<Vec<String>, CryptoError> {
     Ok(names)
 }
 
+/// What an operator wants to know about a certificate: who it is for, who issued
+/// it, and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertSummary {
+    /// The subject and issuer as one-line distinguished names (`CN=..., O=...`).
+    pub subject: String,
+    pub issuer: String,
+    /// subjectAltName entries: `DNS:name` or `IP:address`.
+    pub sans: Vec<String>,
+    /// Validity, as OpenSSL prints it (`Nov 21 10:00:00 2026 GMT`) and in Unix seconds.
+    pub not_before: String,
+    pub not_after: String,
+    pub not_after_unix: i64,
+    /// `"ECDSA P-256"`, `"RSA 2048"`, ...
+    pub key: String,
+    /// Lower-case hex SHA-256 of the DER.
+    pub sha256: String,
+}
+
+fn one_line_name(name: &openssl::x509::X509NameRef) -> String {
+    name.entries()
+        .map(|e| {
+            let k = e.object().nid().short_name().unwrap_or("?");
+            let v = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Summarises a DER certificate (see [`CertSummary`]).
+pub fn certificate_summary(cert_der: &[u8]) -> Result<CertSummary, CryptoError> {
+    let cert = X509::from_der(cert_der)
+        .map_err(|e| CryptoError::Load(format!("bad certificate ({e})")))?;
+    let sans = cert
+        .subject_alt_names()
+        .map(|list| {
+            list.iter()
+                .filter_map(|n| {
+                    if let Some(d) = n.dnsname() {
+                        Some(format!("DNS:{d}"))
+                    } else {
+                        n.ipaddress().and_then(|ip| match ip.len() {
+                            4 => Some(format!(
+                                "IP:{}",
+                                std::net::Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?)
+                            )),
+                            16 => Some(format!(
+                                "IP:{}",
+                                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?)
+                            )),
+                            _ => None,
+                        })
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let epoch = openssl::asn1::Asn1Time::from_unix(0)?;
+    let d = epoch.diff(cert.not_after())?;
+    let key = match cert.public_key() {
+        Ok(k) => match k.id() {
+            Id::RSA => format!("RSA {}", k.bits()),
+            Id::EC => match k.ec_key().ok().and_then(|e| e.group().curve_name()) {
+                Some(Nid::X9_62_PRIME256V1) => "ECDSA P-256".into(),
+                Some(Nid::SECP384R1) => "ECDSA P-384".into(),
+                Some(Nid::SECP521R1) => "ECDSA P-521".into(),
+                _ => format!("EC {}", k.bits()),
+            },
+            Id::ED25519 => "Ed25519".into(),
+            other => format!("{other:?} {}", k.bits()),
+        },
+        Err(_) => "unreadable".into(),
+    };
+    let digest = openssl::sha::sha256(cert_der);
+    Ok(CertSummary {
+        subject: one_line_name(cert.subject_name()),
+        issuer: one_line_name(cert.issuer_name()),
+        sans,
+        not_before: cert.not_before().to_string(),
+        not_after: cert.not_after().to_string(),
+        not_after_unix: i64::from(d.days) * 86_400 + i64::from(d.secs),
+        key,
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,6 +260,8 @@ pub struct Stack<T> {
     ready: Vec<ConnId>,
     accepted: Vec<(ConnId, u32)>,
     neighbor_wait: Vec<ConnId>,
+    /// Our own ARP requests: when each was last sent (see [`request_neighbor`]).
+    arp_sent: HashMap<Ipv4Addr, i64, ahash::RandomState>,
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
     next_port: u16,
     scratch: Vec<u8>,
@@ -267,6 +269,61 @@ pub struct Stack<T> {
     /// Data-bearing TCP segments sent on connections accepted from each listener tag.
     listener_segments: Vec<u64>,
     stats: Arc<StackStats>,
+}
+
+/// Sends an ARP request for the next hop towards `ip`, at most every 100 ms per
+/// address. smoltcp asks for one unknown neighbour per second for the whole
+/// interface, so connections to several new backends at once would otherwise wait
+/// up to a second each; the reply fills smoltcp's cache like one it asked for.
+fn request_neighbor(
+    cfg: &StackConfig,
+    arp_sent: &mut HashMap<Ipv4Addr, i64, ahash::RandomState>,
+    ip: Ipv4Addr,
+    tx: &mut dyn PortQueue,
+    now_us: i64,
+) {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
+    };
+    let hop = match cfg.gateway {
+        Some(gw) if !same_subnet(ip, cfg.addr, cfg.prefix_len) => gw,
+        _ => ip,
+    };
+    if arp_sent.get(&hop).is_some_and(|&t| now_us - t < 100_000) {
+        return;
+    }
+    if arp_sent.len() > 4096 {
+        arp_sent.clear();
+    }
+    arp_sent.insert(hop, now_us);
+    let Some(mut frame) = tx.alloc_tx(60) else {
+        return;
+    };
+    let buf = &mut frame[..60];
+    buf.fill(0);
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(cfg.mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut eth);
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(cfg.mac),
+        source_protocol_addr: cfg.addr,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: hop,
+    }
+    .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    tx.send(frame);
+}
+
+fn same_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    u32::from(a) & mask == u32::from(net) & mask
 }
 
 impl<T: Default> Stack<T> {
@@ -300,6 +357,7 @@ impl<T: Default> Stack<T> {
             ready: Vec::new(),
             accepted: Vec::new(),
             neighbor_wait: Vec::new(),
+            arp_sent: HashMap::default(),
             spare: Vec::new(),
             next_port: first,
             scratch: Vec::new(),
@@ -828,6 +886,10 @@ impl<T: Default> Stack<T> {
             // egress pass, nothing more.
             c.waiting_neighbor = true;
             self.neighbor_wait.push(id);
+            if let Some(ep) = c.socket().remote_endpoint() {
+                let smoltcp::wire::IpAddress::Ipv4(ip) = ep.addr;
+                request_neighbor(&self.cfg, &mut self.arp_sent, ip, tx, now_us);
+            }
         }
         let at = match poll_at {
             Some(t) => Some(t.total_micros().max(now_us)),
@@ -917,6 +979,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// ARP targets of the requests among `frames`.
+    fn arp_requests(frames: &[Vec<u8>]) -> Vec<Ipv4Addr> {
+        use smoltcp::wire::{ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
+        frames
+            .iter()
+            .filter_map(|f| {
+                let eth = EthernetFrame::new_checked(&f[..]).ok()?;
+                if eth.ethertype() != EthernetProtocol::Arp {
+                    return None;
+                }
+                match ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()? {
+                    ArpRepr::EthernetIpv4 {
+                        operation: smoltcp::wire::ArpOperation::Request,
+                        target_protocol_addr,
+                        ..
+                    } => Some(target_protocol_addr),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_neighbours_are_asked_for_at_once_not_one_per_second() {
+        // smoltcp alone asks for one unknown neighbour per second; three backends
+        // connected at once must all be asked for in the first egress pass.
+        let mut p = Pair::new();
+        let now = p.now;
+        for last in [2, 3, 4] {
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, last), 80), 0)
+                .unwrap();
+        }
+        p.a.egress(&mut p.qa, now);
+        let mut asked = arp_requests(&p.qa.sent);
+        asked.sort();
+        asked.dedup();
+        assert_eq!(
+            asked,
+            [2, 3, 4].map(|l| Ipv4Addr::new(10, 9, 0, l)).to_vec(),
+            "every new neighbour asked for at once"
+        );
+        // Not again within 100 ms: a second pass adds no request of ours.
+        let first = std::mem::take(&mut p.qa.sent);
+        for id in std::mem::take(&mut p.a.neighbor_wait) {
+            if let Some(c) = p.a.get(id) {
+                c.waiting_neighbor = false;
+            }
+            p.a.mark_dirty(id);
+        }
+        p.a.egress(&mut p.qa, now + Duration::from_millis(10));
+        assert!(
+            arp_requests(&p.qa.sent).is_empty(),
+            "rate limit per address"
+        );
+        // And the peer that answers gets the SYN right away.
+        p.b.listen(80, 1);
+        for f in &first {
+            p.b.ingress(f, &mut p.qb, p.now);
+        }
+        p.run();
+        let mut acc = Vec::new();
+        p.b.take_accepted(&mut acc);
+        assert_eq!(acc.len(), 1, "10.9.0.2 answered and was connected");
     }
 
     #[test]

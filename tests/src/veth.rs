@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 pub struct Net {
     pub name: String,
     pub dir: PathBuf,
-    children: Vec<Child>,
+    children: Vec<Option<Child>>,
 }
 
 pub fn repo() -> PathBuf {
@@ -81,7 +81,8 @@ impl Net {
         c
     }
 
-    pub fn spawn(&mut self, mut c: Command, log: &str) {
+    /// Starts `c` with its output in `log`; returns its handle for [`Net::stop`].
+    pub fn spawn(&mut self, mut c: Command, log: &str) -> usize {
         let f = std::fs::File::create(self.dir.join(log)).unwrap();
         let child = c
             .stdout(f.try_clone().unwrap())
@@ -89,16 +90,25 @@ impl Net {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        self.children.push(child);
+        self.children.push(Some(child));
+        self.children.len() - 1
+    }
+
+    /// Kills a process [`Net::spawn`] started (SIGKILL: a crash, not a clean stop).
+    pub fn stop(&mut self, handle: usize) {
+        if let Some(mut c) = self.children.get_mut(handle).and_then(Option::take) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// A Python HTTP server on `ip:port` in the hosts' namespace, serving `www/`.
-    pub fn start_backend(&mut self, ip: &str, port: u16) {
-        self.start_backend_at(ip, port, &self.dir.join("www"));
+    pub fn start_backend(&mut self, ip: &str, port: u16) -> usize {
+        self.start_backend_at(ip, port, &self.dir.join("www"))
     }
 
     /// [`Net::start_backend`] serving the directory `root`.
-    pub fn start_backend_at(&mut self, ip: &str, port: u16, root: &Path) {
+    pub fn start_backend_at(&mut self, ip: &str, port: u16, root: &Path) -> usize {
         let c = {
             let mut c = self.in_hosts(&[
                 "python3",
@@ -111,7 +121,7 @@ impl Net {
             c.arg("--directory").arg(root);
             c
         };
-        self.spawn(c, &format!("backend-{ip}-{port}.log"));
+        self.spawn(c, &format!("backend-{ip}-{port}.log"))
     }
 
     pub fn start_appliance(&mut self, cores: &[usize], extra_vservers: &str) {
@@ -193,7 +203,7 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
+        for c in self.children.iter_mut().rev().filter_map(Option::as_mut) {
             // SIGINT first: the appliance stops cleanly on it.
             let _ = Command::new("kill")
                 .args(["-INT", &c.id().to_string()])

@@ -118,12 +118,7 @@ pub fn group_of(g: u16) -> Option<Group> {
 
 /// The IANA name of a TLS 1.3 suite (as OpenSSL prints it).
 pub fn suite_name(s: u16) -> &'static str {
-    match s {
-        suite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
-        suite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
-        suite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
-        _ => "unknown",
-    }
+    suite::name(s)
 }
 
 /// A resumption ticket from a NewSessionTicket, with the PSK it stands for (zeroized

@@ -64,6 +64,35 @@ pub mod suite {
     pub const ECDHE_ECDSA_CHACHA20_POLY1305: u16 = 0xcca9;
     pub const EMPTY_RENEGOTIATION_INFO_SCSV: u16 = 0x00ff;
     pub const FALLBACK_SCSV: u16 = 0x5600;
+
+    /// Every suite the engine negotiates, TLS 1.3 first.
+    pub const ALL: [u16; 9] = [
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        ECDHE_ECDSA_AES128_GCM_SHA256,
+        ECDHE_ECDSA_AES256_GCM_SHA384,
+        ECDHE_ECDSA_CHACHA20_POLY1305,
+        ECDHE_RSA_AES128_GCM_SHA256,
+        ECDHE_RSA_AES256_GCM_SHA384,
+        ECDHE_RSA_CHACHA20_POLY1305,
+    ];
+
+    /// The IANA name of a suite the engine negotiates; "unknown" for others.
+    pub fn name(s: u16) -> &'static str {
+        match s {
+            TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+            TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+            TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+            ECDHE_ECDSA_AES128_GCM_SHA256 => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ECDHE_ECDSA_AES256_GCM_SHA384 => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            ECDHE_ECDSA_CHACHA20_POLY1305 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ECDHE_RSA_AES128_GCM_SHA256 => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            ECDHE_RSA_AES256_GCM_SHA384 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            ECDHE_RSA_CHACHA20_POLY1305 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            _ => "unknown",
+        }
+    }
 }
 
 /// NamedGroup codes.

@@ -71,12 +71,13 @@ fn main() -> ExitCode {
     if let Err(e) = dataplane::dpdk::init_eal(&cfg.dataplane.eal_args) {
         return fail(e);
     }
-    let code = run(&cfg);
+    let abs = std::fs::canonicalize(&path).unwrap_or(path);
+    let code = run(&cfg, &abs);
     dataplane::dpdk::cleanup_eal();
     code
 }
 
-fn run(cfg: &Config) -> ExitCode {
+fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
     let mut port = match DpdkPort::open(&DpdkPortConfig {
         name: cfg.dataplane.port.clone(),
         queues: cfg.dataplane.cores.len(),
@@ -105,21 +106,16 @@ fn run(cfg: &Config) -> ExitCode {
         let _ = running.join();
         return fail(format!("cannot install the SIGINT/SIGTERM handler: {e}"));
     }
-    let counters = running.counters.clone();
-    let info = running.port.clone();
-    let started = running.started;
-    let workers = running.crypto_workers.clone();
-    let routes = running.crypto_routes.clone();
-    let handler: appliance::control::Handler = std::sync::Arc::new(move |cmd: &str| match cmd {
-        "ping" => serde_json::json!({"ok": true}),
-        "stats" => serde_json::to_value(runtime::snapshot(
-            &counters, &workers, &routes, &info, started,
-        ))
-        .unwrap_or_default(),
-        other => {
-            serde_json::json!({"error": format!("unknown command {other:?}; try ping or stats")})
-        }
+    let state = std::sync::Arc::new(appliance::control::State {
+        config_path: config_path.to_path_buf(),
+        counters: running.counters.clone(),
+        vservers: running.vservers.clone(),
+        workers: running.crypto_workers.clone(),
+        routes: running.crypto_routes.clone(),
+        port: running.port.clone(),
+        started: running.started,
     });
+    let handler = appliance::control::handler(state.clone());
     let control = match ControlServer::start(&cfg.control.socket, handler) {
         Ok(c) => c,
         Err(e) => {
@@ -131,13 +127,30 @@ fn run(cfg: &Config) -> ExitCode {
             ));
         }
     };
+    let _metrics = match &cfg.metrics {
+        None => None,
+        Some(m) => match appliance::metrics::MetricsServer::start(m.listen, state) {
+            Ok(s) => {
+                log::info!("metrics: Prometheus text at http://{}/metrics", s.addr);
+                Some(s)
+            }
+            Err(e) => {
+                running.stop();
+                let _ = running.join();
+                return fail(format!("metrics.listen {}: {e}", m.listen));
+            }
+        },
+    };
     for v in &cfg.vservers {
         log::info!(
             "vserver {} ({:?}) listening on {} -> {:?}",
             v.name,
             v.mode,
             v.listen,
-            v.backends.iter().map(|b| b.to_string()).collect::<Vec<_>>()
+            v.backends
+                .iter()
+                .map(|b| format!("{} (weight {})", b.addr, b.weight))
+                .collect::<Vec<_>>()
         );
     }
     if cfg.crypto.workers == 0 {

@@ -1,0 +1,246 @@
+//! Active health checks, run by the poll-mode cores through their own network stacks
+//! (the backends are reachable only through the data plane).
+//!
+//! Each (vserver, backend) pair with a `[vserver.health]` check is probed by exactly
+//! one core (pairs are dealt round robin over the cores). A [`Probe`] opens a TCP
+//! connection every `interval`; a `tcp` check passes when the handshake completes, an
+//! `http` check sends `GET path HTTP/1.0` and passes when the status line carries one
+//! of the expected codes. Anything else, or no verdict within `timeout`, fails.
+//! `fall` consecutive failures take the backend out of rotation, `rise` consecutive
+//! passes bring it back; each change is logged. Nothing here blocks or reads a clock:
+//! the core passes the time in.
+
+use crate::backends::{BackendRt, CheckResult};
+use crate::config::{CheckKind, HealthCheck};
+use netstack::{ConnId, TcpSocket, TcpState};
+
+/// Longest status line (and headers before it) a check reads before it gives up.
+const MAX_ANSWER: usize = 512;
+
+/// One core's check of one backend.
+#[derive(Debug)]
+pub struct Probe {
+    pub vserver: u32,
+    pub backend: u32,
+    /// When the next check starts (ms on the core's clock).
+    pub next_at_ms: u64,
+    /// The check in flight and when it times out.
+    pub conn: Option<ConnId>,
+    pub deadline_ms: u64,
+    passes: u32,
+    fails: u32,
+    connected: bool,
+    sent: bool,
+    answer: Vec<u8>,
+}
+
+/// What a step of a check's connection decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No verdict yet.
+    Wait,
+    /// A verdict; the connection has been closed and the caller releases it.
+    Done(CheckResult),
+}
+
+impl Probe {
+    /// A probe whose first check starts at `first_ms`.
+    pub fn new(vserver: u32, backend: u32, first_ms: u64) -> Self {
+        Probe {
+            vserver,
+            backend,
+            next_at_ms: first_ms,
+            conn: None,
+            deadline_ms: 0,
+            passes: 0,
+            fails: 0,
+            connected: false,
+            sent: false,
+            answer: Vec::new(),
+        }
+    }
+
+    /// A check is starting on `conn` at `now_ms`.
+    pub fn started(&mut self, conn: ConnId, check: &HealthCheck, now_ms: u64) {
+        self.conn = Some(conn);
+        self.deadline_ms = now_ms + check.timeout.as_millis() as u64;
+        self.next_at_ms = now_ms + check.interval.as_millis() as u64;
+        self.connected = false;
+        self.sent = false;
+        self.answer.clear();
+    }
+
+    /// Moves the check's connection on: sends the HTTP request once connected, reads
+    /// the answer, and decides. The caller releases the connection on `Done`.
+    pub fn step(&mut self, s: &mut TcpSocket, check: &HealthCheck, host: &str) -> Step {
+        match s.state() {
+            TcpState::SynSent | TcpState::SynReceived => return Step::Wait,
+            // Never seen connected: the SYN was refused (or the connection was reset
+            // before this core looked).
+            TcpState::Closed | TcpState::TimeWait if !self.connected => {
+                return Step::Done(CheckResult::Refused);
+            }
+            _ => self.connected = true,
+        }
+        let (path, want_host, expect) = match &check.kind {
+            CheckKind::Tcp => {
+                s.close();
+                return Step::Done(CheckResult::Passed);
+            }
+            CheckKind::Http { path, host, expect } => (path, host, expect),
+        };
+        if !self.sent && s.can_send() {
+            let req = format!(
+                "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: appliance-health-check\r\nConnection: close\r\n\r\n",
+                want_host.as_deref().unwrap_or(host)
+            );
+            // A fresh socket's send buffer (>= 1 KiB) holds the whole request.
+            if s.send_slice(req.as_bytes()).ok() != Some(req.len()) {
+                s.abort();
+                return Step::Done(CheckResult::NoSlot);
+            }
+            self.sent = true;
+        }
+        while s.can_recv() && self.answer.len() < MAX_ANSWER {
+            let room = MAX_ANSWER - self.answer.len();
+            let got = s
+                .recv(|b| {
+                    let n = b.len().min(room);
+                    (n, b[..n].to_vec())
+                })
+                .unwrap_or_default();
+            if got.is_empty() {
+                break;
+            }
+            self.answer.extend_from_slice(&got);
+        }
+        let verdict = match status_code(&self.answer) {
+            Some(Ok(code)) if expect.contains(&code) => Some(CheckResult::Passed),
+            Some(Ok(code)) => Some(CheckResult::Status(code)),
+            Some(Err(())) => Some(CheckResult::NotHttp),
+            None if self.answer.len() >= MAX_ANSWER => Some(CheckResult::NotHttp),
+            None if !s.may_recv() || s.state() == TcpState::Closed => Some(CheckResult::Closed),
+            None => None,
+        };
+        match verdict {
+            Some(r) => {
+                s.close();
+                Step::Done(r)
+            }
+            None => Step::Wait,
+        }
+    }
+
+    /// Counts a verdict and moves the backend up or down after `rise` passes or
+    /// `fall` failures in a row. Returns `Some(up)` when its health changed.
+    pub fn finish(
+        &mut self,
+        r: CheckResult,
+        b: &BackendRt,
+        check: &HealthCheck,
+        now_ms: u64,
+    ) -> Option<bool> {
+        self.conn = None;
+        b.record_check(r);
+        if r == CheckResult::Passed {
+            self.passes += 1;
+            self.fails = 0;
+            if !b.healthy() && self.passes >= check.rise {
+                b.set_healthy(true, now_ms);
+                return Some(true);
+            }
+        } else {
+            self.fails += 1;
+            self.passes = 0;
+            if b.healthy() && self.fails >= check.fall {
+                b.set_healthy(false, now_ms);
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// The status code of an HTTP/1.x status line at the start of `a`: `None` while the
+/// line is incomplete, `Err` when it is not one.
+pub fn status_code(a: &[u8]) -> Option<Result<u16, ()>> {
+    const PREFIX: &[u8] = b"HTTP/1.";
+    let n = a.len().min(PREFIX.len());
+    if a[..n] != PREFIX[..n] {
+        return Some(Err(()));
+    }
+    let end = a.iter().position(|&b| b == b'\n')?;
+    let line = &a[..end];
+    // "HTTP/1.x SSS ..."
+    if line.len() < 12 || !line[7].is_ascii_digit() || line[8] != b' ' {
+        return Some(Err(()));
+    }
+    let code = &line[9..12];
+    if !code.iter().all(u8::is_ascii_digit)
+        || line.get(12).is_some_and(|&b| b != b' ' && b != b'\r')
+    {
+        return Some(Err(()));
+    }
+    let v = code
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    if (100..=599).contains(&v) {
+        Some(Ok(v))
+    } else {
+        Some(Err(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.0 200 OK\r\n"), Some(Ok(200)));
+        assert_eq!(status_code(b"HTTP/1.1 503\r\n"), Some(Ok(503)));
+        assert_eq!(status_code(b"HTTP/1.1 404 Not Found\n"), Some(Ok(404)));
+        assert_eq!(status_code(b"HTTP/1.1 20"), None);
+        assert_eq!(status_code(b"HTT"), None);
+        assert_eq!(status_code(b""), None);
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), Some(Err(())));
+        assert_eq!(status_code(b"HTTP/2 200\r\n"), Some(Err(())));
+        assert_eq!(status_code(b"HTTP/1.1 2000 x\r\n"), Some(Err(())));
+        assert_eq!(status_code(b"HTTP/1.1 099 x\r\n"), Some(Err(())));
+        assert_eq!(status_code(b"HTTP/1.1 abc x\r\n"), Some(Err(())));
+        assert_eq!(status_code(b"HTTP/1.1\r\n"), Some(Err(())));
+    }
+
+    #[test]
+    fn rise_and_fall() {
+        let check = HealthCheck {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+        };
+        let b = BackendRt::for_tests();
+        let mut p = Probe::new(0, 0, 0);
+        // Up at start; two failures are not enough, a pass resets the count.
+        assert_eq!(p.finish(CheckResult::Refused, &b, &check, 1), None);
+        assert_eq!(p.finish(CheckResult::Timeout, &b, &check, 2), None);
+        assert_eq!(p.finish(CheckResult::Passed, &b, &check, 3), None);
+        assert_eq!(p.finish(CheckResult::Refused, &b, &check, 4), None);
+        assert_eq!(p.finish(CheckResult::Refused, &b, &check, 5), None);
+        assert!(b.healthy());
+        assert_eq!(
+            p.finish(CheckResult::Status(500), &b, &check, 6),
+            Some(false)
+        );
+        assert!(!b.healthy());
+        assert_eq!(p.finish(CheckResult::Refused, &b, &check, 7), None);
+        assert_eq!(p.finish(CheckResult::Passed, &b, &check, 8), None);
+        assert!(!b.healthy());
+        assert_eq!(p.finish(CheckResult::Passed, &b, &check, 9), Some(true));
+        assert!(b.healthy());
+        assert_eq!(b.transitions.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(b.last_check(), CheckResult::Passed);
+    }
+}

@@ -1,0 +1,349 @@
+//! The Prometheus text endpoint (`[metrics] listen`): `GET /metrics` on the kernel's
+//! management network, never on the data plane, served by one thread of its own.
+//!
+//! It exposes every counter the cores keep (port queue, network stack, proxy and TLS,
+//! steering; one series per core), each core's busy and idle seconds, the crypto
+//! workers' counters with their job latency as a histogram, and each vserver's and
+//! backend's state. Counters end in `_total`; names are
+//! `appliance_<group>_<counter>`. The format is the text exposition format 0.0.4.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::control::State;
+
+/// The metrics listener; it serves until the process exits.
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves on a thread.
+    pub fn start(addr: SocketAddr, state: Arc<State>) -> std::io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { continue };
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+                    let mut reader = BufReader::new(&conn);
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() {
+                        continue;
+                    }
+                    // The rest of the request head, unread otherwise.
+                    let mut line = String::new();
+                    for _ in 0..100 {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) if line.trim().is_empty() => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let mut parts = first.split_whitespace();
+                    let (method, target) = (parts.next(), parts.next());
+                    let (status, ctype, body) = match (method, target) {
+                        (Some("GET"), Some("/metrics")) => (
+                            "200 OK",
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            render(&state),
+                        ),
+                        (Some("GET"), Some(_)) => (
+                            "404 Not Found",
+                            "text/plain; charset=utf-8",
+                            "the appliance serves metrics at /metrics\n".to_string(),
+                        ),
+                        _ => (
+                            "405 Method Not Allowed",
+                            "text/plain; charset=utf-8",
+                            "only GET /metrics\n".to_string(),
+                        ),
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            })?;
+        Ok(MetricsServer { addr })
+    }
+}
+
+/// Escapes a label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Collects series by metric name so each family is written once with its TYPE.
+#[derive(Default)]
+struct Families {
+    order: Vec<String>,
+    map: std::collections::HashMap<String, (&'static str, String, Vec<String>)>,
+}
+
+impl Families {
+    fn add(&mut self, name: &str, kind: &'static str, help: &str, labels: &str, value: f64) {
+        let e = self.map.entry(name.to_string()).or_insert_with(|| {
+            self.order.push(name.to_string());
+            (kind, help.to_string(), Vec::new())
+        });
+        let v = if value.fract() == 0.0 && value.abs() < 1e15 {
+            format!("{}", value as i64)
+        } else {
+            format!("{value}")
+        };
+        if labels.is_empty() {
+            e.2.push(format!("{name} {v}"));
+        } else {
+            e.2.push(format!("{name}{{{labels}}} {v}"));
+        }
+    }
+
+    /// A histogram family's sample lines (already named `_bucket`, `_sum`, `_count`).
+    fn raw(&mut self, name: &str, kind: &'static str, help: &str, line: String) {
+        let e = self.map.entry(name.to_string()).or_insert_with(|| {
+            self.order.push(name.to_string());
+            (kind, help.to_string(), Vec::new())
+        });
+        e.2.push(line);
+    }
+
+    fn write(self, out: &mut String) {
+        for name in &self.order {
+            let (kind, help, lines) = &self.map[name];
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Counters of one group of a core's snapshot, as `appliance_<group>_<field>_total`;
+/// a field that is a map (per-suite counts) becomes a label.
+fn core_group(f: &mut Families, group: &str, core: usize, v: &Value) {
+    let Some(obj) = v.as_object() else { return };
+    for (k, val) in obj {
+        let gauge = group == "stack" && k == "active";
+        if let Some(n) = val.as_f64() {
+            let (name, kind) = if gauge {
+                (format!("appliance_{group}_{k}"), "gauge")
+            } else {
+                (format!("appliance_{group}_{k}_total"), "counter")
+            };
+            f.add(
+                &name,
+                kind,
+                &format!("{group} counter {k} (per poll-mode core)"),
+                &format!("core=\"{core}\""),
+                n,
+            );
+        } else if let Some(m) = val.as_object() {
+            let name = format!("appliance_{group}_{k}_total");
+            for (label, n) in m {
+                if let Some(n) = n.as_f64() {
+                    f.add(
+                        &name,
+                        "counter",
+                        &format!("{group} counter {k}, by suite (per poll-mode core)"),
+                        &format!("core=\"{core}\",suite=\"{}\"", esc(label)),
+                        n,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The whole exposition.
+pub fn render(st: &State) -> String {
+    let snap =
+        crate::runtime::snapshot(&st.counters, &st.workers, &st.routes, &st.port, st.started);
+    let mut f = Families::default();
+    f.add(
+        "appliance_uptime_seconds",
+        "gauge",
+        "seconds since the data plane started",
+        "",
+        snap.uptime_secs,
+    );
+    let hz = snap.cycles_per_second.max(1) as f64;
+    for c in &snap.cores {
+        let l = format!("core=\"{}\"", c.index);
+        f.add(
+            "appliance_core_busy_seconds_total",
+            "counter",
+            "time a poll-mode core spent in iterations that did work",
+            &l,
+            c.loops.busy_cycles as f64 / hz,
+        );
+        f.add(
+            "appliance_core_idle_seconds_total",
+            "counter",
+            "time a poll-mode core spent in empty iterations or asleep",
+            &l,
+            c.loops.idle_cycles as f64 / hz,
+        );
+        for (group, v) in [
+            ("queue", &c.queue),
+            ("stack", &c.stack),
+            ("proxy", &c.proxy),
+            ("steering", &c.steering),
+        ] {
+            core_group(&mut f, group, c.index, v);
+        }
+    }
+    for w in st.workers.iter() {
+        let s = w.snapshot();
+        let l = format!("worker=\"{}\"", s.index);
+        for (k, n, kind) in [
+            ("jobs_total", s.jobs, "counter"),
+            ("errors_total", s.errors, "counter"),
+            ("batches_total", s.batches, "counter"),
+            ("restarts_total", s.restarts, "counter"),
+            ("queued", s.queued, "gauge"),
+            ("alive", u64::from(s.alive), "gauge"),
+        ] {
+            f.add(
+                &format!("appliance_crypto_worker_{k}"),
+                kind,
+                &format!("crypto worker {k}"),
+                &l,
+                n as f64,
+            );
+        }
+        f.add(
+            "appliance_crypto_worker_cpu_seconds_total",
+            "counter",
+            "CPU time of a crypto worker thread",
+            &l,
+            s.cpu_ns as f64 / 1e9,
+        );
+        let h = w.latency_us.lock().unwrap_or_else(|p| p.into_inner());
+        let name = "appliance_crypto_job_latency_seconds";
+        let help = "crypto job time from submission to completion";
+        for le_us in [
+            50u64, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000,
+        ] {
+            let n = h.count_between(0, le_us);
+            f.raw(
+                name,
+                "histogram",
+                help,
+                format!("{name}_bucket{{{l},le=\"{}\"}} {n}", le_us as f64 / 1e6),
+            );
+        }
+        f.raw(
+            name,
+            "histogram",
+            help,
+            format!("{name}_bucket{{{l},le=\"+Inf\"}} {}", h.len()),
+        );
+        f.raw(
+            name,
+            "histogram",
+            help,
+            format!("{name}_sum{{{l}}} {}", h.mean() * h.len() as f64 / 1e6),
+        );
+        f.raw(
+            name,
+            "histogram",
+            help,
+            format!("{name}_count{{{l}}} {}", h.len()),
+        );
+    }
+    for v in st.vservers.iter() {
+        let vl = format!("vserver=\"{}\"", esc(&v.cfg.name));
+        f.add(
+            "appliance_vserver_enabled",
+            "gauge",
+            "1 if the vserver takes new connections",
+            &vl,
+            f64::from(u8::from(v.enabled())),
+        );
+        f.add(
+            "appliance_vserver_refused_disabled_total",
+            "counter",
+            "new connections reset while the vserver was disabled",
+            &vl,
+            v.refused_disabled.load(Ordering::Relaxed) as f64,
+        );
+        f.add(
+            "appliance_vserver_no_backend_total",
+            "counter",
+            "new connections closed because no backend was eligible",
+            &vl,
+            v.no_backend.load(Ordering::Relaxed) as f64,
+        );
+        for b in &v.backends {
+            let bl = format!("{vl},backend=\"{}\"", b.addr);
+            for (k, kind, help, n) in [
+                (
+                    "up",
+                    "gauge",
+                    "1 if healthy (or unchecked)",
+                    u64::from(b.healthy()),
+                ),
+                (
+                    "draining",
+                    "gauge",
+                    "1 while draining",
+                    u64::from(b.draining()),
+                ),
+                (
+                    "active_connections",
+                    "gauge",
+                    "open connections to the backend",
+                    b.active(),
+                ),
+                (
+                    "chosen_total",
+                    "counter",
+                    "connections the backend was chosen for",
+                    b.chosen.load(Ordering::Relaxed),
+                ),
+                (
+                    "failed_total",
+                    "counter",
+                    "of those, refused or unanswered",
+                    b.failed.load(Ordering::Relaxed),
+                ),
+                (
+                    "transitions_total",
+                    "counter",
+                    "times the backend went down or came up",
+                    b.transitions.load(Ordering::Relaxed),
+                ),
+            ] {
+                f.add(&format!("appliance_backend_{k}"), kind, help, &bl, n as f64);
+            }
+            for (result, n) in [("passed", &b.checks_passed), ("failed", &b.checks_failed)] {
+                f.add(
+                    "appliance_backend_checks_total",
+                    "counter",
+                    "health checks by result",
+                    &format!("{bl},result=\"{result}\""),
+                    n.load(Ordering::Relaxed) as f64,
+                );
+            }
+        }
+    }
+    let mut out = String::new();
+    f.write(&mut out);
+    out
+}

@@ -1,0 +1,600 @@
+//! The appliance as an operator runs it, through the DPDK port: health checks take a
+//! killed backend out of rotation and bring it back; weights and draining steer new
+//! connections while open ones finish byte-exact; a disabled vserver and a vserver
+//! with no backend up refuse or close new clients; `appliancectl` answers every
+//! command as a table and as JSON and refuses a caller that is not the socket's
+//! owner; and the metrics endpoint parses as Prometheus text. Needs root.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::veth::*;
+
+const CHECKED: &str = r#"
+[metrics]
+listen = "127.0.0.1:9464"
+
+[[vserver]]
+name = "checked"
+listen = "10.77.0.1:81"
+mode = "tcp"
+backends = ["10.77.0.2:8080", { address = "10.77.0.3:8080", weight = 2 }]
+[vserver.health]
+check = "http"
+path = "/health.txt"
+interval = "300ms"
+timeout = "250ms"
+rise = 2
+fall = 2
+"#;
+
+fn ctl(net: &Net, args: &[&str]) -> Output {
+    Command::new(binary("appliancectl"))
+        .arg("--socket")
+        .arg(net.dir.join("ctl.sock"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `appliancectl ARGS` that must succeed; its stdout.
+fn ctl_ok(net: &Net, args: &[&str]) -> String {
+    let o = ctl(net, args);
+    assert!(
+        o.status.success(),
+        "appliancectl {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn ctl_json(net: &Net, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ctl_ok(net, &a)).unwrap()
+}
+
+/// The backend `addr` of vserver "checked", as `show backends --json` reports it.
+fn backend(net: &Net, addr: &str) -> Value {
+    let all = ctl_json(net, &["show", "backends"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["vserver"] == "checked" && b["address"] == addr)
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend {addr} in {all}"))
+}
+
+/// Waits (at most 15 s) until `f` holds for backend `addr`.
+fn wait_backend(net: &Net, addr: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let b = backend(net, addr);
+        if f(&b) {
+            return b;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "backend {addr} never became {what}: {b}\n{}",
+            net.log("appliance.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Fetches `/{file}` through vserver "checked" `n` times, one connection each;
+/// returns how many requests for it each backend's log shows.
+fn fetch_n(net: &Net, file: &str, n: usize) -> (usize, usize) {
+    let out = net.dir.join("out.html");
+    for i in 0..n {
+        let o = net.curl(&format!("http://10.77.0.1:81/{file}"), &out);
+        assert!(
+            o.status.success(),
+            "fetch {i} of {file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let count = |ip: &str| {
+        net.log(&format!("backend-{ip}-8080.log"))
+            .matches(&format!("GET /{file} "))
+            .count()
+    };
+    (count("10.77.0.2"), count("10.77.0.3"))
+}
+
+fn write_pages(dir: &Path) {
+    let www = dir.join("www");
+    std::fs::write(www.join("health.txt"), "ok\n").unwrap();
+    for p in ["p1", "p2", "p3", "p4", "p5", "p6"] {
+        std::fs::write(www.join(format!("{p}.html")), format!("{p}\n")).unwrap();
+    }
+}
+
+#[test]
+fn health_checks_weights_drain_and_disable() {
+    let mut net = Net::up("op");
+    write_site(&net.dir, 16 << 20);
+    write_pages(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    let mut b3 = net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    net.start_appliance(&[cpu], CHECKED);
+
+    // Both pass their checks; weights 1:2 in round robin.
+    for a in ["10.77.0.2:8080", "10.77.0.3:8080"] {
+        wait_backend(&net, a, "checked twice", |b| {
+            b["checks_passed"].as_u64().unwrap() >= 2
+        });
+    }
+    assert_eq!(fetch_n(&net, "p1.html", 6), (2, 4));
+
+    // A backend killed: down after `fall` failed checks; all traffic to the other.
+    net.stop(b3);
+    let b = wait_backend(&net, "10.77.0.3:8080", "down", |b| b["state"] == "down");
+    assert_eq!(b["last_check"], "connection refused", "{b}");
+    assert_eq!(fetch_n(&net, "p2.html", 4), (4, 0));
+    let table = ctl_ok(&net, &["show", "backends"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("10.77.0.3:8080") && l.contains("down")),
+        "{table}"
+    );
+
+    // Back: up after `rise` passes, and in rotation again.
+    b3 = net.start_backend("10.77.0.3", 8080);
+    let b = wait_backend(&net, "10.77.0.3:8080", "up again", |b| b["state"] == "up");
+    assert_eq!(b["transitions"], 2, "{b}");
+    let (x, y) = fetch_n(&net, "p3.html", 6);
+    assert_eq!((x, y), (2, 4));
+
+    // Drain: a download in flight on the drained backend finishes byte-exact while
+    // new connections go to the other one. First the earlier fetches' connections
+    // must be gone, so the download's backend is the one with a connection open.
+    for a in ["10.77.0.2:8080", "10.77.0.3:8080"] {
+        wait_backend(&net, a, "idle", |b| b["active"] == 0);
+    }
+    let big = net.dir.join("big.out");
+    let mut slow = net
+        .in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "--limit-rate",
+            "4M",
+            "-o",
+            big.to_str().unwrap(),
+            "http://10.77.0.1:81/big.bin",
+        ])
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let busy = loop {
+        let all = ctl_json(&net, &["show", "backends"]);
+        let open: Vec<Value> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["vserver"] == "checked" && b["active"].as_u64() == Some(1))
+            .cloned()
+            .collect();
+        if open.len() == 1 {
+            break open[0]["address"].as_str().unwrap().to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "download never started: {all}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Without --vserver: in every vserver that has the backend.
+    let out = ctl_ok(&net, &["backend", "drain", &busy]);
+    assert!(
+        out.contains("draining") && out.contains("web, checked"),
+        "{out}"
+    );
+    assert_eq!(backend(&net, &busy)["state"], "draining");
+    let (x, y) = fetch_n(&net, "p4.html", 4);
+    if busy == "10.77.0.2:8080" {
+        assert_eq!((x, y), (0, 4));
+    } else {
+        assert_eq!((x, y), (4, 0));
+    }
+    assert_eq!(
+        backend(&net, &busy)["active"],
+        1,
+        "the draining backend keeps its download"
+    );
+    let st = slow.wait().unwrap();
+    assert!(st.success(), "the download over the drained backend failed");
+    assert_eq!(
+        sha_file(&big),
+        sha_file(&net.dir.join("www/big.bin")),
+        "download over a drained backend is not byte-exact"
+    );
+    let j = ctl_json(&net, &["backend", "enable", &busy]);
+    assert_eq!(j["vservers"], serde_json::json!(["web", "checked"]));
+    // Any three round-robin slots in a row: one for weight 1, two for weight 2.
+    assert_eq!(fetch_n(&net, "p5.html", 3), (1, 2));
+
+    // Disabled: new clients are reset; enabled again: served.
+    ctl_ok(&net, &["vserver", "disable", "checked"]);
+    let o = net.curl("http://10.77.0.1:81/p6.html", &net.dir.join("x"));
+    assert!(!o.status.success(), "a disabled vserver served a client");
+    let vs = ctl_json(&net, &["show", "vservers"]);
+    let checked = vs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "checked")
+        .unwrap()
+        .clone();
+    assert_eq!(checked["enabled"], false);
+    assert!(
+        checked["refused_disabled"].as_u64().unwrap() >= 1,
+        "{checked}"
+    );
+    // The other vserver is untouched.
+    let o = net.curl("http://10.77.0.1:80/p6.html", &net.dir.join("x"));
+    assert!(o.status.success());
+    ctl_ok(&net, &["vserver", "enable", "checked"]);
+    fetch_n(&net, "p6.html", 1);
+
+    // No backend up: a plain vserver closes the client cleanly (curl: empty reply).
+    net.stop(b3);
+    ctl_ok(
+        &net,
+        &["backend", "drain", "10.77.0.2:8080", "--vserver", "checked"],
+    );
+    wait_backend(&net, "10.77.0.3:8080", "down", |b| b["state"] == "down");
+    let o = net.curl("http://10.77.0.1:81/p6.html", &net.dir.join("x"));
+    assert_eq!(
+        o.status.code(),
+        Some(52),
+        "curl should see an empty reply (FIN): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let vs = ctl_json(&net, &["show", "vservers"]);
+    let checked = &vs.as_array().unwrap()[1];
+    assert!(checked["no_backend"].as_u64().unwrap() >= 1, "{checked}");
+    let status = ctl_json(&net, &["status"]);
+    assert_eq!(status["backends_down"], 1, "{status}");
+    assert_eq!(status["backends_draining"], 1, "{status}");
+}
+
+#[test]
+fn appliancectl_commands_metrics_and_owner_only() {
+    let mut net = Net::up("ctl");
+    write_site(&net.dir, 1 << 20);
+    write_pages(&net.dir);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    let extra = format!(
+        "{CHECKED}{}",
+        tls_vserver(
+            &net.dir,
+            "secure",
+            443,
+            &["10.77.0.2:8080"],
+            &["ec", "rsa"],
+            ""
+        )
+    );
+    net.start_appliance(&[cpu], &extra);
+    // Some TLS traffic so the counters move.
+    let o = net
+        .in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "--cacert",
+            net.dir.join("ca.pem").to_str().unwrap(),
+            "--resolve",
+            "appliance.test:443:10.77.0.1",
+            "-o",
+            "/dev/null",
+            "https://appliance.test/p1.html",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Every command, as a table and as JSON.
+    let t = ctl_ok(&net, &["status"]);
+    assert!(t.contains("vservers: 3 of 3 enabled"), "{t}");
+    assert!(t.contains("TLS handshakes: 1"), "{t}");
+    let j = ctl_json(&net, &["status"]);
+    assert_eq!(j["tls_handshakes"], 1);
+    assert_eq!(j["backends"], 5);
+    assert!(j["config"].as_str().unwrap().ends_with("appliance.toml"));
+
+    let t = ctl_ok(&net, &["show", "stats", "--interval", "0.2"]);
+    assert!(t.contains("handshakes/s: TLS 1.3"), "{t}");
+    assert!(t.contains("0/s (1 total)"), "{t}");
+    assert!(t.contains("busy%"), "{t}");
+    let j = ctl_json(&net, &["show", "stats"]);
+    let suites = j["cores"][0]["proxy"]["tls_suites"].as_object().unwrap();
+    assert_eq!(suites.len(), 9);
+    let used: Vec<&String> = suites
+        .iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(used.len(), 1, "{suites:?}");
+    let suite = used[0].clone();
+
+    let t = ctl_ok(&net, &["show", "vservers"]);
+    for want in [
+        "web",
+        "checked",
+        "secure",
+        "http GET /health.txt",
+        "round_robin",
+    ] {
+        assert!(t.contains(want), "{want} missing in\n{t}");
+    }
+    let j = ctl_json(&net, &["show", "vservers"]);
+    assert_eq!(j.as_array().unwrap().len(), 3);
+    assert_eq!(j[1]["backends"][1]["weight"], 2);
+
+    let t = ctl_ok(&net, &["show", "backends"]);
+    assert_eq!(t.lines().count(), 1 + 5, "{t}");
+    let j = ctl_json(&net, &["show", "backends"]);
+    assert_eq!(j.as_array().unwrap().len(), 5);
+
+    let t = ctl_ok(&net, &["show", "certs"]);
+    assert!(t.contains("DNS:appliance.test, IP:10.77.0.1"), "{t}");
+    assert!(t.contains("ECDSA P-256") && t.contains("RSA 2048"), "{t}");
+    assert!(
+        t.contains("29 days left") || t.contains("30 days left"),
+        "{t}"
+    );
+    let j = ctl_json(&net, &["show", "certs"]);
+    assert_eq!(j.as_array().unwrap().len(), 2);
+    assert_eq!(j[0]["subject"], "CN=appliance.test");
+
+    let t = ctl_ok(&net, &["top", "--interval", "0.2", "--count", "2"]);
+    assert_eq!(t.matches("appliancectl top").count(), 2, "{t}");
+    assert!(ctl_ok(&net, &["ping"]).contains("is up"));
+    assert_eq!(ctl_json(&net, &["ping"])["ok"], true);
+
+    // Help on every command; usage errors exit 2 naming the problem; refusals exit 1.
+    for cmd in ["status", "show", "vserver", "backend", "top", "ping"] {
+        let h = ctl_ok(&net, &[cmd, "--help"]);
+        assert!(h.starts_with("usage: appliancectl"), "{cmd}: {h}");
+    }
+    for (args, code, want) in [
+        (&["show", "everything"][..], 2, "choose stats, vservers"),
+        (&["frobnicate"], 2, "unknown command"),
+        (&["backend", "drain", "nonsense"], 2, "ip:port"),
+        (&["show", "stats", "--interval", "0"], 2, "--interval"),
+        (
+            &["vserver", "disable", "nope"],
+            1,
+            "no vserver named \"nope\"",
+        ),
+        (
+            &["backend", "drain", "10.77.0.9:1"],
+            1,
+            "no backend \"10.77.0.9:1\"",
+        ),
+    ] {
+        let o = ctl(&net, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let o = Command::new(binary("appliancectl"))
+        .args(["--socket", "/nonexistent/ctl.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the appliance"));
+    // The socket found through $APPLIANCE_SOCKET and through --config.
+    let o = Command::new(binary("appliancectl"))
+        .arg("ping")
+        .env("APPLIANCE_SOCKET", net.dir.join("ctl.sock"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = Command::new(binary("appliancectl"))
+        .args([
+            "--config",
+            net.dir.join("appliance.toml").to_str().unwrap(),
+            "ping",
+        ])
+        .env_remove("APPLIANCE_SOCKET")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Another user: the socket file (mode 0600) keeps them out; and with the file
+    // opened up, the daemon's peer-credential check still refuses them.
+    let sock = net.dir.join("ctl.sock");
+    let mode = std::fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    let as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary("appliancectl"))
+            .arg("--socket")
+            .arg(&sock)
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    // The test directory must be passable for the second half.
+    std::fs::set_permissions(&net.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Permission denied") && err.contains("admits only"),
+        "{err}"
+    );
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the appliance refused: permission denied"),
+        "the daemon served another user: {err}"
+    );
+    assert!(net
+        .log("appliance.log")
+        .contains("refused a connection from uid Some(65534)"));
+
+    // Metrics: scraped in the appliance's namespace and parsed by Prometheus' parser.
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-a", net.name),
+            "/usr/bin/python3",
+        ])
+        .arg(repo().join("tests/py/prom_scrape.py"))
+        .arg("http://127.0.0.1:9464/metrics")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "scrape: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sample = |fam: &str, name: &str, labels: &[(&str, &str)]| -> f64 {
+        m[fam]["samples"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no family {fam}"))
+            .iter()
+            .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in {}", m[fam]))
+    };
+    assert_eq!(m["appliance_proxy_tls13_handshakes"]["type"], "counter");
+    assert_eq!(
+        sample(
+            "appliance_proxy_tls13_handshakes",
+            "appliance_proxy_tls13_handshakes_total",
+            &[("core", "0")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            "appliance_proxy_tls_suites",
+            "appliance_proxy_tls_suites_total",
+            &[("suite", suite.as_str())]
+        ),
+        1.0
+    );
+    assert_eq!(m["appliance_stack_active"]["type"], "gauge");
+    assert_eq!(
+        sample(
+            "appliance_backend_up",
+            "appliance_backend_up",
+            &[("vserver", "checked"), ("backend", "10.77.0.3:8080")]
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            "appliance_backend_checks",
+            "appliance_backend_checks_total",
+            &[("vserver", "checked"), ("result", "passed")]
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            "appliance_core_busy_seconds",
+            "appliance_core_busy_seconds_total",
+            &[]
+        ) > 0.0
+    );
+    assert!(
+        m.as_object().unwrap().len() > 60,
+        "only {} families",
+        m.as_object().unwrap().len()
+    );
+}
+
+#[test]
+fn http_aware_tls_vserver_answers_503_when_no_backend_is_up() {
+    let mut net = Net::up("n503");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = *cpus().last().unwrap();
+    // Its only backend is a host that does not exist: the TCP check takes it down.
+    let extra = tls_vserver(
+        &net.dir,
+        "maint",
+        443,
+        &["10.77.0.9:8080"],
+        &["ec"],
+        "[vserver.transmit]\nhttp = true\n[vserver.health]\ncheck = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nfall = 1\n",
+    );
+    net.start_appliance(&[cpu], &extra);
+    let t0 = Instant::now();
+    loop {
+        let all = ctl_json(&net, &["show", "backends"]);
+        let b = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["vserver"] == "maint")
+            .unwrap()
+            .clone();
+        if b["state"] == "down" {
+            assert_eq!(b["last_check"], "timed out", "{b}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "never down: {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..2 {
+        let o = net
+            .in_hosts(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                net.dir.join("ca.pem").to_str().unwrap(),
+                "--resolve",
+                "appliance.test:443:10.77.0.1",
+                "-w",
+                "\n%{http_code}",
+                "https://appliance.test/index.html",
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.ends_with("\n503") && out.contains("no backend server is available"),
+            "{out}"
+        );
+    }
+    let vs = ctl_json(&net, &["show", "vservers"]);
+    assert_eq!(vs[1]["name"], "maint");
+    assert_eq!(vs[1]["no_backend"], 2, "{vs}");
+    // The plain vserver still serves.
+    let o = net.curl("http://10.77.0.1:80/index.html", &net.dir.join("x"));
+    assert!(o.status.success());
+}
