@@ -96,23 +96,21 @@ struct Families {
 
 impl Families {
     fn add(&mut self, name: &str, kind: &'static str, help: &str, labels: &str, value: f64) {
-        let e = self.map.entry(name.to_string()).or_insert_with(|| {
-            self.order.push(name.to_string());
-            (kind, help.to_string(), Vec::new())
-        });
         let v = if value.fract() == 0.0 && value.abs() < 1e15 {
             format!("{}", value as i64)
         } else {
             format!("{value}")
         };
-        if labels.is_empty() {
-            e.2.push(format!("{name} {v}"));
+        let line = if labels.is_empty() {
+            format!("{name} {v}")
         } else {
-            e.2.push(format!("{name}{{{labels}}} {v}"));
-        }
+            format!("{name}{{{labels}}} {v}")
+        };
+        self.raw(name, kind, help, line);
     }
 
-    /// A histogram family's sample lines (already named `_bucket`, `_sum`, `_count`).
+    /// A sample line of family `name`, written as is (histograms name theirs
+    /// `_bucket`, `_sum`, `_count`).
     fn raw(&mut self, name: &str, kind: &'static str, help: &str, line: String) {
         let e = self.map.entry(name.to_string()).or_insert_with(|| {
             self.order.push(name.to_string());

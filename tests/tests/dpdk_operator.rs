@@ -105,6 +105,26 @@ fn fetch_n(net: &Net, file: &str, n: usize) -> (usize, usize) {
     (count("10.77.0.2"), count("10.77.0.3"))
 }
 
+/// curl for `https://appliance.test{path}` through the appliance, verified against
+/// `ca.pem`, with `args` added.
+fn https(net: &Net, args: &[&str], path: &str) -> Output {
+    let ca = net.dir.join("ca.pem");
+    let url = format!("https://appliance.test{path}");
+    let mut a = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        "appliance.test:443:10.77.0.1",
+    ];
+    a.extend_from_slice(args);
+    a.push(&url);
+    net.in_hosts(&a).output().unwrap()
+}
+
 fn write_pages(dir: &Path) {
     let www = dir.join("www");
     std::fs::write(www.join("health.txt"), "ok\n").unwrap();
@@ -290,22 +310,7 @@ fn appliancectl_commands_metrics_and_owner_only() {
     );
     net.start_appliance(&[cpu], &extra);
     // Some TLS traffic so the counters move.
-    let o = net
-        .in_hosts(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "20",
-            "--cacert",
-            net.dir.join("ca.pem").to_str().unwrap(),
-            "--resolve",
-            "appliance.test:443:10.77.0.1",
-            "-o",
-            "/dev/null",
-            "https://appliance.test/p1.html",
-        ])
-        .output()
-        .unwrap();
+    let o = https(&net, &["-o", "/dev/null"], "/p1.html");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Every command, as a table and as JSON.
@@ -564,22 +569,7 @@ fn http_aware_tls_vserver_answers_503_when_no_backend_is_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     for _ in 0..2 {
-        let o = net
-            .in_hosts(&[
-                "curl",
-                "-sS",
-                "--max-time",
-                "20",
-                "--cacert",
-                net.dir.join("ca.pem").to_str().unwrap(),
-                "--resolve",
-                "appliance.test:443:10.77.0.1",
-                "-w",
-                "\n%{http_code}",
-                "https://appliance.test/index.html",
-            ])
-            .output()
-            .unwrap();
+        let o = https(&net, &["-w", "\n%{http_code}"], "/index.html");
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success(),
