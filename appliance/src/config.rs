@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dataplane::cores::IdlePolicy;
+use netstack::in_subnet;
 use serde::Deserialize;
 
 use crate::transmit::{Quantum, TransmitConfig};
@@ -865,15 +866,6 @@ fn check_server_name(n: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
-    u32::from(a) & mask == u32::from(net) & mask
 }
 
 impl Config {

@@ -12,6 +12,8 @@
 
 use crate::backends::{BackendRt, CheckResult};
 use crate::config::{CheckKind, HealthCheck};
+use std::net::SocketAddrV4;
+
 use netstack::{ConnId, TcpSocket, TcpState};
 
 /// Longest status line (and headers before it) a check reads before it gives up.
@@ -72,7 +74,7 @@ impl Probe {
 
     /// Moves the check's connection on: sends the HTTP request once connected, reads
     /// the answer, and decides. The caller releases the connection on `Done`.
-    pub fn step(&mut self, s: &mut TcpSocket, check: &HealthCheck, host: &str) -> Step {
+    pub fn step(&mut self, s: &mut TcpSocket, check: &HealthCheck, addr: SocketAddrV4) -> Step {
         match s.state() {
             TcpState::SynSent | TcpState::SynReceived => return Step::Wait,
             // Never seen connected: the SYN was refused (or the connection was reset
@@ -92,7 +94,7 @@ impl Probe {
         if !self.sent && s.can_send() {
             let req = format!(
                 "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: appliance-health-check\r\nConnection: close\r\n\r\n",
-                want_host.as_deref().unwrap_or(host)
+                want_host.clone().unwrap_or_else(|| addr.to_string())
             );
             // A fresh socket's send buffer (>= 1 KiB) holds the whole request.
             if s.send_slice(req.as_bytes()).ok() != Some(req.len()) {

@@ -31,6 +31,7 @@ use dataplane::{Frame, PortQueue, BURST};
 use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
+use crate::backends::CheckResult;
 pub use crate::backends::VserverRt;
 use crate::health::{Probe, Step};
 use crate::transmit::{Reason, TransmitConfig, TxState};
@@ -397,7 +398,7 @@ impl Worker {
                         s.abort();
                     }
                     self.release_one(conn);
-                    self.probe_done(k, crate::backends::CheckResult::Timeout, now_ms);
+                    self.probe_done(k, CheckResult::Timeout, now_ms);
                     worked = true;
                 }
                 continue;
@@ -418,7 +419,7 @@ impl Worker {
                 Err(_) => {
                     let interval = check.interval.as_millis() as u64;
                     self.probes[k].next_at_ms = now_ms + interval;
-                    self.probe_done(k, crate::backends::CheckResult::NoSlot, now_ms);
+                    self.probe_done(k, CheckResult::NoSlot, now_ms);
                 }
             }
         }
@@ -435,8 +436,7 @@ impl Worker {
         let (Some(check), Some(s)) = (vs.cfg.health.as_ref(), self.stack.socket(id)) else {
             return;
         };
-        let host = vs.backends[p.backend as usize].addr.to_string();
-        if let Step::Done(r) = p.step(s, check, &host) {
+        if let Step::Done(r) = p.step(s, check, vs.backends[p.backend as usize].addr) {
             self.release_one(id);
             let now_ms = self.start.elapsed().as_millis() as u64;
             self.probe_done(k, r, now_ms);

@@ -286,7 +286,7 @@ fn request_neighbor(
         ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, EthernetRepr,
     };
     let hop = match cfg.gateway {
-        Some(gw) if !same_subnet(ip, cfg.addr, cfg.prefix_len) => gw,
+        Some(gw) if !in_subnet(ip, cfg.addr, cfg.prefix_len) => gw,
         _ => ip,
     };
     if arp_sent.get(&hop).is_some_and(|&t| now_us - t < 100_000) {
@@ -319,7 +319,8 @@ fn request_neighbor(
     tx.send(frame);
 }
 
-fn same_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+/// Whether `a` is in the subnet `net/prefix` (prefix 0 holds everything).
+pub fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = u32::MAX
         .checked_shl(32 - u32::from(prefix.min(32)))
         .unwrap_or(0);
