@@ -50,6 +50,10 @@ address = "10.77.0.1/24"
 [control]
 socket = "$WORK/control.sock"
 stats_interval = "0s"
+drain_timeout = "5s"            # SIGTERM: open connections get 5 s, then are reset
+
+[log]
+access = "$WORK/access.log"     # one line per finished client connection
 
 [metrics]
 listen = "127.0.0.1:9464"       # Prometheus text, in the appliance's namespace
@@ -169,8 +173,27 @@ echo "== metrics: a few of the Prometheus series at http://127.0.0.1:9464/metric
 ip netns exec "$NAME-a" curl -sS --max-time 5 http://127.0.0.1:9464/metrics \
     | grep -E '^appliance_(proxy_tls13_handshakes_total|backend_up|backend_chosen_total)' | sed 's/^/   /'
 
-echo "== stopping the appliance (SIGINT)"
-kill -INT "${PIDS[-1]}"; wait "${PIDS[-1]}" || true
+echo "== reload: a new certificate for appliance.test, swapped in while a 64 MiB HTTPS download runs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=appliance.test \
+    -addext "subjectAltName=DNS:appliance.test,IP:10.77.0.1" -keyout "$WORK/ec2.key" -out "$WORK/ec2.pem" 2>/dev/null
+"${HOSTS[@]}" "${HTTPS[@]}" --limit-rate 20M -o "$WORK/got-reload.bin" https://appliance.test/big.bin &
+DL=$!
+sleep 1
+echo "   appliancectl show sessions (during the download):"
+"${CTL[@]}" show sessions | sed 's/^/   /'
+sed -i 's/chain = "ec.pem", key = "ec.key"/chain = "ec2.pem", key = "ec2.key"/' "$WORK/appliance.toml"
+"${CTL[@]}" reload | sed 's/^/   /'
+echo "   a new connection trusting only the new certificate:"
+"${HOSTS[@]}" curl -sS --max-time 10 --cacert "$WORK/ec2.pem" --resolve appliance.test:443:10.77.0.1 \
+    -o /dev/null -w "   HTTP %{http_code}, verified against ec2.pem\n" https://appliance.test/index.html
+wait $DL
+got=$(sha256sum < "$WORK/got-reload.bin")
+if [ "$want" = "$got" ]; then echo "   the download that started before the reload: SHA-256 matches"; else echo "   SHA-256 MISMATCH across the reload"; exit 1; fi
+echo "== the access log, last three lines ($WORK/access.log)"
+tail -n 3 "$WORK/access.log" | sed 's/^/   /'
+
+echo "== stopping the appliance (SIGTERM: ports close, open connections drain)"
+kill -TERM "${PIDS[-1]}"; wait "${PIDS[-1]}" || true
 unset 'PIDS[-1]'
-tail -n 3 "$WORK/appliance.log" | sed 's/^/   appliance: /'
+grep -E "stopping|drained|drain ended|stopped" "$WORK/appliance.log" | sed 's/^/   appliance: /'
 echo "== demo done"

@@ -9,7 +9,8 @@
 //! a change of either.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -82,7 +83,8 @@ impl std::fmt::Display for CheckResult {
 #[derive(Debug)]
 pub struct BackendRt {
     pub addr: SocketAddrV4,
-    pub weight: u32,
+    /// Set from the configuration (a reload may change it).
+    weight: AtomicU32,
     healthy: AtomicBool,
     draining: AtomicBool,
     /// Open connections to it, over all cores.
@@ -104,7 +106,7 @@ impl BackendRt {
     fn new(addr: SocketAddrV4, weight: u32) -> Self {
         BackendRt {
             addr,
-            weight,
+            weight: AtomicU32::new(weight),
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             active: AtomicU64::new(0),
@@ -121,6 +123,10 @@ impl BackendRt {
     #[cfg(test)]
     pub fn for_tests() -> Self {
         BackendRt::new(SocketAddrV4::new([10, 0, 0, 2].into(), 80), 1)
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     pub fn healthy(&self) -> bool {
@@ -178,37 +184,82 @@ impl BackendRt {
 }
 
 /// A vserver as the cores share it.
+///
+/// A reload builds a new `VserverRt` from the new configuration; what operators
+/// switched and what is counted lives behind `Arc`s that the new one shares with the
+/// old one of the same name ([`VserverRt::carry`]), so a reload keeps a disabled
+/// vserver disabled, a draining backend draining, health as last checked, and every
+/// counter running. Connections opened before the reload keep their old `VserverRt`
+/// (and its configuration) until they end.
 pub struct VserverRt {
     pub cfg: Vserver,
-    enabled: AtomicBool,
-    pub backends: Vec<BackendRt>,
+    name: Arc<str>,
+    enabled: Arc<AtomicBool>,
+    pub backends: Vec<Arc<BackendRt>>,
     /// Round-robin cursor (also rotates least-connections ties).
-    next: AtomicUsize,
+    next: Arc<AtomicUsize>,
     /// New connections reset because the vserver was disabled.
-    pub refused_disabled: AtomicU64,
+    pub refused_disabled: Arc<AtomicU64>,
     /// New connections closed because no backend was eligible.
-    pub no_backend: AtomicU64,
+    pub no_backend: Arc<AtomicU64>,
 }
 
 impl VserverRt {
     pub fn new(cfg: Vserver) -> Self {
+        VserverRt::carry(cfg, None)
+    }
+
+    /// The vserver `cfg` describes, taking over `prev`'s switches and counters (the
+    /// caller passes the running vserver of the same name), and those of each backend
+    /// whose address `prev` has too; that backend's weight becomes the new one. A
+    /// backend that is down stays down until its checks pass, unless `cfg` has no
+    /// health check any more (then nothing would bring it back: it counts as up).
+    pub fn carry(cfg: Vserver, prev: Option<&VserverRt>) -> Self {
         let backends = cfg
             .backends
             .iter()
-            .map(|b| BackendRt::new(b.addr, b.weight))
+            .map(
+                |b| match prev.and_then(|p| p.backends.iter().find(|o| o.addr == b.addr)) {
+                    Some(old) => {
+                        old.weight.store(b.weight, Ordering::Relaxed);
+                        if cfg.health.is_none() {
+                            old.set_healthy(true, crate::epoch().elapsed().as_millis() as u64);
+                        }
+                        old.clone()
+                    }
+                    None => Arc::new(BackendRt::new(b.addr, b.weight)),
+                },
+            )
             .collect();
-        VserverRt {
-            cfg,
-            enabled: AtomicBool::new(true),
-            backends,
-            next: AtomicUsize::new(0),
-            refused_disabled: AtomicU64::new(0),
-            no_backend: AtomicU64::new(0),
+        match prev {
+            Some(p) => VserverRt {
+                name: cfg.name.as_str().into(),
+                cfg,
+                enabled: p.enabled.clone(),
+                backends,
+                next: p.next.clone(),
+                refused_disabled: p.refused_disabled.clone(),
+                no_backend: p.no_backend.clone(),
+            },
+            None => VserverRt {
+                name: cfg.name.as_str().into(),
+                cfg,
+                enabled: Arc::new(AtomicBool::new(true)),
+                backends,
+                next: Arc::new(AtomicUsize::new(0)),
+                refused_disabled: Arc::new(AtomicU64::new(0)),
+                no_backend: Arc::new(AtomicU64::new(0)),
+            },
         }
     }
 
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The vserver's name, shareable (the access log holds it past the vserver).
+    pub fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     /// A disabled vserver resets new connections; open ones carry on.
@@ -244,7 +295,7 @@ impl VserverRt {
             .backends
             .iter()
             .filter(|b| b.eligible())
-            .map(|b| b.weight as usize)
+            .map(|b| b.weight() as usize)
             .sum();
         if total == 0 {
             return None;
@@ -254,10 +305,11 @@ impl VserverRt {
             if !b.eligible() {
                 continue;
             }
-            if slot < b.weight as usize {
+            let w = b.weight() as usize;
+            if slot < w {
                 return Some(i);
             }
-            slot -= b.weight as usize;
+            slot -= w;
         }
         // Health changed between the two passes: take any eligible one.
         self.backends.iter().position(|b| b.eligible())
@@ -274,7 +326,7 @@ impl VserverRt {
             if !b.eligible() {
                 continue;
             }
-            let (a, w) = (b.active(), u64::from(b.weight));
+            let (a, w) = (b.active(), u64::from(b.weight()));
             match best {
                 // a / w < ba / bw, without division.
                 Some((_, ba, bw)) if a * bw >= ba * w => {}
@@ -306,7 +358,7 @@ impl VserverRt {
                 .iter()
                 .map(|b| BackendSnap {
                     address: b.addr.to_string(),
-                    weight: b.weight,
+                    weight: b.weight(),
                     state: match (b.healthy(), b.draining()) {
                         (false, _) => "down",
                         (true, true) => "draining",
@@ -388,7 +440,42 @@ mod tests {
             health: None,
             tls: None,
             transmit: TransmitConfig::default(),
+            proxy_protocol: false,
         })
+    }
+
+    #[test]
+    fn a_reload_carries_switches_health_and_counts_by_name_and_address() {
+        let old = vs(&[1, 1], Balance::RoundRobin);
+        old.set_enabled(false);
+        old.backends[0].set_draining(true);
+        old.backends[1].set_healthy(false, 5);
+        old.no_backend.fetch_add(3, Ordering::Relaxed);
+        // The second backend stays (weight 5 now), the first goes, a third is new.
+        let mut cfg = vs(&[5, 1], Balance::RoundRobin).cfg;
+        cfg.backends[0].addr = old.backends[1].addr;
+        cfg.backends[1].addr = "10.0.0.9:80".parse().unwrap();
+        cfg.health = Some(crate::config::HealthCheck {
+            kind: crate::config::CheckKind::Tcp,
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        });
+        let new = VserverRt::carry(cfg.clone(), Some(&old));
+        assert!(!new.enabled(), "the operator's disable survives");
+        assert_eq!(new.no_backend.load(Ordering::Relaxed), 3);
+        assert!(Arc::ptr_eq(&new.backends[0], &old.backends[1]));
+        assert_eq!(new.backends[0].weight(), 5);
+        assert!(!new.backends[0].healthy(), "down until its checks pass");
+        assert!(new.backends[1].eligible() && new.backends[1].chosen.load(Ordering::Relaxed) == 0);
+        // Counting on either copy is counting on both.
+        new.no_backend.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(old.no_backend.load(Ordering::Relaxed), 4);
+        // Without a health check nothing would bring a down backend back: it is up.
+        cfg.health = None;
+        let unchecked = VserverRt::carry(cfg, Some(&new));
+        assert!(unchecked.backends[0].healthy());
     }
 
     fn counts(v: &VserverRt, n: usize) -> Vec<u64> {

@@ -46,8 +46,17 @@ struct RawConfig {
     #[serde(default)]
     crypto: RawCrypto,
     metrics: Option<RawMetrics>,
+    #[serde(default)]
+    log: RawLog,
     #[serde(default, rename = "vserver")]
     vservers: Vec<RawVserver>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    access: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +115,7 @@ struct RawCrypto {
 struct RawControl {
     socket: Option<String>,
     stats_interval: Option<String>,
+    drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +131,7 @@ struct RawVserver {
     tls: Option<RawTls>,
     transmit: Option<RawTransmit>,
     health: Option<RawHealth>,
+    proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +163,8 @@ struct RawTransmit {
 struct RawTls {
     certificates: Vec<RawCertificate>,
     versions: Option<Vec<String>>,
+    suites: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
     #[serde(default)]
     alpn: Vec<String>,
     handshake_timeout: Option<String>,
@@ -184,7 +197,7 @@ pub enum Driver {
 }
 
 /// `[dataplane]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DataplaneConfig {
     pub driver: Driver,
     pub eal_args: Vec<String>,
@@ -203,7 +216,7 @@ pub struct DataplaneConfig {
 }
 
 /// `[tcp]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TcpConfig {
     pub rx_buffer: usize,
     pub tx_buffer: usize,
@@ -215,11 +228,32 @@ pub struct TcpConfig {
 }
 
 /// `[control]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ControlConfig {
     pub socket: PathBuf,
     /// How often the daemon logs a stats line (0 = never).
     pub stats_interval: Duration,
+    /// On SIGINT/SIGTERM: how long open connections may take to finish before the
+    /// rest are reset (0: reset at once).
+    pub drain_timeout: Duration,
+}
+
+/// How the daemon's own log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `time LEVEL target] message`, for people.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `target`, `msg`.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One line per finished connection is appended here (see `access`); `None`:
+    /// no access log.
+    pub access: Option<PathBuf>,
 }
 
 /// `[crypto]`: where handshake crypto runs.
@@ -274,6 +308,9 @@ pub struct Vserver {
     pub tls: Option<std::sync::Arc<tls::ServerConfig>>,
     /// When backend plaintext is sealed into records (`tls` vservers).
     pub transmit: TransmitConfig,
+    /// Each backend connection starts with a PROXY protocol v2 header carrying the
+    /// client's address and the address it connected to.
+    pub proxy_protocol: bool,
 }
 
 /// A validated configuration.
@@ -285,6 +322,7 @@ pub struct Config {
     pub crypto: CryptoConfig,
     /// `[metrics]`: the Prometheus endpoint, if configured.
     pub metrics: Option<MetricsConfig>,
+    pub log: LogConfig,
     pub vservers: Vec<Vserver>,
 }
 
@@ -444,6 +482,77 @@ impl Checker<'_> {
                     "enable at least one of \"1.2\", \"1.3\"",
                 ));
             }
+        }
+        if let Some(list) = &t.suites {
+            let (mut s13, mut s12) = (Vec::new(), Vec::new());
+            for (i, name) in list.iter().enumerate() {
+                let Some(&code) = tls::msgs::suite::ALL
+                    .iter()
+                    .find(|&&c| tls::msgs::suite::name(c) == name)
+                else {
+                    let names: Vec<&str> = tls::msgs::suite::ALL
+                        .iter()
+                        .map(|&c| tls::msgs::suite::name(c))
+                        .collect();
+                    return Err(self.err(
+                        format!("{field}.suites[{i}]"),
+                        format!(
+                            "{name:?} is not a suite the engine has; use IANA names: {}",
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                let dest = if code >> 8 == 0x13 {
+                    &mut s13
+                } else {
+                    &mut s12
+                };
+                if dest.contains(&code) {
+                    return Err(self.err(
+                        format!("{field}.suites[{i}]"),
+                        format!("{name} is listed twice"),
+                    ));
+                }
+                dest.push(code);
+            }
+            for (on, got, v) in [(cfg.tls13, &s13, "1.3"), (cfg.tls12, &s12, "1.2")] {
+                if on && got.is_empty() {
+                    return Err(self.err(
+                        format!("{field}.suites"),
+                        format!("TLS {v} is enabled but no TLS {v} suite is listed (or leave TLS {v} out of versions)"),
+                    ));
+                }
+            }
+            cfg.suites13 = s13;
+            cfg.suites12 = s12;
+        }
+        if let Some(list) = &t.groups {
+            let mut groups = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                use tls::msgs::group;
+                let code = match name.as_str() {
+                    "x25519" | "X25519" => group::X25519,
+                    "secp256r1" | "P-256" | "prime256v1" => group::SECP256R1,
+                    "secp384r1" | "P-384" => group::SECP384R1,
+                    o => {
+                        return Err(self.err(
+                            format!("{field}.groups[{i}]"),
+                            format!("{o:?} is not a group the engine has; use \"x25519\", \"secp256r1\" (P-256) or \"secp384r1\" (P-384)"),
+                        ))
+                    }
+                };
+                if groups.contains(&code) {
+                    return Err(self.err(
+                        format!("{field}.groups[{i}]"),
+                        format!("{name} is listed twice"),
+                    ));
+                }
+                groups.push(code);
+            }
+            if groups.is_empty() {
+                return Err(self.err(format!("{field}.groups"), "list at least one group"));
+            }
+            cfg.groups = groups;
         }
         let timeout = self.duration(
             &format!("{field}.handshake_timeout"),
@@ -1056,6 +1165,33 @@ impl Config {
                 &raw.control.stats_interval,
                 Duration::from_secs(10),
             )?,
+            drain_timeout: c.duration(
+                "control.drain_timeout",
+                &raw.control.drain_timeout,
+                Duration::from_secs(10),
+            )?,
+        };
+        if control.drain_timeout > Duration::from_secs(3600) {
+            return Err(c.err("control.drain_timeout", "must be at most 1h"));
+        }
+        let log = LogConfig {
+            format: match raw.log.format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(o) => {
+                    return Err(c.err(
+                        "log.format",
+                        format!("{o:?} is not a format; use \"text\" or \"json\""),
+                    ))
+                }
+            },
+            access: match raw.log.access.as_deref() {
+                None => None,
+                Some("") => {
+                    return Err(c.err("log.access", "is empty; leave it out for no access log"))
+                }
+                Some(p) => Some(PathBuf::from(p)),
+            },
         };
         let crypto = c.crypto(&raw.crypto, &dataplane.cores)?;
         let metrics = match &raw.metrics {
@@ -1247,6 +1383,7 @@ impl Config {
                 health,
                 tls,
                 transmit,
+                proxy_protocol: v.proxy_protocol.unwrap_or(false),
             });
         }
         Ok(Config {
@@ -1255,6 +1392,7 @@ impl Config {
             control,
             crypto,
             metrics,
+            log,
             vservers,
         })
     }
@@ -1589,7 +1727,39 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         assert!(tls.resumption.store.is_none() && tls.resumption.tickets.is_some());
         assert_eq!(tls.resumption.psk_modes, [tls::PskMode::PskKe]);
         assert!(tls.client_auth.as_ref().is_some_and(|a| !a.required));
+        // Suites (IANA names, either version, in preference order) and groups.
+        let c = Config::parse(
+            &tls_config(
+                &dir,
+                "suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\", \"TLS_AES_128_GCM_SHA256\"]\ngroups = [\"P-256\", \"x25519\"]",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        let tls = c.vservers[0].tls.as_ref().unwrap();
+        use tls::msgs::{group, suite};
+        assert_eq!(
+            tls.suites13,
+            [
+                suite::TLS13_CHACHA20_POLY1305_SHA256,
+                suite::TLS13_AES_128_GCM_SHA256
+            ]
+        );
+        assert_eq!(tls.suites12, [suite::ECDHE_ECDSA_AES256_GCM_SHA384]);
+        assert_eq!(tls.groups, [group::SECP256R1, group::X25519]);
         let cases = [
+            ("suites = [\"RC4-MD5\"]", "vserver[0].tls.suites[0]"),
+            (
+                "suites = [\"TLS_AES_128_GCM_SHA256\", \"TLS_AES_128_GCM_SHA256\"]",
+                "vserver[0].tls.suites[1]",
+            ),
+            // TLS 1.2 is on by default, and no TLS 1.2 suite is listed.
+            (
+                "suites = [\"TLS_AES_128_GCM_SHA256\"]",
+                "vserver[0].tls.suites",
+            ),
+            ("groups = [\"ffdhe2048\"]", "vserver[0].tls.groups[0]"),
+            ("groups = []", "vserver[0].tls.groups"),
             ("psk_modes = [\"psk\"]", "vserver[0].tls.psk_modes[0]"),
             (
                 "session_lifetime = \"200h\"",

@@ -15,6 +15,11 @@
 //! - `vserver enable|disable NAME`
 //! - `backend drain|enable ADDRESS [VSERVER]`: every vserver that has the backend,
 //!   or only `VSERVER`
+//! - `sessions` → every open client connection (client, vserver, backend, state,
+//!   TLS version, suite, SNI, resumed, age, bytes each way), as each poll-mode core
+//!   lists its own, and each `tls` vserver's session cache size
+//! - `reload` → reads the configuration file again and applies it (see
+//!   [`crate::live`]); a refusal names the error and the running configuration stays
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -25,7 +30,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::backends::{VserverRt, VserverSnap};
+use crate::backends::VserverSnap;
+use crate::live::Live;
 use crate::runtime::{self, CoreCounters};
 use crypto_offload::device::Route;
 use crypto_offload::WorkerStats;
@@ -120,7 +126,10 @@ pub fn request(path: &Path, command: &str) -> std::io::Result<serde_json::Value>
 pub struct State {
     pub config_path: PathBuf,
     pub counters: Arc<Vec<CoreCounters>>,
-    pub vservers: Arc<Vec<VserverRt>>,
+    /// The configuration generation serving new connections.
+    pub live: Arc<Live>,
+    /// Reloads refused so far.
+    pub reloads_failed: std::sync::atomic::AtomicU64,
     pub workers: Arc<Vec<Arc<WorkerStats>>>,
     pub routes: Arc<Vec<Route>>,
     pub port: PortInfo,
@@ -136,11 +145,12 @@ fn err(msg: impl Into<String>) -> Value {
     json!({ "error": msg.into() })
 }
 
-const COMMANDS: &str = "ping, status, stats, vservers, backends, certs, vserver enable|disable NAME, backend drain|enable ADDRESS [VSERVER]";
+const COMMANDS: &str = "ping, status, stats, vservers, backends, certs, vserver enable|disable NAME, backend drain|enable ADDRESS [VSERVER], sessions, reload";
 
 /// Answers one command line.
 pub fn dispatch(st: &State, line: &str) -> Value {
     let words: Vec<&str> = line.split_whitespace().collect();
+    let gen = st.live.current();
     match words.as_slice() {
         ["ping"] => json!({ "ok": true }),
         ["status"] => status(st),
@@ -169,10 +179,10 @@ pub fn dispatch(st: &State, line: &str) -> Value {
         }
         ["certs"] => certs(st),
         ["vserver", action @ ("enable" | "disable"), name] => {
-            let Some(v) = st.vservers.iter().find(|v| v.cfg.name == *name) else {
+            let Some(v) = gen.vservers.iter().find(|v| v.cfg.name == *name) else {
                 return err(format!(
                     "no vserver named {name:?}; there are: {}",
-                    names(st)
+                    names(&gen)
                 ));
             };
             let on = *action == "enable";
@@ -183,12 +193,15 @@ pub fn dispatch(st: &State, line: &str) -> Value {
         ["backend", action @ ("drain" | "enable"), addr, rest @ ..] if rest.len() <= 1 => {
             let only = rest.first().copied();
             if let Some(n) = only {
-                if !st.vservers.iter().any(|v| v.cfg.name == n) {
-                    return err(format!("no vserver named {n:?}; there are: {}", names(st)));
+                if !gen.vservers.iter().any(|v| v.cfg.name == n) {
+                    return err(format!(
+                        "no vserver named {n:?}; there are: {}",
+                        names(&gen)
+                    ));
                 }
             }
             let mut hit = Vec::new();
-            for v in st.vservers.iter() {
+            for v in gen.vservers.iter() {
                 if only.is_some_and(|n| n != v.cfg.name) {
                     continue;
                 }
@@ -215,13 +228,55 @@ pub fn dispatch(st: &State, line: &str) -> Value {
             );
             json!({ "ok": true, "backend": addr, "draining": *action == "drain", "vservers": hit })
         }
+        ["sessions"] => {
+            let (rows, behind) = st.live.sessions(std::time::Duration::from_secs(2));
+            let caches: Vec<Value> = gen
+                .vservers
+                .iter()
+                .filter_map(|v| {
+                    let t = v.cfg.tls.as_ref()?;
+                    Some(json!({
+                        "vserver": v.cfg.name,
+                        "cached_sessions": t.resumption.store.as_ref().map(|s| s.len()),
+                        "cache_capacity": t.resumption.store.as_ref().and_then(|s| s.capacity()),
+                        "tickets": t.resumption.tickets.is_some(),
+                    }))
+                })
+                .collect();
+            json!({ "sessions": rows, "cores_not_answering": behind, "session_caches": caches })
+        }
+        ["reload"] => match st.live.reload() {
+            Ok(summary) => {
+                log::warn!(
+                    "control: reloaded {}: generation {}, vservers added {:?}, removed {:?}, kept {:?}; certificates changed {:?}; sessions kept {:?}",
+                    st.live.path().display(),
+                    summary.generation,
+                    summary.added,
+                    summary.removed,
+                    summary.kept,
+                    summary.certificates_changed,
+                    summary.sessions_kept
+                );
+                let mut v = serde_json::to_value(&summary).unwrap_or_default();
+                v["ok"] = json!(true);
+                v
+            }
+            Err(e) => {
+                st.reloads_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::error!("control: reload refused, the running configuration stays: {e}");
+                err(format!(
+                    "reload refused; the running configuration stays: {e}"
+                ))
+            }
+        },
         [] => err(format!("empty command; commands: {COMMANDS}")),
         _ => err(format!("unknown command {line:?}; commands: {COMMANDS}")),
     }
 }
 
-fn names(st: &State) -> String {
-    st.vservers
+fn names(gen: &crate::live::Generation) -> String {
+    gen.vservers
         .iter()
         .map(|v| v.cfg.name.as_str())
         .collect::<Vec<_>>()
@@ -234,7 +289,12 @@ fn now_ms() -> u64 {
 
 fn vserver_snaps(st: &State) -> Vec<VserverSnap> {
     let now = now_ms();
-    st.vservers.iter().map(|v| v.snapshot(now)).collect()
+    st.live
+        .current()
+        .vservers
+        .iter()
+        .map(|v| v.snapshot(now))
+        .collect()
 }
 
 fn status(st: &State) -> Value {
@@ -247,6 +307,8 @@ fn status(st: &State) -> Value {
         "pid": std::process::id(),
         "uptime_secs": st.started.elapsed().as_secs_f64(),
         "config": st.config_path.display().to_string(),
+        "config_generation": st.live.id(),
+        "config_applied_secs_ago": st.live.current().applied.elapsed().as_secs_f64(),
         "port": st.port.name,
         "cores": st.counters.len(),
         "crypto": if st.workers.is_empty() { "inline".to_string() } else { format!("pool of {}", st.workers.len()) },
@@ -258,6 +320,7 @@ fn status(st: &State) -> Value {
         "backends_draining": backends.iter().filter(|b| b.state == "draining").count(),
         "proxied_connections": backends.iter().map(|b| b.active).sum::<u64>(),
         "accepted": sum(&|c| ld(&c.proxy.accepted)),
+        "clients_open": sum(&|c| ld(&c.proxy.clients_open)),
         "tls_handshakes": sum(&|c| ld(&c.proxy.tls12_handshakes) + ld(&c.proxy.tls13_handshakes)),
         "tls_resumed": sum(&|c| ld(&c.proxy.tls12_resumed) + ld(&c.proxy.tls13_resumed)),
     })
@@ -269,7 +332,7 @@ fn certs(st: &State) -> Value {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let mut out = Vec::new();
-    for v in st.vservers.iter() {
+    for v in st.live.current().vservers.iter() {
         let Some(cfg) = &v.cfg.tls else { continue };
         for site in &cfg.sites {
             for ck in &site.certs {

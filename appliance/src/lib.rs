@@ -5,7 +5,8 @@
 //! and observe it. It must not touch DPDK or smoltcp directly (that is `dataplane` and
 //! `netstack`), and the poll-mode cores it starts must never block: no I/O other than
 //! their own port queue, no sleeping except the idle policy's, and no locks except the
-//! TLS session store's and ticket key ring's, each held for one map or ring operation.
+//! TLS session store's and ticket key ring's, each held for one map or ring operation,
+//! and [`live`]'s, taken once per reload and per `show sessions` request.
 //! Crypto jobs either run inline or go to the `crypto-offload` pool through
 //! non-blocking queues.
 //!
@@ -13,15 +14,18 @@
 //! plaintext to the backends; several `tls` vservers may share a port, chosen by SNI).
 //! Backends are chosen by weighted round robin or least connections among those that
 //! are healthy (active checks run on the poll-mode cores, [`health`]) and not draining
-//! ([`backends`]). Operators watch and switch it through the control socket
-//! ([`control`], `appliancectl`) and scrape [`metrics`]. Not built yet (a setting for
-//! any of them is an unknown field, a command for them an unknown command): reload,
-//! draining on SIGTERM, access logs, PROXY protocol v2.
+//! ([`backends`]); with `proxy_protocol`, each backend connection starts with a PROXY
+//! v2 header. Operators watch and switch it through the control socket ([`control`],
+//! `appliancectl`), scrape [`metrics`], read the [`access`] log, and reload the
+//! configuration without losing a connection ([`live`]). SIGINT/SIGTERM drain: the
+//! ports close, open connections get `control.drain_timeout` to finish.
 
+pub mod access;
 pub mod backends;
 pub mod config;
 pub mod control;
 pub mod health;
+pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

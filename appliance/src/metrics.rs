@@ -265,7 +265,22 @@ pub fn render(st: &State) -> String {
             format!("{name}_count{{{l}}} {}", h.len()),
         );
     }
-    for v in st.vservers.iter() {
+    let gen = st.live.current();
+    f.add(
+        "appliance_config_generation",
+        "gauge",
+        "the configuration generation serving new connections (1 at start, +1 per reload)",
+        "",
+        gen.id as f64,
+    );
+    f.add(
+        "appliance_config_reloads_failed_total",
+        "counter",
+        "reloads refused (the running configuration stayed)",
+        "",
+        st.reloads_failed.load(Ordering::Relaxed) as f64,
+    );
+    for v in gen.vservers.iter() {
         let vl = format!("vserver=\"{}\"", esc(&v.cfg.name));
         f.add(
             "appliance_vserver_enabled",

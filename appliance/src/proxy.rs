@@ -31,33 +31,36 @@ use dataplane::{Frame, PortQueue, BURST};
 use netstack::{ConnId, NetInstant, Stack, TcpSocket, TcpState};
 use serde::Serialize;
 
+use crate::access::{AccessRecord, AccessSender, TlsFields};
 use crate::backends::CheckResult;
 pub use crate::backends::VserverRt;
 use crate::health::{Probe, Step};
+use crate::live::{Generation, Live, Phase, SessionRow};
 use crate::transmit::{Reason, TransmitConfig, TxState};
 use crypto_offload::{Completion, CoreLink, CryptoError, Done, Job, RecordJob, RecordWork};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use tls::{ErrorClass, ServerConn, SniRouter};
 
-/// One listening port: the vservers on it (several only for `tls` vservers told
-/// apart by SNI), and for those the engine's router over their configurations.
-struct ListenerRt {
-    vservers: Vec<u32>,
+/// One listening port of one generation: the vservers on it (several only for `tls`
+/// vservers told apart by SNI), and for those the engine's router over their
+/// configurations.
+pub struct ListenerRt {
+    vservers: Vec<Arc<VserverRt>>,
     router: Option<Arc<SniRouter>>,
 }
 
-/// Groups vservers by listening port, in the order they first appear.
-fn listeners(vservers: &[VserverRt]) -> Vec<(u16, ListenerRt)> {
+/// Groups a generation's vservers by listening port, in the order they first appear.
+fn listeners(vservers: &[Arc<VserverRt>]) -> Vec<(u16, ListenerRt)> {
     let mut out: Vec<(u16, ListenerRt)> = Vec::new();
-    for (i, v) in vservers.iter().enumerate() {
+    for v in vservers {
         let port = v.cfg.listen.port();
         match out.iter_mut().find(|(p, _)| *p == port) {
-            Some((_, l)) => l.vservers.push(i as u32),
+            Some((_, l)) => l.vservers.push(v.clone()),
             None => out.push((
                 port,
                 ListenerRt {
-                    vservers: vec![i as u32],
+                    vservers: vec![v.clone()],
                     router: None,
                 },
             )),
@@ -68,7 +71,7 @@ fn listeners(vservers: &[VserverRt]) -> Vec<(u16, ListenerRt)> {
             let configs = l
                 .vservers
                 .iter()
-                .filter_map(|&i| vservers[i as usize].cfg.tls.clone())
+                .filter_map(|v| v.cfg.tls.clone())
                 .collect();
             // The configuration admits shared listeners of `tls` vservers only.
             l.router = SniRouter::new(configs).ok().map(Arc::new);
@@ -93,12 +96,16 @@ pub struct Side {
     role: Role,
     /// The other side; `None` for a client whose vserver SNI has yet to choose.
     peer: Option<ConnId>,
-    vserver: u32,
+    /// The vserver (of the generation the connection started in: a reload does not
+    /// change it); `None` for a client whose vserver SNI has yet to choose, and for
+    /// a probe (its [`Probe`] names the vserver).
+    vs: Option<Arc<VserverRt>>,
     /// The backend side: which of the vserver's backends (its open count drops when
     /// this side is released). A probe: the index of its [`Probe`].
     backend: u32,
-    /// The listener the client came in on (index into the worker's listeners).
-    listener: u32,
+    /// A client on a port shared by several `tls` vservers, until SNI has chosen:
+    /// the listener (of its generation) it came in on.
+    listener: Option<Arc<ListenerRt>>,
     /// The backend side: handshake completed.
     established: bool,
     /// The client side: its TLS handshake has been counted in the stats.
@@ -113,6 +120,18 @@ pub struct Side {
     tls: Option<Box<ServerConn>>,
     /// The client side of a `tls` vserver: when backend plaintext is sealed.
     tx: TxState,
+    /// The client side, for the access log and `show sessions`: its address, when
+    /// it was accepted (µs on the core's clock), how long its handshake took (µs;
+    /// 0 until done), plaintext bytes each way, the backend it was given, and why
+    /// it ended.
+    client: Option<SocketAddrV4>,
+    accepted_us: u64,
+    handshake_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    backend_addr: Option<SocketAddrV4>,
+    close: &'static str,
+    error: Option<String>,
 }
 
 /// Counters of one core's proxy.
@@ -132,6 +151,10 @@ pub struct ProxyStats {
     pub completed: AtomicU64,
     pub bytes_to_backend: AtomicU64,
     pub bytes_to_client: AtomicU64,
+    /// Client connections open now (a gauge).
+    pub clients_open: AtomicU64,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: AtomicU64,
     /// TLS handshakes completed, by version.
     pub tls12_handshakes: AtomicU64,
     pub tls13_handshakes: AtomicU64,
@@ -232,8 +255,16 @@ pub struct Worker {
     steering: Steering,
     mesh: SteerEndpoint,
     stack: Stack<Side>,
-    vservers: Arc<Vec<VserverRt>>,
-    listeners: Vec<ListenerRt>,
+    /// The configuration this core serves new connections with, and where reloads
+    /// come from.
+    live: Arc<Live>,
+    gen: Arc<Generation>,
+    /// Listeners of `gen`, by the stack's listener tag; a port no vserver of `gen`
+    /// listens on any more is `None`.
+    listeners: Vec<Option<Arc<ListenerRt>>>,
+    /// The port of each listener tag (tags stay the same across reloads, so the
+    /// stack's per-listener counters keep counting).
+    listener_ports: Vec<u16>,
     crypto: Crypto,
     rx: Vec<Frame>,
     inbox: Vec<Frame>,
@@ -243,6 +274,12 @@ pub struct Worker {
     iterations: u64,
     /// The health checks this core runs.
     probes: Vec<Probe>,
+    /// Where finished connections are logged, if anywhere.
+    access: Option<AccessSender>,
+    /// The shutdown phase this core has acted on, and the last `show sessions`
+    /// request it answered.
+    phase: Phase,
+    sessions_seen: u64,
     /// Transmittal timers: (deadline µs, client connection tag), earliest first.
     /// Stale entries (the connection sealed meanwhile, or is gone) are harmless.
     tx_timers: BinaryHeap<Reverse<(u64, u64)>>,
@@ -255,37 +292,21 @@ impl Worker {
         queue: Box<dyn PortQueue>,
         steering: Steering,
         mesh: SteerEndpoint,
-        mut stack: Stack<Side>,
-        vservers: Arc<Vec<VserverRt>>,
+        stack: Stack<Side>,
+        live: Arc<Live>,
         crypto: Crypto,
+        access: Option<AccessSender>,
     ) -> Self {
-        let mut ls = Vec::new();
-        for (i, (port, l)) in listeners(&vservers).into_iter().enumerate() {
-            stack.listen(port, i as u32);
-            ls.push(l);
-        }
-        // Checked pairs are dealt round robin over the cores; first checks are spread
-        // over the first interval so they do not all start at once.
-        let (core, cores) = (stack.config().core, stack.config().cores.max(1));
-        let mut probes = Vec::new();
-        let mut k = 0usize;
-        for (v, vs) in vservers.iter().enumerate() {
-            let Some(h) = &vs.cfg.health else { continue };
-            for b in 0..vs.backends.len() {
-                if k % cores == core {
-                    let first = (k as u64 * 97) % (h.interval.as_millis() as u64).max(1);
-                    probes.push(Probe::new(v as u32, b as u32, first));
-                }
-                k += 1;
-            }
-        }
-        Worker {
+        let gen = live.current();
+        let mut w = Worker {
             queue,
             steering,
             mesh,
             stack,
-            vservers,
-            listeners: ls,
+            live,
+            gen: gen.clone(),
+            listeners: Vec::new(),
+            listener_ports: Vec::new(),
             crypto,
             rx: Vec::with_capacity(BURST),
             inbox: Vec::with_capacity(BURST),
@@ -293,11 +314,175 @@ impl Worker {
             ready: Vec::new(),
             start: crate::epoch(),
             iterations: 0,
-            probes,
+            probes: Vec::new(),
+            access,
+            phase: Phase::Running,
+            sessions_seen: 0,
             tx_timers: BinaryHeap::new(),
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
+        };
+        w.adopt(gen, 0);
+        w
+    }
+
+    /// Serves new connections with generation `gen` from now on: listens on its
+    /// ports (and stops listening on ports it no longer has), and runs its health
+    /// checks. Open connections keep the vservers they started with. Checks in
+    /// flight are abandoned; health itself carries over (see `VserverRt::carry`).
+    fn adopt(&mut self, gen: Arc<Generation>, now_ms: u64) {
+        let mut by_tag: Vec<Option<Arc<ListenerRt>>> = vec![None; self.listener_ports.len()];
+        for (port, l) in listeners(&gen.vservers) {
+            let tag = match self.listener_ports.iter().position(|&p| p == port) {
+                Some(t) => t,
+                None => {
+                    self.listener_ports.push(port);
+                    by_tag.push(None);
+                    self.listener_ports.len() - 1
+                }
+            };
+            self.stack.listen(port, tag as u32);
+            // Steering keeps every port it ever saw: connections on a port dropped
+            // by a reload still reach the core that owns them.
+            self.steering.add_listening(port);
+            by_tag[tag] = Some(Arc::new(l));
         }
+        for (tag, l) in by_tag.iter().enumerate() {
+            if l.is_none() {
+                self.stack.unlisten(self.listener_ports[tag]);
+            }
+        }
+        self.listeners = by_tag;
+        for k in 0..self.probes.len() {
+            if let Some(conn) = self.probes[k].conn.take() {
+                if let Some(s) = self.stack.socket(conn) {
+                    s.abort();
+                }
+                self.release_one(conn);
+            }
+        }
+        // Checked pairs are dealt round robin over the cores; first checks are spread
+        // over the first interval so they do not all start at once.
+        let (core, cores) = (self.stack.config().core, self.stack.config().cores.max(1));
+        self.probes.clear();
+        let mut k = 0usize;
+        for (v, vs) in gen.vservers.iter().enumerate() {
+            let Some(h) = &vs.cfg.health else { continue };
+            for b in 0..vs.backends.len() {
+                if k % cores == core {
+                    let first = (k as u64 * 97) % (h.interval.as_millis() as u64).max(1);
+                    self.probes
+                        .push(Probe::new(v as u32, b as u32, now_ms + first));
+                }
+                k += 1;
+            }
+        }
+        self.live.adopted(core, gen.id);
+        if gen.id > 1 {
+            log::info!(
+                "core {core}: serving new connections with configuration generation {}",
+                gen.id
+            );
+        }
+        self.gen = gen;
+    }
+
+    /// Shutdown: draining closes the ports (new SYNs get a RST) and stops the health
+    /// checks; open connections go on. Cutting resets every connection still open.
+    fn enter_phase(&mut self, phase: Phase) {
+        let core = self.stack.config().core;
+        if phase >= Phase::Draining && self.phase < Phase::Draining {
+            for &port in &self.listener_ports {
+                self.stack.unlisten(port);
+            }
+            self.listeners.iter_mut().for_each(|l| *l = None);
+            for k in 0..self.probes.len() {
+                if let Some(conn) = self.probes[k].conn.take() {
+                    if let Some(s) = self.stack.socket(conn) {
+                        s.abort();
+                    }
+                    self.release_one(conn);
+                }
+            }
+            self.probes.clear();
+            log::info!(
+                "core {core}: draining: ports closed, {} client connection(s) open",
+                self.stats.clients_open.load(Ordering::Relaxed)
+            );
+        }
+        if phase == Phase::Cutting {
+            let mut ids = Vec::new();
+            self.stack.ids(&mut ids);
+            let mut cut = 0;
+            for id in ids {
+                let Some(u) = self.stack.user(id) else {
+                    continue;
+                };
+                if u.released {
+                    continue;
+                }
+                if u.role == Role::Client {
+                    u.close = "shutdown";
+                    cut += 1;
+                }
+                if let Some(s) = self.stack.socket(id) {
+                    s.abort();
+                }
+                self.release_one(id);
+            }
+            if cut > 0 {
+                log::warn!("core {core}: drain deadline passed: reset {cut} client connection(s)");
+            }
+        }
+        self.phase = phase;
+    }
+
+    /// Answers the latest `show sessions` request with this core's open clients.
+    fn answer_sessions(&mut self) {
+        let req = self.live.sessions_request();
+        let core = self.stack.config().core;
+        let now_us = self.start.elapsed().as_micros() as u64;
+        let mut ids = Vec::new();
+        self.stack.ids(&mut ids);
+        let mut rows = Vec::new();
+        for id in ids {
+            let Some(u) = self.stack.user(id) else {
+                continue;
+            };
+            if u.released || u.role != Role::Client {
+                continue;
+            }
+            let tls = u.tls.as_deref().filter(|t| t.is_established());
+            let vserver =
+                u.vs.as_ref()
+                    .or_else(|| u.listener.as_ref().map(|l| &l.vservers[0]))
+                    .map(|v| v.cfg.name.clone())
+                    .unwrap_or_default();
+            rows.push(SessionRow {
+                core,
+                client: u.client.map(|a| a.to_string()).unwrap_or_default(),
+                vserver,
+                backend: u.backend_addr.map(|a| a.to_string()),
+                state: if u.no_backend {
+                    "no_backend"
+                } else if u.fin_forwarded {
+                    "closing"
+                } else if u.tls.is_some() && tls.is_none() {
+                    "handshake"
+                } else {
+                    "open"
+                },
+                tls_version: tls.map(|t| version_name(t.info().version)),
+                suite: tls.map(|t| tls::msgs::suite::name(t.info().suite)),
+                sni: tls.and_then(|t| t.info().sni.clone()),
+                resumed: tls.map(|t| t.info().resumed.is_some()),
+                age_secs: now_us.saturating_sub(u.accepted_us) as f64 / 1e6,
+                bytes_in: u.bytes_in,
+                bytes_out: u.bytes_out,
+            });
+        }
+        self.live.answer_sessions(core, req, rows);
+        self.sessions_seen = req;
     }
 
     /// This core's steering counters.
@@ -322,6 +507,16 @@ impl Worker {
     /// One poll-loop iteration; `true` if it did any work.
     pub fn poll_once(&mut self) -> bool {
         let now = self.now();
+        if self.live.phase() != self.phase {
+            self.enter_phase(self.live.phase());
+        }
+        if self.live.id() != self.gen.id && self.phase == Phase::Running {
+            let gen = self.live.current();
+            self.adopt(gen, now.total_millis() as u64);
+        }
+        if self.live.sessions_request() != self.sessions_seen {
+            self.answer_sessions();
+        }
         let mut rx = std::mem::take(&mut self.rx);
         let got = self.queue.rx_burst(&mut rx, BURST);
         for frame in rx.drain(..) {
@@ -388,7 +583,7 @@ impl Worker {
         let mut worked = false;
         for k in 0..self.probes.len() {
             let p = &self.probes[k];
-            let vs = &self.vservers[p.vserver as usize];
+            let vs = &self.gen.vservers[p.vserver as usize];
             let Some(check) = vs.cfg.health.as_ref() else {
                 continue;
             };
@@ -410,7 +605,6 @@ impl Worker {
             let addr = vs.backends[p.backend as usize].addr;
             let side = Side {
                 role: Role::Probe,
-                vserver: p.vserver,
                 backend: k as u32,
                 ..Side::default()
             };
@@ -432,7 +626,7 @@ impl Worker {
             self.release_one(id);
             return;
         };
-        let vs = &self.vservers[p.vserver as usize];
+        let vs = &self.gen.vservers[p.vserver as usize];
         let (Some(check), Some(s)) = (vs.cfg.health.as_ref(), self.stack.socket(id)) else {
             return;
         };
@@ -446,7 +640,7 @@ impl Worker {
     /// Records a verdict and logs a change of health.
     fn probe_done(&mut self, k: usize, r: crate::backends::CheckResult, now_ms: u64) {
         let p = &mut self.probes[k];
-        let vs = &self.vservers[p.vserver as usize];
+        let vs = &self.gen.vservers[p.vserver as usize];
         let b = &vs.backends[p.backend as usize];
         let Some(check) = vs.cfg.health.as_ref() else {
             return;
@@ -637,12 +831,13 @@ impl Worker {
         q.tx_bytes.store(c.tx_bytes, Ordering::Relaxed);
         q.tx_dropped.store(c.tx_dropped, Ordering::Relaxed);
         q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
-        let tls_segments: u64 = (0..self.listeners.len() as u32)
+        let tls_segments: u64 = (0..self.listeners.len())
             .filter(|&i| {
-                let l = &self.listeners[i as usize];
-                self.vservers[l.vservers[0] as usize].cfg.tls.is_some()
+                self.listeners[i]
+                    .as_ref()
+                    .is_some_and(|l| l.vservers[0].cfg.tls.is_some())
             })
-            .map(|i| self.stack.listener_tx_segments(i))
+            .map(|i| self.stack.listener_tx_segments(i as u32))
             .sum();
         self.stats
             .tls_segments_out
@@ -654,37 +849,58 @@ impl Worker {
     /// ClientHello's SNI to choose the vserver.
     fn on_accept(&mut self, client: ConnId, listener: u32, now_ms: u64) {
         add(&self.stats.accepted, 1);
-        let l = &self.listeners[listener as usize];
+        add(&self.stats.clients_open, 1);
+        let now_us = self.start.elapsed().as_micros() as u64;
+        let addr = self.stack.remote_v4(client);
+        if let Some(c) = self.stack.user(client) {
+            c.client = addr;
+            c.accepted_us = now_us;
+            c.close = "closed";
+        }
+        let Some(l) = self
+            .listeners
+            .get(listener as usize)
+            .and_then(|l| l.clone())
+        else {
+            // A SYN that raced a reload which removed the port.
+            if let Some(s) = self.stack.socket(client) {
+                s.abort();
+            }
+            self.release_one(client);
+            return;
+        };
         if let Some(router) = &l.router {
             let mut conn = Box::new(ServerConn::with_router(router.clone(), now_ms));
             conn.set_record_offload(self.crypto.records);
             if let Some(c) = self.stack.user(client) {
-                c.listener = listener;
                 c.tls = Some(conn);
+                c.listener = Some(l);
             }
             return;
         }
-        let vserver = l.vservers[0];
-        let tls = self.vservers[vserver as usize].cfg.tls.as_ref().map(|cfg| {
+        let vs = l.vservers[0].clone();
+        let tls = vs.cfg.tls.as_ref().map(|cfg| {
             let mut conn = Box::new(ServerConn::new(cfg.clone(), now_ms));
             conn.set_record_offload(self.crypto.records);
             conn
         });
         if let Some(c) = self.stack.user(client) {
-            c.listener = listener;
             c.tls = tls;
         }
-        self.connect_backend(client, vserver);
+        self.connect_backend(client, vs);
     }
 
     /// Pairs `client` with a new connection to a backend of `vserver` chosen by its
     /// balancing method. A disabled vserver resets the client; with no eligible
     /// backend the client is closed (FIN); if no connection is possible, it is reset.
-    fn connect_backend(&mut self, client: ConnId, vserver: u32) {
-        let vs = &self.vservers[vserver as usize];
+    fn connect_backend(&mut self, client: ConnId, vs: Arc<VserverRt>) {
         if !vs.enabled() {
             vs.refused_disabled.fetch_add(1, Ordering::Relaxed);
             log::debug!("vserver {}: disabled; new client reset", vs.cfg.name);
+            if let Some(c) = self.stack.user(client) {
+                c.close = "disabled";
+                c.vs = Some(vs.clone());
+            }
             if let Some(s) = self.stack.socket(client) {
                 s.abort();
             }
@@ -699,12 +915,16 @@ impl Worker {
                 log::debug!("vserver {}: no backend is up; answering 503", vs.cfg.name);
                 if let Some(c) = self.stack.user(client) {
                     c.no_backend = true;
-                    c.vserver = vserver;
+                    c.vs = Some(vs.clone());
                 }
                 self.service(client);
                 return;
             }
             log::debug!("vserver {}: no backend is up; client closed", vs.cfg.name);
+            if let Some(c) = self.stack.user(client) {
+                c.close = "no_backend";
+                c.vs = Some(vs.clone());
+            }
             if let Some(s) = self.stack.socket(client) {
                 s.close();
             }
@@ -715,7 +935,7 @@ impl Worker {
         let side = Side {
             role: Role::Backend,
             peer: Some(client),
-            vserver,
+            vs: Some(vs.clone()),
             backend: i as u32,
             ..Side::default()
         };
@@ -723,7 +943,9 @@ impl Worker {
             Ok(b) => {
                 if let Some(c) = self.stack.user(client) {
                     c.peer = Some(b);
-                    c.vserver = vserver;
+                    c.vs = Some(vs.clone());
+                    c.listener = None;
+                    c.backend_addr = Some(backend);
                     if c.tls.is_some() {
                         c.tx = TxState::new(&vs.cfg.transmit);
                     }
@@ -736,6 +958,10 @@ impl Worker {
                     "vserver {}: no backend connection possible ({e:?}); client reset",
                     vs.cfg.name
                 );
+                if let Some(c) = self.stack.user(client) {
+                    c.close = "no_slot";
+                    c.vs = Some(vs.clone());
+                }
                 if let Some(s) = self.stack.socket(client) {
                     s.abort();
                 }
@@ -765,7 +991,7 @@ impl Worker {
             if let Some(s) = self.stack.socket(id) {
                 s.abort();
             }
-            self.stack.release(id);
+            self.release_one(id);
             return;
         };
         let (client, backend) = if side.role == Role::Client {
@@ -773,7 +999,9 @@ impl Worker {
         } else {
             (peer, id)
         };
-        let vserver = side.vserver as usize;
+        let Some(vs) = side.vs.clone() else {
+            return;
+        };
         let psh = self.stack.take_psh(backend);
         let mss = self.stack.config().mtu.saturating_sub(40);
         let Some(((cs, cu), (bs, bu))) = self.stack.pair(client, backend) else {
@@ -785,8 +1013,11 @@ impl Worker {
             now_ms: now_us / 1000,
             crypto: &mut self.crypto,
             tag: client.to_bits(),
+            proxy_v2: vs.cfg.proxy_protocol,
+            up: 0,
+            down_bytes: 0,
             down: Down {
-                cfg: &self.vservers[vserver].cfg.transmit,
+                cfg: &vs.cfg.transmit,
                 now_us,
                 mss,
                 psh,
@@ -794,6 +1025,22 @@ impl Worker {
             },
         };
         let outcome = step_pair(cs, cu, bs, bu, &mut ctx);
+        cu.bytes_in += ctx.up;
+        cu.bytes_out += ctx.down_bytes;
+        if cu.counted && cu.handshake_us == 0 {
+            cu.handshake_us = now_us.saturating_sub(cu.accepted_us).max(1);
+        }
+        cu.close = match &outcome {
+            Outcome::Continue { .. } => cu.close,
+            Outcome::BackendFailed => "backend_failed",
+            Outcome::BackendReset => "backend_reset",
+            Outcome::ClientReset => "client_reset",
+            Outcome::Done => "done",
+            Outcome::TlsFailed(e) => {
+                cu.error = Some(e.to_string());
+                "tls_error"
+            }
+        };
         let backend_index = bu.backend as usize;
         if let Some(at) = ctx.down.timer_at {
             self.tx_timers.push(Reverse((at, client.to_bits())));
@@ -804,13 +1051,12 @@ impl Worker {
             Outcome::Continue { newly_established } => newly_established,
             Outcome::BackendFailed => {
                 add(&self.stats.backend_failed, 1);
-                let vs = &self.vservers[vserver];
                 if let Some(b) = vs.backends.get(backend_index) {
                     b.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 log::warn!(
                     "vserver {}: backend {} refused or did not answer; client reset",
-                    self.vservers[vserver].cfg.name,
+                    vs.cfg.name,
                     bs_remote(bs)
                 );
                 false
@@ -819,7 +1065,7 @@ impl Worker {
                 add(&self.stats.backend_reset, 1);
                 log::warn!(
                     "vserver {}: backend reset the connection mid-transfer; client reset",
-                    self.vservers[vserver].cfg.name
+                    vs.cfg.name
                 );
                 false
             }
@@ -827,7 +1073,7 @@ impl Worker {
                 add(&self.stats.client_reset, 1);
                 log::info!(
                     "vserver {}: client reset or timed out; backend connection reset",
-                    self.vservers[vserver].cfg.name
+                    vs.cfg.name
                 );
                 false
             }
@@ -837,7 +1083,7 @@ impl Worker {
             }
             Outcome::TlsFailed(ref e) => {
                 let remote = cs_remote(&mut self.stack, client);
-                self.tls_failed(e, vserver, &remote);
+                self.tls_failed(e, &vs, &remote);
                 false
             }
         };
@@ -856,7 +1102,7 @@ impl Worker {
 
 impl Worker {
     /// Counts a failed TLS connection by whose fault it was, and logs it.
-    fn tls_failed(&self, e: &tls::Error, vserver: usize, remote: &str) {
+    fn tls_failed(&self, e: &tls::Error, vs: &VserverRt, remote: &str) {
         let c = match e.class() {
             ErrorClass::PeerMisbehaved => &self.stats.tls_peer_misbehaved,
             ErrorClass::PeerIncompatible => &self.stats.tls_peer_incompatible,
@@ -866,7 +1112,7 @@ impl Worker {
         add(c, 1);
         log::info!(
             "vserver {}: TLS connection from {remote} failed: {e}",
-            self.vservers[vserver].cfg.name,
+            vs.cfg.name,
         );
     }
 
@@ -878,20 +1124,27 @@ impl Worker {
         let Some((cs, cu)) = self.stack.conn(client) else {
             return;
         };
-        let listener = &self.listeners[cu.listener as usize];
-        let transmit = &self.vservers[listener.vservers[0] as usize].cfg.transmit;
-        let no_backend = cu.no_backend.then_some(cu.vserver);
+        // A client without a backend has its vserver; any other has its listener.
+        let no_backend = cu.vs.clone().filter(|_| cu.no_backend);
+        let Some(first) = no_backend
+            .clone()
+            .or_else(|| cu.listener.as_ref().map(|l| l.vservers[0].clone()))
+        else {
+            return;
+        };
+        let listener = cu.listener.clone();
         let Some(t) = cu.tls.as_deref_mut() else {
             return;
         };
         enum Next {
             Wait,
-            Route(u32),
+            Route(Arc<VserverRt>),
             Release,
-            Failed(tls::Error, u32, String),
+            Failed(tls::Error, Arc<VserverRt>, String),
         }
         let next = if cs.state() == TcpState::Closed {
             add(&self.stats.client_reset, 1);
+            cu.close = "client_reset";
             Next::Release
         } else {
             let mut ctx = Ctx {
@@ -899,9 +1152,12 @@ impl Worker {
                 now_ms,
                 crypto: &mut self.crypto,
                 tag: client.to_bits(),
+                proxy_v2: false,
+                up: 0,
+                down_bytes: 0,
                 // Nothing goes down before SNI has chosen the vserver (and its backend).
                 down: Down {
-                    cfg: transmit,
+                    cfg: &first.cfg.transmit,
                     now_us: now_ms * 1000,
                     mss: 0,
                     psh: false,
@@ -909,8 +1165,15 @@ impl Worker {
                 },
             };
             let mut r = tls_in(cs, t, &mut ctx);
+            if no_backend.is_some() {
+                count_handshake(t, &mut cu.counted, &self.stats);
+                if cu.counted && cu.handshake_us == 0 {
+                    let now_us = self.start.elapsed().as_micros() as u64;
+                    cu.handshake_us = now_us.saturating_sub(cu.accepted_us).max(1);
+                }
+            }
             let mut answered = false;
-            if let (Some(_), Ok(())) = (no_backend, &r) {
+            if let (Some(_), Ok(())) = (&no_backend, &r) {
                 match answer_503(t) {
                     Ok(done) => answered = done,
                     Err(e) => r = Err(e),
@@ -919,28 +1182,39 @@ impl Worker {
             flush_tls(t, cs);
             // The vserver whose name the failure is logged under: the chosen one, or
             // the listener's default.
-            let vserver = no_backend.unwrap_or(listener.vservers[t.chosen_config().unwrap_or(0)]);
+            let chosen = t.chosen_config();
+            let vserver = match (&no_backend, &listener) {
+                (None, Some(l)) => l.vservers[chosen.unwrap_or(0)].clone(),
+                _ => first.clone(),
+            };
             match r {
                 Err(e) => {
                     cs.close();
+                    cu.close = "tls_error";
+                    cu.error = Some(e.to_string());
+                    cu.vs.get_or_insert_with(|| vserver.clone());
                     Next::Failed(e, vserver, bs_remote(cs))
                 }
                 Ok(()) if answered => {
                     cs.close();
+                    cu.close = "no_backend_503";
+                    cu.bytes_out += RESPONSE_503.len() as u64;
                     Next::Release
                 }
                 Ok(()) if no_backend.is_some() => {
                     if !cs.may_recv() && cs.recv_queue() == 0 {
                         cs.close();
+                        cu.close = "no_backend";
                         Next::Release
                     } else {
                         Next::Wait
                     }
                 }
-                Ok(()) if t.chosen_config().is_some() => Next::Route(vserver),
+                Ok(()) if chosen.is_some() => Next::Route(vserver),
                 // The client's FIN before a whole ClientHello.
                 Ok(()) if !cs.may_recv() && cs.recv_queue() == 0 => {
                     cs.close();
+                    cu.close = "client_closed";
                     Next::Release
                 }
                 Ok(()) => Next::Wait,
@@ -951,20 +1225,33 @@ impl Worker {
             Next::Route(vserver) => self.connect_backend(client, vserver),
             Next::Release => self.release_one(client),
             Next::Failed(e, vserver, remote) => {
-                self.tls_failed(&e, vserver as usize, &remote);
+                self.tls_failed(&e, &vserver, &remote);
                 self.release_one(client);
             }
         }
     }
 
     fn release_one(&mut self, id: ConnId) {
+        let now_us = self.start.elapsed().as_micros() as u64;
         if let Some(u) = self.stack.user(id) {
             if !u.released && u.role == Role::Backend {
-                let b = self.vservers[u.vserver as usize]
-                    .backends
-                    .get(u.backend as usize);
-                if let Some(b) = b {
+                if let Some(b) =
+                    u.vs.as_ref()
+                        .and_then(|v| v.backends.get(u.backend as usize))
+                {
                     b.closed_one();
+                }
+            }
+            if !u.released && u.role == Role::Client {
+                let open = &self.stats.clients_open;
+                open.store(
+                    open.load(Ordering::Relaxed).saturating_sub(1),
+                    Ordering::Relaxed,
+                );
+                if let Some(access) = &self.access {
+                    if !access.send(access_record(u, now_us)) {
+                        add(&self.stats.access_log_dropped, 1);
+                    }
                 }
             }
             u.released = true;
@@ -972,6 +1259,58 @@ impl Worker {
         self.stack.release(id);
     }
 }
+
+fn version_name(v: u16) -> &'static str {
+    if v == tls::msgs::version::TLS13 {
+        "TLSv1.3"
+    } else {
+        "TLSv1.2"
+    }
+}
+
+/// The access-log line of a client connection that has ended.
+fn access_record(u: &Side, now_us: u64) -> AccessRecord {
+    let tls = u.tls.as_deref().filter(|t| t.is_established()).map(|t| {
+        let i = t.info();
+        TlsFields {
+            version: version_name(i.version),
+            suite: tls::msgs::suite::name(i.suite),
+            sni: i.sni.clone(),
+            alpn: i
+                .alpn
+                .as_ref()
+                .map(|a| String::from_utf8_lossy(a).into_owned()),
+            resumed: match i.resumed {
+                None => "no",
+                Some(tls::Resumed::SessionId) => "session_id",
+                Some(tls::Resumed::Ticket) => "ticket",
+                Some(_) => "psk",
+            },
+        }
+    });
+    let vs =
+        u.vs.as_ref()
+            .or_else(|| u.listener.as_ref().map(|l| &l.vservers[0]));
+    AccessRecord {
+        end_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        client: u.client,
+        vserver: vs.map(|v| v.name_arc()),
+        listen: vs.map(|v| v.cfg.listen),
+        tls,
+        handshake_us: (u.handshake_us > 0).then_some(u.handshake_us),
+        backend: u.backend_addr,
+        bytes_in: u.bytes_in,
+        bytes_out: u.bytes_out,
+        duration_us: now_us.saturating_sub(u.accepted_us),
+        close: u.close,
+        error: u.error.clone(),
+    }
+}
+
+impl Worker {}
 
 fn cs_remote(stack: &mut Stack<Side>, id: ConnId) -> String {
     stack
@@ -1056,6 +1395,23 @@ fn step_pair(
             _ => {
                 bu.established = true;
                 newly_established = true;
+                if ctx.proxy_v2 {
+                    // First on the connection, before any client byte (the send
+                    // buffer of a new connection has room for it).
+                    let (Some(src), Some(dst)) =
+                        (cu.client, netstack::endpoint_v4(cs.local_endpoint()))
+                    else {
+                        cs.abort();
+                        bs.abort();
+                        return Outcome::ClientReset;
+                    };
+                    let h = http1::proxy_v2::encode_tcp4(src, dst);
+                    if bs.send_slice(&h) != Ok(h.len()) {
+                        cs.abort();
+                        bs.abort();
+                        return Outcome::BackendFailed;
+                    }
+                }
             }
         }
     }
@@ -1112,6 +1468,8 @@ fn step_pair(
     } else {
         let up = pump(cs, bs);
         let down = pump(bs, cs);
+        ctx.up += up as u64;
+        ctx.down_bytes += down as u64;
         if up > 0 {
             add(&stats.bytes_to_backend, up as u64);
         }
@@ -1145,7 +1503,12 @@ fn tls_progress(
     ctx: &mut Ctx,
 ) -> Result<(), tls::Error> {
     let r = tls_step(cs, t, bs, backend_up, ctx);
-    let stats = ctx.stats;
+    count_handshake(t, counted, ctx.stats);
+    r
+}
+
+/// Counts a completed handshake in the stats, once (`counted` remembers).
+fn count_handshake(t: &ServerConn, counted: &mut bool, stats: &ProxyStats) {
     if !*counted && t.is_established() {
         *counted = true;
         let info = t.info();
@@ -1166,10 +1529,8 @@ fn tls_progress(
         add(&stats.tls_jobs, info.jobs as u64);
         add(&stats.tls_digest_bytes, info.digest.bytes);
     }
-    r
 }
 
-/// Writes what the engine has for the client into the client socket.
 /// What an HTTP-aware `tls` vserver with no backend up answers.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
 
@@ -1210,6 +1571,11 @@ struct Ctx<'a> {
     now_ms: u64,
     crypto: &'a mut Crypto,
     tag: u64,
+    /// The vserver sends a PROXY v2 header first on each backend connection.
+    proxy_v2: bool,
+    /// Plaintext bytes this step moved to the backend and to the client.
+    up: u64,
+    down_bytes: u64,
     down: Down<'a>,
 }
 
@@ -1356,6 +1722,7 @@ fn tls_move(
         }
         if up > 0 {
             add(&stats.bytes_to_backend, up as u64);
+            ctx.up += up as u64;
         }
     }
     Ok(())
@@ -1428,6 +1795,7 @@ fn tls_down(
     }
     if down > 0 {
         add(&stats.bytes_to_client, down as u64);
+        ctx.down_bytes += down as u64;
     }
     let drained = bs.recv_queue() == 0;
     let closed = !bs.may_recv();

@@ -11,8 +11,10 @@ use dataplane::{PortInfo, PortQueue};
 use netstack::{Stack, StackConfig, StackStats};
 use serde::Serialize;
 
+use crate::access::AccessSender;
 use crate::config::Config;
-use crate::proxy::{Crypto, ProxyStats, QueueStats, VserverRt, Worker};
+use crate::live::Live;
+use crate::proxy::{Crypto, ProxyStats, QueueStats, Worker};
 use crypto_offload::device::{Devices, Route};
 use crypto_offload::{Pool, PoolConfig, WorkerStats};
 
@@ -32,8 +34,9 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     handles: Vec<CoreHandle>,
     pub counters: Arc<Vec<CoreCounters>>,
-    /// Vservers and backends with their live state (the control socket flips it).
-    pub vservers: Arc<Vec<VserverRt>>,
+    /// The configuration's current generation: vservers and backends with their
+    /// live state (the control socket flips it and reloads it).
+    pub live: Arc<Live>,
     pub port: PortInfo,
     pub started: std::time::Instant,
     /// The crypto workers' counters (empty in inline mode).
@@ -170,16 +173,19 @@ pub fn snapshot(
 }
 
 /// Starts one poll-mode core per queue. `queues.len()` must equal the configured
-/// core count. With `dataplane.pin`, each thread is pinned to its CPU.
+/// core count. With `dataplane.pin`, each thread is pinned to its CPU. `path` is the
+/// file `cfg` came from: reloads read it again. Each core logs its finished client
+/// connections to `access`, if given.
 pub fn start(
     cfg: &Config,
+    path: &std::path::Path,
     port: PortInfo,
     queues: Vec<Box<dyn PortQueue>>,
+    access: Option<AccessSender>,
 ) -> std::io::Result<Running> {
     let n = cfg.dataplane.cores.len();
     assert_eq!(queues.len(), n, "one queue per poll-mode core");
-    let vservers: Arc<Vec<VserverRt>> =
-        Arc::new(cfg.vservers.iter().cloned().map(VserverRt::new).collect());
+    let live = Arc::new(Live::new(cfg.clone(), path, n));
     // Providers and engines first: every job, on a core or a worker, runs on them.
     let devices = Devices::load(&cfg.crypto.providers, &cfg.crypto.engines).map_err(|e| {
         let list = if e.what == "engine" {
@@ -243,7 +249,8 @@ pub fn start(
             seed,
         };
         let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
-        let vs = vservers.clone();
+        let live2 = live.clone();
+        let access = access.clone();
         let crypto = match &pool {
             Some(p) => {
                 let c = Crypto::pool(p.link(cfg.crypto.max_in_flight), cfg.crypto.backlog);
@@ -262,7 +269,7 @@ pub fn start(
         let handle = spawn_core(i, pin, move |core_stats| {
             // The stack is built on its own core so its memory is first touched there.
             let stack = Stack::new(scfg, netstack::NetInstant::from_millis(0));
-            let mut worker = Worker::new(queue, steering, endpoint, stack, vs, crypto);
+            let mut worker = Worker::new(queue, steering, endpoint, stack, live2, crypto, access);
             worker.on_core_start();
             let _ = ready.send((
                 worker.stack_stats(),
@@ -291,7 +298,7 @@ pub fn start(
         stop,
         handles,
         counters: Arc::new(counters),
-        vservers,
+        live,
         port,
         started: std::time::Instant::now(),
         crypto_workers: Arc::new(pool.as_ref().map(|p| p.workers()).unwrap_or_default()),

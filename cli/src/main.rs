@@ -24,10 +24,13 @@ Commands:
   show vservers                   each vserver: mode, enabled, balancing, health check
   show backends                   each backend: state, weight, open connections, checks
   show certs                      each certificate: subject, SANs, key, expiry
+  show sessions                   each open client connection; TLS session caches
   vserver enable|disable NAME     a disabled vserver resets new connections
   backend drain|enable ADDRESS [--vserver NAME]
                                   a draining backend takes no new connections but keeps
                                   its open ones; without --vserver: in every vserver
+  reload                          apply the configuration file again (vservers,
+                                  certificates, backends); open connections carry on
   top [--interval SECS] [--count N]
                                   show stats and backends, refreshed every SECS
   ping                            check that the daemon answers
@@ -43,13 +46,106 @@ Options (before or after the command):
 
 Exit status: 0 done; 1 the appliance could not be reached or refused; 2 usage error.";
 
+fn print_sessions(v: &Value) {
+    let rows = v["sessions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let f = |r: &Value, k: &str| match &r[k] {
+        Value::String(x) => x.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
+        Value::Null => "-".to_string(),
+        o => o.to_string(),
+    };
+    println!(
+        "{:<21} {:<12} {:<21} {:<10} {:<7} {:<29} {:<20} {:<7} {:>8} {:>10} {:>12}",
+        "client",
+        "vserver",
+        "backend",
+        "state",
+        "tls",
+        "suite",
+        "sni",
+        "resumed",
+        "age",
+        "in",
+        "out"
+    );
+    for r in rows {
+        println!(
+            "{:<21} {:<12} {:<21} {:<10} {:<7} {:<29} {:<20} {:<7} {:>7.1}s {:>10} {:>12}",
+            f(r, "client"),
+            f(r, "vserver"),
+            f(r, "backend"),
+            f(r, "state"),
+            f(r, "tls_version"),
+            f(r, "suite"),
+            f(r, "sni"),
+            f(r, "resumed"),
+            r["age_secs"].as_f64().unwrap_or(0.0),
+            u(r, &["bytes_in"]),
+            u(r, &["bytes_out"]),
+        );
+    }
+    println!("{} open client connection(s)", rows.len());
+    if let Some(c) = v["cores_not_answering"]
+        .as_array()
+        .filter(|c| !c.is_empty())
+    {
+        println!("warning: core(s) {c:?} did not answer; their connections are missing");
+    }
+    for c in v["session_caches"].as_array().into_iter().flatten() {
+        println!(
+            "vserver {}: {} cached TLS session(s) of {}; tickets {}",
+            f(c, "vserver"),
+            f(c, "cached_sessions"),
+            f(c, "cache_capacity"),
+            if c["tickets"] == Value::Bool(true) {
+                "on"
+            } else {
+                "off"
+            }
+        );
+    }
+}
+
+fn print_reload(v: &Value) {
+    let list = |k: &str| {
+        let l: Vec<&str> = v[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if l.is_empty() {
+            "-".to_string()
+        } else {
+            l.join(", ")
+        }
+    };
+    println!(
+        "reloaded: configuration generation {} serves new connections",
+        v["generation"]
+    );
+    for (label, k) in [
+        ("vservers added", "added"),
+        ("vservers removed", "removed"),
+        ("vservers kept", "kept"),
+        ("certificates changed", "certificates_changed"),
+        ("sessions kept", "sessions_kept"),
+    ] {
+        println!("  {label:<21} {}", list(k));
+    }
+    if v["cores_adopted"] == Value::Bool(false) {
+        println!("  warning: a poll-mode core has not taken it yet (see the daemon's log)");
+    }
+}
+
 fn command_help(cmd: &str) -> Option<&'static str> {
     Some(match cmd {
         "status" => "usage: appliancectl status [--json]\n\nThe daemon's version, pid, uptime, configuration file, port and cores, how many\nvservers are enabled and backends up, and totals of connections and handshakes.",
-        "show" | "stats" => "usage: appliancectl show stats|vservers|backends|certs [--json] [--interval SECS]\n\n  stats     samples the counters twice, SECS apart (default 1), and prints rates:\n            handshakes/s by version, full and resumed, and by suite; connections;\n            per-core busy %; crypto workers' queues and latency. --json prints one\n            raw sample.\n  vservers  name, listen address, mode, enabled, balancing method, health check,\n            backends up, connections refused (disabled) or closed (no backend)\n  backends  per vserver and backend: state (up, down, draining), weight, open and\n            total connections, failures, health checks passed/failed, last result\n  certs     per tls vserver and certificate: subject, SANs, key, expiry, days left",
+        "show" | "stats" => "usage: appliancectl show stats|vservers|backends|certs|sessions [--json] [--interval SECS]\n\n  stats     samples the counters twice, SECS apart (default 1), and prints rates:\n            handshakes/s by version, full and resumed, and by suite; connections;\n            per-core busy %; crypto workers' queues and latency. --json prints one\n            raw sample.\n  vservers  name, listen address, mode, enabled, balancing method, health check,\n            backends up, connections refused (disabled) or closed (no backend)\n  backends  per vserver and backend: state (up, down, draining), weight, open and\n            total connections, failures, health checks passed/failed, last result\n  certs     per tls vserver and certificate: subject, SANs, key, expiry, days left\n  sessions  each open client connection: client, vserver, backend, state, TLS\n            version and suite, SNI, resumed, age, bytes each way; then each tls\n            vserver's session cache (sessions held, capacity) and tickets",
         "vserver" => "usage: appliancectl vserver enable|disable NAME\n\nA disabled vserver resets new connections (RST); its open connections carry on.",
         "backend" => "usage: appliancectl backend drain|enable ADDRESS [--vserver NAME]\n\nA draining backend is chosen for no new connection; its open connections carry on.\nenable lets it take new connections again. ADDRESS is ip:port as configured.\nWithout --vserver, every vserver that has the backend is changed.",
         "top" => "usage: appliancectl top [--interval SECS] [--count N]\n\nA live view: show stats and show backends, redrawn every SECS (default 1),\nN times (default: until interrupted).",
+        "reload" => "usage: appliancectl reload [--json]\n\nThe daemon reads its configuration file again and applies it at once: new\nconnections get the new vservers, certificates, backends and TLS settings; open\nconnections carry on with what they started with. Switches (disabled vservers,\ndraining backends), health and counters carry over by vserver name and backend\naddress, and so do session caches and ticket keys whose settings are unchanged.\nA file with an error is refused with that error, and so is a change to\n[dataplane], [tcp], [crypto], [control], [metrics] or [log] (a restart);\neither way the running configuration stays and the exit status is 1.",
         "ping" => "usage: appliancectl ping\n\nExit status 0 if the daemon answers.",
         "help" => USAGE,
         _ => return None,
@@ -256,11 +352,13 @@ fn print_stats(a: &Value, b: &Value, secs: f64) {
 
 fn print_status(v: &Value) {
     println!(
-        "appliance {} (pid {}), up {:.0}s, config {}",
+        "appliance {} (pid {}), up {:.0}s, config {} (generation {}, applied {:.0}s ago)",
         s(v, "version"),
         u(v, &["pid"]),
         v["uptime_secs"].as_f64().unwrap_or(0.0),
-        s(v, "config")
+        s(v, "config"),
+        u(v, &["config_generation"]),
+        v["config_applied_secs_ago"].as_f64().unwrap_or(0.0)
     );
     println!(
         "data plane: port {}, {} poll-mode core(s), crypto {}",
@@ -278,7 +376,8 @@ fn print_status(v: &Value) {
         u(v, &["backends"])
     );
     println!(
-        "connections: {} proxied now, {} accepted; TLS handshakes: {} ({} resumed)",
+        "connections: {} client(s) open, {} proxied now, {} accepted; TLS handshakes: {} ({} resumed)",
+        u(v, &["clients_open"]),
         u(v, &["proxied_connections"]),
         u(v, &["accepted"]),
         u(v, &["tls_handshakes"]),
@@ -525,6 +624,15 @@ fn run(c: Cli) -> Result<(), Failure> {
             let b = request(&socket, "stats")?;
             print_stats(&a, &b, c.interval);
         }
+        ["show", "sessions"] => {
+            no_vserver_flag("show")?;
+            let v = request(&socket, "sessions")?;
+            if json {
+                print(&v);
+            } else {
+                print_sessions(&v);
+            }
+        }
         ["show", what @ ("vservers" | "backends" | "certs")] => {
             no_vserver_flag("show")?;
             let v = request(&socket, what)?;
@@ -540,10 +648,14 @@ fn run(c: Cli) -> Result<(), Failure> {
         }
         ["show", other] => {
             return Err(usage(format!(
-                "show {other:?}: choose stats, vservers, backends or certs"
+                "show {other:?}: choose stats, vservers, backends, certs or sessions"
             )))
         }
-        ["show"] => return Err(usage("show what? stats, vservers, backends or certs")),
+        ["show"] => {
+            return Err(usage(
+                "show what? stats, vservers, backends, certs or sessions",
+            ))
+        }
         ["vserver", action @ ("enable" | "disable"), name] => {
             no_vserver_flag("vserver")?;
             let v = request(&socket, &format!("vserver {action} {name}"))?;
@@ -586,6 +698,15 @@ fn run(c: Cli) -> Result<(), Failure> {
             }
         }
         ["backend", ..] => return Err(usage(command_help("backend").unwrap_or_default())),
+        ["reload"] => {
+            no_vserver_flag("reload")?;
+            let v = request(&socket, "reload")?;
+            if json {
+                print(&v);
+            } else {
+                print_reload(&v);
+            }
+        }
         ["top"] => {
             if json {
                 return Err(usage("top is for people; use show stats --json"));

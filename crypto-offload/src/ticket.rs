@@ -58,6 +58,10 @@ impl TicketKeys {
         self.lifetime_ms
     }
 
+    pub fn rotation_ms(&self) -> u64 {
+        self.rotation_ms
+    }
+
     fn ring(&self) -> std::sync::MutexGuard<'_, Vec<TicketKey>> {
         // A panic while holding the lock cannot leave the ring half-updated (every
         // update is a push or a retain), so a poisoned lock is still usable.

@@ -81,6 +81,13 @@ impl Steering {
         }
     }
 
+    /// Steers `port` as a listening port from now on (a reload added a vserver).
+    /// Ports are never removed: connections accepted on a port that a reload
+    /// dropped must still reach the core that owns them.
+    pub fn add_listening(&mut self, port: u16) {
+        self.listening[usize::from(port) / 64] |= 1 << (port % 64);
+    }
+
     fn is_listening(&self, port: u16) -> bool {
         self.listening[usize::from(port) / 64] & (1 << (port % 64)) != 0
     }

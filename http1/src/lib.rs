@@ -1,6 +1,8 @@
 //! HTTP/1.1 response framing (RFC 9112 §6.3): where each response in a backend's byte
 //! stream ends, so that the appliance can seal a TLS record at the end of a response
 //! instead of waiting for more bytes (the "end of transaction" transmittal condition).
+//! Also the other wire format of the backend side: the PROXY protocol v2 header
+//! ([`proxy_v2`]).
 //!
 //! This crate owns only framing. It reads the status line, `Content-Length`,
 //! `Transfer-Encoding`, `Connection` (whether the server closes after the response: for
@@ -16,6 +18,8 @@
 //! response is taken to have the body its fields announce; the next response's bytes
 //! then look like body or fail to parse, and the caller's other conditions (timer,
 //! FIN) flush instead.
+
+pub mod proxy_v2;
 
 /// Longest response head (status line and header fields) held while looking for its end.
 pub const MAX_HEAD: usize = 64 * 1024;

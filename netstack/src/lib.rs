@@ -79,10 +79,21 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
 pub use smoltcp::socket::tcp::{Socket as TcpSocket, State as TcpState};
 pub use smoltcp::time::{Duration as NetDuration, Instant as NetInstant};
+pub use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// A socket's endpoint as a `SocketAddrV4` (the stack speaks IPv4 only).
+pub fn endpoint_v4(e: Option<IpEndpoint>) -> Option<std::net::SocketAddrV4> {
+    let e = e?;
+    match e.addr {
+        IpAddress::Ipv4(a) => Some(std::net::SocketAddrV4::new(a, e.port)),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
 
 use device::{capabilities, NoDevice, OneFrame};
 
@@ -384,6 +395,12 @@ impl<T: Default> Stack<T> {
         self.listeners.insert(port, tag);
     }
 
+    /// Stops accepting connections on `port` (connections already accepted go on);
+    /// new SYNs to it are answered with a RST like any port nobody listens on.
+    pub fn unlisten(&mut self, port: u16) {
+        self.listeners.remove(&port);
+    }
+
     /// Data-bearing TCP segments sent so far on connections accepted from the
     /// listener `tag` (retransmissions included).
     pub fn listener_tx_segments(&self, tag: u32) -> u64 {
@@ -404,6 +421,19 @@ impl<T: Default> Stack<T> {
         if let Some(c) = self.get(id) {
             c.psh = true;
         }
+    }
+
+    /// The peer's address of `id` (IPv4: the only family the stack speaks).
+    pub fn remote_v4(&mut self, id: ConnId) -> Option<std::net::SocketAddrV4> {
+        endpoint_v4(self.socket(id)?.remote_endpoint())
+    }
+
+    /// Appends the id of every connection held now to `out`.
+    pub fn ids(&self, out: &mut Vec<ConnId>) {
+        out.extend(self.conns.iter().map(|(idx, c)| ConnId {
+            idx: idx as u32,
+            gen: c.gen,
+        }));
     }
 
     /// Connections held now (either side, including ones closing).

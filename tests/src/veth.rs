@@ -12,6 +12,8 @@ pub struct Net {
     pub name: String,
     pub dir: PathBuf,
     children: Vec<Option<Child>>,
+    /// Lines added to the appliance's `[control]` table.
+    pub control_extra: String,
 }
 
 pub fn repo() -> PathBuf {
@@ -71,6 +73,7 @@ impl Net {
             name,
             dir,
             children: Vec::new(),
+            control_extra: String::new(),
         }
     }
 
@@ -92,6 +95,36 @@ impl Net {
             .unwrap();
         self.children.push(Some(child));
         self.children.len() - 1
+    }
+
+    /// Sends `signal` (e.g. "TERM") to a process [`Net::spawn`] started.
+    pub fn signal(&self, handle: usize, signal: &str) {
+        let c = self.children[handle]
+            .as_ref()
+            .expect("process already stopped");
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal}");
+    }
+
+    /// Waits at most `limit` for a process [`Net::spawn`] started to exit.
+    pub fn wait_exit(
+        &mut self,
+        handle: usize,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            let c = self.children[handle].as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.children[handle] = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Kills a process [`Net::spawn`] started (SIGKILL: a crash, not a clean stop).
@@ -124,8 +157,10 @@ impl Net {
         self.spawn(c, &format!("backend-{ip}-{port}.log"))
     }
 
-    pub fn start_appliance(&mut self, cores: &[usize], extra_vservers: &str) {
-        self.start_appliance_env(cores, extra_vservers, &[]);
+    /// Starts the appliance with vserver "web" and `extra_vservers` (any further
+    /// TOML after it); returns its handle.
+    pub fn start_appliance(&mut self, cores: &[usize], extra_vservers: &str) -> usize {
+        self.start_appliance_env(cores, extra_vservers, &[])
     }
 
     /// [`Net::start_appliance`] with these environment variables set for the daemon.
@@ -134,7 +169,7 @@ impl Net {
         cores: &[usize],
         extra_vservers: &str,
         env: &[(&str, &str)],
-    ) {
+    ) -> usize {
         let cores_s: Vec<String> = cores.iter().map(|c| c.to_string()).collect();
         let cfg = format!(
             r#"
@@ -145,6 +180,7 @@ cores = [{}]
 address = "10.77.0.1/24"
 [control]
 socket = "{}/ctl.sock"
+{}
 [[vserver]]
 name = "web"
 listen = "10.77.0.1:80"
@@ -155,7 +191,8 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
             self.name,
             cores.len(),
             cores_s.join(", "),
-            self.dir.display()
+            self.dir.display(),
+            self.control_extra
         );
         let path = self.dir.join("appliance.toml");
         std::fs::write(&path, cfg).unwrap();
@@ -166,12 +203,12 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
             .arg(&path);
         c.env("APPLIANCE_LOCK_DIR", self.dir.join("locks"));
         c.envs(env.iter().copied());
-        self.spawn(c, "appliance.log");
+        let handle = self.spawn(c, "appliance.log");
         let sock = self.dir.join("ctl.sock");
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(30) {
             if appliance::control::request(&sock, "ping").is_ok() {
-                return;
+                return handle;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -3,7 +3,9 @@
 //! connections while open ones finish byte-exact; a disabled vserver and a vserver
 //! with no backend up refuse or close new clients; `appliancectl` answers every
 //! command as a table and as JSON and refuses a caller that is not the socket's
-//! owner; and the metrics endpoint parses as Prometheus text. Needs root.
+//! owner; the metrics endpoint parses as Prometheus text; and a reload swaps a
+//! certificate and vservers while a download over an old connection finishes
+//! byte-exact, refusing bad files. Needs root.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -108,7 +110,12 @@ fn fetch_n(net: &Net, file: &str, n: usize) -> (usize, usize) {
 /// curl for `https://appliance.test{path}` through the appliance, verified against
 /// `ca.pem`, with `args` added.
 fn https(net: &Net, args: &[&str], path: &str) -> Output {
-    let ca = net.dir.join("ca.pem");
+    https_cmd(net, "ca.pem", args, path).output().unwrap()
+}
+
+/// The curl command of [`https`], trusting only the certificates in `ca`.
+fn https_cmd(net: &Net, ca: &str, args: &[&str], path: &str) -> Command {
+    let ca = net.dir.join(ca);
     let url = format!("https://appliance.test{path}");
     let mut a = vec![
         "curl",
@@ -122,7 +129,7 @@ fn https(net: &Net, args: &[&str], path: &str) -> Output {
     ];
     a.extend_from_slice(args);
     a.push(&url);
-    net.in_hosts(&a).output().unwrap()
+    net.in_hosts(&a)
 }
 
 fn write_pages(dir: &Path) {
@@ -587,4 +594,378 @@ fn http_aware_tls_vserver_answers_503_when_no_backend_is_up() {
     // The plain vserver still serves.
     let o = net.curl("http://10.77.0.1:80/index.html", &net.dir.join("x"));
     assert!(o.status.success());
+}
+
+/// `openssl s_client` to the tls vserver over TLS 1.2, saving its session to
+/// `sess_out` or resuming `sess_in`; its stdout.
+fn s_client(net: &Net, sess: (&str, &Path)) -> String {
+    let o = net
+        .in_hosts(&[
+            "openssl",
+            "s_client",
+            "-connect",
+            "10.77.0.1:443",
+            "-servername",
+            "appliance.test",
+            "-tls1_2",
+            sess.0,
+            sess.1.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `appliancectl reload` refused: exit 1, the error contains `want`, and generation
+/// `gen` still serves.
+fn reload_refused(net: &Net, want: &str, gen: u64) {
+    let o = ctl(net, &["reload"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("reload refused") && err.contains(want),
+        "{want:?} missing in: {err}"
+    );
+    assert_eq!(ctl_json(net, &["status"])["config_generation"], gen);
+}
+
+#[test]
+fn reload_swaps_a_certificate_while_an_old_download_finishes() {
+    let mut net = Net::up("rld");
+    write_site(&net.dir, 16 << 20);
+    make_certs(&net.dir);
+    let san = "DNS:appliance.test,IP:10.77.0.1";
+    self_signed(&net.dir, "ec2", "ec", "appliance.test", san);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    let secure = tls_vserver(&net.dir, "secure", 443, &["10.77.0.2:8080"], &["ec"], "");
+    net.start_appliance(&[cpu], &secure);
+    let cfg_path = net.dir.join("appliance.toml");
+    let original = std::fs::read_to_string(&cfg_path).unwrap();
+    // Whether a fetch trusting only the old (or only the new) certificate succeeds.
+    let old_only = |net: &Net| {
+        let mut o = https_cmd(net, "ec.pem", &["-o", "/dev/null"], "/index.html");
+        o.output().unwrap().status.success()
+    };
+    let new_only = |net: &Net| {
+        let mut o = https_cmd(net, "ec2.pem", &["-o", "/dev/null"], "/index.html");
+        o.output().unwrap().status.success()
+    };
+    assert!(old_only(&net));
+    assert!(!new_only(&net));
+    // A TLS 1.2 session (with its ticket) from before the reload.
+    let sess = net.dir.join("tls12.sess");
+    let first = s_client(&net, ("-sess_out", &sess));
+    assert!(first.contains("New, TLSv1.2"), "{first}");
+
+    // A long download over the old certificate's connection.
+    let big = net.dir.join("big.out");
+    let mut slow = https_cmd(
+        &net,
+        "ec.pem",
+        &["--limit-rate", "4M", "-o", big.to_str().unwrap()],
+        "/big.bin",
+    )
+    .spawn()
+    .unwrap();
+    let t0 = Instant::now();
+    while ctl_json(&net, &["show", "backends"])[2]["active"] != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "download never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Bad files are refused with their error; the running configuration stays.
+    let bad = format!(
+        "{original}\n[[vserver]]\nname = \"added\"\nlisten = \"10.77.0.1:82\"\nmode = \"tcp\"\nbackends = [{{ address = \"10.77.0.3:8080\", weight = 0 }}]\n"
+    );
+    std::fs::write(&cfg_path, &bad).unwrap();
+    reload_refused(&net, "vserver[2].backends[0].weight", 1);
+    std::fs::write(&cfg_path, original.replace("\"256\"", "\"512\"")).unwrap();
+    reload_refused(&net, "[dataplane] changed", 1);
+    std::fs::write(&cfg_path, "this is not toml").unwrap();
+    reload_refused(&net, "appliance.toml", 1);
+    assert!(old_only(&net));
+
+    // An operator's switch survives the reload.
+    ctl_ok(&net, &["vserver", "disable", "web"]);
+
+    // The new file: a new certificate for "secure", and a vserver on a new port.
+    let changed = format!(
+        "{}\n[[vserver]]\nname = \"added\"\nlisten = \"10.77.0.1:82\"\nmode = \"tcp\"\nbackends = [\"10.77.0.3:8080\"]\n",
+        original.replace("/ec.pem", "/ec2.pem").replace("/ec.key", "/ec2.key")
+    );
+    std::fs::write(&cfg_path, &changed).unwrap();
+    assert!(
+        net.curl("http://10.77.0.1:82/index.html", &net.dir.join("x"))
+            .status
+            .code()
+            == Some(7),
+        "port 82 answered before the reload"
+    );
+    let t = ctl_ok(&net, &["reload"]);
+    assert!(t.contains("generation 2"), "{t}");
+    let j = ctl_json(&net, &["status"]);
+    assert_eq!(j["config_generation"], 2, "{j}");
+    let log = net.log("appliance.log");
+    assert!(
+        log.contains("certificates changed [\"secure\"]")
+            && log.contains("sessions kept [\"secure\"]")
+            && log.contains("added [\"added\"]"),
+        "{log}"
+    );
+    // New connections see the new certificate; the old one is gone.
+    assert!(new_only(&net), "the new certificate is not served");
+    assert!(!old_only(&net));
+    let certs = ctl_json(&net, &["show", "certs"]);
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(net.dir.join("ec2.pem"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&o.stdout);
+    let fp = fp.trim().rsplit('=').next().unwrap().replace(':', "");
+    assert_eq!(
+        certs[0]["sha256"].as_str().map(str::to_uppercase),
+        Some(fp),
+        "{certs}"
+    );
+    // The session from before the reload still resumes (ticket keys kept).
+    let again = s_client(&net, ("-sess_in", &sess));
+    assert!(again.contains("Reused, TLSv1.2"), "{again}");
+    // The new vserver serves; the disabled one stayed disabled.
+    let o = net.curl("http://10.77.0.1:82/index.html", &net.dir.join("x"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vs = ctl_json(&net, &["show", "vservers"]);
+    assert_eq!(vs[0]["name"], "web");
+    assert_eq!(vs[0]["enabled"], false, "{vs}");
+    assert_eq!(vs.as_array().unwrap().len(), 3);
+
+    // The download that started before any of this finishes byte-exact.
+    let st = slow.wait().unwrap();
+    assert!(st.success(), "the download across the reload failed");
+    assert_eq!(
+        sha_file(&big),
+        sha_file(&net.dir.join("www/big.bin")),
+        "the download across the reload is not byte-exact"
+    );
+
+    // Back to the first file: the added vserver's port closes again.
+    std::fs::write(&cfg_path, &original).unwrap();
+    let j = ctl_json(&net, &["reload"]);
+    assert_eq!(j["generation"], 3, "{j}");
+    assert_eq!(j["removed"], serde_json::json!(["added"]), "{j}");
+    let o = net.curl("http://10.77.0.1:82/index.html", &net.dir.join("x"));
+    assert_eq!(o.status.code(), Some(7), "port 82 still open");
+    assert!(old_only(&net));
+}
+
+/// nginx in the hosts' namespace on `ip:port`, expecting a PROXY protocol header
+/// and answering each request with the client address the header carried, then the
+/// address the connection really came from.
+fn start_proxy_protocol_nginx(net: &mut Net, ip: &str, port: u16) -> usize {
+    let d = net.dir.display();
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+         fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
+         server {{\n    listen {ip}:{port} proxy_protocol;\n    location / {{\n      \
+         default_type text/plain;\n      \
+         return 200 \"$proxy_protocol_addr:$proxy_protocol_port via $remote_addr\\n\";\n    }}\n  }}\n}}\n"
+    );
+    let path = net.dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let c = net.in_hosts(&["nginx", "-c", path.to_str().unwrap()]);
+    net.spawn(c, "nginx.log")
+}
+
+/// The access log's lines as maps of their `key=value` fields.
+fn access_lines(net: &Net) -> Vec<std::collections::HashMap<String, String>> {
+    net.log("access.log")
+        .lines()
+        .map(|l| {
+            l.split(' ')
+                .skip(1)
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn access_log_sessions_proxy_protocol_and_drain_on_sigterm() {
+    let mut net = Net::up("drn");
+    write_site(&net.dir, 16 << 20);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    start_proxy_protocol_nginx(&mut net, "10.77.0.3", 8081);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = *cpus().last().unwrap();
+    net.control_extra = "drain_timeout = \"6s\"".into();
+    let extra = format!(
+        "{}\n[[vserver]]\nname = \"pp\"\nlisten = \"10.77.0.1:82\"\nmode = \"tcp\"\n\
+         backends = [\"10.77.0.3:8081\"]\nproxy_protocol = true\n\n[log]\naccess = \"{}/access.log\"\n",
+        tls_vserver(
+            &net.dir,
+            "secure",
+            443,
+            &["10.77.0.2:8080"],
+            &["ec"],
+            // The server's preference decides: ChaCha20 although curl prefers AES.
+            "suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_AES_128_GCM_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]"
+        ),
+        net.dir.display()
+    );
+    let daemon = net.start_appliance(&[cpu], &extra);
+
+    // PROXY v2: nginx sees the client's own address and port through the header.
+    let o = net
+        .in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "%{local_ip}:%{local_port}",
+            "http://10.77.0.1:82/",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let (body, local) = out.split_once('\n').unwrap();
+    assert_eq!(
+        body,
+        format!("{local} via 10.77.0.1"),
+        "nginx did not get the client's address"
+    );
+    // TLS fetches for the access log.
+    let o = https(&net, &["-o", "/dev/null"], "/index.html");
+    assert!(o.status.success());
+
+    // Two downloads: one that ends within the drain, one that cannot.
+    let (fast, slow) = (net.dir.join("fast.out"), net.dir.join("slow.out"));
+    let mut fast_dl = https_cmd(
+        &net,
+        "ca.pem",
+        &["--limit-rate", "5M", "-o", fast.to_str().unwrap()],
+        "/big.bin",
+    )
+    .spawn()
+    .unwrap();
+    let mut slow_dl = net
+        .in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "--limit-rate",
+            "200K",
+            "-o",
+            slow.to_str().unwrap(),
+            "http://10.77.0.1:80/big.bin",
+        ])
+        .spawn()
+        .unwrap();
+    // show sessions lists both, with the TLS one's handshake.
+    let t0 = Instant::now();
+    let sessions = loop {
+        let j = ctl_json(&net, &["show", "sessions"]);
+        let rows = j["sessions"].as_array().unwrap().clone();
+        if rows.len() == 2 && rows.iter().all(|r| r["bytes_out"].as_u64() > Some(0)) {
+            break j;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{j}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rows = sessions["sessions"].as_array().unwrap();
+    let tls = rows.iter().find(|r| r["vserver"] == "secure").unwrap();
+    assert_eq!(tls["state"], "open", "{tls}");
+    assert_eq!(tls["tls_version"], "TLSv1.3");
+    assert_eq!(tls["sni"], "appliance.test");
+    assert_eq!(tls["backend"], "10.77.0.2:8080");
+    let plain = rows.iter().find(|r| r["vserver"] == "web").unwrap();
+    assert_eq!(plain["tls_version"], Value::Null);
+    assert_eq!(sessions["session_caches"][0]["vserver"], "secure");
+    let t = ctl_ok(&net, &["show", "sessions"]);
+    assert!(t.contains("2 open client connection(s)"), "{t}");
+    assert!(t.contains(tls["client"].as_str().unwrap()), "{t}");
+
+    // SIGTERM: the ports close at once, open connections go on.
+    net.signal(daemon, "TERM");
+    let t0 = Instant::now();
+    // Fetches that beat the signal to the cores are served (and logged).
+    let mut served_before = 0;
+    loop {
+        let o = net.curl("http://10.77.0.1:80/index.html", &net.dir.join("x"));
+        if o.status.code() == Some(7) {
+            break;
+        }
+        served_before += usize::from(o.status.success());
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "still accepting after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        fast_dl.wait().unwrap().success(),
+        "the download within the drain failed"
+    );
+    assert_eq!(sha_file(&fast), sha_file(&net.dir.join("www/big.bin")));
+    // The one that could not finish is reset at the deadline, and the daemon exits.
+    let st = slow_dl.wait().unwrap();
+    assert_eq!(st.code(), Some(56), "the slow download should see a reset");
+    let st = net
+        .wait_exit(daemon, Duration::from_secs(15))
+        .expect("the appliance did not exit after its drain deadline");
+    let log = net.log("appliance.log");
+    assert!(st.success(), "{log}");
+    assert!(
+        // Two downloads, and maybe a fetch that raced the signal.
+        log.contains("client connection(s) for up to 6s")
+            && log.contains("drain ended with 1 client connection(s) open: resetting them")
+            && log.contains("stopped cleanly"),
+        "{log}"
+    );
+
+    // The access log: one line per connection, each field as documented.
+    let lines = access_lines(&net);
+    let find = |f: &dyn Fn(&std::collections::HashMap<String, String>) -> bool| {
+        lines
+            .iter()
+            .find(|l| f(l))
+            .unwrap_or_else(|| panic!("no such line in\n{}", net.log("access.log")))
+            .clone()
+    };
+    let pp = find(&|l| l["vserver"] == "pp");
+    assert_eq!(pp["client"], local);
+    assert_eq!(pp["backend"], "10.77.0.3:8081");
+    assert_eq!(pp["close"], "done");
+    assert_eq!(pp["tls"], "-");
+    let big = (16u64 << 20).to_string();
+    let dl =
+        find(&|l| l["vserver"] == "secure" && l["bytes_out"].parse::<u64>().unwrap() > 1 << 24);
+    assert_eq!(dl["tls"], "TLSv1.3");
+    assert_eq!(dl["suite"], "TLS_CHACHA20_POLY1305_SHA256");
+    assert_eq!(dl["sni"], "appliance.test");
+    assert_eq!(dl["resumed"], "no");
+    assert_eq!(dl["close"], "done");
+    assert!(dl["handshake_ms"].parse::<f64>().unwrap() > 0.0);
+    assert!(dl["bytes_out"].parse::<u64>().unwrap() > big.parse().unwrap());
+    let cut = find(&|l| l["vserver"] == "web" && l["close"] == "shutdown");
+    assert_eq!(cut["listen"], "10.77.0.1:80");
+    assert!(
+        cut["duration_ms"].parse::<f64>().unwrap() > 5000.0,
+        "{cut:?}"
+    );
+    assert_eq!(lines.len(), 4 + served_before, "{}", net.log("access.log"));
 }

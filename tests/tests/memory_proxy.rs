@@ -47,7 +47,14 @@ fn start(cfg: &Config) -> (Running, Host) {
         .into_iter()
         .map(|q| Box::new(q) as Box<dyn PortQueue>)
         .collect();
-    let running = runtime::start(cfg, info, queues).unwrap();
+    let running = runtime::start(
+        cfg,
+        std::path::Path::new("(memory test)"),
+        info,
+        queues,
+        None,
+    )
+    .unwrap();
     (running, Host::new(peer, 65536))
 }
 

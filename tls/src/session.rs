@@ -153,6 +153,11 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Sessions it holds at most, if bounded (a reload keeps a store whose size is
+    /// unchanged, and with it the sessions in it).
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A bounded in-process store shared by every core: at capacity the oldest session
@@ -221,6 +226,10 @@ impl SessionStore for LocalStore {
 
     fn len(&self) -> usize {
         self.inner().map.len()
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.capacity)
     }
 }
 

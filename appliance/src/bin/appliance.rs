@@ -1,16 +1,23 @@
 //! `appliance --config FILE`: the daemon.
 //!
 //! Start-up order, each step failing with a message that names what to fix:
-//! configuration → CPU claims → DPDK EAL → port → poll-mode cores → control socket.
-//! SIGINT/SIGTERM stop the cores, then the port is closed and EAL released.
+//! configuration → log → access log → CPU claims → DPDK EAL → port → poll-mode
+//! cores → control socket → metrics.
+//!
+//! Shutdown: the first SIGINT/SIGTERM closes the listening ports (new connections
+//! are refused with a RST) and lets open connections finish for up to
+//! `control.drain_timeout`; then, or at a second signal, whatever is still open is
+//! reset. The cores stop, the access log is written out, the port is closed and EAL
+//! released.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use appliance::config::{Config, Driver};
+use appliance::config::{Config, Driver, LogFormat};
 use appliance::control::ControlServer;
+use appliance::live::Phase;
 use appliance::runtime;
 use dataplane::dpdk::{DpdkPort, DpdkPortConfig};
 use dataplane::PortQueue;
@@ -26,10 +33,34 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The daemon's log on stderr: text for people, or one JSON object per line.
+fn init_log(format: LogFormat) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match format {
+        LogFormat::Text => {
+            b.format_timestamp_millis();
+        }
+        LogFormat::Json => {
+            b.format(|buf, rec| {
+                use std::io::Write;
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let line = serde_json::json!({
+                    "ts": appliance::access::utc(ms),
+                    "level": rec.level().as_str(),
+                    "target": rec.target(),
+                    "msg": rec.args().to_string(),
+                });
+                writeln!(buf, "{line}")
+            });
+        }
+    }
+    b.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     let mut args = std::env::args().skip(1);
     let (mut config, mut check) = (None, false);
     while let Some(a) = args.next() {
@@ -50,6 +81,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    init_log(cfg.log.format);
     if check {
         println!(
             "{}: configuration is valid ({} vserver(s))",
@@ -78,6 +110,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
+    let (access_log, access) = match &cfg.log.access {
+        None => (None, None),
+        Some(p) => match appliance::access::AccessLog::start(p, cfg.log.format) {
+            Ok((log, tx)) => {
+                log::info!("access log: {}", p.display());
+                (Some(log), Some(tx))
+            }
+            Err(e) => return fail(format!("log.access {}: {e}", p.display())),
+        },
+    };
     let mut port = match DpdkPort::open(&DpdkPortConfig {
         name: cfg.dataplane.port.clone(),
         queues: cfg.dataplane.cores.len(),
@@ -95,13 +137,15 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
         .into_iter()
         .map(|q| Box::new(q) as Box<dyn PortQueue>)
         .collect();
-    let running = match runtime::start(cfg, port.info().clone(), queues) {
+    let running = match runtime::start(cfg, config_path, port.info().clone(), queues, access) {
         Ok(r) => r,
         Err(e) => return fail(format!("starting poll-mode cores: {e}")),
     };
-    let stop = running.stop_flag();
-    let s2 = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed)) {
+    let signals = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let s2 = signals.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        s2.fetch_add(1, Ordering::Relaxed);
+    }) {
         running.stop();
         let _ = running.join();
         return fail(format!("cannot install the SIGINT/SIGTERM handler: {e}"));
@@ -109,7 +153,8 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
     let state = std::sync::Arc::new(appliance::control::State {
         config_path: config_path.to_path_buf(),
         counters: running.counters.clone(),
-        vservers: running.vservers.clone(),
+        live: running.live.clone(),
+        reloads_failed: Default::default(),
         workers: running.crypto_workers.clone(),
         routes: running.crypto_routes.clone(),
         port: running.port.clone(),
@@ -179,7 +224,7 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
     );
     let mut last = running.snapshot();
     let mut last_log = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    while signals.load(Ordering::Relaxed) == 0 {
         std::thread::sleep(Duration::from_millis(100));
         let interval = cfg.control.stats_interval;
         if !interval.is_zero() && last_log.elapsed() >= interval {
@@ -189,9 +234,13 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
             last_log = std::time::Instant::now();
         }
     }
-    log::info!("stopping: signal received");
+    drain(&running, cfg.control.drain_timeout, &signals);
     running.stop();
     let result = running.join();
+    if let Some(log) = access_log {
+        // The cores held the senders; with them gone the writer empties its queue.
+        log.finish();
+    }
     drop(control);
     let last_stats = port.device_stats();
     log::info!(
@@ -209,6 +258,64 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// Closes the ports and waits until no client connection is open, the deadline
+/// passes, or a second signal comes; then resets what is left.
+fn drain(running: &runtime::Running, limit: Duration, signals: &std::sync::atomic::AtomicU32) {
+    let open = || -> u64 {
+        running
+            .counters
+            .iter()
+            .map(|c| c.proxy.clients_open.load(Ordering::Relaxed))
+            .sum()
+    };
+    let live = &running.live;
+    live.set_phase(Phase::Draining);
+    let start = std::time::Instant::now();
+    log::warn!(
+        "stopping: signal received; ports closed, draining {} client connection(s) for up to {limit:?} (a second signal resets them at once)",
+        open()
+    );
+    let mut last_note = start;
+    // Connections the proxy has finished with may still have bytes in flight; they
+    // are gone from the stacks once TCP has delivered them and closed.
+    let held = || -> u64 {
+        running
+            .counters
+            .iter()
+            .map(|c| c.stack.active.load(Ordering::Relaxed))
+            .sum()
+    };
+    loop {
+        let n = open();
+        if n == 0 && (held() == 0 || start.elapsed() >= limit) {
+            log::info!(
+                "drained in {:.1}s: no client connection open",
+                start.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if n > 0 && (start.elapsed() >= limit || signals.load(Ordering::Relaxed) > 1) {
+            log::warn!("drain ended with {n} client connection(s) open: resetting them");
+            live.set_phase(Phase::Cutting);
+            // The cores send the RSTs in their next iterations.
+            let t0 = std::time::Instant::now();
+            while open() > 0 && t0.elapsed() < Duration::from_millis(500) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            return;
+        }
+        if last_note.elapsed() >= Duration::from_secs(1) {
+            last_note = std::time::Instant::now();
+            log::info!(
+                "draining: {n} client connection(s) open, {:.0}s left",
+                limit.saturating_sub(start.elapsed()).as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,0 +1,386 @@
+//! The running configuration as the cores and the control thread share it, and
+//! reload: a new configuration applied at once, with no connection lost.
+//!
+//! A [`Generation`] is one applied configuration's vservers. [`Live`] holds the
+//! current one and its number. Each poll-mode core compares that number with its own
+//! once per loop iteration (one relaxed atomic load) and, when it changed, takes the
+//! new generation (one mutex lock, held to clone an `Arc`): new connections from then
+//! on use the new vservers, certificates and backends, while every open connection
+//! keeps the `VserverRt` and TLS configuration it started with until it ends.
+//!
+//! [`Live::reload`] validates the whole file first (the same loader as start-up); a
+//! file with any error is refused with that error and the running generation stays.
+//! What a reload cannot change without a restart (`[dataplane]`, `[tcp]`, `[crypto]`,
+//! `[control]`, `[metrics]`, `[log]`) is refused too, naming the section. What carries over,
+//! matched by vserver name and backend address: the operator's switches, health,
+//! counters (see [`VserverRt::carry`]), and a `tls` vserver's session cache and ticket
+//! keys when their settings are unchanged, so sessions issued before the reload
+//! still resume.
+//!
+//! `Live` also carries what the control thread asks of every core without a lock
+//! on the cores' side: the shutdown [`Phase`], and `show sessions` requests (each
+//! core answers into its own slot, see [`Live::sessions`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::backends::VserverRt;
+use crate::config::{Config, Vserver};
+
+/// One applied configuration.
+pub struct Generation {
+    /// 1 for the configuration the daemon started with, then one more per reload.
+    pub id: u64,
+    pub config: Config,
+    pub vservers: Vec<Arc<VserverRt>>,
+    /// When it was applied.
+    pub applied: Instant,
+}
+
+/// The current generation, and which one each core has taken.
+pub struct Live {
+    id: AtomicU64,
+    current: Mutex<Arc<Generation>>,
+    adopted: Vec<AtomicU64>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    path: PathBuf,
+    phase: AtomicU8,
+    /// `show sessions`: the request number, and each core's answer to the latest
+    /// request it saw.
+    sessions_req: AtomicU64,
+    sessions: Vec<Mutex<(u64, Vec<SessionRow>)>>,
+}
+
+/// Where the daemon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running = 0,
+    /// SIGINT/SIGTERM: no new connections (the ports are closed), open ones finish.
+    Draining = 1,
+    /// The drain deadline passed: the cores reset what is still open.
+    Cutting = 2,
+}
+
+/// One open client connection, as `show sessions` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub core: usize,
+    pub client: String,
+    pub vserver: String,
+    pub backend: Option<String>,
+    /// "handshake", "open", "no_backend" (answering 503), or "closing".
+    pub state: &'static str,
+    pub tls_version: Option<&'static str>,
+    pub suite: Option<&'static str>,
+    pub sni: Option<String>,
+    pub resumed: Option<bool>,
+    pub age_secs: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What a reload changed.
+#[derive(Debug, Serialize)]
+pub struct ReloadSummary {
+    pub generation: u64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Vservers present before and after (their new configuration applies to new
+    /// connections).
+    pub kept: Vec<String>,
+    /// `tls` vservers whose session cache and ticket keys were carried over.
+    pub sessions_kept: Vec<String>,
+    /// `tls` vservers whose certificates differ from the ones they had.
+    pub certificates_changed: Vec<String>,
+    /// Whether every core has taken the new generation (it always should, within
+    /// milliseconds; `false` means a core is stuck and the log says which).
+    pub cores_adopted: bool,
+}
+
+impl Live {
+    /// Generation 1 from the start-up configuration (loaded from `path`), shared
+    /// with `cores` poll-mode cores.
+    pub fn new(config: Config, path: &Path, cores: usize) -> Self {
+        let vservers = build(&config, None).0;
+        Live {
+            id: AtomicU64::new(1),
+            current: Mutex::new(Arc::new(Generation {
+                id: 1,
+                config,
+                vservers,
+                applied: Instant::now(),
+            })),
+            adopted: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            reloading: Mutex::new(()),
+            path: path.to_path_buf(),
+            phase: AtomicU8::new(Phase::Running as u8),
+            sessions_req: AtomicU64::new(0),
+            sessions: (0..cores).map(|_| Mutex::new((0, Vec::new()))).collect(),
+        }
+    }
+
+    /// The shutdown phase (a core reads it once per iteration).
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            _ => Phase::Cutting,
+        }
+    }
+
+    /// Moves to `p` (never back).
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.fetch_max(p as u8, Ordering::AcqRel);
+    }
+
+    /// The `show sessions` request a core should answer, if it has not yet.
+    pub fn sessions_request(&self) -> u64 {
+        self.sessions_req.load(Ordering::Acquire)
+    }
+
+    /// Core `core` answers request `req` with `rows`.
+    pub fn answer_sessions(&self, core: usize, req: u64, rows: Vec<SessionRow>) {
+        if let Some(slot) = self.sessions.get(core) {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = (req, rows);
+        }
+    }
+
+    /// Asks every core for its open client connections and collects the answers
+    /// (waiting at most `limit`); also the cores that did not answer in time.
+    pub fn sessions(&self, limit: Duration) -> (Vec<SessionRow>, Vec<usize>) {
+        let req = self.sessions_req.fetch_add(1, Ordering::AcqRel) + 1;
+        let start = Instant::now();
+        loop {
+            let behind: Vec<usize> = (0..self.sessions.len())
+                .filter(|&c| self.sessions[c].lock().unwrap_or_else(|p| p.into_inner()).0 < req)
+                .collect();
+            if behind.is_empty() || start.elapsed() >= limit {
+                let rows = self
+                    .sessions
+                    .iter()
+                    .flat_map(|s| {
+                        let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                        if s.0 == req {
+                            s.1.clone()
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect();
+                return (rows, behind);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The current generation's number (what a core compares once per iteration).
+    pub fn id(&self) -> u64 {
+        self.id.load(Ordering::Acquire)
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The configuration file reload reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Core `core` now serves new connections with generation `id`.
+    pub fn adopted(&self, core: usize, id: u64) {
+        if let Some(a) = self.adopted.get(core) {
+            a.store(id, Ordering::Release);
+        }
+    }
+
+    /// Reads the configuration file again and applies it; on any error nothing
+    /// changes and the error says what to fix.
+    pub fn reload(&self) -> Result<ReloadSummary, String> {
+        let new = Config::load(&self.path).map_err(|e| e.to_string())?;
+        self.apply(new)
+    }
+
+    /// Applies `new` (already validated by the loader).
+    pub fn apply(&self, new: Config) -> Result<ReloadSummary, String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        if self.phase() != Phase::Running {
+            return Err("the appliance is shutting down".into());
+        }
+        let old = self.current();
+        fixed_sections_unchanged(&old.config, &new)?;
+        let (vservers, sessions_kept) = build(&new, Some(&old));
+        let names = |vs: &[Vserver]| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        let (before, after) = (names(&old.config.vservers), names(&new.vservers));
+        let certificates_changed = new
+            .vservers
+            .iter()
+            .filter(|v| {
+                old.config
+                    .vservers
+                    .iter()
+                    .find(|o| o.name == v.name)
+                    .is_some_and(|o| leaf_certificates(o) != leaf_certificates(v))
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        let id = old.id + 1;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(Generation {
+            id,
+            config: new,
+            vservers,
+            applied: Instant::now(),
+        });
+        self.id.store(id, Ordering::Release);
+        let cores_adopted = self.wait_adopted(id, Duration::from_secs(2));
+        Ok(ReloadSummary {
+            generation: id,
+            added: after
+                .iter()
+                .filter(|n| !before.contains(n))
+                .cloned()
+                .collect(),
+            removed: before
+                .iter()
+                .filter(|n| !after.contains(n))
+                .cloned()
+                .collect(),
+            kept: after
+                .iter()
+                .filter(|n| before.contains(n))
+                .cloned()
+                .collect(),
+            sessions_kept,
+            certificates_changed,
+            cores_adopted,
+        })
+    }
+
+    /// Waits (up to `limit`) until every core has taken generation `id`.
+    fn wait_adopted(&self, id: u64, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let behind: Vec<usize> = (0..self.adopted.len())
+                .filter(|&c| self.adopted[c].load(Ordering::Acquire) < id)
+                .collect();
+            if behind.is_empty() {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                log::error!(
+                    "reload: core(s) {behind:?} have not taken generation {id} after {limit:?}"
+                );
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The sections a reload cannot change: the port, cores, stack and crypto pool are
+/// set up once, and the control socket and metrics listener are what reload is
+/// asked through and watched by.
+fn fixed_sections_unchanged(old: &Config, new: &Config) -> Result<(), String> {
+    let mut changed = Vec::new();
+    if old.dataplane != new.dataplane {
+        changed.push("[dataplane]");
+    }
+    if old.tcp != new.tcp {
+        changed.push("[tcp]");
+    }
+    if old.crypto != new.crypto {
+        changed.push("[crypto]");
+    }
+    if old.control != new.control {
+        changed.push("[control]");
+    }
+    if old.metrics != new.metrics {
+        changed.push("[metrics]");
+    }
+    if old.log != new.log {
+        changed.push("[log]");
+    }
+    if changed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} changed: a reload applies vservers only (their certificates, backends, \
+             health checks and TLS settings); restart the appliance to change {}",
+            changed.join(", "),
+            if changed.len() == 1 { "it" } else { "them" }
+        ))
+    }
+}
+
+/// The DER of each leaf certificate a vserver serves.
+fn leaf_certificates(v: &Vserver) -> Vec<Vec<u8>> {
+    v.tls
+        .iter()
+        .flat_map(|t| t.sites.iter())
+        .flat_map(|s| s.certs.iter())
+        .filter_map(|c| c.chain.first().map(|d| d.to_vec()))
+        .collect()
+}
+
+/// The runtime vservers of `cfg`, each taking over the state of `prev`'s vserver of
+/// the same name; also the names of the `tls` vservers whose sessions carried over.
+fn build(cfg: &Config, prev: Option<&Generation>) -> (Vec<Arc<VserverRt>>, Vec<String>) {
+    let mut kept = Vec::new();
+    let vservers = cfg
+        .vservers
+        .iter()
+        .map(|v| {
+            let old = prev.and_then(|g| g.vservers.iter().find(|o| o.cfg.name == v.name));
+            let mut v = v.clone();
+            if let Some(old) = old {
+                if carry_sessions(&mut v, &old.cfg) {
+                    kept.push(v.name.clone());
+                }
+            }
+            Arc::new(VserverRt::carry(v, old.map(|o| &**o)))
+        })
+        .collect();
+    (vservers, kept)
+}
+
+/// Gives `new` the session cache and ticket keys of `old` where their settings are
+/// the same; `true` if anything was carried.
+fn carry_sessions(new: &mut Vserver, old: &Vserver) -> bool {
+    let (Some(n), Some(o)) = (&new.tls, &old.tls) else {
+        return false;
+    };
+    let (nr, or) = (&n.resumption, &o.resumption);
+    let store = match (&nr.store, &or.store) {
+        (Some(a), Some(b)) if a.capacity() == b.capacity() => Some(b.clone()),
+        _ => None,
+    };
+    let tickets = match (&nr.tickets, &or.tickets) {
+        (Some(a), Some(b))
+            if a.rotation_ms() == b.rotation_ms() && a.lifetime_ms() == b.lifetime_ms() =>
+        {
+            Some(b.clone())
+        }
+        _ => None,
+    };
+    if store.is_none() && tickets.is_none() {
+        return false;
+    }
+    let mut t = (**n).clone();
+    if store.is_some() {
+        t.resumption.store = store;
+    }
+    if tickets.is_some() {
+        t.resumption.tickets = tickets;
+    }
+    new.tls = Some(Arc::new(t));
+    true
+}
