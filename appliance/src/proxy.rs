@@ -353,18 +353,10 @@ impl Worker {
             }
         }
         self.listeners = by_tag;
-        for k in 0..self.probes.len() {
-            if let Some(conn) = self.probes[k].conn.take() {
-                if let Some(s) = self.stack.socket(conn) {
-                    s.abort();
-                }
-                self.release_one(conn);
-            }
-        }
+        self.abandon_probes();
         // Checked pairs are dealt round robin over the cores; first checks are spread
         // over the first interval so they do not all start at once.
         let (core, cores) = (self.stack.config().core, self.stack.config().cores.max(1));
-        self.probes.clear();
         let mut k = 0usize;
         for (v, vs) in gen.vservers.iter().enumerate() {
             let Some(h) = &vs.cfg.health else { continue };
@@ -387,6 +379,19 @@ impl Worker {
         self.gen = gen;
     }
 
+    /// Drops every health check, resetting the connections of those in flight.
+    fn abandon_probes(&mut self) {
+        for k in 0..self.probes.len() {
+            if let Some(conn) = self.probes[k].conn.take() {
+                if let Some(s) = self.stack.socket(conn) {
+                    s.abort();
+                }
+                self.release_one(conn);
+            }
+        }
+        self.probes.clear();
+    }
+
     /// Shutdown: draining closes the ports (new SYNs get a RST) and stops the health
     /// checks; open connections go on. Cutting resets every connection still open.
     fn enter_phase(&mut self, phase: Phase) {
@@ -396,15 +401,7 @@ impl Worker {
                 self.stack.unlisten(port);
             }
             self.listeners.iter_mut().for_each(|l| *l = None);
-            for k in 0..self.probes.len() {
-                if let Some(conn) = self.probes[k].conn.take() {
-                    if let Some(s) = self.stack.socket(conn) {
-                        s.abort();
-                    }
-                    self.release_one(conn);
-                }
-            }
-            self.probes.clear();
+            self.abandon_probes();
             log::info!(
                 "core {core}: draining: ports closed, {} client connection(s) open",
                 self.stats.clients_open.load(Ordering::Relaxed)
@@ -1309,8 +1306,6 @@ fn access_record(u: &Side, now_us: u64) -> AccessRecord {
         error: u.error.clone(),
     }
 }
-
-impl Worker {}
 
 fn cs_remote(stack: &mut Stack<Side>, id: ConnId) -> String {
     stack

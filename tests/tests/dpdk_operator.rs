@@ -107,6 +107,24 @@ fn fetch_n(net: &Net, file: &str, n: usize) -> (usize, usize) {
     (count("10.77.0.2"), count("10.77.0.3"))
 }
 
+/// A download of `url` into `out` at `rate` bytes per second (curl's `--limit-rate`),
+/// running in the background.
+fn slow_get(net: &Net, url: &str, rate: &str, out: &Path) -> std::process::Child {
+    net.in_hosts(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "--limit-rate",
+        rate,
+        "-o",
+        out.to_str().unwrap(),
+        url,
+    ])
+    .spawn()
+    .unwrap()
+}
+
 /// curl for `https://appliance.test{path}` through the appliance, verified against
 /// `ca.pem`, with `args` added.
 fn https(net: &Net, args: &[&str], path: &str) -> Output {
@@ -186,20 +204,7 @@ fn health_checks_weights_drain_and_disable() {
         wait_backend(&net, a, "idle", |b| b["active"] == 0);
     }
     let big = net.dir.join("big.out");
-    let mut slow = net
-        .in_hosts(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "60",
-            "--limit-rate",
-            "4M",
-            "-o",
-            big.to_str().unwrap(),
-            "http://10.77.0.1:81/big.bin",
-        ])
-        .spawn()
-        .unwrap();
+    let mut slow = slow_get(&net, "http://10.77.0.1:81/big.bin", "4M", &big);
     let t0 = Instant::now();
     let busy = loop {
         let all = ctl_json(&net, &["show", "backends"]);
@@ -861,20 +866,7 @@ fn access_log_sessions_proxy_protocol_and_drain_on_sigterm() {
     )
     .spawn()
     .unwrap();
-    let mut slow_dl = net
-        .in_hosts(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "60",
-            "--limit-rate",
-            "200K",
-            "-o",
-            slow.to_str().unwrap(),
-            "http://10.77.0.1:80/big.bin",
-        ])
-        .spawn()
-        .unwrap();
+    let mut slow_dl = slow_get(&net, "http://10.77.0.1:80/big.bin", "200K", &slow);
     // show sessions lists both, with the TLS one's handshake.
     let t0 = Instant::now();
     let sessions = loop {

@@ -264,13 +264,14 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
 /// Closes the ports and waits until no client connection is open, the deadline
 /// passes, or a second signal comes; then resets what is left.
 fn drain(running: &runtime::Running, limit: Duration, signals: &std::sync::atomic::AtomicU32) {
-    let open = || -> u64 {
+    let total = |f: fn(&runtime::CoreCounters) -> &std::sync::atomic::AtomicU64| -> u64 {
         running
             .counters
             .iter()
-            .map(|c| c.proxy.clients_open.load(Ordering::Relaxed))
+            .map(|c| f(c).load(Ordering::Relaxed))
             .sum()
     };
+    let open = || total(|c| &c.proxy.clients_open);
     let live = &running.live;
     live.set_phase(Phase::Draining);
     let start = std::time::Instant::now();
@@ -281,13 +282,7 @@ fn drain(running: &runtime::Running, limit: Duration, signals: &std::sync::atomi
     let mut last_note = start;
     // Connections the proxy has finished with may still have bytes in flight; they
     // are gone from the stacks once TCP has delivered them and closed.
-    let held = || -> u64 {
-        running
-            .counters
-            .iter()
-            .map(|c| c.stack.active.load(Ordering::Relaxed))
-            .sum()
-    };
+    let held = || total(|c| &c.stack.active);
     loop {
         let n = open();
         if n == 0 && (held() == 0 || start.elapsed() >= limit) {
