@@ -385,7 +385,9 @@ fn appliancectl_commands_metrics_and_owner_only() {
     assert_eq!(ctl_json(&net, &["ping"])["ok"], true);
 
     // Help on every command; usage errors exit 2 naming the problem; refusals exit 1.
-    for cmd in ["status", "show", "vserver", "backend", "top", "ping"] {
+    for cmd in [
+        "status", "show", "vserver", "backend", "reload", "top", "ping",
+    ] {
         let h = ctl_ok(&net, &[cmd, "--help"]);
         assert!(h.starts_with("usage: appliancectl"), "{cmd}: {h}");
     }
