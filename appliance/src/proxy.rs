@@ -894,14 +894,7 @@ impl Worker {
         if !vs.enabled() {
             vs.refused_disabled.fetch_add(1, Ordering::Relaxed);
             log::debug!("vserver {}: disabled; new client reset", vs.cfg.name);
-            if let Some(c) = self.stack.user(client) {
-                c.close = "disabled";
-                c.vs = Some(vs.clone());
-            }
-            if let Some(s) = self.stack.socket(client) {
-                s.abort();
-            }
-            self.release_one(client);
+            self.refuse_client(client, &vs, "disabled", true);
             return;
         }
         let Some(i) = vs.pick() else {
@@ -918,14 +911,7 @@ impl Worker {
                 return;
             }
             log::debug!("vserver {}: no backend is up; client closed", vs.cfg.name);
-            if let Some(c) = self.stack.user(client) {
-                c.close = "no_backend";
-                c.vs = Some(vs.clone());
-            }
-            if let Some(s) = self.stack.socket(client) {
-                s.close();
-            }
-            self.release_one(client);
+            self.refuse_client(client, &vs, "no_backend", false);
             return;
         };
         let backend: SocketAddrV4 = vs.backends[i].addr;
@@ -955,16 +941,32 @@ impl Worker {
                     "vserver {}: no backend connection possible ({e:?}); client reset",
                     vs.cfg.name
                 );
-                if let Some(c) = self.stack.user(client) {
-                    c.close = "no_slot";
-                    c.vs = Some(vs.clone());
-                }
-                if let Some(s) = self.stack.socket(client) {
-                    s.abort();
-                }
-                self.release_one(client);
+                self.refuse_client(client, &vs, "no_slot", true);
             }
         }
+    }
+
+    /// Ends a client of `vs` that gets no backend: a RST (`abort`) or a FIN, with
+    /// `reason` for its access-log line.
+    fn refuse_client(
+        &mut self,
+        client: ConnId,
+        vs: &Arc<VserverRt>,
+        reason: &'static str,
+        abort: bool,
+    ) {
+        if let Some(c) = self.stack.user(client) {
+            c.close = reason;
+            c.vs = Some(vs.clone());
+        }
+        if let Some(s) = self.stack.socket(client) {
+            if abort {
+                s.abort();
+            } else {
+                s.close();
+            }
+        }
+        self.release_one(client);
     }
 
     fn service(&mut self, id: ConnId) {
