@@ -134,6 +134,16 @@ pub struct Side {
     error: Option<String>,
 }
 
+impl Side {
+    /// The vserver a client is logged and listed under: its own, or before SNI has
+    /// chosen, its listener's first (the one a ClientHello without SNI gets).
+    fn vserver(&self) -> Option<&Arc<VserverRt>> {
+        self.vs
+            .as_ref()
+            .or_else(|| self.listener.as_ref().map(|l| &l.vservers[0]))
+    }
+}
+
 /// Counters of one core's proxy.
 #[derive(Debug, Default, Serialize)]
 pub struct ProxyStats {
@@ -450,11 +460,7 @@ impl Worker {
                 continue;
             }
             let tls = u.tls.as_deref().filter(|t| t.is_established());
-            let vserver =
-                u.vs.as_ref()
-                    .or_else(|| u.listener.as_ref().map(|l| &l.vservers[0]))
-                    .map(|v| v.cfg.name.clone())
-                    .unwrap_or_default();
+            let vserver = u.vserver().map(|v| v.cfg.name.clone()).unwrap_or_default();
             rows.push(SessionRow {
                 core,
                 client: u.client.map(|a| a.to_string()).unwrap_or_default(),
@@ -1125,10 +1131,7 @@ impl Worker {
         };
         // A client without a backend has its vserver; any other has its listener.
         let no_backend = cu.vs.clone().filter(|_| cu.no_backend);
-        let Some(first) = no_backend
-            .clone()
-            .or_else(|| cu.listener.as_ref().map(|l| l.vservers[0].clone()))
-        else {
+        let Some(first) = cu.vserver().cloned() else {
             return;
         };
         let listener = cu.listener.clone();
@@ -1287,9 +1290,7 @@ fn access_record(u: &Side, now_us: u64) -> AccessRecord {
             },
         }
     });
-    let vs =
-        u.vs.as_ref()
-            .or_else(|| u.listener.as_ref().map(|l| &l.vservers[0]));
+    let vs = u.vserver();
     AccessRecord {
         end_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
