@@ -81,7 +81,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
-pub use smoltcp::socket::tcp::{Socket as TcpSocket, State as TcpState};
+pub use smoltcp::socket::tcp::{RecvError, Socket as TcpSocket, State as TcpState};
 pub use smoltcp::time::{Duration as NetDuration, Instant as NetInstant};
 pub use smoltcp::wire::{IpAddress, IpEndpoint};
 
@@ -434,6 +434,23 @@ impl<T: Default> Stack<T> {
             idx: idx as u32,
             gen: c.gen,
         }));
+    }
+
+    /// Makes the next [`Stack::connect`] take its local port from `port` on (the first
+    /// one at or after it that this core owns) instead of the lowest ephemeral port.
+    /// A client that starts many short runs picks a random start, as operating systems
+    /// do (RFC 6056), so that a new run does not meet the 4-tuples a peer may still
+    /// hold from the previous one.
+    pub fn start_ports_at(&mut self, port: u16) {
+        let cores = self.cfg.cores.max(1) as u16;
+        let base = dataplane::steer::EPHEMERAL_FIRST;
+        let p = port.max(base);
+        // Round up to this core's congruence class (see dataplane::steer).
+        let off = (self.cfg.core as u16 % cores + cores - p % cores) % cores;
+        self.next_port = match p.checked_add(off) {
+            Some(n) => n,
+            None => base + ((self.cfg.core as u16 + cores - base % cores) % cores),
+        };
     }
 
     /// Connections held now (either side, including ones closing).
@@ -972,6 +989,34 @@ mod tests {
             ack_delay: None,
             seed: 7,
         }
+    }
+
+    #[test]
+    fn connects_take_ports_from_the_chosen_start_in_the_cores_class() {
+        let now = Instant::from_millis(0);
+        let remote = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 9), 443);
+        let local_port =
+            |s: &mut Stack<u32>, id| s.socket(id).unwrap().local_endpoint().unwrap().port;
+        let mut c = cfg(1);
+        c.core = 1;
+        c.cores = 2;
+        let mut s: Stack<u32> = Stack::new(c, now);
+        s.start_ports_at(50_000);
+        let a = s.connect(remote, 0).unwrap();
+        let b = s.connect(remote, 0).unwrap();
+        assert_eq!(
+            (local_port(&mut s, a), local_port(&mut s, b)),
+            (50_001, 50_003)
+        );
+        // Below the ephemeral range: its start; at the very top: wraps to the start.
+        s.start_ports_at(80);
+        let c = s.connect(remote, 0).unwrap();
+        assert_eq!(local_port(&mut s, c), 49_153);
+        s.start_ports_at(u16::MAX);
+        let d = s.connect(remote, 0).unwrap();
+        assert_eq!(local_port(&mut s, d), u16::MAX);
+        let e = s.connect(remote, 0).unwrap();
+        assert_eq!(local_port(&mut s, e), 49_155);
     }
 
     struct Pair {

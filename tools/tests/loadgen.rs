@@ -566,11 +566,14 @@ fn open_loop_runs_the_scheduled_operations() {
     let _server = s_server(&certs, port, &[]);
     let target = format!("localhost:{port}");
     let ca = certs.cert();
+    let plot = certs.dir.join("latency.svg");
     let (code, r) = loadgen(&[
         "--target",
         &target,
         "--ca",
         ca.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
         "--rate",
         "400",
         "--count",
@@ -589,4 +592,18 @@ fn open_loop_runs_the_scheduled_operations() {
     // Each thread's 20 arrivals come 5 ms apart (200/s each): the schedule spans at
     // least 95 ms. (A lower bound from the schedule, not a speed claim.)
     assert!(r["seconds"].as_f64().unwrap() >= 0.095, "{r}");
+    // --plot: an SVG percentile plot whose curve has a point per distinct latency
+    // (at least the start and one), titled with the run.
+    let svg = std::fs::read_to_string(&plot).expect("--plot wrote its file");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    assert!(svg.contains("open loop at 400/s"), "{svg}");
+    let points = svg
+        .split("points=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .expect("a polyline");
+    assert!(points.split(' ').count() >= 2, "{points}");
 }

@@ -27,6 +27,20 @@ fn main() {
     } else {
         print!("{}", report.text());
     }
+    if let Some(path) = &a.plot {
+        match report.plot() {
+            Some(svg) => {
+                if let Err(e) = std::fs::write(path, svg) {
+                    eprintln!("loadgen: --plot {}: cannot write it: {e}", path.display());
+                    std::process::exit(1);
+                }
+            }
+            None => eprintln!(
+                "loadgen: --plot {}: no operation succeeded, nothing to plot",
+                path.display()
+            ),
+        }
+    }
     if report.stats.ok == 0 {
         std::process::exit(1);
     }

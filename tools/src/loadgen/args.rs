@@ -5,6 +5,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::net::DpdkArgs;
+
 pub const USAGE: &str = "\
 usage: loadgen --target HOST:PORT [options]
 
@@ -24,6 +26,15 @@ Load:
   --duration T      stop starting operations after T, e.g. 10s, 500ms  (default 10s, at most 600s)
   --count N         stop after N operations have started               (default: no limit)
   --timeout T       an operation not done in T fails as `timeout`    (default 5s)
+
+Network (default: the kernel's TCP):
+  --dpdk IFACE      run the connections on the appliance's own data path instead: DPDK
+                    (net_af_packet on IFACE) and its smoltcp stack, busy-polled by one
+                    thread (--threads 1). No kernel TCP work on the client core; client
+                    cpu is then the thread's busy time (time not spent polling in vain)
+  --dpdk-addr A/P   the address loadgen's stack takes on IFACE, e.g. 10.77.0.50/24:
+                    one the kernel does not have (the kernel would answer for it too);
+                    the target must be in its subnet
 
 TLS:
   --engine E        the TLS client: libssl (OpenSSL 3, the reference)   (default)
@@ -60,6 +71,7 @@ HTTP (request and bulk modes):
 Output:
   --json            the final report as one JSON object on stdout
   --quiet           no progress line on stderr
+  --plot FILE.svg   also write the latency distribution as an SVG percentile plot
   -h, --help        this text
 
 Exit status: 0 when at least one operation succeeded (errors are in the report),
@@ -170,6 +182,10 @@ pub struct Args {
     pub timeout: Duration,
     pub json: bool,
     pub quiet: bool,
+    /// `--plot`: where the latency plot goes.
+    pub plot: Option<PathBuf>,
+    /// `--dpdk`: connections on our own stack over a DPDK port.
+    pub dpdk: Option<DpdkArgs>,
 }
 
 impl Args {
@@ -255,6 +271,8 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
     let (mut rate, mut duration, mut count) = (None, Duration::from_secs(10), None);
     let mut timeout = Duration::from_secs(5);
     let (mut json, mut quiet) = (false, false);
+    let mut plot: Option<PathBuf> = None;
+    let (mut dpdk_iface, mut dpdk_addr): (Option<String>, Option<String>) = (None, None);
     let (mut engine, mut reuse_key_share, mut reuse_ticket) = (EngineKind::Libssl, false, false);
 
     let mut it = argv.into_iter();
@@ -367,6 +385,19 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
                 count = Some(n);
             }
             "--timeout" => timeout = parse_duration(f, &val()?)?,
+            "--dpdk" => dpdk_iface = Some(val()?),
+            "--dpdk-addr" => dpdk_addr = Some(val()?),
+            "--plot" => {
+                let v = PathBuf::from(val()?);
+                let dir = match v.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                if !dir.is_dir() {
+                    return Err(format!("--plot: {} is not a directory", dir.display()));
+                }
+                plot = Some(v);
+            }
             "--json" => json = true,
             "--quiet" => quiet = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -454,6 +485,14 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
     if requests_per_conn.is_some() && mode != Mode::Bulk {
         return Err("--requests-per-conn applies to --mode bulk only".into());
     }
+    let dpdk = match (dpdk_iface, dpdk_addr) {
+        (None, None) => None,
+        (None, Some(_)) => return Err("--dpdk-addr needs --dpdk IFACE".into()),
+        (Some(_), None) => {
+            return Err("--dpdk needs --dpdk-addr A.B.C.D/P (loadgen's own address)".into())
+        }
+        (Some(iface), Some(cidr)) => Some(dpdk_args(iface, &cidr, addr, threads)?),
+    };
     let sni = sni.or(host_name.clone());
     let host = host
         .or(sni.clone())
@@ -490,12 +529,61 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
         timeout,
         json,
         quiet,
+        plot,
+        dpdk,
     })))
+}
+
+/// Checks `--dpdk IFACE --dpdk-addr CIDR` against the target and thread count.
+fn dpdk_args(
+    iface: String,
+    cidr: &str,
+    target: SocketAddr,
+    threads: usize,
+) -> Result<DpdkArgs, String> {
+    if iface.is_empty() || iface.len() > 15 || iface.contains([',', '=', '/', ' ']) {
+        return Err(format!("--dpdk: {iface:?} is not an interface name"));
+    }
+    let bad = || {
+        format!("--dpdk-addr: {cidr:?} is not an IPv4 address with a prefix, e.g. 10.77.0.50/24")
+    };
+    let (ip, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(bad)?;
+    let SocketAddr::V4(t) = target else {
+        return Err(format!(
+            "--target: {target} is IPv6; --dpdk speaks IPv4 only"
+        ));
+    };
+    if !netstack::in_subnet(*t.ip(), addr, prefix) {
+        return Err(format!(
+            "--target: {} is not in --dpdk-addr's subnet {cidr} (loadgen's stack has no gateway)",
+            t.ip()
+        ));
+    }
+    if *t.ip() == addr {
+        return Err(format!("--dpdk-addr: {addr} is the target's own address"));
+    }
+    if threads != 1 {
+        return Err(format!(
+            "--threads: --dpdk drives its one port queue from one thread (got {threads})"
+        ));
+    }
+    Ok(DpdkArgs {
+        iface,
+        addr,
+        prefix,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn run(args: &[&str]) -> Result<Args, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
@@ -546,12 +634,116 @@ mod tests {
     }
 
     #[test]
+    fn dpdk_settings() {
+        let a = run(&[
+            "--target",
+            "10.77.0.1:443",
+            "--dpdk",
+            "lg-h0",
+            "--dpdk-addr",
+            "10.77.0.50/24",
+        ])
+        .unwrap();
+        let d = a.dpdk.unwrap();
+        assert_eq!(
+            (d.iface.as_str(), d.addr, d.prefix),
+            ("lg-h0", Ipv4Addr::new(10, 77, 0, 50), 24)
+        );
+        assert!(run(&["--target", "10.77.0.1:443"]).unwrap().dpdk.is_none());
+    }
+
+    #[test]
     fn each_mistake_names_its_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&[], "--target"),
             (&["--target", "nocolon"], "--target"),
             (&["--target", "h:99999"], "--target"),
             (&["--target", "127.0.0.1:1", "--mode", "fast"], "--mode"),
+            (
+                &[
+                    "--target",
+                    "127.0.0.1:1",
+                    "--plot",
+                    "/nonexistent/dir/p.svg",
+                ],
+                "--plot",
+            ),
+            (
+                &["--target", "10.0.0.1:1", "--dpdk", "veth0"],
+                "--dpdk-addr",
+            ),
+            (
+                &["--target", "10.0.0.1:1", "--dpdk-addr", "10.0.0.2/24"],
+                "--dpdk IFACE",
+            ),
+            (
+                &[
+                    "--target",
+                    "10.0.0.1:1",
+                    "--dpdk",
+                    "v0",
+                    "--dpdk-addr",
+                    "10.0.0.2",
+                ],
+                "--dpdk-addr",
+            ),
+            (
+                &[
+                    "--target",
+                    "10.0.0.1:1",
+                    "--dpdk",
+                    "v0",
+                    "--dpdk-addr",
+                    "10.0.0.2/33",
+                ],
+                "--dpdk-addr",
+            ),
+            (
+                &[
+                    "--target",
+                    "10.0.1.1:1",
+                    "--dpdk",
+                    "v0",
+                    "--dpdk-addr",
+                    "10.0.0.2/24",
+                ],
+                "subnet",
+            ),
+            (
+                &[
+                    "--target",
+                    "10.0.0.2:1",
+                    "--dpdk",
+                    "v0",
+                    "--dpdk-addr",
+                    "10.0.0.2/24",
+                ],
+                "target's own address",
+            ),
+            (
+                &[
+                    "--target",
+                    "10.0.0.1:1",
+                    "--dpdk",
+                    "v0,x=1",
+                    "--dpdk-addr",
+                    "10.0.0.2/24",
+                ],
+                "--dpdk",
+            ),
+            (
+                &[
+                    "--target",
+                    "10.0.0.1:1",
+                    "--dpdk",
+                    "v0",
+                    "--dpdk-addr",
+                    "10.0.0.2/24",
+                    "--threads",
+                    "2",
+                ],
+                "--threads",
+            ),
             (&["--target", "127.0.0.1:1", "--tls", "1.4"], "--tls"),
             (
                 &["--target", "127.0.0.1:1", "--concurrency", "0"],

@@ -1,12 +1,12 @@
 //! What the event loop needs from a TLS client library, and the libssl (OpenSSL 3)
 //! implementation of it. The loop owns sockets, timing and HTTP; an engine owns only
-//! the TLS connection over a non-blocking socket it is handed.
+//! the TLS connection over a non-blocking stream it is handed (kernel socket or the
+//! `--dpdk` stack's connection, see [`super::net`]).
 
 use std::cell::RefCell;
 use std::io;
 
 use foreign_types::ForeignType;
-use mio::net::TcpStream;
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSession, SslSessionCacheMode, SslStream,
     SslVerifyMode, SslVersion,
@@ -14,6 +14,7 @@ use openssl::ssl::{
 use openssl::x509::X509VerifyResult;
 
 use super::args::{Args, Resume, Version};
+use super::net::Stream;
 use super::report::{Failure, Kind};
 
 /// The outcome of a read or write that did not fail.
@@ -35,10 +36,8 @@ pub struct Negotiated {
     pub cipher: String,
 }
 
-/// One TLS client connection over a non-blocking socket.
+/// One TLS client connection over a non-blocking stream.
 pub trait Conn {
-    /// The socket, for registering with the poller.
-    fn socket(&mut self) -> &mut TcpStream;
     /// Moves the handshake on: `Ok(true)` once it is complete.
     fn handshake(&mut self) -> Result<bool, Failure>;
     fn read(&mut self, buf: &mut [u8]) -> Result<Io, Failure>;
@@ -56,7 +55,7 @@ pub trait Conn {
 /// Makes connections. One per event-loop thread; resumption state is per thread.
 pub trait Engine {
     type Conn: Conn;
-    fn open(&self, tcp: TcpStream) -> Result<Self::Conn, Failure>;
+    fn open(&self, tcp: Stream) -> Result<Self::Conn, Failure>;
     /// A session to resume is held (resume mode primes one with a full handshake first).
     fn has_session(&self) -> bool;
 }
@@ -170,7 +169,7 @@ impl Libssl {
 impl Engine for Libssl {
     type Conn = LibsslConn;
 
-    fn open(&self, tcp: TcpStream) -> Result<LibsslConn, Failure> {
+    fn open(&self, tcp: Stream) -> Result<LibsslConn, Failure> {
         let setup = |e: openssl::error::ErrorStack| Failure::new(Kind::Handshake, e.to_string());
         let mut ssl = Ssl::new(&self.ctx).map_err(setup)?;
         if let Some(name) = &self.sni {
@@ -204,7 +203,7 @@ impl Engine for Libssl {
 }
 
 pub struct LibsslConn {
-    s: SslStream<TcpStream>,
+    s: SslStream<Stream>,
 }
 
 impl LibsslConn {
@@ -272,10 +271,6 @@ pub fn io_failure(e: &io::Error) -> Failure {
 }
 
 impl Conn for LibsslConn {
-    fn socket(&mut self) -> &mut TcpStream {
-        self.s.get_mut()
-    }
-
     fn handshake(&mut self) -> Result<bool, Failure> {
         match self.s.connect() {
             Ok(()) => Ok(true),

@@ -13,13 +13,13 @@ use std::time::Instant;
 
 use crypto_offload::client::KeyShare;
 use crypto_offload::ServerVerifier;
-use mio::net::TcpStream;
 use tls::client::{group_of, suite_name};
 use tls::msgs::{group, scheme, suite};
 use tls::{ClientConfig, ClientConn, Ticket};
 
 use super::args::Args;
 use super::engine::{io_failure, Conn, Engine, Io, Negotiated};
+use super::net::Stream;
 use super::report::{Failure, Kind};
 
 /// Tickets kept per thread for single-use resumption; more are dropped.
@@ -178,7 +178,7 @@ impl Own {
 impl Engine for Own {
     type Conn = OwnConn;
 
-    fn open(&self, tcp: TcpStream) -> Result<OwnConn, Failure> {
+    fn open(&self, tcp: Stream) -> Result<OwnConn, Failure> {
         let share = self.share()?;
         let ticket = if !self.resume {
             None
@@ -204,7 +204,7 @@ impl Engine for Own {
 }
 
 pub struct OwnConn {
-    tcp: TcpStream,
+    tcp: Stream,
     c: ClientConn,
     keep_tickets: bool,
     reuse_ticket: bool,
@@ -296,10 +296,6 @@ impl OwnConn {
 }
 
 impl Conn for OwnConn {
-    fn socket(&mut self) -> &mut TcpStream {
-        &mut self.tcp
-    }
-
     fn handshake(&mut self) -> Result<bool, Failure> {
         loop {
             if self.c.is_established() {

@@ -177,8 +177,9 @@ pub struct Report<'a> {
     pub stats: Stats,
     /// From the start to the last operation's end.
     pub elapsed: Duration,
-    /// CPU time loadgen itself used (user + system, all threads) over the run: what
-    /// one operation costs the client.
+    /// CPU time loadgen itself used over the run: what one operation costs the
+    /// client. On the kernel's TCP, user + system time of all threads (getrusage);
+    /// with `--dpdk`, the polling thread's busy time ([`super::net`]).
     pub cpu: Duration,
 }
 
@@ -234,6 +235,8 @@ impl Report<'_> {
             "threads": a.threads,
             "concurrency": a.concurrency,
             "seconds": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            "network": self.network(),
+            "client_cpu_method": self.cpu_method(),
             "client_cpu_seconds": (self.cpu.as_secs_f64() * 1000.0).round() / 1000.0,
             "client_cpu_us_per_op": self.cpu_per_op().map(|u| (u * 10.0).round() / 10.0),
             "ok": s.ok,
@@ -258,6 +261,41 @@ impl Report<'_> {
         })
     }
 
+    /// The latency distribution as an SVG percentile plot (`--plot`).
+    pub fn plot(&self) -> Option<String> {
+        let (a, s) = (self.args, &self.stats);
+        let loop_kind = match a.rate {
+            Some(r) => format!("open loop at {r}/s"),
+            None => format!("closed loop, {} in flight", a.concurrency),
+        };
+        let title = format!(
+            "loadgen {}: {} mode, {} ok at {:.0}/s, {loop_kind}, {}",
+            a.target_text,
+            a.mode.name(),
+            s.ok,
+            self.per_sec(s.ok),
+            a.engine.name()
+        );
+        super::plot::svg(&s.latency, &title)
+    }
+
+    /// `kernel`, or `dpdk IFACE ADDR/P`.
+    pub fn network(&self) -> String {
+        match &self.args.dpdk {
+            None => "kernel".into(),
+            Some(d) => format!("dpdk {} {}/{}", d.iface, d.addr, d.prefix),
+        }
+    }
+
+    /// How [`Report::cpu`] was measured.
+    pub fn cpu_method(&self) -> &'static str {
+        if self.args.dpdk.is_some() {
+            "busy-polling"
+        } else {
+            "getrusage"
+        }
+    }
+
     /// loadgen's CPU microseconds per successful operation.
     pub fn cpu_per_op(&self) -> Option<f64> {
         (self.stats.ok > 0).then(|| self.cpu.as_secs_f64() * 1e6 / self.stats.ok as f64)
@@ -280,12 +318,13 @@ impl Report<'_> {
             format!("{} ({})", a.engine.name(), cheap.join(", "))
         };
         o += &format!(
-            "loadgen: {} mode {}{resume}, TLS {}, {engine}, {} thread(s), concurrency {}, {loop_kind}\n",
+            "loadgen: {} mode {}{resume}, TLS {}, {engine}, {} thread(s), concurrency {}, {loop_kind}, network {}\n",
             a.target_text,
             a.mode.name(),
             a.version.name(),
             a.threads,
-            a.concurrency
+            a.concurrency,
+            self.network()
         );
         o += &format!(
             "  ran          {:.2} s: {} ok ({:.1}/s), {} errors\n",
@@ -296,8 +335,12 @@ impl Report<'_> {
         );
         if let Some(u) = self.cpu_per_op() {
             o += &format!(
-                "  client cpu   {:.2} s, {u:.1} µs per operation\n",
-                self.cpu.as_secs_f64()
+                "  client cpu   {:.2} s, {u:.1} µs per operation ({})\n",
+                self.cpu.as_secs_f64(),
+                match self.cpu_method() {
+                    "getrusage" => "user + system time",
+                    _ => "busy time of the polling thread",
+                }
             );
         }
         o += &format!(

@@ -1,20 +1,18 @@
 //! The event loops: each thread drives its share of the connections over non-blocking
-//! sockets with `mio`, starts operations (closed loop: as each ends; open loop: on a
+//! streams ([`super::net`]: kernel sockets with `mio`, or `--dpdk`), starts operations (closed loop: as each ends; open loop: on a
 //! fixed schedule), enforces the per-operation timeout, and counts. The main thread
 //! prints a progress line once a second and merges the counts at the end.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http1::ResponseFramer;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
 
 use super::args::EngineKind;
 use super::args::{Args, Mode};
 use super::engine::{io_failure, Conn, Engine, Io, Libssl};
+use super::net::{close_dpdk, DpdkSetup, Net, Stream};
 use super::own::Own;
 use super::report::{Failure, Kind, Report, Stats};
 
@@ -54,7 +52,7 @@ enum Phase {
 
 struct Slot<C> {
     phase: Phase,
-    tcp: Option<TcpStream>,
+    tcp: Option<Stream>,
     conn: Option<C>,
     /// When the operation was due: latency counts from here.
     due: Instant,
@@ -98,7 +96,9 @@ struct Worker<'a, E: Engine> {
     a: &'a Args,
     engine: E,
     shared: &'a Shared,
-    poll: Poll,
+    net: Net,
+    /// Tokens of connections the network reported ready.
+    ready: Vec<usize>,
     slots: Vec<Slot<E::Conn>>,
     /// Slots that can take an operation: `idle` ones hold a keep-alive connection.
     free: Vec<usize>,
@@ -138,12 +138,10 @@ impl<E: Engine> Worker<'_, E> {
     }
 
     fn connect(&mut self, i: usize) -> Result<(), Failure> {
-        let mut tcp = TcpStream::connect(self.a.target).map_err(|e| io_failure(&e))?;
-        let _ = tcp.set_nodelay(true);
-        self.poll
-            .registry()
-            .register(&mut tcp, Token(i), Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| Failure::new(Kind::Io, format!("cannot poll the socket: {e}")))?;
+        let tcp = self
+            .net
+            .connect(self.a.target, i)
+            .map_err(|e| io_failure(&e))?;
         let s = &mut self.slots[i];
         s.tcp = Some(tcp);
         s.conn = None;
@@ -173,13 +171,8 @@ impl<E: Engine> Worker<'_, E> {
                 Phase::Free | Phase::Idle => return Ok(Step::Wait),
                 Phase::Connecting => {
                     let tcp = self.slots[i].tcp.as_mut().expect("connecting has a socket");
-                    if let Ok(Some(e)) | Err(e) = tcp.take_error() {
-                        return Err(io_failure(&e));
-                    }
-                    match tcp.peer_addr() {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(Step::Wait),
-                        Err(e) => return Err(io_failure(&e)),
+                    if !tcp.connected().map_err(|e| io_failure(&e))? {
+                        return Ok(Step::Wait);
                     }
                     let tcp = self.slots[i].tcp.take().expect("checked above");
                     let offered = self.a.resume.is_some() && self.engine.has_session();
@@ -360,7 +353,6 @@ impl<E: Engine> Worker<'_, E> {
         let now = Instant::now();
         self.slots = (0..conns).map(|_| Slot::new(now)).collect();
         self.free = (0..conns).rev().collect();
-        let mut events = Events::with_capacity(1024);
         let mut backlog: VecDeque<Instant> = VecDeque::new();
         let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
         let mut next_arrival = start;
@@ -407,18 +399,18 @@ impl<E: Engine> Worker<'_, E> {
             if starting && interval.is_some() {
                 wait = wait.min(next_arrival.saturating_duration_since(now));
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("loadgen: poll failed: {e}");
-                    break;
-                }
+            let mut ready = std::mem::take(&mut self.ready);
+            if let Err(e) = self.net.wait(wait, &mut ready) {
+                eprintln!("loadgen: poll failed: {e}");
+                break;
             }
-            for ev in events.iter() {
-                let i = ev.token().0;
+            for &i in &ready {
                 if i < self.slots.len() && self.slots[i].busy() {
                     self.drive(i);
                 }
             }
+            ready.clear();
+            self.ready = ready;
             let now = Instant::now();
             if now.duration_since(last_expire) >= Duration::from_millis(5) {
                 last_expire = now;
@@ -475,40 +467,72 @@ fn run_with<E: Engine + Clone + Send>(a: &Args, engine: E) -> Result<Report<'_>,
     shared
         .budget
         .store(a.count.unwrap_or(u64::MAX), Ordering::Relaxed);
+    let mut dpdk = match &a.dpdk {
+        Some(d) => Some(DpdkSetup::open(d)?),
+        None => None,
+    };
     catch_interrupt();
     let start = Instant::now();
     let cpu_start = process_cpu();
-    let report = std::thread::scope(|scope| -> Result<(Stats, Instant), String> {
+    let result = std::thread::scope(|scope| -> Result<(Stats, Instant, Duration), String> {
         let mut handles = Vec::new();
         for t in 0..a.threads {
             let conns = a.concurrency / a.threads + usize::from(t < a.concurrency % a.threads);
             let rate = a.rate.map(|r| r * conns as f64 / a.concurrency as f64);
             let cpu = (!a.cpus.is_empty()).then(|| a.cpus[t % a.cpus.len()]);
             let (engine, shared) = (engine.clone(), &shared);
+            // --dpdk runs one thread (the parser checks): it takes the port's queue.
+            let port = dpdk
+                .as_mut()
+                .and_then(|d| Some((d.info().clone(), d.take_queue()?)));
             let h = std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
-                .spawn_scoped(scope, move || -> Result<(Stats, Instant), String> {
-                    if let Some(c) = cpu {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
-                            return Err(format!("--cpus: cannot pin a thread to CPU {c}"));
+                .spawn_scoped(
+                    scope,
+                    move || -> Result<(Stats, Instant, Duration), String> {
+                        if let Some(c) = cpu {
+                            if !core_affinity::set_for_current(core_affinity::CoreId { id: c }) {
+                                return Err(format!("--cpus: cannot pin a thread to CPU {c}"));
+                            }
                         }
-                    }
-                    let mut w = Worker {
-                        a,
-                        engine,
-                        shared,
-                        poll: Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?,
-                        slots: Vec::new(),
-                        free: Vec::new(),
-                        idle: Vec::new(),
-                        request: request_bytes(a),
-                        buf: vec![0; 64 * 1024],
-                        stats: Stats::default(),
-                        last_end: start,
-                    };
-                    let last = w.run(conns, rate, start);
-                    Ok((w.stats, last))
-                })
+                        let net = match (&a.dpdk, port) {
+                            (Some(d), Some((info, queue))) => {
+                                Net::dpdk(d, &info, queue, conns, a.timeout)
+                            }
+                            (Some(_), None) => return Err("--dpdk: the port has no queue".into()),
+                            (None, _) => {
+                                Net::kernel().map_err(|e| format!("cannot create a poller: {e}"))?
+                            }
+                        };
+                        let mut w = Worker {
+                            a,
+                            engine,
+                            shared,
+                            net,
+                            ready: Vec::new(),
+                            slots: Vec::new(),
+                            free: Vec::new(),
+                            idle: Vec::new(),
+                            request: request_bytes(a),
+                            buf: vec![0; 64 * 1024],
+                            stats: Stats::default(),
+                            last_end: start,
+                        };
+                        let began = Instant::now();
+                        let last = w.run(conns, rate, start);
+                        // A busy-polling thread is always on the CPU: its cost is the time
+                        // it was not polling in vain.
+                        let busy = w
+                            .net
+                            .idle()
+                            .map_or(Duration::ZERO, |idle| began.elapsed().saturating_sub(idle));
+                        // Connections still open (bulk keep-alive) close; on --dpdk the
+                        // loop goes on until the closes are done (at most 2 s).
+                        w.slots.clear();
+                        w.net.linger(Duration::from_secs(2));
+                        Ok((w.stats, last, busy))
+                    },
+                )
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
             handles.push(h);
         }
@@ -517,21 +541,29 @@ fn run_with<E: Engine + Clone + Send>(a: &Args, engine: E) -> Result<Report<'_>,
         });
         let mut total = Stats::default();
         let mut last = start;
+        let mut busy = Duration::ZERO;
         for h in handles {
-            let (s, l) = h
+            let (s, l, b) = h
                 .join()
                 .map_err(|_| "a load thread panicked".to_string())??;
             total.merge(&s);
             last = last.max(l);
+            busy += b;
         }
-        Ok((total, last))
-    })?;
-    let (stats, last) = report;
+        Ok((total, last, busy))
+    });
+    close_dpdk(dpdk);
+    let (stats, last, busy) = result?;
+    let cpu = if a.dpdk.is_some() {
+        busy
+    } else {
+        process_cpu().saturating_sub(cpu_start)
+    };
     Ok(Report {
         args: a,
         stats,
         elapsed: last.duration_since(start),
-        cpu: process_cpu().saturating_sub(cpu_start),
+        cpu,
     })
 }
 

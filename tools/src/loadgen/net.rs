@@ -1,0 +1,431 @@
+//! Where loadgen's connections run: the kernel's TCP (default), or the appliance's own
+//! data path (`--dpdk IFACE`).
+//!
+//! **Kernel**: non-blocking `mio` sockets, one poller per thread.
+//!
+//! **DPDK**: one DPDK port (`net_af_packet` on IFACE) and one `netstack` stack (smoltcp
+//! behind a flow table, the same code the appliance's cores run) with its own address
+//! (`--dpdk-addr`), busy-polled by the one load thread. This takes the client kernel's
+//! per-connection work off the client core: no socket calls, no kernel TCP state
+//! machine, no softirq for the replies (af_packet hands frames over in a shared ring).
+//! What the server sees is ordinary TCP from another address. The thread's CPU is
+//! then its **busy time** (time not spent in empty poll iterations), the same
+//! loop-cycle accounting the appliance reports for its own cores, since a
+//! busy-polling thread is always 100% on the CPU.
+//!
+//! The engines see a [`Stream`] either way: `Read + Write`, non-blocking.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use dataplane::dpdk::{DpdkPort, DpdkPortConfig, DpdkQueue};
+use dataplane::{Frame, PortInfo, PortQueue, BURST};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use netstack::{ConnId, NetDuration, NetInstant, RecvError, Stack, StackConfig, TcpState};
+
+/// `--dpdk` settings, checked by the argument parser.
+#[derive(Debug, Clone)]
+pub struct DpdkArgs {
+    pub iface: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// One connection's byte stream, on whichever network the run uses.
+pub enum Stream {
+    Kernel(TcpStream),
+    Dpdk(DpdkStream),
+}
+
+impl Stream {
+    /// `Ok(true)` once the TCP handshake is done; an error if it failed.
+    pub fn connected(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Kernel(tcp) => {
+                if let Ok(Some(e)) | Err(e) = tcp.take_error() {
+                    return Err(e);
+                }
+                match tcp.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Stream::Dpdk(s) => s.connected(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Kernel(s) => s.read(buf),
+            Stream::Dpdk(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Kernel(s) => s.write(buf),
+            Stream::Dpdk(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Kernel(s) => s.flush(),
+            Stream::Dpdk(_) => Ok(()),
+        }
+    }
+}
+
+/// A connection on the loadgen thread's own stack. Dropping it closes the connection
+/// (FIN; RST when unread data is left, as the kernel does) and hands it back to the
+/// stack, which frees it once TCP is done with it.
+pub struct DpdkStream {
+    net: Rc<RefCell<DpdkNet>>,
+    id: ConnId,
+    established: bool,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the connection is gone")
+}
+
+impl DpdkStream {
+    fn connected(&mut self) -> io::Result<bool> {
+        if self.established {
+            return Ok(true);
+        }
+        let mut net = self.net.borrow_mut();
+        let state = net.stack.socket(self.id).ok_or_else(gone)?.state();
+        match state {
+            TcpState::SynSent | TcpState::SynReceived => Ok(false),
+            // A RST (or the stack's handshake timeout) while connecting.
+            TcpState::Closed | TcpState::Listen => Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            )),
+            _ => {
+                net.stack.set_established(self.id);
+                self.established = true;
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl Read for DpdkStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut net = self.net.borrow_mut();
+        let s = net.stack.socket(self.id).ok_or_else(gone)?;
+        match s.recv_slice(buf) {
+            Ok(0) if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+            Ok(n) => Ok(n),
+            // The peer's FIN, after everything it sent was read.
+            Err(RecvError::Finished) => Ok(0),
+            Err(RecvError::InvalidState) => Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "connection reset by peer",
+            )),
+        }
+    }
+}
+
+impl Write for DpdkStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut net = self.net.borrow_mut();
+        let s = net.stack.socket(self.id).ok_or_else(gone)?;
+        match s.send_slice(buf) {
+            Ok(0) if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the connection is closed",
+            )),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for DpdkStream {
+    fn drop(&mut self) {
+        // Never borrowed across a drop by the loop; if it were, the stack's timeouts
+        // would still end the connection.
+        let Ok(mut net) = self.net.try_borrow_mut() else {
+            return;
+        };
+        if let Some(s) = net.stack.socket(self.id) {
+            if s.recv_queue() > 0 {
+                s.abort();
+            } else {
+                s.close();
+            }
+        }
+        net.stack.release(self.id);
+    }
+}
+
+/// The thread's stack and port queue.
+pub struct DpdkNet {
+    stack: Stack<usize>,
+    queue: DpdkQueue,
+    rx: Vec<Frame>,
+    ids: Vec<ConnId>,
+    epoch: Instant,
+    tx_seen: u64,
+    /// Time spent in poll iterations that found nothing to do.
+    idle: Duration,
+}
+
+/// The DPDK port of a `--dpdk` run: opened once per process, before the load thread.
+pub struct DpdkSetup {
+    port: DpdkPort,
+    queue: Option<DpdkQueue>,
+}
+
+impl DpdkSetup {
+    /// Starts DPDK's EAL with `net_af_packet` on the interface and opens the port.
+    pub fn open(d: &DpdkArgs) -> Result<DpdkSetup, String> {
+        let eal = vec![
+            "--no-huge".to_string(),
+            "--no-pci".to_string(),
+            "-m".to_string(),
+            "256".to_string(),
+            "--log-level=*:warning".to_string(),
+            "--no-telemetry".to_string(),
+            format!("--file-prefix=loadgen-{}", std::process::id()),
+            format!("--vdev=net_af_packet0,iface={}", d.iface),
+        ];
+        dataplane::dpdk::init_eal(&eal).map_err(|e| format!("--dpdk {}: {e}", d.iface))?;
+        let mut port = DpdkPort::open(&DpdkPortConfig {
+            name: None,
+            queues: 1,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            mbufs_per_queue: 8191,
+        })
+        .map_err(|e| format!("--dpdk {}: {e}", d.iface))?;
+        let queue = port.take_queues().pop();
+        Ok(DpdkSetup { port, queue })
+    }
+
+    pub fn info(&self) -> &PortInfo {
+        self.port.info()
+    }
+
+    /// The port's one queue, for the load thread (once).
+    pub fn take_queue(&mut self) -> Option<DpdkQueue> {
+        self.queue.take()
+    }
+}
+
+/// Closes the port and releases EAL (after the load thread has ended).
+pub fn close_dpdk(setup: Option<DpdkSetup>) {
+    if let Some(s) = setup {
+        drop(s);
+        dataplane::dpdk::cleanup_eal();
+    }
+}
+
+/// The network one load thread drives.
+pub enum Net {
+    Kernel { poll: Poll, events: Events },
+    Dpdk(Rc<RefCell<DpdkNet>>),
+}
+
+impl Net {
+    pub fn kernel() -> io::Result<Net> {
+        Ok(Net::Kernel {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+        })
+    }
+
+    /// The thread's own stack over `queue`, with room for `conns` connections.
+    pub fn dpdk(
+        d: &DpdkArgs,
+        info: &PortInfo,
+        mut queue: DpdkQueue,
+        conns: usize,
+        timeout: Duration,
+    ) -> Net {
+        queue.on_core_start();
+        let cfg = StackConfig {
+            mac: info.mac,
+            addr: d.addr,
+            prefix_len: d.prefix,
+            gateway: None,
+            mtu: info.mtu,
+            core: 0,
+            cores: 1,
+            rx_buffer: 128 * 1024,
+            tx_buffer: 16 * 1024,
+            // Closing connections (FIN exchange) beside the ones in flight.
+            max_connections: conns * 4 + 64,
+            spare_sockets: conns * 2,
+            handshake_timeout: NetDuration::from_millis(timeout.as_millis() as u64),
+            idle_timeout: NetDuration::from_secs(30),
+            ack_delay: None,
+            seed: netstack::random_seed(),
+        };
+        let epoch = Instant::now();
+        let mut stack = Stack::new(cfg, NetInstant::from_micros(0));
+        // A random first local port, as an OS picks (see Stack::start_ports_at).
+        let span = u16::MAX - dataplane::steer::EPHEMERAL_FIRST;
+        stack.start_ports_at(
+            dataplane::steer::EPHEMERAL_FIRST + (netstack::random_seed() % u64::from(span)) as u16,
+        );
+        let net = DpdkNet {
+            stack,
+            queue,
+            rx: Vec::with_capacity(BURST),
+            ids: Vec::new(),
+            epoch,
+            tx_seen: 0,
+            idle: Duration::ZERO,
+        };
+        Net::Dpdk(Rc::new(RefCell::new(net)))
+    }
+
+    /// Opens a connection to `target`; its readiness comes back from [`Net::wait`]
+    /// as `token`.
+    pub fn connect(&mut self, target: SocketAddr, token: usize) -> io::Result<Stream> {
+        match self {
+            Net::Kernel { poll, .. } => {
+                let mut tcp = TcpStream::connect(target)?;
+                let _ = tcp.set_nodelay(true);
+                poll.registry().register(
+                    &mut tcp,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(Stream::Kernel(tcp))
+            }
+            Net::Dpdk(net) => {
+                let SocketAddr::V4(v4) = target else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "--dpdk speaks IPv4 only",
+                    ));
+                };
+                let id = net
+                    .borrow_mut()
+                    .stack
+                    .connect(v4, token)
+                    .map_err(|e| io::Error::other(format!("no local port: {e:?}")))?;
+                Ok(Stream::Dpdk(DpdkStream {
+                    net: net.clone(),
+                    id,
+                    established: false,
+                }))
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for connections to become ready; appends their tokens.
+    /// DPDK: polls without sleeping, and returns as soon as one is ready.
+    pub fn wait(&mut self, timeout: Duration, ready: &mut Vec<usize>) -> io::Result<()> {
+        match self {
+            Net::Kernel { poll, events } => {
+                match poll.poll(events, Some(timeout)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+                ready.extend(events.iter().map(|e| e.token().0));
+                Ok(())
+            }
+            Net::Dpdk(net) => {
+                net.borrow_mut().poll(timeout, ready);
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps the network going, reporting nothing, until every connection the stack
+    /// holds has finished closing (the peer's FIN answered), or `d` has passed. On
+    /// the kernel's TCP the kernel does that after the process is gone; a stack in
+    /// this process must do it before, or the peer keeps the connections half-closed.
+    pub fn linger(&mut self, d: Duration) {
+        if let Net::Dpdk(net) = self {
+            let until = Instant::now() + d;
+            let mut ready = Vec::new();
+            loop {
+                let now = Instant::now();
+                if now >= until || net.borrow().stack.connections() == 0 {
+                    return;
+                }
+                net.borrow_mut()
+                    .poll((until - now).min(Duration::from_millis(1)), &mut ready);
+                ready.clear();
+            }
+        }
+    }
+
+    /// Time spent polling with nothing to do (DPDK); `None` on the kernel.
+    pub fn idle(&self) -> Option<Duration> {
+        match self {
+            Net::Kernel { .. } => None,
+            Net::Dpdk(net) => Some(net.borrow().idle),
+        }
+    }
+
+    /// Frames sent and received by the thread's stack (DPDK).
+    pub fn frames(&self) -> Option<(u64, u64)> {
+        match self {
+            Net::Kernel { .. } => None,
+            Net::Dpdk(net) => {
+                let c = net.borrow().queue.counters();
+                Some((c.tx_frames, c.rx_frames))
+            }
+        }
+    }
+}
+
+impl DpdkNet {
+    /// Polls until a connection is ready or `timeout` has passed. Every moment in
+    /// here is accounted: an iteration that found nothing adds the time since the
+    /// previous iteration ended to `idle` (one clock read per iteration, no gaps).
+    fn poll(&mut self, timeout: Duration, ready: &mut Vec<usize>) {
+        let mut prev = Instant::now();
+        let until = prev + timeout;
+        loop {
+            let now = NetInstant::from_micros(prev.duration_since(self.epoch).as_micros() as i64);
+            // What the engines wrote since the last poll leaves first.
+            self.stack.egress(&mut self.queue, now);
+            let got = self.queue.rx_burst(&mut self.rx, BURST);
+            for f in self.rx.drain(..) {
+                self.stack.ingress(&f, &mut self.queue, now);
+            }
+            self.stack.poll_timers(now);
+            self.stack.take_ready(&mut self.ids);
+            for id in self.ids.drain(..) {
+                if let Some(&mut token) = self.stack.user(id) {
+                    ready.push(token);
+                }
+            }
+            self.queue.flush();
+            let sent = self.queue.counters().tx_frames;
+            let worked = got > 0 || !ready.is_empty() || sent != self.tx_seen;
+            self.tx_seen = sent;
+            let t = Instant::now();
+            if !worked {
+                self.idle += t - prev;
+            }
+            prev = t;
+            if !ready.is_empty() || t >= until {
+                return;
+            }
+        }
+    }
+}
