@@ -21,15 +21,37 @@ fn counters(net: &Net) -> [u64; 4] {
     ]
 }
 
-#[test]
-fn loadgen_counts_match_the_appliances() {
+/// The appliance on one core with a TLS vserver on :443 in front of the hosts'
+/// backend (10.77.0.2:8080), whose site has a file of `big` bytes.
+fn rig(tag: &str, big: usize) -> Net {
     require_root();
-    let mut net = Net::up("lg");
-    write_site(&net.dir, 1 << 20);
+    let mut net = Net::up(tag);
+    write_site(&net.dir, big);
     make_certs(&net.dir);
     net.start_backend("10.77.0.2", 8080);
     let vs = tls_vserver(&net.dir, "secure", 443, &["10.77.0.2:8080"], &["ec"], "");
     net.start_appliance(&[*cpus().last().unwrap()], &vs);
+    net
+}
+
+/// Runs loadgen (`args` with `--json`) in the hosts' namespace: it must exit 0 with a
+/// report, which is returned.
+fn run_ok(net: &Net, args: &[&str]) -> Value {
+    let out = net.in_hosts(args).output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: no report ({e}): stdout {:?} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {r}");
+    r
+}
+
+#[test]
+fn loadgen_counts_match_the_appliances() {
+    let net = rig("lg", 1 << 20);
     let loadgen = binary("loadgen");
     let ca = net.dir.join("ca.pem");
 
@@ -96,14 +118,7 @@ fn loadgen_counts_match_the_appliances() {
             "--quiet",
         ];
         args.extend_from_slice(flags);
-        let out = net.in_hosts(&args).output().unwrap();
-        let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{flags:?}: no report ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        assert_eq!(out.status.code(), Some(0), "{flags:?}: {r}");
+        let r = run_ok(&net, &args);
         assert_eq!(n(&r["ok"]), count, "{flags:?}: {r}");
         assert_eq!(n(&r["error_count"]), 0, "{flags:?}: {r}");
         let after = counters(&net);
@@ -149,13 +164,7 @@ fn loadgen_counts_match_the_appliances() {
 /// appliance (loadgen's did).
 #[test]
 fn loadgen_on_its_own_dpdk_stack_counts_match_the_appliances() {
-    require_root();
-    let mut net = Net::up("lgd");
-    write_site(&net.dir, 1 << 16);
-    make_certs(&net.dir);
-    net.start_backend("10.77.0.2", 8080);
-    let vs = tls_vserver(&net.dir, "secure", 443, &["10.77.0.2:8080"], &["ec"], "");
-    net.start_appliance(&[*cpus().last().unwrap()], &vs);
+    let net = rig("lgd", 1 << 16);
     let loadgen = binary("loadgen");
     let ca = net.dir.join("ca.pem");
     let iface = format!("{}-h0", net.name);
@@ -219,15 +228,7 @@ fn loadgen_on_its_own_dpdk_stack_counts_match_the_appliances() {
             "--quiet",
         ];
         args.extend_from_slice(flags);
-        let out = net.in_hosts(&args).output().unwrap();
-        let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{flags:?}: no report ({e}): stdout {:?} stderr {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        assert_eq!(out.status.code(), Some(0), "{flags:?}: {r}");
+        let r = run_ok(&net, &args);
         assert_eq!(n(&r["ok"]), count, "{flags:?}: {r}");
         assert_eq!(n(&r["error_count"]), 0, "{flags:?}: {r}");
         assert_eq!(r["network"], format!("dpdk {iface} 10.77.0.50/24"), "{r}");

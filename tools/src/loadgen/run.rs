@@ -1,7 +1,8 @@
 //! The event loops: each thread drives its share of the connections over non-blocking
-//! streams ([`super::net`]: kernel sockets with `mio`, or `--dpdk`), starts operations (closed loop: as each ends; open loop: on a
-//! fixed schedule), enforces the per-operation timeout, and counts. The main thread
-//! prints a progress line once a second and merges the counts at the end.
+//! streams ([`super::net`]: kernel sockets with `mio`, or `--dpdk`), starts operations
+//! (closed loop: as each ends; open loop: on a fixed schedule), enforces the
+//! per-operation timeout, and counts. The main thread prints a progress line once a
+//! second and merges the counts at the end.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
