@@ -137,7 +137,11 @@ impl Families {
 fn core_group(f: &mut Families, group: &str, core: usize, v: &Value) {
     let Some(obj) = v.as_object() else { return };
     for (k, val) in obj {
-        let gauge = group == "stack" && k == "active";
+        // Levels, not running counts: exported without `_total`.
+        let gauge = matches!(
+            (group, k.as_str()),
+            ("stack", "active") | ("proxy", "clients_open")
+        );
         if let Some(n) = val.as_f64() {
             let (name, kind) = if gauge {
                 (format!("appliance_{group}_{k}"), "gauge")

@@ -1004,7 +1004,12 @@ impl Worker {
         } else {
             (peer, id)
         };
-        let Some(vs) = side.vs.clone() else {
+        // Copied out (both are small and Copy): no shared refcount touched per event.
+        let Some((transmit, proxy_v2)) = side
+            .vs
+            .as_deref()
+            .map(|v| (v.cfg.transmit, v.cfg.proxy_protocol))
+        else {
             return;
         };
         let psh = self.stack.take_psh(backend);
@@ -1018,11 +1023,11 @@ impl Worker {
             now_ms: now_us / 1000,
             crypto: &mut self.crypto,
             tag: client.to_bits(),
-            proxy_v2: vs.cfg.proxy_protocol,
+            proxy_v2,
             up: 0,
             down_bytes: 0,
             down: Down {
-                cfg: &vs.cfg.transmit,
+                cfg: &transmit,
                 now_us,
                 mss,
                 psh,
@@ -1047,6 +1052,12 @@ impl Worker {
             }
         };
         let backend_index = bu.backend as usize;
+        // The vserver, for the ends below only (off the per-event path).
+        let vs = match outcome {
+            Outcome::Continue { .. } => None,
+            _ => cu.vs.clone().or_else(|| bu.vs.clone()),
+        };
+        let name = vs.as_deref().map_or("", |v| v.cfg.name.as_str());
         if let Some(at) = ctx.down.timer_at {
             self.tx_timers.push(Reverse((at, client.to_bits())));
         }
@@ -1056,12 +1067,11 @@ impl Worker {
             Outcome::Continue { newly_established } => newly_established,
             Outcome::BackendFailed => {
                 add(&self.stats.backend_failed, 1);
-                if let Some(b) = vs.backends.get(backend_index) {
+                if let Some(b) = vs.as_deref().and_then(|v| v.backends.get(backend_index)) {
                     b.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 log::warn!(
-                    "vserver {}: backend {} refused or did not answer; client reset",
-                    vs.cfg.name,
+                    "vserver {name}: backend {} refused or did not answer; client reset",
                     bs_remote(bs)
                 );
                 false
@@ -1069,17 +1079,13 @@ impl Worker {
             Outcome::BackendReset => {
                 add(&self.stats.backend_reset, 1);
                 log::warn!(
-                    "vserver {}: backend reset the connection mid-transfer; client reset",
-                    vs.cfg.name
+                    "vserver {name}: backend reset the connection mid-transfer; client reset"
                 );
                 false
             }
             Outcome::ClientReset => {
                 add(&self.stats.client_reset, 1);
-                log::info!(
-                    "vserver {}: client reset or timed out; backend connection reset",
-                    vs.cfg.name
-                );
+                log::info!("vserver {name}: client reset or timed out; backend connection reset");
                 false
             }
             Outcome::Done => {
@@ -1088,7 +1094,7 @@ impl Worker {
             }
             Outcome::TlsFailed(ref e) => {
                 let remote = cs_remote(&mut self.stack, client);
-                self.tls_failed(e, &vs, &remote);
+                self.tls_failed(e, name, &remote);
                 false
             }
         };
@@ -1107,7 +1113,7 @@ impl Worker {
 
 impl Worker {
     /// Counts a failed TLS connection by whose fault it was, and logs it.
-    fn tls_failed(&self, e: &tls::Error, vs: &VserverRt, remote: &str) {
+    fn tls_failed(&self, e: &tls::Error, vserver: &str, remote: &str) {
         let c = match e.class() {
             ErrorClass::PeerMisbehaved => &self.stats.tls_peer_misbehaved,
             ErrorClass::PeerIncompatible => &self.stats.tls_peer_incompatible,
@@ -1115,10 +1121,7 @@ impl Worker {
             ErrorClass::Local => &self.stats.tls_local_error,
         };
         add(c, 1);
-        log::info!(
-            "vserver {}: TLS connection from {remote} failed: {e}",
-            vs.cfg.name,
-        );
+        log::info!("vserver {vserver}: TLS connection from {remote} failed: {e}");
     }
 
     /// A client on a shared listener before SNI has chosen its vserver: its bytes go
@@ -1227,7 +1230,7 @@ impl Worker {
             Next::Route(vserver) => self.connect_backend(client, vserver),
             Next::Release => self.release_one(client),
             Next::Failed(e, vserver, remote) => {
-                self.tls_failed(&e, &vserver, &remote);
+                self.tls_failed(&e, &vserver.cfg.name, &remote);
                 self.release_one(client);
             }
         }

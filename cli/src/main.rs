@@ -624,16 +624,7 @@ fn run(c: Cli) -> Result<(), Failure> {
             let b = request(&socket, "stats")?;
             print_stats(&a, &b, c.interval);
         }
-        ["show", "sessions"] => {
-            no_vserver_flag("show")?;
-            let v = request(&socket, "sessions")?;
-            if json {
-                print(&v);
-            } else {
-                print_sessions(&v);
-            }
-        }
-        ["show", what @ ("vservers" | "backends" | "certs")] => {
+        ["show", what @ ("vservers" | "backends" | "certs" | "sessions")] => {
             no_vserver_flag("show")?;
             let v = request(&socket, what)?;
             if json {
@@ -642,6 +633,7 @@ fn run(c: Cli) -> Result<(), Failure> {
                 match *what {
                     "vservers" => print_vservers(&v),
                     "backends" => print_backends(&v),
+                    "sessions" => print_sessions(&v),
                     _ => print_certs(&v),
                 }
             }

@@ -330,6 +330,20 @@ fn request_neighbor(
     tx.send(frame);
 }
 
+/// The first port at or after `p` that core `core` of `cores` owns: the ports
+/// congruent to the core modulo the core count (see dataplane::steer); `None` past
+/// the last port.
+fn class_port_at(p: u16, core: usize, cores: usize) -> Option<u16> {
+    let cores = cores.max(1) as u16;
+    p.checked_add((core as u16 % cores + cores - p % cores) % cores)
+}
+
+/// The first ephemeral port core `core` of `cores` owns.
+fn first_ephemeral(core: usize, cores: usize) -> u16 {
+    let base = dataplane::steer::EPHEMERAL_FIRST;
+    class_port_at(base, core, cores).unwrap_or(base)
+}
+
 /// Whether `a` is in the subnet `net/prefix` (prefix 0 holds everything).
 pub fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = u32::MAX
@@ -351,10 +365,7 @@ impl<T: Default> Stack<T> {
         if let Some(gw) = cfg.gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
-        let cores = cfg.cores.max(1) as u16;
-        // First ephemeral port congruent to this core (see dataplane::steer).
-        let base = dataplane::steer::EPHEMERAL_FIRST;
-        let first = base + ((cfg.core as u16 + cores - base % cores) % cores);
+        let first = first_ephemeral(cfg.core, cfg.cores);
         Self {
             iface,
             caps,
@@ -442,15 +453,10 @@ impl<T: Default> Stack<T> {
     /// do (RFC 6056), so that a new run does not meet the 4-tuples a peer may still
     /// hold from the previous one.
     pub fn start_ports_at(&mut self, port: u16) {
-        let cores = self.cfg.cores.max(1) as u16;
-        let base = dataplane::steer::EPHEMERAL_FIRST;
-        let p = port.max(base);
-        // Round up to this core's congruence class (see dataplane::steer).
-        let off = (self.cfg.core as u16 % cores + cores - p % cores) % cores;
-        self.next_port = match p.checked_add(off) {
-            Some(n) => n,
-            None => base + ((self.cfg.core as u16 + cores - base % cores) % cores),
-        };
+        let (core, cores) = (self.cfg.core, self.cfg.cores);
+        let p = port.max(dataplane::steer::EPHEMERAL_FIRST);
+        self.next_port =
+            class_port_at(p, core, cores).unwrap_or_else(|| first_ephemeral(core, cores));
     }
 
     /// Connections held now (either side, including ones closing).
@@ -712,10 +718,9 @@ impl<T: Default> Stack<T> {
         let mut port = None;
         for _ in 0..span {
             let p = self.next_port;
-            self.next_port = match p.checked_add(cores) {
-                Some(n) => n,
-                None => base + ((self.cfg.core as u16 + cores - base % cores) % cores),
-            };
+            self.next_port = p
+                .checked_add(cores)
+                .unwrap_or_else(|| first_ephemeral(self.cfg.core, self.cfg.cores));
             if !self
                 .flows
                 .contains_key(&flow_key(*remote.ip(), remote.port(), p))

@@ -401,23 +401,27 @@ impl ClientConn {
                 return Ok(());
             };
             let header = self.deframer.header(&rec);
-            let (typ, body) = match self.read.as_mut() {
+            // Opened in place; the plaintext is read where it lies (no copy of it).
+            let (typ, start, end) = match self.read.as_mut() {
                 Some(c) if rec.typ != content::CHANGE_CIPHER_SPEC => {
-                    let body = self.deframer.body_mut(&rec);
-                    let (typ, start, end) = c.open(header, body)?;
-                    (typ, body[start..end].to_vec())
+                    let (typ, s, e) = c.open(header, self.deframer.body_mut(&rec))?;
+                    (typ, rec.start + s, rec.start + e)
                 }
-                _ => (rec.typ, self.deframer.bytes()[rec.start..rec.end].to_vec()),
+                _ => (rec.typ, rec.start, rec.end),
             };
+            let body = &self.deframer.bytes()[start..end];
             match typ {
-                content::HANDSHAKE => self.hs_buf.push(&body)?,
+                content::HANDSHAKE => self.hs_buf.push(body)?,
                 content::APPLICATION_DATA if self.is_established() => {
-                    self.app_in.extend_from_slice(&body)
+                    self.app_in.extend_from_slice(body)
                 }
                 content::APPLICATION_DATA => {
                     return Err(Error::UnexpectedMessage("application data before Finished"))
                 }
-                content::ALERT => self.alert(&body)?,
+                content::ALERT => {
+                    let alert = body.to_owned();
+                    self.alert(&alert)?
+                }
                 // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
                 content::CHANGE_CIPHER_SPEC if self.is_handshaking() && body == [1] => {}
                 _ => return Err(Error::UnexpectedMessage("record type")),

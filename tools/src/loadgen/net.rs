@@ -91,7 +91,6 @@ impl Write for Stream {
 pub struct DpdkStream {
     net: Rc<RefCell<DpdkNet>>,
     id: ConnId,
-    established: bool,
 }
 
 fn gone() -> io::Error {
@@ -99,10 +98,8 @@ fn gone() -> io::Error {
 }
 
 impl DpdkStream {
+    /// Asked while connecting only (the loop moves on once it is `true`).
     fn connected(&mut self) -> io::Result<bool> {
-        if self.established {
-            return Ok(true);
-        }
         let mut net = self.net.borrow_mut();
         let state = net.stack.socket(self.id).ok_or_else(gone)?.state();
         match state {
@@ -114,7 +111,6 @@ impl DpdkStream {
             )),
             _ => {
                 net.stack.set_established(self.id);
-                self.established = true;
                 Ok(true)
             }
         }
@@ -190,7 +186,6 @@ pub struct DpdkNet {
 /// The DPDK port of a `--dpdk` run: opened once per process, before the load thread.
 pub struct DpdkSetup {
     port: DpdkPort,
-    queue: Option<DpdkQueue>,
 }
 
 impl DpdkSetup {
@@ -207,7 +202,7 @@ impl DpdkSetup {
             format!("--vdev=net_af_packet0,iface={}", d.iface),
         ];
         dataplane::dpdk::init_eal(&eal).map_err(|e| format!("--dpdk {}: {e}", d.iface))?;
-        let mut port = DpdkPort::open(&DpdkPortConfig {
+        let port = DpdkPort::open(&DpdkPortConfig {
             name: None,
             queues: 1,
             rx_desc: 1024,
@@ -215,8 +210,7 @@ impl DpdkSetup {
             mbufs_per_queue: 8191,
         })
         .map_err(|e| format!("--dpdk {}: {e}", d.iface))?;
-        let queue = port.take_queues().pop();
-        Ok(DpdkSetup { port, queue })
+        Ok(DpdkSetup { port })
     }
 
     pub fn info(&self) -> &PortInfo {
@@ -225,7 +219,7 @@ impl DpdkSetup {
 
     /// The port's one queue, for the load thread (once).
     pub fn take_queue(&mut self) -> Option<DpdkQueue> {
-        self.queue.take()
+        self.port.take_queues().pop()
     }
 }
 
@@ -326,7 +320,6 @@ impl Net {
                 Ok(Stream::Dpdk(DpdkStream {
                     net: net.clone(),
                     id,
-                    established: false,
                 }))
             }
         }
@@ -379,17 +372,6 @@ impl Net {
             Net::Dpdk(net) => Some(net.borrow().idle),
         }
     }
-
-    /// Frames sent and received by the thread's stack (DPDK).
-    pub fn frames(&self) -> Option<(u64, u64)> {
-        match self {
-            Net::Kernel { .. } => None,
-            Net::Dpdk(net) => {
-                let c = net.borrow().queue.counters();
-                Some((c.tx_frames, c.rx_frames))
-            }
-        }
-    }
 }
 
 impl DpdkNet {
@@ -401,13 +383,13 @@ impl DpdkNet {
         let until = prev + timeout;
         loop {
             let now = NetInstant::from_micros(prev.duration_since(self.epoch).as_micros() as i64);
-            // What the engines wrote since the last poll leaves first.
+            // What the engines wrote since the last poll leaves first; egress also
+            // fires due timers (their connections come back from take_ready).
             self.stack.egress(&mut self.queue, now);
             let got = self.queue.rx_burst(&mut self.rx, BURST);
             for f in self.rx.drain(..) {
                 self.stack.ingress(&f, &mut self.queue, now);
             }
-            self.stack.poll_timers(now);
             self.stack.take_ready(&mut self.ids);
             for id in self.ids.drain(..) {
                 if let Some(&mut token) = self.stack.user(id) {

@@ -337,9 +337,10 @@ impl Report<'_> {
             o += &format!(
                 "  client cpu   {:.2} s, {u:.1} µs per operation ({})\n",
                 self.cpu.as_secs_f64(),
-                match self.cpu_method() {
-                    "getrusage" => "user + system time",
-                    _ => "busy time of the polling thread",
+                if self.args.dpdk.is_some() {
+                    "busy time of the polling thread"
+                } else {
+                    "user + system time"
                 }
             );
         }

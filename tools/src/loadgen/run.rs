@@ -392,8 +392,8 @@ impl<E: Engine> Worker<'_, E> {
                     }
                 }
             }
-            let busy = self.slots.iter().filter(|s| s.busy()).count();
-            if !starting && busy == 0 {
+            // Only once nothing starts any more (a walk over every slot: not per event).
+            if !starting && !self.slots.iter().any(|s| s.busy()) {
                 break;
             }
             let mut wait = Duration::from_millis(5);
