@@ -25,7 +25,10 @@
 //! for it; the SYN creates the flow. Concurrency is bounded only by
 //! `max_connections`; beyond it SYNs are dropped and counted, as a full backlog would.
 //! A connection is announced to the application once its handshake completes, so
-//! half-open SYN floods never reach it.
+//! half-open SYN floods never reach it. A SYN on the addresses and ports of a
+//! connection that is over (CLOSED or TIME-WAIT) but not yet released by the
+//! application starts a new connection too (`syn_took_over`), as Linux does for
+//! TIME-WAIT: a busy client that wraps its port range must not get a RST.
 //!
 //! ## Memory
 //! A connection costs its socket buffers (`rx_buffer + tx_buffer`, configurable) plus
@@ -199,6 +202,9 @@ pub struct StackStats {
     pub accepted: AtomicU64,
     /// SYNs dropped because `max_connections` was reached.
     pub syn_dropped_full: AtomicU64,
+    /// SYNs that started a new connection on the address and ports of an ended one
+    /// (CLOSED or TIME-WAIT) that the application had not released yet.
+    pub syn_took_over: AtomicU64,
     pub connects: AtomicU64,
     pub active: AtomicU64,
     pub freed: AtomicU64,
@@ -624,8 +630,30 @@ impl<T: Default> Stack<T> {
             Class::OtherIp => self.ingress_with(None, frame, tx, now),
             Class::Tcp(m) => {
                 let key = flow_key(Ipv4Addr::from(m.src), m.sport, m.dport);
-                let id = match self.flows.get(&key) {
-                    Some(&id) => id,
+                let mut existing = self.flows.get(&key).copied();
+                if let Some(old) = existing {
+                    // A client that reuses its address and port while the connection
+                    // that had them is over at the TCP level (CLOSED, or TIME-WAIT) but
+                    // still held by the application: the SYN starts a new connection,
+                    // as Linux takes one into TIME-WAIT. smoltcp alone would answer a
+                    // CLOSED socket's SYN with a RST (the client sees "connection
+                    // refused"). The old connection keeps its id until it is released
+                    // and no longer owns the flow (`free` checks).
+                    if m.is_syn_only()
+                        && self.listeners.contains_key(&m.dport)
+                        && self.get(old).is_some_and(|c| {
+                            matches!(
+                                c.socket().state(),
+                                tcp::State::Closed | tcp::State::TimeWait
+                            )
+                        })
+                    {
+                        bump!(self.stats, syn_took_over);
+                        existing = None;
+                    }
+                }
+                let id = match existing {
+                    Some(id) => id,
                     None => match self.listeners.get(&m.dport) {
                         Some(&tag) if m.is_syn_only() => {
                             if self.conns.len() >= self.cfg.max_connections {
@@ -1177,6 +1205,55 @@ mod tests {
         assert_eq!(p.a.connections(), 0);
         assert_eq!(p.b.connections(), 0, "closed connections are freed");
         assert_eq!(p.b.stats().accepted.load(Ordering::Relaxed), n as u64);
+    }
+
+    #[test]
+    fn a_syn_on_an_ended_connection_the_app_still_holds_starts_a_new_one() {
+        // A client closes, then reuses its port at once (a busy client wraps its port
+        // range) while our side's connection is CLOSED but not yet released.
+        let mut p = Pair::new();
+        p.b.listen(80, 7);
+        let remote = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80);
+        p.a.start_ports_at(50_000);
+        let first = p.a.connect(remote, 1).unwrap();
+        p.run();
+        let mut acc = Vec::new();
+        p.b.take_accepted(&mut acc);
+        let old = acc[0].0;
+        p.a.socket(first).unwrap().close();
+        p.a.release(first);
+        p.run();
+        p.b.socket(old).unwrap().close();
+        p.run();
+        assert_eq!(p.b.socket(old).unwrap().state(), TcpState::Closed);
+        assert_eq!(p.a.connections(), 0, "the client side is gone");
+
+        p.a.start_ports_at(50_000);
+        let second = p.a.connect(remote, 2).unwrap();
+        p.run();
+        assert_eq!(
+            p.a.socket(second).unwrap().state(),
+            TcpState::Established,
+            "the reused ports got a new connection, not a RST"
+        );
+        acc.clear();
+        p.b.take_accepted(&mut acc);
+        assert_eq!(acc.len(), 1);
+        let new = acc[0].0;
+        assert_ne!(new, old);
+        assert_eq!(p.b.stats().syn_took_over.load(Ordering::Relaxed), 1);
+        // Releasing the old connection leaves the new one its flow.
+        p.b.release(old);
+        p.run();
+        p.a.socket(second)
+            .unwrap()
+            .send_slice(b"still here")
+            .unwrap();
+        p.run();
+        let mut buf = [0u8; 32];
+        let n = p.b.socket(new).unwrap().recv_slice(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"still here");
+        assert_eq!(p.b.connections(), 1);
     }
 
     #[test]
