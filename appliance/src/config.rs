@@ -108,6 +108,16 @@ struct RawCrypto {
     engines: Option<Vec<String>>,
     records: Option<String>,
     record_batch: Option<i64>,
+    device: Option<Vec<RawDevice>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    name: Option<String>,
+    providers: Option<Vec<String>>,
+    workers: Option<i64>,
+    cpus: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +292,27 @@ pub struct CryptoConfig {
     pub record_offload: bool,
     /// Connections whose records one record job carries, at most.
     pub record_batch: usize,
+    /// `[[crypto.device]]`: accelerators with workers of their own beside the CPU
+    /// workers, each in an OpenSSL library context of its own.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// One `[[crypto.device]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    pub name: String,
+    /// Providers loaded into the device's context (`default` added as the fallback
+    /// unless `fips` is listed); the first other one is preferred.
+    pub providers: Vec<String>,
+    pub workers: usize,
+    pub cpus: Vec<usize>,
+}
+
+impl CryptoConfig {
+    /// Worker threads in all: the CPU workers and every device's.
+    pub fn all_workers(&self) -> usize {
+        self.workers + self.devices.iter().map(|d| d.workers).sum::<usize>()
+    }
 }
 
 /// What a vserver does with its connections.
@@ -705,11 +736,16 @@ impl Checker<'_> {
     }
 
     /// `[crypto]`: worker count and CPUs (never a poll-mode core's), queue sizes.
-    fn crypto(&self, r: &RawCrypto, poll_cores: &[usize]) -> Result<CryptoConfig, ConfigError> {
-        let workers = self.int_in("crypto.workers", r.workers, 0usize, 0, 256)?;
+    /// Worker CPUs at `field`: CPU numbers, never a poll-mode core's, none twice.
+    fn worker_cpus(
+        &self,
+        field: &str,
+        v: &Option<Vec<i64>>,
+        poll_cores: &[usize],
+    ) -> Result<Vec<usize>, ConfigError> {
         let mut cpus = Vec::new();
-        for (i, &cpu) in r.cpus.iter().flatten().enumerate() {
-            let f = format!("crypto.cpus[{i}]");
+        for (i, &cpu) in v.iter().flatten().enumerate() {
+            let f = format!("{field}[{i}]");
             if !(0..4096).contains(&cpu) {
                 return Err(self.err(f, format!("{cpu} is not a CPU number")));
             }
@@ -725,15 +761,67 @@ impl Checker<'_> {
             }
             cpus.push(cpu);
         }
+        Ok(cpus)
+    }
+
+    /// `[[crypto.device]]`: named, with at least one provider and one worker.
+    fn crypto_devices(
+        &self,
+        r: &RawCrypto,
+        poll_cores: &[usize],
+    ) -> Result<Vec<DeviceConfig>, ConfigError> {
+        let mut out: Vec<DeviceConfig> = Vec::new();
+        for (i, d) in r.device.iter().flatten().enumerate() {
+            let at = |k: &str| format!("crypto.device[{i}].{k}");
+            let name = d
+                .name
+                .clone()
+                .ok_or_else(|| self.err(at("name"), "missing: every device has a name"))?;
+            let why = if !is_device_name(&name) {
+                Some(format!(
+                    "{name:?} is not a name: letters, digits, '-', '_' or '.'"
+                ))
+            } else if name == "cpu" {
+                Some("\"cpu\" names the CPU workers".to_string())
+            } else if out.iter().any(|o| o.name == name) {
+                Some(format!("{name:?} is listed twice"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(self.err(at("name"), why));
+            }
+            let providers = self.device_names(&at("providers"), &d.providers)?;
+            if providers.is_empty() {
+                return Err(self.err(
+                    at("providers"),
+                    "a device runs at least one provider (its accelerator's)",
+                ));
+            }
+            out.push(DeviceConfig {
+                name,
+                providers,
+                workers: self.int_in(&at("workers"), d.workers, 1usize, 1, 256)?,
+                cpus: self.worker_cpus(&at("cpus"), &d.cpus, poll_cores)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn crypto(&self, r: &RawCrypto, poll_cores: &[usize]) -> Result<CryptoConfig, ConfigError> {
+        let workers = self.int_in("crypto.workers", r.workers, 0usize, 0, 256)?;
+        let cpus = self.worker_cpus("crypto.cpus", &r.cpus, poll_cores)?;
         if workers == 0 && !cpus.is_empty() {
             return Err(self.err(
                 "crypto.cpus",
                 "CPUs are given but workers = 0 (inline); set workers",
             ));
         }
+        let devices = self.crypto_devices(r, poll_cores)?;
+        let pool = workers > 0 || !devices.is_empty();
         let record_offload = match r.records.as_deref() {
-            None => workers > 0,
-            Some("pool") if workers > 0 => true,
+            None => pool,
+            Some("pool") if pool => true,
             Some("pool") => {
                 return Err(self.err(
                     "crypto.records",
@@ -765,6 +853,7 @@ impl Checker<'_> {
             backlog: self.int_in("crypto.backlog", r.backlog, 4096, 0, 1 << 20)?,
             providers: self.device_names("crypto.providers", &r.providers)?,
             engines: self.device_names("crypto.engines", &r.engines)?,
+            devices,
         })
     }
 
@@ -776,11 +865,7 @@ impl Checker<'_> {
     ) -> Result<Vec<String>, ConfigError> {
         let mut out: Vec<String> = Vec::new();
         for (i, n) in v.iter().flatten().enumerate() {
-            let ok = !n.is_empty()
-                && n.len() <= 64
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if !ok {
+            if !is_device_name(n) {
                 return Err(self.err(
                     format!("{field}[{i}]"),
                     format!("{n:?} is not a name: letters, digits, '-', '_' or '.'"),
@@ -1398,6 +1483,14 @@ impl Config {
     }
 }
 
+/// A provider, engine or device name: 1 to 64 letters, digits, '-', '_' or '.'.
+fn is_device_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1430,6 +1523,28 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         assert_eq!(c.vservers[0].backends.len(), 2);
         assert_eq!(c.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
         assert_eq!((c.crypto.workers, c.crypto.queue_depth), (0, 256));
+        assert!(c.crypto.devices.is_empty() && !c.crypto.record_offload);
+    }
+
+    #[test]
+    fn a_crypto_device_alone_makes_a_pool() {
+        let text = GOOD.replacen(
+            "[[vserver]]",
+            "[[crypto.device]]\nname = \"qat0\"\nproviders = [\"qatprovider\"]\ncpus = [0]\n[[vserver]]",
+            1,
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!(
+            c.crypto.devices,
+            vec![DeviceConfig {
+                name: "qat0".into(),
+                providers: vec!["qatprovider".into()],
+                workers: 1,
+                cpus: vec![0],
+            }]
+        );
+        assert_eq!((c.crypto.workers, c.crypto.all_workers()), (0, 1));
+        assert!(c.crypto.record_offload, "records go to the pool by default");
     }
 
     #[test]
@@ -1657,6 +1772,36 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
                 "[[vserver]]",
                 "[crypto]\nengines = [\"afalg\", \"afalg\"]\n[[vserver]]",
                 "crypto.engines[1]",
+            ),
+            (
+                "[[vserver]]",
+                "[[crypto.device]]\nproviders = [\"qat\"]\n[[vserver]]",
+                "crypto.device[0].name",
+            ),
+            (
+                "[[vserver]]",
+                "[[crypto.device]]\nname = \"cpu\"\nproviders = [\"qat\"]\n[[vserver]]",
+                "crypto.device[0].name",
+            ),
+            (
+                "[[vserver]]",
+                "[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\n[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\n[[vserver]]",
+                "crypto.device[1].name",
+            ),
+            (
+                "[[vserver]]",
+                "[[crypto.device]]\nname = \"q\"\n[[vserver]]",
+                "crypto.device[0].providers",
+            ),
+            (
+                "[[vserver]]",
+                "[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\nworkers = 0\n[[vserver]]",
+                "crypto.device[0].workers",
+            ),
+            (
+                "[[vserver]]",
+                "[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\ncpus = [1]\n[[vserver]]",
+                "crypto.device[0].cpus[0]",
             ),
         ];
         for (from, to, field) in cases {

@@ -212,7 +212,8 @@ pub fn render(st: &State) -> String {
     }
     for w in st.workers.iter() {
         let s = w.snapshot();
-        let l = format!("worker=\"{}\"", s.index);
+        // Device names are letters, digits, '-', '_' and '.' (config.rs): no escaping.
+        let l = format!("worker=\"{}\",device=\"{}\"", s.index, s.device);
         for (k, n, kind) in [
             ("jobs_total", s.jobs, "counter"),
             ("errors_total", s.errors, "counter"),

@@ -15,8 +15,8 @@ use crate::access::AccessSender;
 use crate::config::Config;
 use crate::live::Live;
 use crate::proxy::{Crypto, ProxyStats, QueueStats, Worker};
-use crypto_offload::device::{Devices, Route};
-use crypto_offload::{Pool, PoolConfig, WorkerStats};
+use crypto_offload::device::{Device, Devices, Route};
+use crypto_offload::{DeviceWorkers, Pool, PoolConfig, WorkerStats};
 
 /// Everything one core counts, shared with the control socket.
 pub struct CoreCounters {
@@ -195,11 +195,24 @@ pub fn start(
         };
         std::io::Error::other(format!("crypto.{list}[{}]: {e}", e.index))
     })?;
-    let pool = if cfg.crypto.workers > 0 {
+    let mut routes = devices.routes();
+    let mut accelerators = Vec::with_capacity(cfg.crypto.devices.len());
+    for (i, d) in cfg.crypto.devices.iter().enumerate() {
+        let device = Device::load(&d.name, &d.providers)
+            .map_err(|e| std::io::Error::other(format!("crypto.device[{i}] {:?}: {e}", d.name)))?;
+        routes.extend(device.routes());
+        accelerators.push(DeviceWorkers {
+            device: Arc::new(device),
+            workers: d.workers,
+            cpus: d.cpus.clone(),
+        });
+    }
+    let pool = if cfg.crypto.all_workers() > 0 {
         let mut pc = PoolConfig::new(cfg.crypto.workers);
         pc.queue_depth = cfg.crypto.queue_depth;
         pc.max_batch = cfg.crypto.max_batch;
         pc.cpus = cfg.crypto.cpus.clone();
+        pc.devices = accelerators;
         if let Some(n) = fault_injection()? {
             log::warn!(
                 "{FAULT_ENV}: record job number {n} will crash its crypto worker (a test hook)"
@@ -302,7 +315,7 @@ pub fn start(
         port,
         started: std::time::Instant::now(),
         crypto_workers: Arc::new(pool.as_ref().map(|p| p.workers()).unwrap_or_default()),
-        crypto_routes: Arc::new(devices.routes()),
+        crypto_routes: Arc::new(routes),
         _pool: pool,
         _devices: devices,
     })

@@ -326,15 +326,16 @@ fn print_stats(a: &Value, b: &Value, secs: f64) {
         println!("crypto: inline on the poll-mode cores");
     } else {
         println!(
-            "{:>6} {:>4} {:>6} {:>9} {:>7} {:>9} {:>9} {:>9}",
-            "worker", "cpu", "alive", "jobs/s", "queued", "p50 µs", "p99 µs", "restarts"
+            "{:>6} {:>10} {:>4} {:>6} {:>9} {:>7} {:>9} {:>9} {:>9}",
+            "worker", "device", "cpu", "alive", "jobs/s", "queued", "p50 µs", "p99 µs", "restarts"
         );
         let wa = a["crypto"]["workers"].as_array().unwrap_or(&empty);
         for (i, w) in workers.iter().enumerate() {
             let before = wa.get(i).map(|x| u(x, &["jobs"])).unwrap_or(0);
             println!(
-                "{:>6} {:>4} {:>6} {:>9.0} {:>7} {:>9} {:>9} {:>9}",
+                "{:>6} {:>10} {:>4} {:>6} {:>9.0} {:>7} {:>9} {:>9} {:>9}",
                 u(w, &["index"]),
+                w["device"].as_str().unwrap_or("cpu"),
                 w["cpu"]
                     .as_u64()
                     .map(|c| c.to_string())

@@ -9,7 +9,9 @@
 //! non-blocking [`CoreLink`] per poll-mode core, faulty workers replaced). It also
 //! keeps the session ticket key ring ([`TicketKeys`]) and the trusted
 //! client-certificate issuers ([`CaStore`]), and loads OpenSSL providers and engines
-//! ([`device`]), reporting which one runs each operation.
+//! ([`device`]), reporting which one runs each operation; an accelerator's provider can
+//! also run in a library context of its own with workers of its own
+//! ([`device::Device`], [`DeviceWorkers`]).
 //!
 //! Record protection runs as a direct call on an [`AeadKey`] from the engine, or in
 //! batches across connections as a record job ([`records`]: the keys and record
@@ -19,8 +21,7 @@
 //! calling thread), with the [`ServerVerifier`] that checks a server's chain and name.
 //!
 //! What it must not do: know about connections, sockets or the data plane, or block a
-//! poll-mode core. Not built yet (issue 4): job queues per device (an accelerator's
-//! queue beside the CPU workers).
+//! poll-mode core.
 
 pub mod client;
 pub mod device;
@@ -33,7 +34,9 @@ pub mod records;
 pub mod ticket;
 
 pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
-pub use pool::{Busy, Completion, CoreLink, Pool, PoolConfig, WorkerSnapshot, WorkerStats};
+pub use pool::{
+    Busy, Completion, CoreLink, DeviceWorkers, Pool, PoolConfig, WorkerSnapshot, WorkerStats,
+};
 pub use prim::{
     AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret,
     ServerVerifier, SigAlg, SigningKey, TranscriptHash, TAG_LEN,

@@ -22,6 +22,13 @@
 //! - **Inline mode** is zero workers: the caller runs [`crate::run`] itself; this module
 //!   is not involved.
 //!
+//! - **Devices**: an accelerator ([`crate::device::Device`]) gets workers of its own
+//!   ([`DeviceWorkers`]), each with its own queue, beside the CPU workers. Each makes
+//!   the device's library context its thread's default, so the jobs it runs resolve
+//!   there. They are scheduled with the CPU workers by the same expected wait, so a
+//!   device that is slow or backed up gets fewer jobs; each worker's counters name
+//!   its device (`cpu` for the CPU workers).
+//!
 //! Workers are pinned with `core_affinity` when CPUs are given. The completion queue of
 //! a core is bounded by its `max_in_flight`, so a worker's send to it cannot block.
 
@@ -34,23 +41,37 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use hdrhistogram::Histogram;
 
+use crate::device::Device;
 use crate::job::{Done, Job};
 use crate::prim::CryptoError;
 
 /// What a worker runs a job with: [`crate::run`], or a test's stand-in.
 pub type Runner = Arc<dyn Fn(Job) -> Result<Done, CryptoError> + Send + Sync>;
 
+/// Workers for one device beside the CPU workers.
+#[derive(Clone, Debug)]
+pub struct DeviceWorkers {
+    pub device: Arc<Device>,
+    /// Threads that run this device's jobs (at least 1).
+    pub workers: usize,
+    /// Pin its worker `i` to `cpus[i % cpus.len()]`; empty: not pinned.
+    pub cpus: Vec<usize>,
+}
+
 /// How the pool is built.
 #[derive(Clone)]
 pub struct PoolConfig {
-    /// Worker threads (at least 1; zero workers is inline mode, without a pool).
+    /// CPU worker threads (the process's default library context). With the devices'
+    /// workers at least 1 in all; zero workers is inline mode, without a pool.
     pub workers: usize,
     /// Jobs each worker's submission queue holds.
     pub queue_depth: usize,
     /// Jobs a worker takes per wake-up.
     pub max_batch: usize,
-    /// Pin worker `i` to `cpus[i % cpus.len()]`; empty: not pinned.
+    /// Pin CPU worker `i` to `cpus[i % cpus.len()]`; empty: not pinned.
     pub cpus: Vec<usize>,
+    /// Devices with workers of their own, after the CPU workers.
+    pub devices: Vec<DeviceWorkers>,
     pub runner: Runner,
 }
 
@@ -62,6 +83,7 @@ impl PoolConfig {
             queue_depth: 256,
             max_batch: 16,
             cpus: Vec::new(),
+            devices: Vec::new(),
             runner: Arc::new(crate::run),
         }
     }
@@ -74,6 +96,7 @@ impl std::fmt::Debug for PoolConfig {
             .field("queue_depth", &self.queue_depth)
             .field("max_batch", &self.max_batch)
             .field("cpus", &self.cpus)
+            .field("devices", &self.devices)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +128,8 @@ struct Envelope {
 #[derive(Debug)]
 pub struct WorkerStats {
     pub index: usize,
+    /// `cpu` (the process's default context) or the device's name.
+    pub device: String,
     pub cpu: Option<usize>,
     pub jobs: AtomicU64,
     pub errors: AtomicU64,
@@ -125,9 +150,10 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
-    fn new(index: usize, cpu: Option<usize>) -> Self {
+    fn new(index: usize, device: &str, cpu: Option<usize>) -> Self {
         WorkerStats {
             index,
+            device: device.to_string(),
             cpu,
             jobs: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -163,6 +189,7 @@ impl WorkerStats {
         let batches = self.batches.load(Ordering::Relaxed);
         WorkerSnapshot {
             index: self.index,
+            device: self.device.clone(),
             cpu: self.cpu,
             alive: self.alive.load(Ordering::Relaxed),
             jobs,
@@ -188,6 +215,7 @@ impl WorkerStats {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerSnapshot {
     pub index: usize,
+    pub device: String,
     pub cpu: Option<usize>,
     pub alive: bool,
     pub jobs: u64,
@@ -208,6 +236,8 @@ struct Slot {
     /// Kept so that a replacement worker takes over the same queue.
     rx: Receiver<Envelope>,
     stats: Arc<WorkerStats>,
+    /// The device whose context the worker runs in; `None`: the default context.
+    device: Option<Arc<Device>>,
     thread: Mutex<Option<JoinHandle<Exit>>>,
 }
 
@@ -236,32 +266,50 @@ impl Pool {
     /// Starts `cfg.workers` workers and the supervisor. An unusable configuration or a
     /// CPU that cannot be pinned is an error naming it.
     pub fn start(cfg: PoolConfig) -> Result<Pool, String> {
-        if cfg.workers == 0 {
+        if cfg.workers + cfg.devices.iter().map(|d| d.workers).sum::<usize>() == 0 {
             return Err("a pool needs at least one worker (zero workers is inline mode)".into());
         }
         if cfg.queue_depth == 0 || cfg.max_batch == 0 {
             return Err("queue_depth and max_batch must be at least 1".into());
         }
-        if !cfg.cpus.is_empty() {
-            let ids = core_affinity::get_core_ids().unwrap_or_default();
-            if let Some(c) = cfg.cpus.iter().find(|c| !ids.iter().any(|i| i.id == **c)) {
+        let ids = core_affinity::get_core_ids().unwrap_or_default();
+        let all_cpus = cfg
+            .cpus
+            .iter()
+            .chain(cfg.devices.iter().flat_map(|d| &d.cpus));
+        for c in all_cpus {
+            if !ids.iter().any(|i| i.id == *c) {
                 return Err(format!(
                     "crypto worker CPU {c} is not available to this process"
                 ));
             }
         }
-        let slots = (0..cfg.workers)
-            .map(|i| {
+        // The CPU workers, then each device's.
+        let mut slots = Vec::new();
+        let mut add = |device: Option<&Arc<Device>>, n: usize, cpus: &[usize]| {
+            for j in 0..n {
                 let (tx, rx) = bounded(cfg.queue_depth);
-                let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[i % cfg.cpus.len()]);
-                Slot {
+                let cpu = (!cpus.is_empty()).then(|| cpus[j % cpus.len()]);
+                let name = device.map_or("cpu", |d| d.name());
+                slots.push(Slot {
                     tx,
                     rx,
-                    stats: Arc::new(WorkerStats::new(i, cpu)),
+                    stats: Arc::new(WorkerStats::new(slots.len(), name, cpu)),
+                    device: device.cloned(),
                     thread: Mutex::new(None),
-                }
-            })
-            .collect();
+                });
+            }
+        };
+        add(None, cfg.workers, &cfg.cpus);
+        for d in &cfg.devices {
+            if d.workers == 0 {
+                return Err(format!(
+                    "crypto device {:?} has no workers",
+                    d.device.name()
+                ));
+            }
+            add(Some(&d.device), d.workers, &d.cpus);
+        }
         let shared = Arc::new(Shared {
             slots,
             cfg,
@@ -320,12 +368,16 @@ fn spawn_worker(shared: &Arc<Shared>, i: usize) -> std::io::Result<()> {
     let slot = &shared.slots[i];
     let rx = slot.rx.clone();
     let stats = slot.stats.clone();
+    let device = slot.device.clone();
     let s = shared.clone();
     let handle = std::thread::Builder::new()
         .name(format!("crypto-{i}"))
         .spawn(move || {
             if let Some(cpu) = stats.cpu {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+            }
+            if let Some(d) = &device {
+                d.enter();
             }
             stats.alive.store(true, Ordering::Relaxed);
             let exit = work(&rx, &stats, &s.cfg, &s.stop);
@@ -639,6 +691,74 @@ mod tests {
     }
 
     #[test]
+    fn device_workers_run_in_their_own_context_beside_the_cpu_workers() {
+        use crate::device::Device;
+        // OpenSSL's built-in "null" provider implements nothing. Without the default
+        // fallback, every job its device's worker runs fails: its fetches resolved in
+        // the device's context, not the process's (where they would succeed).
+        let null = Device::load_with("nulldev", &["null".into()], false).unwrap();
+        assert!(null.routes().iter().all(|r| r.device == "unavailable"));
+        // With the fallback, the device's jobs run on `default` in its own context.
+        let dev = Device::load("cpu2", &["null".into()]).unwrap();
+        let routes = dev.routes();
+        assert!(
+            routes.iter().all(|r| r.device == "provider default"),
+            "{routes:?}"
+        );
+        let mut cfg = PoolConfig::new(1);
+        for d in [dev, null] {
+            cfg.devices.push(DeviceWorkers {
+                device: Arc::new(d),
+                workers: 1,
+                cpus: Vec::new(),
+            });
+        }
+        let pool = Pool::start(cfg).unwrap();
+        let stats = pool.workers();
+        let names: Vec<&str> = stats.iter().map(|w| w.device.as_str()).collect();
+        assert_eq!(names, ["cpu", "cpu2", "nulldev"]);
+        let mut link = pool.link(64);
+        for n in 0..60u8 {
+            link.try_submit(u64::from(n), job(n)).unwrap();
+        }
+        let mut failed = 0;
+        for c in collect(&mut link, 60) {
+            match c.result {
+                Ok(d) => assert_eq!(
+                    finished(&d),
+                    finished(&crate::run(job(c.tag as u8)).unwrap())
+                ),
+                Err(CryptoError::Library(_)) => failed += 1,
+                Err(e) => panic!("job {}: {e:?}", c.tag),
+            }
+        }
+        let [cpu, cpu2, nulldev] = [0, 1, 2].map(|i| stats[i].snapshot());
+        for w in [&cpu, &cpu2, &nulldev] {
+            assert!(w.jobs > 0, "every worker got jobs: {w:?}");
+            assert_eq!(
+                w.restarts, 0,
+                "a failing job is an error, not a death: {w:?}"
+            );
+        }
+        assert_eq!((cpu.errors, cpu2.errors), (0, 0));
+        assert_eq!(nulldev.errors, nulldev.jobs);
+        assert_eq!(failed, nulldev.jobs);
+        assert_eq!(nulldev.device, "nulldev");
+    }
+
+    #[test]
+    fn a_device_without_workers_is_refused() {
+        let mut cfg = PoolConfig::new(1);
+        cfg.devices.push(DeviceWorkers {
+            device: Arc::new(crate::device::Device::load("d", &[]).unwrap()),
+            workers: 0,
+            cpus: Vec::new(),
+        });
+        let e = Pool::start(cfg).err().unwrap();
+        assert!(e.contains("\"d\" has no workers"), "{e}");
+    }
+
+    #[test]
     fn full_queues_and_the_core_limit_push_back() {
         let (runner, open) = gated();
         let mut cfg = PoolConfig::new(1);
@@ -716,8 +836,8 @@ mod tests {
 
     #[test]
     fn scheduling_prefers_the_shorter_wait() {
-        let a = WorkerStats::new(0, None);
-        let b = WorkerStats::new(1, None);
+        let a = WorkerStats::new(0, "cpu", None);
+        let b = WorkerStats::new(1, "cpu", None);
         a.ewma_latency_ns.store(50_000, Ordering::Relaxed);
         b.ewma_latency_ns.store(200_000, Ordering::Relaxed);
         assert!(a.score() < b.score());

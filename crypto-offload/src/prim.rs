@@ -4,8 +4,8 @@
 //!
 //! Algorithm objects are chosen by enum, never looked up by name on a hot path.
 
+use std::cell::OnceCell;
 use std::fmt;
-use std::sync::OnceLock;
 
 use openssl::bn::BigNumContext;
 use openssl::derive::Deriver;
@@ -140,16 +140,31 @@ impl HashAlg {
             HashAlg::Sha384 => MessageDigest::sha384(),
         }
     }
-    /// The digest fetched from the provider once per process: OpenSSL 3's implicit
-    /// fetch on every init is a measurable share of a handshake.
-    fn fetched(self) -> &'static Md {
-        static SHA256: OnceLock<Md> = OnceLock::new();
-        static SHA384: OnceLock<Md> = OnceLock::new();
-        let (cell, name) = match self {
-            HashAlg::Sha256 => (&SHA256, "SHA256"),
-            HashAlg::Sha384 => (&SHA384, "SHA384"),
+    /// Runs `f` with the digest fetched once per thread: OpenSSL 3's implicit fetch on
+    /// every init is a measurable share of a handshake. Per thread, not per process,
+    /// because a device's worker resolves fetches in its device's library context
+    /// ([`crate::device::Device::enter`]).
+    fn with_fetched<R>(
+        self,
+        f: impl FnOnce(&Md) -> Result<R, CryptoError>,
+    ) -> Result<R, CryptoError> {
+        thread_local! {
+            static FETCHED: [OnceCell<Md>; 2] = const { [OnceCell::new(), OnceCell::new()] };
+        }
+        let (i, name) = match self {
+            HashAlg::Sha256 => (0, "SHA256"),
+            HashAlg::Sha384 => (1, "SHA384"),
         };
-        cell.get_or_init(|| Md::fetch(None, name, None).expect("the default provider has SHA-2"))
+        FETCHED.with(|cells| {
+            let md = match cells[i].get() {
+                Some(md) => md,
+                None => {
+                    let md = Md::fetch(None, name, None)?;
+                    cells[i].get_or_init(|| md)
+                }
+            };
+            f(md)
+        })
     }
 }
 
@@ -211,24 +226,25 @@ pub fn hmac(alg: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Secret, CryptoE
     for (p, b) in pad.iter_mut().zip(k.iter()) {
         *p = b ^ 0x36;
     }
-    let md = alg.fetched();
-    let mut ctx = MdCtx::new()?;
-    ctx.digest_init(md)?;
-    ctx.digest_update(&pad)?;
-    for p in parts {
-        ctx.digest_update(p)?;
-    }
-    let mut ih = Zeroizing::new([0u8; 64]);
-    let n = ctx.digest_final(&mut ih[..])?;
-    for (p, b) in pad.iter_mut().zip(k.iter()) {
-        *p = b ^ 0x5c;
-    }
-    ctx.digest_init(md)?;
-    ctx.digest_update(&pad)?;
-    ctx.digest_update(&ih[..n])?;
-    let mut out = vec![0u8; n];
-    ctx.digest_final(&mut out)?;
-    Ok(Secret::new(out))
+    alg.with_fetched(|md| {
+        let mut ctx = MdCtx::new()?;
+        ctx.digest_init(md)?;
+        ctx.digest_update(&pad)?;
+        for p in parts {
+            ctx.digest_update(p)?;
+        }
+        let mut ih = Zeroizing::new([0u8; 64]);
+        let n = ctx.digest_final(&mut ih[..])?;
+        for (p, b) in pad.iter_mut().zip(k.iter()) {
+            *p = b ^ 0x5c;
+        }
+        ctx.digest_init(md)?;
+        ctx.digest_update(&pad)?;
+        ctx.digest_update(&ih[..n])?;
+        let mut out = vec![0u8; n];
+        ctx.digest_final(&mut out)?;
+        Ok(Secret::new(out))
+    })
 }
 
 /// HKDF-Extract (RFC 5869).

@@ -311,6 +311,47 @@ for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     assert_eq!(s["crypto"]["workers"][0]["errors"], 0, "{s}");
 }
 
+#[test]
+fn a_crypto_device_runs_the_jobs_in_its_own_context() {
+    // No CPU workers, one device: a library context of its own with OpenSSL's default
+    // provider (an accelerator's provider would go where "default" is). Its worker
+    // runs every handshake and record job.
+    let device = "[[crypto.device]]\nname = \"soft0\"\nproviders = [\"default\"]\n";
+    let net = tls_net_with("td", 1024, device);
+    for args in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"][..]] {
+        let out = net.dir.join("small.out");
+        let o = curl_tls(&net, args, "/index.html", &out);
+        assert!(
+            o.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let body = std::fs::read_to_string(&out).unwrap();
+        assert!(body.contains("hello through the appliance"), "{body}");
+    }
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert_eq!(s["crypto"]["mode"], "pool", "{s}");
+    let workers = s["crypto"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{s}");
+    assert_eq!(workers[0]["device"], "soft0", "{s}");
+    let jobs = p["tls_jobs"].as_u64().unwrap() + p["record_jobs"].as_u64().unwrap();
+    assert!(p["tls_jobs"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(workers[0]["jobs"].as_u64(), Some(jobs), "{s}");
+    assert_eq!(workers[0]["errors"], 0, "{s}");
+    // The route report resolves each operation in the process's context and in the
+    // device's.
+    let routes = s["crypto"]["devices"].as_array().unwrap();
+    for context in ["process", "soft0"] {
+        assert!(
+            routes.iter().any(|r| r["context"] == context
+                && r["operation"] == "X25519"
+                && r["device"] == "provider default"),
+            "{context}: {s}"
+        );
+    }
+}
+
 /// `openssl s_client` to the tls vserver with `args`, sending `request` and reading
 /// until the server closes or `secs` pass (pass `-quiet` or `-ign_eof` so s_client
 /// waits for the server instead of leaving at the end of `request`).

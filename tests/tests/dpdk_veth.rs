@@ -245,6 +245,17 @@ fn start_up_errors_name_what_to_fix() {
         err.contains("crypto.providers[0]: OpenSSL provider \"fips\" failed to start"),
         "{err}"
     );
+    // The same for an accelerator's device: its provider is named, with the device.
+    let with_device = cfg(&good_vdev, &cpu.to_string()).replace(
+        "[control]",
+        "[[crypto.device]]\nname = \"qat0\"\nproviders = [\"qatprovider\"]\n[control]",
+    );
+    let (code, err) = run_appliance(&net.dir, &with_device, Some(&ns));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("crypto.device[0] \"qat0\": OpenSSL provider \"qatprovider\" failed to start"),
+        "{err}"
+    );
 
     // A busy core: a running appliance holds it; a second one is refused.
     net.start_backend("10.77.0.2", 8080);
