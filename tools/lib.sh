@@ -60,17 +60,23 @@ need_two_cpus() {
     if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
 }
 
-# bench_toml_head: the appliance configuration the benchmarks share (after test_net and
-# need_two_cpus): the DPDK port on the veth, one busy-polling core on LAST, the control
-# socket in WORK. Each bench appends its own [crypto] and [[vserver]] tables.
+# bench_toml_head [CORES [IDLE]]: the appliance configuration the benchmarks share (after
+# test_net and need_two_cpus): the DPDK port on the veth, the poll-mode cores (default:
+# one on LAST; a list such as "0, 1" gets as many af_packet queue pairs), the idle policy
+# (default busy), the control socket in WORK. Each bench appends its own [crypto] and
+# [[vserver]] tables.
 bench_toml_head() {
+    local cores=${1:-$LAST} idle=${2:-busy} vdev="net_af_packet0,iface=$NAME-a0"
+    local n
+    n=$(echo "$cores" | tr ',' '\n' | wc -l)
+    [ "$n" -gt 1 ] && vdev="$vdev,qpairs=$n"
     cat <<TOML
 [dataplane]
 driver = "dpdk"
-eal_args = ["--no-huge", "--no-pci", "-m", "512", "--vdev=net_af_packet0,iface=$NAME-a0"]
-cores = [$LAST]
+eal_args = ["--no-huge", "--no-pci", "-m", "512", "--vdev=$vdev"]
+cores = [$cores]
 address = "10.77.0.1/24"
-idle = "busy"
+idle = "$idle"
 mbufs_per_queue = 8191
 [control]
 socket = "$WORK/control.sock"

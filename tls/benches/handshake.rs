@@ -4,6 +4,7 @@
 //! measured now with `openssl speed`. Only the server's calls are timed.
 //!
 //!     cargo bench -p tls --bench handshake
+//!     HANDSHAKE_ONLY="TLS 1.3 ECDSA" cargo bench -p tls --bench handshake   # one scenario
 //!
 //! Full handshakes run with resumption off on both servers (no ticket to seal);
 //! resumed ones with it on, the client offering the session of an earlier connection.
@@ -297,7 +298,9 @@ fn main() {
         "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for s in &scenarios {
+    // `HANDSHAKE_ONLY=TEXT` runs only the scenarios whose name contains TEXT (to profile one).
+    let only = std::env::var("HANDSHAKE_ONLY").unwrap_or_default();
+    for s in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
         // The asymmetric work no server can skip: the signature of a full handshake,
         // and key generation plus agreement when there is an (EC)DHE.
         let ecdhe = s.version == v13 || s.resume == Resume::Full;
