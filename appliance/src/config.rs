@@ -735,7 +735,6 @@ impl Checker<'_> {
         })
     }
 
-    /// `[crypto]`: worker count and CPUs (never a poll-mode core's), queue sizes.
     /// Worker CPUs at `field`: CPU numbers, never a poll-mode core's, none twice.
     fn worker_cpus(
         &self,
@@ -808,6 +807,7 @@ impl Checker<'_> {
         Ok(out)
     }
 
+    /// `[crypto]`: worker count and CPUs (never a poll-mode core's), queue sizes, devices.
     fn crypto(&self, r: &RawCrypto, poll_cores: &[usize]) -> Result<CryptoConfig, ConfigError> {
         let workers = self.int_in("crypto.workers", r.workers, 0usize, 0, 256)?;
         let cpus = self.worker_cpus("crypto.cpus", &r.cpus, poll_cores)?;

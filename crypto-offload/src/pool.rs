@@ -21,7 +21,6 @@
 //!   completion and fails only those connections.
 //! - **Inline mode** is zero workers: the caller runs [`crate::run`] itself; this module
 //!   is not involved.
-//!
 //! - **Devices**: an accelerator ([`crate::device::Device`]) gets workers of its own
 //!   ([`DeviceWorkers`]), each with its own queue, beside the CPU workers. Each makes
 //!   the device's library context its thread's default, so the jobs it runs resolve
@@ -263,8 +262,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `cfg.workers` workers and the supervisor. An unusable configuration or a
-    /// CPU that cannot be pinned is an error naming it.
+    /// Starts the CPU workers, each device's workers and the supervisor. An unusable
+    /// configuration or a CPU that cannot be pinned is an error naming it.
     pub fn start(cfg: PoolConfig) -> Result<Pool, String> {
         if cfg.workers + cfg.devices.iter().map(|d| d.workers).sum::<usize>() == 0 {
             return Err("a pool needs at least one worker (zero workers is inline mode)".into());
