@@ -90,9 +90,9 @@ certificates = [{ chain = "admin.pem", key = "admin.key" }]
 versions = ["1.3"]
 TOML
 echo "== starting the appliance on CPU $CPU (config: $WORK/appliance.toml)"
-ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
+ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
 PIDS+=($!)
-CTL=(target/release/appliancectl --socket "$WORK/control.sock")
+CTL=("$BIN/appliancectl" --socket "$WORK/control.sock")
 wait_control "$WORK/control.sock" "$WORK/appliance.log"
 "${CTL[@]}" ping
 grep -E "DPDK port|vserver|ready" "$WORK/appliance.log" | sed 's/^/   appliance: /'
@@ -136,9 +136,9 @@ print("   crypto devices: " + ", ".join(devices[:3]) + ", ...")
 '
 
 echo "== load: httpload, 16 concurrent clients, a new TCP connection per request, 3 s (bounded)"
-"${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 16 --duration 3s | sed 's/^/   /'
+"${HOSTS[@]}" "$BIN/httpload" --target 10.77.0.1:80 --path /index.html --concurrency 16 --duration 3s | sed 's/^/   /'
 
-LG=(target/release/loadgen --target 10.77.0.1:443 --sni appliance.test --ca "$WORK/ca.pem" --quiet)
+LG=("$BIN/loadgen" --target 10.77.0.1:443 --sni appliance.test --ca "$WORK/ca.pem" --quiet)
 echo "== TLS load: loadgen, full TLS 1.3 handshakes (new connection each, ECDSA P-256, X25519), 16 connections, 4 s (bounded)"
 "${HOSTS[@]}" "${LG[@]}" --mode full --tls 1.3 --groups X25519 --concurrency 16 --duration 4s 2>&1 | sed 's/^/   /' &
 LOAD=$!
@@ -166,7 +166,7 @@ echo "== operating it: appliancectl status, show backends, show certs"
 "${CTL[@]}" show certs | grep -E "^vserver|valid" | sed 's/^/   /'
 echo "== appliancectl backend drain 10.77.0.3:8080: new connections go to 10.77.0.2 only"
 "${CTL[@]}" backend drain 10.77.0.3:8080 | sed 's/^/   /'
-"${HOSTS[@]}" target/release/httpload --target 10.77.0.1:80 --path /index.html --concurrency 4 --requests 30 --duration 5s | grep -E "requests|errors" | sed 's/^/   /'
+"${HOSTS[@]}" "$BIN/httpload" --target 10.77.0.1:80 --path /index.html --concurrency 4 --requests 30 --duration 5s | grep -E "requests|errors" | sed 's/^/   /'
 "${CTL[@]}" show backends | sed 's/^/   /'
 "${CTL[@]}" backend enable 10.77.0.3:8080 | sed 's/^/   /'
 echo "== metrics: a few of the Prometheus series at http://127.0.0.1:9464/metrics"

@@ -1024,7 +1024,7 @@ impl Worker {
             crypto: &mut self.crypto,
             tag: client.to_bits(),
             proxy_v2,
-            up: 0,
+            up_bytes: 0,
             down_bytes: 0,
             down: Down {
                 cfg: &transmit,
@@ -1035,8 +1035,15 @@ impl Worker {
             },
         };
         let outcome = step_pair(cs, cu, bs, bu, &mut ctx);
-        cu.bytes_in += ctx.up;
-        cu.bytes_out += ctx.down_bytes;
+        // The step's plaintext, counted once for the connection and the core.
+        if ctx.up_bytes > 0 {
+            cu.bytes_in += ctx.up_bytes;
+            add(&self.stats.bytes_to_backend, ctx.up_bytes);
+        }
+        if ctx.down_bytes > 0 {
+            cu.bytes_out += ctx.down_bytes;
+            add(&self.stats.bytes_to_client, ctx.down_bytes);
+        }
         if cu.counted && cu.handshake_us == 0 {
             cu.handshake_us = now_us.saturating_sub(cu.accepted_us).max(1);
         }
@@ -1158,7 +1165,7 @@ impl Worker {
                 crypto: &mut self.crypto,
                 tag: client.to_bits(),
                 proxy_v2: false,
-                up: 0,
+                up_bytes: 0,
                 down_bytes: 0,
                 // Nothing goes down before SNI has chosen the vserver (and its backend).
                 down: Down {
@@ -1237,7 +1244,6 @@ impl Worker {
     }
 
     fn release_one(&mut self, id: ConnId) {
-        let now_us = self.start.elapsed().as_micros() as u64;
         if let Some(u) = self.stack.user(id) {
             if !u.released && u.role == Role::Backend {
                 if let Some(b) =
@@ -1254,6 +1260,7 @@ impl Worker {
                     Ordering::Relaxed,
                 );
                 if let Some(access) = &self.access {
+                    let now_us = self.start.elapsed().as_micros() as u64;
                     if !access.send(access_record(u, now_us)) {
                         add(&self.stats.access_log_dropped, 1);
                     }
@@ -1368,7 +1375,6 @@ fn step_pair(
     bu: &mut Side,
     ctx: &mut Ctx,
 ) -> Outcome {
-    let stats = ctx.stats;
     let mut newly_established = false;
     if !bu.established {
         match bs.state() {
@@ -1469,14 +1475,8 @@ fn step_pair(
     } else {
         let up = pump(cs, bs);
         let down = pump(bs, cs);
-        ctx.up += up as u64;
+        ctx.up_bytes += up as u64;
         ctx.down_bytes += down as u64;
-        if up > 0 {
-            add(&stats.bytes_to_backend, up as u64);
-        }
-        if down > 0 {
-            add(&stats.bytes_to_client, down as u64);
-        }
         // Orderly close: a side whose FIN arrived and whose data is all forwarded.
         if !cu.fin_forwarded && !cs.may_recv() && cs.recv_queue() == 0 {
             bs.close();
@@ -1575,7 +1575,7 @@ struct Ctx<'a> {
     /// The vserver sends a PROXY v2 header first on each backend connection.
     proxy_v2: bool,
     /// Plaintext bytes this step moved to the backend and to the client.
-    up: u64,
+    up_bytes: u64,
     down_bytes: u64,
     down: Down<'a>,
 }
@@ -1707,7 +1707,6 @@ fn tls_move(
     ctx: &mut Ctx,
 ) -> Result<(), tls::Error> {
     tls_in(cs, t, ctx)?;
-    let stats = ctx.stats;
     // Engine → backend; taking plaintext may let the engine decrypt more records.
     if backend_up {
         let mut up = 0;
@@ -1721,10 +1720,7 @@ fn tls_move(
             t.process()?;
             run_jobs(t, ctx)?;
         }
-        if up > 0 {
-            add(&stats.bytes_to_backend, up as u64);
-            ctx.up += up as u64;
-        }
+        ctx.up_bytes += up as u64;
     }
     Ok(())
 }
@@ -1794,10 +1790,7 @@ fn tls_down(
             st.response_ended = false;
         }
     }
-    if down > 0 {
-        add(&stats.bytes_to_client, down as u64);
-        ctx.down_bytes += down as u64;
-    }
+    ctx.down_bytes += down as u64;
     let drained = bs.recv_queue() == 0;
     let closed = !bs.may_recv();
     match st.full_flush(d.cfg, d.now_us, drained, closed, d.psh) {

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use crate::job::{
-    derive_secret, finished_mac, tls13_handshake_secrets, verify_certificate_verify13, Chunk,
-    TrafficKey,
+    app_secrets, binder_mac, derive_secret, early_secret, finished_mac, finished_message,
+    tls13_handshake_secrets, verify_certificate_verify13, Chunk, TrafficKey,
 };
 use crate::prim::*;
 
@@ -59,18 +59,8 @@ pub fn psk_binder(
     psk: &[u8],
     truncated_hello: &[u8],
 ) -> Result<Secret, CryptoError> {
-    let early = hkdf_extract(hash_alg, b"", psk)?;
-    let binder_key = derive_secret(
-        hash_alg,
-        early.bytes(),
-        b"res binder",
-        &hash(hash_alg, b"")?,
-    )?;
-    finished_mac(
-        hash_alg,
-        binder_key.bytes(),
-        &hash(hash_alg, truncated_hello)?,
-    )
+    let early = early_secret(hash_alg, Some(psk))?;
+    binder_mac(hash_alg, &early, &hash(hash_alg, truncated_hello)?)
 }
 
 /// RFC 8446 §4.6.1: the PSK a NewSessionTicket stands for.
@@ -124,15 +114,8 @@ pub struct Tls13ClientHelloDone {
 
 pub fn tls13_client_hello(j: Tls13ClientHello) -> Result<Tls13ClientHelloDone, CryptoError> {
     let h = j.hash;
-    let zeros = [0u8; 48];
     let shared = j.share.key.agree(&j.server_share)?;
-    let early = hkdf_extract(
-        h,
-        b"",
-        j.psk
-            .as_ref()
-            .map_or(&zeros[..h.output_len()], |p| p.bytes()),
-    )?;
+    let early = early_secret(h, j.psk.as_ref().map(|p| p.bytes()))?;
     let mut th = TranscriptHash::new(h)?;
     for c in &j.transcript {
         th.update(c.as_ref())?;
@@ -197,7 +180,6 @@ pub struct Tls13ClientFinishDone {
 pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone, CryptoError> {
     let mut st = *j.state;
     let h = st.hash;
-    let n = h.output_len();
     st.th.update(&j.encrypted_extensions)?;
     let mut peer = None;
     if let Some(a) = &j.auth {
@@ -222,12 +204,8 @@ pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone
     }
     st.th.update(&j.server_finished)?;
     let server_done = st.th.current()?;
-    let client_app_secret = derive_secret(h, st.master.bytes(), b"c ap traffic", &server_done)?;
-    let server_app_secret = derive_secret(h, st.master.bytes(), b"s ap traffic", &server_done)?;
-    let mac = finished_mac(h, st.client_hs.bytes(), &server_done)?;
-    let mut client_finished = Vec::with_capacity(4 + n);
-    client_finished.extend_from_slice(&[20, 0, 0, n as u8]);
-    client_finished.extend_from_slice(mac.bytes());
+    let (client_app_secret, server_app_secret) = app_secrets(h, &st.master, &server_done)?;
+    let client_finished = finished_message(h, &st.client_hs, &server_done)?;
     st.th.update(&client_finished)?;
     let resumption_master = derive_secret(h, st.master.bytes(), b"res master", &st.th.current()?)?;
     Ok(Tls13ClientFinishDone {

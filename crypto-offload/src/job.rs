@@ -341,6 +341,45 @@ pub(crate) fn derive_secret(
     hkdf_expand_label(hash, secret, label, thash, hash.output_len())
 }
 
+/// RFC 8446 §7.1: the early secret, from the PSK when resuming, else from zeros.
+pub(crate) fn early_secret(h: HashAlg, psk: Option<&[u8]>) -> Result<Secret, CryptoError> {
+    let zeros = [0u8; 48];
+    hkdf_extract(h, b"", psk.unwrap_or(&zeros[..h.output_len()]))
+}
+
+/// RFC 8446 §4.2.11.2: the PSK binder, a Finished-style MAC over the hash of the
+/// ClientHello up to its binders list, keyed from the early secret.
+pub(crate) fn binder_mac(h: HashAlg, early: &Secret, thash: &[u8]) -> Result<Secret, CryptoError> {
+    let binder_key = derive_secret(h, early.bytes(), b"res binder", h.empty_hash())?;
+    finished_mac(h, binder_key.bytes(), thash)
+}
+
+/// A whole Finished message (header and MAC) keyed by a handshake traffic secret.
+pub(crate) fn finished_message(
+    h: HashAlg,
+    base: &Secret,
+    thash: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mac = finished_mac(h, base.bytes(), thash)?;
+    let mut m = Vec::with_capacity(4 + mac.bytes().len());
+    m.extend_from_slice(&handshake_header(20, mac.bytes().len()));
+    m.extend_from_slice(mac.bytes());
+    Ok(m)
+}
+
+/// The client's and the server's application traffic secrets, over the transcript
+/// through the server's Finished.
+pub(crate) fn app_secrets(
+    h: HashAlg,
+    master: &Secret,
+    server_done: &[u8],
+) -> Result<(Secret, Secret), CryptoError> {
+    Ok((
+        derive_secret(h, master.bytes(), b"c ap traffic", server_done)?,
+        derive_secret(h, master.bytes(), b"s ap traffic", server_done)?,
+    ))
+}
+
 /// RFC 8446 §7.1 from the early secret: the handshake secret (from the (EC)DHE secret,
 /// or zeros for psk_ke) and, over the transcript through the ServerHello, the client's
 /// and the server's handshake traffic secrets and the master secret.
@@ -352,8 +391,7 @@ pub(crate) fn tls13_handshake_secrets(
 ) -> Result<(Secret, Secret, Secret), CryptoError> {
     let zeros = [0u8; 48];
     let n = h.output_len();
-    let empty_hash = hash(h, b"")?;
-    let derived = derive_secret(h, early.bytes(), b"derived", &empty_hash)?;
+    let derived = derive_secret(h, early.bytes(), b"derived", h.empty_hash())?;
     let hs = hkdf_extract(
         h,
         derived.bytes(),
@@ -361,7 +399,7 @@ pub(crate) fn tls13_handshake_secrets(
     )?;
     let c_hs = derive_secret(h, hs.bytes(), b"c hs traffic", hello_hash)?;
     let s_hs = derive_secret(h, hs.bytes(), b"s hs traffic", hello_hash)?;
-    let derived = derive_secret(h, hs.bytes(), b"derived", &empty_hash)?;
+    let derived = derive_secret(h, hs.bytes(), b"derived", h.empty_hash())?;
     let master = hkdf_extract(h, derived.bytes(), &zeros[..n])?;
     Ok((c_hs, s_hs, master))
 }
@@ -390,15 +428,8 @@ pub(crate) fn finished_mac(
 
 fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let h = j.hash;
-    let n = h.output_len();
-    let zeros = [0u8; 48];
-    let empty_hash = hash(h, b"")?;
     // RFC 8446 §7.1 key schedule; the early secret comes from the PSK when resuming.
-    let early = hkdf_extract(
-        h,
-        b"",
-        j.psk.as_ref().map_or(&zeros[..n], |p| p.psk.bytes()),
-    )?;
+    let early = early_secret(h, j.psk.as_ref().map(|p| p.psk.bytes()))?;
 
     let mut th = TranscriptHash::new(h)?;
     let (last, before) = j
@@ -416,8 +447,7 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
             .get(..p.binders_at)
             .ok_or_else(|| CryptoError::Library("binder offset outside the hello".into()))?;
         th.update(prefix)?;
-        let binder_key = derive_secret(h, early.bytes(), b"res binder", &empty_hash)?;
-        let expected = finished_mac(h, binder_key.bytes(), &th.current()?)?;
+        let expected = binder_mac(h, &early, &th.current()?)?;
         if !ct_eq(expected.bytes(), &p.binder) {
             return Err(CryptoError::BadBinder);
         }
@@ -476,15 +506,11 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
         th.update(&cv)?;
     }
 
-    let sf_mac = finished_mac(h, s_hs.bytes(), &th.current()?)?;
-    let mut sf = Vec::with_capacity(4 + n);
-    sf.extend_from_slice(&handshake_header(20, n));
-    sf.extend_from_slice(sf_mac.bytes());
+    let sf = finished_message(h, &s_hs, &th.current()?)?;
     th.update(&sf)?;
     let server_done_hash = th.current()?;
 
-    let c_ap = derive_secret(h, master.bytes(), b"c ap traffic", &server_done_hash)?;
-    let s_ap = derive_secret(h, master.bytes(), b"s ap traffic", &server_done_hash)?;
+    let (c_ap, s_ap) = app_secrets(h, &master, &server_done_hash)?;
 
     let (client_finished, new_session_ticket, client_auth) = if j.certificate_request.is_some() {
         let state = Tls13Continue {
@@ -540,7 +566,7 @@ fn ticket13(
     th.update(client_finished.bytes())?;
     let res_master = derive_secret(h, master.bytes(), b"res master", &th.current()?)?;
     let nonce = [0u8; 1];
-    let psk = hkdf_expand_label(h, res_master.bytes(), b"resumption", &nonce, n)?;
+    let psk = crate::client::ticket_psk(h, res_master.bytes(), &nonce)?;
     let ticket = seal_state(t, &psk)?;
     let body = 4 + 4 + 1 + nonce.len() + 2 + ticket.len() + 2;
     let mut m = Vec::with_capacity(4 + body);

@@ -140,6 +140,25 @@ impl HashAlg {
             HashAlg::Sha384 => MessageDigest::sha384(),
         }
     }
+    /// The hash of no bytes (the key schedule's `Derive-Secret(., "derived", "")` and
+    /// binder-key context), a constant: no digest to run per handshake.
+    pub fn empty_hash(self) -> &'static [u8] {
+        const SHA256: [u8; 32] = [
+            0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f,
+            0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b,
+            0x78, 0x52, 0xb8, 0x55,
+        ];
+        const SHA384: [u8; 48] = [
+            0x38, 0xb0, 0x60, 0xa7, 0x51, 0xac, 0x96, 0x38, 0x4c, 0xd9, 0x32, 0x7e, 0xb1, 0xb1,
+            0xe3, 0x6a, 0x21, 0xfd, 0xb7, 0x11, 0x14, 0xbe, 0x07, 0x43, 0x4c, 0x0c, 0xc7, 0xbf,
+            0x63, 0xf6, 0xe1, 0xda, 0x27, 0x4e, 0xde, 0xbf, 0xe7, 0x6f, 0x65, 0xfb, 0xd5, 0x1a,
+            0xd2, 0xf1, 0x48, 0x98, 0xb9, 0x5b,
+        ];
+        match self {
+            HashAlg::Sha256 => &SHA256,
+            HashAlg::Sha384 => &SHA384,
+        }
+    }
     /// Runs `f` with the digest fetched once per thread: OpenSSL 3's implicit fetch on
     /// every init is a measurable share of a handshake. Per thread, not per process,
     /// because a device's worker resolves fetches in its device's library context
@@ -1064,6 +1083,13 @@ mod tests {
             m.bytes(),
             hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
         );
+    }
+
+    #[test]
+    fn empty_hashes_are_the_digests_of_nothing() {
+        for h in [HashAlg::Sha256, HashAlg::Sha384] {
+            assert_eq!(h.empty_hash(), &hash(h, b"").unwrap()[..]);
+        }
     }
 
     #[test]

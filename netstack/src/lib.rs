@@ -281,6 +281,9 @@ pub struct Stack<T> {
     arp_sent: HashMap<Ipv4Addr, i64, ahash::RandomState>,
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
     next_port: u16,
+    /// The millisecond last passed to the shared timestamp clock: frames of the same
+    /// millisecond do not touch its atomic again.
+    ts_ms: i64,
     scratch: Vec<u8>,
     tx_no_buffer: u64,
     /// Data-bearing TCP segments sent on connections accepted from each listener tag.
@@ -389,6 +392,7 @@ impl<T: Default> Stack<T> {
             arp_sent: HashMap::default(),
             spare: Vec::new(),
             next_port: first,
+            ts_ms: i64::MIN,
             scratch: Vec::new(),
             tx_no_buffer: 0,
             listener_segments: Vec::new(),
@@ -607,11 +611,20 @@ impl<T: Default> Stack<T> {
         self.iface.poll_ingress_single(now, &mut dev, set);
     }
 
+    /// Moves the shared timestamp clock, once per millisecond of this stack's time.
+    fn advance_tsval(&mut self, now: Instant) {
+        let ms = now.total_millis();
+        if ms != self.ts_ms {
+            self.ts_ms = ms;
+            tsval::advance(now);
+        }
+    }
+
     /// Processes one received frame. Never panics on malformed input: what cannot be
     /// parsed is dropped and counted.
     pub fn ingress(&mut self, frame: &[u8], tx: &mut dyn PortQueue, now: Instant) {
         bump!(self.stats, frames_in);
-        tsval::advance(now);
+        self.advance_tsval(now);
         match self.classify(frame) {
             Class::Drop(counter) => {
                 let c = counter(&self.stats);
@@ -870,7 +883,7 @@ impl<T: Default> Stack<T> {
     /// calls it too; a poll loop calls it first so that it can serve the fired
     /// connections before the egress pass of the same iteration.
     pub fn poll_timers(&mut self, now: Instant) -> bool {
-        tsval::advance(now);
+        self.advance_tsval(now);
         let now_us = now.total_micros();
         let mut fired = false;
         while let Some(&Reverse((at, idx, gen))) = self.timers.peek() {

@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 done
 CMD="sudo bash tools/bench/crypto_pool.sh --duration $DURATION"
 
-tools/setup.sh
+tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools
 
 . tools/lib.sh

@@ -72,9 +72,9 @@ listen = "10.77.0.1:80"
 mode = "tcp"
 backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
 TOML
-ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
+ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
 PIDS+=($!)
-CTL=(target/release/appliancectl --socket "$WORK/control.sock")
+CTL=("$BIN/appliancectl" --socket "$WORK/control.sock")
 wait_control "$WORK/control.sock" "$WORK/appliance.log"
 sleep 1
 
@@ -88,7 +88,7 @@ run() {
     local who=$1 target=$2; shift 2
     local b0 t0 b1 t1 out
     if [ "$who" = appliance ]; then read -r b0 t0 < <(appl_busy); else b0=$(hap_ticks); t0=$(date +%s.%N); fi
-    out=$("${H[@]}" taskset -c 0 target/release/httpload --target "$target" --duration "${DURATION}s" --json "$@")
+    out=$("${H[@]}" taskset -c 0 "$BIN/httpload" --target "$target" --duration "${DURATION}s" --json "$@")
     if [ "$who" = appliance ]; then
         read -r b1 t1 < <(appl_busy)
         busy=$(python3 -c "print(($b1-$b0)/max(1,($t1-$t0)))")

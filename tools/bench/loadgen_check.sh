@@ -78,7 +78,7 @@ s_time_rate() {
 }
 # loadgen_rate PORT VERSION CONCURRENCY: handshakes per second and the error count.
 loadgen_rate() {
-    taskset -c 0 target/release/loadgen --target "127.0.0.1:$1" --no-verify --mode full --tls "$2" \
+    taskset -c 0 "$BIN/loadgen" --target "127.0.0.1:$1" --no-verify --mode full --tls "$2" \
         --concurrency "$3" --duration "${SECONDS_RUN}s" --json --quiet \
         | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["handshakes_per_sec"], d["error_count"])'
 }

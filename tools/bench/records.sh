@@ -50,7 +50,7 @@ LIMIT_US=$(python3 -c "print(round((1 << 20) / ($SPEED * 1000) * 1e6, 1))")
 
 # stats: "poll_busy_s worker_cpu_s record_jobs record_ops bytes_to_client bytes_to_backend"
 stats() {
-    target/release/appliancectl --socket "$WORK/control.sock" --json stats | python3 -c '
+    "$BIN/appliancectl" --socket "$WORK/control.sock" --json stats | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 c = s["cores"][0]
@@ -79,7 +79,7 @@ backends = ["10.77.0.2:8080"]
 certificates = [{ chain = "ec.pem", key = "ec.key" }]
 versions = ["1.3"]
 TOML
-    ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance-$MODE.log" 2>&1 &
+    ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance-$MODE.log" 2>&1 &
     APID=$!
     PIDS+=($APID)
     wait_control "$WORK/control.sock" "$WORK/appliance-$MODE.log"

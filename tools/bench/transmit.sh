@@ -58,14 +58,14 @@ TOML
     vserver default 4432 ''
     vserver http 4433 'http = true\npsh = false'
 } > "$WORK/appliance.toml"
-ip netns exec "$NAME-a" target/release/appliance --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
+ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
 PIDS+=($!)
 wait_control "$WORK/control.sock" "$WORK/appliance.log"
 sleep 0.5
 
 # counters: "records record_bytes segments"
 counters() {
-    target/release/appliancectl --socket "$WORK/control.sock" --json stats | python3 -c '
+    "$BIN/appliancectl" --socket "$WORK/control.sock" --json stats | python3 -c '
 import json, sys
 p = json.load(sys.stdin)["cores"][0]["proxy"]
 print(p["tls_records_out"], p["tls_record_bytes_out"], p["tls_segments_out"])'

@@ -31,6 +31,10 @@ struct Shared {
 
 impl Shared {
     fn take_budget(&self) -> bool {
+        // Without --count, no shared read-modify-write per start.
+        if self.budget.load(Ordering::Relaxed) == u64::MAX {
+            return true;
+        }
         self.budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
             .is_ok()
@@ -366,12 +370,15 @@ impl<E: Engine> Worker<'_, E> {
             if starting {
                 match interval {
                     None => {
-                        while !self.free.is_empty() || !self.idle.is_empty() {
+                        // Each available slot starts once per pass: a start that fails
+                        // at once (no port, no file descriptor) frees its slot again,
+                        // and must not spin here past the duration.
+                        for _ in 0..self.free.len() + self.idle.len() {
                             if !self.shared.take_budget() {
                                 self.shared.stop.store(true, Ordering::Relaxed);
                                 break;
                             }
-                            let i = self.available().expect("checked non-empty");
+                            let Some(i) = self.available() else { break };
                             self.start(i, now, now);
                         }
                     }
