@@ -1,0 +1,44 @@
+//! The cluster-wide TLS session cache (seed 000, issue 23).
+//!
+//! This crate owns everything about the shared session cache except TLS itself: the
+//! record format and the local table ([`local`]), the cluster key and the sealing of
+//! everything that leaves a node ([`seal`]), the cluster wire format ([`wire`]), the peer
+//! replication protocol as a sans-IO state machine ([`peer`]), the threads that drive it
+//! over UDP ([`net`]), the Redis repository agent ([`redis`]), and the [`Store`] facade
+//! that ties the tiers together for the appliance.
+//!
+//! Values are opaque bytes: the crate knows nothing of TLS sessions, DPDK or smoltcp.
+//!
+//! # What it must not do
+//! - Block a caller that is a poll-mode core. Core-facing calls ([`Store::get`],
+//!   [`Store::add`], ..., and polling a pending lookup) take a shard lock for one map
+//!   operation at most and post to bounded queues with `try_send`: a full queue is
+//!   counted, never waited on. Sockets, Redis and sealing run on the crate's own threads.
+//! - Read a clock in the table or the protocol: times are wall-clock Unix milliseconds
+//!   passed in by the caller (records cross machines), and the protocol engine takes
+//!   `now` as an argument so tests drive it with a logical clock.
+//! - Let a secret leave the node unsealed, appear in a log or `Debug` output, or outlive
+//!   its use unwiped.
+
+pub mod local;
+
+pub use local::{
+    Applied, Kind, LocalConfig, LocalStats, LocalTable, PurgeScope, Record, Snapshot, TableId,
+    Version,
+};
+
+/// A node's 32-bit id, derived from its configured name: the first four bytes of
+/// SHA-256("session-store node" || name). It is the `origin` of the node's versions and
+/// the sender id in its messages; names are unique in a cluster (a collision of two
+/// names' ids is detected and counted by the peer tier).
+pub fn node_id(name: &str) -> u32 {
+    let mut b = Vec::with_capacity(18 + name.len());
+    b.extend_from_slice(b"session-store node");
+    b.extend_from_slice(name.as_bytes());
+    let h = crypto_offload::prim::hash(crypto_offload::HashAlg::Sha256, &b).unwrap_or_default();
+    let mut w = [0u8; 4];
+    if h.len() >= 4 {
+        w.copy_from_slice(&h[..4]);
+    }
+    u32::from_be_bytes(w)
+}
