@@ -21,11 +21,14 @@
 //!   its use unwiped.
 
 pub mod local;
+pub mod seal;
+pub mod wire;
 
 pub use local::{
     Applied, Kind, LocalConfig, LocalStats, LocalTable, PurgeScope, Record, Snapshot, TableId,
     Version,
 };
+pub use seal::{ticket_epoch, ClusterKey, KeyError, RingKey, SealError, Sealer};
 
 /// A node's 32-bit id, derived from its configured name: the first four bytes of
 /// SHA-256("session-store node" || name). It is the `origin` of the node's versions and
