@@ -23,12 +23,14 @@
 pub mod access;
 pub mod backends;
 pub mod config;
+pub mod conn;
 pub mod control;
+pub mod core;
 pub mod health;
 pub mod live;
 pub mod metrics;
-pub mod proxy;
 pub mod runtime;
+pub mod stats;
 pub mod transmit;
 
 /// The process's clock origin: every core measures time from it, so times one core

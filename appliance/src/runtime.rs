@@ -1,4 +1,5 @@
-//! Starting and stopping the data plane: one [`Worker`] per configured core, each on
+//! Starting and stopping the data plane: one per-core driver (`driver::Driver`
+//! running a [`CoreApp`]) per configured core, each on
 //! its own pinned thread with its own port queue, and a [`Snapshot`] of everything
 //! they count.
 
@@ -13,10 +14,12 @@ use serde::Serialize;
 
 use crate::access::AccessSender;
 use crate::config::Config;
+use crate::core::CoreApp;
 use crate::live::Live;
-use crate::proxy::{Crypto, ProxyStats, QueueStats, Worker};
+use crate::stats::{ProxyStats, QueueStats};
 use crypto_offload::device::{Device, Devices, Route};
 use crypto_offload::{DeviceWorkers, Pool, PoolConfig, WorkerStats};
+use driver::{Driver, Net, Offload, OffloadStats};
 
 /// Everything one core counts, shared with the control socket.
 pub struct CoreCounters {
@@ -25,6 +28,8 @@ pub struct CoreCounters {
     pub core: Arc<CoreStats>,
     pub stack: Arc<StackStats>,
     pub proxy: Arc<ProxyStats>,
+    /// The core's crypto link (served with `proxy`).
+    pub offload: Arc<OffloadStats>,
     pub queue: Arc<QueueStats>,
     pub steer: Arc<SteerStats>,
 }
@@ -93,6 +98,14 @@ fn atomics_json<T: Serialize>(t: &T) -> serde_json::Value {
     serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
 }
 
+/// `a` with `b`'s fields added (both JSON objects).
+fn merged(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
 impl Running {
     /// Sets the stop flag; the cores finish their current iteration and exit.
     pub fn stop(&self) {
@@ -157,7 +170,7 @@ pub fn snapshot(
                 loops: c.core.snapshot(),
                 queue: atomics_json(&*c.queue),
                 stack: atomics_json(&*c.stack),
-                proxy: atomics_json(&*c.proxy),
+                proxy: merged(atomics_json(&*c.proxy), atomics_json(&*c.offload)),
                 steering: atomics_json(&*c.steer),
             })
             .collect(),
@@ -264,16 +277,16 @@ pub fn start(
         let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
         let live2 = live.clone();
         let access = access.clone();
-        let crypto = match &pool {
+        let offload = match &pool {
             Some(p) => {
-                let c = Crypto::pool(p.link(cfg.crypto.max_in_flight), cfg.crypto.backlog);
+                let o = Offload::pool(p.link(cfg.crypto.max_in_flight), cfg.crypto.backlog);
                 if cfg.crypto.record_offload {
-                    c.with_records(cfg.crypto.record_batch)
+                    o.with_records(cfg.crypto.record_batch)
                 } else {
-                    c
+                    o
                 }
             }
-            None => Crypto::default(),
+            None => Offload::inline(),
         };
         let stop2 = stop.clone();
         let idle = cfg.dataplane.idle;
@@ -282,18 +295,24 @@ pub fn start(
         let handle = spawn_core(i, pin, move |core_stats| {
             // The stack is built on its own core so its memory is first touched there.
             let stack = Stack::new(scfg, netstack::NetInstant::from_millis(0));
-            let mut worker = Worker::new(queue, steering, endpoint, stack, live2, crypto, access);
-            worker.on_core_start();
+            let mut net = Net::new(queue, Some((steering, endpoint)), stack);
+            let app = CoreApp::new(&mut net, i, n, live2, access);
+            let mut core = Driver::new(net, offload, app);
+            core.on_core_start();
             let _ = ready.send((
-                worker.stack_stats(),
-                worker.stats.clone(),
-                worker.queue_stats.clone(),
-                worker.steer_stats(),
+                core.net.stack.stats(),
+                core.app.stats.clone(),
+                core.offload_stats(),
+                core.app.queue_stats.clone(),
+                core.net.steer_stats().unwrap_or_default(),
             ));
-            run_poll_loop(core_stats, idle, &stop2, || worker.poll_once());
-            worker.publish();
+            let epoch = crate::epoch();
+            run_poll_loop(core_stats, idle, &stop2, || {
+                core.poll_once(epoch.elapsed().as_micros() as u64)
+            });
+            core.publish();
         })?;
-        let (stack, proxy, queue, steer) = ready_rx
+        let (stack, proxy, offload, queue, steer) = ready_rx
             .recv()
             .map_err(|_| std::io::Error::other(format!("poll-mode core {i} failed to start")))?;
         counters.push(CoreCounters {
@@ -302,6 +321,7 @@ pub fn start(
             core: handle.stats.clone(),
             stack,
             proxy,
+            offload,
             queue,
             steer,
         });

@@ -216,6 +216,15 @@ impl Host {
         self.clients.len() - 1
     }
 
+    /// Starts a client to the appliance's `port` that sends exactly `bytes` (no
+    /// header) and then waits: for protocol tests (a stalled or hostile client).
+    /// `got` collects what comes back; `done` is set once the appliance closed.
+    pub fn raw_client(&mut self, port: u16, bytes: Vec<u8>) -> usize {
+        let i = self.client(port, 0, 0, 0);
+        self.clients[i].up = bytes;
+        i
+    }
+
     /// Injects a raw frame towards the appliance.
     pub fn inject(&mut self, frame: Vec<u8>) {
         self.peer.send(frame);

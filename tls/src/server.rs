@@ -358,6 +358,12 @@ impl ServerConn {
             _ => self.deadline,
         }
     }
+    /// Whether the handshake waits for a session store's answer (a lookup in flight):
+    /// the caller should process the connection again soon, event or not.
+    pub fn awaiting_lookup(&self) -> bool {
+        matches!(self.state, State::SessionLookup(_))
+    }
+
     /// How many TLS bytes [`ServerConn::read_tls`] would take now.
     pub fn tls_room(&self) -> usize {
         if self.is_closed() || self.peer_closed {

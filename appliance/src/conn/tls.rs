@@ -1,0 +1,746 @@
+//! `mode = "tls"`: TLS terminated by the `tls` engine, plaintext to a backend.
+//!
+//! With one vserver on its port, a client is paired with a backend connection at once
+//! (the backend's TCP handshake overlaps the TLS one); on a port shared by several
+//! `tls` vservers, the engine holds the client alone until the ClientHello's SNI has
+//! chosen the vserver, then the backend connection starts. Client bytes go into the
+//! engine, plaintext to the backend; backend bytes are staged in the engine and sealed
+//! by the transmittal conditions ([`crate::transmit`]), records go to the client.
+//! Every buffer on the way is bounded, so a slow side slows the other through TCP
+//! windows. An HTTP-aware vserver with no backend up completes the handshake and
+//! answers the first request with a 503.
+//!
+//! The handler's deadline is the engine's (handshake timeout, session lookup) or the
+//! transmittal timer, whichever is first: the driver steps it then, with no other
+//! traffic needed.
+
+use std::sync::Arc;
+
+use driver::offload::JobDone;
+use driver::pump::{fill, flush};
+use driver::{Cx, Next};
+use netstack::{ConnId, TcpSocket, TcpState};
+use tls::{ErrorClass, ServerConn};
+
+use super::{
+    abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
+    release_client, remote, BackendLeg, ClientLog, Outcome, Refusal, CLIENT,
+};
+use crate::access::TlsFields;
+use crate::backends::VserverRt;
+use crate::core::{CoreApp, ListenerRt};
+use crate::live::SessionRow;
+use crate::stats::{add, ProxyStats};
+use crate::transmit::{Reason, TransmitConfig, TxState};
+
+/// What an HTTP-aware `tls` vserver with no backend up answers.
+const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
+
+/// One TLS client, and its backend connection once it has one.
+pub struct TlsConn {
+    client: ConnId,
+    t: Box<ServerConn>,
+    /// The vserver; `None` until SNI has chosen one on a shared port.
+    vs: Option<Arc<VserverRt>>,
+    /// On a shared port until SNI has chosen: the listener (of the generation the
+    /// client came in on).
+    listener: Option<Arc<ListenerRt>>,
+    backend: Option<BackendLeg>,
+    /// An HTTP-aware vserver had no eligible backend: handshake, 503, close.
+    no_backend: bool,
+    /// When backend plaintext is sealed.
+    tx: TxState,
+    /// The handshake has been counted in the stats.
+    counted: bool,
+    client_fin_forwarded: bool,
+    log: ClientLog,
+}
+
+impl TlsConn {
+    /// A new client on a port of one `tls` vserver: paired with a backend at once.
+    pub fn accept(
+        cx: &mut Cx<'_>,
+        app: &CoreApp,
+        client: ConnId,
+        vs: Arc<VserverRt>,
+        log: ClientLog,
+    ) -> Option<Box<Self>> {
+        let cfg = vs.cfg.tls.clone()?;
+        let mut t = Box::new(ServerConn::new(cfg, cx.now_ms()));
+        t.set_record_offload(cx.offload.records());
+        let mut c = Self::new(cx, client, t, None, log);
+        c.route(cx, app, vs).then_some(c)
+    }
+
+    /// A new client on a port shared by several `tls` vservers: the engine chooses
+    /// the vserver from the ClientHello's SNI first.
+    pub fn accept_shared(
+        cx: &mut Cx<'_>,
+        client: ConnId,
+        l: Arc<ListenerRt>,
+        log: ClientLog,
+    ) -> Option<Box<Self>> {
+        let router = l.router.clone()?;
+        let mut t = Box::new(ServerConn::with_router(router, cx.now_ms()));
+        t.set_record_offload(cx.offload.records());
+        Some(Self::new(cx, client, t, Some(l), log))
+    }
+
+    fn new(
+        cx: &mut Cx<'_>,
+        client: ConnId,
+        t: Box<ServerConn>,
+        listener: Option<Arc<ListenerRt>>,
+        log: ClientLog,
+    ) -> Box<Self> {
+        cx.adopt(client, CLIENT);
+        Box::new(TlsConn {
+            client,
+            t,
+            vs: None,
+            listener,
+            backend: None,
+            no_backend: false,
+            tx: TxState::default(),
+            counted: false,
+            client_fin_forwarded: false,
+            log,
+        })
+    }
+
+    /// The vserver this client is logged and listed under: its own, or before SNI has
+    /// chosen, its listener's first (the one a ClientHello without SNI gets).
+    fn vserver(&self) -> Option<&Arc<VserverRt>> {
+        self.vs
+            .as_ref()
+            .or_else(|| self.listener.as_ref().map(|l| &l.vservers[0]))
+    }
+
+    /// Gives the client a backend of `vs`. `false` when the client was refused (and
+    /// released); an HTTP-aware vserver without an eligible backend keeps it for a
+    /// 503.
+    fn route(&mut self, cx: &mut Cx<'_>, app: &CoreApp, vs: Arc<VserverRt>) -> bool {
+        self.listener = None;
+        match connect_backend(cx, app, &vs) {
+            Ok((leg, addr)) => {
+                self.log.backend_addr = Some(addr);
+                self.backend = Some(leg);
+                self.tx = TxState::new(&vs.cfg.transmit);
+                self.vs = Some(vs);
+                true
+            }
+            Err(Refusal::NoBackend) if vs.cfg.transmit.http => {
+                log::debug!("vserver {}: no backend is up; answering 503", vs.cfg.name);
+                self.no_backend = true;
+                self.vs = Some(vs);
+                true
+            }
+            Err(why) => {
+                if why == Refusal::NoBackend {
+                    log::debug!("vserver {}: no backend is up; client closed", vs.cfg.name);
+                }
+                refuse_client(cx, self.client, &mut self.log, why);
+                self.vs = Some(vs);
+                self.release(cx, app);
+                false
+            }
+        }
+    }
+
+    pub fn on_job_done(&mut self, done: JobDone) {
+        // An error stays in the engine (its alert queued); the step that follows
+        // sends it and closes, like any other TLS failure.
+        let _ = match done {
+            JobDone::Step(r) => self.t.complete(r),
+            JobDone::Records(w) => self.t.complete_records(w),
+            JobDone::RecordsLost(e) => self.t.fail_records(e),
+        };
+    }
+
+    /// The engine's deadline (handshake timeout, session lookup) or the transmittal
+    /// timer, whichever is first.
+    pub fn deadline_us(&self) -> Option<u64> {
+        let engine = self.t.deadline().map(|ms| ms.saturating_mul(1000));
+        match (engine, self.tx.armed_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn step(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+        let next = if self.backend.is_some() {
+            self.step_pair(cx, app)
+        } else {
+            self.step_alone(cx, app)
+        };
+        if next == Next::Done {
+            return next;
+        }
+        // Record offload: what this step cut and received goes to the next record job.
+        match self.t.take_records(cx.me().to_bits()) {
+            Ok(Some(w)) => cx.offload.lend(w),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(s) = cx.stack.socket(self.client) {
+                    let _ = flush(&mut *self.t, s);
+                    s.close();
+                }
+                if let Some(b) = &self.backend {
+                    abort(cx, b.id);
+                }
+                self.fail(cx, app, e);
+                return Next::Done;
+            }
+        }
+        // A session lookup in flight is asked again next iteration.
+        if self.t.awaiting_lookup() {
+            Next::Again
+        } else {
+            next
+        }
+    }
+
+    /// A step with a backend connection.
+    fn step_pair(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+        let Some(vs) = self.vs.clone() else {
+            return Next::Done;
+        };
+        let Some(b) = self.backend.as_mut() else {
+            return Next::Done;
+        };
+        let transmit = vs.cfg.transmit;
+        let psh = cx.stack.take_psh(b.id);
+        let mss = cx.mss();
+        let (now_us, tag) = (cx.now_us, cx.me());
+        let Some(((cs, _), (bs, _))) = cx.stack.pair(self.client, b.id) else {
+            return Next::Done;
+        };
+        let mut down = Down {
+            stats: &app.stats,
+            cfg: &transmit,
+            now_us,
+            mss,
+            psh,
+            up_bytes: 0,
+            down_bytes: 0,
+        };
+        let t = &mut *self.t;
+        let outcome = 'step: {
+            let mut newly_established = false;
+            if !b.established {
+                match backend_connect_step(cs, bs, self.log.addr, vs.cfg.proxy_protocol) {
+                    Ok(false) => {
+                        // The client's TLS handshake goes on while the backend connects.
+                        if let Err(e) = tls_step(cs, t, bs, false, cx.offload, tag, &mut down) {
+                            cs.close();
+                            bs.abort();
+                            break 'step Outcome::TlsFailed(e);
+                        }
+                        break 'step Outcome::Continue {
+                            newly_established: false,
+                        };
+                    }
+                    Ok(true) => {
+                        b.established = true;
+                        newly_established = true;
+                    }
+                    Err(o) => break 'step o,
+                }
+            }
+            let both_fins = b.fin_forwarded && self.client_fin_forwarded;
+            if bs.state() == TcpState::Closed && !both_fins {
+                cs.abort();
+                break 'step Outcome::BackendReset;
+            }
+            if cs.state() == TcpState::Closed && !both_fins {
+                bs.abort();
+                break 'step Outcome::ClientReset;
+            }
+            let r = tls_step(cs, t, bs, true, cx.offload, tag, &mut down)
+                .and_then(|_| seal_down(cs, t, bs, &mut self.tx, &mut down));
+            if let Err(e) = r {
+                // The alert is queued on the client socket; a FIN follows it.
+                cs.close();
+                bs.abort();
+                break 'step Outcome::TlsFailed(e);
+            }
+            // The client's close_notify or FIN, once everything it sent is forwarded.
+            let client_done = t.peer_closed() || (!cs.may_recv() && cs.recv_queue() == 0);
+            if !self.client_fin_forwarded
+                && client_done
+                && t.plaintext().is_empty()
+                && !t.input_pending()
+            {
+                bs.close();
+                self.client_fin_forwarded = true;
+            }
+            // The backend's FIN: close_notify, then FIN once all records are out (and
+            // with `fin = false`, once the timer has sealed what is staged).
+            if !b.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 && t.staged() == 0 {
+                t.close();
+                let _ = flush(t, cs);
+                if t.pending_tls().is_empty() && !t.sealing() {
+                    cs.close();
+                    b.fin_forwarded = true;
+                }
+            }
+            if self.client_fin_forwarded && b.fin_forwarded {
+                break 'step Outcome::Done;
+            }
+            Outcome::Continue { newly_established }
+        };
+        let backend_remote = match outcome {
+            Outcome::BackendFailed => remote(bs),
+            _ => String::new(),
+        };
+        let client_remote = match outcome {
+            Outcome::TlsFailed(_) => remote(cs),
+            _ => String::new(),
+        };
+        // A PSH not acted on yet: more of what the backend sent is still unread.
+        if down.psh {
+            cx.stack.restore_psh(b.id);
+        }
+        let (up, dn) = (down.up_bytes, down.down_bytes);
+        if up > 0 {
+            self.log.bytes_in += up;
+            add(&app.stats.bytes_to_backend, up);
+        }
+        if dn > 0 {
+            self.log.bytes_out += dn;
+            add(&app.stats.bytes_to_client, dn);
+        }
+        count_handshake(
+            &self.t,
+            &mut self.counted,
+            &mut self.log,
+            &app.stats,
+            now_us,
+        );
+        if let Outcome::TlsFailed(e) = &outcome {
+            tls_failed(&app.stats, e, &vs.cfg.name, &client_remote);
+        }
+        if !account(cx, app, &vs, b, &mut self.log, &outcome, &backend_remote) {
+            return Next::Wait;
+        }
+        self.release(cx, app);
+        Next::Done
+    }
+
+    /// A step without a backend: before SNI has chosen the vserver on a shared port,
+    /// or on an HTTP-aware vserver that had no backend (a 503 follows the handshake).
+    fn step_alone(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+        enum Then {
+            Wait,
+            Route(Arc<VserverRt>),
+            Release,
+            Failed(tls::Error, Arc<VserverRt>, String),
+        }
+        let Some(first) = self.vserver().cloned() else {
+            return Next::Done;
+        };
+        let (now_us, tag) = (cx.now_us, cx.me());
+        let Some(cs) = cx.stack.socket(self.client) else {
+            return Next::Done;
+        };
+        let then = if cs.state() == TcpState::Closed {
+            add(&app.stats.client_reset, 1);
+            self.log.close = "client_reset";
+            Then::Release
+        } else {
+            let t = &mut *self.t;
+            let mut r = tls_in(cs, t, cx.offload, tag, now_us / 1000);
+            let mut answered = false;
+            if self.no_backend {
+                count_handshake(t, &mut self.counted, &mut self.log, &app.stats, now_us);
+                if r.is_ok() {
+                    match answer_503(t) {
+                        Ok(done) => answered = done,
+                        Err(e) => r = Err(e),
+                    }
+                }
+            }
+            let _ = flush(t, cs);
+            // The vserver a failure is logged under: the chosen one, or the listener's
+            // default.
+            let chosen = t.chosen_config();
+            let vserver = match (self.no_backend, &self.listener) {
+                (false, Some(l)) => l.vservers[chosen.unwrap_or(0)].clone(),
+                _ => first,
+            };
+            let no_more = !cs.may_recv() && cs.recv_queue() == 0;
+            match r {
+                Err(e) => {
+                    cs.close();
+                    self.log.close = "tls_error";
+                    self.log.error = Some(e.to_string());
+                    self.vs.get_or_insert_with(|| vserver.clone());
+                    Then::Failed(e, vserver, remote(cs))
+                }
+                Ok(()) if answered => {
+                    cs.close();
+                    self.log.close = "no_backend_503";
+                    self.log.bytes_out += RESPONSE_503.len() as u64;
+                    Then::Release
+                }
+                Ok(()) if self.no_backend => {
+                    if no_more {
+                        cs.close();
+                        self.log.close = "no_backend";
+                        Then::Release
+                    } else {
+                        Then::Wait
+                    }
+                }
+                Ok(()) if chosen.is_some() => Then::Route(vserver),
+                // The client's FIN before a whole ClientHello.
+                Ok(()) if no_more => {
+                    cs.close();
+                    self.log.close = "client_closed";
+                    self.vs.get_or_insert(vserver);
+                    Then::Release
+                }
+                Ok(()) => Then::Wait,
+            }
+        };
+        match then {
+            Then::Wait => Next::Wait,
+            Then::Route(vserver) => {
+                if !self.route(cx, app, vserver) {
+                    return Next::Done;
+                }
+                // The backend connection has started; the pair goes on from here.
+                Next::Wait
+            }
+            Then::Release => {
+                self.release(cx, app);
+                Next::Done
+            }
+            Then::Failed(e, vserver, remote) => {
+                tls_failed(&app.stats, &e, &vserver.cfg.name, &remote);
+                self.release(cx, app);
+                Next::Done
+            }
+        }
+    }
+
+    /// A failure found outside a pair step (a record cut): counted and logged, both
+    /// sides released.
+    fn fail(&mut self, cx: &mut Cx<'_>, app: &CoreApp, e: tls::Error) {
+        self.log.close = "tls_error";
+        self.log.error = Some(e.to_string());
+        let name = self
+            .vserver()
+            .map(|v| v.cfg.name.clone())
+            .unwrap_or_default();
+        let remote = cx
+            .stack
+            .socket(self.client)
+            .map(|s| remote(s))
+            .unwrap_or_else(|| "(gone)".into());
+        tls_failed(&app.stats, &e, &name, &remote);
+        self.release(cx, app);
+    }
+
+    /// What the access log says of the handshake, once it completed.
+    fn tls_fields(&self) -> Option<TlsFields> {
+        let t = self.t.as_ref();
+        if !t.is_established() {
+            return None;
+        }
+        let i = t.info();
+        Some(TlsFields {
+            version: version_name(i.version),
+            suite: tls::msgs::suite::name(i.suite),
+            sni: i.sni.clone(),
+            alpn: i
+                .alpn
+                .as_ref()
+                .map(|a| String::from_utf8_lossy(a).into_owned()),
+            resumed: match i.resumed {
+                None => "no",
+                Some(tls::Resumed::SessionId) => "session_id",
+                Some(tls::Resumed::Ticket) => "ticket",
+                Some(_) => "psk",
+            },
+        })
+    }
+
+    /// Releases both sides (the sockets are closed or aborted already).
+    fn release(&mut self, cx: &mut Cx<'_>, app: &CoreApp) {
+        let fields = self.tls_fields();
+        let vs = self.vserver().cloned();
+        release_client(cx, app, self.client, &self.log, vs.as_ref(), fields);
+        if let (Some(b), Some(vs)) = (self.backend.take(), &self.vs) {
+            release_backend(cx, &b, vs);
+        }
+    }
+
+    /// A shutdown cut: both sides reset.
+    pub fn cut(&mut self, cx: &mut Cx<'_>, app: &CoreApp, why: &'static str) {
+        self.log.close = why;
+        abort(cx, self.client);
+        if let Some(b) = &self.backend {
+            abort(cx, b.id);
+        }
+        self.release(cx, app);
+    }
+
+    pub fn session_row(&self, core: usize, now_us: u64) -> SessionRow {
+        let t = self.t.as_ref();
+        let state = if self.no_backend {
+            "no_backend"
+        } else if self.client_fin_forwarded {
+            "closing"
+        } else if !t.is_established() {
+            "handshake"
+        } else {
+            "open"
+        };
+        let mut row = self
+            .log
+            .row(core, self.vserver().map(|v| &**v), state, now_us);
+        if t.is_established() {
+            let i = t.info();
+            row.tls_version = Some(version_name(i.version));
+            row.suite = Some(tls::msgs::suite::name(i.suite));
+            row.sni = i.sni.clone();
+            row.resumed = Some(i.resumed.is_some());
+        }
+        row
+    }
+}
+
+pub fn version_name(v: u16) -> &'static str {
+    if v == tls::msgs::version::TLS13 {
+        "TLSv1.3"
+    } else {
+        "TLSv1.2"
+    }
+}
+
+/// Counts the handshake in the stats once it has completed (`counted` remembers) and
+/// notes how long it took.
+fn count_handshake(
+    t: &ServerConn,
+    counted: &mut bool,
+    log: &mut ClientLog,
+    stats: &ProxyStats,
+    now_us: u64,
+) {
+    if *counted || !t.is_established() {
+        return;
+    }
+    *counted = true;
+    log.handshake_us = now_us.saturating_sub(log.accepted_us).max(1);
+    let info = t.info();
+    let (done, resumed) = if info.version == tls::msgs::version::TLS13 {
+        (&stats.tls13_handshakes, &stats.tls13_resumed)
+    } else {
+        (&stats.tls12_handshakes, &stats.tls12_resumed)
+    };
+    add(done, 1);
+    stats.tls_suites.count(info.suite);
+    if info.resumed.is_some() {
+        add(resumed, 1);
+    }
+    if let Some(subject) = &info.peer_subject {
+        add(&stats.tls_client_certificates, 1);
+        log::debug!("client certificate: {subject}");
+    }
+    add(&stats.tls_jobs, info.jobs as u64);
+    add(&stats.tls_digest_bytes, info.digest.bytes);
+}
+
+/// Counts a failed TLS connection by whose fault it was, and logs it.
+fn tls_failed(stats: &ProxyStats, e: &tls::Error, vserver: &str, remote: &str) {
+    let c = match e.class() {
+        ErrorClass::PeerMisbehaved => &stats.tls_peer_misbehaved,
+        ErrorClass::PeerIncompatible => &stats.tls_peer_incompatible,
+        ErrorClass::PeerClosed => &stats.tls_peer_alert,
+        ErrorClass::Local => &stats.tls_local_error,
+    };
+    add(c, 1);
+    log::info!("vserver {vserver}: TLS connection from {remote} failed: {e}");
+}
+
+/// A client with no backend: once its handshake is done and its request head is in
+/// (or it stopped sending), it gets a 503 and close_notify. `Ok(true)` once answered.
+fn answer_503(t: &mut ServerConn) -> Result<bool, tls::Error> {
+    if !t.is_established() {
+        return Ok(false);
+    }
+    let head_done = t.plaintext().windows(4).any(|w| w == b"\r\n\r\n")
+        || t.plaintext().len() >= 8192
+        || t.peer_closed();
+    if !head_done {
+        return Ok(false);
+    }
+    // The request is not forwarded anywhere: drop it so the engine keeps reading.
+    let n = t.plaintext().len();
+    t.consume_plaintext(n);
+    t.send(RESPONSE_503)?;
+    t.close();
+    Ok(true)
+}
+
+/// The backend-to-client direction's settings and what a step moved.
+struct Down<'a> {
+    stats: &'a ProxyStats,
+    cfg: &'a TransmitConfig,
+    now_us: u64,
+    mss: usize,
+    /// The backend's PSH was seen (cleared once acted on).
+    psh: bool,
+    /// Plaintext bytes this step moved to the backend and to the client.
+    up_bytes: u64,
+    down_bytes: u64,
+}
+
+/// Client bytes into the engine (the engine's deadline checked first), and the crypto
+/// jobs they call for.
+fn tls_in(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    offload: &mut driver::Offload,
+    tag: driver::HandlerId,
+    now_ms: u64,
+) -> Result<(), tls::Error> {
+    t.handle_timeout(now_ms)?;
+    let _ = fill(cs, t);
+    t.process()?;
+    offload.run_jobs(tag, t)
+}
+
+/// One step of a TLS client connection: client bytes into the engine, plaintext to the
+/// backend once it is up; whatever the outcome, what the engine wrote (records, or the
+/// alert) goes out.
+fn tls_step(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    backend_up: bool,
+    offload: &mut driver::Offload,
+    tag: driver::HandlerId,
+    d: &mut Down,
+) -> Result<(), tls::Error> {
+    let r = (|| {
+        tls_in(cs, t, offload, tag, d.now_us / 1000)?;
+        if !backend_up {
+            return Ok(());
+        }
+        // Engine → backend; taking plaintext may let the engine decrypt more records.
+        while !t.plaintext().is_empty() && bs.can_send() {
+            let n = bs.send_slice(t.plaintext()).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            t.consume_plaintext(n);
+            d.up_bytes += n as u64;
+            t.process()?;
+            offload.run_jobs(tag, t)?;
+        }
+        Ok(())
+    })();
+    let _ = flush(t, cs);
+    r
+}
+
+/// Backend plaintext into the engine's stage, sealed into records by the transmittal
+/// conditions (see `transmit`), records to the client.
+fn seal_down(
+    cs: &mut TcpSocket,
+    t: &mut ServerConn,
+    bs: &mut TcpSocket,
+    st: &mut TxState,
+    d: &mut Down,
+) -> Result<(), tls::Error> {
+    if !t.is_established() {
+        return Ok(());
+    }
+    let stats = d.stats;
+    let q = d.cfg.record_size(d.mss, t.record_overhead());
+    for _ in 0..4 {
+        let _ = flush(t, cs);
+        if !bs.can_recv() || t.stage_room() == 0 {
+            break;
+        }
+        let framer = &mut st.framer;
+        let mut ended = false;
+        let mut framing_error = None;
+        let n = bs
+            .recv(|buf| {
+                let n = t.stage(buf);
+                if let Some(f) = framer.as_mut() {
+                    match f.feed(&buf[..n]) {
+                        Ok(fed) => ended |= fed.ended > 0,
+                        Err(e) => framing_error = Some(e),
+                    }
+                }
+                (n, n)
+            })
+            .unwrap_or(0);
+        if let Some(e) = framing_error {
+            add(&stats.http_framing_errors, 1);
+            log::info!(
+                "backend {}: not HTTP/1.1 responses ({e}); sealing without response ends",
+                remote(bs)
+            );
+            st.framer = None;
+        }
+        if n == 0 {
+            break;
+        }
+        d.down_bytes += n as u64;
+        st.response_ended |= ended;
+        st.since_us.get_or_insert(d.now_us);
+        if t.staged() >= q {
+            let s = t.seal_staged(q, false)?;
+            add(&stats.tx_seal_quantum, s.records as u64);
+            count_records(stats, s);
+            // What is left arrived in this read when it is no more than the read: its
+            // wait starts now, not with the bytes just sealed.
+            if t.staged() <= n {
+                st.since_us = Some(d.now_us);
+            }
+        }
+        if t.staged() == 0 {
+            st.since_us = None;
+            st.response_ended = false;
+        }
+    }
+    let drained = bs.recv_queue() == 0;
+    let closed = !bs.may_recv();
+    match st.full_flush(d.cfg, d.now_us, drained, closed, d.psh) {
+        Some(reason) => {
+            let s = t.seal_staged(q, true)?;
+            count_records(stats, s);
+            let c = match reason {
+                Reason::HttpEnd => &stats.tx_seal_http_end,
+                Reason::Fin => &stats.tx_seal_fin,
+                Reason::Psh => &stats.tx_seal_psh,
+                Reason::Timer => &stats.tx_seal_timer,
+                Reason::Quantum => &stats.tx_seal_quantum,
+            };
+            add(c, 1);
+            st.since_us = None;
+            st.response_ended = false;
+            st.armed_us = None;
+        }
+        // The handler's deadline includes the timer (the driver arms it).
+        None => st.armed_us = st.deadline(d.cfg),
+    }
+    if drained {
+        // A PSH counts for what it ended, all of which has now been read.
+        d.psh = false;
+    }
+    let _ = flush(t, cs);
+    Ok(())
+}
+
+fn count_records(stats: &ProxyStats, s: tls::Sealed) {
+    if s.records > 0 {
+        add(&stats.tls_records_out, s.records as u64);
+        add(&stats.tls_record_bytes_out, s.bytes as u64);
+    }
+}

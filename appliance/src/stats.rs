@@ -1,0 +1,103 @@
+//! What one poll-mode core counts about its connections (served by the control
+//! socket and the metrics endpoint). Each counter has one writer, its core; the crypto
+//! link's counters are the driver's (`driver::OffloadStats`) and are served beside
+//! these.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+pub use driver::offload::add;
+
+/// Counters of one core's proxy.
+#[derive(Debug, Default, Serialize)]
+pub struct ProxyStats {
+    pub accepted: AtomicU64,
+    pub backend_connected: AtomicU64,
+    /// Backend refused (RST) or did not answer the SYN in time.
+    pub backend_failed: AtomicU64,
+    /// Backend reset an established connection.
+    pub backend_reset: AtomicU64,
+    /// Client reset (or timed out) mid-connection.
+    pub client_reset: AtomicU64,
+    /// No connection slot or local port for the backend side.
+    pub backend_no_slot: AtomicU64,
+    /// Pairs that ended with both FINs passed on.
+    pub completed: AtomicU64,
+    pub bytes_to_backend: AtomicU64,
+    pub bytes_to_client: AtomicU64,
+    /// Client connections open now (a gauge).
+    pub clients_open: AtomicU64,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: AtomicU64,
+    /// TLS handshakes completed, by version.
+    pub tls12_handshakes: AtomicU64,
+    pub tls13_handshakes: AtomicU64,
+    /// Of those, how many resumed a session (session ID or ticket; TLS 1.3 PSK).
+    pub tls12_resumed: AtomicU64,
+    pub tls13_resumed: AtomicU64,
+    /// Handshakes completed per cipher suite.
+    pub tls_suites: SuiteCounts,
+    /// Handshakes whose client presented a certificate that verified.
+    pub tls_client_certificates: AtomicU64,
+    /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
+    pub tls_peer_misbehaved: AtomicU64,
+    pub tls_peer_incompatible: AtomicU64,
+    pub tls_peer_alert: AtomicU64,
+    pub tls_local_error: AtomicU64,
+    /// Crypto jobs of completed handshakes and transcript bytes they hashed.
+    pub tls_jobs: AtomicU64,
+    pub tls_digest_bytes: AtomicU64,
+    /// Application-data records sealed for clients, and the plaintext bytes in them.
+    pub tls_records_out: AtomicU64,
+    pub tls_record_bytes_out: AtomicU64,
+    /// Data-bearing TCP segments sent to TLS clients (handshake flights included,
+    /// retransmissions too); with `tls_records_out`, records per segment.
+    pub tls_segments_out: AtomicU64,
+    /// Why staged plaintext was sealed (see `transmit`): full-size records sealed at
+    /// the quantum, and times the end of an HTTP response, the backend's FIN, its
+    /// PSH, or the timer sealed everything staged.
+    pub tx_seal_quantum: AtomicU64,
+    pub tx_seal_http_end: AtomicU64,
+    pub tx_seal_fin: AtomicU64,
+    pub tx_seal_psh: AtomicU64,
+    pub tx_seal_timer: AtomicU64,
+    /// Backend streams an HTTP-aware vserver could not frame as HTTP/1.1 responses
+    /// (the other conditions carry on for them).
+    pub http_framing_errors: AtomicU64,
+}
+
+/// Handshakes completed per cipher suite, in [`tls::msgs::suite::ALL`] order; served
+/// as a map from the suite's IANA name to its count.
+#[derive(Debug, Default)]
+pub struct SuiteCounts(pub [AtomicU64; tls::msgs::suite::ALL.len()]);
+
+impl SuiteCounts {
+    pub fn count(&self, suite: u16) {
+        if let Some(i) = tls::msgs::suite::ALL.iter().position(|&s| s == suite) {
+            add(&self.0[i], 1);
+        }
+    }
+}
+
+impl Serialize for SuiteCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (c, &suite) in self.0.iter().zip(tls::msgs::suite::ALL.iter()) {
+            m.serialize_entry(tls::msgs::suite::name(suite), &c.load(Ordering::Relaxed))?;
+        }
+        m.end()
+    }
+}
+
+/// Published copy of the queue counters (the queue itself is owned by the core).
+#[derive(Debug, Default, Serialize)]
+pub struct QueueStats {
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
+    pub rx_dropped: AtomicU64,
+}
