@@ -13,21 +13,23 @@ use netstack::TcpSocket;
 
 /// A non-blocking byte stream.
 pub trait Transport {
-    /// Offers received bytes to `take`, which returns how many it used; returns that
-    /// count (0: nothing was there, or `take` used nothing). The end of the stream
-    /// and failures are errors.
-    fn recv_with(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<usize>;
+    /// Offers at most `max` received bytes to `take`, which returns how many it used;
+    /// returns that count (0: nothing to read now). A transport that can only learn
+    /// of the peer's end by reading (a kernel socket) reports it as
+    /// `ErrorKind::UnexpectedEof`; a `netstack` socket reports its peer's FIN through
+    /// its state and returns 0. Failures are errors.
+    fn recv_with(&mut self, max: usize, take: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<usize>;
     /// Sends what fits now; `Ok(0)` when nothing fits.
     fn send(&mut self, data: &[u8]) -> io::Result<usize>;
 }
 
 impl Transport for TcpSocket<'_> {
-    fn recv_with(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<usize> {
+    fn recv_with(&mut self, max: usize, take: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<usize> {
         if !self.can_recv() {
             return Ok(0);
         }
         self.recv(|buf| {
-            let n = take(buf);
+            let n = take(&buf[..buf.len().min(max)]);
             (n, n)
         })
         .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))
@@ -76,17 +78,24 @@ tls_wire!(tls::ClientConn);
 
 /// Moves what the transport has received into the engine, as much as the engine
 /// takes. Two rounds: a ring buffer hands out at most two contiguous pieces. Returns
-/// the bytes moved; the transport's end or failure is an error.
+/// the bytes moved; the transport's end or failure is an error, unless bytes moved
+/// first (they are the engine's to process; an end or a failure shows again on the
+/// next call).
 pub fn fill<T: Transport + ?Sized, E: TlsWire + ?Sized>(
     from: &mut T,
     e: &mut E,
 ) -> io::Result<usize> {
     let mut moved = 0;
     for _ in 0..2 {
-        if e.tls_room() == 0 {
+        let room = e.tls_room();
+        if room == 0 {
             break;
         }
-        let n = from.recv_with(&mut |buf| e.read_tls(buf))?;
+        let n = match from.recv_with(room, &mut |buf| e.read_tls(buf)) {
+            Ok(n) => n,
+            Err(_) if moved > 0 => break,
+            Err(err) => return Err(err),
+        };
         if n == 0 {
             break;
         }
@@ -117,7 +126,7 @@ pub fn relay<A: Transport + ?Sized, B: Transport + ?Sized>(from: &mut A, to: &mu
     let mut moved = 0;
     for _ in 0..2 {
         let n = from
-            .recv_with(&mut |buf| to.send(buf).unwrap_or(0))
+            .recv_with(usize::MAX, &mut |buf| to.send(buf).unwrap_or(0))
             .unwrap_or(0);
         if n == 0 {
             break;
@@ -140,8 +149,12 @@ mod tests {
     }
 
     impl Transport for Mem {
-        fn recv_with(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<usize> {
-            let n = take(&self.inbound);
+        fn recv_with(
+            &mut self,
+            max: usize,
+            take: &mut dyn FnMut(&[u8]) -> usize,
+        ) -> io::Result<usize> {
+            let n = take(&self.inbound[..self.inbound.len().min(max)]);
             self.inbound.drain(..n);
             Ok(n)
         }

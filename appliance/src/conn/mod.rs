@@ -364,7 +364,6 @@ pub fn account(
     backend: &BackendLeg,
     log: &mut ClientLog,
     outcome: &Outcome,
-    backend_remote: &str,
 ) -> bool {
     let stats = &app.stats;
     let name = vs.cfg.name.as_str();
@@ -382,9 +381,8 @@ pub fn account(
             if let Some(b) = vs.backends.get(backend.index as usize) {
                 b.failed.fetch_add(1, Ordering::Relaxed);
             }
-            log::warn!(
-                "vserver {name}: backend {backend_remote} refused or did not answer; client reset"
-            );
+            let addr = log.backend_addr.map(|a| a.to_string()).unwrap_or_default();
+            log::warn!("vserver {name}: backend {addr} refused or did not answer; client reset");
         }
         Outcome::BackendReset => {
             log.close = "backend_reset";

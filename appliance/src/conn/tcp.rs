@@ -11,7 +11,7 @@ use netstack::ConnId;
 
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
-    release_client, remote, BackendLeg, ClientLog, Outcome, CLIENT,
+    release_client, BackendLeg, ClientLog, Outcome, CLIENT,
 };
 use crate::backends::VserverRt;
 use crate::core::CoreApp;
@@ -118,19 +118,7 @@ impl TcpConn {
             }
             Outcome::Continue { newly_established }
         };
-        let backend_remote = match outcome {
-            Outcome::BackendFailed => remote(bs),
-            _ => String::new(),
-        };
-        if !account(
-            cx,
-            app,
-            &self.vs,
-            b,
-            &mut self.log,
-            &outcome,
-            &backend_remote,
-        ) {
+        if !account(cx, app, &self.vs, b, &mut self.log, &outcome) {
             return Next::Wait;
         }
         self.release(cx, app);

@@ -289,10 +289,6 @@ impl TlsConn {
             }
             Outcome::Continue { newly_established }
         };
-        let backend_remote = match outcome {
-            Outcome::BackendFailed => remote(bs),
-            _ => String::new(),
-        };
         let client_remote = match outcome {
             Outcome::TlsFailed(_) => remote(cs),
             _ => String::new(),
@@ -320,7 +316,7 @@ impl TlsConn {
         if let Outcome::TlsFailed(e) = &outcome {
             tls_failed(&app.stats, e, &vs.cfg.name, &client_remote);
         }
-        if !account(cx, app, &vs, b, &mut self.log, &outcome, &backend_remote) {
+        if !account(cx, app, &vs, b, &mut self.log, &outcome) {
             return Next::Wait;
         }
         self.release(cx, app);

@@ -5,7 +5,9 @@
 //!
 //! **DPDK**: one DPDK port (`net_af_packet` on IFACE) and one `netstack` stack (smoltcp
 //! behind a flow table, the same code the appliance's cores run) with its own address
-//! (`--dpdk-addr`), busy-polled by the one load thread. This takes the client kernel's
+//! (`--dpdk-addr`), busy-polled by the one load thread: the network half of the
+//! appliance's per-core driver ([`driver::Net`]), in the driver's order (timers, RX,
+//! ready connections, egress and TX flush). This takes the client kernel's
 //! per-connection work off the client core: no socket calls, no kernel TCP state
 //! machine, no softirq for the replies (af_packet hands frames over in a shared ring).
 //! What the server sees is ordinary TCP from another address. The thread's CPU is
@@ -22,7 +24,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{DpdkPort, DpdkPortConfig, DpdkQueue};
-use dataplane::{Frame, PortInfo, PortQueue, BURST};
+use dataplane::{PortInfo, PortQueue};
+use driver::pump::Transport;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use netstack::{ConnId, NetDuration, NetInstant, RecvError, Stack, StackConfig, TcpState};
@@ -85,6 +88,50 @@ impl Write for Stream {
     }
 }
 
+thread_local! {
+    /// One socket read buffer for the thread's connections (see [`Stream`]'s
+    /// [`Transport`]).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 16 * 1024]);
+}
+
+/// The shared engine-to-socket pump ([`driver::pump`]) moves TLS bytes over a
+/// `Stream`: reads go through the thread's one buffer, at most what the engine takes.
+impl Transport for Stream {
+    fn recv_with(&mut self, max: usize, take: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<usize> {
+        READ_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let room = max.min(b.len());
+            if room == 0 {
+                return Ok(0);
+            }
+            loop {
+                return match self.read(&mut b[..room]) {
+                    Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => Ok(take(&b[..n])),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+            }
+        })
+    }
+
+    fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            return match self.write(data) {
+                Ok(0) if !data.is_empty() => Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the socket took nothing",
+                )),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+}
+
 /// A connection on the loadgen thread's own stack. Dropping it closes the connection
 /// (FIN; RST when unread data is left, as the kernel does) and hands it back to the
 /// stack, which frees it once TCP is done with it.
@@ -101,7 +148,7 @@ impl DpdkStream {
     /// Asked while connecting only (the loop moves on once it is `true`).
     fn connected(&mut self) -> io::Result<bool> {
         let mut net = self.net.borrow_mut();
-        let state = net.stack.socket(self.id).ok_or_else(gone)?.state();
+        let state = net.net.stack.socket(self.id).ok_or_else(gone)?.state();
         match state {
             TcpState::SynSent | TcpState::SynReceived => Ok(false),
             // A RST (or the stack's handshake timeout) while connecting.
@@ -110,7 +157,7 @@ impl DpdkStream {
                 "connection refused",
             )),
             _ => {
-                net.stack.set_established(self.id);
+                net.net.stack.set_established(self.id);
                 Ok(true)
             }
         }
@@ -120,7 +167,7 @@ impl DpdkStream {
 impl Read for DpdkStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut net = self.net.borrow_mut();
-        let s = net.stack.socket(self.id).ok_or_else(gone)?;
+        let s = net.net.stack.socket(self.id).ok_or_else(gone)?;
         match s.recv_slice(buf) {
             Ok(0) if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
             Ok(n) => Ok(n),
@@ -137,7 +184,7 @@ impl Read for DpdkStream {
 impl Write for DpdkStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut net = self.net.borrow_mut();
-        let s = net.stack.socket(self.id).ok_or_else(gone)?;
+        let s = net.net.stack.socket(self.id).ok_or_else(gone)?;
         match s.send_slice(buf) {
             Ok(0) if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
             Ok(n) => Ok(n),
@@ -160,22 +207,20 @@ impl Drop for DpdkStream {
         let Ok(mut net) = self.net.try_borrow_mut() else {
             return;
         };
-        if let Some(s) = net.stack.socket(self.id) {
+        if let Some(s) = net.net.stack.socket(self.id) {
             if s.recv_queue() > 0 {
                 s.abort();
             } else {
                 s.close();
             }
         }
-        net.stack.release(self.id);
+        net.net.stack.release(self.id);
     }
 }
 
-/// The thread's stack and port queue.
+/// The thread's network: its port queue and stack (the driver's network half).
 pub struct DpdkNet {
-    stack: Stack<usize>,
-    queue: DpdkQueue,
-    rx: Vec<Frame>,
+    net: driver::Net<usize>,
     ids: Vec<ConnId>,
     epoch: Instant,
     tx_seen: u64,
@@ -280,9 +325,7 @@ impl Net {
             dataplane::steer::EPHEMERAL_FIRST + (netstack::random_seed() % u64::from(span)) as u16,
         );
         let net = DpdkNet {
-            stack,
-            queue,
-            rx: Vec::with_capacity(BURST),
+            net: driver::Net::new(Box::new(queue), None, stack),
             ids: Vec::new(),
             epoch,
             tx_seen: 0,
@@ -314,6 +357,7 @@ impl Net {
                 };
                 let id = net
                     .borrow_mut()
+                    .net
                     .stack
                     .connect(v4, token)
                     .map_err(|e| io::Error::other(format!("no local port: {e:?}")))?;
@@ -355,7 +399,7 @@ impl Net {
             let mut ready = Vec::new();
             loop {
                 let now = Instant::now();
-                if now >= until || net.borrow().stack.connections() == 0 {
+                if now >= until || net.borrow().net.stack.connections() == 0 {
                     return;
                 }
                 net.borrow_mut()
@@ -383,21 +427,19 @@ impl DpdkNet {
         let until = prev + timeout;
         loop {
             let now = NetInstant::from_micros(prev.duration_since(self.epoch).as_micros() as i64);
-            // What the engines wrote since the last poll leaves first; egress also
-            // fires due timers (their connections come back from take_ready).
-            self.stack.egress(&mut self.queue, now);
-            let got = self.queue.rx_burst(&mut self.rx, BURST);
-            for f in self.rx.drain(..) {
-                self.stack.ingress(&f, &mut self.queue, now);
-            }
-            self.stack.take_ready(&mut self.ids);
+            // Due timers first (their connections come back from take_ready), then
+            // what arrived, then what the engines wrote leaves with the ACKs.
+            let net = &mut self.net;
+            net.stack.poll_timers(now);
+            let got = net.rx(now);
+            net.stack.take_ready(&mut self.ids);
             for id in self.ids.drain(..) {
-                if let Some(&mut token) = self.stack.user(id) {
+                if let Some(&mut token) = net.stack.user(id) {
                     ready.push(token);
                 }
             }
-            self.queue.flush();
-            let sent = self.queue.counters().tx_frames;
+            net.tx(now);
+            let sent = net.queue.counters().tx_frames;
             let worked = got > 0 || !ready.is_empty() || sent != self.tx_seen;
             self.tx_seen = sent;
             let t = Instant::now();

@@ -7,7 +7,9 @@
 //! server does per handshake: it still makes a key share, signs, derives and encrypts.
 
 use std::cell::RefCell;
-use std::io::{self, Read, Write};
+use std::io;
+
+use driver::pump;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -30,8 +32,6 @@ thread_local! {
     static SHARE: RefCell<Option<KeyShare>> = const { RefCell::new(None) };
     /// Tickets not offered yet (or, with `--reuse-ticket`, the one offered every time).
     static TICKETS: RefCell<Vec<Ticket>> = const { RefCell::new(Vec::new()) };
-    /// One socket read buffer for the thread's connections.
-    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);
 }
 
 /// Milliseconds on one clock for the whole process (ticket ages).
@@ -226,47 +226,26 @@ fn failure(e: &tls::Error, handshaking: bool) -> Failure {
 impl OwnConn {
     /// Writes what the engine has queued; `false` if the socket took less.
     fn flush(&mut self) -> Result<bool, Failure> {
-        while !self.c.pending_tls().is_empty() {
-            match self.tcp.write(self.c.pending_tls()) {
-                Ok(0) => return Err(Failure::new(Kind::Closed, "the socket took nothing")),
-                Ok(n) => self.c.consume_tls(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_failure(&e)),
-            }
-        }
-        Ok(true)
+        pump::flush(&mut self.c, &mut self.tcp).map_err(|e| match e.kind() {
+            io::ErrorKind::WriteZero => Failure::new(Kind::Closed, "the socket took nothing"),
+            _ => io_failure(&e),
+        })
     }
 
-    /// Reads once from the socket into the engine: `Some(false)` when the socket had
+    /// Reads from the socket into the engine: `Some(false)` when the socket had
     /// nothing, `None` at the end of input, `Err` on the engine's failure (its alert is
     /// sent first).
     fn fill(&mut self) -> Result<Option<bool>, Failure> {
-        let read = READ_BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            let room = self.c.tls_room().min(b.len());
-            if room == 0 {
-                // The server closed (close_notify), or the engine takes nothing more:
-                // an end, never a loop.
-                return Ok(None);
-            }
-            match self.tcp.read(&mut b[..room]) {
-                Ok(0) => Ok(None),
-                Ok(n) => {
-                    self.c.read_tls(&b[..n]);
-                    Ok(Some(n))
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Some(0)),
-                Err(e) => Err(Some(io_failure(&e))),
-            }
-        });
-        match read {
-            Ok(None) => return Ok(None),
-            Ok(Some(0)) => return Ok(Some(true)),
-            Ok(Some(_)) => {}
-            Err(None) => return Ok(Some(false)),
-            Err(Some(f)) => return Err(f),
+        if self.c.tls_room() == 0 {
+            // The server closed (close_notify), or the engine takes nothing more:
+            // an end, never a loop.
+            return Ok(None);
+        }
+        match pump::fill(&mut self.tcp, &mut self.c) {
+            Ok(0) => return Ok(Some(false)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io_failure(&e)),
         }
         let handshaking = self.c.is_handshaking();
         if let Err(e) = self.c.process(now_ms()) {
