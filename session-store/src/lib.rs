@@ -21,6 +21,7 @@
 //!   its use unwiped.
 
 pub mod local;
+pub mod peer;
 pub mod seal;
 pub mod wire;
 
@@ -28,7 +29,9 @@ pub use local::{
     Applied, Kind, LocalConfig, LocalStats, LocalTable, PurgeScope, Record, Snapshot, TableId,
     Version,
 };
+pub use peer::{Dest, Event, Op, Peer, PeerConfig, PeerCounters, PeerStats, Transmit};
 pub use seal::{ticket_epoch, ClusterKey, KeyError, RingKey, SealError, Sealer};
+pub use wire::NodeState;
 
 /// A node's 32-bit id, derived from its configured name: the first four bytes of
 /// SHA-256("session-store node" || name). It is the `origin` of the node's versions and
