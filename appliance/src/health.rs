@@ -116,10 +116,10 @@ impl Probe {
             }
             self.answer.extend_from_slice(&got);
         }
-        let verdict = match status_code(&self.answer) {
+        let verdict = match backend_wire::http1::status_code(&self.answer) {
             Some(Ok(code)) if expect.contains(&code) => Some(CheckResult::Passed),
             Some(Ok(code)) => Some(CheckResult::Status(code)),
-            Some(Err(())) => Some(CheckResult::NotHttp),
+            Some(Err(_)) => Some(CheckResult::NotHttp),
             None if self.answer.len() >= MAX_ANSWER => Some(CheckResult::NotHttp),
             None if !s.may_recv() || s.state() == TcpState::Closed => Some(CheckResult::Closed),
             None => None,
@@ -163,56 +163,10 @@ impl Probe {
     }
 }
 
-/// The status code of an HTTP/1.x status line at the start of `a`: `None` while the
-/// line is incomplete, `Err` when it is not one.
-pub fn status_code(a: &[u8]) -> Option<Result<u16, ()>> {
-    const PREFIX: &[u8] = b"HTTP/1.";
-    let n = a.len().min(PREFIX.len());
-    if a[..n] != PREFIX[..n] {
-        return Some(Err(()));
-    }
-    let end = a.iter().position(|&b| b == b'\n')?;
-    let line = &a[..end];
-    // "HTTP/1.x SSS ..."
-    if line.len() < 12 || !line[7].is_ascii_digit() || line[8] != b' ' {
-        return Some(Err(()));
-    }
-    let code = &line[9..12];
-    if !code.iter().all(u8::is_ascii_digit)
-        || line.get(12).is_some_and(|&b| b != b' ' && b != b'\r')
-    {
-        return Some(Err(()));
-    }
-    let v = code
-        .iter()
-        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
-    if (100..=599).contains(&v) {
-        Some(Ok(v))
-    } else {
-        Some(Err(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(status_code(b"HTTP/1.0 200 OK\r\n"), Some(Ok(200)));
-        assert_eq!(status_code(b"HTTP/1.1 503\r\n"), Some(Ok(503)));
-        assert_eq!(status_code(b"HTTP/1.1 404 Not Found\n"), Some(Ok(404)));
-        assert_eq!(status_code(b"HTTP/1.1 20"), None);
-        assert_eq!(status_code(b"HTT"), None);
-        assert_eq!(status_code(b""), None);
-        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), Some(Err(())));
-        assert_eq!(status_code(b"HTTP/2 200\r\n"), Some(Err(())));
-        assert_eq!(status_code(b"HTTP/1.1 2000 x\r\n"), Some(Err(())));
-        assert_eq!(status_code(b"HTTP/1.1 099 x\r\n"), Some(Err(())));
-        assert_eq!(status_code(b"HTTP/1.1 abc x\r\n"), Some(Err(())));
-        assert_eq!(status_code(b"HTTP/1.1\r\n"), Some(Err(())));
-    }
 
     #[test]
     fn rise_and_fall() {

@@ -95,7 +95,7 @@ pub struct TxState {
     pub since_us: Option<u64>,
     /// Follows the backend's responses (HTTP-aware vservers; dropped on a framing
     /// error, after which the other conditions still apply).
-    pub framer: Option<http1::ResponseFramer>,
+    pub framer: Option<backend_wire::http1::ResponseFramer>,
     /// A response ended within what is staged.
     pub response_ended: bool,
     /// The timer deadline already queued on the worker.
@@ -105,7 +105,7 @@ pub struct TxState {
 impl TxState {
     pub fn new(cfg: &TransmitConfig) -> Self {
         TxState {
-            framer: cfg.http.then(http1::ResponseFramer::new),
+            framer: cfg.http.then(backend_wire::http1::ResponseFramer::new),
             ..TxState::default()
         }
     }

@@ -1,25 +1,21 @@
-//! HTTP/1.1 response framing (RFC 9112 §6.3): where each response in a backend's byte
-//! stream ends, so that the appliance can seal a TLS record at the end of a response
-//! instead of waiting for more bytes (the "end of transaction" transmittal condition).
-//! Also the other wire format of the backend side: the PROXY protocol v2 header
-//! ([`proxy_v2`]).
+//! HTTP/1.1 response framing (RFC 9112 §6.3): where each response in a byte stream
+//! ends, so that the appliance can seal a TLS record at the end of a response instead
+//! of waiting for more bytes (the "end of transaction" transmittal condition), and
+//! clients (loadgen, httpload, health checks) know when a response is complete.
 //!
-//! This crate owns only framing. It reads the status line, `Content-Length`,
-//! `Transfer-Encoding`, `Connection` (whether the server closes after the response: for
-//! clients such as loadgen) and chunk-size lines, and skips bodies without looking at them.
-//! It must not buffer a body, rewrite a byte, or grow without bound: a response head is
-//! held at most [`MAX_HEAD`] bytes and a chunk-size or trailer line [`MAX_LINE`].
-//! It never panics on any input; what it cannot frame is an [`Error`], after which the
-//! caller stops relying on it for that connection (the bytes still flow; only the
-//! flush point is lost).
+//! It reads the status line, `Content-Length`, `Transfer-Encoding`, `Connection`
+//! (whether the server closes after the response) and chunk-size lines, and skips
+//! bodies without looking at them. It must not buffer a body, rewrite a byte, or grow
+//! without bound: a response head is held at most [`MAX_HEAD`] bytes and a chunk-size
+//! or trailer line [`MAX_LINE`]. It never panics on any input; what it cannot frame is
+//! an [`Error`], after which the caller stops relying on it for that connection (the
+//! bytes still flow; only the flush point is lost).
 //!
 //! Not known without the request: a response to `HEAD` (or a `2xx` to `CONNECT`) has
 //! no body whatever its header fields say. The framer cannot see requests, so such a
 //! response is taken to have the body its fields announce; the next response's bytes
 //! then look like body or fail to parse, and the caller's other conditions (timer,
 //! FIN) flush instead.
-
-pub mod proxy_v2;
 
 /// Longest response head (status line and header fields) held while looking for its end.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -365,6 +361,8 @@ struct Head {
 }
 
 /// The status line's minor version and code.
+/// "HTTP/1.x SSS[ reason]": the minor version and the status code (100 to 599, RFC
+/// 9110 §15).
 fn parse_status(l: &[u8]) -> Result<(u8, u16), Error> {
     let rest = l.strip_prefix(b"HTTP/1.").ok_or(Error::BadStatusLine)?;
     match rest {
@@ -374,9 +372,37 @@ fn parse_status(l: &[u8]) -> Result<(u8, u16), Error> {
                 && (tail.is_empty() || tail[0] == b' ') =>
         {
             let code = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+            if !(100..=599).contains(&code) {
+                return Err(Error::BadStatusLine);
+            }
             Ok((v - b'0', code))
         }
         _ => Err(Error::BadStatusLine),
+    }
+}
+
+/// The status code of the HTTP/1.x status line at the start of `a`, for a client that
+/// needs no more than that (a health check): `None` while the line is incomplete and
+/// could still be one, an error as soon as it cannot.
+pub fn status_code(a: &[u8]) -> Option<Result<u16, Error>> {
+    const PREFIX: &[u8] = b"HTTP/1.";
+    let n = a.len().min(PREFIX.len());
+    if a[..n] != PREFIX[..n] {
+        return Some(Err(Error::BadStatusLine));
+    }
+    let end = a.iter().position(|&b| b == b'\n')?;
+    Some(parse_status(trim_eol(&a[..=end])).map(|(_, code)| code))
+}
+
+/// Where the message head at the start of `buf` ends (just past its empty line), once
+/// it is all there: what a server needs before it answers a request it does not
+/// forward.
+pub fn head_len(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(3).position(|w| w == b"\n\r\n").map(|i| i + 3);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -409,6 +435,36 @@ fn parse_chunk_size(l: &[u8]) -> Result<u64, Error> {
         let v = (d as char).to_digit(16).ok_or(Error::BadChunkSize)?;
         Ok(n * 16 + u64::from(v))
     })
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.0 200 OK\r\n"), Some(Ok(200)));
+        assert_eq!(status_code(b"HTTP/1.1 503\r\n"), Some(Ok(503)));
+        assert_eq!(status_code(b"HTTP/1.1 404 Not Found\n"), Some(Ok(404)));
+        assert_eq!(status_code(b"HTTP/1.1 20"), None);
+        assert_eq!(status_code(b"HTT"), None);
+        assert_eq!(status_code(b""), None);
+        let bad = Some(Err(Error::BadStatusLine));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), bad);
+        assert_eq!(status_code(b"HTTP/2 200\r\n"), bad);
+        assert_eq!(status_code(b"HTTP/1.1 2000 x\r\n"), bad);
+        assert_eq!(status_code(b"HTTP/1.1 099 x\r\n"), bad);
+        assert_eq!(status_code(b"HTTP/1.1 abc x\r\n"), bad);
+        assert_eq!(status_code(b"HTTP/1.1\r\n"), bad);
+    }
+
+    #[test]
+    fn heads_end_at_their_empty_line() {
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"), Some(27));
+        assert_eq!(head_len(b"GET / HTTP/1.1\nHost: a\n\nbody"), Some(24));
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_len(b""), None);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 response framer reads backend bytes in arbitrary splits: it must never
 //! panic, and where responses end must not depend on how the bytes were split.
 #![no_main]
-use http1::ResponseFramer;
+use backend_wire::http1::ResponseFramer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The PROXY v2 header parser: never panics, never claims more bytes than it was
 //! given, and what the encoder writes for any two addresses parses back to them.
 #![no_main]
-use http1::proxy_v2::{encode_tcp4, parse, Header};
+use backend_wire::proxy_v2::{encode_tcp4, parse, Header};
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddrV4;
 

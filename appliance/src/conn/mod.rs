@@ -335,7 +335,7 @@ pub fn backend_connect_step(
                     bs.abort();
                     return Err(Outcome::ClientReset);
                 };
-                let h = http1::proxy_v2::encode_tcp4(src, dst);
+                let h = backend_wire::proxy_v2::encode_tcp4(src, dst);
                 if bs.send_slice(&h) != Ok(h.len()) {
                     cs.abort();
                     bs.abort();

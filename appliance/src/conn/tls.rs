@@ -566,7 +566,7 @@ fn answer_503(t: &mut ServerConn) -> Result<bool, tls::Error> {
     if !t.is_established() {
         return Ok(false);
     }
-    let head_done = t.plaintext().windows(4).any(|w| w == b"\r\n\r\n")
+    let head_done = backend_wire::http1::head_len(t.plaintext()).is_some()
         || t.plaintext().len() >= 8192
         || t.peer_closed();
     if !head_done {

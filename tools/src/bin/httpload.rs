@@ -80,40 +80,38 @@ struct Totals {
     bytes: AtomicU64,
 }
 
-/// Reads one response; returns body bytes. With `keepalive`, stops at Content-Length.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, keepalive: bool) -> std::io::Result<u64> {
-    buf.clear();
-    let mut chunk = [0u8; 65536];
-    let mut need: Option<usize> = None;
+/// Reads one response (framed by `http1`: Content-Length, chunked, or until the
+/// server closes) and, with `to_close`, on to the server's close; returns its bytes.
+/// It must be a 200.
+fn read_response(s: &mut TcpStream, chunk: &mut [u8], to_close: bool) -> std::io::Result<u64> {
+    let mut framer = backend_wire::http1::ResponseFramer::new();
+    let mut got = 0u64;
     loop {
-        let n = s.read(&mut chunk)?;
+        let n = s.read(chunk)?;
         if n == 0 {
+            let ended = framer.until_close() || (to_close && framer.responses() > 0);
+            if !ended {
+                return Err(std::io::Error::other(
+                    "the server closed before the response ended",
+                ));
+            }
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if keepalive {
-            if need.is_none() {
-                if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .ok_or_else(|| std::io::Error::other("keep-alive needs Content-Length"))?;
-                    need = Some(h + 4 + len);
-                }
-            }
-            if need.is_some_and(|n| buf.len() >= n) {
-                break;
-            }
+        got += n as u64;
+        let fed = framer
+            .feed(&chunk[..n])
+            .map_err(|e| std::io::Error::other(format!("not an HTTP/1.1 response: {e}")))?;
+        if fed.ended > 0 && framer.status() >= 200 && !to_close {
+            break;
         }
     }
-    if !buf.starts_with(b"HTTP/1.") || buf.get(9..12) != Some(b"200") {
-        return Err(std::io::Error::other("not a 200 response"));
+    if framer.status() != 200 {
+        return Err(std::io::Error::other(format!(
+            "status {}, not 200",
+            framer.status()
+        )));
     }
-    Ok(buf.len() as u64)
+    Ok(got)
 }
 
 fn main() {
@@ -135,7 +133,7 @@ fn main() {
                 (a.clone(), totals.clone(), stop.clone(), issued.clone());
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
-                let mut buf = Vec::with_capacity(1 << 16);
+                let mut buf = vec![0u8; 1 << 16];
                 let conn_hdr = if a.keepalive { "keep-alive" } else { "close" };
                 let req = format!(
                     "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: {conn_hdr}\r\n\r\n",
@@ -155,7 +153,7 @@ fn main() {
                         }
                         let s = conn.as_mut().expect("just set");
                         s.write_all(req.as_bytes())?;
-                        read_response(s, &mut buf, a.keepalive)
+                        read_response(s, &mut buf, !a.keepalive)
                     })();
                     if !a.keepalive {
                         conn = None;

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http1::ResponseFramer;
+use backend_wire::http1::ResponseFramer;
 
 use super::args::EngineKind;
 use super::args::{Args, Mode};
