@@ -21,6 +21,7 @@
 //!   its use unwiped.
 
 pub mod local;
+pub mod net;
 pub mod peer;
 pub mod seal;
 pub mod wire;
@@ -29,6 +30,7 @@ pub use local::{
     Applied, Kind, LocalConfig, LocalStats, LocalTable, PurgeScope, Record, Snapshot, TableId,
     Version,
 };
+pub use net::{unix_ms, ClusterConfig, PeerLookup, PeerRuntime, RuntimeOptions};
 pub use peer::{Dest, Event, Op, Peer, PeerConfig, PeerCounters, PeerStats, Transmit};
 pub use seal::{ticket_epoch, ClusterKey, KeyError, RingKey, SealError, Sealer};
 pub use wire::NodeState;
