@@ -16,6 +16,7 @@ packages=(
     libssl-dev openssl             # OpenSSL 3: libcrypto for the TLS engine, the CLI for test certificates
     python3-prometheus-client      # the tests parse the metrics endpoint with Prometheus' own parser
     util-linux                     # setpriv: the tests call the control socket as another user
+    redis-server                   # session-store's repository tier: its tests start their own server
 )
 if [ "${1:-}" = "--bench" ]; then
     packages+=(haproxy nginx-light wrk)

@@ -23,9 +23,11 @@
 pub mod local;
 pub mod net;
 pub mod peer;
+pub mod redis;
 pub mod seal;
 pub mod wire;
 
+pub use self::redis::{RedisConfig, RepoLookup, RepoStats, Repository, ServerStats};
 pub use local::{
     Applied, Kind, LocalConfig, LocalStats, LocalTable, PurgeScope, Record, Snapshot, TableId,
     Version,
