@@ -9,6 +9,41 @@
 //!
 //! Values are opaque bytes: the crate knows nothing of TLS sessions, DPDK or smoltcp.
 //!
+//! # Wiring it in
+//! The daemon builds one [`Store`] from `[cluster]` and `[session_store]` and shares
+//! it with every core; a core looks up and stores without blocking:
+//! ```no_run
+//! use std::time::Duration;
+//! use session_store::{
+//!     unix_ms, ClusterConfig, LocalConfig, RedisConfig, Store, StoreConfig, StoreLookup, TableId,
+//! };
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = ClusterConfig {
+//!     node: "a".into(),
+//!     listen: "10.80.0.1:7946".parse()?,
+//!     peers: vec!["10.80.0.2:7946".parse()?, "10.80.0.3:7946".parse()?],
+//!     multicast: None,
+//!     key_file: "cluster.key".into(),
+//! };
+//! let mut cfg = StoreConfig::local("a", LocalConfig::default());
+//! cfg.lookup_timeout = Duration::from_millis(5);
+//! cfg.key_file = Some(cluster.key_file.clone());
+//! cfg.cluster = Some(cluster);
+//! cfg.redis = Some(RedisConfig::new(vec!["10.80.0.100:6379".into()]));
+//! let store = std::sync::Arc::new(Store::start(cfg)?); // threads start here
+//!
+//! // On a poll-mode core:
+//! let table = TableId::sessions(1);
+//! match store.get(table, b"session id", unix_ms()) {
+//!     StoreLookup::Ready(hit) => { /* resume or go on in full */ }
+//!     StoreLookup::Pending(mut p) => {
+//!         // Poll on later loop passes: None = not yet; Some(hit) = the answer.
+//!         let _ = p.poll();
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # What it must not do
 //! - Block a caller that is a poll-mode core. Core-facing calls ([`Store::get`],
 //!   [`Store::add`], ..., and polling a pending lookup) take a shard lock for one map
@@ -25,6 +60,7 @@ pub mod net;
 pub mod peer;
 pub mod redis;
 pub mod seal;
+pub mod store;
 pub mod wire;
 
 pub use self::redis::{RedisConfig, RepoLookup, RepoStats, Repository, ServerStats};
@@ -35,6 +71,9 @@ pub use local::{
 pub use net::{unix_ms, ClusterConfig, PeerLookup, PeerRuntime, RuntimeOptions};
 pub use peer::{Dest, Event, Op, Peer, PeerConfig, PeerCounters, PeerStats, Transmit};
 pub use seal::{ticket_epoch, ClusterKey, KeyError, RingKey, SealError, Sealer};
+pub use store::{
+    ClusterStats, LookupStats, PendingGet, Store, StoreConfig, StoreError, StoreLookup, StoreStats,
+};
 pub use wire::NodeState;
 
 /// A node's 32-bit id, derived from its configured name: the first four bytes of
