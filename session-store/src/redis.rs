@@ -228,6 +228,15 @@ impl RepoLookup {
     }
 }
 
+impl Drop for RepoLookup {
+    /// Given up before it was answered: a timeout.
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The running repository tier.
 pub struct Repository {
     agents: Vec<Agent>,

@@ -212,6 +212,16 @@ impl PendingGet {
     }
 }
 
+impl Drop for PendingGet {
+    /// A lookup given up before it was answered (the engine's own deadline passed
+    /// first) is a timeout too.
+    fn drop(&mut self) {
+        if !matches!(self.stage, Stage::Done) {
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The session store of one node.
 pub struct Store {
     node: String,

@@ -162,7 +162,11 @@ fn a_session_made_on_one_node_resumes_on_another() {
     assert!(matches!(b.get(T, b"only-a", now), StoreLookup::Pending(_)));
     let st = b.stats();
     assert_eq!(st.lookups.hits_local, 1);
-    // The pending lookup above was dropped unanswered; ask again and wait.
+    assert_eq!(
+        st.lookups.timeouts, 1,
+        "dropped unanswered: counted as a timeout"
+    );
+    // Ask again and wait.
     assert_eq!(resolve(b.get(T, b"only-a", unix_ms())).unwrap(), b"remote");
     assert!(b.stats().lookups.hits_peer >= 1);
     // A cluster-wide purge.
