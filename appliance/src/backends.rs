@@ -9,10 +9,10 @@
 //! a change of either.
 
 use std::net::SocketAddrV4;
+
+use control_proto::reply::{BackendSnap, VserverSnap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-use serde::Serialize;
 
 use crate::config::{Balance, Vserver};
 
@@ -344,9 +344,14 @@ impl VserverRt {
             mode: match self.cfg.mode {
                 crate::config::Mode::Tcp => "tcp",
                 crate::config::Mode::Tls => "tls",
-            },
+            }
+            .into(),
             enabled: self.enabled(),
-            balance: self.cfg.balance,
+            balance: match self.cfg.balance {
+                crate::config::Balance::RoundRobin => "round_robin",
+                crate::config::Balance::LeastConnections => "least_connections",
+            }
+            .into(),
             health_check: self.cfg.health.as_ref().map(|h| match &h.kind {
                 crate::config::CheckKind::Tcp => "tcp".to_string(),
                 crate::config::CheckKind::Http { path, .. } => format!("http GET {path}"),
@@ -363,7 +368,8 @@ impl VserverRt {
                         (false, _) => "down",
                         (true, true) => "draining",
                         (true, false) => "up",
-                    },
+                    }
+                    .into(),
                     healthy: b.healthy(),
                     draining: b.draining(),
                     active: b.active(),
@@ -380,41 +386,6 @@ impl VserverRt {
                 .collect(),
         }
     }
-}
-
-/// A vserver's state for the control socket.
-#[derive(Debug, Serialize)]
-pub struct VserverSnap {
-    pub name: String,
-    pub listen: String,
-    pub mode: &'static str,
-    pub enabled: bool,
-    pub balance: Balance,
-    /// `None`: no active check (every backend counts as healthy).
-    pub health_check: Option<String>,
-    pub refused_disabled: u64,
-    pub no_backend: u64,
-    pub backends: Vec<BackendSnap>,
-}
-
-/// A backend's state for the control socket.
-#[derive(Debug, Serialize)]
-pub struct BackendSnap {
-    pub address: String,
-    pub weight: u32,
-    /// "up", "down" or "draining".
-    pub state: &'static str,
-    pub healthy: bool,
-    pub draining: bool,
-    pub active: u64,
-    pub chosen: u64,
-    pub failed: u64,
-    pub checks_passed: u64,
-    pub checks_failed: u64,
-    pub last_check: String,
-    pub transitions: u64,
-    /// Seconds since it last went down or up; `None` if it never changed.
-    pub since_change_secs: Option<f64>,
 }
 
 #[cfg(test)]

@@ -30,9 +30,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::backends::VserverSnap;
 use crate::live::Live;
 use crate::runtime::{self, CoreCounters};
+use control_proto::reply::{self, VserverSnap};
+use control_proto::{BackendAction, Refusal, Request, VserverAction};
 use crypto_offload::device::Route;
 use crypto_offload::WorkerStats;
 use dataplane::PortInfo;
@@ -142,110 +143,135 @@ pub fn handler(state: Arc<State>) -> Handler {
 }
 
 fn err(msg: impl Into<String>) -> Value {
-    json!({ "error": msg.into() })
+    json!(Refusal::new(msg))
 }
 
-const COMMANDS: &str = "ping, status, stats, vservers, backends, certs, vserver enable|disable NAME, backend drain|enable ADDRESS [VSERVER], sessions, reload";
+/// The reply as the JSON line it is sent as.
+fn reply<T: serde::Serialize>(r: T) -> Value {
+    serde_json::to_value(r).unwrap_or_default()
+}
 
-/// Answers one command line.
+/// Answers one request line.
 pub fn dispatch(st: &State, line: &str) -> Value {
-    let words: Vec<&str> = line.split_whitespace().collect();
+    match Request::parse(line) {
+        Ok(req) => answer(st, req),
+        Err(e) => err(e.to_string()),
+    }
+}
+
+fn answer(st: &State, req: Request) -> Value {
     let gen = st.live.current();
-    match words.as_slice() {
-        ["ping"] => json!({ "ok": true }),
-        ["status"] => status(st),
-        ["stats"] => serde_json::to_value(runtime::snapshot(
+    match req {
+        Request::Ping => reply(reply::Ack { ok: true }),
+        Request::Status => reply(status(st)),
+        Request::Stats => reply(runtime::snapshot(
             &st.counters,
             &st.workers,
             &st.routes,
             &st.port,
             st.started,
-        ))
-        .unwrap_or_default(),
-        ["vservers"] => json!(vserver_snaps(st)),
-        ["backends"] => {
-            let list: Vec<Value> = vserver_snaps(st)
+        )),
+        Request::Vservers => reply(vserver_snaps(st)),
+        Request::Backends => reply(
+            vserver_snaps(st)
                 .into_iter()
                 .flat_map(|v| {
-                    let name = v.name.clone();
-                    v.backends.into_iter().map(move |b| {
-                        let mut o = serde_json::to_value(b).unwrap_or_default();
-                        o["vserver"] = json!(name);
-                        o
-                    })
+                    let name = v.name;
+                    v.backends
+                        .into_iter()
+                        .map(move |backend| reply::BackendRow {
+                            vserver: name.clone(),
+                            backend,
+                        })
                 })
-                .collect();
-            json!(list)
-        }
-        ["certs"] => certs(st),
-        ["vserver", action @ ("enable" | "disable"), name] => {
-            let Some(v) = gen.vservers.iter().find(|v| v.cfg.name == *name) else {
+                .collect::<Vec<_>>(),
+        ),
+        Request::Certs => reply(certs(st)),
+        Request::Vserver { action, name } => {
+            let Some(v) = gen.vservers.iter().find(|v| v.cfg.name == name) else {
                 return err(format!(
                     "no vserver named {name:?}; there are: {}",
                     names(&gen)
                 ));
             };
-            let on = *action == "enable";
+            let on = action == VserverAction::Enable;
             v.set_enabled(on);
-            log::warn!("control: vserver {name} {action}d");
-            json!({ "ok": true, "vserver": name, "enabled": on })
+            log::warn!(
+                "control: vserver {name} {}",
+                if on { "enabled" } else { "disabled" }
+            );
+            reply(reply::VserverSwitched {
+                ok: true,
+                vserver: name,
+                enabled: on,
+            })
         }
-        ["backend", action @ ("drain" | "enable"), addr, rest @ ..] if rest.len() <= 1 => {
-            let only = rest.first().copied();
-            if let Some(n) = only {
-                if !gen.vservers.iter().any(|v| v.cfg.name == n) {
+        Request::Backend {
+            action,
+            address,
+            vserver: only,
+        } => {
+            if let Some(n) = &only {
+                if !gen.vservers.iter().any(|v| &v.cfg.name == n) {
                     return err(format!(
                         "no vserver named {n:?}; there are: {}",
                         names(&gen)
                     ));
                 }
             }
+            let drain = action == BackendAction::Drain;
             let mut hit = Vec::new();
             for v in gen.vservers.iter() {
-                if only.is_some_and(|n| n != v.cfg.name) {
+                if only.as_ref().is_some_and(|n| *n != v.cfg.name) {
                     continue;
                 }
-                if let Some(i) = v.backend_index(addr) {
-                    v.backends[i].set_draining(*action == "drain");
+                if let Some(i) = v.backend_index(&address) {
+                    v.backends[i].set_draining(drain);
                     hit.push(v.cfg.name.clone());
                 }
             }
             if hit.is_empty() {
                 return err(format!(
-                    "no backend {addr:?} in {}",
+                    "no backend {address:?} in {}",
                     only.map(|n| format!("vserver {n:?}"))
                         .unwrap_or_else(|| "any vserver".into())
                 ));
             }
             log::warn!(
-                "control: backend {addr} {} in vserver(s) {}",
-                if *action == "drain" {
-                    "draining"
-                } else {
-                    "enabled"
-                },
+                "control: backend {address} {} in vserver(s) {}",
+                if drain { "draining" } else { "enabled" },
                 hit.join(", ")
             );
-            json!({ "ok": true, "backend": addr, "draining": *action == "drain", "vservers": hit })
+            reply(reply::BackendSwitched {
+                ok: true,
+                backend: address,
+                draining: drain,
+                vservers: hit,
+            })
         }
-        ["sessions"] => {
-            let (rows, behind) = st.live.sessions(std::time::Duration::from_secs(2));
-            let caches: Vec<Value> = gen
+        Request::Sessions => {
+            let (sessions, cores_not_answering) =
+                st.live.sessions(std::time::Duration::from_secs(2));
+            let session_caches = gen
                 .vservers
                 .iter()
                 .filter_map(|v| {
                     let t = v.cfg.tls.as_ref()?;
-                    Some(json!({
-                        "vserver": v.cfg.name,
-                        "cached_sessions": t.resumption.store.as_ref().map(|s| s.len()),
-                        "cache_capacity": t.resumption.store.as_ref().and_then(|s| s.capacity()),
-                        "tickets": t.resumption.tickets.is_some(),
-                    }))
+                    Some(reply::SessionCache {
+                        vserver: v.cfg.name.clone(),
+                        cached_sessions: t.resumption.store.as_ref().map(|s| s.len()),
+                        cache_capacity: t.resumption.store.as_ref().and_then(|s| s.capacity()),
+                        tickets: t.resumption.tickets.is_some(),
+                    })
                 })
                 .collect();
-            json!({ "sessions": rows, "cores_not_answering": behind, "session_caches": caches })
+            reply(reply::Sessions {
+                sessions,
+                cores_not_answering,
+                session_caches,
+            })
         }
-        ["reload"] => match st.live.reload() {
+        Request::Reload => match st.live.reload() {
             Ok(summary) => {
                 log::warn!(
                     "control: reloaded {}: generation {}, vservers added {:?}, removed {:?}, kept {:?}; certificates changed {:?}; sessions kept {:?}",
@@ -257,9 +283,7 @@ pub fn dispatch(st: &State, line: &str) -> Value {
                     summary.certificates_changed,
                     summary.sessions_kept
                 );
-                let mut v = serde_json::to_value(&summary).unwrap_or_default();
-                v["ok"] = json!(true);
-                v
+                reply(summary)
             }
             Err(e) => {
                 st.reloads_failed
@@ -270,8 +294,6 @@ pub fn dispatch(st: &State, line: &str) -> Value {
                 ))
             }
         },
-        [] => err(format!("empty command; commands: {COMMANDS}")),
-        _ => err(format!("unknown command {line:?}; commands: {COMMANDS}")),
     }
 }
 
@@ -297,36 +319,41 @@ fn vserver_snaps(st: &State) -> Vec<VserverSnap> {
         .collect()
 }
 
-fn status(st: &State) -> Value {
+fn status(st: &State) -> reply::Status {
     let sum = |f: &dyn Fn(&CoreCounters) -> u64| st.counters.iter().map(f).sum::<u64>();
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let snaps = vserver_snaps(st);
     let backends: Vec<_> = snaps.iter().flat_map(|v| &v.backends).collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptime_secs": st.started.elapsed().as_secs_f64(),
-        "config": st.config_path.display().to_string(),
-        "config_generation": st.live.id(),
-        "config_applied_secs_ago": st.live.current().applied.elapsed().as_secs_f64(),
-        "port": st.port.name,
-        "cores": st.counters.len(),
-        "crypto": if st.workers.is_empty() { "inline".to_string() } else { format!("pool of {}", st.workers.len()) },
-        "vservers": snaps.len(),
-        "vservers_enabled": snaps.iter().filter(|v| v.enabled).count(),
-        "backends": backends.len(),
-        "backends_up": backends.iter().filter(|b| b.state == "up").count(),
-        "backends_down": backends.iter().filter(|b| b.state == "down").count(),
-        "backends_draining": backends.iter().filter(|b| b.state == "draining").count(),
-        "proxied_connections": backends.iter().map(|b| b.active).sum::<u64>(),
-        "accepted": sum(&|c| ld(&c.proxy.accepted)),
-        "clients_open": sum(&|c| ld(&c.proxy.clients_open)),
-        "tls_handshakes": sum(&|c| ld(&c.proxy.tls12_handshakes) + ld(&c.proxy.tls13_handshakes)),
-        "tls_resumed": sum(&|c| ld(&c.proxy.tls12_resumed) + ld(&c.proxy.tls13_resumed)),
-    })
+    let in_state = |s: &str| backends.iter().filter(|b| b.state == s).count();
+    reply::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_secs: st.started.elapsed().as_secs_f64(),
+        config: st.config_path.display().to_string(),
+        config_generation: st.live.id(),
+        config_applied_secs_ago: st.live.current().applied.elapsed().as_secs_f64(),
+        port: st.port.name.clone(),
+        cores: st.counters.len(),
+        crypto: if st.workers.is_empty() {
+            "inline".to_string()
+        } else {
+            format!("pool of {}", st.workers.len())
+        },
+        vservers: snaps.len(),
+        vservers_enabled: snaps.iter().filter(|v| v.enabled).count(),
+        backends: backends.len(),
+        backends_up: in_state("up"),
+        backends_down: in_state("down"),
+        backends_draining: in_state("draining"),
+        proxied_connections: backends.iter().map(|b| b.active).sum::<u64>(),
+        accepted: sum(&|c| ld(&c.proxy.accepted)),
+        clients_open: sum(&|c| ld(&c.proxy.clients_open)),
+        tls_handshakes: sum(&|c| ld(&c.proxy.tls12_handshakes) + ld(&c.proxy.tls13_handshakes)),
+        tls_resumed: sum(&|c| ld(&c.proxy.tls12_resumed) + ld(&c.proxy.tls13_resumed)),
+    }
 }
 
-fn certs(st: &State) -> Value {
+fn certs(st: &State) -> Vec<reply::CertInfo> {
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -339,19 +366,30 @@ fn certs(st: &State) -> Value {
                 let Some(leaf) = ck.chain.first() else {
                     continue;
                 };
-                let mut o = match crypto_offload::prim::certificate_summary(leaf) {
-                    Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
-                    Err(e) => json!({ "error": e.to_string() }),
+                let cert = match crypto_offload::prim::certificate_summary(leaf) {
+                    Ok(s) => reply::CertFields::Read {
+                        days_left: (s.not_after_unix - now_unix) as f64 / 86_400.0,
+                        subject: s.subject,
+                        issuer: s.issuer,
+                        sans: s.sans,
+                        not_before: s.not_before,
+                        not_after: s.not_after,
+                        not_after_unix: s.not_after_unix,
+                        key: s.key,
+                        sha256: s.sha256,
+                    },
+                    Err(e) => reply::CertFields::Unreadable {
+                        error: e.to_string(),
+                    },
                 };
-                if let Some(t) = o.get("not_after_unix").and_then(Value::as_i64) {
-                    o["days_left"] = json!((t - now_unix) as f64 / 86_400.0);
-                }
-                o["vserver"] = json!(v.cfg.name);
-                o["server_names"] = json!(site.names);
-                o["chain_length"] = json!(ck.chain.len());
-                out.push(o);
+                out.push(reply::CertInfo {
+                    vserver: v.cfg.name.clone(),
+                    server_names: site.names.clone(),
+                    chain_length: ck.chain.len(),
+                    cert,
+                });
             }
         }
     }
-    json!(out)
+    out
 }

@@ -26,8 +26,6 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::backends::VserverRt;
 use crate::config::{Config, Vserver};
 
@@ -66,41 +64,7 @@ pub enum Phase {
     Cutting = 2,
 }
 
-/// One open client connection, as `show sessions` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionRow {
-    pub core: usize,
-    pub client: String,
-    pub vserver: String,
-    pub backend: Option<String>,
-    /// "handshake", "open", "no_backend" (answering 503), or "closing".
-    pub state: &'static str,
-    pub tls_version: Option<&'static str>,
-    pub suite: Option<&'static str>,
-    pub sni: Option<String>,
-    pub resumed: Option<bool>,
-    pub age_secs: f64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
-/// What a reload changed.
-#[derive(Debug, Serialize)]
-pub struct ReloadSummary {
-    pub generation: u64,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    /// Vservers present before and after (their new configuration applies to new
-    /// connections).
-    pub kept: Vec<String>,
-    /// `tls` vservers whose session cache and ticket keys were carried over.
-    pub sessions_kept: Vec<String>,
-    /// `tls` vservers whose certificates differ from the ones they had.
-    pub certificates_changed: Vec<String>,
-    /// Whether every core has taken the new generation (it always should, within
-    /// milliseconds; `false` means a core is stuck and the log says which).
-    pub cores_adopted: bool,
-}
+pub use control_proto::reply::{ReloadSummary, SessionRow};
 
 impl Live {
     /// Generation 1 from the start-up configuration (loaded from `path`), shared
@@ -243,6 +207,7 @@ impl Live {
         self.id.store(id, Ordering::Release);
         let cores_adopted = self.wait_adopted(id, Duration::from_secs(2));
         Ok(ReloadSummary {
+            ok: true,
             generation: id,
             added: after
                 .iter()

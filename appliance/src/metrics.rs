@@ -14,8 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::control::State;
 
 /// The metrics listener; it serves until the process exits.
@@ -134,8 +132,7 @@ impl Families {
 
 /// Counters of one group of a core's snapshot, as `appliance_<group>_<field>_total`;
 /// a field that is a map (per-suite counts) becomes a label.
-fn core_group(f: &mut Families, group: &str, core: usize, v: &Value) {
-    let Some(obj) = v.as_object() else { return };
+fn core_group(f: &mut Families, group: &str, core: usize, obj: &control_proto::reply::Counters) {
     for (k, val) in obj {
         // Levels, not running counts: exported without `_total`.
         let gauge = matches!(

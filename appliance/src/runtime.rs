@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use control_proto::reply::{Core, Counters, Crypto, Loops, Port};
 use dataplane::cores::{run_poll_loop, spawn_core, CoreHandle, CoreSnapshot, CoreStats};
 use dataplane::steer::{mesh, SteerStats, Steering};
 use dataplane::{PortInfo, PortQueue};
@@ -55,55 +56,14 @@ pub struct Running {
 }
 
 /// A point-in-time copy of every counter, as the control socket serves it.
-#[derive(Debug, Serialize)]
-pub struct Snapshot {
-    pub uptime_secs: f64,
-    pub cycles_per_second: u64,
-    pub port: PortSnapshot,
-    pub cores: Vec<CoreSnap>,
-    pub crypto: CryptoSnap,
-}
+pub type Snapshot = control_proto::reply::Stats;
 
-/// Where handshake crypto runs, and each worker's counters.
-#[derive(Debug, Serialize)]
-pub struct CryptoSnap {
-    /// "inline" or "pool".
-    pub mode: &'static str,
-    pub workers: Vec<serde_json::Value>,
-    /// Which OpenSSL provider or engine runs each operation the jobs use.
-    pub devices: Vec<Route>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PortSnapshot {
-    pub name: String,
-    pub driver: String,
-    pub mac: String,
-    pub mtu: usize,
-    pub queues: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CoreSnap {
-    pub index: usize,
-    pub cpu: Option<usize>,
-    pub loops: CoreSnapshot,
-    pub queue: serde_json::Value,
-    pub stack: serde_json::Value,
-    pub proxy: serde_json::Value,
-    pub steering: serde_json::Value,
-}
-
-fn atomics_json<T: Serialize>(t: &T) -> serde_json::Value {
-    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
-}
-
-/// `a` with `b`'s fields added (both JSON objects).
-fn merged(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
-    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
-        a.extend(b);
+/// The counters of `t` (a struct of atomics, maps of them) as a named group.
+fn counters<T: Serialize>(t: &T) -> Counters {
+    match serde_json::to_value(t) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().collect(),
+        _ => Counters::new(),
     }
-    a
 }
 
 impl Running {
@@ -146,41 +106,49 @@ impl Running {
 
 /// All counters now (usable without the `Running`).
 pub fn snapshot(
-    counters: &[CoreCounters],
+    counters_of: &[CoreCounters],
     workers: &[Arc<WorkerStats>],
     routes: &[Route],
     port: &PortInfo,
     started: std::time::Instant,
 ) -> Snapshot {
+    let loops = |c: CoreSnapshot| Loops {
+        busy_cycles: c.busy_cycles,
+        idle_cycles: c.idle_cycles,
+        busy_loops: c.busy_loops,
+        idle_loops: c.idle_loops,
+        sleeps: c.sleeps,
+    };
     Snapshot {
         uptime_secs: started.elapsed().as_secs_f64(),
         cycles_per_second: dataplane::cores::cycles_per_second(),
-        port: PortSnapshot {
+        port: Port {
             name: port.name.clone(),
             driver: port.driver.clone(),
             mac: dataplane::fmt_mac(&port.mac),
             mtu: port.mtu,
             queues: port.queues,
         },
-        cores: counters
+        cores: counters_of
             .iter()
-            .map(|c| CoreSnap {
-                index: c.index,
-                cpu: c.cpu,
-                loops: c.core.snapshot(),
-                queue: atomics_json(&*c.queue),
-                stack: atomics_json(&*c.stack),
-                proxy: merged(atomics_json(&*c.proxy), atomics_json(&*c.offload)),
-                steering: atomics_json(&*c.steer),
+            .map(|c| {
+                let mut proxy = counters(&*c.proxy);
+                proxy.extend(counters(&*c.offload));
+                Core {
+                    index: c.index,
+                    cpu: c.cpu,
+                    loops: loops(c.core.snapshot()),
+                    queue: counters(&*c.queue),
+                    stack: counters(&*c.stack),
+                    proxy,
+                    steering: counters(&*c.steer),
+                }
             })
             .collect(),
-        crypto: CryptoSnap {
-            mode: if workers.is_empty() { "inline" } else { "pool" },
-            workers: workers
-                .iter()
-                .map(|w| atomics_json(&w.snapshot()))
-                .collect(),
-            devices: routes.to_vec(),
+        crypto: Crypto {
+            mode: if workers.is_empty() { "inline" } else { "pool" }.into(),
+            workers: workers.iter().map(|w| counters(&w.snapshot())).collect(),
+            devices: routes.iter().map(counters).collect(),
         },
     }
 }

@@ -3,15 +3,19 @@
 //!
 //! The socket is `--socket PATH`, else `$APPLIANCE_SOCKET`, else the `[control] socket`
 //! of `--config FILE`, else `/run/appliance/control.sock` (the daemon's default).
-//! Tables are for people; `--json` prints the daemon's JSON for scripts. Exit codes:
+//! Requests and replies are the typed ones of `control-proto`; tables are for people
+//! ([`print`]); `--json` prints the daemon's JSON for scripts. Exit codes:
 //! 0 done, 1 the appliance could not be reached or refused the command, 2 usage.
+
+mod print;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::Value;
+use control_proto::reply;
+use control_proto::{decode_reply, BackendAction, ReplyError, Request, VserverAction};
 
 const DEFAULT_SOCKET: &str = "/run/appliance/control.sock";
 
@@ -45,98 +49,6 @@ Options (before or after the command):
   -h, --help      help
 
 Exit status: 0 done; 1 the appliance could not be reached or refused; 2 usage error.";
-
-fn print_sessions(v: &Value) {
-    let rows = v["sessions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let f = |r: &Value, k: &str| match &r[k] {
-        Value::String(x) => x.clone(),
-        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
-        Value::Null => "-".to_string(),
-        o => o.to_string(),
-    };
-    println!(
-        "{:<21} {:<12} {:<21} {:<10} {:<7} {:<29} {:<20} {:<7} {:>8} {:>10} {:>12}",
-        "client",
-        "vserver",
-        "backend",
-        "state",
-        "tls",
-        "suite",
-        "sni",
-        "resumed",
-        "age",
-        "in",
-        "out"
-    );
-    for r in rows {
-        println!(
-            "{:<21} {:<12} {:<21} {:<10} {:<7} {:<29} {:<20} {:<7} {:>7.1}s {:>10} {:>12}",
-            f(r, "client"),
-            f(r, "vserver"),
-            f(r, "backend"),
-            f(r, "state"),
-            f(r, "tls_version"),
-            f(r, "suite"),
-            f(r, "sni"),
-            f(r, "resumed"),
-            r["age_secs"].as_f64().unwrap_or(0.0),
-            u(r, &["bytes_in"]),
-            u(r, &["bytes_out"]),
-        );
-    }
-    println!("{} open client connection(s)", rows.len());
-    if let Some(c) = v["cores_not_answering"]
-        .as_array()
-        .filter(|c| !c.is_empty())
-    {
-        println!("warning: core(s) {c:?} did not answer; their connections are missing");
-    }
-    for c in v["session_caches"].as_array().into_iter().flatten() {
-        println!(
-            "vserver {}: {} cached TLS session(s) of {}; tickets {}",
-            f(c, "vserver"),
-            f(c, "cached_sessions"),
-            f(c, "cache_capacity"),
-            if c["tickets"] == Value::Bool(true) {
-                "on"
-            } else {
-                "off"
-            }
-        );
-    }
-}
-
-fn print_reload(v: &Value) {
-    let list = |k: &str| {
-        let l: Vec<&str> = v[k]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if l.is_empty() {
-            "-".to_string()
-        } else {
-            l.join(", ")
-        }
-    };
-    println!(
-        "reloaded: configuration generation {} serves new connections",
-        v["generation"]
-    );
-    for (label, k) in [
-        ("vservers added", "added"),
-        ("vservers removed", "removed"),
-        ("vservers kept", "kept"),
-        ("certificates changed", "certificates_changed"),
-        ("sessions kept", "sessions_kept"),
-    ] {
-        println!("  {label:<21} {}", list(k));
-    }
-    if v["cores_adopted"] == Value::Bool(false) {
-        println!("  warning: a poll-mode core has not taken it yet (see the daemon's log)");
-    }
-}
 
 fn command_help(cmd: &str) -> Option<&'static str> {
     Some(match cmd {
@@ -172,7 +84,8 @@ fn failed(msg: impl Into<String>) -> Failure {
     }
 }
 
-fn request(path: &str, cmd: &str) -> Result<Value, Failure> {
+/// Sends `req` and returns the daemon's reply line, refusals included.
+fn send(path: &str, req: &Request) -> Result<String, Failure> {
     let mut s = UnixStream::connect(path).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::PermissionDenied => {
@@ -186,7 +99,7 @@ fn request(path: &str, cmd: &str) -> Result<Value, Failure> {
     })?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     // A daemon that refuses us answers without reading: its reply still counts.
-    let wrote = writeln!(s, "{cmd}");
+    let wrote = writeln!(s, "{}", req.to_line());
     let mut line = String::new();
     let read = BufReader::new(&s).read_line(&mut line);
     match (read, wrote) {
@@ -198,298 +111,17 @@ fn request(path: &str, cmd: &str) -> Result<Value, Failure> {
             )))
         }
     }
-    let v: Value =
-        serde_json::from_str(&line).map_err(|e| failed(format!("{path}: bad reply: {e}")))?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(failed(format!("the appliance refused: {err}")));
-    }
-    Ok(v)
+    Ok(line)
 }
 
-fn u(v: &Value, path: &[&str]) -> u64 {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_u64().unwrap_or(0)
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("-")
-}
-
-/// Sum of a proxy counter over all cores.
-fn total(v: &Value, key: &str) -> u64 {
-    v["cores"]
-        .as_array()
-        .map(|cs| cs.iter().map(|c| u(c, &["proxy", key])).sum())
-        .unwrap_or(0)
-}
-
-fn print_stats(a: &Value, b: &Value, secs: f64) {
-    println!(
-        "port {} ({}), mac {}, {} queue(s), uptime {:.0}s; rates over {secs:.1}s",
-        b["port"]["name"].as_str().unwrap_or("?"),
-        b["port"]["driver"].as_str().unwrap_or("?"),
-        b["port"]["mac"].as_str().unwrap_or("?"),
-        u(b, &["port", "queues"]),
-        b["uptime_secs"].as_f64().unwrap_or(0.0)
-    );
-    let rate = |k: &str| total(b, k).saturating_sub(total(a, k)) as f64 / secs;
-    let (h12, h13, r12, r13) = (
-        rate("tls12_handshakes"),
-        rate("tls13_handshakes"),
-        rate("tls12_resumed"),
-        rate("tls13_resumed"),
-    );
-    println!(
-        "handshakes/s: TLS 1.3 {:.0} full, {:.0} resumed; TLS 1.2 {:.0} full, {:.0} resumed; accepted {:.0} conn/s",
-        h13 - r13,
-        r13,
-        h12 - r12,
-        r12,
-        rate("accepted")
-    );
-    // Per suite: the per-core maps summed.
-    let suites = |v: &Value| {
-        let mut m = std::collections::BTreeMap::<String, u64>::new();
-        for c in v["cores"].as_array().into_iter().flatten() {
-            if let Some(o) = c["proxy"]["tls_suites"].as_object() {
-                for (k, n) in o {
-                    *m.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
-                }
-            }
-        }
-        m
-    };
-    let (sa, sb) = (suites(a), suites(b));
-    let by_suite: Vec<String> = sb
-        .iter()
-        .filter(|(_, &n)| n > 0)
-        .map(|(k, &n)| {
-            let d = n.saturating_sub(*sa.get(k).unwrap_or(&0)) as f64 / secs;
-            format!("{k} {d:.0}/s ({n} total)")
-        })
-        .collect();
-    if !by_suite.is_empty() {
-        println!("by suite: {}", by_suite.join(", "));
-    }
-    println!(
-        "{:>4} {:>4} {:>7} {:>10} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "core",
-        "cpu",
-        "busy%",
-        "rx fr/s",
-        "tx fr/s",
-        "active",
-        "accepted",
-        "conn/s",
-        "be-fail",
-        "be-reset",
-        "malformed"
-    );
-    let empty = vec![];
-    let (ca, cb) = (
-        a["cores"].as_array().unwrap_or(&empty),
-        b["cores"].as_array().unwrap_or(&empty),
-    );
-    for (x, y) in ca.iter().zip(cb) {
-        let busy =
-            u(y, &["loops", "busy_cycles"]).saturating_sub(u(x, &["loops", "busy_cycles"])) as f64;
-        let idle =
-            u(y, &["loops", "idle_cycles"]).saturating_sub(u(x, &["loops", "idle_cycles"])) as f64;
-        let rate = |p: &[&str]| (u(y, p).saturating_sub(u(x, p))) as f64 / secs;
-        println!(
-            "{:>4} {:>4} {:>7.1} {:>10.0} {:>10.0} {:>8} {:>10} {:>9.0} {:>9} {:>9} {:>9}",
-            u(y, &["index"]),
-            y["cpu"]
-                .as_u64()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "-".into()),
-            if busy + idle > 0.0 {
-                100.0 * busy / (busy + idle)
-            } else {
-                0.0
-            },
-            rate(&["queue", "rx_frames"]),
-            rate(&["queue", "tx_frames"]),
-            u(y, &["stack", "active"]),
-            u(y, &["proxy", "accepted"]),
-            rate(&["proxy", "accepted"]),
-            u(y, &["proxy", "backend_failed"]),
-            u(y, &["proxy", "backend_reset"]),
-            u(y, &["stack", "malformed"]),
-        );
-    }
-    let workers = b["crypto"]["workers"].as_array().unwrap_or(&empty);
-    if workers.is_empty() {
-        println!("crypto: inline on the poll-mode cores");
-    } else {
-        println!(
-            "{:>6} {:>10} {:>4} {:>6} {:>9} {:>7} {:>9} {:>9} {:>9}",
-            "worker", "device", "cpu", "alive", "jobs/s", "queued", "p50 µs", "p99 µs", "restarts"
-        );
-        let wa = a["crypto"]["workers"].as_array().unwrap_or(&empty);
-        for (i, w) in workers.iter().enumerate() {
-            let before = wa.get(i).map(|x| u(x, &["jobs"])).unwrap_or(0);
-            println!(
-                "{:>6} {:>10} {:>4} {:>6} {:>9.0} {:>7} {:>9} {:>9} {:>9}",
-                u(w, &["index"]),
-                w["device"].as_str().unwrap_or("cpu"),
-                w["cpu"]
-                    .as_u64()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                w["alive"].as_bool().unwrap_or(false),
-                u(w, &["jobs"]).saturating_sub(before) as f64 / secs,
-                u(w, &["queued"]),
-                u(w, &["latency_us_p50"]),
-                u(w, &["latency_us_p99"]),
-                u(w, &["restarts"]),
-            );
-        }
-    }
-}
-
-fn print_status(v: &Value) {
-    println!(
-        "appliance {} (pid {}), up {:.0}s, config {} (generation {}, applied {:.0}s ago)",
-        s(v, "version"),
-        u(v, &["pid"]),
-        v["uptime_secs"].as_f64().unwrap_or(0.0),
-        s(v, "config"),
-        u(v, &["config_generation"]),
-        v["config_applied_secs_ago"].as_f64().unwrap_or(0.0)
-    );
-    println!(
-        "data plane: port {}, {} poll-mode core(s), crypto {}",
-        s(v, "port"),
-        u(v, &["cores"]),
-        s(v, "crypto")
-    );
-    println!(
-        "vservers: {} of {} enabled; backends: {} up, {} down, {} draining of {}",
-        u(v, &["vservers_enabled"]),
-        u(v, &["vservers"]),
-        u(v, &["backends_up"]),
-        u(v, &["backends_down"]),
-        u(v, &["backends_draining"]),
-        u(v, &["backends"])
-    );
-    println!(
-        "connections: {} client(s) open, {} proxied now, {} accepted; TLS handshakes: {} ({} resumed)",
-        u(v, &["clients_open"]),
-        u(v, &["proxied_connections"]),
-        u(v, &["accepted"]),
-        u(v, &["tls_handshakes"]),
-        u(v, &["tls_resumed"])
-    );
-}
-
-fn print_vservers(v: &Value) {
-    println!(
-        "{:<16} {:<21} {:<4} {:<8} {:<18} {:<14} {:>8} {:>9} {:>10}",
-        "vserver",
-        "listen",
-        "mode",
-        "enabled",
-        "balance",
-        "check",
-        "backends",
-        "refused",
-        "no-backend"
-    );
-    for x in v.as_array().into_iter().flatten() {
-        let bs = x["backends"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        let up = bs.iter().filter(|b| b["state"] == "up").count();
-        println!(
-            "{:<16} {:<21} {:<4} {:<8} {:<18} {:<14} {:>8} {:>9} {:>10}",
-            s(x, "name"),
-            s(x, "listen"),
-            s(x, "mode"),
-            if x["enabled"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "DISABLED"
-            },
-            s(x, "balance"),
-            x["health_check"].as_str().unwrap_or("none"),
-            format!("{up}/{} up", bs.len()),
-            u(x, &["refused_disabled"]),
-            u(x, &["no_backend"]),
-        );
-    }
-}
-
-fn print_backends(v: &Value) {
-    println!(
-        "{:<16} {:<21} {:>6} {:<9} {:>7} {:>9} {:>7} {:>8} {:>8}  last check",
-        "vserver", "backend", "weight", "state", "open", "chosen", "failed", "checks+", "checks-",
-    );
-    for b in v.as_array().into_iter().flatten() {
-        let since = b["since_change_secs"]
-            .as_f64()
-            .map(|t| format!(" (changed {t:.0}s ago)"))
-            .unwrap_or_default();
-        println!(
-            "{:<16} {:<21} {:>6} {:<9} {:>7} {:>9} {:>7} {:>8} {:>8}  {}{since}",
-            s(b, "vserver"),
-            s(b, "address"),
-            u(b, &["weight"]),
-            s(b, "state"),
-            u(b, &["active"]),
-            u(b, &["chosen"]),
-            u(b, &["failed"]),
-            u(b, &["checks_passed"]),
-            u(b, &["checks_failed"]),
-            s(b, "last_check"),
-        );
-    }
-}
-
-fn print_certs(v: &Value) {
-    let list = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if list.is_empty() {
-        println!("no tls vserver: no certificates");
-    }
-    for c in list {
-        if let Some(e) = c["error"].as_str() {
-            println!("vserver {}: unreadable certificate: {e}", s(c, "vserver"));
-            continue;
-        }
-        let sans: Vec<&str> = c["sans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let days = c["days_left"].as_f64().unwrap_or(0.0);
-        println!("vserver {}: {}", s(c, "vserver"), s(c, "subject"));
-        println!(
-            "  SANs:     {}",
-            if sans.is_empty() {
-                "-".into()
-            } else {
-                sans.join(", ")
-            }
-        );
-        println!("  issuer:   {}", s(c, "issuer"));
-        println!(
-            "  key:      {}, chain of {}",
-            s(c, "key"),
-            u(c, &["chain_length"])
-        );
-        println!(
-            "  valid:    {} .. {} ({})",
-            s(c, "not_before"),
-            s(c, "not_after"),
-            if days < 0.0 {
-                format!("EXPIRED {:.0} days ago", -days)
-            } else {
-                format!("{days:.0} days left")
-            }
-        );
-        println!("  sha256:   {}", s(c, "sha256"));
+/// Sends `req` and reads its reply as `T`; a refusal is exit status 1 with the
+/// daemon's words. Returns the reply line too (what `--json` prints).
+fn call<T: serde::de::DeserializeOwned>(path: &str, req: &Request) -> Result<(String, T), Failure> {
+    let line = send(path, req)?;
+    match decode_reply::<T>(&line) {
+        Ok(v) => Ok((line.trim_end().to_string(), v)),
+        Err(ReplyError::Refused(e)) => Err(failed(format!("the appliance refused: {e}"))),
+        Err(e) => Err(failed(format!("{path}: {e}"))),
     }
 }
 
@@ -590,7 +222,6 @@ fn run(c: Cli) -> Result<(), Failure> {
         (None, None, None) => DEFAULT_SOCKET.to_string(),
     };
     let json = c.json;
-    let print = |v: &Value| println!("{v}");
     let no_vserver_flag = |cmd: &str| {
         if c.vserver.is_some() {
             Err(usage(format!("{cmd} takes no --vserver")))
@@ -598,45 +229,55 @@ fn run(c: Cli) -> Result<(), Failure> {
             Ok(())
         }
     };
+    let out = &mut std::io::stdout().lock();
+    // A person's view, or the daemon's JSON as it came.
+    macro_rules! show {
+        ($req:expr, $ty:ty, $print:expr) => {{
+            let (line, v) = call::<$ty>(&socket, &$req)?;
+            if json {
+                println!("{line}");
+            } else {
+                let _ = $print(out, &v);
+            }
+        }};
+    }
     match words.as_slice() {
         ["ping"] => {
-            let v = request(&socket, "ping")?;
+            let (line, _) = call::<reply::Ack>(&socket, &Request::Ping)?;
             if json {
-                print(&v);
+                println!("{line}");
             } else {
                 println!("appliance at {socket} is up");
             }
         }
-        ["status"] => {
-            let v = request(&socket, "status")?;
-            if json {
-                print(&v)
-            } else {
-                print_status(&v)
-            }
-        }
+        ["status"] => show!(Request::Status, reply::Status, print::status),
         ["stats"] | ["show", "stats"] => {
-            let a = request(&socket, "stats")?;
+            let (line, a) = call::<reply::Stats>(&socket, &Request::Stats)?;
             if json {
-                print(&a);
+                println!("{line}");
                 return Ok(());
             }
             std::thread::sleep(Duration::from_secs_f64(c.interval));
-            let b = request(&socket, "stats")?;
-            print_stats(&a, &b, c.interval);
+            let (_, b) = call::<reply::Stats>(&socket, &Request::Stats)?;
+            let _ = print::stats(out, &a, &b, c.interval);
         }
         ["show", what @ ("vservers" | "backends" | "certs" | "sessions")] => {
             no_vserver_flag("show")?;
-            let v = request(&socket, what)?;
-            if json {
-                print(&v);
-            } else {
-                match *what {
-                    "vservers" => print_vservers(&v),
-                    "backends" => print_backends(&v),
-                    "sessions" => print_sessions(&v),
-                    _ => print_certs(&v),
-                }
+            match *what {
+                "vservers" => show!(
+                    Request::Vservers,
+                    Vec<reply::VserverSnap>,
+                    |o, v: &Vec<_>| print::vservers(o, v)
+                ),
+                "backends" => show!(
+                    Request::Backends,
+                    Vec<reply::BackendRow>,
+                    |o, v: &Vec<_>| print::backends(o, v)
+                ),
+                "sessions" => show!(Request::Sessions, reply::Sessions, print::sessions),
+                _ => show!(Request::Certs, Vec<reply::CertInfo>, |o, v: &Vec<_>| {
+                    print::certs(o, v)
+                }),
             }
         }
         ["show", other] => {
@@ -651,11 +292,24 @@ fn run(c: Cli) -> Result<(), Failure> {
         }
         ["vserver", action @ ("enable" | "disable"), name] => {
             no_vserver_flag("vserver")?;
-            let v = request(&socket, &format!("vserver {action} {name}"))?;
-            if json {
-                print(&v);
+            let action = if *action == "enable" {
+                VserverAction::Enable
             } else {
-                println!("vserver {name}: {action}d");
+                VserverAction::Disable
+            };
+            let req = Request::Vserver {
+                action,
+                name: name.to_string(),
+            };
+            let (line, v) = call::<reply::VserverSwitched>(&socket, &req)?;
+            if json {
+                println!("{line}");
+            } else {
+                println!(
+                    "vserver {}: {}",
+                    v.vserver,
+                    if v.enabled { "enabled" } else { "disabled" }
+                );
             }
         }
         ["vserver", ..] => return Err(usage(command_help("vserver").unwrap_or_default())),
@@ -665,61 +319,57 @@ fn run(c: Cli) -> Result<(), Failure> {
                     "backend {action} {addr:?}: ADDRESS must be ip:port as configured"
                 )));
             }
-            let cmd = match &c.vserver {
-                Some(v) => format!("backend {action} {addr} {v}"),
-                None => format!("backend {action} {addr}"),
+            let req = Request::Backend {
+                action: if *action == "drain" {
+                    BackendAction::Drain
+                } else {
+                    BackendAction::Enable
+                },
+                address: addr.to_string(),
+                vserver: c.vserver.clone(),
             };
-            let v = request(&socket, &cmd)?;
+            let (line, v) = call::<reply::BackendSwitched>(&socket, &req)?;
             if json {
-                print(&v);
+                println!("{line}");
             } else {
-                let list: Vec<&str> = v["vservers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
                 println!(
-                    "backend {addr}: {} in vserver(s) {}",
-                    if *action == "drain" {
+                    "backend {}: {} in vserver(s) {}",
+                    v.backend,
+                    if v.draining {
                         "draining (no new connections)"
                     } else {
                         "enabled"
                     },
-                    list.join(", ")
+                    v.vservers.join(", ")
                 );
             }
         }
         ["backend", ..] => return Err(usage(command_help("backend").unwrap_or_default())),
         ["reload"] => {
             no_vserver_flag("reload")?;
-            let v = request(&socket, "reload")?;
-            if json {
-                print(&v);
-            } else {
-                print_reload(&v);
-            }
+            show!(Request::Reload, reply::ReloadSummary, print::reload);
         }
         ["top"] => {
             if json {
                 return Err(usage("top is for people; use show stats --json"));
             }
-            let mut a = request(&socket, "stats")?;
+            let (_, mut a) = call::<reply::Stats>(&socket, &Request::Stats)?;
             let mut n = 0u64;
             loop {
                 std::thread::sleep(Duration::from_secs_f64(c.interval));
-                let b = request(&socket, "stats")?;
-                let backends = request(&socket, "backends")?;
+                let (_, b) = call::<reply::Stats>(&socket, &Request::Stats)?;
+                let (_, backends) = call::<Vec<reply::BackendRow>>(&socket, &Request::Backends)?;
                 // Clear the screen and go home, then redraw.
-                print!("\x1b[2J\x1b[H");
-                println!(
+                let _ = write!(out, "\x1b[2J\x1b[H");
+                let _ = writeln!(
+                    out,
                     "appliancectl top: every {:.1}s (Ctrl-C to quit)\n",
                     c.interval
                 );
-                print_stats(&a, &b, c.interval);
-                println!();
-                print_backends(&backends);
-                let _ = std::io::stdout().flush();
+                let _ = print::stats(out, &a, &b, c.interval);
+                let _ = writeln!(out);
+                let _ = print::backends(out, &backends);
+                let _ = out.flush();
                 a = b;
                 n += 1;
                 if c.count.is_some_and(|max| n >= max) {

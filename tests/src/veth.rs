@@ -152,9 +152,24 @@ impl Net {
                 ip,
             ]);
             c.arg("--directory").arg(root);
+            // Unbuffered, so "Serving HTTP" (printed once it listens) reaches the log.
+            c.env("PYTHONUNBUFFERED", "1");
             c
         };
-        self.spawn(c, &format!("backend-{ip}-{port}.log"))
+        let log = format!("backend-{ip}-{port}.log");
+        let h = self.spawn(c, &log);
+        // A slow start (a busy machine) must not look like a refusing backend to the
+        // first clients: wait until it listens.
+        let t0 = std::time::Instant::now();
+        while !self.log(&log).contains("Serving HTTP") {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "backend {ip}:{port} did not start listening:\n{}",
+                self.log(&log)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        h
     }
 
     /// Starts the appliance with vserver "web" and `extra_vservers` (any further

@@ -244,8 +244,8 @@ fn malformed_frames_are_dropped_and_counted_while_traffic_flows() {
     assert!(host.clients[c].verified());
     let snap = running.snapshot();
     let st = &snap.cores[0].stack;
-    assert_eq!(st["malformed"].as_u64().unwrap(), 5, "{st}");
-    assert_eq!(st["unsupported"].as_u64().unwrap(), 1, "{st}");
+    assert_eq!(st["malformed"].as_u64().unwrap(), 5, "{st:?}");
+    assert_eq!(st["unsupported"].as_u64().unwrap(), 1, "{st:?}");
     running.stop();
     running.join().unwrap();
     let _ = Ordering::Relaxed;

@@ -316,7 +316,9 @@ fn drain(running: &runtime::Running, limit: Duration, signals: &std::sync::atomi
 
 fn log_stats(a: &runtime::Snapshot, b: &runtime::Snapshot) {
     for (x, y) in a.cores.iter().zip(&b.cores) {
-        let get = |v: &serde_json::Value, k: &str| v.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+        let get = |v: &control_proto::reply::Counters, k: &str| {
+            v.get(k).and_then(|n| n.as_u64()).unwrap_or(0)
+        };
         log::info!(
             "core {}: busy {:.1}%, rx {} tx {} frames, active {} conns, accepted {}, backend failures {}",
             y.index,

@@ -128,7 +128,7 @@ impl ClientLog {
             client: self.addr.map(|a| a.to_string()).unwrap_or_default(),
             vserver: vs.map(|v| v.cfg.name.clone()).unwrap_or_default(),
             backend: self.backend_addr.map(|a| a.to_string()),
-            state,
+            state: state.into(),
             tls_version: None,
             suite: None,
             sni: None,

@@ -498,8 +498,8 @@ impl TlsConn {
             .row(core, self.vserver().map(|v| &**v), state, now_us);
         if t.is_established() {
             let i = t.info();
-            row.tls_version = Some(version_name(i.version));
-            row.suite = Some(tls::msgs::suite::name(i.suite));
+            row.tls_version = Some(version_name(i.version).into());
+            row.suite = Some(tls::msgs::suite::name(i.suite).into());
             row.sni = i.sni.clone();
             row.resumed = Some(i.resumed.is_some());
         }

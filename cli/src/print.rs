@@ -1,0 +1,374 @@
+//! How `appliancectl` shows each reply to a person (`--json` prints the reply as the
+//! daemon sent it instead). Every function takes the typed reply and writes to `out`,
+//! so tests check what an operator sees.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use control_proto::reply::{
+    BackendRow, CertFields, CertInfo, Counters, ReloadSummary, Sessions, Stats, Status, VserverSnap,
+};
+
+fn num(c: &Counters, k: &str) -> u64 {
+    c.get(k).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Sum of a proxy counter over all cores.
+fn total(s: &Stats, key: &str) -> u64 {
+    s.cores.iter().map(|c| num(&c.proxy, key)).sum()
+}
+
+/// Handshakes per suite, the cores' maps summed.
+fn suites(s: &Stats) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::<String, u64>::new();
+    for c in &s.cores {
+        if let Some(o) = c.proxy.get("tls_suites").and_then(|v| v.as_object()) {
+            for (k, n) in o {
+                *m.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    m
+}
+
+/// Rates between two samples `secs` apart.
+pub fn stats(out: &mut impl Write, a: &Stats, b: &Stats, secs: f64) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "port {} ({}), mac {}, {} queue(s), uptime {:.0}s; rates over {secs:.1}s",
+        b.port.name, b.port.driver, b.port.mac, b.port.queues, b.uptime_secs
+    )?;
+    let rate = |k: &str| total(b, k).saturating_sub(total(a, k)) as f64 / secs;
+    let (h12, h13, r12, r13) = (
+        rate("tls12_handshakes"),
+        rate("tls13_handshakes"),
+        rate("tls12_resumed"),
+        rate("tls13_resumed"),
+    );
+    writeln!(
+        out,
+        "handshakes/s: TLS 1.3 {:.0} full, {:.0} resumed; TLS 1.2 {:.0} full, {:.0} resumed; accepted {:.0} conn/s",
+        h13 - r13,
+        r13,
+        h12 - r12,
+        r12,
+        rate("accepted")
+    )?;
+    let (sa, sb) = (suites(a), suites(b));
+    let by_suite: Vec<String> = sb
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(k, &n)| {
+            let d = n.saturating_sub(*sa.get(k).unwrap_or(&0)) as f64 / secs;
+            format!("{k} {d:.0}/s ({n} total)")
+        })
+        .collect();
+    if !by_suite.is_empty() {
+        writeln!(out, "by suite: {}", by_suite.join(", "))?;
+    }
+    writeln!(
+        out,
+        "{:>4} {:>4} {:>7} {:>10} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "core",
+        "cpu",
+        "busy%",
+        "rx fr/s",
+        "tx fr/s",
+        "active",
+        "accepted",
+        "conn/s",
+        "be-fail",
+        "be-reset",
+        "malformed"
+    )?;
+    for (x, y) in a.cores.iter().zip(&b.cores) {
+        let busy = y.loops.busy_cycles.saturating_sub(x.loops.busy_cycles) as f64;
+        let idle = y.loops.idle_cycles.saturating_sub(x.loops.idle_cycles) as f64;
+        let rate = |cy: &Counters, cx: &Counters, k: &str| {
+            num(cy, k).saturating_sub(num(cx, k)) as f64 / secs
+        };
+        writeln!(
+            out,
+            "{:>4} {:>4} {:>7.1} {:>10.0} {:>10.0} {:>8} {:>10} {:>9.0} {:>9} {:>9} {:>9}",
+            y.index,
+            opt(&y.cpu),
+            if busy + idle > 0.0 {
+                100.0 * busy / (busy + idle)
+            } else {
+                0.0
+            },
+            rate(&y.queue, &x.queue, "rx_frames"),
+            rate(&y.queue, &x.queue, "tx_frames"),
+            num(&y.stack, "active"),
+            num(&y.proxy, "accepted"),
+            rate(&y.proxy, &x.proxy, "accepted"),
+            num(&y.proxy, "backend_failed"),
+            num(&y.proxy, "backend_reset"),
+            num(&y.stack, "malformed"),
+        )?;
+    }
+    if b.crypto.workers.is_empty() {
+        return writeln!(out, "crypto: inline on the poll-mode cores");
+    }
+    writeln!(
+        out,
+        "{:>6} {:>10} {:>4} {:>6} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "worker", "device", "cpu", "alive", "jobs/s", "queued", "p50 µs", "p99 µs", "restarts"
+    )?;
+    for (i, w) in b.crypto.workers.iter().enumerate() {
+        let before = a.crypto.workers.get(i).map(|x| num(x, "jobs")).unwrap_or(0);
+        writeln!(
+            out,
+            "{:>6} {:>10} {:>4} {:>6} {:>9.0} {:>7} {:>9} {:>9} {:>9}",
+            num(w, "index"),
+            w.get("device").and_then(|d| d.as_str()).unwrap_or("cpu"),
+            w.get("cpu")
+                .and_then(|c| c.as_u64())
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            w.get("alive").and_then(|a| a.as_bool()).unwrap_or(false),
+            num(w, "jobs").saturating_sub(before) as f64 / secs,
+            num(w, "queued"),
+            num(w, "latency_us_p50"),
+            num(w, "latency_us_p99"),
+            num(w, "restarts"),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn status(out: &mut impl Write, v: &Status) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "appliance {} (pid {}), up {:.0}s, config {} (generation {}, applied {:.0}s ago)",
+        v.version, v.pid, v.uptime_secs, v.config, v.config_generation, v.config_applied_secs_ago
+    )?;
+    writeln!(
+        out,
+        "data plane: port {}, {} poll-mode core(s), crypto {}",
+        v.port, v.cores, v.crypto
+    )?;
+    writeln!(
+        out,
+        "vservers: {} of {} enabled; backends: {} up, {} down, {} draining of {}",
+        v.vservers_enabled,
+        v.vservers,
+        v.backends_up,
+        v.backends_down,
+        v.backends_draining,
+        v.backends
+    )?;
+    writeln!(
+        out,
+        "connections: {} client(s) open, {} proxied now, {} accepted; TLS handshakes: {} ({} resumed)",
+        v.clients_open, v.proxied_connections, v.accepted, v.tls_handshakes, v.tls_resumed
+    )
+}
+
+pub fn vservers(out: &mut impl Write, list: &[VserverSnap]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<16} {:<21} {:<4} {:<8} {:<18} {:<14} {:>8} {:>9} {:>10}",
+        "vserver",
+        "listen",
+        "mode",
+        "enabled",
+        "balance",
+        "check",
+        "backends",
+        "refused",
+        "no-backend"
+    )?;
+    for x in list {
+        let up = x.backends.iter().filter(|b| b.state == "up").count();
+        writeln!(
+            out,
+            "{:<16} {:<21} {:<4} {:<8} {:<18} {:<14} {:>8} {:>9} {:>10}",
+            x.name,
+            x.listen,
+            x.mode,
+            if x.enabled { "yes" } else { "DISABLED" },
+            x.balance,
+            x.health_check.as_deref().unwrap_or("none"),
+            format!("{up}/{} up", x.backends.len()),
+            x.refused_disabled,
+            x.no_backend,
+        )?;
+    }
+    Ok(())
+}
+
+pub fn backends(out: &mut impl Write, list: &[BackendRow]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<16} {:<21} {:>6} {:<9} {:>7} {:>9} {:>7} {:>8} {:>8}  last check",
+        "vserver", "backend", "weight", "state", "open", "chosen", "failed", "checks+", "checks-",
+    )?;
+    for r in list {
+        let b = &r.backend;
+        let since = b
+            .since_change_secs
+            .map(|t| format!(" (changed {t:.0}s ago)"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<16} {:<21} {:>6} {:<9} {:>7} {:>9} {:>7} {:>8} {:>8}  {}{since}",
+            r.vserver,
+            b.address,
+            b.weight,
+            b.state,
+            b.active,
+            b.chosen,
+            b.failed,
+            b.checks_passed,
+            b.checks_failed,
+            b.last_check,
+        )?;
+    }
+    Ok(())
+}
+
+pub fn certs(out: &mut impl Write, list: &[CertInfo]) -> std::io::Result<()> {
+    if list.is_empty() {
+        writeln!(out, "no tls vserver: no certificates")?;
+    }
+    for c in list {
+        let CertFields::Read {
+            subject,
+            issuer,
+            sans,
+            not_before,
+            not_after,
+            key,
+            sha256,
+            days_left,
+            ..
+        } = &c.cert
+        else {
+            if let CertFields::Unreadable { error } = &c.cert {
+                writeln!(
+                    out,
+                    "vserver {}: unreadable certificate: {error}",
+                    c.vserver
+                )?;
+            }
+            continue;
+        };
+        writeln!(out, "vserver {}: {subject}", c.vserver)?;
+        writeln!(
+            out,
+            "  SANs:     {}",
+            if sans.is_empty() {
+                "-".into()
+            } else {
+                sans.join(", ")
+            }
+        )?;
+        writeln!(out, "  issuer:   {issuer}")?;
+        writeln!(out, "  key:      {key}, chain of {}", c.chain_length)?;
+        writeln!(
+            out,
+            "  valid:    {not_before} .. {not_after} ({})",
+            if *days_left < 0.0 {
+                format!("EXPIRED {:.0} days ago", -days_left)
+            } else {
+                format!("{days_left:.0} days left")
+            }
+        )?;
+        writeln!(out, "  sha256:   {sha256}")?;
+    }
+    Ok(())
+}
+
+pub fn sessions(out: &mut impl Write, v: &Sessions) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<21} {:<12} {:<21} {:<10} {:<7} {:<29} {:<20} {:<7} {:>8} {:>10} {:>12}",
+        "client",
+        "vserver",
+        "backend",
+        "state",
+        "tls",
+        "suite",
+        "sni",
+        "resumed",
+        "age",
+        "in",
+        "out"
+    )?;
+    for r in &v.sessions {
+        writeln!(
+            out,
+            "{:<21} {:<12} {:<21} {:<10} {:<7} {:<29} {:<20} {:<7} {:>7.1}s {:>10} {:>12}",
+            r.client,
+            r.vserver,
+            opt(&r.backend),
+            r.state,
+            opt(&r.tls_version),
+            opt(&r.suite),
+            opt(&r.sni),
+            r.resumed
+                .map(|b| if b { "yes" } else { "no" })
+                .unwrap_or("-"),
+            r.age_secs,
+            r.bytes_in,
+            r.bytes_out,
+        )?;
+    }
+    writeln!(out, "{} open client connection(s)", v.sessions.len())?;
+    if !v.cores_not_answering.is_empty() {
+        writeln!(
+            out,
+            "warning: core(s) {:?} did not answer; their connections are missing",
+            v.cores_not_answering
+        )?;
+    }
+    for c in &v.session_caches {
+        writeln!(
+            out,
+            "vserver {}: {} cached TLS session(s) of {}; tickets {}",
+            c.vserver,
+            opt(&c.cached_sessions),
+            opt(&c.cache_capacity),
+            if c.tickets { "on" } else { "off" }
+        )?;
+    }
+    Ok(())
+}
+
+pub fn reload(out: &mut impl Write, v: &ReloadSummary) -> std::io::Result<()> {
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "-".to_string()
+        } else {
+            l.join(", ")
+        }
+    };
+    writeln!(
+        out,
+        "reloaded: configuration generation {} serves new connections",
+        v.generation
+    )?;
+    for (label, l) in [
+        ("vservers added", &v.added),
+        ("vservers removed", &v.removed),
+        ("vservers kept", &v.kept),
+        ("certificates changed", &v.certificates_changed),
+        ("sessions kept", &v.sessions_kept),
+    ] {
+        writeln!(out, "  {label:<21} {}", list(l))?;
+    }
+    if !v.cores_adopted {
+        writeln!(
+            out,
+            "  warning: a poll-mode core has not taken it yet (see the daemon's log)"
+        )?;
+    }
+    Ok(())
+}
