@@ -1,0 +1,166 @@
+//! Every section as serde reads it, one struct per table: unknown fields are errors;
+//! the values are checked and typed by the section's module.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) dataplane: RawDataplane,
+    #[serde(default)]
+    pub(super) tcp: RawTcp,
+    #[serde(default)]
+    pub(super) control: RawControl,
+    #[serde(default)]
+    pub(super) crypto: RawCrypto,
+    pub(super) metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default, rename = "vserver")]
+    pub(super) vservers: Vec<RawVserver>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) format: Option<String>,
+    pub(super) access: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDataplane {
+    pub(super) driver: String,
+    #[serde(default)]
+    pub(super) eal_args: Vec<String>,
+    pub(super) port: Option<String>,
+    pub(super) cores: Vec<i64>,
+    pub(super) address: String,
+    pub(super) gateway: Option<String>,
+    pub(super) idle: Option<String>,
+    #[serde(default)]
+    pub(super) pin: Option<bool>,
+    pub(super) mbufs_per_queue: Option<i64>,
+    pub(super) rx_descriptors: Option<i64>,
+    pub(super) tx_descriptors: Option<i64>,
+    pub(super) max_connections_per_core: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTcp {
+    pub(super) rx_buffer: Option<i64>,
+    pub(super) tx_buffer: Option<i64>,
+    pub(super) handshake_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
+    pub(super) ack_delay: Option<String>,
+    pub(super) spare_sockets: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCrypto {
+    pub(super) workers: Option<i64>,
+    pub(super) cpus: Option<Vec<i64>>,
+    pub(super) queue_depth: Option<i64>,
+    pub(super) max_batch: Option<i64>,
+    pub(super) max_in_flight: Option<i64>,
+    pub(super) backlog: Option<i64>,
+    pub(super) providers: Option<Vec<String>>,
+    pub(super) engines: Option<Vec<String>>,
+    pub(super) records: Option<String>,
+    pub(super) record_batch: Option<i64>,
+    pub(super) device: Option<Vec<RawDevice>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDevice {
+    pub(super) name: Option<String>,
+    pub(super) providers: Option<Vec<String>>,
+    pub(super) workers: Option<i64>,
+    pub(super) cpus: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    pub(super) socket: Option<String>,
+    pub(super) stats_interval: Option<String>,
+    pub(super) drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVserver {
+    pub(super) name: String,
+    pub(super) listen: String,
+    pub(super) mode: String,
+    /// Each `"ip:port"` or `{ address = "ip:port", weight = N }`: checked by hand so
+    /// that a mistake names its entry.
+    pub(super) backends: Vec<toml::Value>,
+    pub(super) balance: Option<String>,
+    pub(super) tls: Option<RawTls>,
+    pub(super) transmit: Option<RawTransmit>,
+    pub(super) health: Option<RawHealth>,
+    pub(super) proxy_protocol: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub(super) check: String,
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) rise: Option<i64>,
+    pub(super) fall: Option<i64>,
+    pub(super) path: Option<String>,
+    pub(super) host: Option<String>,
+    pub(super) expect: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTransmit {
+    pub(super) quantum: Option<i64>,
+    pub(super) quantum_segments: Option<i64>,
+    pub(super) timer: Option<String>,
+    pub(super) fin: Option<bool>,
+    pub(super) psh: Option<bool>,
+    pub(super) http: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) certificates: Vec<RawCertificate>,
+    pub(super) versions: Option<Vec<String>>,
+    pub(super) suites: Option<Vec<String>>,
+    pub(super) groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) alpn: Vec<String>,
+    pub(super) handshake_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) record_padding: usize,
+    pub(super) session_cache: Option<i64>,
+    pub(super) session_lifetime: Option<String>,
+    pub(super) tickets: Option<bool>,
+    pub(super) ticket_rotation: Option<String>,
+    pub(super) psk_modes: Option<Vec<String>>,
+    pub(super) client_auth: Option<String>,
+    pub(super) client_ca: Option<String>,
+    pub(super) server_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) chain: String,
+    pub(super) key: String,
+}

@@ -1,0 +1,562 @@
+//! Tests of every section's checks: the values they accept, their defaults, and the
+//! field each mistake names.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dataplane::cores::IdlePolicy;
+
+use super::{parse_duration, Balance, CheckKind, Config, DeviceConfig, DEFAULT_CONTROL_SOCKET};
+use crate::transmit::{Quantum, TransmitConfig};
+
+const GOOD: &str = r#"
+[dataplane]
+driver = "dpdk"
+eal_args = ["--no-huge", "--no-pci", "--vdev=net_af_packet0,iface=veth-appl"]
+cores = [1]
+address = "10.77.0.1/24"
+
+[[vserver]]
+name = "web"
+listen = "10.77.0.1:80"
+mode = "tcp"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+"#;
+
+fn err_of(text: &str) -> String {
+    Config::parse(text, "t.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn good_config_and_defaults() {
+    let c = Config::parse(GOOD, "t.toml").unwrap();
+    assert_eq!(c.dataplane.cores, vec![1]);
+    assert_eq!(c.dataplane.prefix_len, 24);
+    assert_eq!(c.dataplane.idle, IdlePolicy::Adaptive);
+    assert_eq!(c.tcp.rx_buffer, 65536);
+    assert_eq!(c.vservers[0].backends.len(), 2);
+    assert_eq!(c.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    assert_eq!((c.crypto.workers, c.crypto.queue_depth), (0, 256));
+    assert!(c.crypto.devices.is_empty() && !c.crypto.record_offload);
+}
+
+#[test]
+fn a_crypto_device_alone_makes_a_pool() {
+    let text = GOOD.replacen(
+        "[[vserver]]",
+        "[[crypto.device]]\nname = \"qat0\"\nproviders = [\"qatprovider\"]\ncpus = [0]\n[[vserver]]",
+        1,
+    );
+    let c = Config::parse(&text, "t.toml").unwrap();
+    assert_eq!(
+        c.crypto.devices,
+        vec![DeviceConfig {
+            name: "qat0".into(),
+            providers: vec!["qatprovider".into()],
+            workers: 1,
+            cpus: vec![0],
+        }]
+    );
+    assert_eq!((c.crypto.workers, c.crypto.all_workers()), (0, 1));
+    assert!(c.crypto.record_offload, "records go to the pool by default");
+}
+
+#[test]
+fn backends_balancing_health_and_metrics() {
+    let text = GOOD.replace(
+        "backends = [\"10.77.0.2:8080\", \"10.77.0.3:8080\"]",
+        "backends = [\"10.77.0.2:8080\", { address = \"10.77.0.3:8080\", weight = 3 }]\nbalance = \"least_connections\"\n[vserver.health]\ncheck = \"http\"\npath = \"/healthz\"\nexpect = [200, 204]\ninterval = \"5s\"",
+    ) + "\n[metrics]\nlisten = \"127.0.0.1:9464\"\n";
+    let c = Config::parse(&text, "t.toml").unwrap();
+    let v = &c.vservers[0];
+    assert_eq!(v.backends[0].weight, 1);
+    assert_eq!(v.backends[1].weight, 3);
+    assert_eq!(v.balance, Balance::LeastConnections);
+    let h = v.health.as_ref().unwrap();
+    assert_eq!(
+        h.kind,
+        CheckKind::Http {
+            path: "/healthz".into(),
+            host: None,
+            expect: vec![200, 204]
+        }
+    );
+    assert_eq!(
+        (h.interval, h.timeout, h.rise, h.fall),
+        (Duration::from_secs(5), Duration::from_secs(1), 2, 3)
+    );
+    assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9464".parse().unwrap());
+    // Defaults: round robin, no checks, no metrics endpoint.
+    let c = Config::parse(GOOD, "t.toml").unwrap();
+    assert_eq!(c.vservers[0].balance, Balance::RoundRobin);
+    assert!(c.vservers[0].health.is_none() && c.metrics.is_none());
+
+    let with = |backends: &str, more: &str| {
+        err_of(&GOOD.replace(
+            "backends = [\"10.77.0.2:8080\", \"10.77.0.3:8080\"]",
+            &format!("backends = {backends}\n{more}"),
+        ))
+    };
+    let ok_b = "[\"10.77.0.2:8080\"]";
+    for (backends, more, field, why) in [
+        (
+            "[{ address = \"10.77.0.2:8080\", weight = 0 }]",
+            "",
+            "vserver[0].backends[0].weight",
+            "1..=1000",
+        ),
+        (
+            "[{ address = \"10.77.0.2:8080\", wieght = 2 }]",
+            "",
+            "vserver[0].backends[0].wieght",
+            "unknown field",
+        ),
+        (
+            "[{ weight = 2 }]",
+            "",
+            "vserver[0].backends[0]",
+            "needs address",
+        ),
+        (
+            "[{ address = 5 }]",
+            "",
+            "vserver[0].backends[0].address",
+            "must be a string",
+        ),
+        ("[7]", "", "vserver[0].backends[0]", "must be \"ip:port\""),
+        (
+            "[\"10.77.0.2:8080\", \"10.77.0.2:8080\"]",
+            "",
+            "vserver[0].backends[1]",
+            "listed twice",
+        ),
+        (
+            ok_b,
+            "balance = \"random\"",
+            "vserver[0].balance",
+            "least_connections",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"ping\"",
+            "vserver[0].health.check",
+            "\"tcp\" or \"http\"",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"tcp\"\npath = \"/\"",
+            "vserver[0].health.path",
+            "only check = \"http\"",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"http\"\npath = \"x y\"",
+            "vserver[0].health.path",
+            "must start with '/'",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"http\"\nexpect = [700]",
+            "vserver[0].health.expect[0]",
+            "not an HTTP status",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"http\"\nexpect = []",
+            "vserver[0].health.expect",
+            "at least one",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"tcp\"\ninterval = \"10ms\"",
+            "vserver[0].health.interval",
+            "100ms..=1h",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"",
+            "vserver[0].health.timeout",
+            "at most the interval",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"tcp\"\nfall = 0",
+            "vserver[0].health.fall",
+            "out of range",
+        ),
+        (
+            ok_b,
+            "[vserver.health]\ncheck = \"tcp\"\nrise = 1000",
+            "vserver[0].health.rise",
+            "out of range",
+        ),
+    ] {
+        let e = with(backends, more);
+        assert!(
+            e.starts_with(&format!("t.toml: {field}: ")) && e.contains(why),
+            "{backends} {more}: {e}"
+        );
+    }
+    let e = err_of(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
+    assert!(e.starts_with("t.toml: metrics.listen: "), "{e}");
+    let e = err_of(&format!("{GOOD}\n[metrics]\nlisten = \"10.77.0.1:9464\"\n"));
+    assert!(e.contains("management network"), "{e}");
+    let e = err_of(&format!("{GOOD}\n[metrics]\nport = 9464\n"));
+    assert!(e.contains("unknown field `port`"), "{e}");
+}
+
+#[test]
+fn each_mistake_names_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("driver = \"dpdk\"", "driver = \"pcap\"", "dataplane.driver"),
+        ("cores = [1]", "cores = []", "dataplane.cores"),
+        ("cores = [1]", "cores = [1, 1]", "dataplane.cores[1]"),
+        ("10.77.0.1/24\"", "10.77.0.1\"", "dataplane.address"),
+        ("10.77.0.1/24\"", "10.77.0.1/40\"", "dataplane.address"),
+        (
+            "listen = \"10.77.0.1:80\"",
+            "listen = \"10.77.0.1:99999\"",
+            "vserver[0].listen",
+        ),
+        (
+            "listen = \"10.77.0.1:80\"",
+            "listen = \"10.77.0.9:80\"",
+            "vserver[0].listen",
+        ),
+        (
+            "listen = \"10.77.0.1:80\"",
+            "listen = \"10.77.0.1:50000\"",
+            "vserver[0].listen",
+        ),
+        ("mode = \"tcp\"", "mode = \"tls\"", "vserver[0].tls"),
+        ("mode = \"tcp\"", "mode = \"socks5\"", "vserver[0].mode"),
+        ("mode = \"tcp\"", "mode = \"udp\"", "vserver[0].mode"),
+        (
+            "\"10.77.0.3:8080\"",
+            "\"10.99.0.3:8080\"",
+            "vserver[0].backends[1]",
+        ),
+        (
+            "\"10.77.0.3:8080\"",
+            "\"nonsense\"",
+            "vserver[0].backends[1]",
+        ),
+        ("name = \"web\"", "name = \"we b\"", "vserver[0].name"),
+        (
+            "[[vserver]]",
+            "[crypto]\nworkers = -1\n[[vserver]]",
+            "crypto.workers",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nworkers = 1\ncpus = [1]\n[[vserver]]",
+            "crypto.cpus[0]",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\ncpus = [0]\n[[vserver]]",
+            "crypto.cpus",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nworkers = 1\nqueue_depth = 0\n[[vserver]]",
+            "crypto.queue_depth",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nrecords = \"pool\"\n[[vserver]]",
+            "crypto.records",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nworkers = 1\nrecords = \"gpu\"\n[[vserver]]",
+            "crypto.records",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nworkers = 1\nrecord_batch = 0\n[[vserver]]",
+            "crypto.record_batch",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nproviders = [\"default\", \"qat provider\"]\n[[vserver]]",
+            "crypto.providers[1]",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nengines = [\"afalg\", \"afalg\"]\n[[vserver]]",
+            "crypto.engines[1]",
+        ),
+        (
+            "[[vserver]]",
+            "[[crypto.device]]\nproviders = [\"qat\"]\n[[vserver]]",
+            "crypto.device[0].name",
+        ),
+        (
+            "[[vserver]]",
+            "[[crypto.device]]\nname = \"cpu\"\nproviders = [\"qat\"]\n[[vserver]]",
+            "crypto.device[0].name",
+        ),
+        (
+            "[[vserver]]",
+            "[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\n[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\n[[vserver]]",
+            "crypto.device[1].name",
+        ),
+        (
+            "[[vserver]]",
+            "[[crypto.device]]\nname = \"q\"\n[[vserver]]",
+            "crypto.device[0].providers",
+        ),
+        (
+            "[[vserver]]",
+            "[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\nworkers = 0\n[[vserver]]",
+            "crypto.device[0].workers",
+        ),
+        (
+            "[[vserver]]",
+            "[[crypto.device]]\nname = \"q\"\nproviders = [\"qat\"]\ncpus = [1]\n[[vserver]]",
+            "crypto.device[0].cpus[0]",
+        ),
+    ];
+    for (from, to, field) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        let e = err_of(&GOOD.replacen(from, to, 1));
+        assert!(e.starts_with(&format!("t.toml: {field}: ")), "{field}: {e}");
+    }
+}
+
+#[test]
+fn unknown_fields_and_syntax_errors_point_at_the_line() {
+    let e = err_of(&GOOD.replace("cores = [1]", "cores = [1]\ncoers = [2]"));
+    assert!(
+        e.contains("unknown field `coers`") && e.contains("line"),
+        "{e}"
+    );
+    let e = err_of(&GOOD.replace("cores = [1]", "cores = [1"));
+    assert!(e.starts_with("t.toml: ") && e.contains("line"), "{e}");
+    let e = err_of(&GOOD.replace(
+        "[[vserver]]",
+        "[tcp]\nidle_timeout = \"10 parsecs\"\n[[vserver]]",
+    ));
+    assert!(e.contains("tcp.idle_timeout"), "{e}");
+}
+
+#[test]
+fn vserver_conflicts_are_refused() {
+    let two = format!("{GOOD}\n[[vserver]]\nname = \"web\"\nlisten = \"10.77.0.1:81\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:1\"]\n");
+    assert!(err_of(&two).contains("vserver[1].name"));
+    let two = format!("{GOOD}\n[[vserver]]\nname = \"b\"\nlisten = \"10.77.0.1:80\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:1\"]\n");
+    assert!(err_of(&two).contains("already used by vserver \"web\""));
+    let none = GOOD.split("[[vserver]]").next().unwrap();
+    assert!(err_of(none).contains("no [[vserver]]"));
+}
+
+/// A `tls` vserver over a certificate made with the openssl CLI in a temp dir.
+fn tls_config(dir: &std::path::Path, tls_extra: &str) -> String {
+    if !dir.join("ec.pem").exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=t", "-keyout", "ec.key", "-out", "ec.pem"])
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI");
+        assert!(o.status.success());
+    }
+    let d = dir.display();
+    GOOD.replace("mode = \"tcp\"", "mode = \"tls\"")
+        + &format!(
+            "[vserver.tls]\ncertificates = [{{ chain = \"{d}/ec.pem\", key = \"{d}/ec.key\" }}]\n{tls_extra}\n"
+        )
+}
+
+#[test]
+fn tls_settings_and_their_mistakes() {
+    let dir = std::env::temp_dir().join(format!("appliance-cfg-{}", std::process::id()));
+    let c = Config::parse(
+        &tls_config(
+            &dir,
+            "session_cache = 0\nticket_rotation = \"10m\"\npsk_modes = [\"psk_ke\"]\nclient_auth = \"optional\"\nclient_ca = \"ec.pem\"",
+        ),
+        &dir.join("t.toml").to_string_lossy(),
+    )
+    .unwrap();
+    let tls = c.vservers[0].tls.as_ref().unwrap();
+    assert!(tls.resumption.store.is_none() && tls.resumption.tickets.is_some());
+    assert_eq!(tls.resumption.psk_modes, [tls::PskMode::PskKe]);
+    assert!(tls.client_auth.as_ref().is_some_and(|a| !a.required));
+    // Suites (IANA names, either version, in preference order) and groups.
+    let c = Config::parse(
+        &tls_config(
+            &dir,
+            "suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\", \"TLS_AES_128_GCM_SHA256\"]\ngroups = [\"P-256\", \"x25519\"]",
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    let tls = c.vservers[0].tls.as_ref().unwrap();
+    use tls::msgs::{group, suite};
+    assert_eq!(
+        tls.suites13,
+        [
+            suite::TLS13_CHACHA20_POLY1305_SHA256,
+            suite::TLS13_AES_128_GCM_SHA256
+        ]
+    );
+    assert_eq!(tls.suites12, [suite::ECDHE_ECDSA_AES256_GCM_SHA384]);
+    assert_eq!(tls.groups, [group::SECP256R1, group::X25519]);
+    let cases = [
+        ("suites = [\"RC4-MD5\"]", "vserver[0].tls.suites[0]"),
+        (
+            "suites = [\"TLS_AES_128_GCM_SHA256\", \"TLS_AES_128_GCM_SHA256\"]",
+            "vserver[0].tls.suites[1]",
+        ),
+        // TLS 1.2 is on by default, and no TLS 1.2 suite is listed.
+        (
+            "suites = [\"TLS_AES_128_GCM_SHA256\"]",
+            "vserver[0].tls.suites",
+        ),
+        ("groups = [\"ffdhe2048\"]", "vserver[0].tls.groups[0]"),
+        ("groups = []", "vserver[0].tls.groups"),
+        ("psk_modes = [\"psk\"]", "vserver[0].tls.psk_modes[0]"),
+        (
+            "session_lifetime = \"200h\"",
+            "vserver[0].tls.session_lifetime",
+        ),
+        ("session_cache = -1", "vserver[0].tls.session_cache"),
+        ("ticket_rotation = \"0s\"", "vserver[0].tls.ticket_rotation"),
+        ("client_auth = \"maybe\"", "vserver[0].tls.client_auth"),
+        ("client_auth = \"required\"", "vserver[0].tls.client_ca"),
+        ("client_ca = \"ec.pem\"", "vserver[0].tls.client_auth"),
+        (
+            "client_auth = \"required\"\nclient_ca = \"missing.pem\"",
+            "vserver[0].tls.client_ca",
+        ),
+    ];
+    for (extra, field) in cases {
+        let e = Config::parse(&tls_config(&dir, extra), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn transmit_settings_and_their_mistakes() {
+    let dir = std::env::temp_dir().join(format!("appliance-tx-{}", std::process::id()));
+    let t = |extra: &str| tls_config(&dir, "") + "[vserver.transmit]\n" + extra;
+    let c = Config::parse(&tls_config(&dir, ""), "t.toml").unwrap();
+    assert_eq!(c.vservers[0].transmit, TransmitConfig::default());
+    let c = Config::parse(
+        &t("quantum_segments = 4\ntimer = \"500us\"\nfin = false\npsh = false\nhttp = true"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.vservers[0].transmit,
+        TransmitConfig {
+            quantum: Quantum::Segments(4),
+            timer: Duration::from_micros(500),
+            fin: false,
+            psh: false,
+            http: true,
+        }
+    );
+    let cases = [
+        ("quantum = 100", "vserver[0].transmit.quantum"),
+        ("quantum = 16385", "vserver[0].transmit.quantum"),
+        (
+            "quantum_segments = 0",
+            "vserver[0].transmit.quantum_segments",
+        ),
+        (
+            "quantum = 4096\nquantum_segments = 2",
+            "vserver[0].transmit",
+        ),
+        ("timer = \"2m\"", "vserver[0].transmit.timer"),
+        ("timer = \"5\"", "vserver[0].transmit.timer"),
+    ];
+    for (extra, field) in cases {
+        let e = Config::parse(&t(extra), "t.toml").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
+    }
+    let e = Config::parse(&t("nagle = true"), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nagle"), "{e}");
+    let tcp = GOOD.to_string() + "[vserver.transmit]\ntimer = \"1ms\"\n";
+    let e = Config::parse(&tcp, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.starts_with("t.toml: vserver[0].transmit: only a vserver with mode = \"tls\""),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tls_vservers_share_a_listener_by_name() {
+    let dir = std::env::temp_dir().join(format!("appliance-sni-{}", std::process::id()));
+    let one = tls_config(&dir, "server_names = [\"a.example\"]");
+    let d = dir.display();
+    let with = |first: &str, names: &str, mode: &str| {
+        format!(
+            "{first}\n[[vserver]]\nname = \"b\"\nlisten = \"10.77.0.1:80\"\nmode = \"{mode}\"\nbackends = [\"10.77.0.9:1\"]\n[vserver.tls]\ncertificates = [{{ chain = \"{d}/ec.pem\", key = \"{d}/ec.key\" }}]\n{names}\n"
+        )
+    };
+    let second = |names: &str, mode: &str| with(&one, names, mode);
+    let c = Config::parse(&second("server_names = [\"*.B.example\"]", "tls"), "t.toml").unwrap();
+    assert_eq!(c.vservers.len(), 2);
+    assert_eq!(
+        c.vservers[1].tls.as_ref().unwrap().sites[0].names,
+        ["*.b.example"]
+    );
+    // Both keep the certificate's own name "t": SNI could not tell them apart.
+    let e = Config::parse(&with(&tls_config(&dir, ""), "", "tls"), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "t.toml: vserver[1].tls.server_names: \"t\" is also served by vserver \"web\""
+        ),
+        "{e}"
+    );
+    let e = Config::parse(&second("server_names = [\"A.example\"]", "tls"), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vserver[1].tls.server_names: \"a.example\" is also served"),
+        "{e}"
+    );
+    // A plain TCP vserver cannot share: nothing would choose between them.
+    let tcp = format!("{one}\n[[vserver]]\nname = \"b\"\nlisten = \"10.77.0.1:80\"\nmode = \"tcp\"\nbackends = [\"10.77.0.9:1\"]\n");
+    let e = Config::parse(&tcp, "t.toml").unwrap_err().to_string();
+    assert!(e.starts_with("t.toml: vserver[1].listen: port 80 is already used by vserver \"web\"; only vservers with mode = \"tls\""), "{e}");
+    for (names, field) in [
+        ("server_names = []", "vserver[1].tls.server_names"),
+        ("server_names = [\"a b\"]", "vserver[1].tls.server_names[0]"),
+        (
+            "server_names = [\"x.*.example\"]",
+            "vserver[1].tls.server_names[0]",
+        ),
+        (
+            "server_names = [\"-x.example\"]",
+            "vserver[1].tls.server_names[0]",
+        ),
+    ] {
+        let e = Config::parse(&second(names, "tls"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("t.toml: {field}: ")), "{names}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("10").is_err());
+    assert!(parse_duration("s").is_err());
+}
