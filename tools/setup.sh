@@ -17,6 +17,7 @@ packages=(
     python3-prometheus-client      # the tests parse the metrics endpoint with Prometheus' own parser
     util-linux                     # setpriv: the tests call the control socket as another user
     redis-server                   # session-store's repository tier: its tests start their own server
+    nftables                       # the cluster tests drop a share of the cluster's datagrams (the kernel may lack netem)
 )
 if [ "${1:-}" = "--bench" ]; then
     packages+=(haproxy nginx-light wrk)

@@ -223,7 +223,7 @@ impl VserverRt {
                     Some(old) => {
                         old.weight.store(b.weight, Ordering::Relaxed);
                         if cfg.health.is_none() {
-                            old.set_healthy(true, crate::epoch().elapsed().as_millis() as u64);
+                            old.set_healthy(true, crate::now_ms());
                         }
                         old.clone()
                     }
@@ -410,6 +410,7 @@ mod tests {
             balance,
             health: None,
             tls: None,
+            session_cache: 0,
             transmit: TransmitConfig::default(),
             proxy_protocol: false,
         })

@@ -20,6 +20,10 @@
 //!   lists its own, and each `tls` vserver's session cache size
 //! - `reload` → reads the configuration file again and applies it (see
 //!   [`crate::live`]); a refusal names the error and the running configuration stays
+//! - `session-store` → the TLS session store: entries, lookups by tier, the cluster's
+//!   members and replication, the repository's servers
+//! - `flush session-store` → drops every TLS session here, and on every other node
+//!   and in the repository (a cluster-wide PURGE)
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -271,6 +275,25 @@ fn answer(st: &State, req: Request) -> Value {
                 session_caches,
             })
         }
+        Request::SessionStore => session_store_view(&st.live.store),
+        Request::FlushSessionStore => {
+            let store = &st.live.store;
+            let purged = store.purge(session_store::PurgeScope::All, crate::now_ms());
+            let cluster = store.stats().cluster.is_some() || store.stats().repository.is_some();
+            log::warn!(
+                "control: session store flushed: {purged} session(s) dropped here{}",
+                if cluster {
+                    "; purge sent to the cluster"
+                } else {
+                    ""
+                }
+            );
+            reply(reply::Flushed {
+                ok: true,
+                purged,
+                cluster,
+            })
+        }
         Request::Reload => match st.live.reload() {
             Ok(summary) => {
                 log::warn!(
@@ -297,6 +320,17 @@ fn answer(st: &State, req: Request) -> Value {
     }
 }
 
+/// The store's counters as the control protocol's [`reply::SessionStore`] (its JSON
+/// shape is the reply's; a store that does not fit it is an error, and the test of
+/// this module says so first).
+pub fn session_store_view(store: &session_store::Store) -> Value {
+    let v = serde_json::to_value(store.stats()).unwrap_or_default();
+    match serde_json::from_value::<reply::SessionStore>(v) {
+        Ok(r) => reply(r),
+        Err(e) => err(format!("session store statistics: {e}")),
+    }
+}
+
 fn names(gen: &crate::live::Generation) -> String {
     gen.vservers
         .iter()
@@ -306,7 +340,7 @@ fn names(gen: &crate::live::Generation) -> String {
 }
 
 fn now_ms() -> u64 {
-    crate::epoch().elapsed().as_millis() as u64
+    crate::now_ms()
 }
 
 fn vserver_snaps(st: &State) -> Vec<VserverSnap> {

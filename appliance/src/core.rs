@@ -93,13 +93,15 @@ pub struct CoreApp {
 }
 
 impl CoreApp {
-    /// Core `core` of `cores`, serving `live`'s current generation on `net` from now.
+    /// Core `core` of `cores`, serving `live`'s current generation on `net` from
+    /// `now_ms` (the core's clock).
     pub fn new(
         net: &mut Net,
         core: usize,
         cores: usize,
         live: Arc<Live>,
         access: Option<AccessSender>,
+        now_ms: u64,
     ) -> Self {
         let gen = live.current();
         let mut app = CoreApp {
@@ -117,7 +119,7 @@ impl CoreApp {
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
         };
-        app.adopt(net, gen, 0);
+        app.adopt(net, gen, now_ms);
         app
     }
 

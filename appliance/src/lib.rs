@@ -30,12 +30,35 @@ pub mod health;
 pub mod live;
 pub mod metrics;
 pub mod runtime;
+pub mod sessions;
 pub mod stats;
 pub mod transmit;
 
-/// The process's clock origin: every core measures time from it, so times one core
-/// writes into TLS sessions and tickets mean the same on every other.
+/// The process's clock origin (monotonic).
 pub fn epoch() -> std::time::Instant {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(std::time::Instant::now)
+    EPOCH.get_or_init(start).0
+}
+
+static EPOCH: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+
+fn start() -> (std::time::Instant, u64) {
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    (std::time::Instant::now(), unix_us)
+}
+
+/// The cores' clock: Unix time in microseconds, read off the monotonic clock (the wall
+/// clock at start plus the time since), so it never goes back while the process runs.
+/// TLS sessions, tickets and ticket-key epochs carry these times to other nodes of a
+/// cluster, whose clocks agree with it as well as their wall clocks do.
+pub fn now_us() -> u64 {
+    let (at, unix_us) = *EPOCH.get_or_init(start);
+    unix_us + at.elapsed().as_micros() as u64
+}
+
+/// [`now_us`] in milliseconds.
+pub fn now_ms() -> u64 {
+    now_us() / 1000
 }

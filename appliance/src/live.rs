@@ -11,11 +11,13 @@
 //! [`Live::reload`] validates the whole file first (the same loader as start-up); a
 //! file with any error is refused with that error and the running generation stays.
 //! What a reload cannot change without a restart (`[dataplane]`, `[tcp]`, `[crypto]`,
-//! `[control]`, `[metrics]`, `[log]`) is refused too, naming the section. What carries over,
+//! `[control]`, `[metrics]`, `[log]`, `[cluster]`, `[session_store]`) is refused too,
+//! naming the section. What carries over,
 //! matched by vserver name and backend address: the operator's switches, health,
-//! counters (see [`VserverRt::carry`]), and a `tls` vserver's session cache and ticket
-//! keys when their settings are unchanged, so sessions issued before the reload
-//! still resume.
+//! counters (see [`VserverRt::carry`]), a `tls` vserver's TLS 1.2 sessions (they live
+//! in the node's session store, in a table named by the vserver), and its ticket keys
+//! (its own ring when rotation and lifetime are unchanged; in a cluster they are derived
+//! from the cluster key anyway), so sessions issued before the reload still resume.
 //!
 //! `Live` also carries what the control thread asks of every core without a lock
 //! on the cores' side: the shutdown [`Phase`], and `show sessions` requests (each
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::backends::VserverRt;
 use crate::config::{Config, Vserver};
+use session_store::Store;
 
 /// One applied configuration.
 pub struct Generation {
@@ -52,6 +55,9 @@ pub struct Live {
     /// request it saw.
     sessions_req: AtomicU64,
     sessions: Vec<Mutex<(u64, Vec<SessionRow>)>>,
+    /// The node's session store (every generation's vservers keep their sessions in
+    /// it; see `crate::sessions`).
+    pub store: Arc<Store>,
 }
 
 /// Where the daemon is in its life.
@@ -69,8 +75,8 @@ pub use control_proto::reply::{ReloadSummary, SessionRow};
 impl Live {
     /// Generation 1 from the start-up configuration (loaded from `path`), shared
     /// with `cores` poll-mode cores.
-    pub fn new(config: Config, path: &Path, cores: usize) -> Self {
-        let vservers = build(&config, None).0;
+    pub fn new(config: Config, path: &Path, cores: usize, store: Arc<Store>) -> Self {
+        let vservers = build(&config, None, &store).0;
         Live {
             id: AtomicU64::new(1),
             current: Mutex::new(Arc::new(Generation {
@@ -85,6 +91,7 @@ impl Live {
             phase: AtomicU8::new(Phase::Running as u8),
             sessions_req: AtomicU64::new(0),
             sessions: (0..cores).map(|_| Mutex::new((0, Vec::new()))).collect(),
+            store,
         }
     }
 
@@ -182,7 +189,7 @@ impl Live {
         }
         let old = self.current();
         fixed_sections_unchanged(&old.config, &new)?;
-        let (vservers, sessions_kept) = build(&new, Some(&old));
+        let (vservers, sessions_kept) = build(&new, Some(&old), &self.store);
         let names = |vs: &[Vserver]| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
         let (before, after) = (names(&old.config.vservers), names(&new.vservers));
         let certificates_changed = new
@@ -274,6 +281,12 @@ fn fixed_sections_unchanged(old: &Config, new: &Config) -> Result<(), String> {
     if old.log != new.log {
         changed.push("[log]");
     }
+    if old.cluster != new.cluster {
+        changed.push("[cluster]");
+    }
+    if old.session_store != new.session_store {
+        changed.push("[session_store]");
+    }
     if changed.is_empty() {
         Ok(())
     } else {
@@ -298,7 +311,11 @@ fn leaf_certificates(v: &Vserver) -> Vec<Vec<u8>> {
 
 /// The runtime vservers of `cfg`, each taking over the state of `prev`'s vserver of
 /// the same name; also the names of the `tls` vservers whose sessions carried over.
-fn build(cfg: &Config, prev: Option<&Generation>) -> (Vec<Arc<VserverRt>>, Vec<String>) {
+fn build(
+    cfg: &Config,
+    prev: Option<&Generation>,
+    store: &Arc<Store>,
+) -> (Vec<Arc<VserverRt>>, Vec<String>) {
     let mut kept = Vec::new();
     let vservers = cfg
         .vservers
@@ -307,45 +324,38 @@ fn build(cfg: &Config, prev: Option<&Generation>) -> (Vec<Arc<VserverRt>>, Vec<S
             let old = prev.and_then(|g| g.vservers.iter().find(|o| o.cfg.name == v.name));
             let mut v = v.clone();
             if let Some(old) = old {
-                if carry_sessions(&mut v, &old.cfg) {
+                if carry_sessions(&mut v, &old.cfg, cfg.cluster.is_some()) {
                     kept.push(v.name.clone());
                 }
             }
+            crate::sessions::attach(&mut v, store, cfg);
             Arc::new(VserverRt::carry(v, old.map(|o| &**o)))
         })
         .collect();
     (vservers, kept)
 }
 
-/// Gives `new` the session cache and ticket keys of `old` where their settings are
-/// the same; `true` if anything was carried.
-fn carry_sessions(new: &mut Vserver, old: &Vserver) -> bool {
+/// Whether `new` keeps the sessions `old` issued: its session IDs stay in the node's
+/// store (its table is named by the vserver's name), and its tickets open when its ring
+/// is carried over (this node's own keys, where rotation and lifetime are unchanged: the
+/// ring of `old` is given to `new`) or derived from the cluster key.
+fn carry_sessions(new: &mut Vserver, old: &Vserver, cluster: bool) -> bool {
     let (Some(n), Some(o)) = (&new.tls, &old.tls) else {
         return false;
     };
-    let (nr, or) = (&n.resumption, &o.resumption);
-    let store = match (&nr.store, &or.store) {
-        (Some(a), Some(b)) if a.capacity() == b.capacity() => Some(b.clone()),
-        _ => None,
-    };
-    let tickets = match (&nr.tickets, &or.tickets) {
+    let ids = new.session_cache > 0 && old.session_cache > 0;
+    let (nr, or) = (&n.resumption.tickets, &o.resumption.tickets);
+    let tickets = match (nr, or) {
+        (Some(_), Some(_)) if cluster => true,
         (Some(a), Some(b))
             if a.rotation_ms() == b.rotation_ms() && a.lifetime_ms() == b.lifetime_ms() =>
         {
-            Some(b.clone())
+            let mut t = (**n).clone();
+            t.resumption.tickets = Some(b.clone());
+            new.tls = Some(Arc::new(t));
+            true
         }
-        _ => None,
+        _ => false,
     };
-    if store.is_none() && tickets.is_none() {
-        return false;
-    }
-    let mut t = (**n).clone();
-    if store.is_some() {
-        t.resumption.store = store;
-    }
-    if tickets.is_some() {
-        t.resumption.tickets = tickets;
-    }
-    new.tls = Some(Arc::new(t));
-    true
+    ids || tickets
 }

@@ -267,6 +267,7 @@ pub fn render(st: &State) -> String {
             format!("{name}_count{{{l}}} {}", h.len()),
         );
     }
+    session_store(&mut f, &st.live.store);
     let gen = st.live.current();
     f.add(
         "appliance_config_generation",
@@ -361,4 +362,164 @@ pub fn render(st: &State) -> String {
     let mut out = String::new();
     f.write(&mut out);
     out
+}
+
+/// The session store's families: the local table, lookups by tier, the cluster and the
+/// repository (`appliance_session_store_*`, `appliance_cluster_*`).
+fn session_store(f: &mut Families, store: &session_store::Store) {
+    let s = store.stats();
+    let l = &s.local;
+    for (k, kind, help, n) in [
+        (
+            "entries",
+            "gauge",
+            "TLS sessions held on this node",
+            l.entries,
+        ),
+        (
+            "capacity",
+            "gauge",
+            "TLS sessions this node holds at most",
+            l.capacity,
+        ),
+        ("bytes", "gauge", "key and value bytes held", l.bytes),
+        (
+            "evictions_total",
+            "counter",
+            "sessions dropped to make room",
+            l.evictions,
+        ),
+        (
+            "expired_total",
+            "counter",
+            "lookups that found a session past its lifetime",
+            l.expired,
+        ),
+    ] {
+        f.add(
+            &format!("appliance_session_store_{k}"),
+            kind,
+            help,
+            "",
+            n as f64,
+        );
+    }
+    let k = &s.lookups;
+    for (tier, n) in [
+        ("local", k.hits_local),
+        ("peer", k.hits_peer),
+        ("repository", k.hits_repository),
+    ] {
+        f.add(
+            "appliance_session_store_hits_total",
+            "counter",
+            "session-ID lookups answered, by the tier that had the session",
+            &format!("tier=\"{tier}\""),
+            n as f64,
+        );
+    }
+    f.add(
+        "appliance_session_store_misses_total",
+        "counter",
+        "session-ID lookups no tier could answer (a full handshake)",
+        "",
+        k.misses as f64,
+    );
+    f.add(
+        "appliance_session_store_timeouts_total",
+        "counter",
+        "session-ID lookups past lookup_timeout (a full handshake)",
+        "",
+        k.timeouts as f64,
+    );
+    if let Some(c) = &s.cluster {
+        let up = c.peer.members.iter().filter(|m| m.up).count();
+        f.add(
+            "appliance_cluster_members",
+            "gauge",
+            "other nodes heard from recently",
+            "",
+            up as f64,
+        );
+        f.add(
+            "appliance_cluster_ready",
+            "gauge",
+            "1 once this node has copied the cluster's sessions",
+            "",
+            f64::from(u8::from(c.peer.state == session_store::NodeState::Ready)),
+        );
+        f.add(
+            "appliance_cluster_replication_lag",
+            "gauge",
+            "largest number of this node's messages a live member has not acknowledged",
+            "",
+            c.peer.replication_lag as f64,
+        );
+        f.add(
+            "appliance_cluster_queue_depth",
+            "gauge",
+            "local writes waiting for the flow control",
+            "",
+            c.peer.queue_depth as f64,
+        );
+        let pc = &c.peer.counters;
+        for (k, help, n) in [
+            ("sent_total", "datagrams sent", pc.sent),
+            ("received_total", "datagrams accepted", pc.received),
+            ("nacks_total", "gaps reported (NACKs sent)", pc.nacks_sent),
+            ("retransmits_total", "messages sent again", pc.retransmits),
+            ("forged_total", "datagrams dropped: bad MAC", pc.forged),
+            (
+                "replayed_total",
+                "datagrams dropped: already delivered",
+                pc.replayed,
+            ),
+            (
+                "non_member_total",
+                "datagrams dropped: not from a configured peer",
+                pc.non_member,
+            ),
+            (
+                "member_downs_total",
+                "times a member was declared down",
+                pc.member_downs,
+            ),
+        ] {
+            f.add(
+                &format!("appliance_cluster_{k}"),
+                "counter",
+                help,
+                "",
+                n as f64,
+            );
+        }
+        if let Some(rtt) = c.peer.self_receipt_rtt_ms {
+            f.add(
+                "appliance_cluster_self_receipt_rtt_seconds",
+                "gauge",
+                "time for this node's multicast message to come back to it",
+                "",
+                rtt / 1000.0,
+            );
+        }
+    }
+    if let Some(r) = &s.repository {
+        for srv in &r.servers {
+            let lbl = format!("server=\"{}\"", esc(&srv.server));
+            f.add(
+                "appliance_cluster_repository_up",
+                "gauge",
+                "1 while the Redis server answers",
+                &lbl,
+                f64::from(u8::from(srv.up)),
+            );
+            f.add(
+                "appliance_cluster_repository_errors_total",
+                "counter",
+                "Redis errors",
+                &lbl,
+                srv.errors as f64,
+            );
+        }
+    }
 }

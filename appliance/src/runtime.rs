@@ -166,7 +166,9 @@ pub fn start(
 ) -> std::io::Result<Running> {
     let n = cfg.dataplane.cores.len();
     assert_eq!(queues.len(), n, "one queue per poll-mode core");
-    let live = Arc::new(Live::new(cfg.clone(), path, n));
+    // The session store first: its threads (peers, Redis) run beside the cores.
+    let store = crate::sessions::start(cfg).map_err(std::io::Error::other)?;
+    let live = Arc::new(Live::new(cfg.clone(), path, n, store));
     // Providers and engines first: every job, on a core or a worker, runs on them.
     let devices = Devices::load(&cfg.crypto.providers, &cfg.crypto.engines).map_err(|e| {
         let list = if e.what == "engine" {
@@ -262,9 +264,10 @@ pub fn start(
         let pin = cfg.dataplane.pin.then_some(cpu);
         let handle = spawn_core(i, pin, move |core_stats| {
             // The stack is built on its own core so its memory is first touched there.
-            let stack = Stack::new(scfg, netstack::NetInstant::from_millis(0));
+            let now = crate::now_us();
+            let stack = Stack::new(scfg, netstack::NetInstant::from_micros(now as i64));
             let mut net = Net::new(queue, Some((steering, endpoint)), stack);
-            let app = CoreApp::new(&mut net, i, n, live2, access);
+            let app = CoreApp::new(&mut net, i, n, live2, access, now / 1000);
             let mut core = Driver::new(net, offload, app);
             core.on_core_start();
             let _ = ready.send((
@@ -274,10 +277,7 @@ pub fn start(
                 core.app.queue_stats.clone(),
                 core.net.steer_stats().unwrap_or_default(),
             ));
-            let epoch = crate::epoch();
-            run_poll_loop(core_stats, idle, &stop2, || {
-                core.poll_once(epoch.elapsed().as_micros() as u64)
-            });
+            run_poll_loop(core_stats, idle, &stop2, || core.poll_once(crate::now_us()));
             core.publish();
         })?;
         let (stack, proxy, offload, queue, steer) = ready_rx

@@ -29,6 +29,9 @@ Commands:
   show backends                   each backend: state, weight, open connections, checks
   show certs                      each certificate: subject, SANs, key, expiry
   show sessions                   each open client connection; TLS session caches
+  show session-store              TLS sessions held, lookups by tier, evictions
+  show cluster                    the other nodes: state, last heard, lag; replication
+  flush session-store             drop every TLS session on every node (a PURGE)
   vserver enable|disable NAME     a disabled vserver resets new connections
   backend drain|enable ADDRESS [--vserver NAME]
                                   a draining backend takes no new connections but keeps
@@ -53,7 +56,8 @@ Exit status: 0 done; 1 the appliance could not be reached or refused; 2 usage er
 fn command_help(cmd: &str) -> Option<&'static str> {
     Some(match cmd {
         "status" => "usage: appliancectl status [--json]\n\nThe daemon's version, pid, uptime, configuration file, port and cores, how many\nvservers are enabled and backends up, and totals of connections and handshakes.",
-        "show" | "stats" => "usage: appliancectl show stats|vservers|backends|certs|sessions [--json] [--interval SECS]\n\n  stats     samples the counters twice, SECS apart (default 1), and prints rates:\n            handshakes/s by version, full and resumed, and by suite; connections;\n            per-core busy %; crypto workers' queues and latency. --json prints one\n            raw sample.\n  vservers  name, listen address, mode, enabled, balancing method, health check,\n            backends up, connections refused (disabled) or closed (no backend)\n  backends  per vserver and backend: state (up, down, draining), weight, open and\n            total connections, failures, health checks passed/failed, last result\n  certs     per tls vserver and certificate: subject, SANs, key, expiry, days left\n  sessions  each open client connection: client, vserver, backend, state, TLS\n            version and suite, SNI, resumed, age, bytes each way; then each tls\n            vserver's session cache (sessions held, capacity) and tickets",
+        "show" | "stats" => "usage: appliancectl show stats|vservers|backends|certs|sessions|session-store|cluster [--json] [--interval SECS]\n\n  stats     samples the counters twice, SECS apart (default 1), and prints rates:\n            handshakes/s by version, full and resumed, and by suite; connections;\n            per-core busy %; crypto workers' queues and latency. --json prints one\n            raw sample.\n  vservers  name, listen address, mode, enabled, balancing method, health check,\n            backends up, connections refused (disabled) or closed (no backend)\n  backends  per vserver and backend: state (up, down, draining), weight, open and\n            total connections, failures, health checks passed/failed, last result\n  certs     per tls vserver and certificate: subject, SANs, key, expiry, days left\n  sessions  each open client connection: client, vserver, backend, state, TLS\n            version and suite, SNI, resumed, age, bytes each way; then each tls\n            vserver's session cache (sessions held, capacity) and tickets\n  session-store  TLS sessions held, capacity, lookups answered by tier (local, peer,\n            repository), misses, timeouts, evictions; the repository's servers\n  cluster   this node and the others: state (syncing, ready), up, last heard,\n            lag; replication lag, queue depth, NACKs, retransmits, forged and\n            replayed messages dropped",
+        "flush" => "usage: appliancectl flush session-store [--json]\n\nDrops every TLS session this node holds, and sends the purge to every other node\nof the cluster and to the repository: no session issued before resumes anywhere\n(clients make full handshakes). Ticket keys are not changed.",
         "vserver" => "usage: appliancectl vserver enable|disable NAME\n\nA disabled vserver resets new connections (RST); its open connections carry on.",
         "backend" => "usage: appliancectl backend drain|enable ADDRESS [--vserver NAME]\n\nA draining backend is chosen for no new connection; its open connections carry on.\nenable lets it take new connections again. ADDRESS is ip:port as configured.\nWithout --vserver, every vserver that has the backend is changed.",
         "top" => "usage: appliancectl top [--interval SECS] [--count N]\n\nA live view: show stats and show backends, redrawn every SECS (default 1),\nN times (default: until interrupted).",
@@ -261,6 +265,32 @@ fn run(c: Cli) -> Result<(), Failure> {
             let (_, b) = call::<reply::Stats>(&socket, &Request::Stats)?;
             let _ = print::stats(out, &a, &b, c.interval);
         }
+        ["show", what @ ("session-store" | "cluster")] => {
+            no_vserver_flag("show")?;
+            if *what == "cluster" {
+                show!(Request::SessionStore, reply::SessionStore, print::cluster)
+            } else {
+                show!(Request::SessionStore, reply::SessionStore, print::session_store)
+            }
+        }
+        ["flush", "session-store"] => {
+            no_vserver_flag("flush")?;
+            let (line, v) = call::<reply::Flushed>(&socket, &Request::FlushSessionStore)?;
+            if json {
+                println!("{line}");
+            } else {
+                println!(
+                    "session store flushed: {} session(s) dropped here{}",
+                    v.purged,
+                    if v.cluster {
+                        "; the purge goes to every node and the repository"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        ["flush", ..] => return Err(usage(command_help("flush").unwrap_or_default())),
         ["show", what @ ("vservers" | "backends" | "certs" | "sessions")] => {
             no_vserver_flag("show")?;
             match *what {
@@ -282,12 +312,12 @@ fn run(c: Cli) -> Result<(), Failure> {
         }
         ["show", other] => {
             return Err(usage(format!(
-                "show {other:?}: choose stats, vservers, backends, certs or sessions"
+                "show {other:?}: choose stats, vservers, backends, certs, sessions, session-store or cluster"
             )))
         }
         ["show"] => {
             return Err(usage(
-                "show what? stats, vservers, backends, certs or sessions",
+                "show what? stats, vservers, backends, certs, sessions, session-store or cluster",
             ))
         }
         ["vserver", action @ ("enable" | "disable"), name] => {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use control_proto::reply::{
-    BackendRow, CertFields, CertInfo, Counters, ReloadSummary, Sessions, Stats, Status, VserverSnap,
+    BackendRow, CertFields, CertInfo, Counters, ReloadSummary, SessionStore, Sessions, Stats,
+    Status, VserverSnap,
 };
 
 fn num(c: &Counters, k: &str) -> u64 {
@@ -371,4 +372,134 @@ pub fn reload(out: &mut impl Write, v: &ReloadSummary) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+pub fn session_store(out: &mut impl Write, v: &SessionStore) -> std::io::Result<()> {
+    let l = &v.local;
+    writeln!(
+        out,
+        "node {}: {} TLS session(s) of {} ({} bytes), {} tombstone(s); {} evicted, {} expired",
+        v.node,
+        num(l, "entries"),
+        num(l, "capacity"),
+        num(l, "bytes"),
+        num(l, "tombstones"),
+        num(l, "evictions"),
+        num(l, "expired"),
+    )?;
+    let k = &v.lookups;
+    writeln!(
+        out,
+        "lookups: {} hit here, {} from a peer, {} from the repository, {} missed, {} timed out",
+        num(k, "hits_local"),
+        num(k, "hits_peer"),
+        num(k, "hits_repository"),
+        num(k, "misses"),
+        num(k, "timeouts"),
+    )?;
+    match &v.cluster {
+        None => writeln!(out, "cluster: off (this node's sessions are its own)")?,
+        Some(c) => writeln!(
+            out,
+            "cluster: {} ({}), {} of {} other node(s) up; see show cluster",
+            c.state,
+            if c.multicast { "multicast" } else { "unicast" },
+            c.members.iter().filter(|m| m.up).count(),
+            c.members.len()
+        )?,
+    }
+    match &v.repository {
+        None => writeln!(out, "repository: none"),
+        Some(r) => {
+            writeln!(
+                out,
+                "repository: {} lookup(s), {} hit, {} missed, {} timed out, {} with no server up",
+                r.lookups, r.hits, r.misses, r.timeouts, r.down
+            )?;
+            for srv in &r.servers {
+                writeln!(
+                    out,
+                    "  {:<22} {:<5} errors {:>6} reconnects {:>5} writes {:>8} failed {:>6}",
+                    srv.get("server").and_then(|x| x.as_str()).unwrap_or("?"),
+                    if srv.get("up").and_then(|x| x.as_bool()).unwrap_or(false) {
+                        "up"
+                    } else {
+                        "DOWN"
+                    },
+                    num(srv, "errors"),
+                    num(srv, "reconnects"),
+                    num(srv, "writes"),
+                    num(srv, "write_failures"),
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn cluster(out: &mut impl Write, v: &SessionStore) -> std::io::Result<()> {
+    let Some(c) = &v.cluster else {
+        return writeln!(
+            out,
+            "node {}: not in a cluster (no [cluster] in its configuration)",
+            v.node
+        );
+    };
+    writeln!(
+        out,
+        "node {} ({}, {}), key {}; last seq {}, replication lag {}, queue {}, retransmit buffer {}, unacked ADDs {}{}",
+        c.node,
+        c.state,
+        if c.multicast { "multicast" } else { "unicast" },
+        v.key_fingerprint.as_deref().unwrap_or("-"),
+        c.last_seq,
+        c.replication_lag,
+        c.queue_depth,
+        c.retransmit_buffer,
+        c.unacked_adds,
+        c.self_receipt_rtt_ms
+            .map(|r| format!(", self-receipt {r:.1} ms"))
+            .unwrap_or_default(),
+    )?;
+    writeln!(
+        out,
+        "{:<16} {:<22} {:<5} {:<8} {:>12} {:>8} {:>8}",
+        "node", "address", "up", "state", "last heard", "lag", "behind"
+    )?;
+    for m in &c.members {
+        writeln!(
+            out,
+            "{:<16} {:<22} {:<5} {:<8} {:>12} {:>8} {:>8}",
+            m.name,
+            m.addr.as_deref().unwrap_or("-"),
+            if m.up { "yes" } else { "DOWN" },
+            m.state,
+            m.last_heard_ago_ms
+                .map(|t| format!("{:.1}s ago", t as f64 / 1000.0))
+                .unwrap_or_else(|| "never".into()),
+            m.lag,
+            m.behind,
+        )?;
+    }
+    let n = |k: &str| num(&c.counters, k);
+    writeln!(
+        out,
+        "messages: {} sent, {} received; ACKs {}/{}; NACKs {}/{}; {} retransmitted",
+        n("sent"),
+        n("received"),
+        n("acks_sent"),
+        n("acks_received"),
+        n("nacks_sent"),
+        n("nacks_received"),
+        n("retransmits"),
+    )?;
+    writeln!(
+        out,
+        "dropped: {} forged, {} replayed, {} from non-members, {} malformed; {} write(s) the cores could not queue",
+        n("forged"),
+        n("replayed"),
+        n("non_member"),
+        n("malformed"),
+        c.channel_full,
+    )
 }

@@ -59,6 +59,8 @@ fn text(o: &[u8]) -> String {
 
 const STATUS: &str = r#"{"version":"0.1.0","pid":42,"uptime_secs":12.5,"config":"/etc/appliance/appliance.toml","config_generation":3,"config_applied_secs_ago":2.0,"port":"net_af_packet0","cores":2,"crypto":"inline","vservers":2,"vservers_enabled":1,"backends":3,"backends_up":2,"backends_down":1,"backends_draining":0,"proxied_connections":7,"accepted":1000,"clients_open":5,"tls_handshakes":900,"tls_resumed":300}"#;
 
+const STORE: &str = r#"{"node":"b","key_fingerprint":"0a1b","local":{"entries":12,"capacity":20000,"bytes":4096,"tombstones":1,"evictions":0,"expired":0},"lookups":{"hits_local":5,"hits_peer":3,"hits_repository":2,"misses":1,"timeouts":1},"cluster":{"node":"b","state":"ready","multicast":false,"members":[{"name":"a","id":1,"addr":"10.80.0.1:7946","up":true,"state":"ready","incarnation":7,"last_heard_ago_ms":150,"lag":0,"behind":0},{"name":"c","id":3,"addr":"10.80.0.3:7946","up":false,"state":"syncing","incarnation":9,"last_heard_ago_ms":null,"lag":4,"behind":2}],"last_seq":40,"queue_depth":0,"retransmit_buffer":3,"unacked_adds":1,"replication_lag":4,"self_receipt_rtt_ms":null,"counters":{"sent":100,"received":90,"nacks_sent":2,"forged":1,"replayed":3},"channel_full":0,"send_errors":0},"repository":null}"#;
+
 fn answer(req: &Request) -> String {
     match req {
         Request::Status => STATUS.into(),
@@ -69,6 +71,7 @@ fn answer(req: &Request) -> String {
             format!(r#"{{"ok":true,"backend":"{address}","draining":true,"vservers":["web"]}}"#)
         }
         Request::Vservers => r#"{"unexpected":true}"#.into(),
+        Request::SessionStore => STORE.into(),
         _ => r#"{"ok":true}"#.into(),
     }
 }
@@ -156,4 +159,34 @@ fn no_daemon_exits_1_and_usage_errors_exit_2_without_asking() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
     }
     assert!(d.seen.try_recv().is_err(), "a usage error sent a request");
+}
+
+#[test]
+fn the_session_store_shows_as_tiers_and_as_a_cluster() {
+    let d = Daemon::start("store", answer);
+    let o = d.ctl(&["show", "session-store"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("node b: 12 TLS session(s) of 20000"), "{out}");
+    assert!(
+        out.contains(
+            "lookups: 5 hit here, 3 from a peer, 2 from the repository, 1 missed, 1 timed out"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("cluster: ready (unicast), 1 of 2 other node(s) up"),
+        "{out}"
+    );
+    assert_eq!(d.seen.recv().unwrap(), Request::SessionStore);
+    let o = d.ctl(&["show", "cluster"]);
+    let out = text(&o.stdout);
+    assert!(o.status.success());
+    assert!(out.contains("node b (ready, unicast), key 0a1b"), "{out}");
+    let c_line = out
+        .lines()
+        .find(|l| l.starts_with("c "))
+        .unwrap_or_default();
+    assert!(c_line.contains("DOWN") && c_line.contains("never"), "{out}");
+    assert!(out.contains("dropped: 1 forged, 3 replayed"), "{out}");
 }

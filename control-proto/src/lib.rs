@@ -13,8 +13,8 @@
 //! A request is one line of JSON, as [`Request::to_line`] writes it
 //! (`{"cmd":"backend","action":"drain","address":"10.0.0.2:80"}`), or, for people at a
 //! socket with `socat`, the words form: `ping`, `status`, `stats`, `vservers`,
-//! `backends`, `certs`, `sessions`, `reload`, `vserver enable|disable NAME`,
-//! `backend drain|enable ADDRESS [VSERVER]`.
+//! `backends`, `certs`, `sessions`, `reload`, `session-store`, `flush session-store`,
+//! `vserver enable|disable NAME`, `backend drain|enable ADDRESS [VSERVER]`.
 //!
 //! ## Replies
 //! Every reply is one JSON object or array; a refusal is `{"error": "..."}` naming what
@@ -69,6 +69,10 @@ pub enum Request {
     Sessions,
     /// Reads the configuration file again: answers [`reply::ReloadSummary`].
     Reload,
+    /// The TLS session store and cluster: answers [`reply::SessionStore`].
+    SessionStore,
+    /// Drops every TLS session on every node: answers [`reply::Flushed`].
+    FlushSessionStore,
     /// Answers [`reply::VserverSwitched`].
     Vserver { action: VserverAction, name: String },
     /// In every vserver that has the backend, or only in `vserver`: answers
@@ -97,7 +101,7 @@ pub enum ParseError {
 }
 
 /// The words form's commands, for error messages.
-pub const COMMANDS: &str = "ping, status, stats, vservers, backends, certs, vserver enable|disable NAME, backend drain|enable ADDRESS [VSERVER], sessions, reload";
+pub const COMMANDS: &str = "ping, status, stats, vservers, backends, certs, vserver enable|disable NAME, backend drain|enable ADDRESS [VSERVER], sessions, reload, session-store, flush session-store";
 
 impl Request {
     /// Parses one request line: JSON, or the words form (see the crate docs).
@@ -120,6 +124,8 @@ impl Request {
             ["certs"] => Request::Certs,
             ["sessions"] => Request::Sessions,
             ["reload"] => Request::Reload,
+            ["session-store"] | ["session_store"] => Request::SessionStore,
+            ["flush", "session-store"] | ["flush_session_store"] => Request::FlushSessionStore,
             ["vserver", action, name] => Request::Vserver {
                 action: match *action {
                     "enable" => VserverAction::Enable,
@@ -182,6 +188,8 @@ mod tests {
         let cases: &[(&str, Request)] = &[
             ("ping", Request::Ping),
             ("  stats \n", Request::Stats),
+            ("session-store", Request::SessionStore),
+            ("flush session-store", Request::FlushSessionStore),
             (
                 "vserver disable web",
                 Request::Vserver {

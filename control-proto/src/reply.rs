@@ -277,6 +277,86 @@ pub struct BackendSwitched {
     pub vservers: Vec<String>,
 }
 
+/// `session_store`: the node's TLS session store and, in a cluster, its peers
+/// (`appliancectl show session-store` and `show cluster` print it two ways).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStore {
+    pub node: String,
+    /// A fingerprint of the cluster key (never the key): nodes that share it agree.
+    pub key_fingerprint: Option<String>,
+    /// The local table: entries, tombstones, capacity, bytes, hits, misses, expired,
+    /// evictions, stale.
+    pub local: Counters,
+    /// Lookups by where they were answered: hits_local, hits_peer, hits_repository,
+    /// misses, timeouts.
+    pub lookups: Counters,
+    pub cluster: Option<ClusterView>,
+    pub repository: Option<RepositoryView>,
+}
+
+/// The peer tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub node: String,
+    /// "syncing" (copying the cache from a peer) or "ready".
+    pub state: String,
+    pub multicast: bool,
+    pub members: Vec<Member>,
+    pub last_seq: u64,
+    /// Local writes waiting for the flow control.
+    pub queue_depth: usize,
+    /// Sent messages kept for repair, and ADDs not acknowledged by every live member.
+    pub retransmit_buffer: usize,
+    pub unacked_adds: usize,
+    /// Largest lag of a live member behind this node's stream (messages).
+    pub replication_lag: u64,
+    pub self_receipt_rtt_ms: Option<f64>,
+    /// sent, received, acks, nacks, retransmits, forged, replayed, non_member, ...
+    pub counters: Counters,
+    /// Writes or lookups the cores could not hand to the cluster thread (queue full).
+    pub channel_full: u64,
+    pub send_errors: u64,
+}
+
+/// Another node, as this one sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub id: u32,
+    pub addr: Option<String>,
+    pub up: bool,
+    pub state: String,
+    pub incarnation: u64,
+    /// ms since it was last heard (`None`: never).
+    pub last_heard_ago_ms: Option<u64>,
+    /// Our messages it has not acknowledged, and its messages we miss.
+    pub lag: u64,
+    pub behind: u64,
+}
+
+/// The repository tier (Redis).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryView {
+    /// Each server: server, up, errors, reconnects, writes, write_failures, reads,
+    /// hits, corrupt, queue_full.
+    pub servers: Vec<Counters>,
+    pub lookups: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub timeouts: u64,
+    pub down: u64,
+}
+
+/// `flush_session_store`: a PURGE of every TLS session, on this node and every other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flushed {
+    pub ok: bool,
+    /// Sessions this node dropped (the others drop theirs as the purge reaches them).
+    pub purged: usize,
+    /// Whether the purge was sent to the cluster and the repository too.
+    pub cluster: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

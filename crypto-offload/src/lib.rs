@@ -42,4 +42,4 @@ pub use prim::{
     ServerVerifier, SigAlg, SigningKey, TranscriptHash, TAG_LEN,
 };
 pub use records::{AeadBatch, AeadOp, RecordJob, RecordWork};
-pub use ticket::TicketKeys;
+pub use ticket::{SourcedKey, TicketKeySource, TicketKeys};

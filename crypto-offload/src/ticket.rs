@@ -8,8 +8,11 @@
 //! tickets it sealed live out their lifetime; after that it is dropped (and zeroized),
 //! and its tickets are refused.
 //!
-//! Time is the caller's milliseconds on any clock that does not go backwards; the keys
-//! never leave the process, so the clock only has to agree with itself.
+//! Time is the caller's Unix milliseconds. A ring of its own makes random keys that never
+//! leave the process. A ring with a [`TicketKeySource`] (a cluster: every node derives
+//! the same keys for the same rotation epoch from a shared secret) takes its keys from
+//! it instead, so a ticket sealed on one node opens on every other; the source is asked
+//! again once per rotation period, and keys it no longer lists are dropped (zeroized).
 
 use std::sync::Mutex;
 
@@ -26,19 +29,40 @@ struct TicketKey {
     created_ms: u64,
 }
 
+/// One key a [`TicketKeySource`] lists.
+pub struct SourcedKey {
+    pub name: [u8; NAME_LEN],
+    /// 32 bytes (AES-256-GCM).
+    pub key: Secret,
+    /// The one that seals new tickets now (exactly one should).
+    pub sealing: bool,
+}
+
+/// Where a ring's keys come from when they are not its own (see the module docs).
+pub trait TicketKeySource: Send + Sync {
+    /// Every key that may open a live ticket at `now_ms`, one of them marked sealing.
+    fn keys(&self, now_ms: u64) -> Vec<SourcedKey>;
+}
+
 /// The ticket key ring; shared (`Arc`) by every connection of a vserver.
 pub struct TicketKeys {
     rotation_ms: u64,
     lifetime_ms: u64,
     /// Oldest first; the last one seals.
     ring: Mutex<Vec<TicketKey>>,
+    /// Keys from outside, and the rotation period they were last asked in.
+    source: Option<Sourced>,
 }
+
+/// A key source and the rotation period it was last asked in.
+type Sourced = (Box<dyn TicketKeySource>, Mutex<Option<u64>>);
 
 impl std::fmt::Debug for TicketKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TicketKeys")
             .field("rotation_ms", &self.rotation_ms)
             .field("lifetime_ms", &self.lifetime_ms)
+            .field("sourced", &self.source.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -51,7 +75,21 @@ impl TicketKeys {
             rotation_ms: rotation_ms.max(1),
             lifetime_ms,
             ring: Mutex::new(Vec::new()),
+            source: None,
         }
+    }
+
+    /// A ring whose keys come from `source` (asked once per rotation period).
+    pub fn sourced(rotation_ms: u64, lifetime_ms: u64, source: Box<dyn TicketKeySource>) -> Self {
+        TicketKeys {
+            source: Some((source, Mutex::new(None))),
+            ..TicketKeys::new(rotation_ms, lifetime_ms)
+        }
+    }
+
+    /// Whether the keys come from a source (a cluster) rather than this process.
+    pub fn is_sourced(&self) -> bool {
+        self.source.is_some()
     }
 
     pub fn lifetime_ms(&self) -> u64 {
@@ -68,9 +106,31 @@ impl TicketKeys {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drop keys whose last ticket has expired; make a new sealing key when due.
-    /// Returns how many keys the ring holds.
+    /// Drop keys whose last ticket has expired; make a new sealing key when due (or,
+    /// with a source, take its keys once per rotation period). Returns how many keys
+    /// the ring holds.
     pub fn rotate(&self, now_ms: u64) -> Result<usize, CryptoError> {
+        if let Some((source, asked)) = &self.source {
+            let period = now_ms / self.rotation_ms;
+            let mut asked = asked.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ring = self.ring();
+            if *asked != Some(period) || ring.is_empty() {
+                let mut keys = source.keys(now_ms);
+                // The sealing key goes last (the ring seals with its last key).
+                keys.sort_by_key(|k| k.sealing);
+                *ring = keys
+                    .into_iter()
+                    .map(|k| TicketKey {
+                        name: k.name,
+                        key: k.key,
+                        // Sourced keys leave by the source, not by age.
+                        created_ms: now_ms,
+                    })
+                    .collect();
+                *asked = Some(period);
+            }
+            return Ok(ring.len());
+        }
         let mut ring = self.ring();
         let keep = self.rotation_ms.saturating_add(self.lifetime_ms);
         ring.retain(|k| now_ms.saturating_sub(k.created_ms) < keep);
@@ -127,11 +187,17 @@ impl TicketKeys {
         let (name, rest) = ticket.split_at(NAME_LEN);
         let (nonce, rest) = rest.split_at(NONCE_LEN);
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        if self.source.is_some() {
+            self.rotate(now_ms).ok()?;
+        }
         let key = {
             let ring = self.ring();
             let keep = self.rotation_ms.saturating_add(self.lifetime_ms);
             ring.iter()
-                .find(|k| k.name == name && now_ms.saturating_sub(k.created_ms) < keep)?
+                .find(|k| {
+                    k.name == name
+                        && (self.source.is_some() || now_ms.saturating_sub(k.created_ms) < keep)
+                })?
                 .key
                 .clone()
         };
@@ -172,5 +238,42 @@ mod tests {
         assert!(keys.open(1_600, &t1[..TICKET_OVERHEAD - 1]).is_none());
         // Another ring (another process) cannot open it.
         assert!(TicketKeys::new(1_000, 5_000).open(1_600, &t1).is_none());
+    }
+
+    /// A source that derives epoch keys from a shared byte, as a cluster derives them
+    /// from its secret: key `e` seals during epoch `e`, the previous one still opens.
+    struct Shared(u8);
+    impl TicketKeySource for Shared {
+        fn keys(&self, now_ms: u64) -> Vec<SourcedKey> {
+            let cur = now_ms / 1_000;
+            (cur.saturating_sub(1)..=cur)
+                .map(|e| SourcedKey {
+                    name: [e as u8; NAME_LEN],
+                    key: Secret::new(vec![self.0 ^ e as u8; 32]),
+                    sealing: e == cur,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn sourced_rings_open_each_others_tickets_and_follow_the_source() {
+        let a = TicketKeys::sourced(1_000, 1_000, Box::new(Shared(7)));
+        let b = TicketKeys::sourced(1_000, 1_000, Box::new(Shared(7)));
+        assert!(a.is_sourced());
+        let t = a.seal(500, b"state").unwrap();
+        // Another node with the same source opens it, and so does a later epoch.
+        assert_eq!(b.open(900, &t).unwrap().bytes(), b"state");
+        assert_eq!(b.open(1_500, &t).unwrap().bytes(), b"state");
+        // Two epochs on, the source no longer lists the key: refused.
+        assert!(b.open(2_500, &t).is_none());
+        // A node with another secret cannot open it.
+        assert!(TicketKeys::sourced(1_000, 1_000, Box::new(Shared(8)))
+            .open(600, &t)
+            .is_none());
+        // Tickets sealed in the next epoch use its key.
+        let t2 = a.seal(1_200, b"later").unwrap();
+        assert_ne!(t[..NAME_LEN], t2[..NAME_LEN]);
+        assert_eq!(b.open(1_300, &t2).unwrap().bytes(), b"later");
     }
 }

@@ -5,6 +5,7 @@
 //! The host is plain smoltcp with one `SocketSet`, not our `netstack`, so the appliance
 //! is tested against an independent TCP implementation.
 
+pub mod cluster;
 pub mod veth;
 
 use std::collections::HashMap;

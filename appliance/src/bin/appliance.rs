@@ -96,9 +96,16 @@ fn main() -> ExitCode {
             path.display()
         ));
     }
-    let _cores = match dataplane::cores::claim_cores(&cfg.dataplane.cores) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
+    // Pinned poll-mode cores own their CPUs: a second appliance on one is refused.
+    // Unpinned ones (`pin = false`: several instances on a small box, as the cluster
+    // tests run them) share CPUs with everything else and claim none.
+    let _cores = if cfg.dataplane.pin {
+        match dataplane::cores::claim_cores(&cfg.dataplane.cores) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
     };
     if let Err(e) = dataplane::dpdk::init_eal(&cfg.dataplane.eal_args) {
         return fail(e);

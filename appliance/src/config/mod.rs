@@ -7,12 +7,13 @@
 //!
 //! One module per section checks it and holds its typed form: `dataplane` (with
 //! `[tcp]`, `[control]`, `[log]` and `[metrics]`), `crypto`, `vserver` and, for
-//! `[vserver.tls]`, `tls`; `raw` is the serde shape. The section types are re-exported
+//! `[vserver.tls]`, `tls`; `cluster` (with `[session_store]`); `raw` is the serde shape. The section types are re-exported
 //! here, so each is `config::X`.
 
 use std::path::Path;
 use std::time::Duration;
 
+mod cluster;
 mod crypto;
 mod dataplane;
 mod raw;
@@ -22,6 +23,7 @@ mod tls;
 mod vserver;
 
 // `self::`: the `dataplane` and `tls` modules share their names with crates.
+pub use self::cluster::{ClusterConfig, SessionStoreConfig};
 pub use self::crypto::{CryptoConfig, DeviceConfig};
 pub use self::dataplane::{
     ControlConfig, DataplaneConfig, Driver, LogConfig, LogFormat, MetricsConfig, TcpConfig,
@@ -61,6 +63,9 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
     pub vservers: Vec<Vserver>,
+    /// `[cluster]`: the peer tier of the session store, if this node is in a cluster.
+    pub cluster: Option<ClusterConfig>,
+    pub session_store: SessionStoreConfig,
 }
 
 /// Default control socket path.
@@ -112,7 +117,8 @@ impl Config {
     }
 
     /// Checks the sections in this order, each stopping at its first mistake: the data
-    /// plane, `[tcp]`, `[control]`, `[log]`, `[crypto]`, `[metrics]`, the vservers.
+    /// plane, `[tcp]`, `[control]`, `[log]`, `[crypto]`, `[metrics]`, the vservers,
+    /// `[cluster]`, `[session_store]`.
     fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         let c = Checker { file };
         let dataplane = c.dataplane(raw.dataplane)?;
@@ -122,6 +128,8 @@ impl Config {
         let crypto = c.crypto(&raw.crypto, &dataplane.cores)?;
         let metrics = c.metrics(raw.metrics.as_ref(), dataplane.address)?;
         let vservers = c.vservers(raw.vservers, &dataplane)?;
+        let cluster = c.cluster(raw.cluster, dataplane.address)?;
+        let session_store = c.session_store(raw.session_store, cluster.as_ref())?;
         Ok(Config {
             dataplane,
             tcp,
@@ -130,6 +138,8 @@ impl Config {
             metrics,
             log,
             vservers,
+            cluster,
+            session_store,
         })
     }
 }

@@ -18,6 +18,29 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default, rename = "vserver")]
     pub(super) vservers: Vec<RawVserver>,
+    pub(super) cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub(super) session_store: RawSessionStore,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) node: String,
+    pub(super) listen: String,
+    #[serde(default)]
+    pub(super) peers: Vec<String>,
+    pub(super) multicast: Option<String>,
+    pub(super) key_file: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSessionStore {
+    #[serde(default)]
+    pub(super) redis: Vec<String>,
+    pub(super) lookup_timeout: Option<String>,
+    pub(super) entries: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

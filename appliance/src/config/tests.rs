@@ -560,3 +560,129 @@ fn durations() {
     assert!(parse_duration("10").is_err());
     assert!(parse_duration("s").is_err());
 }
+
+#[test]
+fn cluster_and_session_store_and_their_mistakes() {
+    let dir = std::env::temp_dir().join(format!("tlsa-cfgcluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, [7u8; 40]).unwrap();
+    let mode = |m: u32| {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(0o600);
+    let with = |cluster: &str, store: &str| {
+        format!(
+            "{GOOD}\n[cluster]\nkey_file = \"{}\"\n{cluster}\n[session_store]\n{store}\n",
+            key.display()
+        )
+    };
+    let ok = with(
+        "node = \"a\"\nlisten = \"10.80.0.1:7946\"\npeers = [\"10.80.0.2:7946\"]",
+        "redis = [\"10.80.0.100:6379\"]\nlookup_timeout = \"7ms\"",
+    );
+    let c = Config::parse(&ok, "t.toml").unwrap();
+    let cl = c.cluster.as_ref().unwrap();
+    assert_eq!((cl.node.as_str(), cl.peers.len()), ("a", 1));
+    assert_eq!(c.session_store.lookup_timeout, Duration::from_millis(7));
+    assert_eq!(c.session_store.redis.len(), 1);
+    // Without either table: local sessions only, a 5 ms deadline.
+    let c = Config::parse(GOOD, "t.toml").unwrap();
+    assert!(c.cluster.is_none() && c.session_store.redis.is_empty());
+    assert_eq!(c.session_store.lookup_timeout, Duration::from_millis(5));
+
+    let base = "node = \"a\"\nlisten = \"10.80.0.1:7946\"";
+    for (cluster, store, field, why) in [
+        (
+            "node = \"a b\"\nlisten = \"10.80.0.1:7946\"\npeers = [\"10.80.0.2:7946\"]",
+            "",
+            "cluster.node",
+            "letters",
+        ),
+        (
+            "node = \"a\"\nlisten = \"10.77.0.1:7946\"\npeers = [\"10.80.0.2:7946\"]",
+            "",
+            "cluster.listen",
+            "data plane",
+        ),
+        (base, "", "cluster", "peers"),
+        (
+            "node = \"a\"\nlisten = \"10.80.0.1:7946\"\npeers = [\"10.80.0.1:7946\"]",
+            "",
+            "cluster.peers[0]",
+            "own listen",
+        ),
+        (
+            "node = \"a\"\nlisten = \"10.80.0.1:7946\"\nmulticast = \"10.80.0.9:7946\"",
+            "",
+            "cluster.multicast",
+            "not a multicast",
+        ),
+        (
+            "node = \"a\"\nlisten = \"10.80.0.1:7946\"\npeers = [\"nope\"]",
+            "",
+            "cluster.peers[0]",
+            "not an IPv4",
+        ),
+        (
+            "node = \"a\"\nlisten = \"10.80.0.1:7946\"\nmulticast = \"239.255.77.1:7946\"",
+            "lookup_timeout = \"5s\"",
+            "session_store.lookup_timeout",
+            "between 1ms and 1s",
+        ),
+        (
+            "node = \"a\"\nlisten = \"10.80.0.1:7946\"\nmulticast = \"239.255.77.1:7946\"",
+            "redis = [\"redis.example\"]",
+            "session_store.redis[0]",
+            "address:port",
+        ),
+    ] {
+        let e = err_of(&with(cluster, store));
+        assert!(
+            e.contains(field) && e.contains(why),
+            "{cluster} / {store}: {e}"
+        );
+    }
+    // Redis without a cluster key is refused: sessions leave the node sealed.
+    let e = err_of(&format!(
+        "{GOOD}\n[session_store]\nredis = [\"10.80.0.100:6379\"]\n"
+    ));
+    assert!(
+        e.contains("session_store.redis") && e.contains("key_file"),
+        "{e}"
+    );
+    // A key file others may read is refused, naming it and its mode.
+    mode(0o644);
+    let e = err_of(&ok);
+    assert!(
+        e.contains("cluster.key_file") && e.contains("0644") && e.contains("cluster.key"),
+        "{e}"
+    );
+    mode(0o600);
+    std::fs::write(&key, [7u8; 16]).unwrap();
+    let e = err_of(&ok);
+    assert!(e.contains("cluster.key_file") && e.contains("32"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vservers_whose_names_share_a_session_table_are_refused() {
+    // Find two names with the same 16-bit table id (the id is SHA-256 based; a search
+    // over a few hundred names finds a pair).
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0..100_000)
+        .map(|i| format!("v{i}"))
+        .find_map(|n| {
+            let t = crate::sessions::table_of(&n);
+            seen.insert(t, n.clone()).map(|o| (o, n))
+        })
+        .unwrap();
+    let text = format!(
+        "{GOOD}\n[[vserver]]\nname = \"{a}\"\nlisten = \"10.77.0.1:81\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:80\"]\n[[vserver]]\nname = \"{b}\"\nlisten = \"10.77.0.1:82\"\nmode = \"tcp\"\nbackends = [\"10.77.0.2:80\"]\n"
+    );
+    let e = err_of(&text);
+    assert!(
+        e.contains("vserver[2].name") && e.contains("same session table"),
+        "{e}"
+    );
+}

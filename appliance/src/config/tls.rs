@@ -11,11 +11,13 @@ use super::{Checker, ConfigError};
 impl Checker<'_> {
     /// A `[vserver.tls]` table: certificates (paths relative to the config file),
     /// versions, ALPN, handshake timeout, record padding.
+    /// Also returns how many TLS 1.2 sessions (by ID) it keeps (`session_cache`, 0 for
+    /// none): the daemon gives it its table in the session store.
     pub(super) fn tls(
         &self,
         field: &str,
         t: RawTls,
-    ) -> Result<std::sync::Arc<tls::ServerConfig>, ConfigError> {
+    ) -> Result<(std::sync::Arc<tls::ServerConfig>, usize), ConfigError> {
         let site = self.site(field, &t)?;
         let mut cfg = tls::ServerConfig::new(vec![site]).map_err(|e| self.err(field, e))?;
         self.versions(field, &t, &mut cfg)?;
@@ -34,10 +36,17 @@ impl Checker<'_> {
             return Err(self.err(format!("{field}.record_padding"), "at most 16384 bytes"));
         }
         cfg.record_padding = t.record_padding;
+        let session_cache = self.int_in(
+            &format!("{field}.session_cache"),
+            t.session_cache,
+            20_000usize,
+            0,
+            10_000_000,
+        )?;
         cfg.resumption = self.resumption(field, &t)?;
         self.client_auth(field, &t, &mut cfg)?;
         cfg.validate().map_err(|e| self.err(field, e))?;
-        Ok(std::sync::Arc::new(cfg))
+        Ok((std::sync::Arc::new(cfg), session_cache))
     }
 
     /// The site: its certificates, read and paired with their keys; the server names
@@ -226,8 +235,6 @@ impl Checker<'_> {
         if lifetime.as_secs() < 1 || lifetime.as_secs() > 604_800 {
             return Err(self.err(f("session_lifetime"), "between 1s and 7 days (168h)"));
         }
-        let entries: usize =
-            self.int_in(&f("session_cache"), t.session_cache, 20_000, 0, 10_000_000)?;
         let rotation = self.duration(
             &f("ticket_rotation"),
             &t.ticket_rotation,
@@ -255,9 +262,10 @@ impl Checker<'_> {
                 }
             });
         }
+        // The session-ID store is the daemon's (see `crate::sessions`): it is given
+        // to the vserver when the store runs.
         Ok(tls::Resumption {
-            store: (entries > 0)
-                .then(|| Arc::new(tls::LocalStore::new(entries)) as Arc<dyn tls::SessionStore>),
+            store: None,
             tickets: t.tickets.unwrap_or(true).then(|| {
                 Arc::new(crypto_offload::TicketKeys::new(
                     rotation.as_millis() as u64,

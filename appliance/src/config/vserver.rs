@@ -33,6 +33,8 @@ pub struct Vserver {
     /// The TLS engine's configuration (certificates loaded, flights precomputed);
     /// present exactly when `mode` is [`Mode::Tls`].
     pub tls: Option<std::sync::Arc<tls::ServerConfig>>,
+    /// TLS 1.2 sessions (by ID) it keeps in the session store; 0: no session IDs.
+    pub session_cache: usize,
     /// When backend plaintext is sealed into records (`tls` vservers).
     pub transmit: TransmitConfig,
     /// Each backend connection starts with a PROXY protocol v2 header carrying the
@@ -102,6 +104,22 @@ impl Checker<'_> {
         let mut vservers: Vec<Vserver> = Vec::new();
         for (i, v) in raw.into_iter().enumerate() {
             let vserver = self.vserver(i, v, &vservers, dp)?;
+            // Its sessions are a table of the session store named by a 16-bit id from
+            // its name, the same on every node of a cluster: two names must not share
+            // one (a session of one vserver never resumes on another).
+            let table = crate::sessions::table_of(&vserver.name);
+            if let Some(o) = vservers
+                .iter()
+                .find(|o| crate::sessions::table_of(&o.name) == table)
+            {
+                return Err(self.err(
+                    format!("vserver[{i}].name"),
+                    format!(
+                        "{:?} and {:?} map to the same session table ({table}); rename one",
+                        vserver.name, o.name
+                    ),
+                ));
+            }
             vservers.push(vserver);
         }
         Ok(vservers)
@@ -154,8 +172,11 @@ impl Checker<'_> {
                 ))
             }
         };
-        let tls = match (mode, v.tls) {
-            (Mode::Tls, Some(t)) => Some(self.tls(&f("tls"), t)?),
+        let (tls, session_cache) = match (mode, v.tls) {
+            (Mode::Tls, Some(t)) => {
+                let (cfg, entries) = self.tls(&f("tls"), t)?;
+                (Some(cfg), entries)
+            }
             (Mode::Tls, None) => {
                 return Err(self.err(
                     f("tls"),
@@ -168,7 +189,7 @@ impl Checker<'_> {
                     "only a vserver with mode = \"tls\" takes a [vserver.tls] table",
                 ))
             }
-            (Mode::Tcp, None) => None,
+            (Mode::Tcp, None) => (None, 0),
         };
         let transmit = match (mode, &v.transmit) {
             (Mode::Tls, t) => self.transmit(&f("transmit"), t.as_ref().unwrap_or(&RawTransmit::default()))?,
@@ -206,6 +227,7 @@ impl Checker<'_> {
             balance,
             health,
             tls,
+            session_cache,
             transmit,
             proxy_protocol: v.proxy_protocol.unwrap_or(false),
         })
