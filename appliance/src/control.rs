@@ -279,7 +279,8 @@ fn answer(st: &State, req: Request) -> Value {
         Request::FlushSessionStore => {
             let store = &st.live.store;
             let purged = store.purge(session_store::PurgeScope::All, crate::now_ms());
-            let cluster = store.stats().cluster.is_some() || store.stats().repository.is_some();
+            let stats = store.stats();
+            let cluster = stats.cluster.is_some() || stats.repository.is_some();
             log::warn!(
                 "control: session store flushed: {purged} session(s) dropped here{}",
                 if cluster {

@@ -60,6 +60,14 @@ pub fn start(cfg: &Config) -> Result<Arc<Store>, String> {
     sc.lookup_timeout = cfg.session_store.lookup_timeout;
     if let Some(c) = &cfg.cluster {
         sc.key_file = Some(c.key_file.clone());
+    }
+    // The peer tier, when there are peers to find (without any, only the repository is
+    // shared).
+    if let Some(c) = cfg
+        .cluster
+        .as_ref()
+        .filter(|c| !c.peers.is_empty() || c.multicast.is_some())
+    {
         sc.cluster = Some(StoreCluster {
             node: c.node.clone(),
             listen: std::net::SocketAddr::V4(c.listen),

@@ -11,7 +11,10 @@ use std::time::Duration;
 use super::raw::{RawCluster, RawSessionStore};
 use super::{Checker, ConfigError};
 
-/// `[cluster]`: present means the peer tier is on.
+/// `[cluster]`: this node's name, address and the cluster key. With `peers` or
+/// `multicast` the peer tier is on; with neither, the node shares sessions through the
+/// repository only (`[session_store] redis`, sealed under the key), as the seed's
+/// multi-tier mode has proxies that talk to the repository alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// This node's name, unique in the cluster.
@@ -113,12 +116,6 @@ impl Checker<'_> {
                 Some(a)
             }
         };
-        if peers.is_empty() && multicast.is_none() {
-            return Err(self.err(
-                "cluster",
-                "needs peers = [...] or multicast = \"group:port\" (or both) to find the other nodes",
-            ));
-        }
         let key_file = PathBuf::from(&r.key_file);
         session_store::ClusterKey::load(&key_file)
             .map_err(|e| self.err("cluster.key_file", e.to_string()))?;

@@ -605,7 +605,6 @@ fn cluster_and_session_store_and_their_mistakes() {
             "cluster.listen",
             "data plane",
         ),
-        (base, "", "cluster", "peers"),
         (
             "node = \"a\"\nlisten = \"10.80.0.1:7946\"\npeers = [\"10.80.0.1:7946\"]",
             "",
@@ -643,6 +642,10 @@ fn cluster_and_session_store_and_their_mistakes() {
             "{cluster} / {store}: {e}"
         );
     }
+    // No peers and no group: the repository alone is shared.
+    let c = Config::parse(&with(base, "redis = [\"10.80.0.100:6379\"]"), "t.toml").unwrap();
+    let cl = c.cluster.unwrap();
+    assert!(cl.peers.is_empty() && cl.multicast.is_none());
     // Redis without a cluster key is refused: sessions leave the node sealed.
     let e = err_of(&format!(
         "{GOOD}\n[session_store]\nredis = [\"10.80.0.100:6379\"]\n"
