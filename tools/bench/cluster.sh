@@ -8,8 +8,8 @@
 #
 # It measures, in one run:
 #   1. resumption behind a round robin of the three nodes (each client makes a session
-#      on one node and offers it once to each node): with the cluster, then with the
-#      nodes on their own (no [cluster], no Redis);
+#      on one node and offers it once to each node): all three peers with Redis, then
+#      the nodes on their own (no [cluster], no Redis);
 #   2. TLS 1.2 session-ID resumptions by where the session comes from: made on the same
 #      node (local), on another node (replicated by the peer tier), and fetched from Redis
 #      by a node outside the peer group; busy µs per resumed handshake on the resuming
@@ -179,17 +179,21 @@ client() { "${H[@]}" python3 tools/bench/cluster_client.py "$WORK/ec.pem" "$@"; 
 nginx_cpu() { local w; w=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1); awk '{print ($14 + $15) / 100}' "/proc/$w/stat"; }
 jget() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
-echo "== 1. round robin over three nodes, cluster on ($N/10 clients)"
-# Nodes 1-2 in the peer group with Redis; node 3 outside it, Redis only (for section 2).
-node 1 "1 2" 1; node 2 "1 2" 1; node 3 "" 1
+echo "== 1. round robin over three nodes, all three peers with Redis ($((N / 10)) clients)"
+node 1 "1 2 3" 1; node 2 "1 2 3" 1; node 3 "1 2 3" 1
 for _ in $(seq 150); do
-    ctl 1 session-store | grep -q '"up":true' && ctl 2 session-store | grep -q '"up":true' && break
+    [ "$(ctl 1 show session-store | grep -o '"up":true' | wc -l)" -ge 2 ] && break
     sleep 0.1
 done
-# The round robin needs all three in one group: nodes 1 and 2 are peers, node 3 reaches
-# their sessions through Redis; the share resumed counts both tiers.
 RR_ON=$(client roundrobin $((N / 10)) 10.77.0.11 10.77.0.12 10.77.0.13)
 echo "   $RR_ON"
+stop_nodes
+# For the tiers: nodes 1 and 2 peers with Redis; node 3 outside the peer group, Redis only.
+node 1 "1 2" 1; node 2 "1 2" 1; node 3 "" 1
+for _ in $(seq 150); do
+    ctl 1 show session-store | grep -q '"up":true' && ctl 2 show session-store | grep -q '"up":true' && break
+    sleep 0.1
+done
 
 echo "== 2. resumption by tier ($N sessions each)"
 tier() { # tier LABEL MAKE RESUME NODE: sessions made on MAKE, resumed on RESUME (node NODE)
@@ -212,7 +216,8 @@ LOCAL=$(tier local 10.77.0.11 10.77.0.11 1)
 PEER=$(tier peer 10.77.0.11 10.77.0.12 2)
 rss1=$(rss_kb "${NODE_PIDS[2]}")
 REDIS=$(tier redis 10.77.0.11 10.77.0.13 3)
-LAG=$(ctl 1 session-store | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster"]["replication_lag"])')
+LAG=$(ctl 1 show session-store | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster"]["replication_lag"])')
+n0=$(nginx_cpu); client full 10.77.0.5 "$N" > /dev/null; n1=$(nginx_cpu)
 c0=$(nginx_cpu); NGINX=$(client both 10.77.0.5 10.77.0.5 "$N"); c1=$(nginx_cpu)
 echo "   full: $FULL ($FULL_BUSY busy µs/hs)"
 for r in "$LOCAL" "$PEER" "$REDIS"; do echo "   $r"; done
@@ -224,7 +229,7 @@ node 1 "" 0; node 2 "" 0; node 3 "" 0
 RR_OFF=$(client roundrobin $((N / 10)) 10.77.0.11 10.77.0.12 10.77.0.13)
 echo "   $RR_OFF"
 
-TABLE=$(python3 - "$N" "$RR_ON" "$RR_OFF" "$FULL" "$FULL_BUSY" "$LOCAL" "$PEER" "$REDIS" "$NGINX" "$c0" "$c1" "$rss0" "$rss1" "$LAG" <<'PY'
+TABLE=$(python3 - "$N" "$RR_ON" "$RR_OFF" "$FULL" "$FULL_BUSY" "$LOCAL" "$PEER" "$REDIS" "$NGINX" "$c0" "$c1" "$rss0" "$rss1" "$LAG" "$n0" "$n1" <<'PY'
 import json, sys
 a = sys.argv[1:]
 n = int(a[0])
@@ -232,6 +237,7 @@ rr_on, rr_off, full = json.loads(a[1]), json.loads(a[2]), json.loads(a[3])
 full_busy = float(a[4])
 local, peer, redis, nginx = (json.loads(x) for x in a[5:9])
 c0, c1, rss0, rss1, lag = float(a[9]), float(a[10]), int(a[11]), int(a[12]), a[13]
+nginx_full_us = (float(a[15]) - float(a[14])) / n * 1e6
 def row(label, r, busy_us, store_us=None):
     per_core = 1e6 / busy_us if busy_us > 0 else 0
     st = "—" if store_us is None else f"{store_us:,.0f}"
@@ -249,10 +255,10 @@ out = [
     row("this node (local table)", local, local_us, local["store_s"] / n * 1e6),
     row("another node (replicated by the peer tier)", peer, peer["busy_s"] / n * 1e6, peer["store_s"] / n * 1e6),
     row("Redis (node outside the peer group)", redis, redis["busy_s"] / n * 1e6, redis["store_s"] / n * 1e6),
-    row("NGINX, its own shared cache (worker CPU)", nginx, (c1 - c0) / (2 * n) * 1e6),
+    row("NGINX, its own shared cache (worker CPU)", nginx, (c1 - c0) / n * 1e6 - nginx_full_us),
     "",
     f"Full TLS 1.2 handshakes on the same node: {full_busy:,.0f} busy µs each, client p50 / p99 "
-    f"{full['p50_ms']:.2f} / {full['p99_ms']:.2f} ms. Memory per session on a node that "
+    f"{full['p50_ms']:.2f} / {full['p99_ms']:.2f} ms (NGINX: {nginx_full_us:,.0f} µs of worker CPU). Memory per session on a node that "
     f"received {2 * n:,} replicated sessions: {(rss1 - rss0) * 1024 / (2 * n):,.0f} bytes of RSS. "
     f"Replication lag after the bursts: {lag} messages.",
 ]
@@ -266,7 +272,7 @@ if [ "$RECORD" = 1 ]; then
         echo
         echo "## Cluster session cache: resumption across nodes, $(date -u +%Y-%m-%d)"
         echo
-        echo "Command: \`$CMD\`. Three appliances (one poll-mode core each, \`pin = false\`, all on CPU $LAST), nodes 1 and 2 peers with Redis, node 3 Redis only; NGINX 1.22 with \`ssl_session_cache shared\` on CPU $LAST; one Python ssl client on CPU 0, so rates are client-bound and busy time per handshake is the figure. The store threads' column is the CPU of the resuming node's peer-tier and Redis-agent threads over the same run (for the replicated row it includes receiving the ADDs). NGINX's row divides its worker's CPU by both its full and its resumed handshakes (its session-making run and resuming run are one client call)."
+        echo "Command: \`$CMD\`. Three appliances (one poll-mode core each, \`pin = false\`, all on CPU $LAST), nodes 1 and 2 peers with Redis, node 3 Redis only; NGINX 1.22 with \`ssl_session_cache shared\` on CPU $LAST; one Python ssl client on CPU 0, so rates are client-bound and busy time per handshake is the figure. The store threads' column is the CPU of the resuming node's peer-tier and Redis-agent threads over the same run (for the replicated row it includes receiving the ADDs). As for the appliance's local row, NGINX's row is the CPU of a run that makes the sessions and resumes them, less that of a run of full handshakes alone. Nodes 1–3 are all peers (with Redis) for the round robin; for the tiers node 3 leaves the peer group and shares through Redis only."
         echo
         echo "$TABLE"
     } >> BENCHMARKS.md
