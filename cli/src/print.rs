@@ -461,6 +461,13 @@ pub fn cluster(out: &mut impl Write, v: &SessionStore) -> std::io::Result<()> {
             .map(|r| format!(", self-receipt {r:.1} ms"))
             .unwrap_or_default(),
     )?;
+    if let Some(d) = c.replication_delay_ms {
+        writeln!(
+            out,
+            "replication delay of the last {} write(s) from other nodes: p50 {} ms, p99 {} ms",
+            d.samples, d.p50, d.p99
+        )?;
+    }
     writeln!(
         out,
         "{:<16} {:<22} {:<5} {:<8} {:>12} {:>8} {:>8}",

@@ -311,11 +311,23 @@ pub struct ClusterView {
     /// Largest lag of a live member behind this node's stream (messages).
     pub replication_lag: u64,
     pub self_receipt_rtt_ms: Option<f64>,
+    /// Replication delay of the latest writes from other nodes (ms, write at its origin
+    /// to applied here): p50, p99, samples.
+    #[serde(default)]
+    pub replication_delay_ms: Option<Delay>,
     /// sent, received, acks, nacks, retransmits, forged, replayed, non_member, ...
     pub counters: Counters,
     /// Writes or lookups the cores could not hand to the cluster thread (queue full).
     pub channel_full: u64,
     pub send_errors: u64,
+}
+
+/// Percentiles of a delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delay {
+    pub p50: u64,
+    pub p99: u64,
+    pub samples: usize,
 }
 
 /// Another node, as this one sees it.

@@ -69,7 +69,7 @@ pub use local::{
     Version,
 };
 pub use net::{unix_ms, ClusterConfig, PeerLookup, PeerRuntime, RuntimeOptions};
-pub use peer::{Dest, Event, Op, Peer, PeerConfig, PeerCounters, PeerStats, Transmit};
+pub use peer::{Delay, Dest, Event, Op, Peer, PeerConfig, PeerCounters, PeerStats, Transmit};
 pub use seal::{ticket_epoch, ClusterKey, KeyError, RingKey, SealError, Sealer};
 pub use store::{
     ClusterStats, LookupStats, PendingGet, Store, StoreConfig, StoreError, StoreLookup, StoreStats,

@@ -276,6 +276,17 @@ pub struct MemberStats {
     pub behind: u64,
 }
 
+/// Replicated writes kept for [`PeerStats::replication_delay_ms`].
+const DELAY_SAMPLES: usize = 4096;
+
+/// Percentiles of the replication delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Delay {
+    pub p50: u64,
+    pub p99: u64,
+    pub samples: usize,
+}
+
 /// A snapshot of the peer tier for `show cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerStats {
@@ -295,6 +306,10 @@ pub struct PeerStats {
     pub replication_lag: u64,
     /// Smoothed time for a multicast message to come back to its sender (ms).
     pub self_receipt_rtt_ms: Option<f64>,
+    /// Replication delay of the latest writes from other nodes (ms from the write at its
+    /// origin to its application here): median and 99th percentile, and how many
+    /// samples (at most the last 4,096); `None` before the first.
+    pub replication_delay_ms: Option<Delay>,
     pub counters: PeerCounters,
 }
 
@@ -520,6 +535,9 @@ pub struct Peer {
     adds: BTreeMap<u64, AddWait>,
     self_outstanding: VecDeque<(u64, u64)>,
     self_rtt_ms: Option<f64>,
+    /// How long the latest replicated writes took to arrive (ms from their origin's
+    /// write to their application here), newest last, at most [`DELAY_SAMPLES`].
+    delays_ms: std::collections::VecDeque<u64>,
     window_stall_since: Option<u64>,
     window_probes: u64,
 
@@ -583,6 +601,7 @@ impl Peer {
             adds: BTreeMap::new(),
             self_outstanding: VecDeque::new(),
             self_rtt_ms: None,
+            delays_ms: std::collections::VecDeque::new(),
             window_stall_since: None,
             window_probes: 0,
             members: BTreeMap::new(),
@@ -1155,6 +1174,13 @@ impl Peer {
             match body {
                 Body::Add(r) | Body::Update(r) | Body::Delete(r) => {
                     if let Some(rec) = self.open_record(r) {
+                        // The version is the origin's Unix ms at the write: the delay
+                        // includes the clocks' difference (none on one machine).
+                        if self.delays_ms.len() >= DELAY_SAMPLES {
+                            self.delays_ms.pop_front();
+                        }
+                        self.delays_ms
+                            .push_back(now_ms.saturating_sub(rec.version.updated_ms));
                         self.table.merge(rec, now_ms);
                     }
                 }
@@ -2014,6 +2040,16 @@ impl Peer {
             unacked_adds: self.adds.len(),
             replication_lag,
             self_receipt_rtt_ms: self.self_rtt_ms,
+            replication_delay_ms: (!self.delays_ms.is_empty()).then(|| {
+                let mut v: Vec<u64> = self.delays_ms.iter().copied().collect();
+                v.sort_unstable();
+                let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+                Delay {
+                    p50: at(0.5),
+                    p99: at(0.99),
+                    samples: v.len(),
+                }
+            }),
             counters: self.c.clone(),
         }
     }

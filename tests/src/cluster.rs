@@ -46,6 +46,8 @@ pub struct Cluster {
     pub store_extra: String,
     /// Whether the nodes use Redis.
     pub redis: bool,
+    /// The cluster's multicast group (`ip:port`) for nodes added from now on.
+    pub multicast: Option<String>,
 }
 
 fn run(args: &[&str]) {
@@ -87,6 +89,7 @@ impl Cluster {
             others: Vec::new(),
             store_extra: String::new(),
             redis: false,
+            multicast: None,
         };
         c.teardown_net();
         let s = c.ns_switch();
@@ -285,6 +288,11 @@ impl Cluster {
             String::new()
         };
         let cpu = i % 2;
+        let multicast = self
+            .multicast
+            .as_ref()
+            .map(|g| format!("multicast = \"{g}\"\n"))
+            .unwrap_or_default();
         let cfg = format!(
             r#"
 [dataplane]
@@ -302,7 +310,7 @@ format = "json"
 node = "n{i}"
 listen = "{mgmt}:7946"
 peers = [{peers}]
-key_file = "{d}/cluster.key"
+{multicast}key_file = "{d}/cluster.key"
 [session_store]
 {redis}{extra}
 [[vserver]]

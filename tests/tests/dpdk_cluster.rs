@@ -85,10 +85,14 @@ fn python(c: &Cluster, script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// Every node in `nodes` sees every other one up.
+/// Every node in `nodes` is ready (has copied the cache, or found nobody to copy it
+/// from) and sees every other one up.
 fn all_up(c: &Cluster, nodes: &[usize]) -> bool {
     nodes.iter().all(|&i| {
         let s = c.store(i);
+        if s["cluster"]["state"] != "ready" {
+            return false;
+        }
         let up = s["cluster"]["members"]
             .as_array()
             .map(|m| {
@@ -171,8 +175,14 @@ fn sessions_made_on_one_node_resume_on_the_others_after_a_death_and_after_a_join
     assert!(seen > 0, "no session in Redis");
 
     // Node 1 dies (SIGKILL) just after making a session: it resumes on node 2.
+    // "Just before": once its ADD has reached node 2 (a few ms; replication is
+    // asynchronous, so a node killed within that window takes the session with it).
     let last = c.path("s12-last.pem");
+    let before = entries(&c, 2);
     assert!(!s_client_12(&c, 1, &last, true, true));
+    c.wait_for(Duration::from_secs(2), "node 1's ADD reached node 2", |c| {
+        entries(c, 2) > before
+    });
     c.kill_node(1);
     assert!(
         s_client_12(&c, 2, &last, false, true),
@@ -197,6 +207,34 @@ fn sessions_made_on_one_node_resume_on_the_others_after_a_death_and_after_a_join
     assert!(
         s_client_12(&c, 4, &last, false, true),
         "the dead node's session on node 4"
+    );
+}
+
+#[test]
+fn a_multicast_group_replicates_too() {
+    let mut c = Cluster::up("clm");
+    c.start_backend();
+    c.multicast = Some("239.255.77.1:7946".into());
+    for i in [1, 2] {
+        c.add_node(i, &[]);
+    }
+    c.wait_for(
+        Duration::from_secs(15),
+        "the nodes find each other in the group",
+        |c| all_up(c, &[1, 2]),
+    );
+    assert_eq!(c.store(1)["cluster"]["multicast"], true);
+    let s = c.path("mc.pem");
+    assert!(!s_client_12(&c, 1, &s, true, true));
+    c.wait_for(Duration::from_secs(5), "replicated to node 2", |c| {
+        entries(c, 2) >= 1
+    });
+    assert!(s_client_12(&c, 2, &s, false, true), "session ID on node 2");
+    // The cluster's counters are a snapshot the cluster thread refreshes every 100 ms.
+    c.wait_for(
+        Duration::from_secs(2),
+        "node 2 measured the replication delay",
+        |c| c.store(2)["cluster"]["replication_delay_ms"]["samples"].as_u64() >= Some(1),
     );
 }
 

@@ -216,7 +216,12 @@ LOCAL=$(tier local 10.77.0.11 10.77.0.11 1)
 PEER=$(tier peer 10.77.0.11 10.77.0.12 2)
 rss1=$(rss_kb "${NODE_PIDS[2]}")
 REDIS=$(tier redis 10.77.0.11 10.77.0.13 3)
-LAG=$(ctl 1 show session-store | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster"]["replication_lag"])')
+LAG=$(ctl 2 show session-store | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["cluster"]
+d = c.get("replication_delay_ms") or {}
+print("%s messages; the delay of the last %s writes from node 1, write to applied on node 2: p50 %s ms, p99 %s ms"
+      % (c["replication_lag"], d.get("samples", 0), d.get("p50", "-"), d.get("p99", "-")))')
 n0=$(nginx_cpu); client full 10.77.0.5 "$N" > /dev/null; n1=$(nginx_cpu)
 c0=$(nginx_cpu); NGINX=$(client both 10.77.0.5 10.77.0.5 "$N"); c1=$(nginx_cpu)
 echo "   full: $FULL ($FULL_BUSY busy µs/hs)"
@@ -260,7 +265,7 @@ out = [
     f"Full TLS 1.2 handshakes on the same node: {full_busy:,.0f} busy µs each, client p50 / p99 "
     f"{full['p50_ms']:.2f} / {full['p99_ms']:.2f} ms (NGINX: {nginx_full_us:,.0f} µs of worker CPU). Memory per session on a node that "
     f"received {2 * n:,} replicated sessions: {(rss1 - rss0) * 1024 / (2 * n):,.0f} bytes of RSS. "
-    f"Replication lag after the bursts: {lag} messages.",
+    f"Replication lag after the bursts: {lag}.",
 ]
 print("\n".join(out))
 PY
