@@ -96,30 +96,38 @@ impl AccessSender {
 /// written out.
 pub struct AccessLog {
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set to make the writer close the file and open the path again (SIGUSR1, after
+    /// logrotate moved it).
+    reopen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AccessLog {
     /// Opens `path` for appending (creating it, mode 0640) and starts the writer.
     pub fn start(path: &Path, format: LogFormat) -> std::io::Result<(AccessLog, AccessSender)> {
-        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)?;
+        let file = open(path)?;
         let (tx, rx) = bounded(QUEUE);
+        let reopen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, flag) = (path.to_path_buf(), reopen.clone());
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, file, format))?;
+            .spawn(move || write_loop(rx, file, format, &path, &flag))?;
         Ok((
             AccessLog {
                 thread: Some(thread),
+                reopen,
             },
             AccessSender { tx },
         ))
+    }
+
+    /// Makes the writer close the file and open its path again (within 200 ms): what
+    /// logrotate's `postrotate` asks with SIGUSR1. Lines queued meanwhile are kept.
+    pub fn reopen(&self) {
+        self.reopen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits for the writer to finish (call after the cores, which hold the
@@ -131,11 +139,41 @@ impl AccessLog {
     }
 }
 
-fn write_loop(rx: Receiver<AccessRecord>, file: std::fs::File, format: LogFormat) {
+/// The log file at `path`, opened for appending (created mode 0640).
+fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+fn write_loop(
+    rx: Receiver<AccessRecord>,
+    file: std::fs::File,
+    format: LogFormat,
+    path: &Path,
+    reopen: &std::sync::atomic::AtomicBool,
+) {
     let mut out = std::io::BufWriter::with_capacity(64 << 10, file);
     let mut line = String::with_capacity(512);
     let mut failed = false;
     loop {
+        if reopen.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let _ = out.flush();
+            match open(path) {
+                Ok(f) => {
+                    out = std::io::BufWriter::with_capacity(64 << 10, f);
+                    failed = false;
+                    log::info!("access log: reopened {}", path.display());
+                }
+                Err(e) => log::error!(
+                    "access log: cannot reopen {}: {e}; writing on to the old file",
+                    path.display()
+                ),
+            }
+        }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(r) => {
                 line.clear();

@@ -295,29 +295,39 @@ fn answer(st: &State, req: Request) -> Value {
                 cluster,
             })
         }
-        Request::Reload => match st.live.reload() {
-            Ok(summary) => {
-                log::warn!(
-                    "control: reloaded {}: generation {}, vservers added {:?}, removed {:?}, kept {:?}; certificates changed {:?}; sessions kept {:?}",
-                    st.live.path().display(),
-                    summary.generation,
-                    summary.added,
-                    summary.removed,
-                    summary.kept,
-                    summary.certificates_changed,
-                    summary.sessions_kept
-                );
-                reply(summary)
-            }
-            Err(e) => {
-                st.reloads_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::error!("control: reload refused, the running configuration stays: {e}");
-                err(format!(
-                    "reload refused; the running configuration stays: {e}"
-                ))
-            }
+        Request::Reload => match reload(st) {
+            Ok(summary) => reply(summary),
+            Err(e) => err(e),
         },
+    }
+}
+
+/// Reads the configuration file again and applies it (`appliancectl reload`, SIGHUP):
+/// the summary, or why it was refused (logged and counted either way; the running
+/// configuration stays on a refusal).
+pub fn reload(st: &State) -> Result<reply::ReloadSummary, String> {
+    match st.live.reload() {
+        Ok(summary) => {
+            log::warn!(
+                "reloaded {}: generation {}, vservers added {:?}, removed {:?}, kept {:?}; certificates changed {:?}; sessions kept {:?}",
+                st.live.path().display(),
+                summary.generation,
+                summary.added,
+                summary.removed,
+                summary.kept,
+                summary.certificates_changed,
+                summary.sessions_kept
+            );
+            Ok(summary)
+        }
+        Err(e) => {
+            st.reloads_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::error!("reload refused, the running configuration stays: {e}");
+            Err(format!(
+                "reload refused; the running configuration stays: {e}"
+            ))
+        }
     }
 }
 

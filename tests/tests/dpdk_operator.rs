@@ -963,3 +963,69 @@ fn access_log_sessions_proxy_protocol_and_drain_on_sigterm() {
     );
     assert_eq!(lines.len(), 4 + served_before, "{}", net.log("access.log"));
 }
+
+/// Operators' signals: SIGHUP reloads the configuration file exactly as `appliancectl
+/// reload` (a bad file is refused and the running configuration stays), and SIGUSR1
+/// reopens the access log after logrotate moved it. Neither stops the daemon.
+#[test]
+fn sighup_reloads_and_sigusr1_reopens_the_access_log() {
+    let mut net = Net::up("sig");
+    write_site(&net.dir, 4096);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    let cpu = *cpus().last().unwrap();
+    let log = net.dir.join("access.log");
+    let app = net.start_appliance(
+        &[cpu],
+        &format!("\n[log]\naccess = \"{}\"\n", log.display()),
+    );
+    let get = |net: &Net, port: u16| {
+        let url = format!("http://10.77.0.1:{port}/index.html");
+        net.curl(&url, &net.dir.join("got")).status.success()
+    };
+    assert!(get(&net, 80));
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "not within 10 s: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("the first line is written", &|| lines(&log) == 1);
+
+    // logrotate: move the file, then SIGUSR1; the next line goes to a new file.
+    let rotated = net.dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    net.signal(app, "USR1");
+    wait("the log reopened", &|| log.exists());
+    assert!(get(&net, 80));
+    wait("the next line in the new file", &|| lines(&log) == 1);
+    assert_eq!(lines(&rotated), 1, "the old file keeps its line");
+
+    // SIGHUP: a vserver added to the file serves once the generation moves on.
+    let cfg_path = net.dir.join("appliance.toml");
+    let original = std::fs::read_to_string(&cfg_path).unwrap();
+    let more = "\n[[vserver]]\nname = \"more\"\nlisten = \"10.77.0.1:81\"\nmode = \"tcp\"\nbackends = [\"10.77.0.3:8080\"]\n";
+    std::fs::write(&cfg_path, format!("{original}{more}")).unwrap();
+    net.signal(app, "HUP");
+    wait("generation 2", &|| {
+        ctl_json(&net, &["status"])["config_generation"] == 2
+    });
+    assert!(get(&net, 81), "the new vserver serves");
+    // A broken file: refused and logged, generation 2 stays, everything still serves.
+    std::fs::write(&cfg_path, "this is not TOML [").unwrap();
+    net.signal(app, "HUP");
+    wait("the refusal logged", &|| {
+        net.log("appliance.log").contains("reload refused")
+    });
+    assert_eq!(ctl_json(&net, &["status"])["config_generation"], 2);
+    assert!(get(&net, 80) && get(&net, 81));
+}

@@ -8,7 +8,9 @@
 //! are refused with a RST) and lets open connections finish for up to
 //! `control.drain_timeout`; then, or at a second signal, whatever is still open is
 //! reset. The cores stop, the access log is written out, the port is closed and EAL
-//! released.
+//! released. SIGHUP reloads the configuration file exactly as `appliancectl reload`
+//! does (the same validation; a refusal keeps the running configuration), and SIGUSR1
+//! reopens the access log (logrotate's `postrotate`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -148,15 +150,14 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("starting poll-mode cores: {e}")),
     };
-    let signals = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let s2 = signals.clone();
-    if let Err(e) = ctrlc::set_handler(move || {
-        s2.fetch_add(1, Ordering::Relaxed);
-    }) {
-        running.stop();
-        let _ = running.join();
-        return fail(format!("cannot install the SIGINT/SIGTERM handler: {e}"));
-    }
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            running.stop();
+            let _ = running.join();
+            return fail(format!("cannot install the signal handlers: {e}"));
+        }
+    };
     let state = std::sync::Arc::new(appliance::control::State {
         config_path: config_path.to_path_buf(),
         counters: running.counters.clone(),
@@ -181,7 +182,7 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
     };
     let _metrics = match &cfg.metrics {
         None => None,
-        Some(m) => match appliance::metrics::MetricsServer::start(m.listen, state) {
+        Some(m) => match appliance::metrics::MetricsServer::start(m.listen, state.clone()) {
             Ok(s) => {
                 log::info!("metrics: Prometheus text at http://{}/metrics", s.addr);
                 Some(s)
@@ -231,8 +232,22 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
     );
     let mut last = running.snapshot();
     let mut last_log = std::time::Instant::now();
-    while signals.load(Ordering::Relaxed) == 0 {
+    while signals.stop.load(Ordering::Relaxed) == 0 {
         std::thread::sleep(Duration::from_millis(100));
+        if signals.hup.swap(false, Ordering::Relaxed) {
+            log::warn!("SIGHUP: reloading {}", config_path.display());
+            // The same validation and refusal as `appliancectl reload`.
+            let _ = appliance::control::reload(&state);
+        }
+        if signals.usr1.swap(false, Ordering::Relaxed) {
+            match &access_log {
+                Some(log) => {
+                    log::info!("SIGUSR1: reopening the access log");
+                    log.reopen();
+                }
+                None => log::info!("SIGUSR1: no access log to reopen ([log] access is not set)"),
+            }
+        }
         let interval = cfg.control.stats_interval;
         if !interval.is_zero() && last_log.elapsed() >= interval {
             let now = running.snapshot();
@@ -241,7 +256,7 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
             last_log = std::time::Instant::now();
         }
     }
-    drain(&running, cfg.control.drain_timeout, &signals);
+    drain(&running, cfg.control.drain_timeout, &signals.stop);
     running.stop();
     let result = running.join();
     if let Some(log) = access_log {
@@ -318,6 +333,38 @@ fn drain(running: &runtime::Running, limit: Duration, signals: &std::sync::atomi
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the signals asked for, set by their handlers and read by the main loop: SIGINT
+/// and SIGTERM (counted: the first drains, the second cuts), SIGHUP (reload, as
+/// `appliancectl reload`) and SIGUSR1 (reopen the access log, for logrotate).
+struct Signals {
+    stop: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    hup: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    usr1: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let s = Signals {
+            stop: Default::default(),
+            hup: Default::default(),
+            usr1: Default::default(),
+        };
+        for sig in [SIGINT, SIGTERM] {
+            let stop = s.stop.clone();
+            // SAFETY: the handler only increments an atomic (async-signal-safe).
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    stop.fetch_add(1, Ordering::Relaxed);
+                })?;
+            }
+        }
+        signal_hook::flag::register(SIGHUP, s.hup.clone())?;
+        signal_hook::flag::register(SIGUSR1, s.usr1.clone())?;
+        Ok(s)
     }
 }
 
