@@ -182,11 +182,14 @@ impl<'a> ClientHello<'a> {
         }
         let mut exts = Reader::new(r.vec16()?);
         r.finish("bytes after ClientHello extensions")?;
-        let mut seen: Vec<u16> = Vec::new();
+        // Any number of extensions (GREASE, padding, post-quantum shares make real
+        // hellos large): the message's own size bounds them; duplicates are found in a
+        // fixed 8 KiB bitmap, not by searching a list.
+        let mut seen = ExtensionSet::default();
         while !exts.is_empty() {
             let typ = exts.u16()?;
             let data = exts.vec16()?;
-            note_extension(&mut seen, typ, 64)?;
+            seen.note(typ)?;
             if ch.has_psk {
                 // RFC 8446 §4.2.11: pre_shared_key MUST be the last extension.
                 return Err(Error::IllegalParameter("pre_shared_key is not last"));
@@ -205,7 +208,13 @@ impl<'a> ClientHello<'a> {
         let mut r = Reader::new(data);
         match typ {
             ext::SERVER_NAME => {
-                let mut list = Reader::new(r.vec16()?);
+                // RFC 6066 §3: `ServerName server_name_list<1..2^16-1>`: an empty list
+                // does not decode.
+                let list = r.vec16()?;
+                if list.is_empty() {
+                    return Err(Error::Decode("empty server_name list"));
+                }
+                let mut list = Reader::new(list);
                 while !list.is_empty() {
                     let kind = list.u8()?;
                     let name = list.vec16()?;
@@ -213,8 +222,16 @@ impl<'a> ClientHello<'a> {
                         if self.sni.is_some() {
                             return Err(Error::IllegalParameter("two host names in server_name"));
                         }
-                        if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
-                            return Err(Error::Decode("server_name host name"));
+                        if name.is_empty() {
+                            return Err(Error::Decode("empty server_name host name"));
+                        }
+                        // It decodes, but is no DNS host name (RFC 6066 §3: "the byte
+                        // string ... using ASCII encoding without a trailing dot"): a
+                        // NUL, control character, space or non-ASCII byte.
+                        if !name.iter().all(|b| b.is_ascii_graphic()) {
+                            return Err(Error::IllegalParameter(
+                                "server_name host name is not ASCII letters, digits and punctuation",
+                            ));
                         }
                         self.sni = Some(name);
                     }
@@ -249,8 +266,10 @@ impl<'a> ClientHello<'a> {
                 let mut shares = Reader::new(list);
                 while !shares.is_empty() {
                     shares.u16()?;
+                    // RFC 8446 §4.2.8: `opaque key_exchange<1..2^16-1>`; peers answer
+                    // an empty one with illegal_parameter (it decodes, it is not a key).
                     if shares.vec16()?.is_empty() {
-                        return Err(Error::Decode("empty key share"));
+                        return Err(Error::IllegalParameter("empty key share"));
                     }
                 }
                 self.key_shares = Some(list);
@@ -339,6 +358,27 @@ impl<'a> ClientHello<'a> {
     pub fn key_shares(&self) -> impl Iterator<Item = (u16, &'a [u8])> + 'a {
         let mut r = Reader::new(self.key_shares.unwrap_or(&[]));
         std::iter::from_fn(move || Some((r.u16().ok()?, r.vec16().ok()?)))
+    }
+}
+
+/// Extension types seen in one ClientHello, one bit each (RFC 8446 §4.2: "There MUST NOT
+/// be more than one extension of the same type in a given extension block").
+struct ExtensionSet(Box<[u64; 1024]>);
+
+impl Default for ExtensionSet {
+    fn default() -> Self {
+        ExtensionSet(Box::new([0; 1024]))
+    }
+}
+
+impl ExtensionSet {
+    fn note(&mut self, typ: u16) -> Result<(), Error> {
+        let (w, b) = (usize::from(typ) / 64, typ % 64);
+        if self.0[w] & (1 << b) != 0 {
+            return Err(Error::IllegalParameter("duplicate extension"));
+        }
+        self.0[w] |= 1 << b;
+        Ok(())
     }
 }
 

@@ -52,8 +52,11 @@ use crate::record::{self, Cipher, Deframer};
 use crate::session::PendingLookup;
 use crate::tls12::Candidate;
 
+/// TLS 1.2 warning alerts tolerated in a row.
+const MAX_WARNINGS: u8 = 4;
+
 /// Largest handshake message accepted (a ClientHello or client certificate chain).
-pub const MAX_HANDSHAKE_MESSAGE: usize = 1 << 16;
+pub const MAX_HANDSHAKE_MESSAGE: usize = 1 << 17;
 /// Decrypted application bytes held for the backend before the engine stops decrypting.
 pub const MAX_PLAINTEXT_BUFFERED: usize = 64 * 1024;
 /// Protected bytes held for the client before [`ServerConn::send`] accepts no more.
@@ -258,6 +261,8 @@ pub struct ServerConn {
     /// TLS 1.3: the client may send one compatibility CCS before its Finished.
     pub(crate) ccs_allowed: bool,
     pub(crate) peer_closed: bool,
+    /// TLS 1.2 warning alerts received in a row (any other record resets it).
+    warnings: u8,
     pub(crate) close_sent: bool,
     pub(crate) error: Option<Error>,
     /// Record offload ([`crate::offload`]): application records are protected by
@@ -307,6 +312,7 @@ impl ServerConn {
             info: HandshakeInfo::default(),
             ccs_allowed: false,
             peer_closed: false,
+            warnings: 0,
             close_sent: false,
             error: None,
             offload: false,
@@ -700,21 +706,36 @@ impl ServerConn {
     ) -> Result<(), Error> {
         let tls13 = self.info.version == version::TLS13;
         let body = &self.deframer.body_mut(rec)[s..e];
+        if typ != content::ALERT {
+            self.warnings = 0;
+        }
         match typ {
             content::HANDSHAKE => self.hs_buf.push(body),
             content::ALERT => {
                 if body.len() != 2 {
                     return Err(Error::Decode("alert"));
                 }
-                match body[1] {
-                    alert::CLOSE_NOTIFY => {
+                match (body[0], body[1]) {
+                    (_, alert::CLOSE_NOTIFY) => {
                         self.peer_closed = true;
                         Ok(())
                     }
-                    alert::USER_CANCELED => Ok(()),
-                    // TLS 1.2 warnings a client may send; neither changes anything here.
-                    alert::NO_RENEGOTIATION if !tls13 && body[0] == 1 => Ok(()),
-                    d => Err(Error::PeerAlert(d)),
+                    (_, alert::USER_CANCELED) => Ok(()),
+                    // TLS 1.2 (RFC 5246 §7.2): a warning does not end the connection.
+                    // A flood of them is a way to hold the server busy: past
+                    // MAX_WARNINGS in a row it ends with unexpected_message, as other
+                    // stacks do. TLS 1.3 has no warnings (RFC 8446 §6: every alert but
+                    // close_notify and user_canceled is fatal, whatever its level).
+                    (1, _) if !tls13 => {
+                        self.warnings += 1;
+                        if self.warnings > MAX_WARNINGS {
+                            return Err(Error::UnexpectedMessage(
+                                "too many warning alerts in a row",
+                            ));
+                        }
+                        Ok(())
+                    }
+                    (_, d) => Err(Error::PeerAlert(d)),
                 }
             }
             content::CHANGE_CIPHER_SPEC => {
@@ -821,6 +842,13 @@ impl ServerConn {
             let ch = ClientHello::parse(&msg[4..])?;
             if retry.is_none() {
                 self.route(ch.sni);
+            }
+            // RFC 8446 appendix D.5: "Any endpoint receiving a Hello message with
+            // ClientHello.legacy_version or ServerHello.legacy_version set to 0x0300 MUST
+            // abort the handshake with a 'protocol_version' alert" (and so for anything
+            // older), whatever supported_versions offers.
+            if ch.legacy_version <= 0x0300 {
+                return Err(Error::ProtocolVersion);
             }
             let offers13 = ch
                 .versions()

@@ -599,6 +599,12 @@ impl ServerConn {
     }
 
     pub(crate) fn tls13_finished(&mut self, w: AwaitFinished, msg: &[u8]) -> Result<(), Error> {
+        // A Finished that is padded or cut short does not decode (its verify_data has
+        // the one length the suite fixes: RFC 5246 §7.4.9, RFC 8446 §4.4.4): that is
+        // decode_error, before any comparison.
+        if msg.len() - 4 != w.expected.bytes().len() {
+            return Err(Error::Decode("Finished of the wrong length"));
+        }
         if !ct_eq(&msg[4..], w.expected.bytes()) {
             return Err(Error::BadFinished);
         }

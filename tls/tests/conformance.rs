@@ -1,0 +1,277 @@
+//! Negative and edge cases from the RFCs, one family per test, each with the sentence it
+//! enforces: crafted ClientHellos and record sequences fed to the server engine, and
+//! the alert it must answer with (or that it must go on). The hellos come from a small
+//! builder here, so every field can be set wrong on purpose.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use tls::error::alert;
+use tls::msgs::{ext, group, scheme, suite};
+use tls::ServerConn;
+
+/// A ClientHello to be written as records: every field settable.
+#[derive(Clone)]
+struct Hello {
+    legacy_version: u16,
+    suites: Vec<u16>,
+    exts: Vec<(u16, Vec<u8>)>,
+}
+
+fn v16(b: &[u8]) -> Vec<u8> {
+    let mut v = (b.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(b);
+    v
+}
+
+fn v8(b: &[u8]) -> Vec<u8> {
+    let mut v = vec![b.len() as u8];
+    v.extend_from_slice(b);
+    v
+}
+
+fn u16s(l: &[u16]) -> Vec<u8> {
+    l.iter().flat_map(|x| x.to_be_bytes()).collect()
+}
+
+fn sni(name: &[u8]) -> Vec<u8> {
+    let mut entry = vec![0u8];
+    entry.extend_from_slice(&v16(name));
+    v16(&entry)
+}
+
+impl Hello {
+    /// What a TLS 1.3 client offers (also TLS 1.2): X25519 share, ECDSA and PSS.
+    fn tls13() -> Hello {
+        let share = {
+            let mut s = u16s(&[group::X25519]);
+            // Any 32 bytes are an X25519 public value.
+            s.extend_from_slice(&v16(&[9u8; 32]));
+            v16(&s)
+        };
+        Hello {
+            legacy_version: 0x0303,
+            suites: vec![
+                suite::TLS13_AES_128_GCM_SHA256,
+                suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+            ],
+            exts: vec![
+                (ext::SERVER_NAME, sni(b"test.example")),
+                (ext::SUPPORTED_VERSIONS, v8(&u16s(&[0x0304, 0x0303]))),
+                (
+                    ext::SUPPORTED_GROUPS,
+                    v16(&u16s(&[group::X25519, group::SECP256R1])),
+                ),
+                (
+                    ext::SIGNATURE_ALGORITHMS,
+                    v16(&u16s(&[
+                        scheme::ECDSA_SECP256R1_SHA256,
+                        scheme::RSA_PSS_RSAE_SHA256,
+                    ])),
+                ),
+                (ext::KEY_SHARE, share),
+            ],
+        }
+    }
+
+    /// A TLS 1.2-only client.
+    fn tls12() -> Hello {
+        let mut h = Hello::tls13();
+        h.exts
+            .retain(|(t, _)| *t != ext::SUPPORTED_VERSIONS && *t != ext::KEY_SHARE);
+        h.suites = vec![suite::ECDHE_ECDSA_AES128_GCM_SHA256];
+        h.exts.push((ext::EC_POINT_FORMATS, v8(&[0])));
+        h
+    }
+
+    fn set(mut self, typ: u16, body: Vec<u8>) -> Hello {
+        match self.exts.iter_mut().find(|(t, _)| *t == typ) {
+            Some(e) => e.1 = body,
+            None => self.exts.push((typ, body)),
+        }
+        self
+    }
+
+    /// The handshake message.
+    fn message(&self) -> Vec<u8> {
+        let mut b = self.legacy_version.to_be_bytes().to_vec();
+        b.extend_from_slice(&[7u8; 32]);
+        b.extend_from_slice(&v8(&[]));
+        b.extend_from_slice(&v16(&u16s(&self.suites)));
+        b.extend_from_slice(&v8(&[0]));
+        let mut e = Vec::new();
+        for (t, body) in &self.exts {
+            e.extend_from_slice(&t.to_be_bytes());
+            e.extend_from_slice(&v16(body));
+        }
+        b.extend_from_slice(&v16(&e));
+        let mut m = vec![1u8];
+        m.extend_from_slice(&(b.len() as u32).to_be_bytes()[1..]);
+        m.extend_from_slice(&b);
+        m
+    }
+
+    /// As handshake records of at most 16,384 bytes each.
+    fn records(&self) -> Vec<u8> {
+        let m = self.message();
+        let mut out = Vec::new();
+        for piece in m.chunks(16_384) {
+            out.extend_from_slice(&[22, 3, 1]);
+            out.extend_from_slice(&(piece.len() as u16).to_be_bytes());
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+}
+
+/// What the server did with `bytes`: the alert it sent, or `None` when it went on and
+/// answered with handshake records (a ServerHello).
+fn answer(bytes: &[u8]) -> Option<u8> {
+    let mut c = ServerConn::new(Arc::new(config_with(&[Kind::P256])), 0);
+    let mut fed = 0;
+    // The engine takes what it has room for; feed the rest as it processes.
+    while fed < bytes.len() {
+        let n = c.read_tls(&bytes[fed..]);
+        fed += n;
+        let r = c.process();
+        while let Some(j) = c.take_job() {
+            let _ = c.complete(crypto_offload::run(j));
+        }
+        if r.is_err() || c.is_closed() || n == 0 {
+            break;
+        }
+    }
+    // The records it wrote: a (plaintext) fatal alert among them is the answer.
+    let out = c.pending_tls();
+    let (mut at, mut handshake) = (0, false);
+    while at + 5 <= out.len() {
+        let len = usize::from(u16::from_be_bytes([out[at + 3], out[at + 4]]));
+        match out[at] {
+            21 if len == 2 => {
+                assert_eq!(out[at + 5], 2, "a fatal alert");
+                return Some(out[at + 6]);
+            }
+            22 => handshake = true,
+            _ => {}
+        }
+        at += 5 + len;
+    }
+    assert!(handshake, "no answer at all: {} bytes", out.len());
+    None
+}
+
+#[test]
+fn baseline_hellos_are_answered() {
+    assert_eq!(answer(&Hello::tls13().records()), None);
+    assert_eq!(answer(&Hello::tls12().records()), None);
+}
+
+/// RFC 8446 appendix D.5: "Any endpoint receiving a Hello message with
+/// ClientHello.legacy_version or ServerHello.legacy_version set to 0x0300 MUST abort the
+/// handshake with a 'protocol_version' alert." Older values likewise; 0x0301 and 0x0302
+/// are legacy TLS 1.0/1.1 values that supported_versions overrides (§4.2.1).
+#[test]
+fn legacy_versions_of_ssl3_and_older_get_protocol_version() {
+    for v in [0x0300, 0x0200, 0x0000, 0x0002] {
+        let mut h = Hello::tls13();
+        h.legacy_version = v;
+        assert_eq!(
+            answer(&h.records()),
+            Some(alert::PROTOCOL_VERSION),
+            "{v:#06x}"
+        );
+    }
+    let mut h = Hello::tls13();
+    h.legacy_version = 0x0301;
+    assert_eq!(answer(&h.records()), None, "0x0301 with supported_versions");
+}
+
+/// RFC 8446 §4.1.2: a ClientHello may carry extensions the server does not know ("Servers
+/// MUST ignore unrecognized extensions", §4.2), and real ones are large (GREASE, padding,
+/// post-quantum key shares): more than 64 extensions, a 60 KB one, and a hello near the
+/// 2^17-byte handshake maximum over eight records are all answered.
+#[test]
+fn large_hellos_within_the_protocols_bounds_are_answered() {
+    let mut many = Hello::tls13();
+    for i in 0..200u16 {
+        many.exts.push((0x1a00 + i, vec![i as u8; 3]));
+    }
+    assert_eq!(answer(&many.records()), None, "200 unknown extensions");
+    let big = Hello::tls13().set(0xfe00, vec![0x55; 60_000]);
+    assert_eq!(answer(&big.records()), None, "a 60,000-byte extension");
+    let mut huge = Hello::tls13().set(0xfe00, vec![0x55; 64_000]);
+    // Thousands of unknown suites before the real ones.
+    let mut suites: Vec<u16> = (0..30_000u16).map(|i| 0xf000 | (i & 0x0fff)).collect();
+    suites.extend_from_slice(&huge.suites);
+    huge.suites = suites;
+    let n = huge.message().len();
+    assert!(n > 120_000 && n <= 1 << 17, "{n} bytes");
+    assert_eq!(answer(&huge.records()), None, "a {n}-byte hello");
+    // A repeated extension is still refused (§4.2: "There MUST NOT be more than one").
+    let mut dup = Hello::tls13();
+    dup.exts.push((0x1a00, vec![]));
+    dup.exts.push((0x1a00, vec![]));
+    assert_eq!(answer(&dup.records()), Some(alert::ILLEGAL_PARAMETER));
+}
+
+/// RFC 8446 §4.2.8: `opaque key_exchange<1..2^16-1>`. An empty share decodes but is no
+/// key: illegal_parameter (as BoringSSL and OpenSSL answer it).
+#[test]
+fn an_empty_key_share_is_an_illegal_parameter() {
+    let mut s = u16s(&[group::X25519]);
+    s.extend_from_slice(&v16(&[]));
+    let h = Hello::tls13().set(ext::KEY_SHARE, v16(&s));
+    assert_eq!(answer(&h.records()), Some(alert::ILLEGAL_PARAMETER));
+}
+
+/// RFC 6066 §3: `ServerName server_name_list<1..2^16-1>`: an empty list does not decode
+/// (decode_error). A host name is "the byte string ... using ASCII encoding without a
+/// trailing dot": one with a NUL, a control character, a space or a non-ASCII byte is
+/// refused with illegal_parameter.
+#[test]
+fn server_names_empty_lists_and_bad_host_names() {
+    let h = Hello::tls13().set(ext::SERVER_NAME, v16(&[]));
+    assert_eq!(
+        answer(&h.records()),
+        Some(alert::DECODE_ERROR),
+        "empty list"
+    );
+    for bad in [
+        &b"te\0st.example"[..],
+        b"test\x07.example",
+        b"te st.example",
+        "tést.example".as_bytes(),
+    ] {
+        let h = Hello::tls13().set(ext::SERVER_NAME, sni(bad));
+        assert_eq!(
+            answer(&h.records()),
+            Some(alert::ILLEGAL_PARAMETER),
+            "{bad:?}"
+        );
+    }
+}
+
+/// RFC 5246 §7.2: "If an alert with a level of warning is sent and received, generally the
+/// connection can continue normally." A few warnings mid-handshake are tolerated; a flood
+/// (more than four in a row, as other stacks bound it) ends with unexpected_message.
+/// TLS 1.3 has no warnings (RFC 8446 §6).
+#[test]
+fn tls12_warning_alerts_are_tolerated_but_not_a_flood() {
+    let warning = [21u8, 3, 3, 0, 2, 1, 112]; // unrecognized_name, warning level
+    let mut few = Hello::tls12().records();
+    for _ in 0..4 {
+        few.extend_from_slice(&warning);
+    }
+    assert_eq!(answer(&few), None, "four warnings");
+    let mut flood = Hello::tls12().records();
+    for _ in 0..5 {
+        flood.extend_from_slice(&warning);
+    }
+    assert_eq!(
+        answer(&flood),
+        Some(alert::UNEXPECTED_MESSAGE),
+        "five in a row"
+    );
+}
