@@ -682,6 +682,15 @@ impl ServerConn {
             self.ccs_allowed = false;
             return Ok(());
         }
+        // A peer that failed before it had our keys (it could not check our Finished,
+        // say) sends its alert in plaintext: an alert-typed record of two bytes while
+        // TLS 1.3 protection is on is that, not a record that fails to open
+        // (bad_record_mac). It ends the connection as the peer's abort; no alert
+        // answers it. TLS 1.3 protected records are always typed application_data.
+        if tls13 && self.read.is_some() && header[0] == content::ALERT && rec.end - rec.start == 2 {
+            let body = self.deframer.body_mut(&rec);
+            return Err(Error::PeerAlert(body[1]));
+        }
         let (typ, s, e) = match self.read.as_mut() {
             Some(r) => {
                 let body = self.deframer.body_mut(&rec);
@@ -745,6 +754,14 @@ impl ServerConn {
                 self.on_ccs12()
             }
             content::APPLICATION_DATA => {
+                // RFC 8446 §5.1: "if a handshake message is split over two or more
+                // records, there MUST NOT be any other records between them" (a
+                // KeyUpdate whose pieces have data between them, say).
+                if tls13 && !self.hs_buf.is_empty() {
+                    return Err(Error::UnexpectedMessage(
+                        "application data inside a split handshake message",
+                    ));
+                }
                 if !self.is_established() || self.read.is_none() {
                     return Err(Error::UnexpectedMessage(
                         "application data before the handshake finished",

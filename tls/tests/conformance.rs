@@ -275,3 +275,29 @@ fn tls12_warning_alerts_are_tolerated_but_not_a_flood() {
         "five in a row"
     );
 }
+
+/// A client that cannot go on after our flight (it could not verify our certificate,
+/// say) has no keys yet and sends its alert in plaintext (RFC 8446 §6, e.g. OpenSSL and
+/// Go do). That is the peer's abort, answered with nothing, not a record that fails to
+/// open (bad_record_mac).
+#[test]
+fn a_plaintext_alert_after_our_flight_is_the_peers_abort() {
+    let mut c = ServerConn::new(Arc::new(config_with(&[Kind::P256])), 0);
+    c.read_tls(&Hello::tls13().records());
+    c.process().unwrap();
+    while let Some(j) = c.take_job() {
+        c.complete(crypto_offload::run(j)).unwrap();
+    }
+    let flight = c.pending_tls().len();
+    assert!(
+        flight > 0 && c.pending_tls()[0] == 22,
+        "the server's flight"
+    );
+    c.read_tls(&[21, 3, 3, 0, 2, 2, alert::BAD_CERTIFICATE]);
+    assert_eq!(
+        c.process(),
+        Err(tls::Error::PeerAlert(alert::BAD_CERTIFICATE))
+    );
+    assert_eq!(c.pending_tls().len(), flight, "no alert of ours answers it");
+    assert!(c.is_closed());
+}
