@@ -413,6 +413,7 @@ mod tests {
             session_cache: 0,
             transmit: TransmitConfig::default(),
             proxy_protocol: false,
+            backend_connect: crate::config::BackendConnect::Accept,
         })
     }
 

@@ -22,6 +22,9 @@ pub struct ProxyStats {
     pub client_reset: AtomicU64,
     /// No connection slot or local port for the backend side.
     pub backend_no_slot: AtomicU64,
+    /// TLS clients that ended without needing their backend connection (a handshake
+    /// and no request), so none was opened (`backend_connect` handshake or request).
+    pub backend_connects_saved: AtomicU64,
     /// Pairs that ended with both FINs passed on.
     pub completed: AtomicU64,
     pub bytes_to_backend: AtomicU64,

@@ -669,3 +669,64 @@ get("nobody.test", False)
     assert_eq!(p["tls_peer_incompatible"], 1, "{s}");
     assert_eq!(p["backend_connected"], 7, "{s}");
 }
+
+/// `backend_connect`: by default a TLS client gets its backend connection with its first
+/// request byte, so a client that only handshakes costs none (counted as saved); with
+/// "accept" it is opened at once, as before.
+#[test]
+fn backend_connections_open_with_the_first_request_byte() {
+    let mut net = Net::up("bconn");
+    write_site(&net.dir, 4096);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    let cpu = *cpus().last().unwrap();
+    let lazy = tls_vserver(&net.dir, "lazy", 443, &["10.77.0.2:8080"], &["ec"], "");
+    let eager = tls_vserver(&net.dir, "eager", 444, &["10.77.0.2:8080"], &["ec"], "").replace(
+        "mode = \"tls\"",
+        "mode = \"tls\"\nbackend_connect = \"accept\"",
+    );
+    net.start_appliance(&[cpu], &format!("{lazy}\n{eager}"));
+    let proxy = |net: &Net, k: &str| net.stats()["cores"][0]["proxy"][k].as_u64().unwrap();
+    // Three handshakes with no request: no backend connection, three saved.
+    for _ in 0..3 {
+        let o = s_client(&net, &[], b"", 10);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Verify return code: 0 (ok)"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let t0 = std::time::Instant::now();
+    while proxy(&net, "backend_connects_saved") < 3 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proxy(&net, "backend_connects_saved"), 3);
+    assert_eq!(proxy(&net, "backend_connected"), 0);
+    // A request: its backend connection opens, and the page comes back.
+    let out = net.dir.join("got");
+    assert!(curl_tls(&net, &[], "/index.html", &out).status.success());
+    assert_eq!(proxy(&net, "backend_connected"), 1);
+    // The eager vserver connects at accept, request or not.
+    let ca = net.dir.join("ca.pem");
+    let o = net
+        .in_hosts(&[
+            "openssl",
+            "s_client",
+            "-connect",
+            "10.77.0.1:444",
+            "-servername",
+            "appliance.test",
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Verify return code: 0 (ok)"));
+    let t0 = std::time::Instant::now();
+    while proxy(&net, "backend_connected") < 2 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proxy(&net, "backend_connected"), 2);
+    assert_eq!(proxy(&net, "backend_connects_saved"), 3);
+}

@@ -28,7 +28,7 @@ pub use self::crypto::{CryptoConfig, DeviceConfig};
 pub use self::dataplane::{
     ControlConfig, DataplaneConfig, Driver, LogConfig, LogFormat, MetricsConfig, TcpConfig,
 };
-pub use self::vserver::{Backend, Balance, CheckKind, HealthCheck, Mode, Vserver};
+pub use self::vserver::{Backend, BackendConnect, Balance, CheckKind, HealthCheck, Mode, Vserver};
 
 use self::raw::RawConfig;
 

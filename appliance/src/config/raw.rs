@@ -133,6 +133,7 @@ pub(super) struct RawVserver {
     pub(super) transmit: Option<RawTransmit>,
     pub(super) health: Option<RawHealth>,
     pub(super) proxy_protocol: Option<bool>,
+    pub(super) backend_connect: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,6 +40,22 @@ pub struct Vserver {
     /// Each backend connection starts with a PROXY protocol v2 header carrying the
     /// client's address and the address it connected to.
     pub proxy_protocol: bool,
+    /// When a `tls` vserver opens its client's backend connection.
+    pub backend_connect: BackendConnect,
+}
+
+/// When a `tls` vserver connects to the backend for a client (`backend_connect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendConnect {
+    /// At accept: the backend's TCP handshake overlaps the TLS one (a `tcp` vserver
+    /// always does this: its client may wait for the server to speak first).
+    Accept,
+    /// Once the TLS handshake is complete.
+    Handshake,
+    /// Once the client's first plaintext byte has arrived (NGINX and HAProxy connect
+    /// then): a client that only handshakes, or closes, costs no backend connection.
+    #[default]
+    Request,
 }
 
 /// One backend of a vserver.
@@ -230,7 +246,41 @@ impl Checker<'_> {
             session_cache,
             transmit,
             proxy_protocol: v.proxy_protocol.unwrap_or(false),
+            backend_connect: self.backend_connect(i, v.backend_connect.as_deref(), mode)?,
         })
+    }
+
+    /// `vserver[i].backend_connect`: "accept", "handshake" or "request" (default) for a
+    /// `tls` vserver; a `tcp` vserver connects at accept.
+    fn backend_connect(
+        &self,
+        i: usize,
+        v: Option<&str>,
+        mode: Mode,
+    ) -> Result<BackendConnect, ConfigError> {
+        let field = format!("vserver[{i}].backend_connect");
+        let when = match v {
+            None if mode == Mode::Tcp => return Ok(BackendConnect::Accept),
+            None => return Ok(BackendConnect::default()),
+            Some("accept") => BackendConnect::Accept,
+            Some("handshake") => BackendConnect::Handshake,
+            Some("request") => BackendConnect::Request,
+            Some(o) => {
+                return Err(self.err(
+                    field,
+                    format!(
+                    "{o:?} is not a moment; use \"accept\", \"handshake\" or \"request\" (default)"
+                ),
+                ))
+            }
+        };
+        if mode == Mode::Tcp && when != BackendConnect::Accept {
+            return Err(self.err(
+                field,
+                "a tcp vserver connects when the client is accepted (its client may wait for the server to speak first)",
+            ));
+        }
+        Ok(when)
     }
 
     /// `vserver[i].listen`: the data plane's address and a port below the ephemeral

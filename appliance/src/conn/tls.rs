@@ -1,9 +1,11 @@
 //! `mode = "tls"`: TLS terminated by the `tls` engine, plaintext to a backend.
 //!
-//! With one vserver on its port, a client is paired with a backend connection at once
-//! (the backend's TCP handshake overlaps the TLS one); on a port shared by several
-//! `tls` vservers, the engine holds the client alone until the ClientHello's SNI has
-//! chosen the vserver, then the backend connection starts. Client bytes go into the
+//! A client gets its backend connection when its vserver's `backend_connect` says:
+//! once its first plaintext byte has arrived (the default, as NGINX and HAProxy do: a
+//! client that only handshakes costs no backend connection), once its handshake is
+//! complete, or at accept (the backend's TCP handshake then overlaps the TLS one). On a
+//! port shared by several `tls` vservers the ClientHello's SNI chooses the vserver
+//! first. Until then the engine holds the client alone. Client bytes go into the
 //! engine, plaintext to the backend; backend bytes are staged in the engine and sealed
 //! by the transmittal conditions ([`crate::transmit`]), records go to the client.
 //! Every buffer on the way is bounded, so a slow side slows the other through TCP
@@ -28,6 +30,7 @@ use super::{
 };
 use crate::access::TlsFields;
 use crate::backends::VserverRt;
+use crate::config::BackendConnect;
 use crate::core::{CoreApp, ListenerRt};
 use crate::live::SessionRow;
 use crate::stats::{add, ProxyStats};
@@ -69,7 +72,12 @@ impl TlsConn {
         let mut t = Box::new(ServerConn::new(cfg, cx.now_ms()));
         t.set_record_offload(cx.offload.records());
         let mut c = Self::new(cx, client, t, None, log);
-        c.route(cx, app, vs).then_some(c)
+        if vs.cfg.backend_connect == BackendConnect::Accept {
+            return c.route(cx, app, vs).then_some(c);
+        }
+        // The backend connection waits for the handshake or the first request byte.
+        c.vs = Some(vs);
+        Some(c)
     }
 
     /// A new client on a port shared by several `tls` vservers: the engine chooses
@@ -347,13 +355,11 @@ impl TlsConn {
             let t = &mut *self.t;
             let mut r = tls_in(cs, t, cx.offload, tag, now_us / 1000);
             let mut answered = false;
-            if self.no_backend {
-                count_handshake(t, &mut self.counted, &mut self.log, &app.stats, now_us);
-                if r.is_ok() {
-                    match answer_503(t) {
-                        Ok(done) => answered = done,
-                        Err(e) => r = Err(e),
-                    }
+            count_handshake(t, &mut self.counted, &mut self.log, &app.stats, now_us);
+            if self.no_backend && r.is_ok() {
+                match answer_503(t) {
+                    Ok(done) => answered = done,
+                    Err(e) => r = Err(e),
                 }
             }
             let _ = flush(t, cs);
@@ -388,9 +394,21 @@ impl TlsConn {
                         Then::Wait
                     }
                 }
-                Ok(()) if chosen.is_some() => Then::Route(vserver),
-                // The client's FIN before a whole ClientHello.
-                Ok(()) if no_more => {
+                // SNI has chosen (or there was one vserver), and it is time to connect.
+                Ok(())
+                    if (self.listener.is_none() || chosen.is_some())
+                        && connect_due(vserver.cfg.backend_connect, t) =>
+                {
+                    Then::Route(vserver)
+                }
+                // The client's FIN or close_notify before it needed a backend (before a
+                // whole ClientHello, or after a handshake with no request).
+                Ok(()) if no_more || t.peer_closed() => {
+                    if t.is_established() {
+                        add(&app.stats.backend_connects_saved, 1);
+                        t.close();
+                        let _ = flush(t, cs);
+                    }
                     cs.close();
                     self.log.close = "client_closed";
                     self.vs.get_or_insert(vserver);
@@ -404,6 +422,11 @@ impl TlsConn {
             Then::Route(vserver) => {
                 if !self.route(cx, app, vserver) {
                     return Next::Done;
+                }
+                if self.no_backend {
+                    // No backend is eligible: the request may all be here already, so
+                    // look again next iteration, to answer it with the 503.
+                    return Next::Again;
                 }
                 // The backend connection has started; the pair goes on from here.
                 Next::Wait
@@ -512,6 +535,16 @@ pub fn version_name(v: u16) -> &'static str {
         "TLSv1.3"
     } else {
         "TLSv1.2"
+    }
+}
+
+/// Whether a client that has no backend yet should get one now (see
+/// `config::BackendConnect`).
+fn connect_due(when: BackendConnect, t: &ServerConn) -> bool {
+    match when {
+        BackendConnect::Accept => true,
+        BackendConnect::Handshake => t.is_established(),
+        BackendConnect::Request => t.is_established() && !t.plaintext().is_empty(),
     }
 }
 
