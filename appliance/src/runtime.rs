@@ -217,6 +217,8 @@ pub fn start(
     let listen_ports: Vec<u16> = cfg.vservers.iter().map(|v| v.listen.port()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let seed = netstack::random_seed();
+    // One client-hash key for every core of this process (see dataplane::steer).
+    let steer_key = dataplane::steer::SteerKey::random();
     let mut handles = Vec::with_capacity(n);
     let mut counters = Vec::with_capacity(n);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(n);
@@ -244,7 +246,13 @@ pub fn start(
                 .then(|| netstack::NetDuration::from_micros(cfg.tcp.ack_delay.as_micros() as u64)),
             seed,
         };
-        let steering = Steering::new(i, n, cfg.dataplane.address.octets(), &listen_ports);
+        let steering = Steering::new(
+            i,
+            n,
+            cfg.dataplane.address.octets(),
+            steer_key.clone(),
+            &listen_ports,
+        );
         let live2 = live.clone();
         let access = access.clone();
         let offload = match &pool {

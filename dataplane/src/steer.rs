@@ -8,7 +8,9 @@
 //! mbuf included: no copy):
 //!
 //! * a TCP frame to one of our **listening ports** belongs to core
-//!   `hash(client address, client port) % cores`;
+//!   `hash(client address, client port) % cores`, with a hash keyed at random per
+//!   process ([`SteerKey`], SipHash): a client that picks its source ports cannot aim
+//!   all its connections at one core, since it cannot know which ports go where;
 //! * a TCP frame to an **ephemeral port** (a backend connection the appliance opened)
 //!   belongs to core `port % cores`, because a core only ever picks local ports that
 //!   are congruent to its own index (see [`ephemeral_owner`]);
@@ -45,15 +47,25 @@ pub fn ephemeral_owner(port: u16, cores: usize) -> usize {
     usize::from(port) % cores.max(1)
 }
 
+/// The per-process key of the client hash; every core's [`Steering`] holds the same one.
+#[derive(Debug, Clone)]
+pub struct SteerKey(std::collections::hash_map::RandomState);
+
+impl SteerKey {
+    /// A new random key (SipHash keys from the OS's random source).
+    pub fn random() -> Self {
+        SteerKey(std::collections::hash_map::RandomState::new())
+    }
+}
+
 /// The core that owns a client connection from `addr:port` to a listening port.
 #[inline]
-pub fn client_owner(addr: [u8; 4], port: u16, cores: usize) -> usize {
+pub fn client_owner(key: &SteerKey, addr: [u8; 4], port: u16, cores: usize) -> usize {
+    use std::hash::BuildHasher;
     if cores <= 1 {
         return 0;
     }
-    let x = (u64::from(u32::from_be_bytes(addr)) << 16) | u64::from(port);
-    // A multiplicative (Fibonacci) hash: cheap and mixes the low bits.
-    let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h = key.0.hash_one((addr, port));
     ((h >> 32) as usize) % cores
 }
 
@@ -63,12 +75,20 @@ pub struct Steering {
     cores: usize,
     me: usize,
     addr: [u8; 4],
+    key: SteerKey,
     listening: Box<[u64; 1024]>,
 }
 
 impl Steering {
-    /// Rule for core `me` of `cores`, for the appliance address `addr`.
-    pub fn new(me: usize, cores: usize, addr: [u8; 4], listen_ports: &[u16]) -> Self {
+    /// Rule for core `me` of `cores`, for the appliance address `addr`; `key` must be
+    /// the same on every core.
+    pub fn new(
+        me: usize,
+        cores: usize,
+        addr: [u8; 4],
+        key: SteerKey,
+        listen_ports: &[u16],
+    ) -> Self {
         let mut listening = Box::new([0u64; 1024]);
         for &p in listen_ports {
             listening[usize::from(p) / 64] |= 1 << (p % 64);
@@ -77,6 +97,7 @@ impl Steering {
             cores: cores.max(1),
             me,
             addr,
+            key,
             listening,
         }
     }
@@ -105,7 +126,7 @@ impl Steering {
             _ => return Dest::Here,
         };
         let owner = if self.is_listening(t.dport) {
-            client_owner(t.src, t.sport, self.cores)
+            client_owner(&self.key, t.src, t.sport, self.cores)
         } else if t.dport >= EPHEMERAL_FIRST {
             ephemeral_owner(t.dport, self.cores)
         } else {
@@ -218,11 +239,14 @@ mod tests {
 
     #[test]
     fn client_flows_go_to_their_hashed_owner_from_any_core() {
-        let rules: Vec<_> = (0..2).map(|i| Steering::new(i, 2, ME, &[80])).collect();
+        let key = SteerKey::random();
+        let rules: Vec<_> = (0..2)
+            .map(|i| Steering::new(i, 2, ME, key.clone(), &[80]))
+            .collect();
         let mut owners = [0usize; 2];
         for sport in 1000..1200 {
             let f = tcp([10, 0, 0, 9], sport, ME, 80);
-            let owner = client_owner([10, 0, 0, 9], sport, 2);
+            let owner = client_owner(&key, [10, 0, 0, 9], sport, 2);
             owners[owner] += 1;
             for (i, r) in rules.iter().enumerate() {
                 let want = if i == owner {
@@ -236,9 +260,26 @@ mod tests {
         assert!(owners[0] > 50 && owners[1] > 50, "{owners:?}");
     }
 
+    /// A client that learned which of its source ports reach one core of one process
+    /// (an unkeyed hash would let it compute that offline) gains nothing on another
+    /// process: its keyed owners are spread again.
+    #[test]
+    fn the_client_hash_is_keyed_per_process() {
+        let (a, b) = (SteerKey::random(), SteerKey::random());
+        let aimed: Vec<u16> = (1000..3000)
+            .filter(|&p| client_owner(&a, [10, 0, 0, 9], p, 4) == 0)
+            .collect();
+        assert!(aimed.len() > 350, "{}", aimed.len());
+        let mut on_b = [0usize; 4];
+        for &p in &aimed {
+            on_b[client_owner(&b, [10, 0, 0, 9], p, 4)] += 1;
+        }
+        assert!(on_b.iter().all(|&n| n > aimed.len() / 8), "{on_b:?}");
+    }
+
     #[test]
     fn backend_flows_go_to_the_core_of_their_local_port() {
-        let r0 = Steering::new(0, 2, ME, &[80]);
+        let r0 = Steering::new(0, 2, ME, SteerKey::random(), &[80]);
         assert_eq!(
             r0.classify(&tcp([10, 0, 0, 2], 8080, ME, 50001)),
             Dest::Core(1)
@@ -251,7 +292,7 @@ mod tests {
 
     #[test]
     fn arp_goes_everywhere_and_odd_frames_stay() {
-        let r = Steering::new(0, 2, ME, &[80]);
+        let r = Steering::new(0, 2, ME, SteerKey::random(), &[80]);
         let mut arp = vec![0u8; 42];
         arp[12] = 0x08;
         arp[13] = 0x06;
@@ -270,12 +311,15 @@ mod tests {
             Dest::Here
         );
         // Single core: nothing moves.
-        assert_eq!(Steering::new(0, 1, ME, &[80]).classify(&arp), Dest::Here);
+        assert_eq!(
+            Steering::new(0, 1, ME, SteerKey::random(), &[80]).classify(&arp),
+            Dest::Here
+        );
     }
 
     #[test]
     fn classify_never_panics_on_any_short_prefix() {
-        let r = Steering::new(1, 3, ME, &[80]);
+        let r = Steering::new(1, 3, ME, SteerKey::random(), &[80]);
         let f = tcp([10, 0, 0, 2], 1234, ME, 80);
         for n in 0..f.len() {
             let _ = r.classify(&f[..n]);
