@@ -18,6 +18,9 @@ pub struct ProxyStats {
     pub backend_failed: AtomicU64,
     /// Backend reset an established connection.
     pub backend_reset: AtomicU64,
+    /// Backend closed (FIN) inside an HTTP response (HTTP-aware `tls` vservers): the
+    /// client was reset rather than sent a close_notify.
+    pub backend_truncated: AtomicU64,
     /// Client reset (or timed out) mid-connection.
     pub client_reset: AtomicU64,
     /// No connection slot or local port for the backend side.

@@ -730,3 +730,79 @@ fn backend_connections_open_with_the_first_request_byte() {
     assert_eq!(proxy(&net, "backend_connected"), 2);
     assert_eq!(proxy(&net, "backend_connects_saved"), 3);
 }
+
+/// A backend that closes (FIN) inside its response: an HTTP-aware vserver resets the
+/// client instead of ending with close_notify, which would make the cut response look
+/// complete (issue 26). A whole response still ends with close_notify.
+#[test]
+fn a_backend_that_closes_inside_a_response_resets_the_client() {
+    let mut net = Net::up("trunc");
+    make_certs(&net.dir);
+    // Answers each connection with a 100,000-byte response, cut after `cut` bytes.
+    let backend = r#"
+import socket, sys
+cut = int(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.3", int(sys.argv[1]))); s.listen(16)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    body = b"x" * 100000
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + body[:cut])
+    c.close()
+"#;
+    let cut = net.in_hosts(&["python3", "-c", backend, "8090", "50000"]);
+    net.spawn(cut, "cut.log");
+    let whole = net.in_hosts(&["python3", "-c", backend, "8091", "100000"]);
+    net.spawn(whole, "whole.log");
+    for log in ["cut.log", "whole.log"] {
+        let t0 = std::time::Instant::now();
+        while !net.log(log).contains("listening") {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let cpu = *cpus().last().unwrap();
+    let http = "[vserver.transmit]\nhttp = true";
+    let vs = format!(
+        "{}\n{}",
+        tls_vserver(&net.dir, "cut", 443, &["10.77.0.3:8090"], &["ec"], "")
+            .replace("[vserver.tls]", &format!("{http}\n[vserver.tls]")),
+        tls_vserver(&net.dir, "whole", 444, &["10.77.0.3:8091"], &["ec"], "")
+            .replace("[vserver.tls]", &format!("{http}\n[vserver.tls]")),
+    );
+    net.start_appliance(&[cpu], &vs);
+    // How the TLS stream ended for a client: "clean" (close_notify) or the error.
+    let ending = |port: &str| {
+        let py = format!(
+            r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{}/ca.pem")
+s = ctx.wrap_socket(socket.create_connection(("10.77.0.1", {port}), timeout=10), server_hostname="appliance.test", suppress_ragged_eofs=False)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+got = 0
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            print("clean", got); break
+        got += len(b)
+except Exception as e:
+    print(type(e).__name__, got)
+"#,
+            net.dir.display()
+        );
+        let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let cut_end = ending("443");
+    assert!(
+        !cut_end.starts_with("clean"),
+        "a cut response must not end cleanly: {cut_end}"
+    );
+    let whole_end = ending("444");
+    assert!(whole_end.starts_with("clean"), "{whole_end}");
+    let s = net.stats();
+    assert_eq!(s["cores"][0]["proxy"]["backend_truncated"], 1, "{s}");
+}

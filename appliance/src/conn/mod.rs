@@ -184,6 +184,8 @@ pub enum Outcome {
     },
     BackendFailed,
     BackendReset,
+    /// The backend closed (FIN) inside an HTTP response: the client is reset.
+    BackendTruncated,
     ClientReset,
     Done,
     /// The TLS engine failed; its alert went to the client, then a FIN.
@@ -388,6 +390,11 @@ pub fn account(
             log.close = "backend_reset";
             add(&stats.backend_reset, 1);
             log::warn!("vserver {name}: backend reset the connection mid-transfer; client reset");
+        }
+        Outcome::BackendTruncated => {
+            log.close = "backend_truncated";
+            add(&stats.backend_truncated, 1);
+            log::warn!("vserver {name}: backend closed inside a response; client reset so it cannot take the cut response as complete");
         }
         Outcome::ClientReset => {
             log.close = "client_reset";

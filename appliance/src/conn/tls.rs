@@ -285,6 +285,19 @@ impl TlsConn {
             // The backend's FIN: close_notify, then FIN once all records are out (and
             // with `fin = false`, once the timer has sealed what is staged).
             if !b.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 && t.staged() == 0 {
+                // An HTTP-aware vserver knows when the backend closed inside a response
+                // (its Content-Length or chunks unfinished): a close_notify would make
+                // the cut response look complete to the client, so it gets a RST.
+                if self
+                    .tx
+                    .framer
+                    .as_ref()
+                    .is_some_and(|f| !f.at_boundary() && !f.until_close())
+                {
+                    cs.abort();
+                    bs.abort();
+                    break 'step Outcome::BackendTruncated;
+                }
                 t.close();
                 let _ = flush(t, cs);
                 if t.pending_tls().is_empty() && !t.sealing() {
