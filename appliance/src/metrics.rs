@@ -154,13 +154,18 @@ fn core_group(f: &mut Families, group: &str, core: usize, obj: &control_proto::r
             );
         } else if let Some(m) = val.as_object() {
             let name = format!("appliance_{group}_{k}_total");
+            // The label names what the map is keyed by (tls_suites, tls_groups).
+            let by = match k.as_str() {
+                "tls_groups" => "group",
+                _ => "suite",
+            };
             for (label, n) in m {
                 if let Some(n) = n.as_f64() {
                     f.add(
                         &name,
                         "counter",
-                        &format!("{group} counter {k}, by suite (per poll-mode core)"),
-                        &format!("core=\"{core}\",suite=\"{}\"", esc(label)),
+                        &format!("{group} counter {k}, by {by} (per poll-mode core)"),
+                        &format!("core=\"{core}\",{by}=\"{}\"", esc(label)),
                         n,
                     );
                 }

@@ -43,7 +43,10 @@ pub struct ProxyStats {
     pub tls12_resumed: AtomicU64,
     pub tls13_resumed: AtomicU64,
     /// Handshakes completed per cipher suite.
-    pub tls_suites: SuiteCounts,
+    pub tls_suites: CodeCounts<Suites>,
+    /// Handshakes completed per key exchange group (resumptions without one, TLS 1.2
+    /// session resumption and TLS 1.3 psk_ke, are not counted here).
+    pub tls_groups: CodeCounts<Groups>,
     /// Handshakes whose client presented a certificate that verified.
     pub tls_client_certificates: AtomicU64,
     /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
@@ -73,25 +76,64 @@ pub struct ProxyStats {
     pub http_framing_errors: AtomicU64,
 }
 
-/// Handshakes completed per cipher suite, in [`tls::msgs::suite::ALL`] order; served
-/// as a map from the suite's IANA name to its count.
-#[derive(Debug, Default)]
-pub struct SuiteCounts(pub [AtomicU64; tls::msgs::suite::ALL.len()]);
+/// A set of TLS codes counted one by one (cipher suites, groups).
+pub trait CodeSet {
+    /// Every code counted, in the order served.
+    const ALL: &'static [u16];
+    /// The IANA name a code is served under.
+    fn name(code: u16) -> &'static str;
+}
 
-impl SuiteCounts {
-    pub fn count(&self, suite: u16) {
-        if let Some(i) = tls::msgs::suite::ALL.iter().position(|&s| s == suite) {
+/// The engine's cipher suites.
+#[derive(Debug)]
+pub struct Suites;
+
+impl CodeSet for Suites {
+    const ALL: &'static [u16] = &tls::msgs::suite::ALL;
+    fn name(code: u16) -> &'static str {
+        tls::msgs::suite::name(code)
+    }
+}
+
+/// The engine's key exchange groups.
+#[derive(Debug)]
+pub struct Groups;
+
+impl CodeSet for Groups {
+    const ALL: &'static [u16] = &tls::msgs::group::ALL;
+    fn name(code: u16) -> &'static str {
+        tls::msgs::group::name(code)
+    }
+}
+
+/// Handshakes completed per code of `C`, in `C::ALL` order; served as a map from the
+/// code's IANA name to its count.
+#[derive(Debug)]
+pub struct CodeCounts<C: CodeSet>(Box<[AtomicU64]>, std::marker::PhantomData<C>);
+
+impl<C: CodeSet> Default for CodeCounts<C> {
+    fn default() -> Self {
+        CodeCounts(
+            C::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            std::marker::PhantomData,
+        )
+    }
+}
+
+impl<C: CodeSet> CodeCounts<C> {
+    pub fn count(&self, code: u16) {
+        if let Some(i) = C::ALL.iter().position(|&c| c == code) {
             add(&self.0[i], 1);
         }
     }
 }
 
-impl Serialize for SuiteCounts {
+impl<C: CodeSet> Serialize for CodeCounts<C> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (c, &suite) in self.0.iter().zip(tls::msgs::suite::ALL.iter()) {
-            m.serialize_entry(tls::msgs::suite::name(suite), &c.load(Ordering::Relaxed))?;
+        for (c, &code) in self.0.iter().zip(C::ALL.iter()) {
+            m.serialize_entry(C::name(code), &c.load(Ordering::Relaxed))?;
         }
         m.end()
     }

@@ -25,11 +25,11 @@ fn total(s: &Stats, key: &str) -> u64 {
     s.cores.iter().map(|c| num(&c.proxy, key)).sum()
 }
 
-/// Handshakes per suite, the cores' maps summed.
-fn suites(s: &Stats) -> BTreeMap<String, u64> {
+/// Handshakes per code (`tls_suites`, `tls_groups`), the cores' maps summed.
+fn by_code(s: &Stats, key: &str) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::<String, u64>::new();
     for c in &s.cores {
-        if let Some(o) = c.proxy.get("tls_suites").and_then(|v| v.as_object()) {
+        if let Some(o) = c.proxy.get(key).and_then(|v| v.as_object()) {
             for (k, n) in o {
                 *m.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
             }
@@ -61,17 +61,19 @@ pub fn stats(out: &mut impl Write, a: &Stats, b: &Stats, secs: f64) -> std::io::
         r12,
         rate("accepted")
     )?;
-    let (sa, sb) = (suites(a), suites(b));
-    let by_suite: Vec<String> = sb
-        .iter()
-        .filter(|(_, &n)| n > 0)
-        .map(|(k, &n)| {
-            let d = n.saturating_sub(*sa.get(k).unwrap_or(&0)) as f64 / secs;
-            format!("{k} {d:.0}/s ({n} total)")
-        })
-        .collect();
-    if !by_suite.is_empty() {
-        writeln!(out, "by suite: {}", by_suite.join(", "))?;
+    for (key, title) in [("tls_suites", "by suite"), ("tls_groups", "by group")] {
+        let (ca, cb) = (by_code(a, key), by_code(b, key));
+        let rates: Vec<String> = cb
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .map(|(k, &n)| {
+                let d = n.saturating_sub(*ca.get(k).unwrap_or(&0)) as f64 / secs;
+                format!("{k} {d:.0}/s ({n} total)")
+            })
+            .collect();
+        if !rates.is_empty() {
+            writeln!(out, "{title}: {}", rates.join(", "))?;
+        }
     }
     writeln!(
         out,

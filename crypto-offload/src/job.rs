@@ -459,16 +459,18 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let mut sh = j.server_hello;
     let shared = match &j.kx {
         Some((group, client_share)) => {
-            let (eph, public) = match j.server_share {
-                Some((k, p)) if k.group() == *group => (k, p),
+            let (public, shared) = match j.server_share {
+                Some((k, p)) if k.group() == *group => {
+                    let shared = k.agree(client_share)?;
+                    (p, shared)
+                }
                 Some(_) => {
                     return Err(CryptoError::Library(
                         "the key share made ahead is for another group".into(),
                     ))
                 }
-                None => EphemeralKey::generate(*group)?,
+                None => crate::prim::respond(*group, client_share)?,
             };
-            let shared = eph.agree(client_share)?;
             sh.get_mut(j.share_at..j.share_at + public.len())
                 .ok_or_else(|| CryptoError::Library("ServerHello template too short".into()))?
                 .copy_from_slice(&public);

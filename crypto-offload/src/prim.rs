@@ -18,7 +18,7 @@ use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Signer};
 use openssl::x509::X509;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// What went wrong inside a primitive. Carries no key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,36 +457,107 @@ impl AeadKey {
 // ---------------------------------------------------------------------------------
 // Key exchange
 
-/// An (EC)DHE group.
+/// A key exchange group: (EC)DHE, or the post-quantum hybrid X25519MLKEM768
+/// (draft-ietf-tls-ecdhe-mlkem: ML-KEM-768 from FIPS 203 beside X25519, the ML-KEM part
+/// first in shares and in the shared secret). ML-KEM comes from `libcrux-ml-kem`
+/// (formally verified, the implementation NSS ships); OpenSSL 3.0 has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
     X25519,
     P256,
     P384,
+    X25519MlKem768,
 }
 
+/// ML-KEM-768 sizes (FIPS 203).
+const MLKEM768_EK: usize = 1184;
+const MLKEM768_CT: usize = 1088;
+
 impl Group {
-    /// Length of the public value on the wire (uncompressed points for the NIST curves).
+    /// Length of the client's share on the wire (uncompressed points for the NIST
+    /// curves; the ML-KEM encapsulation key and the X25519 value for the hybrid).
     pub fn public_len(self) -> usize {
         match self {
             Group::X25519 => 32,
             Group::P256 => 65,
             Group::P384 => 97,
+            Group::X25519MlKem768 => MLKEM768_EK + 32,
         }
     }
+
+    /// Length of the server's share: as the client's for (EC)DHE; the ML-KEM
+    /// ciphertext and the X25519 value for the hybrid.
+    pub fn server_share_len(self) -> usize {
+        match self {
+            Group::X25519MlKem768 => MLKEM768_CT + 32,
+            g => g.public_len(),
+        }
+    }
+
     fn nid(self) -> Nid {
         match self {
-            Group::X25519 => Nid::X9_62_PRIME256V1, // unused for X25519
-            Group::P256 => Nid::X9_62_PRIME256V1,
             Group::P384 => Nid::SECP384R1,
+            // Unused for X25519 and the hybrid.
+            _ => Nid::X9_62_PRIME256V1,
         }
     }
 }
 
-/// An ephemeral private key. OpenSSL clears it when freed.
+/// The server's side of a key exchange in one step: its share for the client's
+/// `client_share`, and the shared secret. (EC)DHE makes a key and agrees; the hybrid
+/// encapsulates to the client's ML-KEM key and agrees on X25519. A share that is not a
+/// valid key is [`CryptoError::BadPeerKey`].
+pub fn respond(group: Group, client_share: &[u8]) -> Result<(Vec<u8>, Secret), CryptoError> {
+    if group != Group::X25519MlKem768 {
+        let (key, public) = EphemeralKey::generate(group)?;
+        return Ok((public, key.agree(client_share)?));
+    }
+    if client_share.len() != group.public_len() {
+        return Err(CryptoError::BadPeerKey);
+    }
+    let (ek, x) = client_share.split_at(MLKEM768_EK);
+    let ek: [u8; MLKEM768_EK] = ek.try_into().map_err(|_| CryptoError::BadPeerKey)?;
+    let ek = libcrux_ml_kem::mlkem768::MlKem768PublicKey::from(ek);
+    // FIPS 203 §7.2: the encapsulation key's modulus check.
+    if !libcrux_ml_kem::mlkem768::validate_public_key(&ek) {
+        return Err(CryptoError::BadPeerKey);
+    }
+    let mut seed = [0u8; 32];
+    random(&mut seed)?;
+    let (ct, mut kem_secret) = libcrux_ml_kem::mlkem768::encapsulate(&ek, seed);
+    seed.zeroize();
+    let (xkey, xpub) = EphemeralKey::generate(Group::X25519)?;
+    let xsecret = xkey.agree(x)?;
+    let mut share = ct.as_slice().to_vec();
+    share.extend_from_slice(&xpub);
+    let mut secret = Secret::new(Vec::with_capacity(64));
+    secret.extend(&kem_secret);
+    kem_secret.zeroize();
+    secret.extend(xsecret.bytes());
+    Ok((share, secret))
+}
+
+/// An ephemeral private key. OpenSSL clears its part when freed; the ML-KEM part (the
+/// hybrid's) is wiped on drop too.
 pub struct EphemeralKey {
     group: Group,
     key: PKey<Private>,
+    kem: Option<Box<MlKemKey>>,
+}
+
+/// The client's ML-KEM-768 decapsulation key, wiped when dropped.
+struct MlKemKey(libcrux_ml_kem::mlkem768::MlKem768KeyPair);
+
+impl Drop for MlKemKey {
+    fn drop(&mut self) {
+        // The private key is a plain byte array inside the pair (no destructor, no
+        // zeroize of its own): overwrite the pair with zeros, volatile so the store is
+        // not optimised away before the memory is freed.
+        let zeros = libcrux_ml_kem::mlkem768::MlKem768KeyPair::new([0; 2400], [0; MLKEM768_EK]);
+        // SAFETY: `self.0` is a valid, aligned place of this type; the old value holds
+        // only arrays, so not running its (trivial) drop leaks nothing.
+        unsafe { std::ptr::write_volatile(&mut self.0, zeros) };
+    }
 }
 
 impl fmt::Debug for EphemeralKey {
@@ -496,13 +567,20 @@ impl fmt::Debug for EphemeralKey {
 }
 
 impl EphemeralKey {
-    /// A fresh key and its public value as sent on the wire.
+    /// A fresh key and its public value as sent on the wire (the client's share).
     pub fn generate(group: Group) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
         match group {
             Group::X25519 => {
                 let key = PKey::generate_x25519()?;
                 let public = key.raw_public_key()?;
-                Ok((EphemeralKey { group, key }, public))
+                Ok((
+                    EphemeralKey {
+                        group,
+                        key,
+                        kem: None,
+                    },
+                    public,
+                ))
             }
             Group::P256 | Group::P384 => {
                 let g = EcGroup::from_curve_name(group.nid())?;
@@ -515,6 +593,24 @@ impl EphemeralKey {
                     EphemeralKey {
                         group,
                         key: PKey::from_ec_key(ec)?,
+                        kem: None,
+                    },
+                    public,
+                ))
+            }
+            Group::X25519MlKem768 => {
+                let mut seed = [0u8; 64];
+                random(&mut seed)?;
+                let pair = libcrux_ml_kem::mlkem768::generate_key_pair(seed);
+                seed.zeroize();
+                let key = PKey::generate_x25519()?;
+                let mut public = pair.public_key().as_slice().to_vec();
+                public.extend_from_slice(&key.raw_public_key()?);
+                Ok((
+                    EphemeralKey {
+                        group,
+                        key,
+                        kem: Some(Box::new(MlKemKey(pair))),
                     },
                     public,
                 ))
@@ -531,6 +627,7 @@ impl EphemeralKey {
             EphemeralKey {
                 group: Group::X25519,
                 key,
+                kem: None,
             },
             public,
         ))
@@ -540,37 +637,72 @@ impl EphemeralKey {
         self.group
     }
 
-    /// The shared secret with the peer's public value. Invalid points, the wrong
-    /// length or a compressed encoding are [`CryptoError::BadPeerKey`].
+    /// The shared secret with the peer's public value (for the hybrid: the server's
+    /// share, ML-KEM ciphertext then X25519). Invalid points, the wrong length or a
+    /// compressed encoding are [`CryptoError::BadPeerKey`].
     pub fn agree(&self, peer: &[u8]) -> Result<Secret, CryptoError> {
+        if let Some(kem) = &self.kem {
+            if peer.len() != self.group.server_share_len() {
+                return Err(CryptoError::BadPeerKey);
+            }
+            let (ct, x) = peer.split_at(MLKEM768_CT);
+            let ct: [u8; MLKEM768_CT] = ct.try_into().map_err(|_| CryptoError::BadPeerKey)?;
+            let ct = libcrux_ml_kem::mlkem768::MlKem768Ciphertext::from(ct);
+            let mut kem_secret = libcrux_ml_kem::mlkem768::decapsulate(kem.0.private_key(), &ct);
+            let xsecret = x25519_agree(&self.key, x)?;
+            let mut secret = Secret::new(Vec::with_capacity(64));
+            secret.extend(&kem_secret);
+            kem_secret.zeroize();
+            secret.extend(xsecret.bytes());
+            return Ok(secret);
+        }
         if peer.len() != self.group.public_len() {
             return Err(CryptoError::BadPeerKey);
         }
-        let peer: PKey<Public> = match self.group {
-            Group::X25519 => PKey::public_key_from_raw_bytes(peer, Id::X25519)
-                .map_err(|_| CryptoError::BadPeerKey)?,
-            Group::P256 | Group::P384 => {
-                if peer[0] != 4 {
-                    return Err(CryptoError::BadPeerKey);
-                }
-                let g = EcGroup::from_curve_name(self.group.nid())?;
-                let mut ctx = BigNumContext::new()?;
-                let pt =
-                    EcPoint::from_bytes(&g, peer, &mut ctx).map_err(|_| CryptoError::BadPeerKey)?;
-                let ec = EcKey::from_public_key(&g, &pt).map_err(|_| CryptoError::BadPeerKey)?;
-                ec.check_key().map_err(|_| CryptoError::BadPeerKey)?;
-                PKey::from_ec_key(ec)?
-            }
-        };
-        let mut d = Deriver::new(&self.key)?;
-        d.set_peer(&peer).map_err(|_| CryptoError::BadPeerKey)?;
-        let s = d.derive_to_vec().map_err(|_| CryptoError::BadPeerKey)?;
-        // RFC 8446 §7.4.2: an all-zero X25519 result MUST be refused.
-        if self.group == Group::X25519 && s.iter().all(|&b| b == 0) {
+        if self.group == Group::X25519 {
+            return x25519_agree(&self.key, peer);
+        }
+        if peer[0] != 4 {
             return Err(CryptoError::BadPeerKey);
         }
-        Ok(Secret::new(s))
+        let g = EcGroup::from_curve_name(self.group.nid())?;
+        let mut ctx = BigNumContext::new()?;
+        // Decoding checks the point is on the curve (OpenSSL refuses one that is not),
+        // and an uncompressed encoding of the right length cannot be the point at
+        // infinity. P-256 and P-384 have prime order (cofactor 1), so that is the whole
+        // of the public-key validation SP 800-56A §5.6.2.3.4 asks for: `check_key`'s
+        // extra multiplication by the order would only repeat it at the cost of a
+        // second scalar multiplication per handshake.
+        let pt = EcPoint::from_bytes(&g, peer, &mut ctx).map_err(|_| CryptoError::BadPeerKey)?;
+        if pt.is_infinity(&g) || !pt.is_on_curve(&g, &mut ctx).unwrap_or(false) {
+            return Err(CryptoError::BadPeerKey);
+        }
+        let ec = EcKey::from_public_key(&g, &pt).map_err(|_| CryptoError::BadPeerKey)?;
+        derive(&self.key, &PKey::from_ec_key(ec)?)
     }
+}
+
+/// X25519 with the peer's 32-byte value; an all-zero result is refused (RFC 8446
+/// §7.4.2).
+fn x25519_agree(key: &PKey<Private>, peer: &[u8]) -> Result<Secret, CryptoError> {
+    if peer.len() != 32 {
+        return Err(CryptoError::BadPeerKey);
+    }
+    let peer =
+        PKey::public_key_from_raw_bytes(peer, Id::X25519).map_err(|_| CryptoError::BadPeerKey)?;
+    let s = derive(key, &peer)?;
+    if s.bytes().iter().all(|&b| b == 0) {
+        return Err(CryptoError::BadPeerKey);
+    }
+    Ok(s)
+}
+
+fn derive(key: &PKey<Private>, peer: &PKey<Public>) -> Result<Secret, CryptoError> {
+    let mut d = Deriver::new(key)?;
+    d.set_peer(peer).map_err(|_| CryptoError::BadPeerKey)?;
+    Ok(Secret::new(
+        d.derive_to_vec().map_err(|_| CryptoError::BadPeerKey)?,
+    ))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1142,6 +1274,30 @@ mod tests {
 
     #[test]
     fn ecdhe_agrees_and_rejects_bad_points() {
+        // The hybrid: the client's key and the server's response agree; a bad
+        // encapsulation key, a share of the wrong length and a cut ciphertext are
+        // refused.
+        let (client, share) = EphemeralKey::generate(Group::X25519MlKem768).unwrap();
+        assert_eq!(share.len(), 1216);
+        let (reply, server_secret) = respond(Group::X25519MlKem768, &share).unwrap();
+        assert_eq!(reply.len(), Group::X25519MlKem768.server_share_len());
+        let client_secret = client.agree(&reply).unwrap();
+        assert_eq!(client_secret.bytes().len(), 64);
+        assert_eq!(client_secret, server_secret);
+        let mut bad_ek = share.clone();
+        bad_ek[..384].fill(0xff); // coefficients above the modulus
+        assert_eq!(
+            respond(Group::X25519MlKem768, &bad_ek).unwrap_err(),
+            CryptoError::BadPeerKey
+        );
+        assert_eq!(
+            respond(Group::X25519MlKem768, &share[1..]).unwrap_err(),
+            CryptoError::BadPeerKey
+        );
+        assert_eq!(
+            client.agree(&reply[1..]).unwrap_err(),
+            CryptoError::BadPeerKey
+        );
         for g in [Group::X25519, Group::P256, Group::P384] {
             let (a, pa) = EphemeralKey::generate(g).unwrap();
             let (b, pb) = EphemeralKey::generate(g).unwrap();

@@ -95,9 +95,24 @@ fn loadgen_counts_match_the_appliances() {
             20,
             false,
         ),
+        // The post-quantum hybrid (the own engine's ML-KEM; OpenSSL 3.0 has none).
+        (
+            &[
+                "--engine",
+                "own",
+                "--mode",
+                "full",
+                "--groups",
+                "X25519MLKEM768",
+            ],
+            true,
+            20,
+            false,
+        ),
     ];
     for &(flags, tls13, count, resumes) in cases {
         let before = counters(&net);
+        let groups_before = groups(&net);
         let count_s = count.to_string();
         let mut args = vec![
             loadgen.to_str().unwrap(),
@@ -152,7 +167,26 @@ fn loadgen_counts_match_the_appliances() {
         if flags.contains(&"request") {
             assert_eq!(n(&r["responses"]), count, "{r}");
         }
+        // Every full handshake is counted under its key exchange group: the hybrid
+        // when asked for, X25519 (both clients' first choice) otherwise.
+        let groups_after = groups(&net);
+        let used = |g: &str| groups_after[g] - groups_before[g];
+        if !resumes {
+            let g = if flags.contains(&"X25519MLKEM768") {
+                "X25519MLKEM768"
+            } else {
+                "x25519"
+            };
+            assert_eq!(used(g), n(&r["handshakes"]), "{flags:?}: {groups_after:?}");
+        }
     }
+}
+
+/// The appliance's handshakes by key exchange group.
+fn groups(net: &Net) -> std::collections::BTreeMap<String, u64> {
+    let s = net.stats();
+    let m = s["cores"][0]["proxy"]["tls_groups"].as_object().unwrap();
+    m.iter().map(|(k, v)| (k.clone(), n(v))).collect()
 }
 
 /// `--dpdk`: loadgen's connections on its own stack over DPDK (net_af_packet on the

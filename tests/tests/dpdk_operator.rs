@@ -337,6 +337,8 @@ fn appliancectl_commands_metrics_and_owner_only() {
     let t = ctl_ok(&net, &["show", "stats", "--interval", "0.2"]);
     assert!(t.contains("handshakes/s: TLS 1.3"), "{t}");
     assert!(t.contains("0/s (1 total)"), "{t}");
+    // curl (OpenSSL 3.0) has no post-quantum group: X25519.
+    assert!(t.contains("by group: x25519 0/s (1 total)"), "{t}");
     assert!(t.contains("busy%"), "{t}");
     let j = ctl_json(&net, &["show", "stats"]);
     let suites = j["cores"][0]["proxy"]["tls_suites"].as_object().unwrap();
@@ -514,6 +516,14 @@ fn appliancectl_commands_metrics_and_owner_only() {
             "appliance_proxy_tls_suites",
             "appliance_proxy_tls_suites_total",
             &[("suite", suite.as_str())]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            "appliance_proxy_tls_groups",
+            "appliance_proxy_tls_groups_total",
+            &[("group", "x25519")]
         ),
         1.0
     );

@@ -233,7 +233,15 @@ pub const DEFAULT_SUITES12: [u16; 6] = [
     suite::ECDHE_RSA_CHACHA20_POLY1305,
 ];
 
-pub const DEFAULT_GROUPS: [u16; 3] = [group::X25519, group::SECP256R1, group::SECP384R1];
+/// Every group the engine speaks, in the default order of preference: the
+/// post-quantum hybrid first (TLS 1.3 only; a TLS 1.2 handshake skips it), then X25519
+/// and the NIST curves.
+pub const DEFAULT_GROUPS: [u16; 4] = [
+    group::X25519MLKEM768,
+    group::X25519,
+    group::SECP256R1,
+    group::SECP384R1,
+];
 
 impl ServerConfig {
     /// A configuration with the defaults: TLS 1.2 and 1.3, every supported suite and

@@ -100,6 +100,22 @@ pub mod group {
     pub const SECP256R1: u16 = 23;
     pub const SECP384R1: u16 = 24;
     pub const X25519: u16 = 29;
+    /// The post-quantum hybrid (draft-ietf-tls-ecdhe-mlkem), TLS 1.3 only.
+    pub const X25519MLKEM768: u16 = 0x11ec;
+
+    /// Every group the engine speaks.
+    pub const ALL: [u16; 4] = [X25519MLKEM768, X25519, SECP256R1, SECP384R1];
+
+    /// The IANA name of a group the engine speaks; "unknown" for others.
+    pub fn name(g: u16) -> &'static str {
+        match g {
+            X25519MLKEM768 => "X25519MLKEM768",
+            X25519 => "x25519",
+            SECP256R1 => "secp256r1",
+            SECP384R1 => "secp384r1",
+            _ => "unknown",
+        }
+    }
 }
 
 /// SignatureScheme codes.

@@ -256,12 +256,13 @@ impl ServerConn {
         ch: &ClientHello,
     ) -> Result<(u16, crate::server::SuiteInfo, FullPlan), Error> {
         let group_id = match ch.groups() {
+            // The hybrid is TLS 1.3's only (draft-ietf-tls-ecdhe-mlkem §3).
             Some(_) => self
                 .cfg
                 .groups
                 .iter()
                 .copied()
-                .find(|&g| ch.offers_group(g)),
+                .find(|&g| g != group::X25519MLKEM768 && ch.offers_group(g)),
             // RFC 8422 §4: without the extension any curve may be used; pick P-256.
             None => self
                 .cfg

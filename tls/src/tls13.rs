@@ -242,9 +242,12 @@ impl ServerConn {
                 _ => Err(Error::IllegalParameter("second ClientHello key share")),
             };
         }
-        let usable = |g: u16| self.cfg.groups.contains(&g) && ch.offers_group(g);
-        if let Some((g, k)) = ch.key_shares().find(|&(g, _)| usable(g)) {
-            return Ok((g, Some(k.to_vec())));
+        // Our order of preference among the shares the client sent (so the hybrid wins
+        // when it came with a share); a retry only when none of them is usable.
+        for &g in self.cfg.groups.iter().filter(|&&g| ch.offers_group(g)) {
+            if let Some((_, k)) = ch.key_shares().find(|&(s, _)| s == g) {
+                return Ok((g, Some(k.to_vec())));
+            }
         }
         let g = self
             .cfg
@@ -334,7 +337,7 @@ impl ServerConn {
         let mut server_random = [0u8; 32];
         random(&mut server_random)?;
         let share = match &kx {
-            Some((g, _)) => ShareExt::Public(g.public_len()),
+            Some((g, _)) => ShareExt::Public(g.server_share_len()),
             None => ShareExt::Absent,
         };
         let (sh, share_at) = server_hello13(&server_random, &p, share);

@@ -124,6 +124,22 @@ fn p256_key_share_and_alpn() {
 }
 
 #[test]
+fn post_quantum_hybrid_share_with_our_server() {
+    let cfg = Arc::new(ClientConfig {
+        groups: vec![group::X25519MLKEM768, group::X25519],
+        ..(*client_cfg(Some(verifier("test.example")))).clone()
+    });
+    let share = KeyShare::generate(Group::X25519MlKem768).unwrap();
+    let (mut c, mut s, r) = engine_pair(Arc::new(config_with(&[Kind::P256])), cfg, share, None);
+    r.unwrap();
+    assert_eq!(c.info().group, Some(group::X25519MLKEM768));
+    assert_eq!(s.conn.info().group, group::X25519MLKEM768);
+    c.send(b"over ML-KEM and X25519").unwrap();
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(s.conn.plaintext(), b"over ML-KEM and X25519");
+}
+
+#[test]
 fn ticket_resumption_with_our_server_and_a_reused_ticket() {
     let server = Arc::new(config_with(&[Kind::P256]));
     let cfg = client_cfg(Some(verifier("test.example")));

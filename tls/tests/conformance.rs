@@ -129,22 +129,7 @@ impl Hello {
 /// What the server did with `bytes`: the alert it sent, or `None` when it went on and
 /// answered with handshake records (a ServerHello).
 fn answer(bytes: &[u8]) -> Option<u8> {
-    let mut c = ServerConn::new(Arc::new(config_with(&[Kind::P256])), 0);
-    let mut fed = 0;
-    // The engine takes what it has room for; feed the rest as it processes.
-    while fed < bytes.len() {
-        let n = c.read_tls(&bytes[fed..]);
-        fed += n;
-        let r = c.process();
-        while let Some(j) = c.take_job() {
-            let _ = c.complete(crypto_offload::run(j));
-        }
-        if r.is_err() || c.is_closed() || n == 0 {
-            break;
-        }
-    }
-    // The records it wrote: a (plaintext) fatal alert among them is the answer.
-    let out = c.pending_tls();
+    let out = served(bytes);
     let (mut at, mut handshake) = (0, false);
     while at + 5 <= out.len() {
         let len = usize::from(u16::from_be_bytes([out[at + 3], out[at + 4]]));
@@ -160,6 +145,49 @@ fn answer(bytes: &[u8]) -> Option<u8> {
     }
     assert!(handshake, "no answer at all: {} bytes", out.len());
     None
+}
+
+/// The group of the key share in the server's ServerHello, and the share's length.
+fn chosen_share(bytes: &[u8]) -> (u16, usize) {
+    let out = served(bytes);
+    assert_eq!(&out[..1], &[22], "a handshake record first");
+    let sh = &out[5..];
+    assert_eq!(sh[0], 2, "a ServerHello");
+    // type, length, version, random, session id, suite, compression, extensions.
+    let mut at = 4 + 2 + 32;
+    at += 1 + usize::from(sh[at]) + 3;
+    let end = at + 2 + usize::from(u16::from_be_bytes([sh[at], sh[at + 1]]));
+    at += 2;
+    while at < end {
+        let typ = u16::from_be_bytes([sh[at], sh[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([sh[at + 2], sh[at + 3]]));
+        if typ == ext::KEY_SHARE {
+            let group = u16::from_be_bytes([sh[at + 4], sh[at + 5]]);
+            let share = usize::from(u16::from_be_bytes([sh[at + 6], sh[at + 7]]));
+            return (group, share);
+        }
+        at += 4 + len;
+    }
+    panic!("no key_share in the ServerHello");
+}
+
+/// Everything the server engine wrote for `bytes`.
+fn served(bytes: &[u8]) -> Vec<u8> {
+    let mut c = ServerConn::new(Arc::new(config_with(&[Kind::P256])), 0);
+    let mut fed = 0;
+    // The engine takes what it has room for; feed the rest as it processes.
+    while fed < bytes.len() {
+        let n = c.read_tls(&bytes[fed..]);
+        fed += n;
+        let r = c.process();
+        while let Some(j) = c.take_job() {
+            let _ = c.complete(crypto_offload::run(j));
+        }
+        if r.is_err() || c.is_closed() || n == 0 {
+            break;
+        }
+    }
+    c.pending_tls().to_vec()
 }
 
 #[test]
@@ -224,6 +252,60 @@ fn an_empty_key_share_is_an_illegal_parameter() {
     s.extend_from_slice(&v16(&[]));
     let h = Hello::tls13().set(ext::KEY_SHARE, v16(&s));
     assert_eq!(answer(&h.records()), Some(alert::ILLEGAL_PARAMETER));
+}
+
+/// The post-quantum hybrid X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem §3): a client
+/// share is the 1184-byte ML-KEM-768 encapsulation key then the X25519 value; the
+/// server's the 1088-byte ciphertext then its X25519 value. Preferred whenever the
+/// client sent a share for it, whatever the order of its shares. "The server MUST
+/// perform the encapsulation key check in FIPS 203 §7.2 and abort with an
+/// illegal_parameter alert if it fails"; a share of another length is no key either.
+/// TLS 1.2 has no use for it: a TLS 1.2 hello listing it gets X25519 (or nothing).
+#[test]
+fn the_hybrid_is_preferred_and_bad_hybrid_shares_are_illegal_parameter() {
+    let (_key, hybrid) =
+        crypto_offload::EphemeralKey::generate(crypto_offload::Group::X25519MlKem768).unwrap();
+    let shares = |list: &[(u16, &[u8])]| {
+        let mut s = Vec::new();
+        for (g, k) in list {
+            s.extend_from_slice(&u16s(&[*g]));
+            s.extend_from_slice(&v16(k));
+        }
+        v16(&s)
+    };
+    let groups = v16(&u16s(&[group::X25519, group::X25519MLKEM768]));
+    let h = Hello::tls13()
+        .set(ext::SUPPORTED_GROUPS, groups.clone())
+        .set(
+            ext::KEY_SHARE,
+            shares(&[(group::X25519, &[9; 32]), (group::X25519MLKEM768, &hybrid)]),
+        );
+    assert_eq!(chosen_share(&h.records()), (group::X25519MLKEM768, 1120));
+    // Only an X25519 share: taken, no retry for the hybrid.
+    let h = Hello::tls13().set(ext::SUPPORTED_GROUPS, groups.clone());
+    assert_eq!(chosen_share(&h.records()), (group::X25519, 32));
+    let mut bad_key = hybrid.clone();
+    bad_key[..384].fill(0xff); // coefficients of 4095, above the modulus 3329
+    for share in [
+        &bad_key[..],
+        &hybrid[..1215],
+        &[hybrid.clone(), vec![0]].concat()[..],
+    ] {
+        let h = Hello::tls13()
+            .set(ext::SUPPORTED_GROUPS, groups.clone())
+            .set(ext::KEY_SHARE, shares(&[(group::X25519MLKEM768, share)]));
+        assert_eq!(
+            answer(&h.records()),
+            Some(alert::ILLEGAL_PARAMETER),
+            "{} bytes",
+            share.len()
+        );
+    }
+    let h12 = Hello::tls12().set(ext::SUPPORTED_GROUPS, groups);
+    assert_eq!(answer(&h12.records()), None);
+    let only = v16(&u16s(&[group::X25519MLKEM768]));
+    let h12 = Hello::tls12().set(ext::SUPPORTED_GROUPS, only);
+    assert_eq!(answer(&h12.records()), Some(alert::HANDSHAKE_FAILURE));
 }
 
 /// RFC 6066 §3: `ServerName server_name_list<1..2^16-1>`: an empty list does not decode

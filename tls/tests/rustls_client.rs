@@ -138,6 +138,56 @@ fn echo(client: &mut ClientConnection, server: &mut ServerConn, data: &[u8]) {
     assert_eq!(back, data);
 }
 
+/// The post-quantum hybrid X25519MLKEM768 with rustls's aws-lc-rs provider (AWS-LC's
+/// ML-KEM: an implementation independent of the engine's libcrux). `client_groups` in
+/// the client's order of preference; rustls sends a share for the first (and, for the
+/// hybrid first, an X25519 share beside it).
+fn pq_connect(
+    client_groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+    server_groups: &[u16],
+) -> (ClientConnection, ServerConn) {
+    let p = CryptoProvider {
+        kx_groups: client_groups,
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    };
+    let cc = ClientConfig::builder_with_provider(Arc::new(p))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots())
+        .with_no_client_auth();
+    let mut sc = config_with(&[Kind::P256]);
+    sc.groups = server_groups.to_vec();
+    connect(&Arc::new(cc), &Arc::new(sc), "test.example").unwrap()
+}
+
+#[test]
+fn post_quantum_hybrid_with_rustls_aws_lc() {
+    use rustls::crypto::aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
+    use rustls::NamedGroup;
+    let all = tls::config::DEFAULT_GROUPS;
+    // Chrome's and Firefox's offer: the hybrid first, X25519 beside it.
+    let (mut c, mut s) = pq_connect(vec![X25519MLKEM768, X25519], &all);
+    assert_eq!(s.info().group, 0x11ec);
+    assert_eq!(
+        c.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(NamedGroup::X25519MLKEM768)
+    );
+    assert_eq!(c.handshake_kind(), Some(HandshakeKind::Full));
+    echo(&mut c, &mut s, &vec![3u8; 30_000]);
+    // A client preferring X25519 sends only that share: taken as it is, no retry.
+    let (c, s) = pq_connect(vec![X25519, X25519MLKEM768], &all);
+    assert_eq!(s.info().group, 29);
+    assert_eq!(c.handshake_kind(), Some(HandshakeKind::Full));
+    // A server that speaks only the hybrid asks for its share with a retry.
+    let (mut c, mut s) = pq_connect(vec![X25519, X25519MLKEM768], &[0x11ec]);
+    assert_eq!(s.info().group, 0x11ec);
+    assert_eq!(
+        c.handshake_kind(),
+        Some(HandshakeKind::FullWithHelloRetryRequest)
+    );
+    echo(&mut c, &mut s, b"after a retry for the hybrid");
+}
+
 fn groups() -> [(&'static dyn rustls::crypto::SupportedKxGroup, u16); 3] {
     [
         (provider::kx_group::X25519, 29),

@@ -390,7 +390,7 @@ fn tls_settings_and_their_mistakes() {
     let c = Config::parse(
         &tls_config(
             &dir,
-            "suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\", \"TLS_AES_128_GCM_SHA256\"]\ngroups = [\"P-256\", \"x25519\"]",
+            "suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\", \"TLS_AES_128_GCM_SHA256\"]\ngroups = [\"P-256\", \"x25519mlkem768\", \"x25519\"]",
         ),
         "t.toml",
     )
@@ -405,7 +405,10 @@ fn tls_settings_and_their_mistakes() {
         ]
     );
     assert_eq!(tls.suites12, [suite::ECDHE_ECDSA_AES256_GCM_SHA384]);
-    assert_eq!(tls.groups, [group::SECP256R1, group::X25519]);
+    assert_eq!(
+        tls.groups,
+        [group::SECP256R1, group::X25519MLKEM768, group::X25519]
+    );
     let cases = [
         ("suites = [\"RC4-MD5\"]", "vserver[0].tls.suites[0]"),
         (

@@ -198,12 +198,13 @@ impl Checker<'_> {
                 use tls::msgs::group;
                 let code = match name.as_str() {
                     "x25519" | "X25519" => group::X25519,
+                    "x25519mlkem768" | "X25519MLKEM768" => group::X25519MLKEM768,
                     "secp256r1" | "P-256" | "prime256v1" => group::SECP256R1,
                     "secp384r1" | "P-384" => group::SECP384R1,
                     o => {
                         return Err(self.err(
                             format!("{field}.groups[{i}]"),
-                            format!("{o:?} is not a group the engine has; use \"x25519\", \"secp256r1\" (P-256) or \"secp384r1\" (P-384)"),
+                            format!("{o:?} is not a group the engine has; use \"x25519mlkem768\" (the post-quantum hybrid), \"x25519\", \"secp256r1\" (P-256) or \"secp384r1\" (P-384)"),
                         ))
                     }
                 };

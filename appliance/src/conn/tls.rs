@@ -583,6 +583,7 @@ fn count_handshake(
     };
     add(done, 1);
     stats.tls_suites.count(info.suite);
+    stats.tls_groups.count(info.group);
     if info.resumed.is_some() {
         add(resumed, 1);
     }

@@ -45,7 +45,8 @@ TLS:
                     default: psk with --tls 1.3, ticket with --tls 1.2
   --ciphers LIST    TLS 1.2 cipher list (OpenSSL syntax)
   --ciphersuites L  TLS 1.3 suites, e.g. TLS_AES_128_GCM_SHA256
-  --groups LIST     key-exchange groups, e.g. X25519 or P-256:X25519
+  --groups LIST     key-exchange groups, e.g. X25519 or P-256:X25519 (the own
+                    engine also X25519MLKEM768, the post-quantum hybrid)
   --sigalgs LIST    signature algorithms offered, e.g. ECDSA+SHA256 or rsa_pss_rsae_sha256
   --sni NAME        server name sent; default: HOST when it is a name, none for an address
   --alpn LIST       protocols offered, comma-separated, e.g. http/1.1

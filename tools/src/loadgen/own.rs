@@ -94,6 +94,7 @@ impl Own {
                 "--groups",
                 l,
                 &[
+                    (&["X25519MLKEM768"], group::X25519MLKEM768),
                     (&["X25519"], group::X25519),
                     (&["P-256", "prime256v1", "secp256r1"], group::SECP256R1),
                     (&["P-384", "secp384r1"], group::SECP384R1),
