@@ -697,9 +697,14 @@ fn x25519_agree(key: &PKey<Private>, peer: &[u8]) -> Result<Secret, CryptoError>
     Ok(s)
 }
 
+/// The (EC)DH secret with a peer key already validated by the caller (on the curve and
+/// not the identity for P-256/P-384; X25519 needs no check before, only the all-zero
+/// one after). `set_peer` would run OpenSSL's full public-key check once more, for the
+/// NIST curves a scalar multiplication by the order: a third of the agreement's cost.
 fn derive(key: &PKey<Private>, peer: &PKey<Public>) -> Result<Secret, CryptoError> {
     let mut d = Deriver::new(key)?;
-    d.set_peer(peer).map_err(|_| CryptoError::BadPeerKey)?;
+    d.set_peer_ex(peer, false)
+        .map_err(|_| CryptoError::BadPeerKey)?;
     Ok(Secret::new(
         d.derive_to_vec().map_err(|_| CryptoError::BadPeerKey)?,
     ))
@@ -1306,6 +1311,15 @@ mod tests {
             assert_eq!(a.agree(&pb[1..]).unwrap_err(), CryptoError::BadPeerKey);
             let zeros = vec![0u8; g.public_len()];
             assert_eq!(a.agree(&zeros).unwrap_err(), CryptoError::BadPeerKey);
+            let mut other = pb.clone();
+            if g == Group::X25519 {
+                // u = 1 has order 4: the shared secret is all zeros.
+                other = [1u8].into_iter().chain([0u8; 31]).collect();
+            } else {
+                // y changed by one bit: (x, y) is no longer on the curve.
+                *other.last_mut().unwrap() ^= 1;
+            }
+            assert_eq!(a.agree(&other).unwrap_err(), CryptoError::BadPeerKey, "{g:?}");
         }
     }
 }
