@@ -33,11 +33,15 @@ for t in "${targets[@]}"; do
     seeds=()
     [ -d "fuzz/corpus/$t" ] && seeds=("fuzz/corpus/$t")
     echo "== $t: ${secs}s"
+    # The whole libFuzzer output goes to target/fuzz-logs/TARGET.log; its last status
+    # line (runs, coverage, features, corpus, exec/s) is what FUZZING.md records.
+    mkdir -p target/fuzz-logs
     if ! timeout $((secs + 60)) "target/fuzz/$triple/release/$t" -max_total_time="$secs" \
-        -rss_limit_mb=2048 -artifact_prefix="fuzz/artifacts/$t-" "$work" "${seeds[@]}" 2>&1 \
-        | grep -E '^#[0-9]+ +DONE|^Done|ERROR|panicked|SUMMARY'; then
+        -rss_limit_mb=2048 -artifact_prefix="fuzz/artifacts/$t-" "$work" "${seeds[@]}" \
+        > "target/fuzz-logs/$t.log" 2>&1; then
         status=1
     fi
+    grep -E '^#[0-9]+[[:space:]]+DONE|^Done|ERROR|panicked|SUMMARY' "target/fuzz-logs/$t.log" || true
     if ls fuzz/artifacts/"$t"-* >/dev/null 2>&1; then
         echo "!! $t: findings in fuzz/artifacts/" >&2
         status=1
