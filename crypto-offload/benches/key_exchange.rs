@@ -76,6 +76,8 @@ fn main() {
         ("X25519", Group::X25519, Some("ecdhx25519")),
         ("P-256", Group::P256, Some("ecdhp256")),
         ("P-384", Group::P384, Some("ecdhp384")),
+        ("P-521", Group::P521, Some("ecdhp521")),
+        ("X448", Group::X448, Some("ecdhx448")),
         ("X25519MLKEM768", Group::X25519MlKem768, None),
     ] {
         let (_, client_share) = EphemeralKey::generate(group).unwrap();

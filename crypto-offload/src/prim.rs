@@ -466,6 +466,8 @@ pub enum Group {
     X25519,
     P256,
     P384,
+    P521,
+    X448,
     X25519MlKem768,
 }
 
@@ -481,6 +483,8 @@ impl Group {
             Group::X25519 => 32,
             Group::P256 => 65,
             Group::P384 => 97,
+            Group::P521 => 133,
+            Group::X448 => 56,
             Group::X25519MlKem768 => MLKEM768_EK + 32,
         }
     }
@@ -497,7 +501,8 @@ impl Group {
     fn nid(self) -> Nid {
         match self {
             Group::P384 => Nid::SECP384R1,
-            // Unused for X25519 and the hybrid.
+            Group::P521 => Nid::SECP521R1,
+            // Unused for the Montgomery curves and the hybrid.
             _ => Nid::X9_62_PRIME256V1,
         }
     }
@@ -570,8 +575,12 @@ impl EphemeralKey {
     /// A fresh key and its public value as sent on the wire (the client's share).
     pub fn generate(group: Group) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
         match group {
-            Group::X25519 => {
-                let key = PKey::generate_x25519()?;
+            Group::X25519 | Group::X448 => {
+                let key = if group == Group::X25519 {
+                    PKey::generate_x25519()?
+                } else {
+                    PKey::generate_x448()?
+                };
                 let public = key.raw_public_key()?;
                 Ok((
                     EphemeralKey {
@@ -582,7 +591,7 @@ impl EphemeralKey {
                     public,
                 ))
             }
-            Group::P256 | Group::P384 => {
+            Group::P256 | Group::P384 | Group::P521 => {
                 let g = EcGroup::from_curve_name(group.nid())?;
                 let ec = EcKey::generate(&g)?;
                 let mut ctx = BigNumContext::new()?;
@@ -659,8 +668,10 @@ impl EphemeralKey {
         if peer.len() != self.group.public_len() {
             return Err(CryptoError::BadPeerKey);
         }
-        if self.group == Group::X25519 {
-            return x25519_agree(&self.key, peer);
+        match self.group {
+            Group::X25519 => return x25519_agree(&self.key, peer),
+            Group::X448 => return montgomery_agree(&self.key, peer, Id::X448),
+            _ => {}
         }
         if peer[0] != 4 {
             return Err(CryptoError::BadPeerKey);
@@ -669,7 +680,7 @@ impl EphemeralKey {
         let mut ctx = BigNumContext::new()?;
         // Decoding checks the point is on the curve (OpenSSL refuses one that is not),
         // and an uncompressed encoding of the right length cannot be the point at
-        // infinity. P-256 and P-384 have prime order (cofactor 1), so that is the whole
+        // infinity. The NIST curves have prime order (cofactor 1), so that is the whole
         // of the public-key validation SP 800-56A §5.6.2.3.4 asks for: `check_key`'s
         // extra multiplication by the order would only repeat it at the cost of a
         // second scalar multiplication per handshake.
@@ -688,8 +699,13 @@ fn x25519_agree(key: &PKey<Private>, peer: &[u8]) -> Result<Secret, CryptoError>
     if peer.len() != 32 {
         return Err(CryptoError::BadPeerKey);
     }
-    let peer =
-        PKey::public_key_from_raw_bytes(peer, Id::X25519).map_err(|_| CryptoError::BadPeerKey)?;
+    montgomery_agree(key, peer, Id::X25519)
+}
+
+/// X25519 or X448 with a peer value of the right length; an all-zero result (a
+/// low-order point) is refused (RFC 8446 §7.4.2, RFC 7748 §6).
+fn montgomery_agree(key: &PKey<Private>, peer: &[u8], id: Id) -> Result<Secret, CryptoError> {
+    let peer = PKey::public_key_from_raw_bytes(peer, id).map_err(|_| CryptoError::BadPeerKey)?;
     let s = derive(key, &peer)?;
     if s.bytes().iter().all(|&b| b == 0) {
         return Err(CryptoError::BadPeerKey);
@@ -1303,7 +1319,13 @@ mod tests {
             client.agree(&reply[1..]).unwrap_err(),
             CryptoError::BadPeerKey
         );
-        for g in [Group::X25519, Group::P256, Group::P384] {
+        for g in [
+            Group::X25519,
+            Group::P256,
+            Group::P384,
+            Group::P521,
+            Group::X448,
+        ] {
             let (a, pa) = EphemeralKey::generate(g).unwrap();
             let (b, pb) = EphemeralKey::generate(g).unwrap();
             assert_eq!(pa.len(), g.public_len());
@@ -1312,14 +1334,20 @@ mod tests {
             let zeros = vec![0u8; g.public_len()];
             assert_eq!(a.agree(&zeros).unwrap_err(), CryptoError::BadPeerKey);
             let mut other = pb.clone();
-            if g == Group::X25519 {
-                // u = 1 has order 4: the shared secret is all zeros.
-                other = [1u8].into_iter().chain([0u8; 31]).collect();
+            if matches!(g, Group::X25519 | Group::X448) {
+                // u = 1 has low order (4 on Curve25519, 4 on Curve448): the shared
+                // secret is all zeros.
+                other = vec![0u8; g.public_len()];
+                other[0] = 1;
             } else {
                 // y changed by one bit: (x, y) is no longer on the curve.
                 *other.last_mut().unwrap() ^= 1;
             }
-            assert_eq!(a.agree(&other).unwrap_err(), CryptoError::BadPeerKey, "{g:?}");
+            assert_eq!(
+                a.agree(&other).unwrap_err(),
+                CryptoError::BadPeerKey,
+                "{g:?}"
+            );
         }
     }
 }

@@ -99,12 +99,22 @@ pub mod suite {
 pub mod group {
     pub const SECP256R1: u16 = 23;
     pub const SECP384R1: u16 = 24;
+    pub const SECP521R1: u16 = 25;
     pub const X25519: u16 = 29;
+    pub const X448: u16 = 30;
     /// The post-quantum hybrid (draft-ietf-tls-ecdhe-mlkem), TLS 1.3 only.
     pub const X25519MLKEM768: u16 = 0x11ec;
 
-    /// Every group the engine speaks.
-    pub const ALL: [u16; 4] = [X25519MLKEM768, X25519, SECP256R1, SECP384R1];
+    /// Every group the engine speaks, cheapest first (the hybrid, whose ML-KEM half is
+    /// cheap, is first for its protection): the default order of preference.
+    pub const ALL: [u16; 6] = [
+        X25519MLKEM768,
+        X25519,
+        SECP256R1,
+        X448,
+        SECP521R1,
+        SECP384R1,
+    ];
 
     /// The IANA name of a group the engine speaks; "unknown" for others.
     pub fn name(g: u16) -> &'static str {
@@ -113,6 +123,8 @@ pub mod group {
             X25519 => "x25519",
             SECP256R1 => "secp256r1",
             SECP384R1 => "secp384r1",
+            SECP521R1 => "secp521r1",
+            X448 => "x448",
             _ => "unknown",
         }
     }

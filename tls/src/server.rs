@@ -139,6 +139,8 @@ pub(crate) fn group_of(g: u16) -> Option<Group> {
         group::X25519 => Some(Group::X25519),
         group::SECP256R1 => Some(Group::P256),
         group::SECP384R1 => Some(Group::P384),
+        group::SECP521R1 => Some(Group::P521),
+        group::X448 => Some(Group::X448),
         group::X25519MLKEM768 => Some(Group::X25519MlKem768),
         _ => None,
     }

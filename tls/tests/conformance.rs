@@ -308,6 +308,46 @@ fn the_hybrid_is_preferred_and_bad_hybrid_shares_are_illegal_parameter() {
     assert_eq!(answer(&h12.records()), Some(alert::HANDSHAKE_FAILURE));
 }
 
+/// secp521r1 and x448 (RFC 8446 §4.2.7) are spoken, with their shares checked as the
+/// others are: §4.2.8.2 "peers MUST validate each other's public value Q by ensuring
+/// that the point is a valid point on the elliptic curve"; §7.4.2 "For X25519 and X448
+/// ... implementations MUST check whether the computed Diffie-Hellman shared secret is
+/// the all-zero value and abort if so". A share that fails, or has the wrong length, is
+/// illegal_parameter (not handshake_failure: the group is a common one).
+#[test]
+fn secp521r1_and_x448_shares_are_taken_and_checked() {
+    use crypto_offload::{EphemeralKey, Group};
+    for (code, g) in [(group::SECP521R1, Group::P521), (group::X448, Group::X448)] {
+        let (_key, public) = EphemeralKey::generate(g).unwrap();
+        let hello = |share: &[u8]| {
+            let mut s = u16s(&[code]);
+            s.extend_from_slice(&v16(share));
+            Hello::tls13()
+                .set(ext::SUPPORTED_GROUPS, v16(&u16s(&[code])))
+                .set(ext::KEY_SHARE, v16(&s))
+                .records()
+        };
+        assert_eq!(chosen_share(&hello(&public)), (code, public.len()), "{g:?}");
+        let mut bad = public.clone();
+        if g == Group::X448 {
+            bad.fill(0); // u = 0: the shared secret is all zeros
+        } else {
+            *bad.last_mut().unwrap() ^= 1; // off the curve
+        }
+        for share in [&bad[..], &public[1..]] {
+            assert_eq!(
+                answer(&hello(share)),
+                Some(alert::ILLEGAL_PARAMETER),
+                "{g:?}, {} bytes",
+                share.len()
+            );
+        }
+        // TLS 1.2 ECDHE over them too.
+        let h12 = Hello::tls12().set(ext::SUPPORTED_GROUPS, v16(&u16s(&[code])));
+        assert_eq!(answer(&h12.records()), None, "{g:?} in TLS 1.2");
+    }
+}
+
 /// RFC 6066 §3: `ServerName server_name_list<1..2^16-1>`: an empty list does not decode
 /// (decode_error). A host name is "the byte string ... using ASCII encoding without a
 /// trailing dot": one with a NUL, a control character, a space or a non-ASCII byte is

@@ -22,14 +22,21 @@ fn tls13_every_suite_group_and_certificate() {
         "TLS_AES_256_GCM_SHA384",
         "TLS_CHACHA20_POLY1305_SHA256",
     ];
-    let groups = ["X25519", "P-256", "P-384"];
+    // OpenSSL's names and the codes (RFC 8446 §4.2.7, RFC 8422).
+    let groups = [
+        ("X25519", 29),
+        ("P-256", 23),
+        ("P-384", 24),
+        ("P-521", 25),
+        ("X448", 30),
+    ];
     let sigalgs = [
         ("rsa_pss_rsae_sha256", 0x0804),
         ("ecdsa_secp256r1_sha256", 0x0403),
         ("ecdsa_secp384r1_sha384", 0x0503),
     ];
     for suite in suites {
-        for group in groups {
+        for (group, id) in groups {
             for (sigalg, scheme) in sigalgs {
                 let ctx = client_ctx(V13, V13, |b| {
                     b.set_ciphersuites(suite).unwrap();
@@ -44,6 +51,7 @@ fn tls13_every_suite_group_and_certificate() {
                     suite
                 );
                 assert_eq!(s.conn.info().scheme, scheme);
+                assert_eq!(s.conn.info().group, id);
                 assert!(!s.conn.info().hello_retry);
                 echo(
                     &mut c,
@@ -69,12 +77,18 @@ fn tls12_every_suite_group_and_certificate() {
     for (cipher, sigalg) in cases {
         // TLS 1.2 clients check an ECDSA certificate's curve against their groups, so
         // the client offers all three and the server is limited to the one under test.
-        for (group, id) in [("X25519", 29), ("P-256", 23), ("P-384", 24)] {
+        for (group, id) in [
+            ("X25519", 29),
+            ("P-256", 23),
+            ("P-384", 24),
+            ("P-521", 25),
+            ("X448", 30),
+        ] {
             let mut one_group = (*cfg).clone();
             one_group.groups = vec![id];
             let ctx = client_ctx(V12, V12, |b| {
                 b.set_cipher_list(cipher).unwrap();
-                b.set_groups_list("X25519:P-256:P-384").unwrap();
+                b.set_groups_list("X25519:P-256:P-384:P-521:X448").unwrap();
                 b.set_sigalgs_list(sigalg).unwrap();
             });
             let (mut c, mut s) = connect(&ctx, Arc::new(one_group), Some("test.example"))
@@ -118,8 +132,10 @@ fn tls12_without_extended_master_secret() {
 
 #[test]
 fn hello_retry_request_when_no_usable_share() {
-    let cfg = Arc::new(config_with(&[Kind::P256]));
-    // X448 first: libssl sends only an X448 share, which the engine does not support.
+    let mut cfg = config_with(&[Kind::P256]);
+    // X448 first: libssl sends only an X448 share, which this server does not take.
+    cfg.groups = vec![24];
+    let cfg = Arc::new(cfg);
     let ctx = client_ctx(V13, V13, |b| b.set_groups_list("X448:P-384").unwrap());
     let (mut c, mut s) = connect(&ctx, cfg, Some("test.example")).unwrap();
     let info = s.conn.info().clone();

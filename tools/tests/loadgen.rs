@@ -535,7 +535,7 @@ fn failures_are_reported_by_kind_not_crashes() {
                 "--engine",
                 "own",
                 "--groups",
-                "X448",
+                "ffdhe2048",
             ],
             "--groups",
         ),

@@ -201,10 +201,12 @@ impl Checker<'_> {
                     "x25519mlkem768" | "X25519MLKEM768" => group::X25519MLKEM768,
                     "secp256r1" | "P-256" | "prime256v1" => group::SECP256R1,
                     "secp384r1" | "P-384" => group::SECP384R1,
+                    "secp521r1" | "P-521" => group::SECP521R1,
+                    "x448" | "X448" => group::X448,
                     o => {
                         return Err(self.err(
                             format!("{field}.groups[{i}]"),
-                            format!("{o:?} is not a group the engine has; use \"x25519mlkem768\" (the post-quantum hybrid), \"x25519\", \"secp256r1\" (P-256) or \"secp384r1\" (P-384)"),
+                            format!("{o:?} is not a group the engine has; use \"x25519mlkem768\" (the post-quantum hybrid), \"x25519\", \"secp256r1\" (P-256), \"secp384r1\" (P-384), \"secp521r1\" (P-521) or \"x448\""),
                         ))
                     }
                 };

@@ -98,6 +98,8 @@ impl Own {
                     (&["X25519"], group::X25519),
                     (&["P-256", "prime256v1", "secp256r1"], group::SECP256R1),
                     (&["P-384", "secp384r1"], group::SECP384R1),
+                    (&["P-521", "secp521r1"], group::SECP521R1),
+                    (&["X448"], group::X448),
                 ],
             )?;
         }
