@@ -215,6 +215,9 @@ pub struct ClientConn {
     peer_closed: bool,
     close_sent: bool,
     error: Option<Error>,
+    /// Feature `hostile`: how to spoil the client Finished before it is sealed.
+    #[cfg(feature = "hostile")]
+    finished_edit: Option<fn(&mut Vec<u8>)>,
 }
 
 impl ClientConn {
@@ -262,6 +265,8 @@ impl ClientConn {
             peer_closed: false,
             close_sent: false,
             error: None,
+            #[cfg(feature = "hostile")]
+            finished_edit: None,
         })
     }
 
@@ -607,8 +612,14 @@ impl ClientConn {
             ));
         }
         self.info.peer = d.peer;
+        #[allow(unused_mut)]
+        let mut client_finished = d.client_finished;
+        #[cfg(feature = "hostile")]
+        if let Some(edit) = self.finished_edit {
+            edit(&mut client_finished);
+        }
         let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
-        write.seal(&mut self.out, content::HANDSHAKE, &d.client_finished, 0)?;
+        write.seal(&mut self.out, content::HANDSHAKE, &client_finished, 0)?;
         self.read = Some(Cipher::new(d.app_read, Protection::Tls13));
         self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
         self.state = State::Traffic(Box::new(Secrets {
@@ -773,4 +784,26 @@ fn client_hello(
         m[end - n..].copy_from_slice(binder.bytes());
     }
     Ok(m)
+}
+
+/// What a hostile client does that a correct one never would, for conformance tests of
+/// a server (feature `hostile`, enabled only by this crate's own tests: never in the
+/// appliance or loadgen).
+#[cfg(feature = "hostile")]
+impl ClientConn {
+    /// Spoil the client Finished message (header included) before it is sealed.
+    pub fn hostile_edit_finished(&mut self, edit: fn(&mut Vec<u8>)) {
+        self.finished_edit = Some(edit);
+    }
+
+    /// Seal each `(content type, inner plaintext)` as one record under the current
+    /// write key, whatever it holds (a handshake message cut in pieces, data between
+    /// them).
+    pub fn hostile_seal(&mut self, records: &[(u8, &[u8])]) -> Result<(), Error> {
+        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        for (typ, body) in records {
+            write.seal(&mut self.out, *typ, body, 0)?;
+        }
+        Ok(())
+    }
 }

@@ -8,9 +8,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use crypto_offload::client::KeyShare;
 use tls::error::alert;
 use tls::msgs::{ext, group, scheme, suite};
-use tls::ServerConn;
+use tls::{ClientConfig, ClientConn, ServerConn};
 
 /// A ClientHello to be written as records: every field settable.
 #[derive(Clone)]
@@ -422,4 +423,104 @@ fn a_plaintext_alert_after_our_flight_is_the_peers_abort() {
     );
     assert_eq!(c.pending_tls().len(), flight, "no alert of ours answers it");
     assert!(c.is_closed());
+}
+
+/// The engine's client role (built with its `hostile` feature) against the server engine
+/// in memory, until neither moves or the server fails: the server's error, if any.
+fn run_client(c: &mut ClientConn, s: &mut Server) -> Result<(), tls::Error> {
+    for _ in 0..50 {
+        let out = c.pending_tls().to_vec();
+        c.consume_tls(out.len());
+        s.wire.to_server.borrow_mut().extend_from_slice(&out);
+        s.pump()?;
+        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
+        let n = c.read_tls(&input);
+        s.wire
+            .to_client
+            .borrow_mut()
+            .splice(0..0, input[n..].iter().copied());
+        let _ = c.process(0);
+        if out.is_empty() && input.is_empty() && c.pending_tls().is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn hostile_client() -> (ClientConn, Server) {
+    let cfg = Arc::new(ClientConfig::default());
+    let share = KeyShare::generate(crypto_offload::Group::X25519).unwrap();
+    let c = ClientConn::new(cfg, share, None, 0).unwrap();
+    let s = Server::new(Arc::new(config_with(&[Kind::P256])), Wire::default());
+    (c, s)
+}
+
+/// Sets a handshake message's 24-bit length to what follows its header.
+fn fix_length(m: &mut [u8]) {
+    let n = (m.len() - 4) as u32;
+    m[1..4].copy_from_slice(&n.to_be_bytes()[1..]);
+}
+
+/// RFC 8446 §4.4.4: `opaque verify_data[Hash.length]`; RFC 8446 §6.2: decode_error is
+/// "A message could not be decoded because some field was out of the specified range or
+/// the length of the message was incorrect". A Finished padded or cut short (its length
+/// field consistent) is decode_error, checked before the value; one of the right length
+/// with the wrong value is decrypt_error ("a handshake ... cryptographic operation
+/// failed, including being unable to ... validate a Finished message").
+#[test]
+fn a_finished_of_the_wrong_length_is_decode_error_and_a_wrong_one_decrypt_error() {
+    let (mut c, mut s) = hostile_client();
+    run_client(&mut c, &mut s).unwrap();
+    assert!(s.conn.is_established(), "an unspoiled Finished is accepted");
+    type Spoil = fn(&mut Vec<u8>);
+    let spoilers: [(Spoil, u8); 3] = [
+        (
+            |m| {
+                m.push(0);
+                fix_length(m)
+            },
+            alert::DECODE_ERROR,
+        ),
+        (
+            |m| {
+                m.pop();
+                fix_length(m)
+            },
+            alert::DECODE_ERROR,
+        ),
+        (|m| *m.last_mut().unwrap() ^= 1, alert::DECRYPT_ERROR),
+    ];
+    for (spoil, want) in spoilers {
+        let (mut c, mut s) = hostile_client();
+        c.hostile_edit_finished(spoil);
+        let e = run_client(&mut c, &mut s).expect_err("a spoiled Finished is refused");
+        assert_eq!(e.alert(), Some(want), "{e}");
+    }
+}
+
+/// RFC 8446 §5.1: "Handshake messages MUST NOT be interleaved with other record types.
+/// That is, if a handshake message is split over two or more records, there MUST NOT be
+/// any other records between them." A KeyUpdate whose 4-byte header came alone, then
+/// application data, then its body: unexpected_message. The same split with nothing
+/// between is fine.
+#[test]
+fn application_data_inside_a_split_key_update_is_unexpected_message() {
+    const HS: u8 = 22;
+    const APP: u8 = 23;
+    let (mut c, mut s) = hostile_client();
+    run_client(&mut c, &mut s).unwrap();
+    c.hostile_seal(&[(HS, &[24, 0, 0, 1]), (HS, &[0])]).unwrap();
+    run_client(&mut c, &mut s).unwrap();
+    // The server took it: it reads under the next key now, so a record under the old
+    // one (the hostile client does not move on) fails to open.
+    c.hostile_seal(&[(APP, b"under the old key")]).unwrap();
+    let e = run_client(&mut c, &mut s).expect_err("the old key is gone");
+    assert_eq!(e.alert(), Some(alert::BAD_RECORD_MAC), "{e}");
+
+    let (mut c, mut s) = hostile_client();
+    run_client(&mut c, &mut s).unwrap();
+    c.hostile_seal(&[(HS, &[24, 0, 0, 1]), (APP, b"between"), (HS, &[0])])
+        .unwrap();
+    let e = run_client(&mut c, &mut s).expect_err("data inside a handshake message");
+    assert_eq!(e.alert(), Some(alert::UNEXPECTED_MESSAGE), "{e}");
 }
