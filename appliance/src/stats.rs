@@ -47,6 +47,9 @@ pub struct ProxyStats {
     /// Handshakes completed per key exchange group (resumptions without one, TLS 1.2
     /// session resumption and TLS 1.3 psk_ke, are not counted here).
     pub tls_groups: CodeCounts<Groups>,
+    /// TLS 1.3 handshakes whose client sent 0-RTT data, which was skipped (early data
+    /// is never accepted; RFC 8446 §4.2.10).
+    pub tls_early_data_skipped: AtomicU64,
     /// Handshakes whose client presented a certificate that verified.
     pub tls_client_certificates: AtomicU64,
     /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).

@@ -309,6 +309,91 @@ for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
     assert_eq!(p["crypto_submitted"].as_u64(), Some(jobs), "{s}");
     assert_eq!(p["crypto_failed"], 0, "{s}");
     assert_eq!(s["crypto"]["workers"][0]["errors"], 0, "{s}");
+
+    // Early data (RFC 8446 §4.2.10), which the appliance never accepts: OpenSSL's
+    // s_server allows 0-RTT and gives s_client a ticket for it; offered to the
+    // appliance (which cannot open another server's ticket), with a request as early
+    // data, the handshake completes in full, the early request is skipped (it never
+    // reaches the backend) and the one sent after the handshake is answered.
+    let ec = |ext: &str| net.dir.join(format!("ec.{ext}")).display().to_string();
+    let server = net.in_hosts(&[
+        "openssl",
+        "s_server",
+        "-accept",
+        "10.77.0.2:4433",
+        "-cert",
+        &ec("pem"),
+        "-key",
+        &ec("key"),
+        "-tls1_3",
+        "-early_data",
+    ]);
+    // s_server ends at the end of its stdin: a pipe held open until the guard drops.
+    let mut server = server;
+    let log = std::fs::File::create(net.dir.join("s_server.log")).unwrap();
+    let _server = KillOnDrop(
+        server
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let zero_rtt = net.dir.join("zero_rtt.session").display().to_string();
+    // s_client keeps the session, once the server's ticket came, in a file; it stays
+    // connected (-ign_eof) and is stopped after two seconds.
+    let mut ticket = String::new();
+    for _ in 0..20 {
+        let c = net
+            .in_hosts(&[
+                "openssl",
+                "s_client",
+                "-connect",
+                "10.77.0.2:4433",
+                "-servername",
+                "appliance.test",
+                "-ign_eof",
+                "-sess_out",
+                &zero_rtt,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_output(c, 2);
+        let o = Command::new("openssl")
+            .args(["sess_id", "-noout", "-text", "-in", &zero_rtt])
+            .output()
+            .unwrap();
+        ticket = String::from_utf8_lossy(&o.stdout).into_owned();
+        if ticket.contains("Max Early Data: 16384") {
+            break;
+        }
+    }
+    assert!(ticket.contains("Max Early Data: 16384"), "{ticket}");
+    let early = net.dir.join("early.txt");
+    std::fs::write(&early, "GET /index.html?early HTTP/1.0\r\n\r\n").unwrap();
+    let o = s_client(
+        &net,
+        &[
+            "-tls1_3",
+            "-ign_eof",
+            "-sess_in",
+            &zero_rtt,
+            "-early_data",
+            early.to_str().unwrap(),
+        ],
+        get,
+        30,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Early data was rejected"), "{out}");
+    assert_eq!(count(&out, "New, TLSv1.3"), 1, "{out}");
+    assert_eq!(out.matches("HTTP/1.0 200").count(), 1, "{out}");
+    assert!(out.contains("hello through the appliance"), "{out}");
+    let s = net.stats();
+    assert_eq!(s["cores"][0]["proxy"]["tls_early_data_skipped"], 1, "{s}");
 }
 
 #[test]
@@ -378,6 +463,17 @@ fn s_client(net: &Net, args: &[&str], request: &[u8], secs: u64) -> std::process
     child.stdin.as_mut().unwrap().write_all(request).unwrap();
     drop(child.stdin.take()); // EOF: s_client without -quiet/-ign_eof leaves on it
     wait_output(child, secs)
+}
+
+/// A process stopped (SIGKILL, then reaped) when this goes out of scope, panics
+/// included.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn wait_output(mut child: std::process::Child, secs: u64) -> std::process::Output {

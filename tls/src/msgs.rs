@@ -38,6 +38,7 @@ pub mod ext {
     pub const EXTENDED_MASTER_SECRET: u16 = 23;
     pub const SESSION_TICKET: u16 = 35;
     pub const PRE_SHARED_KEY: u16 = 41;
+    pub const EARLY_DATA: u16 = 42;
     pub const SUPPORTED_VERSIONS: u16 = 43;
     pub const CERTIFICATE_AUTHORITIES: u16 = 47;
     pub const PSK_KEY_EXCHANGE_MODES: u16 = 45;
@@ -175,6 +176,9 @@ pub struct ClientHello<'a> {
     pub session_ticket: Option<&'a [u8]>,
     /// RFC 8446 §4.2.9: the PSK key exchange modes offered.
     pub psk_modes: Option<&'a [u8]>,
+    /// RFC 8446 §4.2.10: the client sends 0-RTT data after this hello (never accepted
+    /// here: it is skipped).
+    pub early_data: bool,
     /// RFC 8446 §4.2.11: the offered PSK identities and their binders (same count).
     psk_identities: Option<&'a [u8]>,
     psk_binders: Option<&'a [u8]>,
@@ -333,8 +337,10 @@ impl<'a> ClientHello<'a> {
             ext::PSK_KEY_EXCHANGE_MODES => {
                 self.psk_modes = Some(nonempty(r.vec8()?, "psk_key_exchange_modes")?)
             }
-            // Everything else (early_data, status_request, ...)
-            // is ignored, as RFC 8446 §4.2 requires of unknown extensions.
+            // In a ClientHello the extension is empty (RFC 8446 §4.2.10).
+            ext::EARLY_DATA => self.early_data = true,
+            // Everything else (status_request, ...) is ignored, as RFC 8446 §4.2
+            // requires of unknown extensions.
             _ => return Ok(()),
         }
         r.finish("bytes after an extension's body")

@@ -55,6 +55,13 @@ use crate::tls12::Candidate;
 /// TLS 1.2 warning alerts tolerated in a row.
 const MAX_WARNINGS: u8 = 4;
 
+/// RFC 8446 §4.2.10: the server skips rejected early data "up to the configured
+/// max_early_data_size". This one never offers early data, so it has no such size of
+/// its own; it skips what clients holding another server's ticket send under the
+/// common 16 KiB allowance (NGINX's and OpenSSL's default), counted as record bytes
+/// with room for per-record overhead. More ends the handshake (unexpected_message).
+pub const EARLY_DATA_SKIP_LIMIT: usize = 16_384 + 4_096;
+
 /// Largest handshake message accepted (a ClientHello or client certificate chain).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 1 << 17;
 /// Decrypted application bytes held for the backend before the engine stops decrypting.
@@ -83,6 +90,8 @@ pub struct HandshakeInfo {
     pub site: usize,
     pub extended_master_secret: bool,
     pub hello_retry: bool,
+    /// Bytes of 0-RTT records skipped (RFC 8446 §4.2.10: early data is never taken).
+    pub early_data_skipped: u64,
     /// How the handshake resumed, if it did.
     pub resumed: Option<Resumed>,
     /// The client's verified certificate (DER) and its subject, when it sent one (a
@@ -266,6 +275,11 @@ pub struct ServerConn {
     pub(crate) peer_closed: bool,
     /// TLS 1.2 warning alerts received in a row (any other record resets it).
     warnings: u8,
+    /// RFC 8446 §4.2.10: while the client's 0-RTT records may come, how many more
+    /// bytes of them are dropped. Early data is never accepted; a client that sends
+    /// some (it holds a ticket from a server that allows it) has its records skipped,
+    /// up to [`EARLY_DATA_SKIP_LIMIT`] bytes.
+    pub(crate) early_skip: Option<usize>,
     pub(crate) close_sent: bool,
     pub(crate) error: Option<Error>,
     /// Record offload ([`crate::offload`]): application records are protected by
@@ -316,6 +330,7 @@ impl ServerConn {
             ccs_allowed: false,
             peer_closed: false,
             warnings: 0,
+            early_skip: None,
             close_sent: false,
             error: None,
             offload: false,
@@ -685,6 +700,26 @@ impl ServerConn {
             self.ccs_allowed = false;
             return Ok(());
         }
+        // RFC 8446 §4.2.10: 0-RTT records from a client whose early data we do not
+        // take. After a HelloRetryRequest (no read key yet) they are the records typed
+        // application_data before the second ClientHello; otherwise the ones that do
+        // not open under the client's handshake key, before the first that does.
+        if tls13 && self.early_skip.is_some() && !self.is_established() {
+            let retried = matches!(self.state, State::RetriedClientHello(_));
+            if retried && self.read.is_none() && header[0] == content::APPLICATION_DATA {
+                return self.skip_early(&rec);
+            }
+            if let Some(r) = self.read.as_mut() {
+                let body = self.deframer.body_mut(&rec);
+                return match r.open(header, body) {
+                    Ok((typ, s, e)) => {
+                        self.early_skip = None;
+                        self.on_record(typ, &rec, s, e)
+                    }
+                    Err(_) => self.skip_early(&rec),
+                };
+            }
+        }
         // A peer that failed before it had our keys (it could not check our Finished,
         // say) sends its alert in plaintext: an alert-typed record of two bytes while
         // TLS 1.3 protection is on is that, not a record that fails to open
@@ -706,6 +741,18 @@ impl ServerConn {
             return Err(Error::RecordOverflow);
         }
         self.on_record(typ, &rec, s, e)
+    }
+
+    /// Drops one 0-RTT record, within the budget.
+    fn skip_early(&mut self, rec: &record::RawRecord) -> Result<(), Error> {
+        let len = rec.end - rec.start;
+        let left = self.early_skip.unwrap_or(0);
+        if len > left {
+            return Err(Error::UnexpectedMessage("more early data than is skipped"));
+        }
+        self.early_skip = Some(left - len);
+        self.info.early_data_skipped += len as u64;
+        Ok(())
     }
 
     /// A record's content (type `typ`, bytes `s..e` of its body), after any opening.
@@ -897,6 +944,16 @@ impl ServerConn {
                 self.choose_site_and_alpn(&ch)?;
             }
             if tls13 {
+                // RFC 8446 §4.2.10: early data follows the first hello only ("A client
+                // MUST NOT include the early_data extension in its followup
+                // ClientHello").
+                if retry.is_some() && ch.early_data {
+                    return Err(Error::IllegalParameter(
+                        "early_data in the second ClientHello",
+                    ));
+                }
+                self.early_skip =
+                    (retry.is_none() && ch.early_data).then_some(EARLY_DATA_SKIP_LIMIT);
                 self.info.version = version::TLS13;
                 Plan::Tls13(self.tls13_negotiate(&ch, retry.as_deref())?)
             } else {

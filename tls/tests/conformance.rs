@@ -172,6 +172,107 @@ fn chosen_share(bytes: &[u8]) -> (u16, usize) {
     panic!("no key_share in the ServerHello");
 }
 
+/// The server engine (configuration `cfg`) fed `bytes`: what it wrote, and its error.
+fn serve_with(cfg: tls::ServerConfig, bytes: &[u8]) -> (Vec<u8>, Option<tls::Error>) {
+    let mut c = ServerConn::new(Arc::new(cfg), 0);
+    let mut fed = 0;
+    let mut error = None;
+    while fed < bytes.len() && error.is_none() {
+        let n = c.read_tls(&bytes[fed..]);
+        fed += n;
+        error = c.process().err();
+        while let Some(j) = c.take_job() {
+            if let Err(e) = c.complete(crypto_offload::run(j)) {
+                error = Some(e);
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    (c.pending_tls().to_vec(), error)
+}
+
+/// `n` application_data records of `len` bytes that open under no key: 0-RTT data
+/// as a server that cannot read it sees it.
+fn early_records(n: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend_from_slice(&[23, 3, 3]);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend((0..len).map(|j| (i * 31 + j) as u8));
+    }
+    out
+}
+
+/// RFC 8446 §4.2.10: a server that does not take early data "skips past early data by
+/// attempting to deprotect received records using the handshake traffic key,
+/// discarding records which fail deprotection (up to the configured
+/// max_early_data_size)"; after a HelloRetryRequest it will "skip all records with an
+/// external content type of 'application_data' ... up to the configured
+/// max_early_data_size"; and "A client MUST NOT include the early_data extension in its
+/// followup ClientHello". Early data that opens under no key is dropped (no
+/// bad_record_mac), within a bound: more is unexpected_message.
+#[test]
+fn early_data_the_server_never_offered_is_skipped_within_a_bound() {
+    let early = (ext::EARLY_DATA, vec![]);
+    let mut h = Hello::tls13();
+    h.exts.push(early.clone());
+    // Without a retry: the flight goes out, the early records fail to open under the
+    // handshake key and are dropped; the handshake waits for the client's Finished.
+    let mut bytes = h.records();
+    bytes.extend(early_records(3, 1_000));
+    let (out, e) = serve_with(config_with(&[Kind::P256]), &bytes);
+    assert!(e.is_none(), "{e:?}");
+    assert_eq!(out[0], 22, "the server's flight");
+    // The same records without the extension are what they seem: records that do not
+    // open.
+    let mut plain = Hello::tls13().records();
+    plain.extend(early_records(1, 1_000));
+    let (_, e) = serve_with(config_with(&[Kind::P256]), &plain);
+    assert_eq!(e.and_then(|e| e.alert()), Some(alert::BAD_RECORD_MAC));
+    // Past the bound: unexpected_message.
+    let mut flood = h.records();
+    let n = tls::server::EARLY_DATA_SKIP_LIMIT / 16_000 + 1;
+    flood.extend(early_records(n, 16_000));
+    let (_, e) = serve_with(config_with(&[Kind::P256]), &flood);
+    assert_eq!(e.and_then(|e| e.alert()), Some(alert::UNEXPECTED_MESSAGE));
+
+    // With a retry (the server takes P-384 only, the client sent an X25519 share): the
+    // records typed application_data before the second hello are dropped, and the
+    // second hello is answered.
+    let mut p384 = config_with(&[Kind::P256]);
+    p384.groups = vec![group::SECP384R1];
+    let (_key, share) =
+        crypto_offload::EphemeralKey::generate(crypto_offload::Group::P384).unwrap();
+    let mut ks = u16s(&[group::SECP384R1]);
+    ks.extend_from_slice(&v16(&share));
+    let groups = v16(&u16s(&[group::X25519, group::SECP384R1]));
+    let first = h.clone().set(ext::SUPPORTED_GROUPS, groups.clone());
+    let second = Hello::tls13()
+        .set(ext::SUPPORTED_GROUPS, groups)
+        .set(ext::KEY_SHARE, v16(&ks));
+    let mut bytes = first.records();
+    bytes.extend(early_records(3, 1_000));
+    bytes.extend(second.records());
+    let (out, e) = serve_with(p384.clone(), &bytes);
+    assert!(e.is_none(), "{e:?}");
+    // Plaintext records starting with a ServerHello-typed message: the retry and the
+    // ServerHello.
+    let (mut at, mut hellos) = (0, 0);
+    while at + 5 < out.len() {
+        let len = usize::from(u16::from_be_bytes([out[at + 3], out[at + 4]]));
+        hellos += usize::from(out[at] == 22 && out[at + 5] == 2);
+        at += 5 + len;
+    }
+    assert_eq!(hellos, 2, "a HelloRetryRequest and a ServerHello");
+    // early_data again in the second hello: illegal_parameter.
+    let mut bytes = first.records();
+    bytes.extend(second.clone().set(early.0, early.1).records());
+    let (_, e) = serve_with(p384, &bytes);
+    assert_eq!(e.and_then(|e| e.alert()), Some(alert::ILLEGAL_PARAMETER));
+}
+
 /// Everything the server engine wrote for `bytes`.
 fn served(bytes: &[u8]) -> Vec<u8> {
     let mut c = ServerConn::new(Arc::new(config_with(&[Kind::P256])), 0);

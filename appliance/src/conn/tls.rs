@@ -584,6 +584,9 @@ fn count_handshake(
     add(done, 1);
     stats.tls_suites.count(info.suite);
     stats.tls_groups.count(info.group);
+    if info.early_data_skipped > 0 {
+        add(&stats.tls_early_data_skipped, 1);
+    }
     if info.resumed.is_some() {
         add(resumed, 1);
     }
