@@ -281,6 +281,9 @@ pub struct Tls12Resume {
     pub server_random: [u8; 32],
     /// ClientHello, ServerHello.
     pub transcript: Vec<Chunk>,
+    /// RFC 5077 §3.3: a fresh ticket for the resumed session, sent after the
+    /// ServerHello (its secret is the master secret).
+    pub ticket: Option<TicketRequest>,
 }
 
 #[derive(Debug)]
@@ -288,6 +291,8 @@ pub struct Tls12ResumeDone {
     pub client_write: TrafficKey,
     pub server_write: TrafficKey,
     pub client_verify: Secret,
+    /// NewSessionTicket, when asked for: it follows the ServerHello.
+    pub new_session_ticket: Option<Vec<u8>>,
     pub server_finished: Vec<u8>,
     pub digest: DigestCount,
 }
@@ -706,13 +711,7 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
     th.update(client_verify.bytes())?;
     let new_session_ticket = match &j.ticket {
         Some(t) => {
-            let ticket = seal_state(t, &master)?;
-            let body = 4 + 2 + ticket.len();
-            let mut m = Vec::with_capacity(4 + body);
-            m.extend_from_slice(&handshake_header(4, body));
-            m.extend_from_slice(&t.lifetime_s.to_be_bytes());
-            m.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
-            m.extend_from_slice(&ticket);
+            let m = new_session_ticket12(t, &master)?;
             th.update(&m)?;
             Some(m)
         }
@@ -782,6 +781,18 @@ fn tls12_finished(
     Ok(m)
 }
 
+/// RFC 5077 §3.3: a NewSessionTicket message sealing `t`'s state with `master`.
+fn new_session_ticket12(t: &TicketRequest, master: &Secret) -> Result<Vec<u8>, CryptoError> {
+    let ticket = seal_state(t, master)?;
+    let body = 4 + 2 + ticket.len();
+    let mut m = Vec::with_capacity(4 + body);
+    m.extend_from_slice(&handshake_header(4, body));
+    m.extend_from_slice(&t.lifetime_s.to_be_bytes());
+    m.extend_from_slice(&(ticket.len() as u16).to_be_bytes());
+    m.extend_from_slice(&ticket);
+    Ok(m)
+}
+
 fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
     let h = j.hash;
     let (client_write, server_write) = tls12_keys(
@@ -795,6 +806,14 @@ fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
     for c in &j.transcript {
         th.update(c.as_ref())?;
     }
+    let new_session_ticket = match &j.ticket {
+        Some(t) => {
+            let m = new_session_ticket12(t, &j.master_secret)?;
+            th.update(&m)?;
+            Some(m)
+        }
+        None => None,
+    };
     // RFC 5246 §7.3: in an abbreviated handshake the server finishes first.
     let server_finished = tls12_finished(h, &j.master_secret, b"server finished", &th.current()?)?;
     th.update(&server_finished)?;
@@ -809,6 +828,7 @@ fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
         client_write,
         server_write,
         client_verify,
+        new_session_ticket,
         server_finished,
         digest: DigestCount {
             passes: 1,

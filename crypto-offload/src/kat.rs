@@ -330,6 +330,7 @@ fn tls12_resume_job_matches_openssl() {
             client_random,
             server_random,
             transcript: vec![Chunk::Owned(ch.clone()), Chunk::Owned(sh.clone())],
+            ticket: None,
         };
         let Done::Tls12Resume(d) = run(Job::Tls12Resume(Box::new(job))).unwrap() else {
             panic!("resume")

@@ -595,6 +595,7 @@ mod tests {
             client_random: [n; 32],
             server_random: [7; 32],
             transcript: vec![Chunk::Owned(vec![1, 0, 0, 1, n])],
+            ticket: None,
         }))
     }
 

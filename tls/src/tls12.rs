@@ -13,7 +13,13 @@
 //!
 //! Sessions: a client that supports tickets gets a ticket (and an empty session ID);
 //! otherwise, with a store configured, a fresh 32-byte session ID whose session is
-//! stored once the client's Finished has been checked. A resumed ticket is not renewed.
+//! stored once the client's Finished has been checked. A ticket's resumption gets a
+//! fresh ticket (RFC 5077 §3.3) under the current key, for the same session and its
+//! remaining lifetime.
+//!
+//! A resumption offer whose cipher list lacks the session's suite is refused with
+//! illegal_parameter (RFC 5246 §7.4.1.2: the list "MUST include at least the
+//! cipher_suite from that session").
 
 use std::sync::Arc;
 
@@ -210,6 +216,11 @@ impl ServerConn {
                 // RFC 5077 §3.4: a ticket's resumption echoes the client's session ID.
                 plan.session_id = ch.session_id.to_vec();
                 plan.ems = s.ems;
+                // RFC 5077 §3.3: a ticket's resumption gets a fresh ticket, sealed under
+                // the current key (a client keeps resuming across key rotations, as
+                // clients that rotate their tickets expect); its session keeps the
+                // lifetime it had.
+                plan.issue_ticket = how == Resumed::Ticket;
                 self.restore_peer(s.peer.clone());
                 plan.resume = Some(s);
                 self.info.resumed = Some(how);
@@ -235,13 +246,20 @@ impl ServerConn {
     /// extended master secret must not resume without it (abort); one made without it
     /// does not resume when the client now offers it (full handshake).
     fn tls12_resumable(&self, ch: &ClientHello, s: &Session) -> Result<bool, Error> {
-        let fits = s.version == version::TLS12
+        let ours = s.version == version::TLS12
             && s.live(self.now_ms)
             && self.peer_acceptable(s)
             && s.same_name(ch.sni)
-            && ch.offers_suite(s.suite)
-            && self.cfg.suites12.contains(&s.suite)
-            && s.ems == ch.extended_master_secret;
+            && self.cfg.suites12.contains(&s.suite);
+        // RFC 5246 §7.4.1.2: "If the session_id field is not empty (implying a session
+        // resumption request), this vector MUST include at least the cipher_suite from
+        // that session" (and so for a ticket, RFC 5077 §3.4).
+        if ours && !ch.offers_suite(s.suite) {
+            return Err(Error::IllegalParameter(
+                "the resumed session's cipher suite is not offered",
+            ));
+        }
+        let fits = ours && s.ems == ch.extended_master_secret;
         if fits || !s.ems || ch.extended_master_secret {
             return Ok(fits);
         }
@@ -364,7 +382,18 @@ impl ServerConn {
                 server_hello: sh.clone(),
             };
             transcript.push(Chunk::Owned(sh));
+            let ticket = if p.issue_ticket {
+                self.ticket_request(&s).map(|mut t| {
+                    // The hint is what is left of the session's lifetime.
+                    let ends = s.created_ms + u64::from(s.lifetime_s) * 1000;
+                    t.lifetime_s = (ends.saturating_sub(self.now_ms) / 1000) as u32;
+                    t
+                })
+            } else {
+                None
+            };
             let job = Tls12Resume {
+                ticket,
                 hash: p.hash,
                 aead: p.aead,
                 master_secret: s.secret,
@@ -594,7 +623,10 @@ impl ServerConn {
     ) -> Result<(), Error> {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
-        self.write_plain_handshake(&[&ctx.server_hello]);
+        match &d.new_session_ticket {
+            Some(nst) => self.write_plain_handshake(&[&ctx.server_hello, nst]),
+            None => self.write_plain_handshake(&[&ctx.server_hello]),
+        }
         self.write_ccs();
         let mode = protection(ctx.aead);
         self.write = Some(Cipher::new(d.server_write, mode));

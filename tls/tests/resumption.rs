@@ -341,3 +341,96 @@ fn a_late_store_answer_resumes_and_a_missing_one_times_out_to_a_full_handshake()
     assert!(server.conn.is_established());
     assert_eq!(server.conn.info().resumed, None);
 }
+
+extern "C" {
+    // libssl's, not wrapped by the openssl crate.
+    fn SSL_SESSION_get_ticket_lifetime_hint(
+        s: *const openssl_sys::SSL_SESSION,
+    ) -> std::os::raw::c_ulong;
+}
+
+/// The ticket_lifetime_hint of the ticket a session holds.
+fn lifetime_hint(s: &SslSession) -> std::os::raw::c_ulong {
+    use foreign_types::ForeignTypeRef;
+    // SAFETY: a valid session for the duration of the call.
+    unsafe { SSL_SESSION_get_ticket_lifetime_hint(s.as_ptr()) }
+}
+
+/// RFC 5077 §3.3: "the server ... MAY issue a new ticket" on a ticket's resumption; it
+/// does, under the current key, so a client that always resumes keeps resuming across
+/// key rotations: its first ticket's key retires, its renewed ticket still opens. The
+/// renewed ticket keeps the session's lifetime (it does not extend it).
+#[test]
+fn tls12_ticket_resumption_renews_the_ticket_under_the_current_key() {
+    // A key seals for 1 s and its tickets open for 2 s more; sessions live 100 s.
+    let cfg = config(|c| {
+        c.resumption.tickets = Some(Arc::new(TicketKeys::new(1_000, 2_000)));
+        c.resumption.lifetime_s = 100;
+    });
+    let ctx = ctx(V12, SslOptions::empty());
+    let (first_session, _) = first(&ctx, &cfg, 10_000);
+    let (c, s) = again(&ctx, &cfg, &first_session, 12_500);
+    assert!(c.ssl().session_reused());
+    assert_eq!(s.conn.info().resumed, Some(Resumed::Ticket));
+    let renewed = c.ssl().session().unwrap().to_owned();
+    assert_ne!(
+        renewed.to_der().unwrap(),
+        first_session.to_der().unwrap(),
+        "a new ticket came with the resumption"
+    );
+    // RFC 5077 §3.3: the hint is what is left of the session's lifetime.
+    assert_eq!(lifetime_hint(&renewed), 97);
+    // The first ticket's key has retired; the renewed ticket opens.
+    let (c, _) = again(&ctx, &cfg, &first_session, 13_500);
+    assert!(!c.ssl().session_reused(), "the first ticket's key retired");
+    let (c, s) = again(&ctx, &cfg, &renewed, 13_500);
+    assert!(c.ssl().session_reused(), "the renewed ticket opens");
+    assert_eq!(s.conn.info().resumed, Some(Resumed::Ticket));
+    // Still the session's lifetime: at 110 s after the first handshake it is over.
+    let renewed = c.ssl().session().unwrap().to_owned();
+    let cfg_late = config(|c| {
+        c.resumption.tickets = Some(Arc::new(TicketKeys::new(1_000_000, 2_000_000)));
+        c.resumption.lifetime_s = 100;
+    });
+    let (session, _) = first(&ctx, &cfg_late, 0);
+    let (c, _) = again(&ctx, &cfg_late, &session, 60_000);
+    assert!(c.ssl().session_reused());
+    let renewed_late = c.ssl().session().unwrap().to_owned();
+    let (c, _) = again(&ctx, &cfg_late, &renewed_late, 100_000);
+    assert!(
+        !c.ssl().session_reused(),
+        "the renewal did not extend the session"
+    );
+    drop(renewed);
+}
+
+/// RFC 5246 §7.4.1.2: "If the session_id field is not empty (implying a session
+/// resumption request), this vector MUST include at least the cipher_suite from that
+/// session." A client offering a session of a suite it no longer lists gets
+/// illegal_parameter (as OpenSSL's server answers it).
+#[test]
+fn tls12_resumption_without_the_sessions_suite_is_illegal_parameter() {
+    let cfg = config(|_| {});
+    for opts in [SslOptions::NO_TICKET, SslOptions::empty()] {
+        let one = |cipher: &str| {
+            client_ctx(V12, V12, |b| {
+                b.set_options(opts);
+                b.set_cipher_list(cipher).unwrap();
+            })
+        };
+        let (session, _) = first(&one("ECDHE-ECDSA-AES128-GCM-SHA256"), &cfg, 0);
+        let other = one("ECDHE-ECDSA-AES256-GCM-SHA384");
+        let mut ssl = client_ssl(&other, HOST);
+        // SAFETY: a session of a context with the same settings but the cipher list.
+        unsafe { ssl.set_session(&session).unwrap() };
+        let (_, server_error) = connect_ssl(ssl, cfg.clone(), 0)
+            .err()
+            .expect("the resumption is refused");
+        let e = server_error.expect("the server's error");
+        assert_eq!(
+            e.alert(),
+            Some(tls::error::alert::ILLEGAL_PARAMETER),
+            "{opts:?}: {e}"
+        );
+    }
+}
