@@ -14,6 +14,8 @@ echo "== shell scripts parse"
 for f in tools/*.sh tools/bench/*.sh .ci/run; do bash -n "$f"; done
 echo "== build"
 cargo build --workspace -q
+echo "== fuzz targets compile (they live outside the workspace; tools/fuzz.sh runs them)"
+(cd fuzz && cargo check -q --bins --target-dir ../target/fuzz-check)
 echo "== tests"
 cargo test --workspace -q 2>&1 | tee /tmp/appliance-test.log
 echo "== TLS benchmark suite, smoke run (1 s per cell, debug build: checks that the script runs, not the numbers)"

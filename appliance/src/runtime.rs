@@ -245,6 +245,7 @@ pub fn start(
             ack_delay: (!cfg.tcp.ack_delay.is_zero())
                 .then(|| netstack::NetDuration::from_micros(cfg.tcp.ack_delay.as_micros() as u64)),
             seed,
+            syn_cookies_after: cfg.tcp.syn_cookies_after,
         };
         let steering = Steering::new(
             i,

@@ -137,6 +137,7 @@ fn stack_cfg(last: u8) -> StackConfig {
         idle_timeout: NetDuration::from_secs(60),
         ack_delay: None,
         seed: 1,
+        syn_cookies_after: usize::MAX,
     }
 }
 

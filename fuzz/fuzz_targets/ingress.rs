@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         idle_timeout: NetDuration::from_secs(60),
         ack_delay: None,
         seed: 1,
+        // An odd first byte: SYN cookies for every SYN (the cookie check then sees
+        // every ACK for no connection); even: never.
+        syn_cookies_after: if data.first().is_some_and(|b| b & 1 == 1) { 0 } else { usize::MAX },
     };
     let mut now = NetInstant::from_millis(1);
     let mut stack: Stack<u8> = Stack::new(cfg, now);

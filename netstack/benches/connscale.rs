@@ -82,6 +82,7 @@ fn cfg(last: u8) -> StackConfig {
         idle_timeout: NetDuration::from_secs(3600),
         ack_delay: None,
         seed: 1,
+        syn_cookies_after: usize::MAX,
     }
 }
 

@@ -24,6 +24,8 @@
 //! to a listening port with no flow entry gets a **fresh socket**, put in `Listen` just
 //! for it; the SYN creates the flow. Concurrency is bounded only by
 //! `max_connections`; beyond it SYNs are dropped and counted, as a full backlog would.
+//! Past `syn_cookies_after` half-open connections SYNs get SYN cookies instead of a
+//! socket (the `syncookie` module), so a SYN flood cannot fill the table.
 //! A connection is announced to the application once its handshake completes, so
 //! half-open SYN floods never reach it. A SYN on the addresses and ports of a
 //! connection that is over (CLOSED or TIME-WAIT) but not yet released by the
@@ -41,6 +43,7 @@
 //! as are non-IPv4 frames other than ARP.
 
 mod device;
+mod syncookie;
 
 /// The TCP timestamp clock of backend connections. smoltcp asks for a timestamp
 /// through a plain `fn() -> u32`, which cannot hold state, so the time the caller
@@ -135,6 +138,10 @@ pub struct StackConfig {
     pub ack_delay: Option<Duration>,
     /// Seed for TCP initial sequence numbers: must be unpredictable (see [`random_seed`]).
     pub seed: u64,
+    /// Half-open client connections (SYN received, handshake not finished) on this
+    /// core from which SYNs are answered with SYN cookies instead of a socket
+    /// (`usize::MAX`: never; 0: always). See the `syncookie` module.
+    pub syn_cookies_after: usize,
 }
 
 /// 64 random bits from the OS, for [`StackConfig::seed`].
@@ -205,6 +212,14 @@ pub struct StackStats {
     /// SYNs that started a new connection on the address and ports of an ended one
     /// (CLOSED or TIME-WAIT) that the application had not released yet.
     pub syn_took_over: AtomicU64,
+    /// SYNs answered with a SYN cookie (past `syn_cookies_after` half-open ones).
+    pub syn_cookies_sent: AtomicU64,
+    /// ACKs that brought back a valid cookie and made a connection.
+    pub syn_cookies_valid: AtomicU64,
+    /// ACKs with a valid cookie whose connection still did not establish.
+    pub syn_cookies_failed: AtomicU64,
+    /// Client connections half-open now (a gauge).
+    pub half_open: AtomicU64,
     pub connects: AtomicU64,
     pub active: AtomicU64,
     pub freed: AtomicU64,
@@ -288,6 +303,9 @@ pub struct Stack<T> {
     tx_no_buffer: u64,
     /// Data-bearing TCP segments sent on connections accepted from each listener tag.
     listener_segments: Vec<u64>,
+    /// Client connections whose handshake has not finished.
+    half_open: usize,
+    cookies: syncookie::SynCookies,
     stats: Arc<StackStats>,
 }
 
@@ -396,6 +414,8 @@ impl<T: Default> Stack<T> {
             scratch: Vec::new(),
             tx_no_buffer: 0,
             listener_segments: Vec::new(),
+            half_open: 0,
+            cookies: syncookie::SynCookies::new(),
             stats: Arc::new(StackStats::default()),
             cfg,
         }
@@ -516,6 +536,9 @@ impl<T: Default> Stack<T> {
         }) as u32;
         let id = ConnId { idx, gen };
         self.flows.insert(key, id);
+        if listener.is_some() {
+            self.set_half_open(self.half_open + 1);
+        }
         self.stats
             .active
             .store(self.conns.len() as u64, Ordering::Relaxed);
@@ -536,6 +559,9 @@ impl<T: Default> Stack<T> {
             return;
         }
         let c = self.conns.remove(id.idx as usize);
+        if c.listener.is_some() && !c.announced {
+            self.set_half_open(self.half_open.saturating_sub(1));
+        }
         if self.flows.get(&c.key) == Some(&id) {
             self.flows.remove(&c.key);
         }
@@ -673,10 +699,26 @@ impl<T: Default> Stack<T> {
                                 bump!(self.stats, syn_dropped_full);
                                 return;
                             }
+                            if self.half_open >= self.cfg.syn_cookies_after {
+                                self.send_cookie(frame, tx, now);
+                                return;
+                            }
                             match self.accept_syn(key, m.dport, tag) {
                                 Some(id) => id,
                                 None => return,
                             }
+                        }
+                        // An ACK (no SYN, no RST) for no connection: a SYN cookie
+                        // coming back, or a stray segment (RST below).
+                        Some(&tag)
+                            if m.flags & 0x16 == 0x10
+                                && self.conns.len() < self.cfg.max_connections =>
+                        {
+                            if !self.cookie_connection(key, tag, frame, tx, now) {
+                                bump!(self.stats, no_flow);
+                                self.ingress_with(None, frame, tx, now);
+                            }
+                            return;
                         }
                         _ => {
                             bump!(self.stats, no_flow);
@@ -694,6 +736,107 @@ impl<T: Default> Stack<T> {
                 self.after_ingress(id);
             }
         }
+    }
+
+    fn set_half_open(&mut self, n: usize) {
+        self.half_open = n;
+        self.stats.half_open.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Answers the SYN in `frame` with a SYN-ACK whose sequence number is a cookie,
+    /// keeping nothing.
+    fn send_cookie(&mut self, frame: &[u8], tx: &mut dyn PortQueue, now: Instant) {
+        let Some(seg) = syncookie::Segment::parse(frame, &self.caps) else {
+            return;
+        };
+        let (cookie, _) = self.cookies.make(
+            u32::from(seg.src),
+            seg.sport,
+            seg.dport,
+            now.total_millis() as u64 / 1000,
+            seg.mss.unwrap_or(536),
+        );
+        let mss = (self.cfg.mtu - 40).min(usize::from(u16::MAX)) as u16;
+        let window = self.cfg.rx_buffer.min(usize::from(u16::MAX)) as u16;
+        let reply = seg.syn_ack(self.cfg.mac, cookie, mss, window);
+        let Some(mut out) = tx.alloc_tx(reply.len()) else {
+            self.tx_no_buffer += 1;
+            return;
+        };
+        syncookie::emit(&reply, &mut out[..reply.len()], &self.caps);
+        tx.send(out);
+        bump!(self.stats, syn_cookies_sent);
+    }
+
+    /// The ACK in `frame` (for no connection, to a listening port): when it brings
+    /// back a valid cookie, makes its connection (the SYN rebuilt and given to a fresh
+    /// socket whose initial sequence number is the cookie, then the ACK) and returns
+    /// true.
+    fn cookie_connection(
+        &mut self,
+        key: FlowKey,
+        tag: u32,
+        frame: &[u8],
+        tx: &mut dyn PortQueue,
+        now: Instant,
+    ) -> bool {
+        let Some(seg) = syncookie::Segment::parse(frame, &self.caps) else {
+            return false;
+        };
+        let cookie = seg.ack.wrapping_sub(1);
+        let Some(mss) = self.cookies.check(
+            u32::from(seg.src),
+            seg.sport,
+            seg.dport,
+            now.total_millis() as u64 / 1000,
+            cookie,
+        ) else {
+            return false;
+        };
+        let Some(id) = self.accept_syn(key, seg.dport, tag) else {
+            return false;
+        };
+        let syn = seg.rebuilt_syn(mss);
+        let mut syn_frame = vec![0u8; syn.len()];
+        syncookie::emit(&syn, &mut syn_frame, &self.caps);
+        // A one-off interface whose generator draws the cookie as the socket's ISN.
+        let mut icfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(self.cfg.mac)));
+        icfg.random_seed = syncookie::seed_for_isn(cookie);
+        let mut iface = Interface::new(icfg, &mut NoDevice(self.caps.clone()), now);
+        let (addr, prefix) = (self.cfg.addr, self.cfg.prefix_len);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::Ipv4(Ipv4Cidr::new(addr, prefix)));
+        });
+        let mut segments = 0;
+        let mut dev = OneFrame {
+            rx: Some(&syn_frame),
+            tx: &mut *tx,
+            caps: &self.caps,
+            scratch: &mut self.scratch,
+            tx_no_buffer: &mut self.tx_no_buffer,
+            data_segments: &mut segments,
+        };
+        if let Some(c) = self.conns.get_mut(id.idx as usize) {
+            iface.poll_ingress_single(now, &mut dev, &mut c.set);
+        }
+        // The ACK itself, as any segment of the connection.
+        self.ingress_with(Some(id), frame, tx, now);
+        let established = self
+            .get(id)
+            .is_some_and(|c| c.socket().state() == tcp::State::Established);
+        if !established {
+            bump!(self.stats, syn_cookies_failed);
+            self.free(id);
+            return true;
+        }
+        bump!(self.stats, syn_cookies_valid);
+        if seg.psh {
+            if let Some(c) = self.get(id) {
+                c.psh = true;
+            }
+        }
+        self.after_ingress(id);
+        true
     }
 
     fn accept_syn(&mut self, key: FlowKey, port: u16, tag: u32) -> Option<ConnId> {
@@ -731,6 +874,7 @@ impl<T: Default> Stack<T> {
                     c.announced = true;
                     let s = c.socket();
                     s.set_timeout(Some(idle));
+                    self.set_half_open(self.half_open.saturating_sub(1));
                     self.accepted.push((id, tag));
                     bump!(self.stats, accepted);
                 }
@@ -1016,6 +1160,7 @@ impl<T: Default> Stack<T> {
 mod tests {
     use super::*;
     use dataplane::memory::CaptureQueue;
+    use syncookie::Segment;
 
     fn cfg(last: u8) -> StackConfig {
         StackConfig {
@@ -1034,6 +1179,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             ack_delay: None,
             seed: 7,
+            syn_cookies_after: usize::MAX,
         }
     }
 
@@ -1318,7 +1464,15 @@ mod tests {
     /// still serve a clean connection afterwards.
     #[test]
     fn mutated_frames_never_panic_the_stack() {
+        // With SYN cookies off, and on for every SYN (mutated ACKs then go through the
+        // cookie check, mutated SYNs get cookie SYN-ACKs).
+        mutated_frames_with(usize::MAX);
+        mutated_frames_with(0);
+    }
+
+    fn mutated_frames_with(syn_cookies_after: usize) {
         let mut p = Pair::new();
+        p.b.cfg.syn_cookies_after = syn_cookies_after;
         p.b.listen(80, 0);
         let id =
             p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0)
@@ -1393,6 +1547,122 @@ mod tests {
         p.run();
         assert_eq!(p.b.connections(), 3);
         assert!(p.b.stats().syn_dropped_full.load(Ordering::Relaxed) >= 2);
+    }
+
+    /// SYN cookies: past the threshold a SYN leaves no state, its SYN-ACK carries a
+    /// cookie, and the client's ACK makes an ordinary connection that carries data
+    /// both ways and closes cleanly (smoltcp's own state machine from the rebuilt SYN
+    /// on, so its initial sequence number must be the cookie: a smoltcp that drew it
+    /// differently fails here).
+    #[test]
+    fn syn_cookies_make_connections_with_no_state_before_the_ack() {
+        let mut p = Pair::new();
+        p.b.cfg.syn_cookies_after = 0; // every SYN gets a cookie
+        p.b.listen(80, 7);
+        let n = 20;
+        let ids: Vec<_> = (0..n)
+            .map(|i| {
+                p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), i)
+                    .unwrap()
+            })
+            .collect();
+        // The SYNs: answered, nothing kept.
+        p.now += Duration::from_millis(1);
+        p.a.egress(&mut p.qa, p.now);
+        for f in std::mem::take(&mut p.qa.sent) {
+            p.b.ingress(&f, &mut p.qb, p.now); // ARP first, then (after the reply) SYNs
+        }
+        for f in std::mem::take(&mut p.qb.sent) {
+            p.a.ingress(&f, &mut p.qa, p.now);
+        }
+        p.run();
+        let st = p.b.stats();
+        assert_eq!(st.syn_cookies_sent.load(Ordering::Relaxed), n as u64);
+        assert_eq!(st.syn_cookies_valid.load(Ordering::Relaxed), n as u64);
+        assert_eq!(st.syn_cookies_failed.load(Ordering::Relaxed), 0);
+        let mut acc = Vec::new();
+        p.b.take_accepted(&mut acc);
+        assert_eq!(acc.len(), n as usize);
+        assert!(acc.iter().all(|&(_, tag)| tag == 7));
+        // Data both ways, more than one segment each.
+        let big: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+        for &id in &ids {
+            let s = p.a.socket(id).unwrap();
+            assert_eq!(s.state(), TcpState::Established);
+            s.send_slice(&big).unwrap();
+        }
+        p.run();
+        for &(id, _) in &acc {
+            let s = p.b.socket(id).unwrap();
+            let mut got = vec![0u8; 8192];
+            let k = s.recv_slice(&mut got).unwrap();
+            assert_eq!(&got[..k], &big[..]);
+            s.send_slice(&big[..3000]).unwrap();
+            s.close();
+            p.b.release(id);
+        }
+        p.run();
+        for &id in &ids {
+            let s = p.a.socket(id).unwrap();
+            let mut got = vec![0u8; 8192];
+            let k = s.recv_slice(&mut got).unwrap();
+            assert_eq!(&got[..k], &big[..3000]);
+            s.close();
+            p.a.release(id);
+        }
+        p.run();
+        assert_eq!(p.b.connections(), 0);
+        assert_eq!(st.half_open.load(Ordering::Relaxed), 0);
+    }
+
+    /// An ACK for no connection that carries no valid cookie (a forged one, or one
+    /// for another port or client) makes nothing: it gets a RST, as before.
+    #[test]
+    fn acks_without_a_valid_cookie_make_no_connection() {
+        let mut p = Pair::new();
+        p.b.cfg.syn_cookies_after = 0;
+        p.b.listen(80, 7);
+        let id =
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0)
+                .unwrap();
+        p.run();
+        assert_eq!(p.a.socket(id).unwrap().state(), TcpState::Established);
+        // The handshake's ACK again, with its ack number off by one: no cookie.
+        let syn_ack_seen = p.b.stats().syn_cookies_valid.load(Ordering::Relaxed);
+        assert_eq!(syn_ack_seen, 1);
+        let mut q = CaptureQueue::default();
+        let forged = {
+            use smoltcp::wire::*;
+            let frame = Segment {
+                src_mac: EthernetAddress(cfg(1).mac),
+                dst_mac: EthernetAddress(cfg(2).mac),
+                src: cfg(1).addr,
+                dst: cfg(2).addr,
+                sport: 40_000,
+                dport: 80,
+                seq: 1000,
+                ack: 12345,
+                window: 1000,
+                mss: None,
+                psh: false,
+            }
+            .rebuilt_syn(1460);
+            let mut f = vec![0u8; frame.len()];
+            syncookie::emit(&frame, &mut f, &p.b.caps);
+            // Make it an ACK: flags byte of the TCP header.
+            f[14 + 20 + 13] = 0x10;
+            // Recompute the TCP checksum.
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+            tcp.fill_checksum(&src.into(), &dst.into());
+            f
+        };
+        let before = p.b.connections();
+        p.b.ingress(&forged, &mut q, p.now);
+        assert_eq!(p.b.connections(), before, "no connection from a forged ACK");
+        assert_eq!(p.b.stats().no_flow.load(Ordering::Relaxed), 1);
+        assert!(!q.sent.is_empty(), "a RST went back");
     }
 
     /// The TCP timestamp of a frame, `None` when it has none, or it is not TCP.

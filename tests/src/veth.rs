@@ -14,6 +14,8 @@ pub struct Net {
     children: Vec<Option<Child>>,
     /// Lines added to the appliance's `[control]` table.
     pub control_extra: String,
+    /// Further lines of the `[dataplane]` table.
+    pub dataplane_extra: String,
 }
 
 pub fn repo() -> PathBuf {
@@ -74,6 +76,7 @@ impl Net {
             dir,
             children: Vec::new(),
             control_extra: String::new(),
+            dataplane_extra: String::new(),
         }
     }
 
@@ -193,6 +196,7 @@ driver = "dpdk"
 eal_args = ["--no-huge", "--no-pci", "-m", "256", "--vdev=net_af_packet0,iface={}-a0,qpairs={}"]
 cores = [{}]
 address = "10.77.0.1/24"
+{}
 [control]
 socket = "{}/ctl.sock"
 {}
@@ -206,6 +210,7 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
             self.name,
             cores.len(),
             cores_s.join(", "),
+            self.dataplane_extra,
             self.dir.display(),
             self.control_extra
         );

@@ -50,6 +50,8 @@ pub struct TcpConfig {
     /// Delayed-ACK time; zero means ACK at once.
     pub ack_delay: Duration,
     pub spare_sockets: usize,
+    /// Half-open client connections per core from which SYNs get SYN cookies.
+    pub syn_cookies_after: usize,
 }
 
 /// `[control]`.
@@ -252,6 +254,13 @@ impl Checker<'_> {
                 1024usize,
                 0,
                 1_000_000,
+            )?,
+            syn_cookies_after: self.int_in(
+                "tcp.syn_cookies_after",
+                t.syn_cookies_after,
+                1024usize,
+                0,
+                100_000_000,
             )?,
         };
         if tcp.ack_delay > Duration::from_millis(500) {

@@ -84,6 +84,7 @@ pub(super) struct RawTcp {
     pub(super) idle_timeout: Option<String>,
     pub(super) ack_delay: Option<String>,
     pub(super) spare_sockets: Option<i64>,
+    pub(super) syn_cookies_after: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -316,6 +316,8 @@ impl Net {
             idle_timeout: NetDuration::from_secs(30),
             ack_delay: None,
             seed: netstack::random_seed(),
+            // A client: nothing listens, so nothing to protect.
+            syn_cookies_after: usize::MAX,
         };
         let epoch = Instant::now();
         let mut stack = Stack::new(cfg, NetInstant::from_micros(0));
