@@ -373,6 +373,7 @@ impl App for CoreApp {
         q.tx_bytes.store(c.tx_bytes, Ordering::Relaxed);
         q.tx_dropped.store(c.tx_dropped, Ordering::Relaxed);
         q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
+        q.mbufs_in_use.store(c.mbufs_in_use, Ordering::Relaxed);
         let tls_segments: u64 = (0..self.listeners.len())
             .filter(|&i| {
                 self.listeners[i]

@@ -137,7 +137,10 @@ fn core_group(f: &mut Families, group: &str, core: usize, obj: &control_proto::r
         // Levels, not running counts: exported without `_total`.
         let gauge = matches!(
             (group, k.as_str()),
-            ("stack", "active") | ("stack", "half_open") | ("proxy", "clients_open")
+            ("stack", "active")
+                | ("stack", "half_open")
+                | ("queue", "mbufs_in_use")
+                | ("proxy", "clients_open")
         );
         if let Some(n) = val.as_f64() {
             let (name, kind) = if gauge {

@@ -151,4 +151,6 @@ pub struct QueueStats {
     pub tx_bytes: AtomicU64,
     pub tx_dropped: AtomicU64,
     pub rx_dropped: AtomicU64,
+    /// Mbufs of the queue's pool in use (a gauge).
+    pub mbufs_in_use: AtomicU64,
 }

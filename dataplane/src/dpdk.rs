@@ -450,7 +450,12 @@ impl PortQueue for DpdkQueue {
     }
 
     fn counters(&self) -> QueueCounters {
-        self.counters
+        // SAFETY: pool is this queue's mempool, alive as long as the queue.
+        let in_use = unsafe { dpdk_sys::tlsa_mempool_in_use(self.pool.as_ptr()) };
+        QueueCounters {
+            mbufs_in_use: u64::from(in_use),
+            ..self.counters
+        }
     }
 
     /// Registers the calling thread with EAL so mempool per-lcore caches work for it.

@@ -32,6 +32,9 @@ pub struct QueueCounters {
     pub tx_dropped: u64,
     /// Frames the port handed us that the data plane cannot use (e.g. chained mbufs).
     pub rx_dropped: u64,
+    /// Buffers of the queue's pool in use now (RX ring, TX ring, held by the core): a
+    /// gauge, flat under steady load; 0 where the port has no pool of its own.
+    pub mbufs_in_use: u64,
 }
 
 /// One RX/TX queue pair, owned by one poll-mode core.

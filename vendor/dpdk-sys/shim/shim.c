@@ -97,6 +97,10 @@ struct rte_mempool *tlsa_pktmbuf_pool_create(const char *name, unsigned n, unsig
 
 void tlsa_mempool_free(struct rte_mempool *mp) { rte_mempool_free(mp); }
 
+unsigned tlsa_mempool_in_use(const struct rte_mempool *mp) {
+    return rte_mempool_in_use_count(mp);
+}
+
 int tlsa_rx_queue_setup(uint16_t port_id, uint16_t q, uint16_t nb_desc, int socket_id,
                         struct rte_mempool *mp) {
     return rte_eth_rx_queue_setup(port_id, q, nb_desc, (unsigned)socket_id, NULL, mp);

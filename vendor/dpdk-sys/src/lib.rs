@@ -90,6 +90,8 @@ extern "C" {
         socket_id: c_int,
     ) -> *mut rte_mempool;
     pub fn tlsa_mempool_free(mp: *mut rte_mempool);
+    /// Mbufs of the pool held now (allocated, in a ring, or in a core's hands).
+    pub fn tlsa_mempool_in_use(mp: *const rte_mempool) -> std::os::raw::c_uint;
     pub fn tlsa_rx_queue_setup(
         port_id: u16,
         q: u16,
