@@ -71,6 +71,23 @@ pub struct Config {
 /// Default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/appliance/control.sock";
 
+/// The largest configuration file read.
+const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// Reads at most `max` bytes of `path`; a longer file (or an endless one, a device) is
+/// an error, not a read for ever.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(out)
+}
+
 /// Parses `"250ms"`, `"10s"`, `"2m"`, `"1h"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -98,11 +115,13 @@ impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            field: String::new(),
-            reason: format!("cannot read: {e}"),
-        })?;
+        let text = read_bounded(path, MAX_CONFIG_FILE)
+            .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
+            .map_err(|e| ConfigError {
+                file: file.clone(),
+                field: String::new(),
+                reason: format!("cannot read: {e}"),
+            })?;
         Self::parse(&text, &file)
     }
 

@@ -436,12 +436,20 @@ fn tls_settings_and_their_mistakes() {
             "client_auth = \"required\"\nclient_ca = \"missing.pem\"",
             "vserver[0].tls.client_ca",
         ),
+        // An endless file is refused after 1 MiB, not read for ever.
+        (
+            "client_auth = \"required\"\nclient_ca = \"/dev/zero\"",
+            "vserver[0].tls.client_ca",
+        ),
     ];
     for (extra, field) in cases {
         let e = Config::parse(&tls_config(&dir, extra), "t.toml")
             .unwrap_err()
             .to_string();
         assert!(e.starts_with(&format!("t.toml: {field}: ")), "{extra}: {e}");
+        if extra.contains("/dev/zero") {
+            assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// The largest certificate chain or key file read (a long chain is a few tens of KiB).
+const MAX_PEM_FILE: u64 = 1 << 20;
+
 use super::raw::RawTls;
 use super::{Checker, ConfigError};
 
@@ -95,9 +98,12 @@ impl Checker<'_> {
     }
 
     /// A file the configuration names: a relative path is relative to the config file.
+    /// At most [`MAX_PEM_FILE`] bytes: a path to a device or a huge file is refused,
+    /// not read for ever.
     fn read(&self, f: String, p: &str) -> Result<Vec<u8>, ConfigError> {
         let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
-        std::fs::read(base.join(p)).map_err(|e| self.err(f, format!("cannot read {p:?}: {e}")))
+        super::read_bounded(&base.join(p), MAX_PEM_FILE)
+            .map_err(|e| self.err(f, format!("cannot read {p:?}: {e}")))
     }
 
     /// `versions`: "1.2" and/or "1.3" (both when not given).
