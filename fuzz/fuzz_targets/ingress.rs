@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         seed: 1,
         // An odd first byte: SYN cookies for every SYN (the cookie check then sees
         // every ACK for no connection); even: never.
-        syn_cookies_after: if data.first().is_some_and(|b| b & 1 == 1) { 0 } else { usize::MAX },
+        syn_cookies_after: if data.first().is_some_and(|b| b & 1 == 1) {
+            0
+        } else {
+            usize::MAX
+        },
     };
     let mut now = NetInstant::from_millis(1);
     let mut stack: Stack<u8> = Stack::new(cfg, now);
