@@ -196,16 +196,18 @@ pub fn start(
         pc.max_batch = cfg.crypto.max_batch;
         pc.cpus = cfg.crypto.cpus.clone();
         pc.devices = accelerators;
-        if let Some(n) = fault_injection()? {
+        if let Some((kind, n)) = fault_injection()? {
             log::warn!(
-                "{FAULT_ENV}: record job number {n} will crash its crypto worker (a test hook)"
+                "{FAULT_ENV}: {} job number {n} will crash its crypto worker (a test hook)",
+                kind.name()
             );
             let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
             pc.runner = Arc::new(move |job: crypto_offload::Job| {
-                if matches!(job, crypto_offload::Job::Records(_))
+                let records = matches!(job, crypto_offload::Job::Records(_));
+                if records == (kind == FaultKind::RecordJob)
                     && seen.fetch_add(1, Ordering::Relaxed) + 1 == n
                 {
-                    panic!("{FAULT_ENV}: record job {n} crashes its worker");
+                    panic!("{FAULT_ENV}: {} job {n} crashes its worker", kind.name());
                 }
                 crypto_offload::run(job)
             });
@@ -319,21 +321,44 @@ pub fn start(
 }
 
 /// The environment variable of the fault-injection test hook: `record-job:N` makes
-/// the worker that takes the N-th record job panic, as a crashing accelerator driver
-/// or a bug would, so the tests can watch the appliance recover under live traffic.
+/// the worker that takes the N-th record job panic, `handshake-job:N` the one that takes
+/// the N-th handshake job (every job that is not record work), as a crashing
+/// accelerator driver or a bug would, so the tests can watch the appliance recover
+/// under live traffic.
 pub const FAULT_ENV: &str = "APPLIANCE_FAULT_INJECT";
 
-fn fault_injection() -> std::io::Result<Option<u64>> {
+/// Which jobs the fault hook counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    RecordJob,
+    HandshakeJob,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::RecordJob => "record",
+            FaultKind::HandshakeJob => "handshake",
+        }
+    }
+}
+
+fn fault_injection() -> std::io::Result<Option<(FaultKind, u64)>> {
     let Ok(v) = std::env::var(FAULT_ENV) else {
         return Ok(None);
     };
-    v.strip_prefix("record-job:")
-        .and_then(|n| n.parse::<u64>().ok())
-        .filter(|&n| n > 0)
+    let parsed = if let Some(n) = v.strip_prefix("record-job:") {
+        Some((FaultKind::RecordJob, n))
+    } else {
+        v.strip_prefix("handshake-job:")
+            .map(|n| (FaultKind::HandshakeJob, n))
+    };
+    parsed
+        .and_then(|(k, n)| n.parse::<u64>().ok().filter(|&n| n > 0).map(|n| (k, n)))
         .map(Some)
         .ok_or_else(|| {
             std::io::Error::other(format!(
-                "{FAULT_ENV}={v:?}: expected record-job:N with N at least 1"
+                "{FAULT_ENV}={v:?}: expected record-job:N or handshake-job:N with N at least 1"
             ))
         })
 }

@@ -6,6 +6,7 @@
 //! is tested against an independent TCP implementation.
 
 pub mod cluster;
+pub mod negative;
 pub mod veth;
 
 use std::collections::HashMap;

@@ -1,7 +1,8 @@
-//! Floods on the DPDK port (net_af_packet on a veth, our namespaces only, bounded in
-//! time): a SYN flood from spoofed addresses while real clients connect, and thousands
-//! of idle connections that never start their TLS handshake. The real clients are
-//! served throughout. Needs root.
+//! Floods and faults on the DPDK port (net_af_packet on a veth, our namespaces only,
+//! bounded in time): a SYN flood from spoofed addresses while real clients connect,
+//! thousands of idle connections that never start their TLS handshake, and a crypto
+//! worker that dies under handshake load. The real clients are served throughout (or,
+//! those whose work died with the worker, alerted). Needs root.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -169,4 +170,93 @@ print(json.dumps({"closed": closed, "after_s": round(time.time() - t0, 1)}), flu
     assert_eq!(closed["closed"], 2000, "{closed}");
     let s = net.stats();
     assert_eq!(s["cores"][0]["proxy"]["clients_open"], 0, "{s}");
+}
+
+/// Full TLS handshakes, 16 in flight, with their crypto on one worker; the worker that
+/// takes the 150th handshake job panics (the test hook `APPLIANCE_FAULT_INJECT`, as a
+/// crashing accelerator driver would). The jobs it held are lost: exactly those
+/// connections get an internal_error alert, every other one completes, none hangs
+/// until a timeout; the supervisor restarts the worker and the next round is clean.
+#[test]
+fn a_crypto_worker_dying_under_handshake_load_alerts_only_its_connections() {
+    let mut net = Net::up("fw");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = cpus();
+    let poll = *all.last().unwrap();
+    let crypto = match all.iter().find(|&&c| c != poll) {
+        Some(c) => format!("[crypto]\nworkers = 1\ncpus = [{c}]\n"),
+        None => "[crypto]\nworkers = 1\n".into(),
+    };
+    let vs = tls_vserver(&net.dir, "secure", 443, &["10.77.0.2:8080"], &["ec"], "");
+    net.start_appliance_env(
+        &[poll],
+        &format!("{crypto}\n{vs}"),
+        &[("APPLIANCE_FAULT_INJECT", "handshake-job:150")],
+    );
+    let loadgen = binary("loadgen");
+    let ca = net.dir.join("ca.pem");
+    let round = |count: &str| -> serde_json::Value {
+        let out = net
+            .in_hosts(&[
+                loadgen.to_str().unwrap(),
+                "--target",
+                "10.77.0.1:443",
+                "--sni",
+                "appliance.test",
+                "--ca",
+                ca.to_str().unwrap(),
+                "--mode",
+                "full",
+                "--concurrency",
+                "16",
+                "--count",
+                count,
+                "--duration",
+                "60s",
+                "--json",
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no loadgen report ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("a number: {v}"));
+    let r = round("400");
+    let errors = n(&r["error_count"]);
+    // Every connection ended: served, or failed with the alert; none unfinished.
+    assert_eq!(n(&r["ok"]) + errors, 400, "{r}");
+    assert_eq!(n(&r["unfinished"]), 0, "{r}");
+    assert!(
+        (1..=16).contains(&errors),
+        "the jobs of one worker batch at most (max_batch 16): {r}"
+    );
+    assert_eq!(
+        n(&r["errors"]["alert"]),
+        errors,
+        "alerts, not hangs or resets: {r}"
+    );
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert_eq!(n(&p["crypto_failed"]), errors, "{s}");
+    assert_eq!(n(&p["tls_local_error"]), errors, "{s}");
+    let w = &s["crypto"]["workers"][0];
+    assert_eq!(n(&w["restarts"]), 1, "{s}");
+    assert_eq!(w["alive"], true, "{s}");
+    assert!(
+        net.log("appliance.log")
+            .contains("handshake job 150 crashes its worker"),
+        "the crash is logged"
+    );
+    eprintln!("worker crash: {errors} of 400 handshakes alerted, the rest served");
+    // The appliance goes on: a clean round on the restarted worker.
+    let r = round("200");
+    assert_eq!((n(&r["ok"]), n(&r["error_count"])), (200, 0), "{r}");
 }

@@ -22,6 +22,8 @@
 pub mod client;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "hostile")]
+pub mod craft;
 pub mod error;
 pub mod msgs;
 pub mod offload;
