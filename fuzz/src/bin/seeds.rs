@@ -292,6 +292,38 @@ fn other_seeds(dir: &Path) {
     assert!(tls::Session::decode(s13.encode().bytes()).is_ok());
     write(dir, "tls_session", "tls13", s13.encode().bytes());
 
+    // SOCKS: a greeting, credentials, requests of each address type, a UDP header.
+    use socks_wire::{Addr, Credentials, Greeting, Request, UdpHeader};
+    write(
+        dir,
+        "socks",
+        "greeting",
+        &Greeting {
+            methods: vec![0, 2],
+        }
+        .encode(),
+    );
+    let creds = Credentials {
+        user: b"alice".to_vec(),
+        password: b"correct horse".to_vec(),
+    };
+    write(dir, "socks", "credentials", &creds.encode());
+    for (name, dst) in [
+        ("connect-v4", Addr::V4("10.77.0.2:8080".parse().unwrap())),
+        ("connect-name", Addr::Domain(b"example.com".to_vec(), 443)),
+        ("connect-v6", Addr::V6("2001:db8::1".parse().unwrap(), 80)),
+    ] {
+        write(dir, "socks", name, &Request { cmd: 1, dst }.encode());
+    }
+    let mut udp = Vec::new();
+    UdpHeader {
+        frag: 0,
+        dst: Addr::V4("10.77.0.2:5353".parse().unwrap()),
+    }
+    .encode_into(&mut udp);
+    udp.extend_from_slice(b"datagram");
+    write(dir, "socks", "udp", &udp);
+
     // Steering reads Ethernet frames: the ingress target's SYN.
     if let Ok(frame) = std::fs::read(dir.join("ingress/syn")) {
         write(dir, "steer", "syn", &frame);
