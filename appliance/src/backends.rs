@@ -344,6 +344,7 @@ impl VserverRt {
             mode: match self.cfg.mode {
                 crate::config::Mode::Tcp => "tcp",
                 crate::config::Mode::Tls => "tls",
+                crate::config::Mode::Socks5 => "socks5",
             }
             .into(),
             enabled: self.enabled(),
@@ -410,6 +411,7 @@ mod tests {
             balance,
             health: None,
             tls: None,
+            socks: None,
             session_cache: 0,
             transmit: TransmitConfig::default(),
             proxy_protocol: false,

@@ -19,6 +19,7 @@ use tls::SniRouter;
 use crate::access::AccessSender;
 use crate::backends::{CheckResult, VserverRt};
 use crate::conn::probe::ProbeConn;
+use crate::conn::socks::SocksConn;
 use crate::conn::tcp::TcpConn;
 use crate::conn::tls::TlsConn;
 use crate::conn::{ClientLog, Conn, BACKEND};
@@ -334,6 +335,9 @@ impl App for CoreApp {
             return TlsConn::accept_shared(cx, client, l, log).map(Conn::Tls);
         }
         let vs = l.vservers[0].clone();
+        if vs.cfg.socks.is_some() {
+            return SocksConn::accept(cx, client, vs, log).map(Conn::Socks);
+        }
         if vs.cfg.tls.is_some() {
             TlsConn::accept(cx, self, client, vs, log).map(Conn::Tls)
         } else {

@@ -77,6 +77,16 @@ pub struct ProxyStats {
     /// Backend streams an HTTP-aware vserver could not frame as HTTP/1.1 responses
     /// (the other conditions carry on for them).
     pub http_framing_errors: AtomicU64,
+    /// `socks5` vservers: CONNECTs that reached their target; requests refused by the
+    /// allow/deny policy (reply 0x02); failed authentications (a wrong password, or no
+    /// acceptable method); commands and address types not served (0x07, 0x08);
+    /// targets that refused or did not answer (0x05, 0x04); malformed SOCKS messages.
+    pub socks_connects: AtomicU64,
+    pub socks_refused_policy: AtomicU64,
+    pub socks_auth_failed: AtomicU64,
+    pub socks_unsupported: AtomicU64,
+    pub socks_target_failed: AtomicU64,
+    pub socks_malformed: AtomicU64,
 }
 
 /// A set of TLS codes counted one by one (cipher suites, groups).

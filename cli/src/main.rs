@@ -40,6 +40,8 @@ Commands:
                                   certificates, backends); open connections carry on
   top [--interval SECS] [--count N]
                                   show stats and backends, refreshed every SECS
+  hash-password USER              read a password on stdin, print USER:HASH (Argon2id) for
+                                  a socks5 vserver's users_file (no daemon needed)
   ping                            check that the daemon answers
   stats                           same as show stats
   help [COMMAND]                  this text, or one command's
@@ -63,6 +65,7 @@ fn command_help(cmd: &str) -> Option<&'static str> {
         "top" => "usage: appliancectl top [--interval SECS] [--count N]\n\nA live view: show stats and show backends, redrawn every SECS (default 1),\nN times (default: until interrupted).",
         "reload" => "usage: appliancectl reload [--json]\n\nThe daemon reads its configuration file again and applies it at once: new\nconnections get the new vservers, certificates, backends and TLS settings; open\nconnections carry on with what they started with. Switches (disabled vservers,\ndraining backends), health and counters carry over by vserver name and backend\naddress, and so do session caches and ticket keys whose settings are unchanged.\nA file with an error is refused with that error, and so is a change to\n[dataplane], [tcp], [crypto], [control], [metrics] or [log] (a restart);\neither way the running configuration stays and the exit status is 1.",
         "ping" => "usage: appliancectl ping\n\nExit status 0 if the daemon answers.",
+        "hash-password" => "usage: appliancectl hash-password USER < password\n\nReads one line (the password, without its newline) from standard input and\nprints USER:HASH, a line for a socks5 vserver's users_file: an Argon2id hash with\na random salt (19 MiB, 2 passes). The password itself is never printed or kept.",
         "help" => USAGE,
         _ => return None,
     })
@@ -246,6 +249,25 @@ fn run(c: Cli) -> Result<(), Failure> {
         }};
     }
     match words.as_slice() {
+        ["hash-password", user] => {
+            if user.is_empty() || user.len() > 255 || user.contains(':') {
+                return Err(usage("a user name is 1 to 255 bytes without ':'"));
+            }
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| usage(format!("reading the password from stdin: {e}")))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() || password.len() > 255 {
+                return Err(usage(
+                    "the password (one line on stdin) must be 1 to 255 bytes (RFC 1929)",
+                ));
+            }
+            let hash = crypto_offload::password::hash(password.as_bytes())
+                .map_err(|e| usage(format!("hashing: {e}")))?;
+            println!("{user}:{hash}");
+        }
+        ["hash-password", ..] => return Err(usage(command_help("hash-password").unwrap_or_default())),
         ["ping"] => {
             let (line, _) = call::<reply::Ack>(&socket, &Request::Ping)?;
             if json {

@@ -307,6 +307,8 @@ pub enum Job {
     Tls13ClientAuth(Box<Tls13ClientAuth>),
     /// Record protection for many connections ([`crate::records`]).
     Records(RecordJob),
+    /// A password against its stored hash ([`crate::password`]).
+    PasswordCheck(Box<crate::password::PasswordCheck>),
 }
 
 /// A job's result.
@@ -319,6 +321,8 @@ pub enum Done {
     Tls13ClientAuth(Box<Tls13ClientAuthDone>),
     /// The same items, their records protected (or each batch's failure noted).
     Records(RecordJob),
+    /// Whether the password matched.
+    PasswordCheck(bool),
 }
 
 /// Run a job on the calling thread (inline mode).
@@ -330,6 +334,7 @@ pub fn run(job: Job) -> Result<Done, CryptoError> {
         Job::Tls12Resume(j) => Done::Tls12Resume(Box::new(tls12_resume(*j)?)),
         Job::Tls13ClientAuth(j) => Done::Tls13ClientAuth(Box::new(tls13_client_auth(*j)?)),
         Job::Records(j) => Done::Records(crate::records::run_records(j)),
+        Job::PasswordCheck(j) => Done::PasswordCheck(crate::password::check(&j)?),
     })
 }
 

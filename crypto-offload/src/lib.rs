@@ -29,6 +29,7 @@ pub mod device;
 pub mod job;
 #[cfg(test)]
 mod kat;
+pub mod password;
 pub mod pool;
 pub mod prim;
 pub mod records;

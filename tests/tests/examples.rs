@@ -11,6 +11,11 @@ fn every_example_configuration_loads() {
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     make_certs(&certs);
+    // Every file first: configurations name their neighbours (a users file).
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
     let mut seen = 0;
     for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
         let path = entry.unwrap().path();
@@ -18,7 +23,6 @@ fn every_example_configuration_loads() {
             continue;
         }
         let copy = dir.join(path.file_name().unwrap());
-        std::fs::copy(&path, &copy).unwrap();
         let cfg = appliance::config::Config::load(&copy)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!cfg.vservers.is_empty());
@@ -36,6 +40,6 @@ fn every_example_configuration_loads() {
         );
         seen += 1;
     }
-    assert!(seen >= 2, "examples/ has {seen} configurations");
+    assert!(seen >= 3, "examples/ has {seen} configurations");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,6 +17,7 @@ mod cluster;
 mod crypto;
 mod dataplane;
 mod raw;
+mod socks;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -28,6 +29,7 @@ pub use self::crypto::{CryptoConfig, DeviceConfig};
 pub use self::dataplane::{
     ControlConfig, DataplaneConfig, Driver, LogConfig, LogFormat, MetricsConfig, TcpConfig,
 };
+pub use self::socks::{Rule, SocksConfig, Users};
 pub use self::vserver::{Backend, BackendConnect, Balance, CheckKind, HealthCheck, Mode, Vserver};
 
 use self::raw::RawConfig;

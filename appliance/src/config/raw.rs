@@ -128,9 +128,11 @@ pub(super) struct RawVserver {
     pub(super) mode: String,
     /// Each `"ip:port"` or `{ address = "ip:port", weight = N }`: checked by hand so
     /// that a mistake names its entry.
+    #[serde(default)]
     pub(super) backends: Vec<toml::Value>,
     pub(super) balance: Option<String>,
     pub(super) tls: Option<RawTls>,
+    pub(super) socks: Option<RawSocks>,
     pub(super) transmit: Option<RawTransmit>,
     pub(super) health: Option<RawHealth>,
     pub(super) proxy_protocol: Option<bool>,
@@ -188,4 +190,18 @@ pub(super) struct RawTls {
 pub(super) struct RawCertificate {
     pub(super) chain: String,
     pub(super) key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSocks {
+    #[serde(default)]
+    pub(super) auth: Vec<String>,
+    pub(super) users_file: Option<String>,
+    #[serde(default)]
+    pub(super) allow: Vec<String>,
+    #[serde(default)]
+    pub(super) deny: Vec<String>,
+    pub(super) plain_udp: Option<bool>,
+    pub(super) replay_window: Option<i64>,
 }

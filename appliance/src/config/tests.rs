@@ -229,7 +229,7 @@ fn each_mistake_names_its_field() {
             "vserver[0].listen",
         ),
         ("mode = \"tcp\"", "mode = \"tls\"", "vserver[0].tls"),
-        ("mode = \"tcp\"", "mode = \"socks5\"", "vserver[0].mode"),
+        ("mode = \"tcp\"", "mode = \"socks5\"", "vserver[0].tls"),
         ("mode = \"tcp\"", "mode = \"udp\"", "vserver[0].mode"),
         (
             "\"10.77.0.3:8080\"",
@@ -699,4 +699,106 @@ fn vservers_whose_names_share_a_session_table_are_refused() {
         e.contains("vserver[2].name") && e.contains("same session table"),
         "{e}"
     );
+}
+
+#[test]
+fn socks5_settings_and_their_mistakes() {
+    let dir = std::env::temp_dir().join(format!("appliance-socks-{}", std::process::id()));
+    let base = tls_config(&dir, "")
+        .replace("mode = \"tls\"", "mode = \"socks5\"")
+        .replace("backends = [\"10.77.0.2:8080\", \"10.77.0.3:8080\"]\n", "");
+    let hash = crypto_offload::password::hash(b"pw").unwrap();
+    std::fs::write(dir.join("users"), format!("alice:{hash}\n")).unwrap();
+    let with = |socks: &str| format!("{base}[vserver.socks]\n{socks}\n");
+    let good = with("auth = [\"password\"]\nusers_file = \"users\"\nallow = [\"10.77.0.0/24\", \"192.0.2.10/32:53\"]\ndeny = [\"10.77.0.9/32\"]");
+    let c = Config::parse(&good, &dir.join("t.toml").display().to_string()).unwrap();
+    let s = c.vservers[0].socks.as_ref().unwrap();
+    assert!(s.auth_password && !s.auth_none && !s.auth_certificate);
+    assert_eq!(
+        (s.users.len(), s.replay_window, s.plain_udp),
+        (1, 64, false)
+    );
+    assert!(s.allowed("10.77.0.2:80".parse().unwrap()));
+    assert!(!s.allowed("10.77.0.9:80".parse().unwrap()), "deny wins");
+    assert!(s.allowed("192.0.2.10:53".parse().unwrap()));
+    assert!(!s.allowed("192.0.2.10:54".parse().unwrap()));
+    assert!(s.routable("10.77.0.2".parse().unwrap()));
+    assert!(!s.routable("192.0.2.10".parse().unwrap()), "no gateway");
+    assert!(
+        !s.routable("10.77.0.1".parse().unwrap()),
+        "the appliance itself"
+    );
+    let file = dir.join("t.toml").display().to_string();
+    let err = |text: &str| Config::parse(text, &file).unwrap_err().to_string();
+    for (text, field, says) in [
+        (base.clone(), "vserver[0].socks", "needs a [vserver.socks]"),
+        (
+            with("auth = [\"none\"]"),
+            "vserver[0].socks.allow",
+            "open proxy",
+        ),
+        (
+            with("auth = []\nallow = [\"0.0.0.0/0\"]"),
+            "vserver[0].socks.auth",
+            "at least one",
+        ),
+        (
+            with("auth = [\"kerberos\"]\nallow = [\"0.0.0.0/0\"]"),
+            "vserver[0].socks.auth[0]",
+            "not a method",
+        ),
+        (
+            with(
+                "auth = [\"none\", \"password\"]\nusers_file = \"users\"\nallow = [\"0.0.0.0/0\"]",
+            ),
+            "vserver[0].socks.auth",
+            "cannot be combined",
+        ),
+        (
+            with("auth = [\"password\"]\nallow = [\"0.0.0.0/0\"]"),
+            "vserver[0].socks.users_file",
+            "needs a users_file",
+        ),
+        (
+            with("auth = [\"certificate\"]\nallow = [\"0.0.0.0/0\"]"),
+            "vserver[0].socks.auth",
+            "client_auth",
+        ),
+        (
+            with("auth = [\"password\"]\nusers_file = \"nope\"\nallow = [\"0.0.0.0/0\"]"),
+            "vserver[0].socks.users_file",
+            "cannot read",
+        ),
+        (
+            with("auth = [\"none\"]\nallow = [\"10.77.0.1/24\"]"),
+            "vserver[0].socks.allow[0]",
+            "host bits",
+        ),
+        (
+            with("auth = [\"none\"]\nallow = [\"0.0.0.0/0\"]\ndeny = [\"x\"]"),
+            "vserver[0].socks.deny[0]",
+            "IPv4",
+        ),
+        (
+            with("auth = [\"none\"]\nallow = [\"0.0.0.0/0\"]\nreplay_window = 10"),
+            "vserver[0].socks.replay_window",
+            "64..8192",
+        ),
+        (
+            with("auth = [\"none\"]\nallow = [\"0.0.0.0/0\"]").replace(
+                "mode = \"socks5\"",
+                "mode = \"socks5\"\nbackends = [\"10.77.0.2:80\"]",
+            ),
+            "vserver[0].backends",
+            "no backends",
+        ),
+    ] {
+        let e = err(&text);
+        assert!(e.contains(field) && e.contains(says), "{field}: {e}");
+    }
+    std::fs::write(dir.join("bad-users"), "alice:plaintext\n").unwrap();
+    let e = err(&with(
+        "auth = [\"password\"]\nusers_file = \"bad-users\"\nallow = [\"0.0.0.0/0\"]",
+    ));
+    assert!(e.contains("line 1") && e.contains("not an Argon2"), "{e}");
 }

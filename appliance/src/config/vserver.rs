@@ -18,6 +18,16 @@ pub enum Mode {
     Tcp,
     /// TLS termination: clients speak TLS, backends get the plaintext.
     Tls,
+    /// TLS termination, then a SOCKS v5 server inside it (`[vserver.socks]`): clients
+    /// choose their targets, within the vserver's policy.
+    Socks5,
+}
+
+impl Mode {
+    /// Whether its clients speak TLS to the appliance.
+    pub fn terminates_tls(self) -> bool {
+        matches!(self, Mode::Tls | Mode::Socks5)
+    }
 }
 
 /// One `[[vserver]]`.
@@ -31,8 +41,10 @@ pub struct Vserver {
     /// Active health checks; `None`: every backend counts as healthy.
     pub health: Option<HealthCheck>,
     /// The TLS engine's configuration (certificates loaded, flights precomputed);
-    /// present exactly when `mode` is [`Mode::Tls`].
+    /// present exactly when `mode` is [`Mode::Tls`] or [`Mode::Socks5`].
     pub tls: Option<std::sync::Arc<tls::ServerConfig>>,
+    /// `[vserver.socks]`: present exactly when `mode` is [`Mode::Socks5`].
+    pub socks: Option<std::sync::Arc<super::SocksConfig>>,
     /// TLS 1.2 sessions (by ID) it keeps in the session store; 0: no session IDs.
     pub session_cache: usize,
     /// When backend plaintext is sealed into records (`tls` vservers).
@@ -175,40 +187,74 @@ impl Checker<'_> {
         let mode = match v.mode.as_str() {
             "tcp" => Mode::Tcp,
             "tls" => Mode::Tls,
-            "socks5" => {
-                return Err(self.err(
-                    f("mode"),
-                    "\"socks5\" is not available in this build yet; use \"tcp\" or \"tls\"",
-                ))
-            }
+            "socks5" => Mode::Socks5,
             o => {
                 return Err(self.err(
                     f("mode"),
-                    format!("{o:?} is not a mode; use \"tcp\" or \"tls\""),
+                    format!("{o:?} is not a mode; use \"tcp\", \"tls\" or \"socks5\""),
                 ))
             }
         };
-        let (tls, session_cache) = match (mode, v.tls) {
-            (Mode::Tls, Some(t)) => {
-                let (cfg, entries) = self.tls(&f("tls"), t)?;
-                (Some(cfg), entries)
-            }
-            (Mode::Tls, None) => {
-                return Err(self.err(
+        let (tls, session_cache) =
+            match (mode.terminates_tls(), v.tls) {
+                (true, Some(t)) => {
+                    let (cfg, entries) = self.tls(&f("tls"), t)?;
+                    (Some(cfg), entries)
+                }
+                (true, None) => {
+                    return Err(self.err(
+                        f("tls"),
+                        format!(
+                            "mode {:?} needs a [vserver.tls] table with certificates",
+                            v.mode
+                        ),
+                    ))
+                }
+                (false, Some(_)) => return Err(self.err(
                     f("tls"),
-                    "mode \"tls\" needs a [vserver.tls] table with certificates",
+                    "only a vserver with mode = \"tls\" or \"socks5\" takes a [vserver.tls] table",
+                )),
+                (false, None) => (None, 0),
+            };
+        let socks = match (mode, &v.socks) {
+            (Mode::Socks5, Some(s)) => {
+                let client_certs = tls.as_ref().is_some_and(|t| t.client_auth.is_some());
+                let cfg = self.socks(&f("socks"), s, client_certs, dp)?;
+                Some(std::sync::Arc::new(cfg))
+            }
+            (Mode::Socks5, None) => {
+                return Err(self.err(
+                    f("socks"),
+                    "mode \"socks5\" needs a [vserver.socks] table (auth, allow)",
                 ))
             }
-            (Mode::Tcp, Some(_)) => {
+            (_, Some(_)) => {
                 return Err(self.err(
-                    f("tls"),
-                    "only a vserver with mode = \"tls\" takes a [vserver.tls] table",
+                    f("socks"),
+                    "only a vserver with mode = \"socks5\" takes a [vserver.socks] table",
                 ))
             }
-            (Mode::Tcp, None) => (None, 0),
+            (_, None) => None,
         };
+        if mode == Mode::Socks5 {
+            // Its clients name their targets: none of the backend settings apply.
+            for (set, name) in [
+                (!v.backends.is_empty(), "backends"),
+                (v.balance.is_some(), "balance"),
+                (v.health.is_some(), "health"),
+                (v.proxy_protocol.is_some(), "proxy_protocol"),
+                (v.backend_connect.is_some(), "backend_connect"),
+            ] {
+                if set {
+                    return Err(self.err(
+                        f(name),
+                        "a socks5 vserver's clients choose their targets (within [vserver.socks] allow/deny): it has no backends",
+                    ));
+                }
+            }
+        }
         let transmit = match (mode, &v.transmit) {
-            (Mode::Tls, t) => self.transmit(&f("transmit"), t.as_ref().unwrap_or(&RawTransmit::default()))?,
+            (Mode::Tls | Mode::Socks5, t) => self.transmit(&f("transmit"), t.as_ref().unwrap_or(&RawTransmit::default()))?,
             (Mode::Tcp, None) => TransmitConfig::default(),
             (Mode::Tcp, Some(_)) => {
                 return Err(self.err(
@@ -218,7 +264,11 @@ impl Checker<'_> {
             }
         };
         let listen = self.listen(i, &v.listen, mode, tls.as_deref(), before, dp.address)?;
-        let backends = self.backends(i, &v.backends, dp)?;
+        let backends = if mode == Mode::Socks5 {
+            Vec::new()
+        } else {
+            self.backends(i, &v.backends, dp)?
+        };
         let balance = match v.balance.as_deref() {
             None | Some("round_robin") => Balance::RoundRobin,
             Some("least_connections") => Balance::LeastConnections,
@@ -243,6 +293,7 @@ impl Checker<'_> {
             balance,
             health,
             tls,
+            socks,
             session_cache,
             transmit,
             proxy_protocol: v.proxy_protocol.unwrap_or(false),

@@ -1,8 +1,8 @@
 //! Connection handlers, one per vserver mode, stepped by the per-core driver
 //! (`driver::Handler`): [`tcp`] (the L4 proxy), [`tls`] (terminate TLS, plaintext to
-//! the backend), and [`probe`] (an active health check's connection). A new mode (a
-//! SOCKS5 relay, TLS towards backends) is a new module and a new [`Conn`] variant;
-//! the driver does not change.
+//! the backend), [`socks`] (terminate TLS, then SOCKS v5 to targets the client names)
+//! and [`probe`] (an active health check's connection). A new mode (TLS towards
+//! backends) is a new module and a new [`Conn`] variant; the driver does not change.
 //!
 //! ## Closing
 //! An orderly close is passed on: a FIN from one side becomes a FIN to the other once
@@ -13,6 +13,7 @@
 //! other connections are untouched.
 
 pub mod probe;
+pub mod socks;
 pub mod tcp;
 pub mod tls;
 
@@ -38,6 +39,7 @@ pub const BACKEND: u8 = 1;
 pub enum Conn {
     Tcp(tcp::TcpConn),
     Tls(Box<tls::TlsConn>),
+    Socks(Box<socks::SocksConn>),
     Probe(probe::ProbeConn),
 }
 
@@ -48,13 +50,16 @@ impl Handler for Conn {
         match self {
             Conn::Tcp(c) => c.step(cx, app),
             Conn::Tls(c) => c.step(cx, app),
+            Conn::Socks(c) => c.step(cx, app),
             Conn::Probe(p) => p.step(cx, app, wake),
         }
     }
 
     fn on_job_done(&mut self, done: JobDone, _app: &mut CoreApp) {
-        if let Conn::Tls(c) = self {
-            c.on_job_done(done);
+        match self {
+            Conn::Tls(c) => c.on_job_done(done),
+            Conn::Socks(c) => c.on_job_done(done),
+            _ => {}
         }
     }
 
@@ -62,6 +67,7 @@ impl Handler for Conn {
         match self {
             Conn::Tcp(_) => None,
             Conn::Tls(c) => c.deadline_us(),
+            Conn::Socks(c) => c.deadline_us(),
             Conn::Probe(p) => Some(p.deadline_us()),
         }
     }
@@ -70,6 +76,7 @@ impl Handler for Conn {
         match self {
             Conn::Tcp(c) => c.cut(cx, app, why),
             Conn::Tls(c) => c.cut(cx, app, why),
+            Conn::Socks(c) => c.cut(cx, app, why),
             Conn::Probe(p) => p.cut(cx),
         }
     }
@@ -81,6 +88,7 @@ impl Conn {
         match self {
             Conn::Tcp(c) => Some(c.session_row(core, now_us)),
             Conn::Tls(c) => Some(c.session_row(core, now_us)),
+            Conn::Socks(c) => Some(c.session_row(core, now_us)),
             Conn::Probe(_) => None,
         }
     }

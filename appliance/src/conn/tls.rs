@@ -563,7 +563,7 @@ fn connect_due(when: BackendConnect, t: &ServerConn) -> bool {
 
 /// Counts the handshake in the stats once it has completed (`counted` remembers) and
 /// notes how long it took.
-fn count_handshake(
+pub(super) fn count_handshake(
     t: &ServerConn,
     counted: &mut bool,
     log: &mut ClientLog,
@@ -599,7 +599,7 @@ fn count_handshake(
 }
 
 /// Counts a failed TLS connection by whose fault it was, and logs it.
-fn tls_failed(stats: &ProxyStats, e: &tls::Error, vserver: &str, remote: &str) {
+pub(super) fn tls_failed(stats: &ProxyStats, e: &tls::Error, vserver: &str, remote: &str) {
     let c = match e.class() {
         ErrorClass::PeerMisbehaved => &stats.tls_peer_misbehaved,
         ErrorClass::PeerIncompatible => &stats.tls_peer_incompatible,
@@ -631,21 +631,21 @@ fn answer_503(t: &mut ServerConn) -> Result<bool, tls::Error> {
 }
 
 /// The backend-to-client direction's settings and what a step moved.
-struct Down<'a> {
-    stats: &'a ProxyStats,
-    cfg: &'a TransmitConfig,
-    now_us: u64,
-    mss: usize,
+pub(super) struct Down<'a> {
+    pub(super) stats: &'a ProxyStats,
+    pub(super) cfg: &'a TransmitConfig,
+    pub(super) now_us: u64,
+    pub(super) mss: usize,
     /// The backend's PSH was seen (cleared once acted on).
-    psh: bool,
+    pub(super) psh: bool,
     /// Plaintext bytes this step moved to the backend and to the client.
-    up_bytes: u64,
-    down_bytes: u64,
+    pub(super) up_bytes: u64,
+    pub(super) down_bytes: u64,
 }
 
 /// Client bytes into the engine (the engine's deadline checked first), and the crypto
 /// jobs they call for.
-fn tls_in(
+pub(super) fn tls_in(
     cs: &mut TcpSocket,
     t: &mut ServerConn,
     offload: &mut driver::Offload,
@@ -661,7 +661,7 @@ fn tls_in(
 /// One step of a TLS client connection: client bytes into the engine, plaintext to the
 /// backend once it is up; whatever the outcome, what the engine wrote (records, or the
 /// alert) goes out.
-fn tls_step(
+pub(super) fn tls_step(
     cs: &mut TcpSocket,
     t: &mut ServerConn,
     bs: &mut TcpSocket,
@@ -694,7 +694,7 @@ fn tls_step(
 
 /// Backend plaintext into the engine's stage, sealed into records by the transmittal
 /// conditions (see `transmit`), records to the client.
-fn seal_down(
+pub(super) fn seal_down(
     cs: &mut TcpSocket,
     t: &mut ServerConn,
     bs: &mut TcpSocket,

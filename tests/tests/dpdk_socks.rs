@@ -1,0 +1,299 @@
+//! SOCKS v5 over TLS on the DPDK port (`mode = "socks5"`), with the `tlsocks` client in
+//! the hosts' namespace: curl through it fetches a page byte-exact, with nothing
+//! readable on the wire between tlsocks and the appliance; the policy's refusal, a
+//! wrong password, unsupported commands and address types, a target that refuses, and
+//! garbage get their RFC 1928/1929 answers, and the appliance serves everyone else
+//! throughout. Needs root.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tests::veth::*;
+
+fn n(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("a number: {v}"))
+}
+
+/// A users file with alice (password in `pw`) made by `appliancectl hash-password`.
+fn users_file(dir: &Path) {
+    let mut c = std::process::Command::new(binary("appliancectl"))
+        .arg("hash-password")
+        .arg("alice")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let line = String::from_utf8(o.stdout).unwrap();
+    assert!(line.starts_with("alice:$argon2id$"), "{line}");
+    assert!(!line.contains("correct horse"));
+    std::fs::write(dir.join("socks-users"), format!("# test users\n{line}")).unwrap();
+    std::fs::write(dir.join("pw"), "correct horse\n").unwrap();
+    std::fs::write(dir.join("wrong-pw"), "incorrect horse\n").unwrap();
+}
+
+/// Starts tlsocks in the hosts' namespace on 127.0.0.1:`port` with `password_file`;
+/// waits until it listens.
+fn tlsocks(net: &mut Net, port: u16, password_file: &str) {
+    let dir = net.dir.clone();
+    let listen = format!("127.0.0.1:{port}");
+    let c = net.in_hosts(&[
+        binary("tlsocks").to_str().unwrap(),
+        "--server",
+        "10.77.0.1:1080",
+        "--ca",
+        dir.join("ca.pem").to_str().unwrap(),
+        "--name",
+        "appliance.test",
+        "--user",
+        "alice",
+        "--password-file",
+        dir.join(password_file).to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    net.spawn(c, &format!("tlsocks-{port}.log"));
+    let t0 = Instant::now();
+    while !net
+        .log(&format!("tlsocks-{port}.log"))
+        .contains("SOCKS v5 on")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "tlsocks did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn curl_socks(net: &Net, port: u16, url: &str, out: &Path) -> std::process::Output {
+    let proxy = format!("127.0.0.1:{port}");
+    net.in_hosts(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "30",
+        "--socks5",
+        &proxy,
+        "-o",
+        out.to_str().unwrap(),
+        url,
+    ])
+    .output()
+    .unwrap()
+}
+
+/// Raw SOCKS exchanges over Python's ssl, one connection each: prints one line per
+/// case with the bytes the appliance answered (hex) or "closed".
+const RAW: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+def talk(msgs):
+    raw = socket.create_connection(("10.77.0.1", 1080), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="appliance.test")
+    got = b""
+    for m in msgs:
+        s.sendall(m)
+        try:
+            b = s.recv(100)
+        except (ConnectionError, ssl.SSLError):
+            b = b""
+        if not b:
+            return got.hex() + "|closed"
+        got += b
+    try:
+        s.settimeout(12)
+        rest = s.recv(100)
+    except (ConnectionError, ssl.SSLError, socket.timeout):
+        rest = b""
+    s.close()
+    return got.hex() + ("|closed" if not rest else "|" + rest.hex())
+pw = b"\x01\x05alice\x0dcorrect horse"
+hello = b"\x05\x01\x02"
+cases = {
+    "socks4": [b"\x04\x01\x00\x50\x0a\x4d\x00\x02\x00"],
+    "no-method": [b"\x05\x01\x00"],
+    "wrong-password": [hello, b"\x01\x05alice\x03bad"],
+    "unknown-user": [hello, b"\x01\x03bob\x0dcorrect horse"],
+    "bind": [hello, pw, b"\x05\x02\x00\x01\x0a\x4d\x00\x02\x1f\x90"],
+    "udp": [hello, pw, b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00"],
+    "domain": [hello, pw, b"\x05\x01\x00\x03\x0bexample.com\x00\x50"],
+    "ipv6": [hello, pw, b"\x05\x01\x00\x04" + bytes(15) + b"\x01\x00\x50"],
+    "denied": [hello, pw, b"\x05\x01\x00\x01\x0a\x4d\x00\x03\x1f\x90"],
+    "refused": [hello, pw, b"\x05\x01\x00\x01\x0a\x4d\x00\x03\x00\x09"],
+    "no-route": [hello, pw, b"\x05\x01\x00\x01\xc0\x00\x02\x01\x00\x50"],
+}
+for name, msgs in cases.items():
+    print(name, talk(msgs), flush=True)
+"#;
+
+#[test]
+fn curl_through_tlsocks_and_the_answers_of_rfc_1928_and_1929() {
+    let mut net = Net::up("sk");
+    write_site(&net.dir, 4 << 20);
+    make_certs(&net.dir);
+    users_file(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let d = net.dir.display();
+    let vs = format!(
+        r#"
+[[vserver]]
+name = "socks"
+listen = "10.77.0.1:1080"
+mode = "socks5"
+[vserver.tls]
+certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
+[vserver.socks]
+auth = ["password"]
+users_file = "{d}/socks-users"
+allow = ["10.77.0.2/32", "10.77.0.3/32:9", "192.0.2.0/24"]
+deny = ["10.77.0.2/32:22"]
+"#
+    );
+    net.start_appliance(&[*cpus().last().unwrap()], &vs);
+    tlsocks(&mut net, 1080, "pw");
+
+    // A download through the tunnel, byte-exact, with a capture of the tunnel's port.
+    let iface = format!("{}-h0", net.name);
+    let cap_file = net.dir.join("tunnel.bin");
+    let script = repo().join("tests/scripts/payloads.py");
+    let mut cap = net
+        .in_hosts(&[
+            "python3",
+            script.to_str().unwrap(),
+            &iface,
+            "10.77.0.1",
+            "1080",
+            "6",
+            cap_file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(cap.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let out = net.dir.join("big.out");
+    let o = curl_socks(&net, 1080, "http://10.77.0.2:8080/big.bin", &out);
+    assert!(
+        o.status.success(),
+        "curl --socks5: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        net.log("tlsocks-1080.log")
+    );
+    assert_eq!(
+        sha_file(&out),
+        sha_file(&net.dir.join("www/big.bin")),
+        "byte-exact"
+    );
+    let summary = lines.next().unwrap().unwrap();
+    let _ = cap.wait();
+    let wire = std::fs::read(&cap_file).unwrap();
+    // A Python capture misses segments at this rate: a sample, but a large one.
+    assert!(
+        wire.len() > 1 << 20,
+        "the download crossed the tunnel: {summary}"
+    );
+    let site = std::fs::read(net.dir.join("www/big.bin")).unwrap();
+    for (what, needle) in [
+        ("the request", &b"GET /big.bin"[..]),
+        ("the response head", &b"HTTP/1.0 200"[..]),
+        ("the user name", &b"alice"[..]),
+        ("the password", &b"correct horse"[..]),
+    ] {
+        assert!(
+            !wire.windows(needle.len()).any(|w| w == needle),
+            "{what} is readable on the wire"
+        );
+    }
+    // No 8 bytes of the body at any offset: every 8-byte window of the body, against
+    // the capture read 8 bytes at a time (plaintext anywhere in it would match).
+    let body: std::collections::HashSet<u64> = site
+        .windows(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        .collect();
+    let hits = wire
+        .chunks_exact(8)
+        .filter(|c| body.contains(&u64::from_le_bytes((*c).try_into().unwrap())))
+        .count();
+    assert_eq!(hits, 0, "pieces of the body are readable on the wire");
+
+    // The policy: a denied target is 0x02, and curl fails.
+    let o = curl_socks(&net, 1080, "http://10.77.0.3:8080/index.html", &out);
+    assert!(!o.status.success(), "a denied target fails");
+    assert!(
+        net.log("tlsocks-1080.log")
+            .contains("0x02 (not allowed by its policy)"),
+        "{}",
+        net.log("tlsocks-1080.log")
+    );
+
+    // A wrong password: tlsocks says so, curl fails.
+    tlsocks(&mut net, 1081, "wrong-pw");
+    let o = curl_socks(&net, 1081, "http://10.77.0.2:8080/index.html", &out);
+    assert!(!o.status.success());
+    assert!(
+        net.log("tlsocks-1081.log")
+            .contains("authentication failed"),
+        "{}",
+        net.log("tlsocks-1081.log")
+    );
+
+    // Raw exchanges.
+    let ca = net.dir.join("ca.pem");
+    let o = net
+        .in_hosts(&["python3", "-c", RAW, ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let answer = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+            .to_string()
+    };
+    // Reply: VER REP RSV ATYP(1) 0.0.0.0:0, after "0502" (method) and "0100" (auth ok).
+    let fail = |code: &str| format!("05020100050{code}0001000000000000|closed");
+    for (case, want) in [
+        ("socks4", "|closed".to_string()),
+        ("no-method", "05ff|closed".to_string()),
+        ("wrong-password", "05020101|closed".to_string()),
+        ("unknown-user", "05020101|closed".to_string()),
+        ("bind", fail("7")),
+        ("udp", fail("7")),
+        ("domain", fail("8")),
+        ("ipv6", fail("8")),
+        ("denied", fail("2")),
+        ("refused", fail("5")),
+        ("no-route", fail("3")),
+    ] {
+        assert_eq!(answer(case), want, "{case}: {text}");
+    }
+
+    // Everyone else is still served.
+    let o = curl_socks(&net, 1080, "http://10.77.0.2:8080/index.html", &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    assert_eq!(n(&p["socks_connects"]), 2, "{p}");
+    assert_eq!(n(&p["socks_refused_policy"]), 2, "{p}");
+    assert_eq!(n(&p["socks_auth_failed"]), 4, "{p}");
+    assert_eq!(n(&p["socks_unsupported"]), 4, "{p}");
+    assert_eq!(n(&p["socks_target_failed"]), 2, "{p}");
+    assert_eq!(n(&p["socks_malformed"]), 1, "{p}");
+}
