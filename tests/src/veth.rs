@@ -372,3 +372,50 @@ pub fn tls_vserver(
         certs.join(", ")
     )
 }
+
+/// A client CA (`cca.pem`, `cca.key`) and a client certificate it signed for CN=alice
+/// (`alice.pem`, `alice.key`), made with the openssl CLI in `dir`.
+pub fn make_client_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509", "-days", "30", "-subj", "/CN=clients-ca"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&["-keyout", "cca.key", "-out", "cca.pem"]);
+    run(&a);
+    let mut a = vec!["req", "-subj", "/CN=alice"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&["-keyout", "alice.key", "-out", "alice.csr"]);
+    run(&a);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "alice.csr",
+        "-CA",
+        "cca.pem",
+        "-CAkey",
+        "cca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-out",
+        "alice.pem",
+    ]);
+}

@@ -1,7 +1,7 @@
 //! SOCKS v5 over TLS on the DPDK port (`mode = "socks5"`), with the `tlsocks` client in
 //! the hosts' namespace: curl through it fetches a page byte-exact, with nothing
 //! readable on the wire between tlsocks and the appliance; the policy's refusal, a
-//! wrong password, unsupported commands and address types, a target that refuses, and
+//! wrong password, a client certificate as the identity, unsupported commands and address types, a target that refuses, and
 //! garbage get their RFC 1928/1929 answers, and the appliance serves everyone else
 //! throughout. Needs root.
 
@@ -44,23 +44,34 @@ fn users_file(dir: &Path) {
 /// Starts tlsocks in the hosts' namespace on 127.0.0.1:`port` with `password_file`;
 /// waits until it listens.
 fn tlsocks(net: &mut Net, port: u16, password_file: &str) {
+    let pw = net.dir.join(password_file);
+    tlsocks_with(
+        net,
+        port,
+        "10.77.0.1:1080",
+        &["--user", "alice", "--password-file", pw.to_str().unwrap()],
+    );
+}
+
+/// tlsocks towards `server` with `auth` (its credential flags).
+fn tlsocks_with(net: &mut Net, port: u16, server: &str, auth: &[&str]) {
     let dir = net.dir.clone();
     let listen = format!("127.0.0.1:{port}");
-    let c = net.in_hosts(&[
-        binary("tlsocks").to_str().unwrap(),
+    let tlsocks = binary("tlsocks");
+    let ca = dir.join("ca.pem");
+    let mut args = vec![
+        tlsocks.to_str().unwrap(),
         "--server",
-        "10.77.0.1:1080",
+        server,
         "--ca",
-        dir.join("ca.pem").to_str().unwrap(),
+        ca.to_str().unwrap(),
         "--name",
         "appliance.test",
-        "--user",
-        "alice",
-        "--password-file",
-        dir.join(password_file).to_str().unwrap(),
         "--listen",
         &listen,
-    ]);
+    ];
+    args.extend_from_slice(auth);
+    let c = net.in_hosts(&args);
     net.spawn(c, &format!("tlsocks-{port}.log"));
     let t0 = Instant::now();
     while !net
@@ -141,6 +152,7 @@ fn curl_through_tlsocks_and_the_answers_of_rfc_1928_and_1929() {
     let mut net = Net::up("sk");
     write_site(&net.dir, 4 << 20);
     make_certs(&net.dir);
+    make_client_certs(&net.dir);
     users_file(&net.dir);
     net.start_backend("10.77.0.2", 8080);
     net.start_backend("10.77.0.3", 8080);
@@ -159,6 +171,18 @@ auth = ["password"]
 users_file = "{d}/socks-users"
 allow = ["10.77.0.2/32", "10.77.0.3/32:9", "192.0.2.0/24"]
 deny = ["10.77.0.2/32:22"]
+
+[[vserver]]
+name = "socks-cert"
+listen = "10.77.0.1:1081"
+mode = "socks5"
+[vserver.tls]
+certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
+client_auth = "optional"
+client_ca = "{d}/cca.pem"
+[vserver.socks]
+auth = ["certificate"]
+allow = ["10.77.0.2/32:8080"]
 "#
     );
     net.start_appliance(&[*cpus().last().unwrap()], &vs);
@@ -285,14 +309,51 @@ deny = ["10.77.0.2/32:22"]
         assert_eq!(answer(case), want, "{case}: {text}");
     }
 
+    // The client certificate as the identity (method 0x00 after a verified
+    // certificate); without one, that vserver has no method for tlsocks.
+    let (cert, key) = (net.dir.join("alice.pem"), net.dir.join("alice.key"));
+    tlsocks_with(
+        &mut net,
+        1082,
+        "10.77.0.1:1081",
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let o = curl_socks(&net, 1082, "http://10.77.0.2:8080/index.html", &out);
+    assert!(
+        o.status.success(),
+        "with a client certificate: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        net.log("tlsocks-1082.log")
+    );
+    let pw = net.dir.join("pw");
+    tlsocks_with(
+        &mut net,
+        1083,
+        "10.77.0.1:1081",
+        &["--user", "alice", "--password-file", pw.to_str().unwrap()],
+    );
+    let o = curl_socks(&net, 1083, "http://10.77.0.2:8080/index.html", &out);
+    assert!(!o.status.success());
+    assert!(
+        net.log("tlsocks-1083.log")
+            .contains("accepts none of our methods"),
+        "{}",
+        net.log("tlsocks-1083.log")
+    );
+
     // Everyone else is still served.
     let o = curl_socks(&net, 1080, "http://10.77.0.2:8080/index.html", &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = net.stats();
     let p = &s["cores"][0]["proxy"];
-    assert_eq!(n(&p["socks_connects"]), 2, "{p}");
+    assert_eq!(n(&p["socks_connects"]), 3, "{p}");
     assert_eq!(n(&p["socks_refused_policy"]), 2, "{p}");
-    assert_eq!(n(&p["socks_auth_failed"]), 4, "{p}");
+    assert_eq!(n(&p["socks_auth_failed"]), 5, "{p}");
     assert_eq!(n(&p["socks_unsupported"]), 4, "{p}");
     assert_eq!(n(&p["socks_target_failed"]), 2, "{p}");
     assert_eq!(n(&p["socks_malformed"]), 1, "{p}");

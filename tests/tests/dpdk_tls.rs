@@ -547,51 +547,6 @@ fn server_flight_leaves_in_one_segment() {
 }
 
 /// A client CA made with the openssl CLI, and "alice", a client certificate it signed.
-fn make_client_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509", "-days", "30", "-subj", "/CN=clients-ca"];
-    a.extend_from_slice(&ec);
-    a.extend_from_slice(&["-keyout", "cca.key", "-out", "cca.pem"]);
-    run(&a);
-    let mut a = vec!["req", "-subj", "/CN=alice"];
-    a.extend_from_slice(&ec);
-    a.extend_from_slice(&["-keyout", "alice.key", "-out", "alice.csr"]);
-    run(&a);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "alice.csr",
-        "-CA",
-        "cca.pem",
-        "-CAkey",
-        "cca.key",
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-out",
-        "alice.pem",
-    ]);
-}
-
 #[test]
 fn client_certificates_through_the_data_plane() {
     let mut net = Net::up("tc");
