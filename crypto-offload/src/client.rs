@@ -173,6 +173,8 @@ pub struct Tls13ClientFinishDone {
     pub client_app_secret: Secret,
     /// For the PSKs of the server's NewSessionTickets ([`ticket_psk`]).
     pub resumption_master: Secret,
+    /// RFC 8446 §7.5: what the connection exports keying material from.
+    pub exporter: crate::exporter::Exporter,
     /// The verified server certificate's subject (`None` when not verified).
     pub peer: Option<String>,
 }
@@ -205,6 +207,10 @@ pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone
     st.th.update(&j.server_finished)?;
     let server_done = st.th.current()?;
     let (client_app_secret, server_app_secret) = app_secrets(h, &st.master, &server_done)?;
+    let exporter = crate::exporter::Exporter::Tls13 {
+        hash: h,
+        secret: derive_secret(h, st.master.bytes(), b"exp master", &server_done)?,
+    };
     let client_finished = finished_message(h, &st.client_hs, &server_done)?;
     st.th.update(&client_finished)?;
     let resumption_master = derive_secret(h, st.master.bytes(), b"res master", &st.th.current()?)?;
@@ -215,6 +221,7 @@ pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone
         server_app_secret,
         client_app_secret,
         resumption_master,
+        exporter,
         peer,
     })
 }

@@ -187,6 +187,8 @@ pub struct Tls13FlightDone {
     pub app_read: TrafficKey,
     pub server_app_secret: Secret,
     pub client_app_secret: Secret,
+    /// RFC 8446 §7.5: what the connection exports keying material from.
+    pub exporter: crate::exporter::Exporter,
     /// The verify_data the client's Finished must carry (`None` when a client
     /// certificate was requested: see `client_auth`).
     pub client_finished: Option<Secret>,
@@ -259,6 +261,8 @@ pub struct Tls12FinishDone {
     /// The verified client certificate's subject.
     pub peer_subject: Option<String>,
     pub master_secret: Secret,
+    /// RFC 5705: what the connection exports keying material from.
+    pub exporter: crate::exporter::Exporter,
     pub client_write: TrafficKey,
     pub server_write: TrafficKey,
     pub client_verify: Secret,
@@ -288,6 +292,8 @@ pub struct Tls12Resume {
 
 #[derive(Debug)]
 pub struct Tls12ResumeDone {
+    /// RFC 5705: what the connection exports keying material from.
+    pub exporter: crate::exporter::Exporter,
     pub client_write: TrafficKey,
     pub server_write: TrafficKey,
     pub client_verify: Secret,
@@ -523,6 +529,10 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
     let server_done_hash = th.current()?;
 
     let (c_ap, s_ap) = app_secrets(h, &master, &server_done_hash)?;
+    let exporter = crate::exporter::Exporter::Tls13 {
+        hash: h,
+        secret: derive_secret(h, master.bytes(), b"exp master", &server_done_hash)?,
+    };
 
     let (client_finished, new_session_ticket, client_auth) = if j.certificate_request.is_some() {
         let state = Tls13Continue {
@@ -553,6 +563,7 @@ fn tls13_flight(j: Tls13Flight) -> Result<Tls13FlightDone, CryptoError> {
         app_read: TrafficKey::tls13(h, j.aead, c_ap.bytes(), false)?,
         server_app_secret: s_ap,
         client_app_secret: c_ap,
+        exporter,
         client_finished,
         new_session_ticket,
         client_auth,
@@ -725,6 +736,12 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
     let server_finished = tls12_finished(h, &master, b"server finished", &th.current()?)?;
     Ok(Tls12FinishDone {
         peer_subject,
+        exporter: crate::exporter::Exporter::tls12(
+            h,
+            master.clone(),
+            &j.client_random,
+            &j.server_random,
+        ),
         master_secret: master,
         client_write,
         server_write,
@@ -830,6 +847,12 @@ fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
         12,
     )?;
     Ok(Tls12ResumeDone {
+        exporter: crate::exporter::Exporter::tls12(
+            h,
+            j.master_secret,
+            &j.client_random,
+            &j.server_random,
+        ),
         client_write,
         server_write,
         client_verify,

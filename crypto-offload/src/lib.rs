@@ -26,6 +26,7 @@
 
 pub mod client;
 pub mod device;
+pub mod exporter;
 pub mod job;
 #[cfg(test)]
 mod kat;

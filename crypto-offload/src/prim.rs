@@ -134,7 +134,7 @@ impl HashAlg {
             HashAlg::Sha384 => 128,
         }
     }
-    fn md(self) -> MessageDigest {
+    pub(crate) fn md(self) -> MessageDigest {
         match self {
             HashAlg::Sha256 => MessageDigest::sha256(),
             HashAlg::Sha384 => MessageDigest::sha384(),
@@ -752,7 +752,7 @@ pub enum SigAlg {
 }
 
 impl SigAlg {
-    fn md(self) -> MessageDigest {
+    pub(crate) fn md(self) -> MessageDigest {
         use SigAlg::*;
         match self {
             EcdsaSha256 | RsaPssSha256 | RsaPkcs1Sha256 => MessageDigest::sha256(),

@@ -215,6 +215,8 @@ pub struct ClientConn {
     peer_closed: bool,
     close_sent: bool,
     error: Option<Error>,
+    /// What keying material is exported from (RFC 8446 §7.5), once established.
+    exporter: Option<crypto_offload::exporter::Exporter>,
     /// Feature `hostile`: how to spoil the client Finished before it is sealed.
     #[cfg(feature = "hostile")]
     finished_edit: Option<fn(&mut Vec<u8>)>,
@@ -265,6 +267,7 @@ impl ClientConn {
             peer_closed: false,
             close_sent: false,
             error: None,
+            exporter: None,
             #[cfg(feature = "hostile")]
             finished_edit: None,
         })
@@ -275,6 +278,24 @@ impl ClientConn {
     pub fn is_handshaking(&self) -> bool {
         matches!(self.state, State::ServerHello(_) | State::Flight(_))
     }
+    /// Keying material (RFC 8446 §7.5), as [`crate::ServerConn::export_keying_material`]
+    /// on the other end computes it; only once established.
+    pub fn export_keying_material(
+        &self,
+        label: &[u8],
+        context: Option<&[u8]>,
+        len: usize,
+    ) -> Result<crypto_offload::Secret, Error> {
+        match (&self.exporter, self.is_established()) {
+            (Some(x), true) => x
+                .export(label, context, len)
+                .map_err(|e| Error::Crypto(e.to_string())),
+            _ => Err(Error::Misuse(
+                "keying material before the handshake is complete",
+            )),
+        }
+    }
+
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Traffic(_))
     }
@@ -622,6 +643,7 @@ impl ClientConn {
         write.seal(&mut self.out, content::HANDSHAKE, &client_finished, 0)?;
         self.read = Some(Cipher::new(d.app_read, Protection::Tls13));
         self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
+        self.exporter = Some(d.exporter);
         self.state = State::Traffic(Box::new(Secrets {
             hash,
             aead,

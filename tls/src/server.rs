@@ -293,6 +293,9 @@ pub struct ServerConn {
     pub(crate) close_wanted: bool,
     /// Offload: what is lent to a record job.
     pub(crate) loan: Option<Box<crate::offload::Loan>>,
+    /// What keying material is exported from once the keys are agreed (RFC 5705,
+    /// RFC 8446 §7.5).
+    pub(crate) exporter: Option<crypto_offload::exporter::Exporter>,
 }
 
 impl ServerConn {
@@ -338,6 +341,7 @@ impl ServerConn {
             committed: 0,
             close_wanted: false,
             loan: None,
+            exporter: None,
         }
     }
 
@@ -349,6 +353,27 @@ impl ServerConn {
     /// The handshake is done and application data flows.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Traffic(_))
+    }
+
+    /// Keying material from the connection's secrets (RFC 5705 for TLS 1.2, RFC 8446
+    /// §7.5 for TLS 1.3), as OpenSSL's `SSL_export_keying_material` computes it:
+    /// `len` bytes for `label` and `context` (`None`: no context, which TLS 1.2 tells
+    /// from an empty one). Only once the handshake is complete; labels the protocol
+    /// uses itself are refused.
+    pub fn export_keying_material(
+        &self,
+        label: &[u8],
+        context: Option<&[u8]>,
+        len: usize,
+    ) -> Result<crypto_offload::Secret, Error> {
+        match (&self.exporter, self.is_established()) {
+            (Some(x), true) => x
+                .export(label, context, len)
+                .map_err(|e| Error::Crypto(e.to_string())),
+            _ => Err(Error::Misuse(
+                "keying material before the handshake is complete",
+            )),
+        }
     }
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)

@@ -595,6 +595,7 @@ impl ServerConn {
         self.info.digest.bytes += d.digest.bytes;
         self.info.peer_subject = d.peer_subject;
         self.info.peer_certificate = ctx.peer;
+        self.exporter = Some(d.exporter);
         let mode = protection(ctx.aead);
         let store_as = ctx.store_as.map(|(id, mut s)| {
             s.secret = d.master_secret;
@@ -623,6 +624,7 @@ impl ServerConn {
     ) -> Result<(), Error> {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
+        self.exporter = Some(d.exporter);
         match &d.new_session_ticket {
             Some(nst) => self.write_plain_handshake(&[&ctx.server_hello, nst]),
             None => self.write_plain_handshake(&[&ctx.server_hello]),

@@ -464,6 +464,7 @@ impl ServerConn {
     ) -> Result<(), Error> {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
+        self.exporter = Some(d.exporter);
         // ServerHello (and the compatibility CCS) in the clear, then EE, Certificate,
         // CertificateVerify and Finished under the handshake key: one write.
         self.write_plain_handshake(&[&d.server_hello]);

@@ -91,6 +91,17 @@ fn full_handshakes_with_our_server_every_suite_and_key() {
             assert_eq!(c.info().suite, s13);
             assert!(!c.info().resumed);
             assert_eq!(c.info().peer.as_deref(), Some("CN=test.example"));
+            // Both ends export the same keying material (RFC 8446 §7.5).
+            let label = b"EXPORTER-appliance-datagram";
+            assert_eq!(
+                c.export_keying_material(label, Some(b"7"), 44)
+                    .unwrap()
+                    .bytes(),
+                s.conn
+                    .export_keying_material(label, Some(b"7"), 44)
+                    .unwrap()
+                    .bytes()
+            );
             // Application data both ways, more than one record each.
             let up: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
             assert_eq!(c.send(&up).unwrap(), up.len());
