@@ -8,8 +8,14 @@
 //! Messages are bounded by the formats themselves (at most 513 bytes for the
 //! sub-negotiation, 262 for a request), so a reader needs no more buffer than that.
 //!
+//! [`datagram`] is the secure datagram format (protected UDP through an association)
+//! and its replay window.
+//!
 //! What it must not do: resolve names, open sockets, check passwords or policy (the
-//! handler does), or keep state between messages.
+//! handler does), hold keys, or keep state between messages (the replay window is the
+//! one exception, and it is the caller's).
+
+pub mod datagram;
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
