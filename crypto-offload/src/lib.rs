@@ -25,6 +25,7 @@
 //! poll-mode core.
 
 pub mod client;
+pub mod datagram;
 pub mod device;
 pub mod exporter;
 pub mod job;

@@ -20,9 +20,9 @@
 //! - The first 13 bytes are the AEAD's additional data; 29 bytes of overhead in all.
 //!
 //! Keys come from the control connection's TLS exporter (label
-//! [`EXPORTER_LABEL`], context the association id): one key and IV per direction, in
-//! the control connection's AEAD. This module is the wire format and the replay window;
-//! sealing and opening are the caller's (with `crypto-offload`'s AEAD).
+//! `EXPORTER-appliance-datagram`, context the association id): one key and IV per
+//! direction, in the control connection's AEAD. This module is the wire format and the
+//! replay window; deriving the keys, sealing and opening are `crypto_offload::datagram`'s.
 
 use std::fmt;
 
@@ -34,8 +34,6 @@ pub const PROTECTED: u8 = 0x80;
 pub const HEADER_LEN: usize = 13;
 /// The AEAD tag's length.
 pub const TAG_LEN: usize = 16;
-/// The exporter label the keys are derived with.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-appliance-datagram";
 
 /// What the first byte says a datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,16 +114,6 @@ impl Header {
         h[1..5].copy_from_slice(&self.association.to_be_bytes());
         h[5..13].copy_from_slice(&self.seq.to_be_bytes());
         h
-    }
-
-    /// The AEAD nonce: the direction's IV with the sequence number XORed into its last
-    /// eight bytes.
-    pub fn nonce(&self, iv: &[u8; 12]) -> [u8; 12] {
-        let mut n = *iv;
-        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *b ^= s;
-        }
-        n
     }
 }
 
@@ -245,24 +233,6 @@ mod tests {
         assert_eq!(Header::parse(&d[..28]), Err(DatagramError::Truncated));
         d[0] = 0x81 | 0x40;
         assert_eq!(Header::parse(&d), Err(DatagramError::NotProtected(0xc1)));
-    }
-
-    #[test]
-    fn nonces_differ_per_sequence_number_and_keep_the_iv_prefix() {
-        let iv = [7u8; 12];
-        let a = Header {
-            association: 1,
-            seq: 0,
-        }
-        .nonce(&iv);
-        let b = Header {
-            association: 1,
-            seq: 1,
-        }
-        .nonce(&iv);
-        assert_eq!(a, iv);
-        assert_ne!(a, b);
-        assert_eq!(a[..4], b[..4]);
     }
 
     #[test]
