@@ -4,7 +4,7 @@
 # cluster bridge where Redis runs; NGINX (kernel stack, one worker, its own shared
 # session cache) on the client bridge beside them; one Python ssl client.
 #
-#   sudo bash tools/bench/cluster.sh [--sessions N] [--no-record]
+#   bash tools/bench/cluster.sh [--sessions N] [--no-record]
 #
 # It measures, in one run:
 #   1. resumption behind a round robin of the three nodes (each client makes a session
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$N" in ''|*[!0-9]*|0) echo "--sessions: a whole number, at least 1" >&2; exit 2 ;; esac
-CMD="sudo bash tools/bench/cluster.sh --sessions $N"
+CMD="bash tools/bench/cluster.sh --sessions $N"
 
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli

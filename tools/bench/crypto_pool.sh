@@ -2,7 +2,7 @@
 # Handshake crypto inline on the poll-mode cores vs on the crypto worker pool, with one
 # and with two poll-mode cores, in one run.
 #
-#   sudo bash tools/bench/crypto_pool.sh [--duration SECS] [--no-record]
+#   bash tools/bench/crypto_pool.sh [--duration SECS] [--no-record]
 #
 # The appliance (DPDK net_af_packet on a veth) runs a TLS 1.3 ECDSA P-256 vserver;
 # loadgen (own engine, no certificate check, one reused key share, 32 connections, pinned
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: crypto_pool.sh [--duration SECS] [--no-record]" >&2; exit 2 ;;
     esac
 done
-CMD="sudo bash tools/bench/crypto_pool.sh --duration $DURATION"
+CMD="bash tools/bench/crypto_pool.sh --duration $DURATION"
 
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools

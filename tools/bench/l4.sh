@@ -2,7 +2,7 @@
 # L4 proxy benchmark: the appliance (DPDK net_af_packet, smoltcp) beside HAProxy in TCP
 # mode (Debian's, kernel stack) on the same box, in one run, same backend, same client.
 #
-#   sudo bash tools/bench/l4.sh [--duration SECS] [--no-record]
+#   bash tools/bench/l4.sh [--duration SECS] [--no-record]
 #
 # Topology (all namespaces made here, deleted at the end):
 #   NAME-a  appliance on veth NAME-a0 (DPDK), 10.77.0.1:80 -> nginx 10.77.0.2/.3:8080
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: l4.sh [--duration SECS] [--no-record]" >&2; exit 2 ;;
     esac
 done
-CMD="sudo bash tools/bench/l4.sh --duration $DURATION"
+CMD="bash tools/bench/l4.sh --duration $DURATION"
 
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools

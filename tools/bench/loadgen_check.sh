@@ -4,7 +4,7 @@
 # against `openssl s_server -www` and nginx (one worker) on loopback. Also shows what
 # loadgen reaches with 16 connections in flight from the same single client core.
 #
-#   sudo bash tools/bench/loadgen_check.sh [--seconds N] [--no-record]
+#   bash tools/bench/loadgen_check.sh [--seconds N] [--no-record]
 #
 # Servers are pinned to the last CPU, clients to CPU 0. s_time's own "real seconds" is
 # a whole number, so its rate here is its connection count over the wall time of the
@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$SECONDS_RUN" in ''|*[!0-9]*) echo "--seconds: a whole number of seconds" >&2; exit 2 ;; esac
-CMD="sudo bash tools/bench/loadgen_check.sh --seconds $SECONDS_RUN"
+CMD="bash tools/bench/loadgen_check.sh --seconds $SECONDS_RUN"
 
 tools/setup.sh --bench
 cargo build --release -q -p tools

@@ -2,7 +2,7 @@
 # Bulk HTTPS through the data plane with records protected on the poll-mode core vs in
 # record jobs on the crypto pool, in one run.
 #
-#   sudo bash tools/bench/records.sh [--size MIB] [--rounds N] [--no-record]
+#   bash tools/bench/records.sh [--size MIB] [--rounds N] [--no-record]
 #
 # The appliance (DPDK net_af_packet on a veth, one poll-mode core on the last CPU) runs a
 # TLS 1.3 vserver (it chooses AES-128-GCM) in front of a Python HTTP backend on CPU 0; curl on CPU 0
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: records.sh [--size MIB] [--rounds N] [--no-record]" >&2; exit 2 ;;
     esac
 done
-CMD="sudo bash tools/bench/records.sh --size $SIZE --rounds $ROUNDS"
+CMD="bash tools/bench/records.sh --size $SIZE --rounds $ROUNDS"
 
 tools/setup.sh
 cargo build --release -q -p appliance -p cli

@@ -3,7 +3,7 @@
 # sampling what must stay flat: the daemon's resident memory, its open file descriptors,
 # the mbufs of its queue's pool in use, and its open connections. Outside CI (minutes).
 #
-#   sudo bash tools/bench/soak.sh [--handshakes N] [--no-record]     (default 1,000,000)
+#   bash tools/bench/soak.sh [--handshakes N] [--no-record]     (default 1,000,000)
 #
 # Topology as the other benches: the appliance on the DPDK veth (one busy-polling core on
 # the last CPU, crypto inline), an nginx backend and loadgen (its own engine: a full
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$TOTAL" in ''|*[!0-9]*|0) echo "--handshakes: a positive whole number" >&2; exit 2 ;; esac
-CMD="sudo bash tools/bench/soak.sh --handshakes $TOTAL"
+CMD="bash tools/bench/soak.sh --handshakes $TOTAL"
 
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools

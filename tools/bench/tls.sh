@@ -2,8 +2,8 @@
 # The TLS benchmark suite: the appliance beside NGINX and HAProxy (Debian's, kernel
 # stack) on the same box, in one run, same backend, same load generator (loadgen).
 #
-#   sudo bash tools/bench/tls.sh [--seconds N] [--no-record]
-#   sudo bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
+#   bash tools/bench/tls.sh [--seconds N] [--no-record]
+#   bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
 #
 # Topology (namespaces made here, deleted at the end):
 #   NAME-a  appliance on veth NAME-a0 (DPDK), 10.77.0.1:443 (ECDSA) and :4443 (RSA)
@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$SECS" in ''|*[!0-9]*|0) echo "--seconds: a whole number of seconds, at least 1" >&2; exit 2 ;; esac
-CMD="sudo bash tools/bench/tls.sh --seconds $SECS"
+CMD="bash tools/bench/tls.sh --seconds $SECS"
 
 tools/setup.sh --bench
 if [ "$SMOKE" = 1 ]; then

@@ -2,7 +2,7 @@
 # Records per segment and client-observed latency with and without coalescing, for an
 # HTTP/1.1 response stream through a `tls` vserver, in one run.
 #
-#   sudo bash tools/bench/transmit.sh [--responses N] [--size BYTES] [--piece BYTES] [--no-record]
+#   bash tools/bench/transmit.sh [--responses N] [--size BYTES] [--piece BYTES] [--no-record]
 #
 # The appliance (DPDK net_af_packet on a veth, one busy poll-mode core on the last CPU)
 # has three TLS 1.3 vservers on one backend (tests/py/transmit_backend.py, CPU 0), which
@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: transmit.sh [--responses N] [--size BYTES] [--piece BYTES] [--no-record]" >&2; exit 2 ;;
     esac
 done
-CMD="sudo bash tools/bench/transmit.sh --responses $RESPONSES --size $SIZE --piece $PIECE"
+CMD="bash tools/bench/transmit.sh --responses $RESPONSES --size $SIZE --piece $PIECE"
 
 tools/setup.sh
 cargo build --release -q -p appliance -p cli
