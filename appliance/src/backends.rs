@@ -100,6 +100,13 @@ pub struct BackendRt {
     pub transitions: AtomicU64,
     /// When it last went down or up (milliseconds since [`crate::epoch`]).
     pub changed_ms: AtomicU64,
+    /// Passive health: client connections in a row it refused, reset or left
+    /// unanswered (any core), and the times that took it out of rotation.
+    errors_in_row: AtomicU32,
+    pub passive_downs: AtomicU64,
+    /// Bumped by each passive take-down: the active check's count of passes starts
+    /// again, so the backend comes back only after `rise` fresh ones.
+    pub passive_epoch: AtomicU64,
 }
 
 impl BackendRt {
@@ -117,6 +124,9 @@ impl BackendRt {
             last_check: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
             changed_ms: AtomicU64::new(0),
+            errors_in_row: AtomicU32::new(0),
+            passive_downs: AtomicU64::new(0),
+            passive_epoch: AtomicU64::new(0),
         }
     }
 
@@ -172,6 +182,32 @@ impl BackendRt {
             self.transitions.fetch_add(1, Ordering::Relaxed);
             self.changed_ms.store(now_ms, Ordering::Relaxed);
         }
+    }
+
+    /// Passive health: a client connection through it ended well.
+    pub fn observed_ok(&self) {
+        if self.errors_in_row.load(Ordering::Relaxed) != 0 {
+            self.errors_in_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Passive health: it refused, reset or did not answer a client connection.
+    /// With `limit` errors in a row it goes down (returns `true` when this call took
+    /// it down).
+    pub fn observed_error(&self, limit: u32, now_ms: u64) -> bool {
+        let n = self.errors_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < limit || !self.healthy() {
+            return false;
+        }
+        self.errors_in_row.store(0, Ordering::Relaxed);
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            self.changed_ms.store(now_ms, Ordering::Relaxed);
+            self.passive_downs.fetch_add(1, Ordering::Relaxed);
+            self.passive_epoch.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// A connection to it has ended.
@@ -380,6 +416,7 @@ impl VserverRt {
                     checks_failed: b.checks_failed.load(Ordering::Relaxed),
                     last_check: b.last_check().to_string(),
                     transitions: b.transitions.load(Ordering::Relaxed),
+                    passive_downs: b.passive_downs.load(Ordering::Relaxed),
                     since_change_secs: (b.transitions.load(Ordering::Relaxed) > 0).then(|| {
                         now_ms.saturating_sub(b.changed_ms.load(Ordering::Relaxed)) as f64 / 1000.0
                     }),
@@ -436,6 +473,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             rise: 2,
             fall: 2,
+            error_limit: None,
         });
         let new = VserverRt::carry(cfg.clone(), Some(&old));
         assert!(!new.enabled(), "the operator's disable survives");

@@ -31,6 +31,8 @@ pub struct Probe {
     pub deadline_ms: u64,
     passes: u32,
     fails: u32,
+    /// The backend's passive take-downs when this probe last counted a verdict.
+    passive_epoch: u64,
     connected: bool,
     sent: bool,
     answer: Vec<u8>,
@@ -56,6 +58,7 @@ impl Probe {
             deadline_ms: 0,
             passes: 0,
             fails: 0,
+            passive_epoch: 0,
             connected: false,
             sent: false,
             answer: Vec::new(),
@@ -144,6 +147,12 @@ impl Probe {
     ) -> Option<bool> {
         self.conn = None;
         b.record_check(r);
+        // Passive health took it down since: passes before that do not count.
+        let epoch = b.passive_epoch.load(std::sync::atomic::Ordering::Relaxed);
+        if epoch != self.passive_epoch {
+            self.passive_epoch = epoch;
+            self.passes = 0;
+        }
         if r == CheckResult::Passed {
             self.passes += 1;
             self.fails = 0;
@@ -176,6 +185,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             rise: 2,
             fall: 3,
+            error_limit: None,
         };
         let b = BackendRt::for_tests();
         let mut p = Probe::new(0, 0, 0);
@@ -198,5 +208,35 @@ mod tests {
         assert!(b.healthy());
         assert_eq!(b.transitions.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert_eq!(b.last_check(), CheckResult::Passed);
+    }
+
+    #[test]
+    fn passive_errors_take_a_backend_down_until_rise_fresh_passes() {
+        let check = HealthCheck {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            error_limit: Some(3),
+        };
+        let b = BackendRt::for_tests();
+        let mut p = Probe::new(0, 0, 0);
+        for t in 0..5 {
+            assert_eq!(p.finish(CheckResult::Passed, &b, &check, t), None);
+        }
+        // Two errors, a good connection: the run starts again.
+        assert!(!b.observed_error(3, 10) && !b.observed_error(3, 11));
+        b.observed_ok();
+        assert!(!b.observed_error(3, 12) && !b.observed_error(3, 13));
+        assert!(b.observed_error(3, 14), "the third in a row");
+        assert!(!b.healthy());
+        assert!(!b.observed_error(3, 15), "already down");
+        // The passes before the take-down do not count: two fresh ones are needed.
+        assert_eq!(p.finish(CheckResult::Passed, &b, &check, 16), None);
+        assert!(!b.healthy());
+        assert_eq!(p.finish(CheckResult::Passed, &b, &check, 17), Some(true));
+        let r = std::sync::atomic::Ordering::Relaxed;
+        assert_eq!((b.passive_downs.load(r), b.transitions.load(r)), (1, 2));
     }
 }

@@ -25,6 +25,8 @@ pub struct ProxyStats {
     pub client_reset: AtomicU64,
     /// No connection slot or local port for the backend side.
     pub backend_no_slot: AtomicU64,
+    /// Backends this core took out of rotation by passive health (`observe`).
+    pub backend_passive_downs: AtomicU64,
     /// TLS clients that ended without needing their backend connection (a handshake
     /// and no request), so none was opened (`backend_connect` handshake or request).
     pub backend_connects_saved: AtomicU64,

@@ -215,10 +215,16 @@ pub fn backends(out: &mut impl Write, list: &[BackendRow]) -> std::io::Result<()
     )?;
     for r in list {
         let b = &r.backend;
-        let since = b
+        let mut since = b
             .since_change_secs
             .map(|t| format!(" (changed {t:.0}s ago)"))
             .unwrap_or_default();
+        if b.passive_downs > 0 {
+            since.push_str(&format!(
+                "; taken out {} time(s) by passive health",
+                b.passive_downs
+            ));
+        }
         writeln!(
             out,
             "{:<16} {:<21} {:>6} {:<9} {:>7} {:>9} {:>7} {:>8} {:>8}  {}{since}",

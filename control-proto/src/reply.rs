@@ -162,6 +162,9 @@ pub struct BackendSnap {
     pub checks_failed: u64,
     pub last_check: String,
     pub transitions: u64,
+    /// Times passive health (`observe`) took it out of rotation.
+    #[serde(default)]
+    pub passive_downs: u64,
     /// Seconds since it last went down or up; `None` if it never changed.
     pub since_change_secs: Option<f64>,
 }
@@ -390,6 +393,7 @@ mod tests {
                 checks_failed: 0,
                 last_check: "none".into(),
                 transitions: 0,
+                passive_downs: 0,
                 since_change_secs: None,
             },
         };

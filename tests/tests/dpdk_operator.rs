@@ -1039,3 +1039,95 @@ fn sighup_reloads_and_sigusr1_reopens_the_access_log() {
     assert_eq!(ctl_json(&net, &["status"])["config_generation"], 2);
     assert!(get(&net, 80) && get(&net, 81));
 }
+
+/// Accepts every connection and resets it at once (SO_LINGER 0): a TCP health check
+/// passes (the handshake completes), every client connection fails.
+const RESETTER: &str = r#"
+import socket, struct, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(128)
+while True:
+    c, _ = s.accept()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+"#;
+
+/// Passive health (HAProxy's `observe layer4`): a backend that passes its TCP check but
+/// resets every client connection goes out of rotation after `error_limit` failures in
+/// a row, comes back only after `rise` fresh passes of its check, and goes out again;
+/// the same backends without `observe` keep failing one client in two.
+#[test]
+fn passive_health_takes_out_a_backend_that_resets_clients() {
+    let mut net = Net::up("ph");
+    write_site(&net.dir, 1024);
+    net.start_backend("10.77.0.2", 8080);
+    let c = net.in_hosts(&["python3", "-c", RESETTER, "10.77.0.3", "8080"]);
+    net.spawn(c, "resetter.log");
+    std::thread::sleep(Duration::from_millis(500));
+    let health = "check = \"tcp\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2";
+    let vs = format!(
+        r#"
+[[vserver]]
+name = "checked"
+listen = "10.77.0.1:81"
+mode = "tcp"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+[vserver.health]
+{health}
+observe = "layer4"
+error_limit = 3
+
+[[vserver]]
+name = "unobserved"
+listen = "10.77.0.1:82"
+mode = "tcp"
+backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
+[vserver.health]
+{health}
+"#
+    );
+    net.start_appliance(&[*cpus().last().unwrap()], &vs);
+    wait_backend(&net, "10.77.0.3:8080", "checked", |b| {
+        b["checks_passed"].as_u64().unwrap() >= 2
+    });
+    let out = net.dir.join("out.html");
+    let failures = |port: u16, n: usize| -> usize {
+        (0..n)
+            .filter(|_| {
+                !net.curl(&format!("http://10.77.0.1:{port}/index.html"), &out)
+                    .status
+                    .success()
+            })
+            .count()
+    };
+    // Round robin: every other client goes to the resetter until it has failed three
+    // in a row; then all go to the good one.
+    assert_eq!(failures(81, 12), 3);
+    let b = backend(&net, "10.77.0.3:8080");
+    assert_eq!(
+        (b["state"].as_str(), b["passive_downs"].as_u64()),
+        (Some("down"), Some(1)),
+        "{b}"
+    );
+    // Without observe: one in two, and it stays up.
+    assert_eq!(failures(82, 8), 4);
+    // Back after two fresh passes of its check (its passes before do not count) ...
+    let b = wait_backend(&net, "10.77.0.3:8080", "up again", |b| b["state"] == "up");
+    assert_eq!(b["transitions"], 2, "{b}");
+    // ... and out again after three more failures.
+    assert_eq!(failures(81, 12), 3);
+    let b = backend(&net, "10.77.0.3:8080");
+    assert_eq!(b["passive_downs"], 2, "{b}");
+    let s = net.stats();
+    assert_eq!(s["cores"][0]["proxy"]["backend_passive_downs"], 2, "{s}");
+    assert!(net
+        .log("appliance.log")
+        .contains("failed 3 client connections in a row; out of rotation"));
+    let table = ctl_ok(&net, &["show", "backends"]);
+    assert!(
+        table.contains("taken out 2 time(s) by passive health"),
+        "{table}"
+    );
+}

@@ -150,6 +150,8 @@ pub(super) struct RawHealth {
     pub(super) path: Option<String>,
     pub(super) host: Option<String>,
     pub(super) expect: Option<Vec<i64>>,
+    pub(super) observe: Option<String>,
+    pub(super) error_limit: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -802,3 +802,26 @@ fn socks5_settings_and_their_mistakes() {
     ));
     assert!(e.contains("line 1") && e.contains("not an Argon2"), "{e}");
 }
+
+#[test]
+fn passive_health_settings_and_their_mistakes() {
+    let with =
+        |extra: &str| GOOD.to_string() + &format!("[vserver.health]\ncheck = \"tcp\"\n{extra}\n");
+    let c = Config::parse(&with("observe = \"layer4\""), "t.toml").unwrap();
+    assert_eq!(c.vservers[0].health.as_ref().unwrap().error_limit, Some(10));
+    let c = Config::parse(&with("observe = \"layer4\"\nerror_limit = 3"), "t.toml").unwrap();
+    assert_eq!(c.vservers[0].health.as_ref().unwrap().error_limit, Some(3));
+    let c = Config::parse(&with(""), "t.toml").unwrap();
+    assert_eq!(c.vservers[0].health.as_ref().unwrap().error_limit, None);
+    for (extra, field) in [
+        ("error_limit = 3", "vserver[0].health.error_limit"),
+        ("observe = \"layer7\"", "vserver[0].health.observe"),
+        (
+            "observe = \"layer4\"\nerror_limit = 0",
+            "vserver[0].health.error_limit",
+        ),
+    ] {
+        let e = err_of(&with(extra));
+        assert!(e.contains(field), "{extra}: {e}");
+    }
+}

@@ -114,6 +114,10 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failures that take an up backend out of rotation.
     pub fall: u32,
+    /// Passive health (`observe = "layer4"`): this many client connections in a row
+    /// that the backend refuses, resets or leaves unanswered take it out of rotation
+    /// until its active check passes `rise` times again; `None`: not observed.
+    pub error_limit: Option<u32>,
 }
 
 impl Checker<'_> {
@@ -574,6 +578,21 @@ impl Checker<'_> {
             timeout,
             rise: self.int_in(&f("rise"), h.rise, 2u32, 1, 100)?,
             fall: self.int_in(&f("fall"), h.fall, 3u32, 1, 100)?,
+            error_limit: match (h.observe.as_deref(), h.error_limit) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(self.err(f("error_limit"), "only with observe = \"layer4\""))
+                }
+                (Some("layer4"), n) => Some(self.int_in(&f("error_limit"), n, 10u32, 1, 1000)?),
+                (Some(o), _) => {
+                    return Err(self.err(
+                        f("observe"),
+                        format!(
+                            "{o:?} is not observed; use \"layer4\" (refusals, resets, timeouts)"
+                        ),
+                    ))
+                }
+            },
         })
     }
 

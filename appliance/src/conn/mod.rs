@@ -364,6 +364,25 @@ pub fn remote(s: &TcpSocket) -> String {
         .unwrap_or_else(|| "(unknown)".into())
 }
 
+/// Passive health (`observe = "layer4"`): one more error of `backend` in a row; at the
+/// vserver's limit it goes out of rotation until its active check passes again.
+fn observe_error(app: &CoreApp, vs: &VserverRt, backend: &BackendLeg) {
+    let Some(limit) = vs.cfg.health.as_ref().and_then(|h| h.error_limit) else {
+        return;
+    };
+    let Some(b) = vs.backends.get(backend.index as usize) else {
+        return;
+    };
+    if b.observed_error(limit, crate::now_ms()) {
+        add(&app.stats.backend_passive_downs, 1);
+        log::warn!(
+            "vserver {}: backend {} failed {limit} client connections in a row; out of rotation until its health check passes",
+            vs.cfg.name,
+            b.addr
+        );
+    }
+}
+
 /// Accounts for how a step of a pair ended: counters and log lines, the backend
 /// switched to its idle timeout once established. Returns whether the pair is over
 /// (then the caller releases both sides).
@@ -393,11 +412,13 @@ pub fn account(
             }
             let addr = log.backend_addr.map(|a| a.to_string()).unwrap_or_default();
             log::warn!("vserver {name}: backend {addr} refused or did not answer; client reset");
+            observe_error(app, vs, backend);
         }
         Outcome::BackendReset => {
             log.close = "backend_reset";
             add(&stats.backend_reset, 1);
             log::warn!("vserver {name}: backend reset the connection mid-transfer; client reset");
+            observe_error(app, vs, backend);
         }
         Outcome::BackendTruncated => {
             log.close = "backend_truncated";
@@ -412,6 +433,11 @@ pub fn account(
         Outcome::Done => {
             log.close = "done";
             add(&stats.completed, 1);
+            // Passive health: a connection that ended well ends a run of errors (one
+            // the backend accepted and then reset does not).
+            if let Some(b) = vs.backends.get(backend.index as usize) {
+                b.observed_ok();
+            }
         }
         Outcome::TlsFailed(e) => {
             log.close = "tls_error";
