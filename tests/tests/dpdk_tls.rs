@@ -857,3 +857,170 @@ except Exception as e:
     let s = net.stats();
     assert_eq!(s["cores"][0]["proxy"]["backend_truncated"], 1, "{s}");
 }
+
+/// A backend that reads a PROXY v2 header with its TLVs (its own parser, written from
+/// the specification) and answers each request with what the header said, as JSON.
+const PP_BACKEND: &str = r#"
+import json, socket, struct, sys, threading
+def serve(c):
+    def need(n):
+        b = b""
+        while len(b) < n:
+            x = c.recv(n - len(b))
+            if not x:
+                raise EOFError
+            b += x
+        return b
+    try:
+        h = need(16)
+        assert h[:12] == b"\r\n\r\n\x00\r\nQUIT\n", h
+        rest = need(struct.unpack("!H", h[14:16])[0])
+        src = socket.inet_ntoa(rest[0:4]) + ":" + str(struct.unpack("!H", rest[8:10])[0])
+        out = {"src": src}
+        def tlvs(b):
+            while b:
+                t, n = b[0], struct.unpack("!H", b[1:3])[0]
+                yield t, b[3:3 + n]
+                b = b[3 + n:]
+        for t, v in tlvs(rest[12:]):
+            if t == 0x01: out["alpn"] = v.decode()
+            elif t == 0x02: out["authority"] = v.decode()
+            elif t == 0x20:
+                out["client"], out["verify"] = v[0], struct.unpack("!I", v[1:5])[0]
+                for st, sv in tlvs(v[5:]):
+                    out[{0x21: "version", 0x22: "cn", 0x23: "cipher"}.get(st, str(st))] = sv.decode()
+        req = b""
+        while b"\r\n\r\n" not in req:
+            x = c.recv(4096)
+            if not x:
+                return
+            req += x
+        body = json.dumps(out).encode()
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    except EOFError:
+        pass
+    finally:
+        c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// HAProxy (Debian's, 2.6) as a backend that takes the PROXY v2 header and answers with
+/// what it read of it: the authority TLV (`fc_pp_authority`) and the source address.
+const HAPROXY_PP: &str = "global\n    log stdout format raw local0\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 10s\n    timeout server 10s\nfrontend pp\n    bind 10.77.0.3:8443 accept-proxy\n    http-request return status 200 content-type text/plain lf-string \"authority=%[fc_pp_authority] src=%[src]\\n\"\n";
+
+/// PROXY v2 TLVs from a `tls` vserver, as HAProxy sends them: ALPN, authority (SNI),
+/// and the SSL TLV (client bits, verify, version, cipher, client certificate CN), read
+/// by a backend with its own parser and by HAProxy; TLS 1.3 and 1.2, with and without
+/// a client certificate.
+#[test]
+fn proxy_v2_tlvs_tell_the_backend_about_the_tls_session() {
+    let mut net = Net::up("tp");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    make_client_certs(&net.dir);
+    let c = net.in_hosts(&["python3", "-c", PP_BACKEND, "10.77.0.2", "9000"]);
+    net.spawn(c, "pp-backend.log");
+    std::fs::write(net.dir.join("haproxy.cfg"), HAPROXY_PP).unwrap();
+    let cfg = net.dir.join("haproxy.cfg");
+    let c = net.in_hosts(&["haproxy", "-db", "-f", cfg.to_str().unwrap()]);
+    net.spawn(c, "haproxy.log");
+    std::thread::sleep(Duration::from_millis(700));
+    let d = net.dir.display();
+    let more =
+        format!("alpn = [\"http/1.1\"]\nclient_auth = \"optional\"\nclient_ca = \"{d}/cca.pem\"");
+    let mut vs = tls_vserver(&net.dir, "pp", 443, &["10.77.0.2:9000"], &["ec"], &more);
+    vs = vs.replace("mode = \"tls\"", "mode = \"tls\"\nproxy_protocol = true");
+    let mut hp = tls_vserver(&net.dir, "hp", 8443, &["10.77.0.3:8443"], &["ec"], "");
+    hp = hp.replace("mode = \"tls\"", "mode = \"tls\"\nproxy_protocol = true");
+    let cpu = *cpus().last().unwrap();
+    net.start_appliance(&[cpu], &format!("{vs}\n{hp}"));
+
+    let out = net.dir.join("pp.json");
+    let (cert, key) = (net.dir.join("alice.pem"), net.dir.join("alice.key"));
+    for (version, with_cert) in [
+        ("--tlsv1.3", true),
+        ("--tlsv1.3", false),
+        ("--tlsv1.2", true),
+    ] {
+        let mut args = vec![version];
+        if version == "--tlsv1.2" {
+            args.extend_from_slice(&["--tls-max", "1.2"]);
+        }
+        if with_cert {
+            args.extend_from_slice(&[
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ]);
+        }
+        let o = curl_tls(&net, &args, "/", &out);
+        assert!(
+            o.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {}", net.log("pp-backend.log")));
+        let v = if version == "--tlsv1.3" {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
+        assert_eq!(j["alpn"], "http/1.1", "{j}");
+        assert_eq!(j["authority"], "appliance.test", "{j}");
+        assert_eq!(j["version"], v, "{j}");
+        assert_eq!(j["verify"], 0, "{j}");
+        assert!(j["src"].as_str().unwrap().starts_with("10.77.0.2:"), "{j}");
+        let cipher = j["cipher"].as_str().unwrap();
+        if v == "TLSv1.3" {
+            assert!(
+                cipher.starts_with("TLS_AES_") || cipher.starts_with("TLS_CHACHA20"),
+                "{j}"
+            );
+        } else {
+            assert!(cipher.starts_with("TLS_ECDHE_ECDSA_WITH_"), "{j}");
+        }
+        if with_cert {
+            // SSL, certificate on this connection and on its session.
+            assert_eq!(
+                (j["client"].as_u64(), j["cn"].as_str()),
+                (Some(7), Some("alice")),
+                "{j}"
+            );
+        } else {
+            assert_eq!(j["client"], 1, "{j}");
+            assert!(j.get("cn").is_none(), "{j}");
+        }
+    }
+    // HAProxy reads the same header: the authority TLV and the client's address.
+    let resolve = "appliance.test:8443:10.77.0.1";
+    let ca = net.dir.join("ca.pem");
+    let o = net
+        .in_hosts(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            resolve,
+            "https://appliance.test:8443/",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with("authority=appliance.test src=10.77.0.2"),
+        "haproxy: {text} {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        net.log("haproxy.log")
+    );
+}

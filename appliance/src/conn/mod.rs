@@ -315,12 +315,14 @@ pub fn abort(cx: &mut Cx<'_>, id: ConnId) {
 
 /// The first step of a backend connection that is not established yet: `Ok(true)`
 /// once it is (and the PROXY v2 header, if the vserver sends one, is queued first on
-/// it), `Ok(false)` while it connects, or how the pair ends.
+/// it, with `tls`'s TLVs for a TLS client), `Ok(false)` while it connects, or how the
+/// pair ends.
 pub fn backend_connect_step(
     cs: &mut TcpSocket,
     bs: &mut TcpSocket,
     client_addr: Option<SocketAddrV4>,
     proxy_v2: bool,
+    tls: Option<&backend_wire::proxy_v2::TlsInfo>,
 ) -> Result<bool, Outcome> {
     match bs.state() {
         TcpState::SynSent | TcpState::SynReceived => {
@@ -345,7 +347,10 @@ pub fn backend_connect_step(
                     bs.abort();
                     return Err(Outcome::ClientReset);
                 };
-                let h = backend_wire::proxy_v2::encode_tcp4(src, dst);
+                let h = match tls {
+                    Some(info) => backend_wire::proxy_v2::encode_tcp4_tls(src, dst, info),
+                    None => backend_wire::proxy_v2::encode_tcp4(src, dst).to_vec(),
+                };
                 if bs.send_slice(&h) != Ok(h.len()) {
                     cs.abort();
                     bs.abort();

@@ -75,7 +75,7 @@ impl TcpConn {
         let outcome = 'step: {
             let mut newly_established = false;
             if !b.established {
-                match backend_connect_step(cs, bs, self.log.addr, proxy_v2) {
+                match backend_connect_step(cs, bs, self.log.addr, proxy_v2, None) {
                     Ok(false) => {
                         break 'step Outcome::Continue {
                             newly_established: false,

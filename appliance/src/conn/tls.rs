@@ -233,10 +233,20 @@ impl TlsConn {
             down_bytes: 0,
         };
         let t = &mut *self.t;
+        let mut again = false;
         let outcome = 'step: {
             let mut newly_established = false;
             if !b.established {
-                match backend_connect_step(cs, bs, self.log.addr, vs.cfg.proxy_protocol) {
+                // A PROXY v2 header carries what the handshake settled: with one, the
+                // backend connection counts as up only once the handshake is done.
+                let proxy = vs.cfg.proxy_protocol;
+                let info = (proxy && t.is_established()).then(|| proxy_tls_info(t));
+                let step = if proxy && info.is_none() && bs.state() == TcpState::Established {
+                    Ok(false)
+                } else {
+                    backend_connect_step(cs, bs, self.log.addr, proxy, info.as_ref())
+                };
+                match step {
                     Ok(false) => {
                         // The client's TLS handshake goes on while the backend connects.
                         if let Err(e) = tls_step(cs, t, bs, false, cx.offload, tag, &mut down) {
@@ -244,6 +254,9 @@ impl TlsConn {
                             bs.abort();
                             break 'step Outcome::TlsFailed(e);
                         }
+                        // The handshake just finished with the backend already up: the
+                        // PROXY header goes out in the next iteration, with no event.
+                        again = proxy && t.is_established() && bs.state() == TcpState::Established;
                         break 'step Outcome::Continue {
                             newly_established: false,
                         };
@@ -338,7 +351,7 @@ impl TlsConn {
             tls_failed(&app.stats, e, &vs.cfg.name, &client_remote);
         }
         if !account(cx, app, &vs, b, &mut self.log, &outcome) {
-            return Next::Wait;
+            return if again { Next::Again } else { Next::Wait };
         }
         self.release(cx, app);
         Next::Done
@@ -540,6 +553,26 @@ impl TlsConn {
             row.resumed = Some(i.resumed.is_some());
         }
         row
+    }
+}
+
+/// What a PROXY v2 header tells the backend of this TLS connection.
+fn proxy_tls_info(t: &ServerConn) -> backend_wire::proxy_v2::TlsInfo {
+    let i = t.info();
+    let cn = i.peer_subject.as_deref().and_then(|s| {
+        s.split(',')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix("CN="))
+            .map(|cn| cn.as_bytes().to_vec())
+    });
+    backend_wire::proxy_v2::TlsInfo {
+        alpn: i.alpn.clone(),
+        authority: i.sni.as_ref().map(|s| s.as_bytes().to_vec()),
+        version: version_name(i.version).into(),
+        cipher: tls::msgs::suite::name(i.suite).into(),
+        cert_conn: i.peer_subject.is_some() && i.resumed.is_none(),
+        cert_sess: i.peer_subject.is_some(),
+        cn,
     }
 }
 
