@@ -119,6 +119,9 @@ pub struct TlsInfo {
     pub cn: Option<Vec<u8>>,
 }
 
+/// One TLV: its type and value.
+pub type Tlv<'a> = (u8, &'a [u8]);
+
 fn put_tlv(v: &mut Vec<u8>, typ: u8, value: &[u8]) {
     // Values here are names and a few flags: well under 64 KiB.
     let n = value.len().min(usize::from(u16::MAX));
@@ -161,7 +164,7 @@ pub fn encode_tcp4_tls(src: SocketAddrV4, dst: SocketAddrV4, info: &TlsInfo) -> 
 /// The TLVs of the header at the start of `buf` (whose address block `family` has),
 /// each as (type, value), in order; an SSL TLV's value includes its sub-TLVs (read
 /// them with [`ssl_tlv`]).
-pub fn tlvs(buf: &[u8]) -> Result<Vec<(u8, &[u8])>, Error> {
+pub fn tlvs(buf: &[u8]) -> Result<Vec<Tlv<'_>>, Error> {
     let (_, total) = parse(buf)?;
     let addr_len = match buf[13] {
         0x11 | 0x12 => 12,
@@ -174,7 +177,7 @@ pub fn tlvs(buf: &[u8]) -> Result<Vec<(u8, &[u8])>, Error> {
 }
 
 /// TLVs back to back in `b`.
-fn walk(mut b: &[u8]) -> Result<Vec<(u8, &[u8])>, Error> {
+fn walk(mut b: &[u8]) -> Result<Vec<Tlv<'_>>, Error> {
     let mut out = Vec::new();
     while !b.is_empty() {
         if b.len() < 3 {
@@ -189,7 +192,7 @@ fn walk(mut b: &[u8]) -> Result<Vec<(u8, &[u8])>, Error> {
 }
 
 /// An SSL TLV's value: its `client` bits, `verify` field and sub-TLVs.
-pub fn ssl_tlv(value: &[u8]) -> Result<(u8, u32, Vec<(u8, &[u8])>), Error> {
+pub fn ssl_tlv(value: &[u8]) -> Result<(u8, u32, Vec<Tlv<'_>>), Error> {
     if value.len() < 5 {
         return Err(Error::BadTlv);
     }
