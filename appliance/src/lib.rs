@@ -58,6 +58,11 @@ pub fn now_us() -> u64 {
     unix_us + at.elapsed().as_micros() as u64
 }
 
+/// Unix time in seconds (for validity windows such as OCSP responses').
+pub fn unix_now() -> i64 {
+    (now_us() / 1_000_000) as i64
+}
+
 /// [`now_us`] in milliseconds.
 pub fn now_ms() -> u64 {
     now_us() / 1000

@@ -155,6 +155,32 @@ impl Live {
     }
 
     /// The current generation.
+    /// Re-checks every stapled OCSP response of the current configuration against the
+    /// clock: one past its nextUpdate stops being stapled (a warning says which), one
+    /// that became valid starts.
+    pub fn refresh_staples(&self, now_unix: i64) {
+        let gen = self.current();
+        for v in &gen.vservers {
+            let Some(t) = &v.cfg.tls else { continue };
+            for site in &t.sites {
+                for c in &site.certs {
+                    let Some(st) = &c.staple else { continue };
+                    if st.refresh(now_unix) {
+                        let name = c.names.first().map(String::as_str).unwrap_or("?");
+                        if st.valid() {
+                            log::info!(
+                                "vserver {}: the OCSP response for {name} is valid now; stapled",
+                                v.cfg.name
+                            );
+                        } else {
+                            log::warn!("vserver {}: the OCSP response for {name} is past its nextUpdate; no longer stapled (replace the file and reload)", v.cfg.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     pub fn current(&self) -> Arc<Generation> {
         self.current
             .lock()

@@ -54,6 +54,9 @@ pub struct ProxyStats {
     pub tls_early_data_skipped: AtomicU64,
     /// Handshakes whose client presented a certificate that verified.
     pub tls_client_certificates: AtomicU64,
+    /// Handshakes that stapled an OCSP response (the client asked; the certificate had
+    /// a valid one).
+    pub tls_ocsp_stapled: AtomicU64,
     /// TLS connections that failed, by whose fault (see `tls::ErrorClass`).
     pub tls_peer_misbehaved: AtomicU64,
     pub tls_peer_incompatible: AtomicU64,

@@ -31,6 +31,7 @@ pub mod exporter;
 pub mod job;
 #[cfg(test)]
 mod kat;
+pub mod ocsp;
 pub mod password;
 pub mod pool;
 pub mod prim;

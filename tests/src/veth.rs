@@ -419,3 +419,89 @@ pub fn make_client_certs(dir: &Path) {
         "alice.pem",
     ]);
 }
+
+/// An OCSP setup made with the openssl CLI in `dir`: a CA (`ocsp-ca.pem`), a leaf for
+/// appliance.test it signed with its chain (`ocsp-leaf-chain.pem`, leaf then CA) and
+/// key (`ocsp-leaf.key`), and a "good" response for the leaf from `openssl ocsp`
+/// (`ocsp-leaf.ocsp`, valid for a day).
+pub fn make_ocsp_pki(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509", "-days", "30", "-subj", "/CN=ocsp-test-ca"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&["-keyout", "ocsp-ca.key", "-out", "ocsp-ca.pem"]);
+    run(&a);
+    let mut a = vec!["req", "-subj", "/CN=appliance.test"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&["-keyout", "ocsp-leaf.key", "-out", "ocsp-leaf.csr"]);
+    run(&a);
+    std::fs::write(
+        dir.join("ocsp-san.ext"),
+        "subjectAltName=DNS:appliance.test\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "ocsp-leaf.csr",
+        "-CA",
+        "ocsp-ca.pem",
+        "-CAkey",
+        "ocsp-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "ocsp-san.ext",
+        "-out",
+        "ocsp-leaf.pem",
+    ]);
+    let serial = run(&["x509", "-in", "ocsp-leaf.pem", "-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=");
+    std::fs::write(
+        dir.join("ocsp-index.txt"),
+        format!("V\t300101000000Z\t\t{serial}\tunknown\t/CN=appliance.test\n"),
+    )
+    .unwrap();
+    run(&[
+        "ocsp",
+        "-index",
+        "ocsp-index.txt",
+        "-rsigner",
+        "ocsp-ca.pem",
+        "-rkey",
+        "ocsp-ca.key",
+        "-CA",
+        "ocsp-ca.pem",
+        "-issuer",
+        "ocsp-ca.pem",
+        "-cert",
+        "ocsp-leaf.pem",
+        "-ndays",
+        "1",
+        "-respout",
+        "ocsp-leaf.ocsp",
+    ]);
+    let mut chain = std::fs::read(dir.join("ocsp-leaf.pem")).unwrap();
+    chain.extend(std::fs::read(dir.join("ocsp-ca.pem")).unwrap());
+    std::fs::write(dir.join("ocsp-leaf-chain.pem"), chain).unwrap();
+}

@@ -1024,3 +1024,56 @@ fn proxy_v2_tlvs_tell_the_backend_about_the_tls_session() {
         net.log("haproxy.log")
     );
 }
+
+/// OCSP stapling through the data plane: `openssl s_client -status` gets the response
+/// `openssl ocsp` made, in TLS 1.3 and 1.2, and verifies it ("Cert Status: good");
+/// without -status none is sent.
+#[test]
+fn ocsp_responses_are_stapled_for_clients_that_ask() {
+    let mut net = Net::up("to");
+    write_site(&net.dir, 1024);
+    make_ocsp_pki(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    let d = net.dir.display();
+    let vs = format!(
+        "\n[[vserver]]\nname = \"stapled\"\nlisten = \"10.77.0.1:443\"\nmode = \"tls\"\nbackends = [\"10.77.0.2:8080\"]\n[vserver.tls]\ncertificates = [{{ chain = \"{d}/ocsp-leaf-chain.pem\", key = \"{d}/ocsp-leaf.key\", ocsp = \"{d}/ocsp-leaf.ocsp\" }}]\n"
+    );
+    net.start_appliance(&[*cpus().last().unwrap()], &vs);
+    let ca = net.dir.join("ocsp-ca.pem");
+    for v in ["-tls1_3", "-tls1_2"] {
+        let o = net
+            .in_hosts(&[
+                "sh", "-c",
+                &format!(
+                    "echo | timeout 20 openssl s_client -connect 10.77.0.1:443 -servername appliance.test {v} -status -CAfile {} 2>&1",
+                    ca.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("OCSP Response Status: successful") && out.contains("Cert Status: good"),
+            "{v}: {out}"
+        );
+        assert!(out.contains("Verify return code: 0 (ok)"), "{v}: {out}");
+        let o = net
+            .in_hosts(&[
+                "sh", "-c",
+                &format!(
+                    "echo | timeout 20 openssl s_client -connect 10.77.0.1:443 -servername appliance.test {v} -CAfile {} 2>&1",
+                    ca.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !out.contains("OCSP Response Status"),
+            "{v} without -status: {out}"
+        );
+    }
+    let s = net.stats();
+    assert_eq!(s["cores"][0]["proxy"]["tls_ocsp_stapled"], 2, "{s}");
+}

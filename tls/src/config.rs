@@ -29,6 +29,34 @@ pub struct CertifiedKey {
     pub cert13: Arc<[u8]>,
     /// ServerHelloDone (TLS 1.2), shared like the Certificate it follows.
     pub server_hello_done: Arc<[u8]>,
+    /// An OCSP response to staple when a client asks (RFC 6066 §8), if configured.
+    pub staple: Option<Arc<Staple>>,
+}
+
+/// A stapled OCSP response: the messages that carry it, precomputed, and whether it
+/// may be stapled now (the caller re-checks against its clock: [`Staple::refresh`];
+/// the engine reads no clock).
+#[derive(Debug)]
+pub struct Staple {
+    /// TLS 1.2: the CertificateStatus message.
+    pub status12: Arc<[u8]>,
+    /// TLS 1.3: the Certificate message with the response in the leaf's entry.
+    pub cert13: Arc<[u8]>,
+    pub validity: crypto_offload::ocsp::OcspValidity,
+    valid: std::sync::atomic::AtomicBool,
+}
+
+impl Staple {
+    /// Whether it is stapled now.
+    pub fn valid(&self) -> bool {
+        self.valid.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Re-checks its validity at `now_unix` (seconds); returns whether that changed.
+    pub fn refresh(&self, now_unix: i64) -> bool {
+        let v = self.validity.valid_at(now_unix);
+        self.valid.swap(v, std::sync::atomic::Ordering::Relaxed) != v
+    }
 }
 
 impl CertifiedKey {
@@ -57,7 +85,21 @@ impl CertifiedKey {
             server_hello_done: SERVER_HELLO_DONE.to_vec().into(),
             names,
             chain,
+            staple: None,
         })
+    }
+
+    /// Staples `der` (a DER OCSP response about the leaf, "good"; the chain must hold
+    /// the issuer) when clients ask; `now_unix` decides whether it is valid already.
+    pub fn with_ocsp(mut self, der: &[u8], now_unix: i64) -> Result<Self, CryptoError> {
+        let validity = crypto_offload::ocsp::check_response(der, &self.chain)?;
+        self.staple = Some(Arc::new(Staple {
+            status12: crate::msgs::certificate_status12(der).into(),
+            cert13: crate::msgs::certificate13_stapled(&self.chain, Some(der)).into(),
+            validity,
+            valid: std::sync::atomic::AtomicBool::new(validity.valid_at(now_unix)),
+        }));
+        Ok(self)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod hs {
     pub const ENCRYPTED_EXTENSIONS: u8 = 8;
     pub const CERTIFICATE: u8 = 11;
     pub const CERTIFICATE_REQUEST: u8 = 13;
+    pub const CERTIFICATE_STATUS: u8 = 22;
     pub const CERTIFICATE_VERIFY: u8 = 15;
     pub const SERVER_HELLO_DONE: u8 = 14;
     pub const CLIENT_KEY_EXCHANGE: u8 = 16;
@@ -31,6 +32,7 @@ pub mod hs {
 
 pub mod ext {
     pub const SERVER_NAME: u16 = 0;
+    pub const STATUS_REQUEST: u16 = 5;
     pub const SUPPORTED_GROUPS: u16 = 10;
     pub const EC_POINT_FORMATS: u16 = 11;
     pub const SIGNATURE_ALGORITHMS: u16 = 13;
@@ -174,6 +176,8 @@ pub struct ClientHello<'a> {
     pub renegotiation_info: Option<&'a [u8]>,
     /// RFC 5077: the client supports tickets (empty) or presents one.
     pub session_ticket: Option<&'a [u8]>,
+    /// RFC 6066 §8: the client asks for a stapled OCSP response (status_type ocsp).
+    pub status_request: bool,
     /// RFC 8446 §4.2.9: the PSK key exchange modes offered.
     pub psk_modes: Option<&'a [u8]>,
     /// RFC 8446 §4.2.10: the client sends 0-RTT data after this hello (never accepted
@@ -339,8 +343,14 @@ impl<'a> ClientHello<'a> {
             }
             // In a ClientHello the extension is empty (RFC 8446 §4.2.10).
             ext::EARLY_DATA => self.early_data = true,
-            // Everything else (status_request, ...) is ignored, as RFC 8446 §4.2
-            // requires of unknown extensions.
+            // RFC 6066 §8: CertificateStatusRequest; only status_type ocsp (1) is
+            // answered, its responder list and extensions are not looked at.
+            ext::STATUS_REQUEST => {
+                self.status_request = r.u8()? == 1;
+                return Ok(());
+            }
+            // Everything else is ignored, as RFC 8446 §4.2 requires of unknown
+            // extensions.
             _ => return Ok(()),
         }
         r.finish("bytes after an extension's body")
@@ -485,17 +495,45 @@ pub fn certificate12(chain: &[Vec<u8>]) -> Vec<u8> {
 
 /// TLS 1.3 Certificate message (RFC 8446 §4.4.2): empty context, no per-entry extensions.
 pub fn certificate13(chain: &[Vec<u8>]) -> Vec<u8> {
+    certificate13_stapled(chain, None)
+}
+
+/// TLS 1.3 Certificate message with `ocsp` (a DER OCSPResponse) in the leaf entry's
+/// status_request extension (RFC 8446 §4.4.2.1).
+pub fn certificate13_stapled(chain: &[Vec<u8>], ocsp: Option<&[u8]>) -> Vec<u8> {
     let mut m = Vec::new();
     put_handshake(&mut m, hs::CERTIFICATE, |m| {
         m.push(0);
         let at = start_len(m, 3);
-        for c in chain {
+        for (i, c) in chain.iter().enumerate() {
             let c_at = start_len(m, 3);
             m.extend_from_slice(c);
             end_len(m, c_at, 3);
-            put_u16(m, 0);
+            let e_at = start_len(m, 2);
+            if let (0, Some(r)) = (i, ocsp) {
+                put_ext(m, ext::STATUS_REQUEST, |m| put_certificate_status(m, r));
+            }
+            end_len(m, e_at, 2);
         }
         end_len(m, at, 3);
+    });
+    m
+}
+
+/// RFC 6066 §8's CertificateStatus body: status_type ocsp, then the response.
+fn put_certificate_status(m: &mut Vec<u8>, ocsp: &[u8]) {
+    m.push(1);
+    let at = start_len(m, 3);
+    m.extend_from_slice(ocsp);
+    end_len(m, at, 3);
+}
+
+/// The TLS 1.2 CertificateStatus handshake message (RFC 6066 §8), sent right after the
+/// Certificate.
+pub fn certificate_status12(ocsp: &[u8]) -> Vec<u8> {
+    let mut m = Vec::new();
+    put_handshake(&mut m, hs::CERTIFICATE_STATUS, |m| {
+        put_certificate_status(m, ocsp)
     });
     m
 }

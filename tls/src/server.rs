@@ -92,6 +92,9 @@ pub struct HandshakeInfo {
     pub hello_retry: bool,
     /// Bytes of 0-RTT records skipped (RFC 8446 §4.2.10: early data is never taken).
     pub early_data_skipped: u64,
+    /// An OCSP response was stapled (the client asked, and the certificate had a valid
+    /// one).
+    pub ocsp_stapled: bool,
     /// How the handshake resumed, if it did.
     pub resumed: Option<Resumed>,
     /// The client's verified certificate (DER) and its subject, when it sent one (a
@@ -296,6 +299,8 @@ pub struct ServerConn {
     /// What keying material is exported from once the keys are agreed (RFC 5705,
     /// RFC 8446 §7.5).
     pub(crate) exporter: Option<crypto_offload::exporter::Exporter>,
+    /// The ClientHello asked for a stapled OCSP response (RFC 6066 §8).
+    pub(crate) status_request: bool,
 }
 
 impl ServerConn {
@@ -342,6 +347,7 @@ impl ServerConn {
             close_wanted: false,
             loan: None,
             exporter: None,
+            status_request: false,
         }
     }
 
@@ -935,6 +941,7 @@ impl ServerConn {
             if retry.is_none() {
                 self.route(ch.sni);
             }
+            self.status_request = ch.status_request;
             // RFC 8446 appendix D.5: "Any endpoint receiving a Hello message with
             // ClientHello.legacy_version or ServerHello.legacy_version set to 0x0300 MUST
             // abort the handshake with a 'protocol_version' alert" (and so for anything

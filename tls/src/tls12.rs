@@ -69,6 +69,8 @@ struct FullPlan {
     group: Group,
     cert: Arc<CertifiedKey>,
     scheme: u16,
+    /// The CertificateStatus to send after the Certificate (RFC 6066 §8).
+    staple: Option<Arc<[u8]>>,
 }
 
 /// A session the ClientHello may resume, before checking it fits the hello.
@@ -321,11 +323,17 @@ impl ServerConn {
         let chosen = choose(true).or_else(|| choose(false));
         let (suite, info, cert, scheme) =
             chosen.ok_or(Error::NoCommonParameters("cipher suite"))?;
+        let staple = cert
+            .staple
+            .as_ref()
+            .filter(|s| ch.status_request && s.valid())
+            .map(|s| s.status12.clone());
         let full = FullPlan {
             group_id,
             group: group_of(group_id).ok_or(Error::Misuse("configured group unknown"))?,
             cert,
             scheme,
+            staple,
         };
         Ok((suite, info, full))
     }
@@ -358,6 +366,10 @@ impl ServerConn {
             }
             if p.issue_ticket {
                 put_ext(m, ext::SESSION_TICKET, |_| {});
+            }
+            // RFC 6066 §8: an empty status_request says a CertificateStatus follows.
+            if p.full.as_ref().is_some_and(|f| f.staple.is_some()) {
+                put_ext(m, ext::STATUS_REQUEST, |_| {});
             }
             end_len(m, at, 2);
         });
@@ -453,13 +465,21 @@ impl ServerConn {
             HashAlg::Sha256 => a.request12_sha256.clone(),
             HashAlg::Sha384 => a.request12_sha384.clone(),
         });
-        let mut msgs: Vec<&[u8]> = vec![sh, &full.cert.cert12, &server_key_exchange];
+        let mut msgs: Vec<&[u8]> = vec![sh, &full.cert.cert12];
+        if let Some(st) = &full.staple {
+            msgs.push(st);
+        }
+        msgs.push(&server_key_exchange);
         if let Some(r) = &request {
             msgs.push(r);
         }
         msgs.push(&full.cert.server_hello_done);
         self.write_plain_handshake(&msgs);
+        self.info.ocsp_stapled = full.staple.is_some();
         transcript.push(Chunk::Shared(full.cert.cert12.clone()));
+        if let Some(st) = &full.staple {
+            transcript.push(Chunk::Shared(st.clone()));
+        }
         transcript.push(Chunk::Owned(server_key_exchange));
         if let Some(r) = &request {
             transcript.push(Chunk::Shared(r.clone()));

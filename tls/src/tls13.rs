@@ -371,6 +371,8 @@ impl ServerConn {
             None => ticket_session.as_ref().and_then(|s| self.ticket_request(s)),
             Some(_) => None,
         };
+        let stapling = self.status_request;
+        let mut stapled = false;
         let job = Tls13Flight {
             hash: p.hash,
             aead: p.aead,
@@ -381,7 +383,14 @@ impl ServerConn {
             share_at,
             encrypted_extensions: ee,
             auth: p.cert.map(|(c, scheme)| CertAuth {
-                certificate: c.cert13.clone(),
+                // RFC 8446 §4.4.2.1: the response in the leaf's CertificateEntry.
+                certificate: match c.staple.as_ref().filter(|s| stapling && s.valid()) {
+                    Some(s) => {
+                        stapled = true;
+                        s.cert13.clone()
+                    }
+                    None => c.cert13.clone(),
+                },
                 signer: c.key.clone(),
                 sig_alg: sig_alg_of(scheme),
                 scheme,
@@ -390,6 +399,7 @@ impl ServerConn {
             ticket,
             server_share: None,
         };
+        self.info.ocsp_stapled = stapled;
         let ctx = FlightCtx {
             compat_ccs: !ccs_sent && !p.session_id.is_empty(),
             hash: p.hash,

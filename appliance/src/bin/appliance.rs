@@ -232,6 +232,7 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
     );
     let mut last = running.snapshot();
     let mut last_log = std::time::Instant::now();
+    let mut last_staples = std::time::Instant::now();
     while signals.stop.load(Ordering::Relaxed) == 0 {
         std::thread::sleep(Duration::from_millis(100));
         if signals.hup.swap(false, Ordering::Relaxed) {
@@ -247,6 +248,10 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
                 }
                 None => log::info!("SIGUSR1: no access log to reopen ([log] access is not set)"),
             }
+        }
+        if last_staples.elapsed() >= Duration::from_secs(10) {
+            state.live.refresh_staples(appliance::unix_now());
+            last_staples = std::time::Instant::now();
         }
         let interval = cfg.control.stats_interval;
         if !interval.is_zero() && last_log.elapsed() >= interval {

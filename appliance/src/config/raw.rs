@@ -192,6 +192,7 @@ pub(super) struct RawTls {
 pub(super) struct RawCertificate {
     pub(super) chain: String,
     pub(super) key: String,
+    pub(super) ocsp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -825,3 +825,24 @@ fn passive_health_settings_and_their_mistakes() {
         assert!(e.contains(field), "{extra}: {e}");
     }
 }
+
+#[test]
+fn ocsp_files_are_checked_and_name_their_field() {
+    let dir = std::env::temp_dir().join(format!("appliance-ocsp-{}", std::process::id()));
+    let base = tls_config(&dir, "");
+    let d = dir.display();
+    let field = "vserver[0].tls.certificates[0].ocsp";
+    std::fs::write(dir.join("junk.ocsp"), b"not an OCSP response").unwrap();
+    for (file, says) in [
+        ("missing.ocsp", "cannot read"),
+        ("junk.ocsp", "not DER OCSP"),
+    ] {
+        let text = base.replace(
+            &format!("key = \"{d}/ec.key\" }}"),
+            &format!("key = \"{d}/ec.key\", ocsp = \"{d}/{file}\" }}"),
+        );
+        assert_ne!(text, base);
+        let e = err_of(&text);
+        assert!(e.contains(field) && e.contains(says), "{file}: {e}");
+    }
+}

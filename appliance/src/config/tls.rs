@@ -66,8 +66,23 @@ impl Checker<'_> {
             let fc = format!("{field}.certificates[{i}]");
             let chain = self.read(format!("{fc}.chain"), &c.chain)?;
             let key = self.read(format!("{fc}.key"), &c.key)?;
-            let ck = tls::CertifiedKey::from_pem(&chain, &key)
+            let mut ck = tls::CertifiedKey::from_pem(&chain, &key)
                 .map_err(|e| self.err(&fc, e.to_string()))?;
+            if let Some(path) = &c.ocsp {
+                let f = format!("{fc}.ocsp");
+                let der = self.read(f.clone(), path)?;
+                ck = ck
+                    .with_ocsp(&der, crate::unix_now())
+                    .map_err(|e| self.err(&f, format!("{path}: {e}")))?;
+                if let Some(st) = &ck.staple {
+                    if !st.valid() {
+                        log::warn!(
+                            "{}: {f}: {path} is outside its validity (nextUpdate passed, or not yet issued); it is not stapled until it is replaced and reloaded",
+                            self.file
+                        );
+                    }
+                }
+            }
             certs.push(std::sync::Arc::new(ck));
         }
         let mut site = tls::Site::new(certs);

@@ -620,6 +620,9 @@ pub(super) fn count_handshake(
     if info.early_data_skipped > 0 {
         add(&stats.tls_early_data_skipped, 1);
     }
+    if info.ocsp_stapled {
+        add(&stats.tls_ocsp_stapled, 1);
+    }
     if info.resumed.is_some() {
         add(resumed, 1);
     }
