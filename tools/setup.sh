@@ -18,6 +18,7 @@ packages=(
     util-linux                     # setpriv: the tests call the control socket as another user
     redis-server                   # session-store's repository tier: its tests start their own server
     nftables                       # the cluster tests drop a share of the cluster's datagrams (the kernel may lack netem)
+    chromium                       # the status page test renders it in headless Chromium
 )
 if [ "${1:-}" = "--bench" ]; then
     packages+=(haproxy nginx-light wrk)

@@ -6,6 +6,10 @@
 //! workers' counters with their job latency as a histogram, and each vserver's and
 //! backend's state. Counters end in `_total`; names are
 //! `appliance_<group>_<counter>`. The format is the text exposition format 0.0.4.
+//!
+//! The same listener serves a read-only status page at `/` (one self-contained HTML
+//! document: vservers, backends and their state, per-core busy % and handshakes/s),
+//! which refreshes itself from `/status.json` every two seconds.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -56,15 +60,28 @@ impl MetricsServer {
                             "text/plain; version=0.0.4; charset=utf-8",
                             render(&state),
                         ),
+                        // The status page: one self-contained document (no external
+                        // assets), refreshed from /status.json. Read-only.
+                        (Some("GET"), Some("/")) => (
+                            "200 OK",
+                            "text/html; charset=utf-8",
+                            STATUS_PAGE.to_string(),
+                        ),
+                        (Some("GET"), Some("/status.json")) => (
+                            "200 OK",
+                            "application/json",
+                            status_json(&state),
+                        ),
                         (Some("GET"), Some(_)) => (
                             "404 Not Found",
                             "text/plain; charset=utf-8",
-                            "the appliance serves metrics at /metrics\n".to_string(),
+                            "the appliance serves /metrics, its status page at / and /status.json\n"
+                                .to_string(),
                         ),
                         _ => (
                             "405 Method Not Allowed",
                             "text/plain; charset=utf-8",
-                            "only GET /metrics\n".to_string(),
+                            "only GET\n".to_string(),
                         ),
                     };
                     let _ = write!(
@@ -76,6 +93,22 @@ impl MetricsServer {
             })?;
         Ok(MetricsServer { addr })
     }
+}
+
+/// The status page (`GET /`).
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// What the status page shows: the control socket's `status`, `stats`, `vservers`
+/// and `backends` answers in one document.
+fn status_json(state: &State) -> String {
+    let ask = |q: &str| crate::control::dispatch(state, q);
+    serde_json::json!({
+        "status": ask("status"),
+        "stats": ask("stats"),
+        "vservers": ask("vservers"),
+        "backends": ask("backends"),
+    })
+    .to_string()
 }
 
 /// Escapes a label value.

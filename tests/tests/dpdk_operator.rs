@@ -1131,3 +1131,71 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         "{table}"
     );
 }
+
+/// Headless Chromium (Debian's) in the appliance's namespace: the rendered page's text
+/// (after its scripts ran and fetched /status.json), and a screenshot into `png`.
+fn chromium(net: &Net, url: &str, png: &Path) -> String {
+    let ns = format!("{}-a", net.name);
+    let profile = net.dir.join("chromium-profile");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=5000",
+        "--window-size=1280,900",
+    ];
+    let user_dir = format!("--user-data-dir={}", profile.display());
+    let shot = format!("--screenshot={}", png.display());
+    let run = |extra: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns, "timeout", "60", "chromium"])
+            .args(common)
+            .arg(&user_dir)
+            .args(extra)
+            .arg(url);
+        let o = c.output().expect("chromium (tools/setup.sh installs it)");
+        assert!(
+            o.status.success(),
+            "chromium {extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&[&shot]);
+    run(&["--dump-dom"])
+}
+
+/// The status page on the metrics listener, as a person sees it in a browser: the
+/// vservers and backends with their state, rendered by the page's own script; after
+/// `appliancectl backend drain` the page shows the backend draining.
+#[test]
+fn the_status_page_renders_in_a_browser_and_follows_a_drain() {
+    let mut net = Net::up("sp");
+    write_site(&net.dir, 1024);
+    write_pages(&net.dir);
+    net.start_backend("10.77.0.2", 8080);
+    net.start_backend("10.77.0.3", 8080);
+    std::thread::sleep(Duration::from_millis(500));
+    net.start_appliance(&[*cpus().last().unwrap()], CHECKED);
+    wait_backend(&net, "10.77.0.3:8080", "up", |b| b["state"] == "up");
+    let png = net.dir.join("status.png");
+    let dom = chromium(&net, "http://127.0.0.1:9464/", &png);
+    // The rows the script built: the vserver, and each backend with its state.
+    assert!(dom.contains("<td>checked</td><td>10.77.0.1:81</td><td>tcp</td>"), "{dom}");
+    assert!(
+        dom.contains("<td>checked</td><td>10.77.0.3:8080</td><td class=\"up\">up</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<div id=\"error\"></div>"), "no fetch error: {dom}");
+    let shot = std::fs::read(&png).unwrap();
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "a screenshot");
+    ctl_ok(&net, &["backend", "drain", "10.77.0.3:8080"]);
+    let dom = chromium(&net, "http://127.0.0.1:9464/", &png);
+    assert!(
+        dom.contains("<td>10.77.0.3:8080</td><td class=\"draining\">draining</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<td>10.77.0.2:8080</td><td class=\"up\">up</td>"), "{dom}");
+}
