@@ -1183,19 +1183,31 @@ fn the_status_page_renders_in_a_browser_and_follows_a_drain() {
     let png = net.dir.join("status.png");
     let dom = chromium(&net, "http://127.0.0.1:9464/", &png);
     // The rows the script built: the vserver, and each backend with its state.
-    assert!(dom.contains("<td>checked</td><td>10.77.0.1:81</td><td>tcp</td>"), "{dom}");
+    assert!(
+        dom.contains("<td>checked</td><td>10.77.0.1:81</td><td>tcp</td>"),
+        "{dom}"
+    );
     assert!(
         dom.contains("<td>checked</td><td>10.77.0.3:8080</td><td class=\"up\">up</td>"),
         "{dom}"
     );
-    assert!(dom.contains("<div id=\"error\"></div>"), "no fetch error: {dom}");
+    assert!(
+        dom.contains("<div id=\"error\"></div>"),
+        "no fetch error: {dom}"
+    );
     let shot = std::fs::read(&png).unwrap();
-    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000, "a screenshot");
+    assert!(
+        shot.starts_with(b"\x89PNG") && shot.len() > 10_000,
+        "a screenshot"
+    );
     ctl_ok(&net, &["backend", "drain", "10.77.0.3:8080"]);
     let dom = chromium(&net, "http://127.0.0.1:9464/", &png);
     assert!(
         dom.contains("<td>10.77.0.3:8080</td><td class=\"draining\">draining</td>"),
         "{dom}"
     );
-    assert!(dom.contains("<td>10.77.0.2:8080</td><td class=\"up\">up</td>"), "{dom}");
+    assert!(
+        dom.contains("<td>10.77.0.2:8080</td><td class=\"up\">up</td>"),
+        "{dom}"
+    );
 }
