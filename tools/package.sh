@@ -32,6 +32,14 @@ install -m 0640 packaging/appliance.toml "$stage/etc/appliance/appliance.toml"
 install -m 0644 packaging/logrotate "$stage/etc/logrotate.d/appliance"
 install -m 0644 packaging/appliance.service "$stage/lib/systemd/system/appliance.service"
 install -m 0644 README.md "$stage/usr/share/doc/appliance/README.md"
+# Man pages and shell completions, generated from the binaries' own clap definitions.
+install -d "$stage/usr/share/man/man8" "$stage/usr/share/man/man1" \
+    "$stage/usr/share/bash-completion/completions"
+"target/$profile/appliance" --man "$stage/usr/share/man/man8"
+"target/$profile/appliancectl" man "$stage/usr/share/man/man1"
+gzip -9n "$stage"/usr/share/man/man*/*
+"target/$profile/appliance" --completions bash > "$stage/usr/share/bash-completion/completions/appliance"
+"target/$profile/appliancectl" completions bash > "$stage/usr/share/bash-completion/completions/appliancectl"
 install -m 0644 examples/*.toml "$stage/usr/share/doc/appliance/"
 printf 'appliance: TLS offload appliance\nLicense: Apache-2.0\n' > "$stage/usr/share/doc/appliance/copyright"
 

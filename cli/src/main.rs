@@ -19,58 +19,6 @@ use control_proto::{decode_reply, BackendAction, ReplyError, Request, VserverAct
 
 const DEFAULT_SOCKET: &str = "/run/appliance/control.sock";
 
-const USAGE: &str = "usage: appliancectl [OPTIONS] COMMAND [ARGS]
-
-Commands:
-  status                          version, uptime, vservers and backends up, totals
-  show stats [--interval SECS]    rates over SECS (default 1): handshakes/s by version,
-                                  full/resumed and suite; per-core busy %; crypto queues
-  show vservers                   each vserver: mode, enabled, balancing, health check
-  show backends                   each backend: state, weight, open connections, checks
-  show certs                      each certificate: subject, SANs, key, expiry
-  show sessions                   each open client connection; TLS session caches
-  show session-store              TLS sessions held, lookups by tier, evictions
-  show cluster                    the other nodes: state, last heard, lag; replication
-  flush session-store             drop every TLS session on every node (a PURGE)
-  vserver enable|disable NAME     a disabled vserver resets new connections
-  backend drain|enable ADDRESS [--vserver NAME]
-                                  a draining backend takes no new connections but keeps
-                                  its open ones; without --vserver: in every vserver
-  reload                          apply the configuration file again (vservers,
-                                  certificates, backends); open connections carry on
-  top [--interval SECS] [--count N]
-                                  show stats and backends, refreshed every SECS
-  hash-password USER              read a password on stdin, print USER:HASH (Argon2id) for
-                                  a socks5 vserver's users_file (no daemon needed)
-  ping                            check that the daemon answers
-  stats                           same as show stats
-  help [COMMAND]                  this text, or one command's
-
-Options (before or after the command):
-  --socket PATH   control socket (default: $APPLIANCE_SOCKET, else the [control] socket
-                  of --config FILE, else /run/appliance/control.sock)
-  --config FILE   the daemon's configuration, to find its control socket
-  --json          print the daemon's JSON instead of a table
-  -h, --help      help
-
-Exit status: 0 done; 1 the appliance could not be reached or refused; 2 usage error.";
-
-fn command_help(cmd: &str) -> Option<&'static str> {
-    Some(match cmd {
-        "status" => "usage: appliancectl status [--json]\n\nThe daemon's version, pid, uptime, configuration file, port and cores, how many\nvservers are enabled and backends up, and totals of connections and handshakes.",
-        "show" | "stats" => "usage: appliancectl show stats|vservers|backends|certs|sessions|session-store|cluster [--json] [--interval SECS]\n\n  stats     samples the counters twice, SECS apart (default 1), and prints rates:\n            handshakes/s by version, full and resumed, and by suite; connections;\n            per-core busy %; crypto workers' queues and latency. --json prints one\n            raw sample.\n  vservers  name, listen address, mode, enabled, balancing method, health check,\n            backends up, connections refused (disabled) or closed (no backend)\n  backends  per vserver and backend: state (up, down, draining), weight, open and\n            total connections, failures, health checks passed/failed, last result\n  certs     per tls vserver and certificate: subject, SANs, key, expiry, days left\n  sessions  each open client connection: client, vserver, backend, state, TLS\n            version and suite, SNI, resumed, age, bytes each way; then each tls\n            vserver's session cache (sessions held, capacity) and tickets\n  session-store  TLS sessions held, capacity, lookups answered by tier (local, peer,\n            repository), misses, timeouts, evictions; the repository's servers\n  cluster   this node and the others: state (syncing, ready), up, last heard,\n            lag; replication lag, queue depth, NACKs, retransmits, forged and\n            replayed messages dropped",
-        "flush" => "usage: appliancectl flush session-store [--json]\n\nDrops every TLS session this node holds, and sends the purge to every other node\nof the cluster and to the repository: no session issued before resumes anywhere\n(clients make full handshakes). Ticket keys are not changed.",
-        "vserver" => "usage: appliancectl vserver enable|disable NAME\n\nA disabled vserver resets new connections (RST); its open connections carry on.",
-        "backend" => "usage: appliancectl backend drain|enable ADDRESS [--vserver NAME]\n\nA draining backend is chosen for no new connection; its open connections carry on.\nenable lets it take new connections again. ADDRESS is ip:port as configured.\nWithout --vserver, every vserver that has the backend is changed.",
-        "top" => "usage: appliancectl top [--interval SECS] [--count N]\n\nA live view: show stats and show backends, redrawn every SECS (default 1),\nN times (default: until interrupted).",
-        "reload" => "usage: appliancectl reload [--json]\n\nThe daemon reads its configuration file again and applies it at once: new\nconnections get the new vservers, certificates, backends and TLS settings; open\nconnections carry on with what they started with. Switches (disabled vservers,\ndraining backends), health and counters carry over by vserver name and backend\naddress, and so do session caches and ticket keys whose settings are unchanged.\nA file with an error is refused with that error, and so is a change to\n[dataplane], [tcp], [crypto], [control], [metrics] or [log] (a restart);\neither way the running configuration stays and the exit status is 1.",
-        "ping" => "usage: appliancectl ping\n\nExit status 0 if the daemon answers.",
-        "hash-password" => "usage: appliancectl hash-password USER < password\n\nReads one line (the password, without its newline) from standard input and\nprints USER:HASH, a line for a socks5 vserver's users_file: an Argon2id hash with\na random salt (19 MiB, 2 passes). The password itself is never printed or kept.",
-        "help" => USAGE,
-        _ => return None,
-    })
-}
-
 /// Exit status and message of a failed command.
 struct Failure {
     code: u8,
@@ -132,64 +80,9 @@ fn call<T: serde::de::DeserializeOwned>(path: &str, req: &Request) -> Result<(St
     }
 }
 
-/// Parsed command line.
-struct Cli {
-    socket: Option<String>,
-    config: Option<String>,
-    json: bool,
-    interval: f64,
-    count: Option<u64>,
-    vserver: Option<String>,
-    words: Vec<String>,
-    help: bool,
-}
+mod args;
 
-fn parse(args: impl Iterator<Item = String>) -> Result<Cli, Failure> {
-    let mut c = Cli {
-        socket: None,
-        config: None,
-        json: false,
-        interval: 1.0,
-        count: None,
-        vserver: None,
-        words: Vec::new(),
-        help: false,
-    };
-    let mut args = args.peekable();
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| usage(format!("{name} needs a value")))
-        };
-        match a.as_str() {
-            "--socket" => c.socket = Some(value("--socket")?),
-            "--config" => c.config = Some(value("--config")?),
-            "--json" => c.json = true,
-            "--interval" => {
-                let v = value("--interval")?;
-                c.interval = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| *s >= 0.1 && *s <= 3600.0)
-                    .ok_or_else(|| {
-                        usage(format!("--interval {v:?}: give seconds in [0.1, 3600]"))
-                    })?;
-            }
-            "--count" => {
-                let v = value("--count")?;
-                c.count =
-                    Some(v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        usage(format!("--count {v:?}: give a whole number >= 1"))
-                    })?);
-            }
-            "--vserver" => c.vserver = Some(value("--vserver")?),
-            "-h" | "--help" => c.help = true,
-            o if o.starts_with('-') => return Err(usage(format!("unknown option {o:?}"))),
-            _ => c.words.push(a),
-        }
-    }
-    Ok(c)
-}
+use args::{Cli, Cmd};
 
 /// The `[control] socket` of a configuration file, if it sets one.
 fn socket_from_config(path: &str) -> Result<Option<String>, Failure> {
@@ -204,22 +97,9 @@ fn socket_from_config(path: &str) -> Result<Option<String>, Failure> {
 }
 
 fn run(c: Cli) -> Result<(), Failure> {
-    let words: Vec<&str> = c.words.iter().map(String::as_str).collect();
-    if c.help || words.first() == Some(&"help") {
-        let topic = if words.first() == Some(&"help") {
-            words.get(1).copied()
-        } else {
-            words.first().copied()
-        };
-        match topic {
-            None => println!("{USAGE}"),
-            Some(t) => match command_help(t) {
-                Some(h) => println!("{h}"),
-                None => return Err(usage(format!("no command {t:?}\n\n{USAGE}"))),
-            },
-        }
-        return Ok(());
-    }
+    let words: Vec<String> = c.cmd.words();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let (interval, count, vserver) = c.cmd.options();
     let socket = match (&c.socket, std::env::var("APPLIANCE_SOCKET").ok(), &c.config) {
         (Some(s), _, _) => s.clone(),
         (None, Some(s), _) => s,
@@ -230,7 +110,7 @@ fn run(c: Cli) -> Result<(), Failure> {
     };
     let json = c.json;
     let no_vserver_flag = |cmd: &str| {
-        if c.vserver.is_some() {
+        if vserver.is_some() {
             Err(usage(format!("{cmd} takes no --vserver")))
         } else {
             Ok(())
@@ -267,7 +147,6 @@ fn run(c: Cli) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("hashing: {e}")))?;
             println!("{user}:{hash}");
         }
-        ["hash-password", ..] => return Err(usage(command_help("hash-password").unwrap_or_default())),
         ["ping"] => {
             let (line, _) = call::<reply::Ack>(&socket, &Request::Ping)?;
             if json {
@@ -283,9 +162,9 @@ fn run(c: Cli) -> Result<(), Failure> {
                 println!("{line}");
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_secs_f64(c.interval));
+            std::thread::sleep(Duration::from_secs_f64(interval));
             let (_, b) = call::<reply::Stats>(&socket, &Request::Stats)?;
-            let _ = print::stats(out, &a, &b, c.interval);
+            let _ = print::stats(out, &a, &b, interval);
         }
         ["show", what @ ("session-store" | "cluster")] => {
             no_vserver_flag("show")?;
@@ -312,7 +191,6 @@ fn run(c: Cli) -> Result<(), Failure> {
                 );
             }
         }
-        ["flush", ..] => return Err(usage(command_help("flush").unwrap_or_default())),
         ["show", what @ ("vservers" | "backends" | "certs" | "sessions")] => {
             no_vserver_flag("show")?;
             match *what {
@@ -364,7 +242,6 @@ fn run(c: Cli) -> Result<(), Failure> {
                 );
             }
         }
-        ["vserver", ..] => return Err(usage(command_help("vserver").unwrap_or_default())),
         ["backend", action @ ("drain" | "enable"), addr] => {
             if addr.parse::<std::net::SocketAddrV4>().is_err() {
                 return Err(usage(format!(
@@ -378,7 +255,7 @@ fn run(c: Cli) -> Result<(), Failure> {
                     BackendAction::Enable
                 },
                 address: addr.to_string(),
-                vserver: c.vserver.clone(),
+                vserver: vserver.clone(),
             };
             let (line, v) = call::<reply::BackendSwitched>(&socket, &req)?;
             if json {
@@ -396,7 +273,6 @@ fn run(c: Cli) -> Result<(), Failure> {
                 );
             }
         }
-        ["backend", ..] => return Err(usage(command_help("backend").unwrap_or_default())),
         ["reload"] => {
             no_vserver_flag("reload")?;
             show!(Request::Reload, reply::ReloadSummary, print::reload);
@@ -408,7 +284,7 @@ fn run(c: Cli) -> Result<(), Failure> {
             let (_, mut a) = call::<reply::Stats>(&socket, &Request::Stats)?;
             let mut n = 0u64;
             loop {
-                std::thread::sleep(Duration::from_secs_f64(c.interval));
+                std::thread::sleep(Duration::from_secs_f64(interval));
                 let (_, b) = call::<reply::Stats>(&socket, &Request::Stats)?;
                 let (_, backends) = call::<Vec<reply::BackendRow>>(&socket, &Request::Backends)?;
                 // Clear the screen and go home, then redraw.
@@ -416,36 +292,45 @@ fn run(c: Cli) -> Result<(), Failure> {
                 let _ = writeln!(
                     out,
                     "appliancectl top: every {:.1}s (Ctrl-C to quit)\n",
-                    c.interval
+                    interval
                 );
-                let _ = print::stats(out, &a, &b, c.interval);
+                let _ = print::stats(out, &a, &b, interval);
                 let _ = writeln!(out);
                 let _ = print::backends(out, &backends);
                 let _ = out.flush();
                 a = b;
                 n += 1;
-                if c.count.is_some_and(|max| n >= max) {
+                if count.is_some_and(|max| n >= max) {
                     break;
                 }
             }
         }
-        [] => return Err(usage(format!("no command given\n\n{USAGE}"))),
-        [other, ..] => {
-            return Err(usage(format!(
-                "unknown command {:?}\n\n{USAGE}",
-                if command_help(other).is_some() {
-                    words.join(" ")
-                } else {
-                    other.to_string()
-                }
-            )))
-        }
+        // The parser admits nothing else.
+        other => return Err(usage(format!("unexpected command {other:?}"))),
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let result = parse(std::env::args().skip(1)).and_then(run);
+    use clap::Parser;
+    let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            args::completions(*shell);
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man { dir } => {
+            return match args::man_pages(dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("appliancectl: writing man pages to {}: {e}", dir.display());
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
+    let result = run(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -391,11 +391,18 @@ fn appliancectl_commands_metrics_and_owner_only() {
         "status", "show", "vserver", "backend", "reload", "top", "ping",
     ] {
         let h = ctl_ok(&net, &[cmd, "--help"]);
-        assert!(h.starts_with("usage: appliancectl"), "{cmd}: {h}");
+        assert!(
+            h.contains(&format!("Usage: appliancectl {cmd}")),
+            "{cmd}: {h}"
+        );
     }
     for (args, code, want) in [
-        (&["show", "everything"][..], 2, "choose stats, vservers"),
-        (&["frobnicate"], 2, "unknown command"),
+        (
+            &["show", "everything"][..],
+            2,
+            "unrecognized subcommand 'everything'",
+        ),
+        (&["frobnicate"], 2, "unrecognized subcommand 'frobnicate'"),
         (&["backend", "drain", "nonsense"], 2, "ip:port"),
         (&["show", "stats", "--interval", "0"], 2, "--interval"),
         (

@@ -63,6 +63,10 @@ fn the_package_installs_checks_and_purges_cleanly() {
         "/lib/systemd/system/appliance.service",
         "/etc/logrotate.d/appliance",
         "/usr/share/doc/appliance/README.md",
+        "/usr/share/man/man8/appliance.8.gz",
+        "/usr/share/man/man1/appliancectl.1.gz",
+        "/usr/share/man/man1/appliancectl-backend.1.gz",
+        "/usr/share/bash-completion/completions/appliancectl",
     ] {
         assert!(Path::new(f).exists(), "{f} installed");
     }
@@ -87,8 +91,13 @@ fn the_package_installs_checks_and_purges_cleanly() {
     ] {
         assert!(unit.contains(line), "{line}");
     }
+    // The man page renders (man-db's formatter, when installed).
+    if Path::new("/usr/bin/man").exists() {
+        let page = ok(&["man", "-P", "cat", "8", "appliance"]);
+        assert!(page.contains("--check"), "{page}");
+    }
     let help = ok(&["/usr/bin/appliancectl", "help"]);
-    assert!(help.contains("usage: appliancectl"), "{help}");
+    assert!(help.contains("Usage: appliancectl"), "{help}");
 
     drop(cleanup);
     for f in [

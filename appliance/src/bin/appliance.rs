@@ -24,11 +24,28 @@ use appliance::runtime;
 use dataplane::dpdk::{DpdkPort, DpdkPortConfig};
 use dataplane::PortQueue;
 
-const USAGE: &str = "usage: appliance --config FILE [--check]
-
-  --config FILE   the appliance's TOML configuration (see README)
-  --check         validate the configuration and exit
-Environment: RUST_LOG=info|debug|warn (default info)";
+/// The command line (clap: help, errors, completions and the man page from one place).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "appliance",
+    version,
+    about = "The TLS offload appliance daemon: DPDK poll-mode cores, TLS termination, proxying",
+    after_help = "Signals: SIGHUP reloads the configuration (as `appliancectl reload`), SIGUSR1 reopens the access log, SIGINT/SIGTERM drain and stop.\nEnvironment: RUST_LOG=info|debug|warn (default info)."
+)]
+struct Args {
+    /// The appliance's TOML configuration (see README).
+    #[arg(short = 'c', long, value_name = "FILE", required_unless_present_any = ["completions", "man"])]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit (as `nginx -t`).
+    #[arg(short = 't', long)]
+    check: bool,
+    /// Print shell completions for SHELL and exit.
+    #[arg(long, value_name = "SHELL", value_enum)]
+    completions: Option<clap_complete::Shell>,
+    /// Write the man page (appliance.8) into DIR and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<PathBuf>,
+}
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("appliance: error: {msg}");
@@ -63,21 +80,32 @@ fn init_log(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let (mut config, mut check) = (None, false);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" | "-c" => config = args.next().map(PathBuf::from),
-            "--check" => check = true,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => return fail(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+    use clap::{CommandFactory, Parser};
+    let args = Args::parse();
+    if let Some(shell) = args.completions {
+        clap_complete::generate(
+            shell,
+            &mut Args::command(),
+            "appliance",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
     }
-    let Some(path) = config else {
-        return fail(format!("--config FILE is required\n{USAGE}"));
+    if let Some(dir) = &args.man {
+        let man = clap_mangen::Man::new(Args::command()).section("8");
+        let mut page = Vec::new();
+        let written = man
+            .render(&mut page)
+            .and_then(|()| std::fs::create_dir_all(dir))
+            .and_then(|()| std::fs::write(dir.join("appliance.8"), page));
+        return match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("writing the man page to {}: {e}", dir.display())),
+        };
+    }
+    let check = args.check;
+    let Some(path) = args.config else {
+        return fail("--config FILE is required");
     };
     let cfg = match Config::load(&path) {
         Ok(c) => c,
