@@ -14,63 +14,41 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The command line (clap).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "httpload",
+    version,
+    about = "Plain HTTP/1.1 load against the L4 proxy: GETs from N workers for a bounded time"
+)]
 struct Args {
+    /// The server, IP:PORT.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:80")]
     target: SocketAddr,
+    /// The path to GET.
+    #[arg(long, default_value = "/")]
     path: String,
-    concurrency: usize,
+    /// Workers, each with one request in flight (1..=4096).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    /// How long to run (e.g. 5s, 500ms).
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = duration)]
     duration: Duration,
+    /// Stop after this many requests in all (default: only the duration bounds it).
+    #[arg(long, value_name = "N", default_value_t = u64::MAX, hide_default_value = true)]
     requests: u64,
+    /// Reuse one connection per worker (responses need Content-Length); without it
+    /// every request is a new TCP connection.
+    #[arg(long)]
     keepalive: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
     json: bool,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        target: "127.0.0.1:80".parse().unwrap(),
-        path: "/".into(),
-        concurrency: 8,
-        duration: Duration::from_secs(5),
-        requests: u64::MAX,
-        keepalive: false,
-        json: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match k.as_str() {
-            "--target" => {
-                a.target = val("--target")?
-                    .parse()
-                    .map_err(|e| format!("--target: {e}"))?
-            }
-            "--path" => a.path = val("--path")?,
-            "--concurrency" => {
-                a.concurrency = val("--concurrency")?
-                    .parse()
-                    .map_err(|e| format!("--concurrency: {e}"))?
-            }
-            "--duration" => {
-                a.duration =
-                    tools::loadgen::args::parse_duration("--duration", &val("--duration")?)?
-            }
-            "--requests" => {
-                a.requests = val("--requests")?
-                    .parse()
-                    .map_err(|e| format!("--requests: {e}"))?
-            }
-            "--keepalive" => a.keepalive = true,
-            "--json" => a.json = true,
-            "-h" | "--help" => {
-                println!("usage: httpload --target IP:PORT [--path P] [--concurrency N] [--duration 5s] [--requests N] [--keepalive] [--json]");
-                std::process::exit(0);
-            }
-            o => return Err(format!("unknown argument {o:?}")),
-        }
-    }
-    if a.concurrency == 0 || a.concurrency > 4096 {
-        return Err("--concurrency must be 1..=4096".into());
-    }
-    Ok(a)
+fn duration(s: &str) -> Result<Duration, String> {
+    tools::loadgen::args::parse_duration("--duration", s)
 }
 
 #[derive(Default)]
@@ -115,13 +93,7 @@ fn read_response(s: &mut TcpStream, chunk: &mut [u8], to_close: bool) -> std::io
 }
 
 fn main() {
-    let a = match parse() {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            eprintln!("httpload: {e}");
-            std::process::exit(2);
-        }
-    };
+    let a = Arc::new(<Args as clap::Parser>::parse());
     let totals = Arc::new(Totals::default());
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));

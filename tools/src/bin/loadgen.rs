@@ -6,8 +6,8 @@ use tools::loadgen::{args, run};
 fn main() {
     let a = match args::parse(std::env::args().skip(1)) {
         Ok(args::Parsed::Run(a)) => a,
-        Ok(args::Parsed::Help) => {
-            print!("{}", args::USAGE);
+        Ok(args::Parsed::Help(text)) => {
+            print!("{text}");
             return;
         }
         Err(e) => {

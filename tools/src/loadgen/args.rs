@@ -7,77 +7,222 @@ use std::time::Duration;
 
 use super::net::DpdkArgs;
 
-pub const USAGE: &str = "\
-usage: loadgen --target HOST:PORT [options]
+/// The command line as clap reads it: each flag with its help, its default and its
+/// own check; [`parse`] then checks what flags say together.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "TLS load against any server: handshakes, resumptions, requests or bulk transfer per second",
+    after_help = "Modes (--mode): full = connect, full handshake, close_notify, close (default); resume = the same, \
+resuming one session per thread (see --resume); request = connect, handshake, one GET (Connection: close), read \
+the whole response, close; bulk = keep-alive GETs on long-lived connections, one request per operation.\n\n\
+Exit status: 0 when at least one operation succeeded (errors are in the report), 1 when none did, 2 for a bad command line."
+)]
+struct Raw {
+    /// The server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// What one operation is: full, resume, request or bulk.
+    #[arg(long, value_name = "MODE", default_value = "full", value_parser = mode)]
+    mode: Mode,
 
-What each operation is (--mode):
-  full       connect, full handshake, close_notify, close            (default)
-  resume     the same, resuming one session per thread (see --resume)
-  request    connect, handshake, one GET (Connection: close), read the whole response, close
-  bulk       keep-alive GETs on long-lived connections, one request per operation
+    /// Connections in flight at most, over all threads (1..=65536).
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Load")]
+    concurrency: usize,
+    /// Event-loop threads, each with its share of the connections (1..=256).
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Load")]
+    threads: usize,
+    /// Pin thread i to the i-th CPU of LIST, e.g. 0 or 0,1 (default: not pinned).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Load"
+    )]
+    cpus: Vec<usize>,
+    /// Open loop: R operations per second arrive on a fixed schedule and latency counts
+    /// from when each was due (no coordinated omission); without it the loop is closed.
+    #[arg(long, value_name = "R", value_parser = rate, allow_negative_numbers = true, help_heading = "Load")]
+    rate: Option<f64>,
+    /// Stop starting operations after T, e.g. 10s, 500ms (at most 600s).
+    #[arg(long, value_name = "T", default_value = "10s", value_parser = |v: &str| parse_duration("--duration", v), help_heading = "Load")]
+    duration: Duration,
+    /// Stop after N operations have started (default: no limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Load")]
+    count: Option<u64>,
+    /// An operation not done in T fails as `timeout`.
+    #[arg(long, value_name = "T", default_value = "5s", value_parser = |v: &str| parse_duration("--timeout", v), help_heading = "Load")]
+    timeout: Duration,
 
-Load:
-  --concurrency N   connections in flight at most, over all threads    (default 16)
-  --threads N       event-loop threads, each with its share of the connections (default 1)
-  --cpus LIST       pin thread i to the i-th CPU of LIST, e.g. 0 or 0,1 (default: not pinned)
-  --rate R          open loop: R operations per second arrive on a fixed schedule and
-                    latency counts from when each was due (no coordinated omission);
-                    without --rate the loop is closed (each finished operation starts the next)
-  --duration T      stop starting operations after T, e.g. 10s, 500ms  (default 10s, at most 600s)
-  --count N         stop after N operations have started               (default: no limit)
-  --timeout T       an operation not done in T fails as `timeout`    (default 5s)
+    /// Run the connections on the appliance's own data path: DPDK (net_af_packet on
+    /// IFACE) and its smoltcp stack, busy-polled by one thread (--threads 1).
+    #[arg(
+        long,
+        value_name = "IFACE",
+        help_heading = "Network (default: the kernel's TCP)"
+    )]
+    dpdk: Option<String>,
+    /// The address loadgen's stack takes on IFACE, e.g. 10.77.0.50/24 (one the kernel
+    /// does not have; the target must be in its subnet).
+    #[arg(
+        long,
+        value_name = "A/P",
+        help_heading = "Network (default: the kernel's TCP)"
+    )]
+    dpdk_addr: Option<String>,
 
-Network (default: the kernel's TCP):
-  --dpdk IFACE      run the connections on the appliance's own data path instead: DPDK
-                    (net_af_packet on IFACE) and its smoltcp stack, busy-polled by one
-                    thread (--threads 1). No kernel TCP work on the client core; client
-                    cpu is then the thread's busy time (time not spent polling in vain)
-  --dpdk-addr A/P   the address loadgen's stack takes on IFACE, e.g. 10.77.0.50/24:
-                    one the kernel does not have (the kernel would answer for it too);
-                    the target must be in its subnet
+    /// The TLS client: libssl (OpenSSL 3, the reference) or own (the appliance engine's
+    /// TLS 1.3 client role: cheaper per handshake).
+    #[arg(long, value_name = "E", default_value = "libssl", value_parser = engine, help_heading = "TLS")]
+    engine: EngineKind,
+    /// The only version offered: 1.2 or 1.3 (default: both; --engine own: 1.3).
+    #[arg(long = "tls", value_name = "V", value_parser = version, help_heading = "TLS")]
+    tls: Option<Version>,
+    /// id (TLS 1.2 session ID), ticket (TLS 1.2 ticket) or psk (TLS 1.3); default psk
+    /// with --tls 1.3, ticket with --tls 1.2.
+    #[arg(long, value_name = "KIND", value_parser = resume_kind, help_heading = "TLS")]
+    resume: Option<Resume>,
+    /// TLS 1.2 cipher list (OpenSSL syntax).
+    #[arg(long, value_name = "LIST", help_heading = "TLS")]
+    ciphers: Option<String>,
+    /// TLS 1.3 suites, e.g. TLS_AES_128_GCM_SHA256.
+    #[arg(long, value_name = "L", help_heading = "TLS")]
+    ciphersuites: Option<String>,
+    /// Key-exchange groups, e.g. X25519 or P-256:X25519 (the own engine also
+    /// X25519MLKEM768, the post-quantum hybrid).
+    #[arg(long, value_name = "LIST", help_heading = "TLS")]
+    groups: Option<String>,
+    /// Signature algorithms offered, e.g. ECDSA+SHA256 or rsa_pss_rsae_sha256.
+    #[arg(long, value_name = "LIST", help_heading = "TLS")]
+    sigalgs: Option<String>,
+    /// Server name sent; default: HOST when it is a name, none for an address.
+    #[arg(long, value_name = "NAME", help_heading = "TLS")]
+    sni: Option<String>,
+    /// Protocols offered, comma-separated, e.g. http/1.1.
+    #[arg(long, value_name = "LIST", value_parser = alpn, help_heading = "TLS")]
+    alpn: Option<Vec<String>>,
+    /// Verify the server against this CA bundle (PEM).
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (--engine own then skips the
+    /// CertificateVerify signature check too; the server's Finished is always checked).
+    #[arg(long, help_heading = "TLS")]
+    no_verify: bool,
+    /// --engine own: one key share per thread for every connection (no key generation
+    /// per handshake; the (EC)DHE with the server's fresh share still runs).
+    #[arg(
+        long,
+        help_heading = "Cheapenings (--engine own only; the server's work is unchanged)"
+    )]
+    reuse_key_share: bool,
+    /// --engine own, resume mode: every connection offers the thread's first ticket and
+    /// closes without waiting for a new one.
+    #[arg(
+        long,
+        help_heading = "Cheapenings (--engine own only; the server's work is unchanged)"
+    )]
+    reuse_ticket: bool,
 
-TLS:
-  --engine E        the TLS client: libssl (OpenSSL 3, the reference)   (default)
-                    or own (the appliance engine's TLS 1.3 client role: cheaper per
-                    handshake, so one client core can load several server cores)
-  --tls 1.2|1.3     the only version offered        (default: both; --engine own: 1.3)
-  --resume KIND     id (TLS 1.2 session ID), ticket (TLS 1.2 ticket), psk (TLS 1.3);
-                    default: psk with --tls 1.3, ticket with --tls 1.2
-  --ciphers LIST    TLS 1.2 cipher list (OpenSSL syntax)
-  --ciphersuites L  TLS 1.3 suites, e.g. TLS_AES_128_GCM_SHA256
-  --groups LIST     key-exchange groups, e.g. X25519 or P-256:X25519 (the own
-                    engine also X25519MLKEM768, the post-quantum hybrid)
-  --sigalgs LIST    signature algorithms offered, e.g. ECDSA+SHA256 or rsa_pss_rsae_sha256
-  --sni NAME        server name sent; default: HOST when it is a name, none for an address
-  --alpn LIST       protocols offered, comma-separated, e.g. http/1.1
-  --ca FILE         verify the server against this CA bundle (PEM)
-  --no-verify       do not verify the server's certificate (default: verify against
-                    --ca or the system's CAs, and the name against --sni or the address);
-                    --engine own then skips the CertificateVerify signature check too
-                    (the server's Finished is always checked)
+    /// Request target.
+    #[arg(long, value_name = "P", default_value = "/", value_parser = http_path, help_heading = "HTTP (request and bulk modes)")]
+    path: String,
+    /// Host header (default: --sni, else HOST).
+    #[arg(long, value_name = "H", help_heading = "HTTP (request and bulk modes)")]
+    host: Option<String>,
+    /// Bulk: reconnect after N requests (default: never).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "HTTP (request and bulk modes)")]
+    requests_per_conn: Option<u64>,
 
-Cheapenings (--engine own only; the server's work per handshake is unchanged):
-  --reuse-key-share one key share per thread for every connection (no key generation
-                    per handshake; the (EC)DHE with the server's fresh share still runs)
-  --reuse-ticket    resume mode: every connection offers the thread's first ticket and
-                    closes without waiting for a new one (default for own: a ticket is
-                    used once, each connection waits for its NewSessionTicket; libssl
-                    always reuses its first session)
+    /// The final report as one JSON object on stdout.
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+    /// No progress line on stderr.
+    #[arg(long, help_heading = "Output")]
+    quiet: bool,
+    /// Also write the latency distribution as an SVG percentile plot.
+    #[arg(long, value_name = "FILE.svg", value_parser = plot_path, help_heading = "Output")]
+    plot: Option<PathBuf>,
+}
 
-HTTP (request and bulk modes):
-  --path P          request target                                     (default /)
-  --host H          Host header                                        (default: --sni, else HOST)
-  --requests-per-conn N  bulk: reconnect after N requests              (default: never)
+fn mode(v: &str) -> Result<Mode, String> {
+    Ok(match v {
+        "full" => Mode::Full,
+        "resume" | "resumed" => Mode::Resume,
+        "request" => Mode::Request,
+        "bulk" => Mode::Bulk,
+        _ => {
+            return Err(format!(
+                "--mode: {v:?} is not one of full, resume, request, bulk"
+            ))
+        }
+    })
+}
 
-Output:
-  --json            the final report as one JSON object on stdout
-  --quiet           no progress line on stderr
-  --plot FILE.svg   also write the latency distribution as an SVG percentile plot
-  -h, --help        this text
+fn resume_kind(v: &str) -> Result<Resume, String> {
+    Ok(match v {
+        "id" | "session-id" => Resume::SessionId,
+        "ticket" => Resume::Ticket,
+        "psk" => Resume::Psk,
+        _ => return Err(format!("--resume: {v:?} is not one of id, ticket, psk")),
+    })
+}
 
-Exit status: 0 when at least one operation succeeded (errors are in the report),
-1 when none did, 2 for a bad command line.
-";
+fn version(v: &str) -> Result<Version, String> {
+    match v {
+        "1.2" => Ok(Version::Tls12),
+        "1.3" => Ok(Version::Tls13),
+        _ => Err(format!("--tls: {v:?} is not 1.2 or 1.3")),
+    }
+}
+
+fn engine(v: &str) -> Result<EngineKind, String> {
+    match v {
+        "libssl" => Ok(EngineKind::Libssl),
+        "own" => Ok(EngineKind::Own),
+        _ => Err(format!("--engine: {v:?} is not libssl or own")),
+    }
+}
+
+fn alpn(v: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = v.split(',').map(str::to_string).collect();
+    if list.iter().any(|p| p.is_empty() || p.len() > 255) {
+        return Err(format!(
+            "--alpn: {v:?} must be comma-separated names of 1 to 255 bytes"
+        ));
+    }
+    Ok(list)
+}
+
+fn http_path(v: &str) -> Result<String, String> {
+    if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "--path: {v:?} must start with / and contain no spaces or controls"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn rate(v: &str) -> Result<f64, String> {
+    v.parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 10_000_000.0)
+        .ok_or(format!(
+            "--rate: {v:?} is not a rate between 0 and 10000000 per second"
+        ))
+}
+
+fn plot_path(v: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(v);
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("--plot: {} is not a directory", dir.display()));
+    }
+    Ok(p)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -206,10 +351,10 @@ impl Args {
     }
 }
 
-/// What parsing found: arguments to run with, or a request for the usage text.
+/// What parsing found: arguments to run with, or the help (or version) text to print.
 pub enum Parsed {
     Run(Box<Args>),
-    Help,
+    Help(String),
 }
 
 /// `10s`, `500ms`, `1.5s`, or a bare number of seconds.
@@ -231,11 +376,6 @@ pub fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
         return Err(format!("{flag}: {v:?} must be between 1ms and 600s"));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a whole number"))
 }
 
 /// Splits `HOST:PORT` (`[v6]:PORT` too) and resolves it to the first address.
@@ -261,149 +401,54 @@ fn resolve(v: &str) -> Result<(SocketAddr, Option<String>), String> {
 }
 
 pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> {
-    let mut target: Option<String> = None;
-    let mut mode = Mode::Full;
-    let mut resume = None;
-    let mut version = Version::Any;
-    let (mut ciphers, mut ciphersuites, mut groups, mut sigalgs) = (None, None, None, None);
-    let (mut sni, mut alpn, mut ca, mut verify) = (None, Vec::new(), None, true);
-    let (mut path, mut host, mut requests_per_conn) = ("/".to_string(), None, None);
-    let (mut concurrency, mut threads, mut cpus) = (16usize, 1usize, Vec::new());
-    let (mut rate, mut duration, mut count) = (None, Duration::from_secs(10), None);
-    let mut timeout = Duration::from_secs(5);
-    let (mut json, mut quiet) = (false, false);
-    let mut plot: Option<PathBuf> = None;
-    let (mut dpdk_iface, mut dpdk_addr): (Option<String>, Option<String>) = (None, None);
-    let (mut engine, mut reuse_key_share, mut reuse_ticket) = (EngineKind::Libssl, false, false);
-
-    let mut it = argv.into_iter();
-    while let Some(flag) = it.next() {
-        let f = flag.as_str();
-        let mut val = || it.next().ok_or(format!("{f} needs a value"));
-        match f {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--target" => target = Some(val()?),
-            "--mode" => {
-                let v = val()?;
-                mode = match v.as_str() {
-                    "full" => Mode::Full,
-                    "resume" | "resumed" => Mode::Resume,
-                    "request" => Mode::Request,
-                    "bulk" => Mode::Bulk,
-                    _ => {
-                        return Err(format!(
-                            "--mode: {v:?} is not one of full, resume, request, bulk"
-                        ))
-                    }
+    use clap::Parser;
+    let raw = match Raw::try_parse_from(std::iter::once("loadgen".to_string()).chain(argv)) {
+        Ok(r) => r,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Ok(Parsed::Help(e.to_string()))
                 }
+                _ => Err(e.to_string()),
             }
-            "--resume" => {
-                let v = val()?;
-                resume = Some(match v.as_str() {
-                    "id" | "session-id" => Resume::SessionId,
-                    "ticket" => Resume::Ticket,
-                    "psk" => Resume::Psk,
-                    _ => return Err(format!("--resume: {v:?} is not one of id, ticket, psk")),
-                })
-            }
-            "--tls" => {
-                let v = val()?;
-                version = match v.as_str() {
-                    "1.2" => Version::Tls12,
-                    "1.3" => Version::Tls13,
-                    _ => return Err(format!("--tls: {v:?} is not 1.2 or 1.3")),
-                }
-            }
-            "--ciphers" => ciphers = Some(val()?),
-            "--ciphersuites" => ciphersuites = Some(val()?),
-            "--groups" => groups = Some(val()?),
-            "--sigalgs" => sigalgs = Some(val()?),
-            "--sni" => sni = Some(val()?),
-            "--alpn" => {
-                let v = val()?;
-                alpn = v.split(',').map(str::to_string).collect();
-                if alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
-                    return Err(format!(
-                        "--alpn: {v:?} must be comma-separated names of 1 to 255 bytes"
-                    ));
-                }
-            }
-            "--ca" => ca = Some(PathBuf::from(val()?)),
-            "--no-verify" => verify = false,
-            "--engine" => {
-                let v = val()?;
-                engine = match v.as_str() {
-                    "libssl" => EngineKind::Libssl,
-                    "own" => EngineKind::Own,
-                    _ => return Err(format!("--engine: {v:?} is not libssl or own")),
-                }
-            }
-            "--reuse-key-share" => reuse_key_share = true,
-            "--reuse-ticket" => reuse_ticket = true,
-            "--path" => {
-                let v = val()?;
-                if !v.starts_with('/') || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                    return Err(format!(
-                        "--path: {v:?} must start with / and contain no spaces or controls"
-                    ));
-                }
-                path = v;
-            }
-            "--host" => host = Some(val()?),
-            "--requests-per-conn" => {
-                let n: u64 = number(f, &val()?)?;
-                if n == 0 {
-                    return Err("--requests-per-conn: must be at least 1".into());
-                }
-                requests_per_conn = Some(n);
-            }
-            "--concurrency" => concurrency = number(f, &val()?)?,
-            "--threads" => threads = number(f, &val()?)?,
-            "--cpus" => {
-                let v = val()?;
-                cpus = v
-                    .split(',')
-                    .map(|c| number::<usize>("--cpus", c))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--rate" => {
-                let v = val()?;
-                let r: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 10_000_000.0)
-                    .ok_or(format!(
-                        "--rate: {v:?} is not a rate between 0 and 10000000 per second"
-                    ))?;
-                rate = Some(r);
-            }
-            "--duration" => duration = parse_duration(f, &val()?)?,
-            "--count" => {
-                let n: u64 = number(f, &val()?)?;
-                if n == 0 {
-                    return Err("--count: must be at least 1".into());
-                }
-                count = Some(n);
-            }
-            "--timeout" => timeout = parse_duration(f, &val()?)?,
-            "--dpdk" => dpdk_iface = Some(val()?),
-            "--dpdk-addr" => dpdk_addr = Some(val()?),
-            "--plot" => {
-                let v = PathBuf::from(val()?);
-                let dir = match v.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                if !dir.is_dir() {
-                    return Err(format!("--plot: {} is not a directory", dir.display()));
-                }
-                plot = Some(v);
-            }
-            "--json" => json = true,
-            "--quiet" => quiet = true,
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
-    }
+    };
+    let Raw {
+        target,
+        mode,
+        concurrency,
+        threads,
+        cpus,
+        rate,
+        duration,
+        count,
+        timeout,
+        dpdk: dpdk_iface,
+        dpdk_addr,
+        engine,
+        tls,
+        resume,
+        ciphers,
+        ciphersuites,
+        groups,
+        sigalgs,
+        sni,
+        alpn,
+        ca,
+        no_verify,
+        reuse_key_share,
+        reuse_ticket,
+        path,
+        host,
+        requests_per_conn,
+        json,
+        quiet,
+        plot,
+    } = raw;
+    let mut version = tls.unwrap_or(Version::Any);
+    let mut resume = resume;
+    let alpn = alpn.unwrap_or_default();
+    let verify = !no_verify;
 
     let target_text = target.ok_or("--target HOST:PORT is required")?;
     let (addr, host_name) = resolve(&target_text)?;
@@ -589,7 +634,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Args, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
             Parsed::Run(a) => Ok(*a),
-            Parsed::Help => Err("help".into()),
+            Parsed::Help(_) => Err("help".into()),
         }
     }
 
@@ -843,7 +888,7 @@ mod tests {
             ),
             (
                 &["--target", "127.0.0.1:1", "--count"],
-                "--count needs a value",
+                "a value is required for '--count <N>'",
             ),
             (&["--target", "127.0.0.1:1", "--bogus"], "--bogus"),
         ];
