@@ -45,6 +45,12 @@ struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Print shell completions for SHELL and exit.
+    #[arg(long, value_name = "SHELL", value_enum)]
+    completions: Option<clap_complete::Shell>,
+    /// Write the man page (httpload.1) into DIR and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<std::path::PathBuf>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -93,7 +99,25 @@ fn read_response(s: &mut TcpStream, chunk: &mut [u8], to_close: bool) -> std::io
 }
 
 fn main() {
-    let a = Arc::new(<Args as clap::Parser>::parse());
+    use clap::CommandFactory;
+    let a = <Args as clap::Parser>::parse();
+    if let Some(sh) = a.completions {
+        clap_complete::generate(sh, &mut Args::command(), "httpload", &mut std::io::stdout());
+        return;
+    }
+    if let Some(dir) = &a.man {
+        let mut page = Vec::new();
+        let r = clap_mangen::Man::new(Args::command())
+            .render(&mut page)
+            .and_then(|()| std::fs::create_dir_all(dir))
+            .and_then(|()| std::fs::write(dir.join("httpload.1"), page));
+        if let Err(e) = r {
+            eprintln!("httpload: --man {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+        return;
+    }
+    let a = Arc::new(a);
     let totals = Arc::new(Totals::default());
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));

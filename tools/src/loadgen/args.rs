@@ -143,6 +143,35 @@ struct Raw {
     /// Also write the latency distribution as an SVG percentile plot.
     #[arg(long, value_name = "FILE.svg", value_parser = plot_path, help_heading = "Output")]
     plot: Option<PathBuf>,
+    /// Print shell completions for SHELL and exit.
+    #[arg(long, value_name = "SHELL", value_enum, help_heading = "Output")]
+    completions: Option<clap_complete::Shell>,
+    /// Write the man page (loadgen.1) into DIR and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<PathBuf>,
+}
+
+/// `--completions` and `--man`: what they print or write, as help text is printed.
+fn generated(
+    shell: Option<clap_complete::Shell>,
+    man: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    use clap::CommandFactory;
+    if let Some(sh) = shell {
+        let mut out = Vec::new();
+        clap_complete::generate(sh, &mut Raw::command(), "loadgen", &mut out);
+        return Ok(Some(String::from_utf8_lossy(&out).into_owned()));
+    }
+    if let Some(dir) = man {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Raw::command())
+            .render(&mut page)
+            .and_then(|()| std::fs::create_dir_all(dir))
+            .and_then(|()| std::fs::write(dir.join("loadgen.1"), page))
+            .map_err(|e| format!("--man {}: {e}", dir.display()))?;
+        return Ok(Some(String::new()));
+    }
+    Ok(None)
 }
 
 fn mode(v: &str) -> Result<Mode, String> {
@@ -444,7 +473,12 @@ pub fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, String> 
         json,
         quiet,
         plot,
+        completions,
+        man,
     } = raw;
+    if let Some(text) = generated(completions, man.as_deref())? {
+        return Ok(Parsed::Help(text));
+    }
     let mut version = tls.unwrap_or(Version::Any);
     let mut resume = resume;
     let alpn = alpn.unwrap_or_default();
@@ -677,6 +711,21 @@ mod tests {
                 .duration,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn completions_and_the_man_page_come_from_the_definitions() {
+        let Ok(Parsed::Help(bash)) = parse(["--completions".to_string(), "bash".to_string()])
+        else {
+            panic!("completions");
+        };
+        assert!(bash.contains("_loadgen") && bash.contains("--reuse-key-share"));
+        let dir = std::env::temp_dir().join(format!("loadgen-man-{}", std::process::id()));
+        let r = parse(["--man".to_string(), dir.display().to_string()]);
+        assert!(matches!(r, Ok(Parsed::Help(_))));
+        let page = std::fs::read_to_string(dir.join("loadgen.1")).unwrap();
+        assert!(page.contains("\\-\\-concurrency"), "{page}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
