@@ -39,6 +39,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -s
     -addext "subjectAltName=DNS:admin.test" -keyout "$WORK/admin.key" -out "$WORK/admin.pem" 2>/dev/null
 cat "$WORK/ec.pem" "$WORK/rsa.pem" "$WORK/admin.pem" > "$WORK/ca.pem"
 
+# A SOCKS5-over-TLS user (the password never leaves this directory; the file holds its
+# Argon2id hash).
+echo "demo password" > "$WORK/socks-pw"
+"$ROOT/target/release/appliancectl" hash-password demo < "$WORK/socks-pw" > "$WORK/socks-users"
+
 CPU=$(($(nproc) - 1))
 cat > "$WORK/appliance.toml" <<TOML
 [dataplane]
@@ -88,6 +93,17 @@ backends = ["10.77.0.3:8081"]
 [vserver.tls]
 certificates = [{ chain = "admin.pem", key = "admin.key" }]
 versions = ["1.3"]
+
+[[vserver]]
+name = "socks"                  # SOCKS5 inside TLS: clients name their targets
+listen = "10.77.0.1:1080"
+mode = "socks5"
+[vserver.tls]
+certificates = [{ chain = "ec.pem", key = "ec.key" }]
+[vserver.socks]
+auth = ["password"]
+users_file = "socks-users"
+allow = ["10.77.0.0/24:8080"]   # the web servers' port only
 TOML
 echo "== starting the appliance on CPU $CPU (config: $WORK/appliance.toml)"
 ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -172,6 +188,22 @@ echo "== appliancectl backend drain 10.77.0.3:8080: new connections go to 10.77.
 echo "== metrics: a few of the Prometheus series at http://127.0.0.1:9464/metrics"
 ip netns exec "$NAME-a" curl -sS --max-time 5 http://127.0.0.1:9464/metrics \
     | grep -E '^appliance_(proxy_tls13_handshakes_total|backend_up|backend_chosen_total)' | sed 's/^/   /'
+
+echo "== the status page: http://127.0.0.1:9464/ (one self-contained page; here its JSON, abridged)"
+ip netns exec "$NAME-a" curl -sS --max-time 5 http://127.0.0.1:9464/status.json \
+    | python3 -c 'import json,sys; j=json.load(sys.stdin); [print("   ", b["vserver"], b["address"], b["state"]) for b in j["backends"]]'
+
+echo "== SOCKS5 over TLS: tlsocks in $NAME-h as a local SOCKS proxy, curl --socks5 through it"
+"${HOSTS[@]}" "$BIN/tlsocks" --server 10.77.0.1:1080 --ca "$WORK/ec.pem" --name appliance.test \
+    --user demo --password-file "$WORK/socks-pw" --listen 127.0.0.1:1080 >"$WORK/tlsocks.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do grep -q "SOCKS v5 on" "$WORK/tlsocks.log" && break; sleep 0.1; done
+"${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.2:8080/index.html | sed 's/^/   /'
+echo "   a target the policy does not allow (port 8081):"
+"${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.3:8081/index.html 2>&1 | sed 's/^/   curl: /' || true
+tail -n 1 "$WORK/tlsocks.log" | sed 's/^/   /'
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+unset 'PIDS[-1]'
 
 echo "== reload: a new certificate for appliance.test, swapped in while a 64 MiB HTTPS download runs"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=appliance.test \

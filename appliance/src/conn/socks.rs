@@ -462,6 +462,8 @@ impl SocksConn {
                 });
                 self.connect_started_us = cx.now_us;
                 self.phase = Phase::Connecting;
+                // The target's connect has its own timeout ([tcp] handshake_timeout).
+                self.negotiate_by_us = None;
                 Next::Wait
             }
             Err(e) => {
@@ -515,6 +517,8 @@ impl SocksConn {
                     cx.stack.release(b.id);
                 }
                 self.refuse(code, "socks_target_failed");
+                // The failure reply's close is bounded like negotiation.
+                self.negotiate_by_us = Some(now_us + NEGOTIATE_WITHIN_US);
                 Next::Again
             }
             _ => {
