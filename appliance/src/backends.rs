@@ -178,6 +178,9 @@ impl BackendRt {
 
     /// Marks it up or down (the checking core, after `rise` or `fall` results).
     pub fn set_healthy(&self, up: bool, now_ms: u64) {
+        if up {
+            self.errors_in_row.store(0, Ordering::Relaxed);
+        }
         if self.healthy.swap(up, Ordering::Relaxed) != up {
             self.transitions.fetch_add(1, Ordering::Relaxed);
             self.changed_ms.store(now_ms, Ordering::Relaxed);
@@ -195,8 +198,13 @@ impl BackendRt {
     /// With `limit` errors in a row it goes down (returns `true` when this call took
     /// it down).
     pub fn observed_error(&self, limit: u32, now_ms: u64) -> bool {
+        // A backend that is out already counts nothing: its run starts afresh when
+        // it comes back.
+        if !self.healthy() {
+            return false;
+        }
         let n = self.errors_in_row.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < limit || !self.healthy() {
+        if n < limit {
             return false;
         }
         self.errors_in_row.store(0, Ordering::Relaxed);

@@ -231,12 +231,17 @@ mod tests {
         assert!(!b.observed_error(3, 12) && !b.observed_error(3, 13));
         assert!(b.observed_error(3, 14), "the third in a row");
         assert!(!b.healthy());
-        assert!(!b.observed_error(3, 15), "already down");
+        for t in 15..60 {
+            assert!(!b.observed_error(3, t), "already down: counts nothing");
+        }
         // The passes before the take-down do not count: two fresh ones are needed.
         assert_eq!(p.finish(CheckResult::Passed, &b, &check, 16), None);
         assert!(!b.healthy());
         assert_eq!(p.finish(CheckResult::Passed, &b, &check, 17), Some(true));
         let r = std::sync::atomic::Ordering::Relaxed;
         assert_eq!((b.passive_downs.load(r), b.transitions.load(r)), (1, 2));
+        // Back: one error does not take it out again, three in a row do.
+        assert!(!b.observed_error(3, 70) && !b.observed_error(3, 71));
+        assert!(b.observed_error(3, 72));
     }
 }

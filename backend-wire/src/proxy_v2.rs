@@ -149,7 +149,11 @@ pub fn encode_tcp4_tls(src: SocketAddrV4, dst: SocketAddrV4, info: &TlsInfo) -> 
         client |= tlv::CLIENT_CERT_SESS;
     }
     let mut ssl = vec![client];
-    ssl.extend_from_slice(&0u32.to_be_bytes()); // verify: 0 = verified (or none asked)
+    // verify: 0 only when a client certificate was presented and verified (the
+    // specification's "non-zero otherwise"), so a backend cannot take an anonymous
+    // client for an authenticated one.
+    let verify: u32 = if info.cert_sess { 0 } else { 1 };
+    ssl.extend_from_slice(&verify.to_be_bytes());
     put_tlv(&mut ssl, tlv::SSL_VERSION, info.version.as_bytes());
     if let Some(cn) = &info.cn {
         put_tlv(&mut ssl, tlv::SSL_CN, cn);
@@ -314,7 +318,7 @@ mod tests {
             version: "TLSv1.3".into(),
             cipher: "TLS_AES_128_GCM_SHA256".into(),
             cert_conn: true,
-            cert_sess: false,
+            cert_sess: true,
             cn: Some(b"alice".to_vec()),
         };
         let h = encode_tcp4_tls(a("192.0.2.7:40000"), a("10.0.0.1:443"), &info);
@@ -334,7 +338,10 @@ mod tests {
         let (client, verify, sub) = ssl_tlv(t[2].1).unwrap();
         assert_eq!(
             (client, verify),
-            (tlv::CLIENT_SSL | tlv::CLIENT_CERT_CONN, 0)
+            (
+                tlv::CLIENT_SSL | tlv::CLIENT_CERT_CONN | tlv::CLIENT_CERT_SESS,
+                0
+            )
         );
         assert_eq!(
             sub,
@@ -354,5 +361,10 @@ mod tests {
         let t = tlvs(&h).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(ssl_tlv(t[0].1).unwrap().0, tlv::CLIENT_SSL);
+        assert_eq!(
+            ssl_tlv(t[0].1).unwrap().1,
+            1,
+            "no certificate: not verified"
+        );
     }
 }

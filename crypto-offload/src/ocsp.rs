@@ -64,11 +64,12 @@ pub fn check_response(der: &[u8], chain: &[Vec<u8>]) -> Result<OcspValidity, Cry
 }
 
 impl OcspValidity {
-    /// Whether it may be stapled at `now` (Unix seconds): issued, and not past its
-    /// nextUpdate (five minutes of clock skew allowed either way, as OpenSSL's
-    /// `OCSP_check_validity` callers commonly do).
+    /// Whether it may be stapled at `now` (Unix seconds): issued (five minutes of
+    /// clock skew allowed, a responder's clock may run ahead) and not past its
+    /// nextUpdate (no allowance: a client would refuse an expired response, and a
+    /// must-staple certificate with it).
     pub fn valid_at(&self, now: i64) -> bool {
         const SKEW: i64 = 300;
-        self.this_update <= now + SKEW && self.next_update.is_none_or(|n| now <= n + SKEW)
+        self.this_update <= now + SKEW && self.next_update.is_none_or(|n| now < n)
     }
 }

@@ -1015,10 +1015,98 @@ pub fn certificate_subject(cert_der: &[u8]) -> Result<String, CryptoError> {
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");
             let val = e.data().to_string().unwrap_or_default();
-            format!("{key}={val}")
+            format!("{key}={}", escape_dn_value(&val))
         })
         .collect();
     Ok(parts.join(", "))
+}
+
+/// RFC 4514 §2.4: a value with `,`, `+`, `"`, `\`, `<`, `>`, `;` escaped by a
+/// backslash (and control characters as `\XX`), so a value can never pose as another
+/// attribute of the name ("O=Acme\, CN=admin" is one attribute).
+pub fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | ' ' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {
+                let mut b = [0u8; 4];
+                for x in c.encode_utf8(&mut b).bytes() {
+                    out.push_str(&format!("\\{x:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    if out.ends_with(' ') {
+        out.pop();
+        out.push_str("\\ ");
+    }
+    out
+}
+
+/// The first `attr` (e.g. "CN") of a subject string made by [`certificate_subject`],
+/// unescaped.
+pub fn subject_attribute(subject: &str, attr: &str) -> Option<String> {
+    let mut components = Vec::new();
+    let mut cur = String::new();
+    let mut chars = subject.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push('\\');
+                    cur.push(n);
+                }
+            }
+            ',' if chars.peek() == Some(&' ') => {
+                chars.next();
+                components.push(std::mem::take(&mut cur));
+            }
+            c => cur.push(c),
+        }
+    }
+    components.push(cur);
+    components.into_iter().find_map(|comp| {
+        let (k, v) = comp.split_once('=')?;
+        (k == attr).then(|| unescape_dn_value(v))
+    })
+}
+
+fn unescape_dn_value(v: &str) -> String {
+    let mut out = Vec::new();
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let hex = b.get(i + 1..i + 3).and_then(|h| {
+                std::str::from_utf8(h)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            });
+            match hex {
+                Some(x) if b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
+                    out.push(x);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b[i + 1]);
+                    i += 2;
+                }
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The key kind of a certificate's public key (`None`: a kind we do not accept).
@@ -1349,5 +1437,31 @@ mod tests {
                 "{g:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod subject_tests {
+    use super::*;
+
+    #[test]
+    fn a_value_cannot_pose_as_another_attribute() {
+        let forged = format!("O={}, CN=mallory", escape_dn_value("Acme, CN=admin"));
+        assert_eq!(forged, "O=Acme\\, CN=admin, CN=mallory");
+        assert_eq!(subject_attribute(&forged, "CN").as_deref(), Some("mallory"));
+        assert_eq!(
+            subject_attribute(&forged, "O").as_deref(),
+            Some("Acme, CN=admin")
+        );
+        assert_eq!(
+            subject_attribute("CN=alice", "CN").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(subject_attribute("O=x", "CN"), None);
+        let weird = escape_dn_value(" a+b;\"\n");
+        assert_eq!(
+            subject_attribute(&format!("CN={weird}"), "CN").as_deref(),
+            Some(" a+b;\"\n")
+        );
     }
 }

@@ -169,6 +169,11 @@ impl ReplayWindow {
     /// Whether `seq` may be opened: newer than anything seen, or inside the window
     /// and not seen.
     pub fn check(&self, seq: u64) -> Result<(), Replay> {
+        // The last number cannot be told apart once seen (the window's top saturates):
+        // senders stop before it (a new association), receivers refuse it.
+        if seq == u64::MAX {
+            return Err(Replay::TooOld);
+        }
         if self.top == 0 || seq >= self.top {
             return Ok(());
         }

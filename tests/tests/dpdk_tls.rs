@@ -976,7 +976,7 @@ fn proxy_v2_tlvs_tell_the_backend_about_the_tls_session() {
         assert_eq!(j["alpn"], "http/1.1", "{j}");
         assert_eq!(j["authority"], "appliance.test", "{j}");
         assert_eq!(j["version"], v, "{j}");
-        assert_eq!(j["verify"], 0, "{j}");
+        assert_eq!(j["verify"], if with_cert { 0 } else { 1 }, "{j}");
         assert!(j["src"].as_str().unwrap().starts_with("10.77.0.2:"), "{j}");
         let cipher = j["cipher"].as_str().unwrap();
         if v == "TLSv1.3" {

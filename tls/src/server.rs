@@ -372,6 +372,11 @@ impl ServerConn {
         context: Option<&[u8]>,
         len: usize,
     ) -> Result<crypto_offload::Secret, Error> {
+        if !self.exporter_allowed() {
+            return Err(Error::Misuse(
+                "keying material from a TLS 1.2 connection without the extended master secret",
+            ));
+        }
         match (&self.exporter, self.is_established()) {
             (Some(x), true) => x
                 .export(label, context, len)
@@ -600,6 +605,21 @@ impl ServerConn {
     }
     pub fn consume_plaintext(&mut self, n: usize) {
         crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
+    }
+
+    /// [`ServerConn::consume_plaintext`] for bytes that held a secret (a password
+    /// inside the tunnel): they are overwritten with zeros first.
+    pub fn consume_plaintext_wiping(&mut self, n: usize) {
+        let end = (self.app_pos + n).min(self.app_in.len());
+        zeroize::Zeroize::zeroize(&mut self.app_in[self.app_pos..end]);
+        crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
+    }
+
+    /// Keying material needs the extended master secret in TLS 1.2 (RFC 7627 §5.4:
+    /// without it the master secret is not bound to the handshake, and what is
+    /// exported from it could be shared with another connection).
+    fn exporter_allowed(&self) -> bool {
+        self.info.version != crate::msgs::version::TLS12 || self.info.extended_master_secret
     }
 
     // ----- internals

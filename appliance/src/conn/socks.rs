@@ -154,7 +154,12 @@ impl SocksConn {
 
     pub fn deadline_us(&self) -> Option<u64> {
         let engine = self.t.deadline().map(|ms| ms.saturating_mul(1000));
-        [engine, self.tx.armed_us, self.negotiate_by_us]
+        // While a password check is out its completion wakes the handler; a passed
+        // negotiation deadline must not wake it in every iteration meanwhile.
+        let negotiate = self
+            .negotiate_by_us
+            .filter(|_| self.phase != Phase::Checking);
+        [engine, self.tx.armed_us, negotiate]
             .into_iter()
             .flatten()
             .min()
@@ -281,6 +286,10 @@ impl SocksConn {
         if let Some(addr) = connect_to {
             return self.connect(cx, app, addr);
         }
+        if self.auth.result.is_some() {
+            // A password check that ran inline (no crypto workers): answer it now.
+            return Next::Again;
+        }
         Next::Wait
     }
 
@@ -337,7 +346,7 @@ impl SocksConn {
                 Phase::Auth => match Credentials::parse(input) {
                     Ok(None) => return None,
                     Ok(Some((c, n))) => {
-                        t.consume_plaintext(n);
+                        t.consume_plaintext_wiping(n);
                         let Credentials { user, password } = c;
                         let password = Zeroizing::new(password);
                         let phc = self

@@ -242,7 +242,13 @@ impl TlsConn {
                 let proxy = vs.cfg.proxy_protocol;
                 let info = (proxy && t.is_established()).then(|| proxy_tls_info(t));
                 let step = if proxy && info.is_none() && bs.state() == TcpState::Established {
-                    Ok(false)
+                    if cs.state() == TcpState::Closed {
+                        // The client left before its handshake finished.
+                        bs.abort();
+                        Err(Outcome::ClientReset)
+                    } else {
+                        Ok(false)
+                    }
                 } else {
                     backend_connect_step(cs, bs, self.log.addr, proxy, info.as_ref())
                 };
@@ -559,17 +565,19 @@ impl TlsConn {
 /// What a PROXY v2 header tells the backend of this TLS connection.
 fn proxy_tls_info(t: &ServerConn) -> backend_wire::proxy_v2::TlsInfo {
     let i = t.info();
-    let cn = i.peer_subject.as_deref().and_then(|s| {
-        s.split(',')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix("CN="))
-            .map(|cn| cn.as_bytes().to_vec())
-    });
+    // The subject's values are RFC 4514-escaped: one cannot pose as a CN.
+    let cn = i
+        .peer_subject
+        .as_deref()
+        .and_then(|s| crypto_offload::prim::subject_attribute(s, "CN"))
+        .map(String::into_bytes);
     backend_wire::proxy_v2::TlsInfo {
         alpn: i.alpn.clone(),
         authority: i.sni.as_ref().map(|s| s.as_bytes().to_vec()),
         version: version_name(i.version).into(),
         cipher: tls::msgs::suite::name(i.suite).into(),
+        // A certificate was presented and verified (the engine refuses one that does
+        // not verify), on this connection or its session.
         cert_conn: i.peer_subject.is_some() && i.resumed.is_none(),
         cert_sess: i.peer_subject.is_some(),
         cn,
