@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 #[command(
     name = "httpload",
     version,
+    // A flag given twice: the last one counts, as before clap.
+    args_override_self = true,
     about = "Plain HTTP/1.1 load against the L4 proxy: GETs from N workers for a bounded time"
 )]
 struct Args {

@@ -13,6 +13,8 @@ use super::net::DpdkArgs;
 #[command(
     name = "loadgen",
     version,
+    // A flag given twice: the last one counts (scripts add to a base command line).
+    args_override_self = true,
     about = "TLS load against any server: handshakes, resumptions, requests or bulk transfer per second",
     after_help = "Modes (--mode): full = connect, full handshake, close_notify, close (default); resume = the same, \
 resuming one session per thread (see --resume); request = connect, handshake, one GET (Connection: close), read \
@@ -711,6 +713,20 @@ mod tests {
                 .duration,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_the_last_value() {
+        let a = run(&[
+            "--target",
+            "127.0.0.1:1",
+            "--concurrency",
+            "4",
+            "--concurrency",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(a.concurrency, 8);
     }
 
     #[test]
