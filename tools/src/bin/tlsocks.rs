@@ -95,6 +95,9 @@ fn main() {
         .to_socket_addrs()
         .unwrap_or_else(|e| fail(format!("--server {:?}: {e}", a.server)))
         .collect();
+    if server.is_empty() {
+        fail(format!("--server {:?}: the name has no address", a.server));
+    }
     let mut b = SslConnector::builder(SslMethod::tls_client())
         .unwrap_or_else(|e| fail(format!("TLS: {e}")));
     b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
