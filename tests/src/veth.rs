@@ -373,21 +373,25 @@ pub fn tls_vserver(
     )
 }
 
+/// Runs the openssl CLI in `dir` with `args`; it must succeed. Its standard output.
+pub fn openssl_in(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI (tools/setup.sh installs it)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A client CA (`cca.pem`, `cca.key`) and a client certificate it signed for CN=alice
 /// (`alice.pem`, `alice.key`), made with the openssl CLI in `dir`.
 pub fn make_client_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl_in(dir, args);
     let ec = [
         "-newkey",
         "ec",
@@ -425,19 +429,7 @@ pub fn make_client_certs(dir: &Path) {
 /// key (`ocsp-leaf.key`), and a "good" response for the leaf from `openssl ocsp`
 /// (`ocsp-leaf.ocsp`, valid for a day).
 pub fn make_ocsp_pki(dir: &Path) {
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let run = |args: &[&str]| openssl_in(dir, args);
     let ec = [
         "-newkey",
         "ec",

@@ -27,9 +27,11 @@ use socks_wire::{cmd, method, rep, Addr, Credentials, Greeting, Reply, Request};
 use tls::ServerConn;
 use zeroize::Zeroizing;
 
-use super::tls::{count_handshake, seal_down, tls_failed, tls_in, tls_step, version_name, Down};
+use super::tls::{
+    complete_job, count_handshake, lend_records, seal_down, tls_failed, tls_fields, tls_in,
+    tls_row, tls_step, Down,
+};
 use super::{abort, release_client, remote, BackendLeg, ClientLog, BACKEND, CLIENT};
-use crate::access::TlsFields;
 use crate::backends::VserverRt;
 use crate::config::SocksConfig;
 use crate::core::CoreApp;
@@ -144,12 +146,12 @@ impl SocksConn {
     }
 
     pub fn on_job_done(&mut self, done: JobDone) {
-        let _ = match done {
-            JobDone::Step(r) if self.auth.out => self.auth.complete(r),
-            JobDone::Step(r) => self.t.complete(r),
-            JobDone::Records(w) => self.t.complete_records(w),
-            JobDone::RecordsLost(e) => self.t.fail_records(e),
-        };
+        match done {
+            JobDone::Step(r) if self.auth.out => {
+                let _ = self.auth.complete(r);
+            }
+            done => complete_job(&mut self.t, done),
+        }
     }
 
     pub fn deadline_us(&self) -> Option<u64> {
@@ -174,20 +176,10 @@ impl SocksConn {
         if next == Next::Done {
             return next;
         }
-        match self.t.take_records(cx.me().to_bits()) {
-            Ok(Some(w)) => cx.offload.lend(w),
-            Ok(None) => {}
-            Err(e) => {
-                if let Some(s) = cx.stack.socket(self.client) {
-                    let _ = flush(&mut *self.t, s);
-                    s.close();
-                }
-                if let Some(b) = &self.target {
-                    abort(cx, b.id);
-                }
-                self.fail_tls(cx, app, e);
-                return Next::Done;
-            }
+        let other = self.target.as_ref().map(|b| b.id);
+        if let Err(e) = lend_records(cx, &mut self.t, self.client, other) {
+            self.fail_tls(cx, app, e);
+            return Next::Done;
         }
         if self.t.awaiting_lookup() {
             Next::Again
@@ -657,27 +649,9 @@ impl SocksConn {
         self.release(cx, app);
     }
 
-    fn tls_fields(&self) -> Option<TlsFields> {
-        let t = self.t.as_ref();
-        if !t.is_established() {
-            return None;
-        }
-        let i = t.info();
-        Some(TlsFields {
-            version: version_name(i.version),
-            suite: tls::msgs::suite::name(i.suite),
-            sni: i.sni.clone(),
-            alpn: i
-                .alpn
-                .as_ref()
-                .map(|a| String::from_utf8_lossy(a).into_owned()),
-            resumed: if i.resumed.is_some() { "yes" } else { "no" },
-        })
-    }
-
     /// Releases both sides (the sockets are closed or aborted already).
     fn release(&mut self, cx: &mut Cx<'_>, app: &CoreApp) {
-        let fields = self.tls_fields();
+        let fields = tls_fields(&self.t);
         release_client(cx, app, self.client, &self.log, Some(&self.vs), fields);
         if let Some(b) = self.target.take() {
             cx.stack.release(b.id);
@@ -703,13 +677,7 @@ impl SocksConn {
             Phase::Closing => "closing",
         };
         let mut row = self.log.row(core, Some(&self.vs), state, now_us);
-        if self.t.is_established() {
-            let i = self.t.info();
-            row.tls_version = Some(version_name(i.version).into());
-            row.suite = Some(tls::msgs::suite::name(i.suite).into());
-            row.sni = i.sni.clone();
-            row.resumed = Some(i.resumed.is_some());
-        }
+        tls_row(&mut row, &self.t);
         row
     }
 }

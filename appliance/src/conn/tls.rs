@@ -156,13 +156,7 @@ impl TlsConn {
     }
 
     pub fn on_job_done(&mut self, done: JobDone) {
-        // An error stays in the engine (its alert queued); the step that follows
-        // sends it and closes, like any other TLS failure.
-        let _ = match done {
-            JobDone::Step(r) => self.t.complete(r),
-            JobDone::Records(w) => self.t.complete_records(w),
-            JobDone::RecordsLost(e) => self.t.fail_records(e),
-        };
+        complete_job(&mut self.t, done);
     }
 
     /// The engine's deadline (handshake timeout, session lookup) or the transmittal
@@ -184,21 +178,10 @@ impl TlsConn {
         if next == Next::Done {
             return next;
         }
-        // Record offload: what this step cut and received goes to the next record job.
-        match self.t.take_records(cx.me().to_bits()) {
-            Ok(Some(w)) => cx.offload.lend(w),
-            Ok(None) => {}
-            Err(e) => {
-                if let Some(s) = cx.stack.socket(self.client) {
-                    let _ = flush(&mut *self.t, s);
-                    s.close();
-                }
-                if let Some(b) = &self.backend {
-                    abort(cx, b.id);
-                }
-                self.fail(cx, app, e);
-                return Next::Done;
-            }
+        let other = self.backend.as_ref().map(|b| b.id);
+        if let Err(e) = lend_records(cx, &mut self.t, self.client, other) {
+            self.fail(cx, app, e);
+            return Next::Done;
         }
         // A session lookup in flight is asked again next iteration.
         if self.t.awaiting_lookup() {
@@ -493,33 +476,9 @@ impl TlsConn {
         self.release(cx, app);
     }
 
-    /// What the access log says of the handshake, once it completed.
-    fn tls_fields(&self) -> Option<TlsFields> {
-        let t = self.t.as_ref();
-        if !t.is_established() {
-            return None;
-        }
-        let i = t.info();
-        Some(TlsFields {
-            version: version_name(i.version),
-            suite: tls::msgs::suite::name(i.suite),
-            sni: i.sni.clone(),
-            alpn: i
-                .alpn
-                .as_ref()
-                .map(|a| String::from_utf8_lossy(a).into_owned()),
-            resumed: match i.resumed {
-                None => "no",
-                Some(tls::Resumed::SessionId) => "session_id",
-                Some(tls::Resumed::Ticket) => "ticket",
-                Some(_) => "psk",
-            },
-        })
-    }
-
     /// Releases both sides (the sockets are closed or aborted already).
     fn release(&mut self, cx: &mut Cx<'_>, app: &CoreApp) {
-        let fields = self.tls_fields();
+        let fields = tls_fields(&self.t);
         let vs = self.vserver().cloned();
         release_client(cx, app, self.client, &self.log, vs.as_ref(), fields);
         if let (Some(b), Some(vs)) = (self.backend.take(), &self.vs) {
@@ -551,14 +510,80 @@ impl TlsConn {
         let mut row = self
             .log
             .row(core, self.vserver().map(|v| &**v), state, now_us);
-        if t.is_established() {
-            let i = t.info();
-            row.tls_version = Some(version_name(i.version).into());
-            row.suite = Some(tls::msgs::suite::name(i.suite).into());
-            row.sni = i.sni.clone();
-            row.resumed = Some(i.resumed.is_some());
-        }
+        tls_row(&mut row, t);
         row
+    }
+}
+
+/// An engine's crypto completion. An error stays in the engine (its alert queued); the
+/// step that follows sends it and closes, like any other TLS failure.
+pub(super) fn complete_job(t: &mut ServerConn, done: JobDone) {
+    let _ = match done {
+        JobDone::Step(r) => t.complete(r),
+        JobDone::Records(w) => t.complete_records(w),
+        JobDone::RecordsLost(e) => t.fail_records(e),
+    };
+}
+
+/// Record offload: what a step cut and received goes to the next record job. On a
+/// failure the client gets what the engine wrote (its alert) and a FIN, `other` (the
+/// backend or target leg) a RST, and the caller fails the connection with the error.
+pub(super) fn lend_records(
+    cx: &mut Cx<'_>,
+    t: &mut ServerConn,
+    client: ConnId,
+    other: Option<ConnId>,
+) -> Result<(), tls::Error> {
+    match t.take_records(cx.me().to_bits()) {
+        Ok(Some(w)) => {
+            cx.offload.lend(w);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            if let Some(s) = cx.stack.socket(client) {
+                let _ = flush(t, s);
+                s.close();
+            }
+            if let Some(o) = other {
+                abort(cx, o);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What the access log says of the handshake, once it completed.
+pub(super) fn tls_fields(t: &ServerConn) -> Option<TlsFields> {
+    if !t.is_established() {
+        return None;
+    }
+    let i = t.info();
+    Some(TlsFields {
+        version: version_name(i.version),
+        suite: tls::msgs::suite::name(i.suite),
+        sni: i.sni.clone(),
+        alpn: i
+            .alpn
+            .as_ref()
+            .map(|a| String::from_utf8_lossy(a).into_owned()),
+        resumed: match i.resumed {
+            None => "no",
+            Some(tls::Resumed::SessionId) => "session_id",
+            Some(tls::Resumed::Ticket) => "ticket",
+            Some(_) => "psk",
+        },
+    })
+}
+
+/// `show sessions`' TLS columns, once the handshake completed.
+pub(super) fn tls_row(row: &mut SessionRow, t: &ServerConn) {
+    if t.is_established() {
+        let i = t.info();
+        row.tls_version = Some(version_name(i.version).into());
+        row.suite = Some(tls::msgs::suite::name(i.suite).into());
+        row.sni = i.sni.clone();
+        row.resumed = Some(i.resumed.is_some());
     }
 }
 
