@@ -91,6 +91,8 @@ pub struct CoreApp {
     sessions_seen: u64,
     pub stats: Arc<ProxyStats>,
     pub queue_stats: Arc<QueueStats>,
+    /// Scratch for one datagram (SOCKS UDP relays open them in place).
+    pub udp_scratch: Vec<u8>,
 }
 
 impl CoreApp {
@@ -119,6 +121,7 @@ impl CoreApp {
             sessions_seen: 0,
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
+            udp_scratch: vec![0; 65_536],
         };
         app.adopt(net, gen, now_ms);
         app

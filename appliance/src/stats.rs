@@ -92,6 +92,30 @@ pub struct ProxyStats {
     pub socks_unsupported: AtomicU64,
     pub socks_target_failed: AtomicU64,
     pub socks_malformed: AtomicU64,
+    /// UDP ASSOCIATEs answered with a relay port.
+    pub socks_associations: AtomicU64,
+    /// Datagrams (and their payload bytes) relayed from clients to targets, and from
+    /// targets back to clients.
+    pub dgram_up: AtomicU64,
+    pub dgram_bytes_up: AtomicU64,
+    pub dgram_down: AtomicU64,
+    pub dgram_bytes_down: AtomicU64,
+    /// Secure datagrams dropped: seen already (inside the replay window), older than
+    /// the window, failing authentication (forged, corrupted, another association's).
+    pub dgram_replayed: AtomicU64,
+    pub dgram_too_old: AtomicU64,
+    pub dgram_auth_failed: AtomicU64,
+    /// Plain RFC 1928 datagrams on a vserver without `plain_udp`.
+    pub dgram_plain_refused: AtomicU64,
+    /// Datagrams dropped: from neither the client nor a target it sent to; with an
+    /// unreadable header or flags byte; FRAG≠0; a target the policy refuses; larger
+    /// than the port's MTU; finding the relay's send buffers full.
+    pub dgram_foreign: AtomicU64,
+    pub dgram_malformed: AtomicU64,
+    pub dgram_fragment_dropped: AtomicU64,
+    pub dgram_refused_policy: AtomicU64,
+    pub dgram_too_big: AtomicU64,
+    pub dgram_send_full: AtomicU64,
 }
 
 /// A set of TLS codes counted one by one (cipher suites, groups).

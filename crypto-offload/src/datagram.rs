@@ -11,6 +11,7 @@
 use crate::exporter::Exporter;
 use crate::prim::{AeadAlg, AeadKey, TAG_LEN};
 use crate::CryptoError;
+use zeroize::Zeroize;
 
 /// The exporter label the keys are derived with (the same as `socks_wire`'s).
 pub const LABEL: &[u8] = b"EXPORTER-appliance-datagram";
@@ -21,6 +22,13 @@ pub const HEADER_LEN: usize = 13;
 pub struct Direction {
     key: AeadKey,
     iv: [u8; 12],
+}
+
+impl Drop for Direction {
+    fn drop(&mut self) {
+        // The key lives in OpenSSL's cipher context, which cleanses it when freed.
+        self.iv.zeroize();
+    }
 }
 
 /// An association's keys, from one side's point of view.
@@ -44,9 +52,28 @@ impl DatagramKeys {
         id: u32,
         server: bool,
     ) -> Result<Self, CryptoError> {
+        let m = exporter.export(LABEL, Some(&id.to_be_bytes()), Self::material_len(alg))?;
+        Self::from_material(alg, m.bytes(), server)
+    }
+
+    /// Bytes of exporter output the keys take: a key per direction, then an IV per
+    /// direction (client's first each time).
+    pub fn material_len(alg: AeadAlg) -> usize {
+        2 * alg.key_len() + 24
+    }
+
+    /// The keys from exporter output made elsewhere (the control connection's own
+    /// `export_keying_material`, or another TLS library's): [`DatagramKeys::material_len`]
+    /// bytes for [`LABEL`] with the association id (big-endian) as context.
+    pub fn from_material(alg: AeadAlg, b: &[u8], server: bool) -> Result<Self, CryptoError> {
         let k = alg.key_len();
-        let m = exporter.export(LABEL, Some(&id.to_be_bytes()), 2 * k + 24)?;
-        let b = m.bytes();
+        if b.len() != Self::material_len(alg) {
+            return Err(CryptoError::Unavailable(format!(
+                "datagram keys need {} bytes of keying material, not {}",
+                Self::material_len(alg),
+                b.len()
+            )));
+        }
         let (ck, sk) = (&b[..k], &b[k..2 * k]);
         let mut civ = [0u8; 12];
         let mut siv = [0u8; 12];
@@ -57,7 +84,7 @@ impl DatagramKeys {
         } else {
             ((ck, civ), (sk, siv))
         };
-        Ok(DatagramKeys {
+        let keys = DatagramKeys {
             send: Direction {
                 key: AeadKey::new(alg, send.0, true)?,
                 iv: send.1,
@@ -66,7 +93,10 @@ impl DatagramKeys {
                 key: AeadKey::new(alg, recv.0, false)?,
                 iv: recv.1,
             },
-        })
+        };
+        civ.zeroize();
+        siv.zeroize();
+        Ok(keys)
     }
 
     /// Seals `d` in place: `d` is the 13-byte header, the body, and 16 bytes of room

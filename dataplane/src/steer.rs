@@ -14,6 +14,8 @@
 //! * a TCP frame to an **ephemeral port** (a backend connection the appliance opened)
 //!   belongs to core `port % cores`, because a core only ever picks local ports that
 //!   are congruent to its own index (see [`ephemeral_owner`]);
+//! * a UDP datagram to an ephemeral port (a SOCKS association's relay port) belongs
+//!   to core `port % cores` by the same rule: the core of the association binds it;
 //! * ARP goes to **every** core, since each core's stack keeps its own neighbour cache;
 //! * anything else (ICMP, stray frames) is handled where it arrives.
 //!
@@ -122,7 +124,21 @@ impl Steering {
         }
         let t = match parse(frame) {
             Parsed::Arp => return Dest::All,
-            Parsed::Ipv4 { dst, tcp: Some(t) } if dst == self.addr => t,
+            Parsed::Ipv4 {
+                dst, tcp: Some(t), ..
+            } if dst == self.addr => t,
+            // A SOCKS relay port: bound by the core of the association's control
+            // connection, from that core's class of ephemeral ports.
+            Parsed::Ipv4 {
+                dst, udp: Some(u), ..
+            } if dst == self.addr && u.dport >= EPHEMERAL_FIRST => {
+                let owner = ephemeral_owner(u.dport, self.cores);
+                return if owner == self.me {
+                    Dest::Here
+                } else {
+                    Dest::Core(owner)
+                };
+            }
             _ => return Dest::Here,
         };
         let owner = if self.is_listening(t.dport) {
@@ -288,6 +304,21 @@ mod tests {
             r0.classify(&tcp([10, 0, 0, 2], 8080, ME, 50002)),
             Dest::Here
         );
+    }
+
+    #[test]
+    fn relay_datagrams_go_to_the_core_of_their_port() {
+        let r0 = Steering::new(0, 2, ME, SteerKey::random(), &[80]);
+        let udp = |dport: u16| {
+            let mut f = tcp([10, 0, 0, 2], 5353, ME, dport);
+            f[23] = 17;
+            f[38..40].copy_from_slice(&20u16.to_be_bytes()); // UDP length
+            f
+        };
+        assert_eq!(r0.classify(&udp(50001)), Dest::Core(1));
+        assert_eq!(r0.classify(&udp(50002)), Dest::Here);
+        // Below the ephemeral range nothing of ours is bound: it stays.
+        assert_eq!(r0.classify(&udp(5300)), Dest::Here);
     }
 
     #[test]

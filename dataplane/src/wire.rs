@@ -1,4 +1,4 @@
-//! Just enough Ethernet / IPv4 / TCP header parsing for the data plane's own decisions:
+//! Just enough Ethernet / IPv4 / TCP / UDP header parsing for the data plane's own decisions:
 //! which core owns a frame ([`crate::steer`]) and which connection it belongs to (the
 //! network stack's flow table). One parser for both, so the two can never disagree on
 //! what a valid header is. smoltcp does the full parse (and checksums) afterwards.
@@ -14,11 +14,21 @@ pub enum Parsed {
     /// Another ethertype (IPv6, ...), or an IPv4 fragment.
     Unsupported,
     Arp,
-    /// IPv4 with a consistent header; `tcp` when it carries a consistent TCP header.
+    /// IPv4 with a consistent header; `tcp` when it carries a consistent TCP header,
+    /// `udp` when it carries a consistent UDP header (at most one of them).
     Ipv4 {
         dst: [u8; 4],
         tcp: Option<TcpHeader>,
+        udp: Option<UdpHeader>,
     },
+}
+
+/// The flow identity of a UDP datagram (a SOCKS relay's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpHeader {
+    pub src: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
 }
 
 /// The flow identity and flags of a TCP segment.
@@ -60,8 +70,28 @@ pub fn parse(frame: &[u8]) -> Parsed {
         return Parsed::Unsupported; // more-fragments flag or a fragment offset
     }
     let dst = [ip[16], ip[17], ip[18], ip[19]];
+    let src = [ip[12], ip[13], ip[14], ip[15]];
+    if ip[9] == 17 {
+        let udp = &ip[ihl..total];
+        if udp.len() < 8 || usize::from(u16::from_be_bytes([udp[4], udp[5]])) != udp.len() {
+            return Parsed::Malformed;
+        }
+        return Parsed::Ipv4 {
+            dst,
+            tcp: None,
+            udp: Some(UdpHeader {
+                src,
+                sport: u16::from_be_bytes([udp[0], udp[1]]),
+                dport: u16::from_be_bytes([udp[2], udp[3]]),
+            }),
+        };
+    }
     if ip[9] != 6 {
-        return Parsed::Ipv4 { dst, tcp: None };
+        return Parsed::Ipv4 {
+            dst,
+            tcp: None,
+            udp: None,
+        };
     }
     let tcp = &ip[ihl..total];
     let data_offset = tcp.get(12).map_or(0, |b| usize::from(b >> 4) * 4);
@@ -71,11 +101,12 @@ pub fn parse(frame: &[u8]) -> Parsed {
     Parsed::Ipv4 {
         dst,
         tcp: Some(TcpHeader {
-            src: [ip[12], ip[13], ip[14], ip[15]],
+            src,
             sport: u16::from_be_bytes([tcp[0], tcp[1]]),
             dport: u16::from_be_bytes([tcp[2], tcp[3]]),
             flags: tcp[13],
         }),
+        udp: None,
     }
 }
 
@@ -104,6 +135,7 @@ mod tests {
             Parsed::Ipv4 {
                 dst: [10, 0, 0, 1],
                 tcp: Some(t),
+                udp: None,
             } => {
                 assert_eq!((t.src, t.sport, t.dport), ([10, 0, 0, 2], 1234, 80));
                 assert!(t.is_syn_only());
@@ -141,8 +173,38 @@ mod tests {
             bad(23, 1),
             Parsed::Ipv4 {
                 dst: [10, 0, 0, 1],
-                tcp: None
+                tcp: None,
+                udp: None,
             }
         );
+    }
+
+    #[test]
+    fn parses_a_udp_header_and_checks_its_length() {
+        // The SYN frame as a UDP datagram: 8-byte header and 12 bytes of data.
+        let mut f = syn();
+        f[23] = 17;
+        f[38..40].copy_from_slice(&20u16.to_be_bytes());
+        assert_eq!(
+            parse(&f),
+            Parsed::Ipv4 {
+                dst: [10, 0, 0, 1],
+                tcp: None,
+                udp: Some(UdpHeader {
+                    src: [10, 0, 0, 2],
+                    sport: 1234,
+                    dport: 80
+                }),
+            }
+        );
+        f[38..40].copy_from_slice(&21u16.to_be_bytes());
+        assert_eq!(
+            parse(&f),
+            Parsed::Malformed,
+            "UDP length past the IP packet"
+        );
+        for n in 0..f.len() {
+            let _ = parse(&f[..n]);
+        }
     }
 }

@@ -17,7 +17,8 @@
 //! 4. new connections: [`App::accept`] makes a handler for each; it is ready;
 //! 5. timers: TCP's (in `netstack`) and each handler's own deadline
 //!    ([`Handler::deadline_us`]: a TLS handshake's, a transmittal timer); their
-//!    connections become ready;
+//!    connections become ready, as do handlers whose UDP ports ([`Cx::bind_udp`])
+//!    received datagrams;
 //! 6. ready connections: each is stepped **once** ([`Handler::step`]), told what woke
 //!    it ([`Wake`]);
 //! 7. record work lent during the steps goes to the crypto pool in batches;
@@ -42,7 +43,7 @@ pub mod timers;
 
 use dataplane::steer::{Dest, SteerEndpoint, Steering};
 use dataplane::{Frame, PortQueue, BURST};
-use netstack::{ConnId, ConnectError, NetInstant, Stack};
+use netstack::{BindError, ConnId, ConnectError, NetInstant, Stack, UdpId};
 use slab::Slab;
 
 pub use offload::{JobDone, Offload, OffloadStats, Routed};
@@ -140,6 +141,17 @@ impl Cx<'_> {
             leg,
         };
         self.stack.connect(remote, owner)
+    }
+
+    /// Binds a UDP port of this core as this handler's leg `leg` (a SOCKS relay):
+    /// datagrams arriving on it wake the handler with that leg's bit. The handler
+    /// closes it ([`Stack::close_udp`]) when it ends.
+    pub fn bind_udp(&mut self, leg: u8) -> Result<(UdpId, u16), BindError> {
+        let owner = Owner {
+            handler: Some(self.me),
+            leg,
+        };
+        self.stack.bind_udp(owner)
     }
 
     /// Makes `id` (an accepted connection) this handler's leg `leg`.
@@ -534,6 +546,7 @@ pub struct Driver<A: App> {
     routed: Vec<Routed>,
     accepted: Vec<(ConnId, u32)>,
     ids: Vec<ConnId>,
+    udp_ids: Vec<UdpId>,
     iterations: u64,
 }
 
@@ -547,6 +560,7 @@ impl<A: App> Driver<A> {
             routed: Vec::new(),
             accepted: Vec::new(),
             ids: Vec::new(),
+            udp_ids: Vec::new(),
             iterations: 0,
         }
     }
@@ -627,6 +641,18 @@ impl<A: App> Driver<A> {
                     }
                     self.net.stack.release(id);
                 }
+            }
+        }
+        // UDP bindings that received datagrams wake their handler the same way.
+        self.net.stack.take_udp_ready(&mut self.udp_ids);
+        for id in self.udp_ids.drain(..) {
+            match self.net.stack.udp_user(id).copied() {
+                Some(Owner {
+                    handler: Some(h),
+                    leg,
+                }) if self.conns.alive(h) => self.conns.wake(h, |w| w.legs |= 1 << (leg & 7)),
+                // Its handler is gone without closing it: close it.
+                _ => self.net.stack.close_udp(id),
             }
         }
         // 6. Ready connections, once each.

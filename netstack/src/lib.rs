@@ -2,8 +2,8 @@
 //!
 //! This crate owns the glue between a core's port queue and smoltcp: the `Device`
 //! over the queue's bursts ([`device`]), one smoltcp `Interface` per core (ARP, ICMP
-//! echo, IPv4, TCP), listening ports with no backlog limit, outbound connections to
-//! backends, and the connection table. It must not know about TLS, vservers or
+//! echo, IPv4, TCP, UDP), listening ports with no backlog limit, outbound connections
+//! to backends, the connection table, and UDP ports bound for SOCKS relays ([`udp`]). It must not know about TLS, vservers or
 //! configuration files, and it never blocks, sleeps or reads a clock: time is an
 //! argument to every call.
 //!
@@ -225,6 +225,15 @@ pub struct StackStats {
     pub freed: AtomicU64,
     /// Frames that found no TX buffer.
     pub tx_no_buffer: AtomicU64,
+    /// UDP ports bound and closed (SOCKS relay ports).
+    pub udp_bound: AtomicU64,
+    pub udp_closed: AtomicU64,
+    /// Datagrams to a UDP port nobody bound (answered with ICMP port unreachable).
+    pub udp_no_port: AtomicU64,
+    /// Datagrams a binding did not take (bad checksum, buffers full).
+    pub udp_dropped: AtomicU64,
+    /// Datagrams the application could not queue (a binding's send buffers full).
+    pub udp_send_full: AtomicU64,
 }
 
 macro_rules! bump {
@@ -233,6 +242,11 @@ macro_rules! bump {
             .store($s.$f.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
     };
 }
+
+// After `bump!`, which it uses.
+mod udp;
+
+pub use udp::{BindError, UdpId, UDP_BUFFER, UDP_SLOTS};
 
 /// Flow key: remote address, remote port, local port (the local address is the stack's).
 type FlowKey = u64;
@@ -269,6 +283,8 @@ impl<T> Conn<T> {
 enum Class {
     Arp,
     Tcp(dataplane::wire::TcpHeader),
+    /// A UDP datagram to this local port.
+    Udp(u16),
     /// IPv4 for us that is not TCP (ICMP): smoltcp answers what it knows.
     OtherIp,
     /// Dropped and counted under the given reason.
@@ -306,6 +322,8 @@ pub struct Stack<T> {
     /// Client connections whose handshake has not finished.
     half_open: usize,
     cookies: syncookie::SynCookies,
+    /// UDP ports bound on this core.
+    udp: udp::Udp<T>,
     stats: Arc<StackStats>,
 }
 
@@ -416,6 +434,7 @@ impl<T: Default> Stack<T> {
             listener_segments: Vec::new(),
             half_open: 0,
             cookies: syncookie::SynCookies::new(),
+            udp: udp::Udp::new(cfg.core, cfg.cores),
             stats: Arc::new(StackStats::default()),
             cfg,
         }
@@ -604,8 +623,9 @@ impl<T: Default> Stack<T> {
             Parsed::Malformed => Class::Drop(|s| &s.malformed),
             Parsed::Unsupported => Class::Drop(|s| &s.unsupported),
             Parsed::Arp => Class::Arp,
-            Parsed::Ipv4 { tcp: None, .. } => Class::OtherIp,
             Parsed::Ipv4 { tcp: Some(t), .. } => Class::Tcp(t),
+            Parsed::Ipv4 { udp: Some(u), .. } => Class::Udp(u.dport),
+            Parsed::Ipv4 { .. } => Class::OtherIp,
         }
     }
 
@@ -665,8 +685,10 @@ impl<T: Default> Stack<T> {
                     }
                     self.mark_dirty(id);
                 }
+                self.udp.neighbor_known();
             }
             Class::OtherIp => self.ingress_with(None, frame, tx, now),
+            Class::Udp(port) => self.udp_ingress(port, frame, tx, now),
             Class::Tcp(m) => {
                 let key = flow_key(Ipv4Addr::from(m.src), m.sport, m.dport);
                 let mut existing = self.flows.get(&key).copied();
@@ -1059,6 +1081,7 @@ impl<T: Default> Stack<T> {
             self.egress_one(id, tx, now);
         }
         self.egress_batch = batch;
+        self.udp_egress(tx, now);
         self.stats
             .tx_no_buffer
             .store(self.tx_no_buffer, Ordering::Relaxed);
@@ -1145,7 +1168,10 @@ impl<T: Default> Stack<T> {
 
     /// Whether egress has work queued right now (touched connections).
     pub fn has_pending(&self) -> bool {
-        !self.dirty.is_empty() || !self.ready.is_empty() || !self.accepted.is_empty()
+        !self.dirty.is_empty()
+            || !self.ready.is_empty()
+            || !self.accepted.is_empty()
+            || self.udp.has_pending()
     }
 
     /// The earliest timer deadline, if any.
@@ -1157,12 +1183,12 @@ impl<T: Default> Stack<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dataplane::memory::CaptureQueue;
     use syncookie::Segment;
 
-    fn cfg(last: u8) -> StackConfig {
+    pub(crate) fn cfg(last: u8) -> StackConfig {
         StackConfig {
             mac: [2, 0, 0, 0, 0, last],
             addr: Ipv4Addr::new(10, 9, 0, last),
@@ -1211,16 +1237,16 @@ mod tests {
         assert_eq!(local_port(&mut s, e), 49_155);
     }
 
-    struct Pair {
-        a: Stack<u32>,
-        b: Stack<u32>,
-        qa: CaptureQueue,
-        qb: CaptureQueue,
-        now: Instant,
+    pub(crate) struct Pair {
+        pub a: Stack<u32>,
+        pub b: Stack<u32>,
+        pub qa: CaptureQueue,
+        pub qb: CaptureQueue,
+        pub now: Instant,
     }
 
     impl Pair {
-        fn new() -> Self {
+        pub fn new() -> Self {
             let now = Instant::from_millis(1);
             Pair {
                 a: Stack::new(cfg(1), now),
@@ -1231,7 +1257,7 @@ mod tests {
             }
         }
         /// Moves frames both ways until quiet.
-        fn run(&mut self) {
+        pub fn run(&mut self) {
             for _ in 0..10_000 {
                 self.now += Duration::from_millis(1);
                 self.a.egress(&mut self.qa, self.now);

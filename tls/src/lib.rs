@@ -36,5 +36,5 @@ mod tls13;
 pub use client::{ClientConfig, ClientConn, ClientInfo, Ticket};
 pub use config::{CertifiedKey, ClientAuth, NameMatch, ServerConfig, Site, SniRouter};
 pub use error::{Error, ErrorClass};
-pub use server::{HandshakeInfo, Resumed, Sealed, ServerConn};
+pub use server::{suite_aead, HandshakeInfo, Resumed, Sealed, ServerConn};
 pub use session::{LocalStore, Lookup, PendingLookup, PskMode, Resumption, Session, SessionStore};

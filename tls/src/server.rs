@@ -128,6 +128,12 @@ pub(crate) struct SuiteInfo {
     pub ecdsa: Option<bool>,
 }
 
+/// The record AEAD of cipher suite `s` (TLS 1.2 or 1.3), if the engine serves it:
+/// what a `socks5` vserver's secure datagrams are protected with.
+pub fn suite_aead(s: u16) -> Option<AeadAlg> {
+    suite_info(s).map(|i| i.aead)
+}
+
 pub(crate) fn suite_info(s: u16) -> Option<SuiteInfo> {
     use AeadAlg::*;
     use HashAlg::*;

@@ -16,6 +16,7 @@ pub mod probe;
 pub mod socks;
 pub mod tcp;
 pub mod tls;
+pub mod udp_relay;
 
 use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;

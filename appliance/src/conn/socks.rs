@@ -6,10 +6,14 @@
 //! bytes both ways as a `tls` vserver moves them (the same record sealing and
 //! transmittal conditions).
 //!
+//! UDP ASSOCIATE binds a relay port on this core and answers it; the association
+//! (`conn::udp_relay`: secure datagrams, plain ones when the vserver allows them)
+//! lives as long as this control connection.
+//!
 //! Replies follow RFC 1928 §6: 0x02 for a target the policy refuses, 0x03 for one the
 //! data plane has no route to, 0x04 for a target that did not answer, 0x05 for one that
-//! refused, 0x07 for BIND and UDP ASSOCIATE (not served by this build), 0x08 for domain
-//! names (the data plane has no resolver) and IPv6. After a failure reply (or a failed
+//! refused, 0x07 for BIND, 0x08 for domain names (the data plane has no resolver) and
+//! IPv6. After a failure reply (or a failed
 //! authentication, RFC 1929) the connection is closed: close_notify, then FIN. A client
 //! that has not finished negotiating within [`NEGOTIATE_WITHIN_US`] of its handshake is
 //! closed too.
@@ -31,6 +35,7 @@ use super::tls::{
     complete_job, count_handshake, lend_records, seal_down, tls_failed, tls_fields, tls_in,
     tls_row, tls_step, Down,
 };
+use super::udp_relay::Association;
 use super::{abort, release_client, remote, BackendLeg, ClientLog, BACKEND, CLIENT};
 use crate::backends::VserverRt;
 use crate::config::SocksConfig;
@@ -38,6 +43,17 @@ use crate::core::CoreApp;
 use crate::live::SessionRow;
 use crate::stats::add;
 use crate::transmit::TxState;
+
+/// The leg number of an association's relay port.
+const RELAY: u8 = 2;
+
+/// What a request asks for, once it is allowed.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Connect(SocketAddrV4),
+    /// UDP ASSOCIATE, with the address the client said it sends from.
+    Associate(SocketAddrV4),
+}
 
 /// How long a client has, from its completed TLS handshake, to authenticate and make
 /// its request (and how long a failure reply waits for its close).
@@ -62,6 +78,8 @@ enum Phase {
     Connecting,
     /// Bytes both ways.
     Relay,
+    /// A UDP association is relaying; the control connection only waits for its end.
+    Associated,
     /// A failure was answered: close_notify and FIN once it is out.
     Closing,
 }
@@ -104,6 +122,7 @@ pub struct SocksConn {
     identity: Option<String>,
     target: Option<BackendLeg>,
     target_addr: Option<SocketAddrV4>,
+    assoc: Option<Association>,
     connect_started_us: u64,
     /// Negotiation (or a failure's close) must be over by then.
     negotiate_by_us: Option<u64>,
@@ -136,6 +155,7 @@ impl SocksConn {
             identity: None,
             target: None,
             target_addr: None,
+            assoc: None,
             connect_started_us: 0,
             negotiate_by_us: None,
             tx,
@@ -171,6 +191,7 @@ impl SocksConn {
         let next = match self.phase {
             Phase::Relay => self.step_relay(cx, app),
             Phase::Connecting => self.step_connecting(cx, app),
+            Phase::Associated => self.step_associated(cx, app),
             _ => self.step_negotiate(cx, app),
         };
         if next == Next::Done {
@@ -275,8 +296,10 @@ impl SocksConn {
             self.release(cx, app);
             return Next::Done;
         }
-        if let Some(addr) = connect_to {
-            return self.connect(cx, app, addr);
+        match connect_to {
+            Some(Action::Connect(addr)) => return self.connect(cx, app, addr),
+            Some(Action::Associate(hint)) => return self.associate(cx, app, hint),
+            None => {}
         }
         if self.auth.result.is_some() {
             // A password check that ran inline (no crypto workers): answer it now.
@@ -286,14 +309,14 @@ impl SocksConn {
     }
 
     /// Reads the SOCKS messages in the engine's plaintext, as far as they go; answers
-    /// them. Returns the target to connect to once a CONNECT is allowed.
+    /// them. Returns what to do once a request is allowed.
     fn negotiate(
         &mut self,
         offload: &mut driver::Offload,
         tag: driver::HandlerId,
         app: &CoreApp,
         peer: &str,
-    ) -> Option<SocketAddrV4> {
+    ) -> Option<Action> {
         let stats = &app.stats;
         let name = &self.vs.cfg.name;
         loop {
@@ -376,21 +399,30 @@ impl SocksConn {
                     }
                     Err(e) => return self.malformed(app, peer, e),
                 },
-                Phase::Connecting | Phase::Relay | Phase::Closing => return None,
+                Phase::Connecting | Phase::Relay | Phase::Associated | Phase::Closing => {
+                    return None
+                }
             }
         }
     }
 
-    /// A request: CONNECT to an allowed, routable IPv4 target is connected; everything
-    /// else gets its reply code.
-    fn request(&mut self, app: &CoreApp, peer: &str, r: Request) -> Option<SocketAddrV4> {
+    /// A request: CONNECT to an allowed, routable IPv4 target is connected, UDP
+    /// ASSOCIATE is associated; everything else gets its reply code.
+    fn request(&mut self, app: &CoreApp, peer: &str, r: Request) -> Option<Action> {
         let stats = &app.stats;
         let name = &self.vs.cfg.name;
+        if r.cmd == cmd::UDP_ASSOCIATE {
+            // DST is where the client will send from (RFC 1928 §7), often all zeros.
+            let hint = match r.dst {
+                Addr::V4(a) => a,
+                _ => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            };
+            return Some(Action::Associate(hint));
+        }
         if r.cmd != cmd::CONNECT {
             add(&stats.socks_unsupported, 1);
             let what = match r.cmd {
                 cmd::BIND => "BIND",
-                cmd::UDP_ASSOCIATE => "UDP ASSOCIATE (not in this build)",
                 _ => "an unknown command",
             };
             log::info!("vserver {name}: SOCKS client {peer}: {what} refused");
@@ -419,23 +451,18 @@ impl SocksConn {
             log::info!("vserver {name}: SOCKS client {peer}: CONNECT {dst}: no route");
             return self.refuse(rep::NETWORK_UNREACHABLE, "socks_unreachable");
         }
-        Some(dst)
+        Some(Action::Connect(dst))
     }
 
     /// Answers `code` and closes.
-    fn refuse(&mut self, code: u8, close: &'static str) -> Option<SocketAddrV4> {
+    fn refuse(&mut self, code: u8, close: &'static str) -> Option<Action> {
         let _ = self.t.send(&Reply::failure(code).encode());
         self.log.close = close;
         self.phase = Phase::Closing;
         None
     }
 
-    fn malformed(
-        &mut self,
-        app: &CoreApp,
-        peer: &str,
-        e: socks_wire::Error,
-    ) -> Option<SocketAddrV4> {
+    fn malformed(&mut self, app: &CoreApp, peer: &str, e: socks_wire::Error) -> Option<Action> {
         add(&app.stats.socks_malformed, 1);
         log::info!(
             "vserver {}: SOCKS client {peer}: {e}; closed",
@@ -477,6 +504,131 @@ impl SocksConn {
                 Next::Again
             }
         }
+    }
+
+    /// UDP ASSOCIATE: binds the relay port, derives the datagram keys, answers with
+    /// the port. The client sends from the control connection's address; from the
+    /// port its request named when it named that address, else from the first port a
+    /// valid datagram comes from.
+    fn associate(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp, hint: SocketAddrV4) -> Next {
+        let name = self.vs.cfg.name.clone();
+        let Some(cs) = cx.stack.socket(self.client) else {
+            return Next::Done;
+        };
+        let (Some(peer), Some(local)) = (
+            netstack::endpoint_v4(cs.remote_endpoint()),
+            netstack::endpoint_v4(cs.local_endpoint()),
+        ) else {
+            return Next::Done;
+        };
+        let client = if hint.ip() == peer.ip() {
+            hint
+        } else {
+            SocketAddrV4::new(*peer.ip(), 0)
+        };
+        let (udp, port) = match cx.bind_udp(RELAY) {
+            Ok(x) => x,
+            Err(e) => {
+                add(&app.stats.backend_no_slot, 1);
+                log::warn!("vserver {name}: SOCKS UDP ASSOCIATE for {peer}: no relay port ({e:?})");
+                self.refuse(rep::GENERAL_FAILURE, "no_slot");
+                self.negotiate_by_us = Some(cx.now_us + NEGOTIATE_WITHIN_US);
+                return Next::Again;
+            }
+        };
+        let keys = match Association::keys_from(&self.t, port) {
+            Ok(k) => Some(k),
+            Err(e) if self.socks.plain_udp => {
+                log::info!(
+                    "vserver {name}: SOCKS UDP ASSOCIATE for {peer}: plain datagrams only ({e})"
+                );
+                None
+            }
+            Err(e) => {
+                cx.stack.close_udp(udp);
+                add(&app.stats.socks_unsupported, 1);
+                log::info!("vserver {name}: SOCKS UDP ASSOCIATE for {peer} refused: no keys for secure datagrams ({e})");
+                self.refuse(rep::GENERAL_FAILURE, "socks_no_datagram_keys");
+                self.negotiate_by_us = Some(cx.now_us + NEGOTIATE_WITHIN_US);
+                return Next::Again;
+            }
+        };
+        let r = Reply {
+            rep: rep::SUCCEEDED,
+            bound: Addr::V4(SocketAddrV4::new(*local.ip(), port)),
+        };
+        let _ = self.t.send(&r.encode());
+        let Some(cs) = cx.stack.socket(self.client) else {
+            return Next::Done;
+        };
+        let _ = flush(&mut *self.t, cs);
+        add(&app.stats.socks_associations, 1);
+        log::debug!(
+            "vserver {name}: SOCKS UDP ASSOCIATE for {} ({peer}): relay port {port}",
+            self.identity.as_deref().unwrap_or("-")
+        );
+        self.assoc = Some(Association::new(
+            udp,
+            port,
+            client,
+            keys,
+            self.socks.clone(),
+        ));
+        self.log.backend_addr = Some(SocketAddrV4::new(*local.ip(), port));
+        self.phase = Phase::Associated;
+        self.negotiate_by_us = None;
+        Next::Again
+    }
+
+    /// An association relays datagrams until its control connection ends (the
+    /// client's close or reset, or the integrity limit); what the client sends on the
+    /// control connection meanwhile is read and ignored (RFC 1928 gives it no meaning).
+    fn step_associated(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+        let (now_us, tag) = (cx.now_us, cx.me());
+        let mut end = None;
+        if let Some(a) = self.assoc.as_mut() {
+            let r = a.step(cx, &app.stats, &self.vs.cfg.name, &mut app.udp_scratch);
+            let (up, down) = (a.up, a.down);
+            self.log.bytes_in = up.1;
+            self.log.bytes_out = down.1;
+            if r.is_err() {
+                end = Some("dgram_integrity_limit");
+            }
+        }
+        let Some(cs) = cx.stack.socket(self.client) else {
+            return Next::Done;
+        };
+        if cs.state() == TcpState::Closed {
+            add(&app.stats.client_reset, 1);
+            self.log.close = "client_reset";
+            self.release(cx, app);
+            return Next::Done;
+        }
+        let t = &mut *self.t;
+        if let Err(e) = tls_in(cs, t, cx.offload, tag, now_us / 1000) {
+            let _ = flush(t, cs);
+            cs.close();
+            let r = remote(cs);
+            self.log.close = "tls_error";
+            self.log.error = Some(e.to_string());
+            tls_failed(&app.stats, &e, &self.vs.cfg.name, &r);
+            self.release(cx, app);
+            return Next::Done;
+        }
+        let n = t.plaintext().len();
+        t.consume_plaintext(n);
+        let no_more = !cs.may_recv() && cs.recv_queue() == 0;
+        if end.is_some() || no_more || t.peer_closed() {
+            t.close();
+            let _ = flush(t, cs);
+            cs.close();
+            self.log.close = end.unwrap_or("client_closed");
+            add(&app.stats.completed, 1);
+            self.release(cx, app);
+            return Next::Done;
+        }
+        let _ = flush(t, cs);
+        Next::Wait
     }
 
     /// The target connection's handshake: success is answered with the address the
@@ -649,8 +801,12 @@ impl SocksConn {
         self.release(cx, app);
     }
 
-    /// Releases both sides (the sockets are closed or aborted already).
+    /// Releases both sides (the sockets are closed or aborted already) and the
+    /// association's relay port.
     fn release(&mut self, cx: &mut Cx<'_>, app: &CoreApp) {
+        if let Some(a) = self.assoc.take() {
+            cx.stack.close_udp(a.udp);
+        }
         let fields = tls_fields(&self.t);
         release_client(cx, app, self.client, &self.log, Some(&self.vs), fields);
         if let Some(b) = self.target.take() {
@@ -674,6 +830,7 @@ impl SocksConn {
             Phase::Connecting => "socks_connecting",
             Phase::Relay if self.client_fin_forwarded => "closing",
             Phase::Relay => "open",
+            Phase::Associated => "socks_associated",
             Phase::Closing => "closing",
         };
         let mut row = self.log.row(core, Some(&self.vs), state, now_us);

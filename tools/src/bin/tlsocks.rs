@@ -13,7 +13,13 @@
 //! the certificate. A refusal from the appliance is passed to the local client as its
 //! SOCKS reply code and printed, so the user sees why.
 //!
-//! Not in this build: `--udp` (UDP ASSOCIATE and secure datagrams).
+//! `--udp LOCAL=TARGET` (repeatable) forwards the local UDP port LOCAL to TARGET
+//! through a UDP association of its own: datagrams a local program sends to LOCAL go
+//! to the appliance as secure datagrams (the README's format; keys from this TLS
+//! connection's exporter, in its suite's AEAD), the appliance relays them to TARGET,
+//! and TARGET's answers come back the same way to the local program that sent last.
+//! When the association ends (the control connection closes, the appliance restarts)
+//! it is made again with a backoff of 1 s doubling to 30 s, each failure printed.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -60,10 +66,10 @@ struct Args {
     /// Where local SOCKS clients connect.
     #[arg(long, default_value = "127.0.0.1:1080")]
     listen: SocketAddr,
-    /// LOCAL=TARGET: forward a local UDP port through a protected association (not in
-    /// this build: UDP ASSOCIATE and secure datagrams come next).
-    #[arg(long, value_name = "LOCAL=TARGET")]
-    udp: Vec<String>,
+    /// LOCAL=TARGET: forward the local UDP port LOCAL (e.g. 127.0.0.1:5300) to the
+    /// IPv4 TARGET (e.g. 10.78.0.2:53) through a protected association (repeatable).
+    #[arg(long, value_name = "LOCAL=TARGET", value_parser = parse_udp)]
+    udp: Vec<(SocketAddr, std::net::SocketAddrV4)>,
     /// Seconds to wait for the appliance (TCP, TLS and SOCKS).
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -80,6 +86,19 @@ struct Tunnel {
     timeout: Duration,
 }
 
+fn parse_udp(s: &str) -> Result<(SocketAddr, std::net::SocketAddrV4), String> {
+    let (l, t) = s
+        .split_once('=')
+        .ok_or("expected LOCAL=TARGET, e.g. 127.0.0.1:5300=10.78.0.2:53")?;
+    let l = l
+        .parse()
+        .map_err(|e| format!("LOCAL {l:?}: {e} (an address and port)"))?;
+    let t = t
+        .parse()
+        .map_err(|e| format!("TARGET {t:?}: {e} (an IPv4 address and port)"))?;
+    Ok((l, t))
+}
+
 fn fail(msg: String) -> ! {
     eprintln!("tlsocks: {msg}");
     std::process::exit(2);
@@ -87,9 +106,6 @@ fn fail(msg: String) -> ! {
 
 fn main() {
     let a = Args::parse();
-    if !a.udp.is_empty() {
-        fail("--udp is not available in this build yet (UDP ASSOCIATE and secure datagrams are the next step)".into());
-    }
     let server: Vec<SocketAddr> = a
         .server
         .to_socket_addrs()
@@ -151,6 +167,13 @@ fn main() {
         certificate: a.cert.is_some(),
         timeout: Duration::from_secs(a.timeout.max(1)),
     });
+    for &(local, target) in &a.udp {
+        let sock = std::net::UdpSocket::bind(local)
+            .unwrap_or_else(|e| fail(format!("--udp {local}: {e}")));
+        let t = tunnel.clone();
+        eprintln!("tlsocks: UDP {local} -> {target} through {}", a.server);
+        std::thread::spawn(move || udp::forward(&t, sock, target));
+    }
     let listener =
         TcpListener::bind(a.listen).unwrap_or_else(|e| fail(format!("--listen {}: {e}", a.listen)));
     eprintln!(
@@ -407,4 +430,221 @@ fn write_tls(tls: &mut SslStream<TcpStream>, mut b: &[u8]) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// `--udp`: one local UDP port forwarded through a secure datagram association.
+mod udp {
+    use super::*;
+    use crypto_offload::datagram::{DatagramKeys, LABEL};
+    use socks_wire::datagram::{Header, ReplayWindow, HEADER_LEN, TAG_LEN};
+    use socks_wire::{Addr, UdpHeader};
+    use std::net::{SocketAddrV4, UdpSocket};
+
+    /// Keeps the forwarder running: each association until it ends, then a new one
+    /// after a backoff (1 s, doubling to 30 s; back to 1 s after one that worked).
+    pub fn forward(t: &Tunnel, local: UdpSocket, target: SocketAddrV4) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let began = std::time::Instant::now();
+            match associate(t, &local, target) {
+                Ok(why) => eprintln!("tlsocks: UDP to {target}: association ended ({why}); again"),
+                Err(e) => eprintln!(
+                    "tlsocks: UDP to {target}: {e}; trying again in {} s",
+                    backoff.as_secs()
+                ),
+            }
+            if began.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_secs(1);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// The association's keys from the control connection, as the appliance derives
+    /// them (`crypto_offload::datagram`), with libssl's exporter.
+    fn keys(tls: &SslStream<TcpStream>, id: u32) -> Result<DatagramKeys, String> {
+        let ssl = tls.ssl();
+        let suite = ssl
+            .current_cipher()
+            .map(|c| u16::from_be_bytes(c.protocol_id()))
+            .ok_or("no cipher suite")?;
+        let alg = tls::suite_aead(suite).ok_or(format!(
+            "suite {suite:#06x} has no AEAD for secure datagrams"
+        ))?;
+        let mut m = Zeroizing::new(vec![0u8; DatagramKeys::material_len(alg)]);
+        ssl.export_keying_material(
+            &mut m,
+            std::str::from_utf8(LABEL).unwrap_or(""),
+            Some(&id.to_be_bytes()),
+        )
+        .map_err(|e| format!("keying material exporter: {e}"))?;
+        DatagramKeys::from_material(alg, &m, false).map_err(|e| e.to_string())
+    }
+
+    /// One association: open it, relay until it ends. `Ok` says why it ended.
+    fn associate(t: &Tunnel, local: &UdpSocket, target: SocketAddrV4) -> Result<String, String> {
+        let mut tls = open(t).map_err(|e| format!("appliance {}: {e}", t.server_text))?;
+        let req = Request {
+            cmd: cmd::UDP_ASSOCIATE,
+            dst: Addr::V4(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        };
+        tls.write_all(&req.encode()).map_err(|e| e.to_string())?;
+        let mut rbuf = Vec::new();
+        tls.get_ref()
+            .set_read_timeout(Some(t.timeout))
+            .map_err(|e| e.to_string())?;
+        let reply = read_msg(&mut tls, &mut rbuf, Reply::parse)?;
+        if reply.rep != rep::SUCCEEDED {
+            return Err(format!(
+                "UDP ASSOCIATE: the appliance answered {}",
+                reply_name(reply.rep)
+            ));
+        }
+        let Addr::V4(bound) = reply.bound else {
+            return Err(format!(
+                "UDP ASSOCIATE: relay address {} is not IPv4",
+                reply.bound
+            ));
+        };
+        // A relay address of 0.0.0.0 means the appliance's own address.
+        let server_ip = match t.server[0] {
+            SocketAddr::V4(a) => *a.ip(),
+            SocketAddr::V6(_) => return Err("the appliance must have an IPv4 address".into()),
+        };
+        let relay_ip = if bound.ip().is_unspecified() {
+            server_ip
+        } else {
+            *bound.ip()
+        };
+        let relay = SocketAddrV4::new(relay_ip, bound.port());
+        let id = u32::from(bound.port());
+        let mut keys = keys(&tls, id)?;
+        // Datagrams go from the control connection's address (the appliance drops
+        // others), from a port of our own.
+        let from_ip = tls.get_ref().local_addr().map_err(|e| e.to_string())?.ip();
+        let sock = UdpSocket::bind(SocketAddr::new(from_ip, 0)).map_err(|e| e.to_string())?;
+        sock.connect(relay).map_err(|e| e.to_string())?;
+        tls.get_ref()
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        local.set_nonblocking(true).map_err(|e| e.to_string())?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        eprintln!("tlsocks: UDP to {target}: association {id} via relay {relay}");
+        let mut window = ReplayWindow::new(64);
+        let mut seq: u64 = 0;
+        let mut app: Option<SocketAddr> = None;
+        let mut buf = vec![0u8; 65_536];
+        let mut out = Vec::with_capacity(65_536);
+        let mut dropped = 0u64;
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: local.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: tls.get_ref().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: three valid pollfds.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, 1000) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.to_string());
+            }
+            // The control connection: anything but "nothing yet" ends the association.
+            if fds[2].revents != 0 {
+                match tls.ssl_read(&mut buf) {
+                    Ok(0) => return Ok("the appliance closed the control connection".into()),
+                    Ok(_) => {}
+                    Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                    Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                        return Ok("the appliance closed the control connection".into())
+                    }
+                    Err(e) => return Ok(format!("control connection: {e}")),
+                }
+            }
+            // From local programs: wrap, seal, send.
+            loop {
+                let (n, from) = match local.recv_from(&mut buf) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("local UDP: {e}")),
+                };
+                app = Some(from);
+                out.clear();
+                out.extend_from_slice(
+                    &Header {
+                        association: id,
+                        seq,
+                    }
+                    .encode(),
+                );
+                UdpHeader {
+                    frag: 0,
+                    dst: Addr::V4(target),
+                }
+                .encode_into(&mut out);
+                out.extend_from_slice(&buf[..n]);
+                out.extend_from_slice(&[0u8; TAG_LEN]);
+                keys.seal(seq, &mut out)
+                    .map_err(|e| format!("sealing: {e}"))?;
+                seq += 1;
+                if let Err(e) = sock.send(&out) {
+                    // ICMP errors from the relay (port gone: the association ended).
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        return Ok("the relay port is closed".into());
+                    }
+                }
+            }
+            // From the relay: check, open, unwrap, hand to the local program.
+            loop {
+                let n = match sock.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        return Ok("the relay port is closed".into())
+                    }
+                    Err(e) => return Err(format!("relay UDP: {e}")),
+                };
+                let d = &mut buf[..n];
+                let seq = match Header::parse(d) {
+                    Ok((h, _)) if h.association == id && window.check(h.seq).is_ok() => {
+                        Some(h.seq)
+                    }
+                    _ => None,
+                };
+                let ok = seq.is_some_and(|seq| keys.open(seq, d).is_ok());
+                if let (true, Some(seq)) = (ok, seq) {
+                    window.accept(seq);
+                }
+                if !ok {
+                    dropped += 1;
+                    if dropped.is_power_of_two() {
+                        eprintln!("tlsocks: UDP to {target}: {dropped} datagram(s) from the relay dropped (replayed or not authentic)");
+                    }
+                    continue;
+                }
+                let inner = &d[HEADER_LEN..n - TAG_LEN];
+                let Ok((_, at)) = UdpHeader::parse(inner) else {
+                    continue;
+                };
+                if let Some(to) = app {
+                    let _ = local.send_to(&inner[at..], to);
+                }
+            }
+        }
+    }
 }
