@@ -2,7 +2,7 @@
 """Datagrams through a tlsocks --udp port, with a sniffer on the tunnel's interface and
 forged copies of what it saw (run in the hosts' namespace, as root).
 
-usage: dgram.py IFACE APPLIANCE_IP LOCAL_PORT COUNT TARGET_IP:PORT
+usage: dgram.py IFACE APPLIANCE_IP LOCAL_PORT COUNT TARGET_IP:PORT [impaired]
 
 1. Sends COUNT datagrams (distinct payloads of 20..1200 bytes, each carrying the marker
    "PLAINTEXT-MARK") to 127.0.0.1:LOCAL_PORT one at a time and waits for each echo;
@@ -15,6 +15,10 @@ usage: dgram.py IFACE APPLIANCE_IP LOCAL_PORT COUNT TARGET_IP:PORT
 3. Sends COUNT2 = 20 more datagrams through tlsocks (the window did not move).
 Prints one JSON line: echoes intact, whether the marker was seen on the wire, what was
 forged.
+
+With "impaired" (the path loses, reorders and duplicates): sends the COUNT datagrams
+in bursts of 20 instead, takes what comes back, and prints how many distinct echoes
+came back intact, how many came twice, and how many were wrong.
 """
 import json, socket, struct, sys, threading, time
 
@@ -41,6 +45,32 @@ def sniff():
         # by design (the target is an ordinary UDP server).
         if (f[26:30] == appliance or f[30:34] == appliance) and target_ip not in (f[26:30], f[30:34]):
             frames.append(f)
+
+if len(sys.argv) > 6 and sys.argv[6] == "impaired":
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent, seen, dup, wrong = {}, set(), 0, 0
+    for burst in range(0, count, 20):
+        for i in range(burst, min(burst + 20, count)):
+            size = 20 + (i * 37) % 1181
+            body = MARK + b"-i-%05d-" % i
+            body = (body * (size // len(body) + 1))[:size]
+            sent[body[:len(MARK) + 9]] = body
+            c.sendto(body, ("127.0.0.1", lport))
+        c.settimeout(0.3)
+        while True:
+            try:
+                d, _ = c.recvfrom(65535)
+            except socket.timeout:
+                break
+            key = d[:len(MARK) + 9]
+            if sent.get(key) != d:
+                wrong += 1
+            elif key in seen:
+                dup += 1
+            else:
+                seen.add(key)
+    print(json.dumps({"sent": count, "echoed": len(seen), "twice": dup, "wrong": wrong}), flush=True)
+    sys.exit(0)
 
 t = threading.Thread(target=sniff)
 t.start()

@@ -621,9 +621,7 @@ mod udp {
                 };
                 let d = &mut buf[..n];
                 let seq = match Header::parse(d) {
-                    Ok((h, _)) if h.association == id && window.check(h.seq).is_ok() => {
-                        Some(h.seq)
-                    }
+                    Ok((h, _)) if h.association == id && window.check(h.seq).is_ok() => Some(h.seq),
                     _ => None,
                 };
                 let ok = seq.is_some_and(|seq| keys.open(seq, d).is_ok());
