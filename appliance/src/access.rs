@@ -25,6 +25,9 @@
 //! - `bytes_in`, `bytes_out`: plaintext from the client to the backend, and from the
 //!   backend to the client.
 //! - `duration_ms`: from accept to the end.
+//! - `socks`, `user` (`socks5` vservers only): the request (`connect` or
+//!   `udp_associate`; for an association `backend` is its relay address and the
+//!   bytes are datagram payload) and the authenticated user or certificate subject.
 //! - `close`: why it ended: `done` (both sides closed in order), `client_reset`,
 //!   `backend_failed` (refused or no answer), `backend_reset`, `tls_error` (then
 //!   `error="..."` says which), `no_backend` (FIN), `no_backend_503`, `disabled`
@@ -63,6 +66,10 @@ pub struct AccessRecord {
     pub duration_us: u64,
     pub close: &'static str,
     pub error: Option<String>,
+    /// `socks5` vservers: the request served (`connect`, `udp_associate`) and who
+    /// made it (the RFC 1929 user or the client certificate's subject).
+    pub socks: Option<&'static str>,
+    pub user: Option<String>,
 }
 
 /// What the handshake agreed.
@@ -227,7 +234,7 @@ pub fn format_record(r: &AccessRecord, format: LogFormat, out: &mut String) {
     use std::fmt::Write as _;
     let t = r.tls.as_ref();
     let ms = |us: u64| us as f64 / 1000.0;
-    let fields: [(&str, Option<String>); 15] = [
+    let fields: [(&str, Option<String>); 17] = [
         ("client", r.client.map(|a| a.to_string())),
         ("vserver", r.vserver.as_ref().map(|v| v.to_string())),
         ("listen", r.listen.map(|a| a.to_string())),
@@ -246,13 +253,16 @@ pub fn format_record(r: &AccessRecord, format: LogFormat, out: &mut String) {
         ("duration_ms", Some(format!("{:.2}", ms(r.duration_us)))),
         ("close", Some(r.close.to_string())),
         ("error", r.error.clone()),
+        ("socks", r.socks.map(str::to_string)),
+        ("user", r.user.clone()),
     ];
     const NUMBERS: [&str; 4] = ["handshake_ms", "bytes_in", "bytes_out", "duration_ms"];
     match format {
         LogFormat::Text => {
             out.push_str(&utc(r.end_unix_ms));
             for (k, v) in fields {
-                if k == "error" && v.is_none() {
+                // Fields only some connections have are left out when empty.
+                if matches!(k, "error" | "socks" | "user") && v.is_none() {
                     continue;
                 }
                 let _ = write!(out, " {k}=");
@@ -323,6 +333,8 @@ mod tests {
             duration_us: 4_012_550,
             close: "tls_error",
             error: Some("peer sent alert \"bad_certificate\"".into()),
+            socks: None,
+            user: None,
         }
     }
 
@@ -349,5 +361,22 @@ mod tests {
         assert_eq!(v["handshake_ms"], 1.84);
         assert_eq!(v["backend"], serde_json::Value::Null);
         assert_eq!(v["error"], "peer sent alert \"bad_certificate\"");
+        assert_eq!(v["socks"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn socks_lines_name_the_request_and_the_user() {
+        let mut r = record();
+        r.tls = None;
+        r.error = None;
+        r.close = "client_closed";
+        r.socks = Some("udp_associate");
+        r.user = Some("CN=alice smith".into());
+        let mut s = String::new();
+        format_record(&r, LogFormat::Text, &mut s);
+        assert!(
+            s.ends_with("close=client_closed socks=udp_associate user=\"CN=alice smith\""),
+            "{s}"
+        );
     }
 }

@@ -144,6 +144,10 @@ pub enum Show {
     SessionStore,
     /// This node and the others: state, last heard, lag; replication counters.
     Cluster,
+    /// socks5 vservers: requests by outcome, UDP associations open and made,
+    /// datagrams and bytes each way, datagrams dropped by reason (replayed, forged,
+    /// plain refused, ...), and each open association.
+    Socks,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +183,7 @@ impl Cmd {
                     Show::Sessions => "sessions",
                     Show::SessionStore => "session-store",
                     Show::Cluster => "cluster",
+                    Show::Socks => "socks",
                 };
                 w(&["show", x])
             }

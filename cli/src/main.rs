@@ -166,6 +166,17 @@ fn run(c: Cli) -> Result<(), Failure> {
             let (_, b) = call::<reply::Stats>(&socket, &Request::Stats)?;
             let _ = print::stats(out, &a, &b, interval);
         }
+        ["show", "socks"] => {
+            no_vserver_flag("show")?;
+            let (_, stats) = call::<reply::Stats>(&socket, &Request::Stats)?;
+            let (_, sessions) = call::<reply::Sessions>(&socket, &Request::Sessions)?;
+            let v = print::SocksView::new(&stats, &sessions);
+            if json {
+                println!("{}", serde_json::to_string(&v).map_err(|e| usage(e.to_string()))?);
+            } else {
+                let _ = print::socks(out, &v);
+            }
+        }
         ["show", what @ ("session-store" | "cluster")] => {
             no_vserver_flag("show")?;
             if *what == "cluster" {
@@ -212,12 +223,12 @@ fn run(c: Cli) -> Result<(), Failure> {
         }
         ["show", other] => {
             return Err(usage(format!(
-                "show {other:?}: choose stats, vservers, backends, certs, sessions, session-store or cluster"
+                "show {other:?}: choose stats, vservers, backends, certs, sessions, session-store, cluster or socks"
             )))
         }
         ["show"] => {
             return Err(usage(
-                "show what? stats, vservers, backends, certs, sessions, session-store or cluster",
+                "show what? stats, vservers, backends, certs, sessions, session-store, cluster or socks",
             ))
         }
         ["vserver", action @ ("enable" | "disable"), name] => {

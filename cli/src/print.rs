@@ -518,3 +518,106 @@ pub fn cluster(out: &mut impl Write, v: &SessionStore) -> std::io::Result<()> {
         c.channel_full,
     )
 }
+
+/// `show socks`: the socks5 vservers' counters summed over the cores, and the open UDP
+/// associations (from `show sessions`).
+#[derive(Debug, serde::Serialize)]
+pub struct SocksView {
+    /// `socks_*` and `dgram_*` counters, summed over the cores.
+    pub counters: BTreeMap<String, u64>,
+    pub associations_open: Vec<control_proto::reply::SessionRow>,
+    /// Cores that did not answer the sessions request in time.
+    pub cores_not_answering: Vec<usize>,
+}
+
+impl SocksView {
+    pub fn new(stats: &Stats, sessions: &Sessions) -> Self {
+        let mut counters = BTreeMap::new();
+        for c in &stats.cores {
+            for (k, v) in &c.proxy {
+                if k.starts_with("socks_") || k.starts_with("dgram_") {
+                    *counters.entry(k.clone()).or_insert(0) += v.as_u64().unwrap_or(0);
+                }
+            }
+        }
+        SocksView {
+            counters,
+            associations_open: sessions
+                .sessions
+                .iter()
+                .filter(|r| r.state == "socks_associated")
+                .cloned()
+                .collect(),
+            cores_not_answering: sessions.cores_not_answering.clone(),
+        }
+    }
+
+    fn n(&self, k: &str) -> u64 {
+        self.counters.get(k).copied().unwrap_or(0)
+    }
+}
+
+pub fn socks(out: &mut impl Write, v: &SocksView) -> std::io::Result<()> {
+    let n = |k: &str| v.n(k);
+    writeln!(
+        out,
+        "requests: {} CONNECT, {} UDP ASSOCIATE; refused: {} by policy, {} failed authentication, {} unsupported, {} target failed, {} malformed",
+        n("socks_connects"),
+        n("socks_associations"),
+        n("socks_refused_policy"),
+        n("socks_auth_failed"),
+        n("socks_unsupported"),
+        n("socks_target_failed"),
+        n("socks_malformed"),
+    )?;
+    writeln!(
+        out,
+        "datagrams: {} client->target ({} bytes), {} target->client ({} bytes)",
+        n("dgram_up"),
+        n("dgram_bytes_up"),
+        n("dgram_down"),
+        n("dgram_bytes_down"),
+    )?;
+    writeln!(
+        out,
+        "dropped: {} replayed, {} older than the window, {} failed authentication, {} plain refused, {} from strangers, {} malformed, {} fragments, {} refused by policy, {} too big, {} buffers full",
+        n("dgram_replayed"),
+        n("dgram_too_old"),
+        n("dgram_auth_failed"),
+        n("dgram_plain_refused"),
+        n("dgram_foreign"),
+        n("dgram_malformed"),
+        n("dgram_fragment_dropped"),
+        n("dgram_refused_policy"),
+        n("dgram_too_big"),
+        n("dgram_send_full"),
+    )?;
+    writeln!(out, "associations open: {}", v.associations_open.len())?;
+    if !v.associations_open.is_empty() {
+        writeln!(
+            out,
+            "  {:<22} {:<16} {:<22} {:>8} {:>12} {:>12}",
+            "CLIENT", "VSERVER", "RELAY", "AGE", "BYTES_UP", "BYTES_DOWN"
+        )?;
+        for r in &v.associations_open {
+            writeln!(
+                out,
+                "  {:<22} {:<16} {:<22} {:>7.0}s {:>12} {:>12}",
+                r.client,
+                r.vserver,
+                opt(&r.backend),
+                r.age_secs,
+                r.bytes_in,
+                r.bytes_out
+            )?;
+        }
+    }
+    if !v.cores_not_answering.is_empty() {
+        writeln!(
+            out,
+            "cores not answering (their associations are missing): {:?}",
+            v.cores_not_answering
+        )?;
+    }
+    Ok(())
+}

@@ -235,6 +235,16 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
         panic!("appliance did not come up:\n{}", self.log("appliance.log"));
     }
 
+    /// `appliancectl ARGS` against this appliance's control socket.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary("appliancectl"))
+            .arg("--socket")
+            .arg(self.dir.join("ctl.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }

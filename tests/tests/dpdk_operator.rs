@@ -33,12 +33,7 @@ fall = 2
 "#;
 
 fn ctl(net: &Net, args: &[&str]) -> Output {
-    Command::new(binary("appliancectl"))
-        .arg("--socket")
-        .arg(net.dir.join("ctl.sock"))
-        .args(args)
-        .output()
-        .unwrap()
+    net.ctl(args)
 }
 
 /// `appliancectl ARGS` that must succeed; its stdout.

@@ -53,8 +53,8 @@ fn tlsocks(net: &mut Net, port: u16, password_file: &str) {
     );
 }
 
-/// tlsocks towards `server` with `auth` (its credential flags).
-fn tlsocks_with(net: &mut Net, port: u16, server: &str, auth: &[&str]) {
+/// tlsocks towards `server` with `auth` (its credential flags); its handle.
+fn tlsocks_with(net: &mut Net, port: u16, server: &str, auth: &[&str]) -> usize {
     let dir = net.dir.clone();
     let listen = format!("127.0.0.1:{port}");
     let tlsocks = binary("tlsocks");
@@ -72,7 +72,7 @@ fn tlsocks_with(net: &mut Net, port: u16, server: &str, auth: &[&str]) {
     ];
     args.extend_from_slice(auth);
     let c = net.in_hosts(&args);
-    net.spawn(c, &format!("tlsocks-{port}.log"));
+    let handle = net.spawn(c, &format!("tlsocks-{port}.log"));
     let t0 = Instant::now();
     while !net
         .log(&format!("tlsocks-{port}.log"))
@@ -84,6 +84,7 @@ fn tlsocks_with(net: &mut Net, port: u16, server: &str, auth: &[&str]) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    handle
 }
 
 fn curl_socks(net: &Net, port: u16, url: &str, out: &Path) -> std::process::Output {
@@ -426,11 +427,14 @@ certificates = [{{ chain = "{d}/ec.pem", key = "{d}/ec.key" }}]
 auth = ["none"]
 allow = ["10.77.0.3/32:7"]
 plain_udp = true
+
+[log]
+access = "{d}/access.log"
 "#
     );
     net.start_appliance(&[*cpus().last().unwrap()], &vs);
     let pw = net.dir.join("pw");
-    tlsocks_with(
+    let client = tlsocks_with(
         &mut net,
         1090,
         "10.77.0.1:1080",
@@ -500,6 +504,34 @@ plain_udp = true
         .filter(|l| !l.starts_with("echoing"))
         .count();
     assert_eq!(echoed, 520, "datagrams that reached the target");
+
+    // The operator's view while the association is open.
+    let o = net.ctl(&["show", "socks"]);
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "1 UDP ASSOCIATE",
+        "520 client->target",
+        "3 replayed",
+        "1 failed authentication",
+        "1 plain refused",
+        "associations open: 1",
+        "socks ",
+    ] {
+        assert!(shown.contains(want), "{want:?} in:\n{shown}");
+    }
+    let o = net.ctl(&["--json", "show", "socks"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(n(&j["counters"]["dgram_replayed"]), 3, "{j}");
+    assert_eq!(
+        j["associations_open"][0]["state"], "socks_associated",
+        "{j}"
+    );
+    assert!(n(&j["associations_open"][0]["bytes_in"]) > 0, "{j}");
 
     // A path that loses 10%, delays a quarter (an HTB class of 2 Mbit/s behind the
     // others: they overtake it) and duplicates 10% of what the client sends to the
@@ -630,9 +662,32 @@ plain_udp = true
         "{}",
         net.log("tlsocks-1090.log")
     );
-    assert!(
-        !net.log("tlsocks-1090.log").contains("association ended"),
-        "{}",
-        net.log("tlsocks-1090.log")
+
+    // tlsocks goes away: its association ends with its control connection, and the
+    // access log says what it was.
+    net.stop(client);
+    let t0 = Instant::now();
+    let line = loop {
+        let log = net.log("access.log");
+        if let Some(l) = log.lines().find(|l| {
+            l.contains("socks=udp_associate user=alice")
+                && l.contains("bytes_in=")
+                && !l.contains("bytes_in=0 ")
+        }) {
+            break l.to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no access line:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(line.contains("vserver=socks "), "{line}");
+    let s = net.stats();
+    let p = &s["cores"][0]["stack"];
+    assert_eq!(
+        n(&p["udp_bound"]),
+        n(&p["udp_closed"]),
+        "every relay port closed: {p}"
     );
 }

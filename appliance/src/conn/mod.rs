@@ -108,6 +108,9 @@ pub struct ClientLog {
     pub backend_addr: Option<SocketAddrV4>,
     pub close: &'static str,
     pub error: Option<String>,
+    /// `socks5` vservers: the request served and who made it.
+    pub socks: Option<&'static str>,
+    pub user: Option<String>,
 }
 
 impl ClientLog {
@@ -121,6 +124,8 @@ impl ClientLog {
             backend_addr: None,
             close: "closed",
             error: None,
+            socks: None,
+            user: None,
         }
     }
 
@@ -171,6 +176,8 @@ impl ClientLog {
             duration_us: now_us.saturating_sub(self.accepted_us),
             close: self.close,
             error: self.error.clone(),
+            socks: self.socks,
+            user: self.user.clone(),
         }
     }
 }

@@ -575,6 +575,8 @@ impl SocksConn {
             self.socks.clone(),
         ));
         self.log.backend_addr = Some(SocketAddrV4::new(*local.ip(), port));
+        self.log.socks = Some("udp_associate");
+        self.log.user = self.identity.clone();
         self.phase = Phase::Associated;
         self.negotiate_by_us = None;
         Next::Again
@@ -690,6 +692,8 @@ impl SocksConn {
                 cx.stack.set_established(bid);
                 add(&app.stats.backend_connected, 1);
                 add(&app.stats.socks_connects, 1);
+                self.log.socks = Some("connect");
+                self.log.user = self.identity.clone();
                 log::debug!(
                     "vserver {}: SOCKS CONNECT {dst} for {}",
                     self.vs.cfg.name,
