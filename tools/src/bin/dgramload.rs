@@ -161,11 +161,7 @@ fn run(
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut fd, 1, 1) };
         // Everything that came back.
-        loop {
-            let n = match a.sock.recv(&mut buf) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
+        while let Ok(n) = a.sock.recv(&mut buf) {
             match a.unwrap(&mut buf[..n]) {
                 Ok((_, data)) if data.len() == size => {
                     let mut t = [0u8; 8];
