@@ -103,6 +103,15 @@ else
     WG="not measured: this kernel ($(uname -r)) has no WireGuard (ip link add ... type wireguard: unknown device type)"
 fi
 
+# Where datagrams were lost, on the appliance's side (whatever is not here was lost
+# in the hosts' namespace: the client's or the echo server's socket buffers on the
+# shared CPU 0).
+DROPS=$("${CTL[@]}" --json stats | python3 -c 'import json,sys
+c=json.load(sys.stdin)["cores"][0]
+d={f"{g}.{k}": v for g in ("queue","stack","proxy") for k, v in c[g].items()
+   if isinstance(v, int) and v and any(w in k for w in ("drop","full","miss","no_buffer","too_big","foreign"))}
+print(", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "none")')
+echo "appliance-side drops over the run: $DROPS"
 TABLE=$(python3 - "${R[plain-64]}" "${R[protected-64]}" "${R[plain-1200]}" "${R[protected-1200]}" "$WG" <<'PY'
 import statistics, sys
 def med(arg):
@@ -128,6 +137,8 @@ if [ "$RECORD" = 1 ]; then
         echo "Command: \`$CMD\`. Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r), DPDK $(pkg-config --modversion libdpdk). Appliance on CPU $LAST (one core, idle = busy); echo server and client (dgramload, one association, 32 in flight) on CPU 0."
         echo
         echo "$TABLE"
+        echo
+        echo "Appliance-side drop counters over the whole run: $DROPS."
     } >> BENCHMARKS.md
     echo "(appended to BENCHMARKS.md)"
 fi
