@@ -103,7 +103,7 @@ certificates = [{ chain = "ec.pem", key = "ec.key" }]
 [vserver.socks]
 auth = ["password"]
 users_file = "socks-users"
-allow = ["10.77.0.0/24:8080"]   # the web servers' port only
+allow = ["10.77.0.0/24:8080", "10.77.0.3/32:7"]   # the web servers' port, a UDP echo
 TOML
 echo "== starting the appliance on CPU $CPU (config: $WORK/appliance.toml)"
 ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -194,16 +194,28 @@ ip netns exec "$NAME-a" curl -sS --max-time 5 http://127.0.0.1:9464/status.json 
     | python3 -c 'import json,sys; j=json.load(sys.stdin); [print("   ", b["vserver"], b["address"], b["state"]) for b in j["backends"]]'
 
 echo "== SOCKS5 over TLS: tlsocks in $NAME-h as a local SOCKS proxy, curl --socks5 through it"
+"${HOSTS[@]}" "$BIN/dgramload" echo --listen 10.77.0.3:7 --seconds 120 2>/dev/null &
+PIDS+=($!)
 "${HOSTS[@]}" "$BIN/tlsocks" --server 10.77.0.1:1080 --ca "$WORK/ec.pem" --name appliance.test \
-    --user demo --password-file "$WORK/socks-pw" --listen 127.0.0.1:1080 >"$WORK/tlsocks.log" 2>&1 &
+    --user demo --password-file "$WORK/socks-pw" --listen 127.0.0.1:1080 \
+    --udp 127.0.0.1:5300=10.77.0.3:7 >"$WORK/tlsocks.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do grep -q "SOCKS v5 on" "$WORK/tlsocks.log" && break; sleep 0.1; done
 "${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.2:8080/index.html | sed 's/^/   /'
 echo "   a target the policy does not allow (port 8081):"
 "${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.3:8081/index.html 2>&1 | sed 's/^/   curl: /' || true
-tail -n 1 "$WORK/tlsocks.log" | sed 's/^/   /'
-kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
-unset 'PIDS[-1]'
+grep 'answered' "$WORK/tlsocks.log" | tail -n 1 | sed 's/^/   /'
+echo "   UDP through tlsocks --udp 127.0.0.1:5300=10.77.0.3:7 (secure datagrams to the relay):"
+for _ in $(seq 50); do grep -q "association" "$WORK/tlsocks.log" && break; sleep 0.1; done
+"${HOSTS[@]}" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+for i in range(3):
+    s.sendto(b"hello %d over secure datagrams" % i, ("127.0.0.1", 5300))
+    print("   echo:", s.recvfrom(2048)[0].decode())'
+"${CTL[@]}" show socks | sed 's/^/   /'
+kill "${PIDS[-1]}" "${PIDS[-2]}"; wait "${PIDS[-1]}" "${PIDS[-2]}" 2>/dev/null || true
+PIDS=("${PIDS[@]:0:${#PIDS[@]}-2}")
 
 echo "== reload: a new certificate for appliance.test, swapped in while a 64 MiB HTTPS download runs"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=appliance.test \

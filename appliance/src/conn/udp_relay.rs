@@ -7,7 +7,8 @@
 //!
 //! What is relayed:
 //! - from the **client** (the control connection's address; its port is the one the
-//!   request named, or the first that sent a valid datagram): a secure datagram
+//!   request named, or the last that sent a valid datagram: a secure datagram from a
+//!   new port of that address is taken when it authenticates): a secure datagram
 //!   (first byte `0x81`) is checked against the replay window, opened, and its RFC
 //!   1928 header read; a plain one (first byte 0) only when the vserver has
 //!   `plain_udp`. The header's target must be an IPv4 address the allow/deny policy
@@ -37,8 +38,11 @@ use socks_wire::{Addr, UdpHeader};
 use crate::config::SocksConfig;
 use crate::stats::{add, ProxyStats as Stats};
 
-/// Forged or corrupted secure datagrams an association takes before it ends.
-pub const INTEGRITY_LIMIT: u32 = 1000;
+/// Forged or corrupted secure datagrams an association takes before it ends: the
+/// integrity limit of ChaCha20-Poly1305 (RFC 9001 §6.6, 2^36; AES-GCM's is 2^52), the
+/// tightest of the suites the keys may use. Not lower: anyone who can send from the
+/// client's address could otherwise end an association with a burst of garbage.
+pub const INTEGRITY_LIMIT: u64 = 1 << 36;
 /// Targets an association remembers (replies are taken only from them).
 const TARGETS: usize = 64;
 /// IPv4 + UDP headers.
@@ -70,7 +74,7 @@ pub struct Association {
     /// The client's last valid datagram was protected: replies are too.
     protected: bool,
     targets: Vec<SocketAddrV4>,
-    forgeries: u32,
+    forgeries: u64,
     cfg: Arc<SocksConfig>,
     /// Datagrams and payload bytes each way (for the access log).
     pub up: (u64, u64),
@@ -136,12 +140,19 @@ impl Association {
     ) -> Result<(), End> {
         let mtu = cx.stack.config().mtu;
         while let Some((n, from)) = cx.stack.udp_recv(self.udp, buf) {
-            let from_client =
-                *from.ip() == self.client_ip && self.client_port.is_none_or(|p| p == from.port());
-            if from_client {
+            let same_ip = *from.ip() == self.client_ip;
+            let client_endpoint = same_ip && self.client_port == Some(from.port());
+            // The client's address, a new port, and a secure datagram: a NAT that
+            // moved the client; its authentication decides (the association id binds
+            // it, not the port). Plain datagrams must come from the known port.
+            let moved = same_ip
+                && (self.client_port.is_none() || datagram::kind(&buf[..n]) == Kind::Protected);
+            if client_endpoint {
                 self.client_datagram(cx, stats, vserver, &mut buf[..n], from, mtu)?;
             } else if self.targets.contains(&from) {
                 self.target_datagram(cx, stats, &buf[..n], from, mtu)?;
+            } else if moved {
+                self.client_datagram(cx, stats, vserver, &mut buf[..n], from, mtu)?;
             } else {
                 add(&stats.dgram_foreign, 1);
             }
