@@ -1,5 +1,6 @@
 //! The whole receive path of one core's stack: the flow-table parser, smoltcp's parsers
-//! and TCP state machine, on a listening port. Input: a sequence of frames, each
+//! and TCP state machine, on a listening port, and a bound UDP port (a SOCKS relay's,
+//! 49152) whose datagrams are read and answered. Input: a sequence of frames, each
 //! prefixed by a 2-byte length. Must never panic, whatever arrives.
 #![no_main]
 use std::net::Ipv4Addr;
@@ -36,6 +37,8 @@ fuzz_target!(|data: &[u8]| {
     let mut now = NetInstant::from_millis(1);
     let mut stack: Stack<u8> = Stack::new(cfg, now);
     stack.listen(80, 0);
+    let (udp, _port) = stack.bind_udp(0).expect("a free port on an empty stack");
+    let mut dgram = vec![0u8; 65_536];
     let mut q = CaptureQueue::default();
     let mut rest = data;
     while rest.len() >= 2 {
@@ -54,6 +57,18 @@ fuzz_target!(|data: &[u8]| {
                 let mut buf = [0u8; 512];
                 let _ = s.recv_slice(&mut buf);
             }
+        }
+        let mut bound = Vec::new();
+        stack.take_udp_ready(&mut bound);
+        for id in bound {
+            while let Some((len, from)) = stack.udp_recv(id, &mut dgram) {
+                if let Some(out) = stack.udp_send(id, from, len.min(64)) {
+                    out.fill(0x55);
+                }
+            }
+        }
+        if rest.len() == 1 {
+            stack.close_udp(udp);
         }
     }
 });
