@@ -1,14 +1,15 @@
-//! Server-side handshakes per second on one core, no network, in one run: our engine
-//! and OpenSSL's libssl server, each against the same libssl client through in-memory
-//! pipes, beside the per-core limit of the primitives every handshake must run,
-//! measured now with `openssl speed`. Only the server's calls are timed.
+//! Server-side handshakes per second on one core, no network, in one run: our engine,
+//! OpenSSL's libssl server and rustls's (with its aws-lc-rs provider: AWS-LC's
+//! primitives, the fastest software anchor), each against the same libssl client
+//! through in-memory pipes, beside the per-core limit of the primitives every
+//! handshake must run, measured now with `openssl speed` (OpenSSL's primitives: the
+//! limit of the engine and libssl, not of rustls). Only the server's calls are timed.
 //!
 //!     cargo bench -p tls --bench handshake
 //!     HANDSHAKE_ONLY="TLS 1.3 ECDSA" cargo bench -p tls --bench handshake   # one scenario
 //!
-//! Full handshakes run with resumption off on both servers (no ticket to seal);
+//! Full handshakes run with resumption off on every server (no ticket to seal);
 //! resumed ones with it on, the client offering the session of an earlier connection.
-//! Not measured yet: rustls (not a dependency yet).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -232,6 +233,108 @@ fn libssl_run(s: &Scenario) -> Duration {
     server_time
 }
 
+/// rustls's server for a scenario: aws-lc-rs, X25519 only (as the others), the
+/// scenario's version; no resumption for full handshakes, a session cache for TLS 1.2
+/// session IDs, stateless tickets (one per TLS 1.3 connection) otherwise.
+fn rustls_config(s: &Scenario) -> Arc<rustls::ServerConfig> {
+    use rustls::crypto::{aws_lc_rs as provider, CryptoProvider};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let (chain, key) = cert_pem(s.kind);
+    let certs: Vec<CertificateDer<'static>> = openssl::x509::X509::stack_from_pem(chain)
+        .unwrap()
+        .iter()
+        .map(|c| CertificateDer::from(c.to_der().unwrap()))
+        .collect();
+    let der = openssl::pkey::PKey::private_key_from_pem(key)
+        .unwrap()
+        .private_key_to_pkcs8()
+        .unwrap();
+    let p = CryptoProvider {
+        kx_groups: vec![provider::kx_group::X25519],
+        ..provider::default_provider()
+    };
+    let version = if s.version == SslVersion::TLS1_2 {
+        &rustls::version::TLS12
+    } else {
+        &rustls::version::TLS13
+    };
+    let mut c = rustls::ServerConfig::builder_with_provider(Arc::new(p))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der)))
+        .unwrap();
+    match s.resume {
+        Resume::Full => {
+            c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            c.send_tls13_tickets = 0;
+        }
+        Resume::SessionId => c.send_tls13_tickets = 0,
+        Resume::Ticket => {
+            c.ticketer = provider::Ticketer::new().unwrap();
+            c.send_tls13_tickets = 1;
+        }
+    }
+    Arc::new(c)
+}
+
+/// Feeds rustls what the client wrote and writes out what it has to say.
+fn rustls_pump(server: &mut rustls::ServerConnection, wire: &Wire) {
+    let input = std::mem::take(&mut *wire.to_server.borrow_mut());
+    let mut rd = &input[..];
+    while !rd.is_empty() {
+        server.read_tls(&mut rd).unwrap();
+        server.process_new_packets().expect("rustls server");
+    }
+    let mut out = wire.to_client.borrow_mut();
+    while server.wants_write() {
+        server.write_tls(&mut *out).unwrap();
+    }
+}
+
+fn rustls_run(s: &Scenario) -> Duration {
+    let cfg = rustls_config(s);
+    let ctx = scenario_client(s);
+    let mut server_time = Duration::ZERO;
+    let mut session: Option<SslSession> = None;
+    for _ in 0..s.count + 1 {
+        let (mut client, wire) = new_client(&ctx, session.as_ref());
+        let t0 = Instant::now();
+        let mut server = rustls::ServerConnection::new(cfg.clone()).unwrap();
+        server_time += t0.elapsed();
+        let mut client_done = false;
+        loop {
+            if !client_done {
+                match client.connect() {
+                    Ok(()) => client_done = true,
+                    Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                    Err(e) => panic!("client: {e}"),
+                }
+            }
+            let t0 = Instant::now();
+            rustls_pump(&mut server, &wire);
+            server_time += t0.elapsed();
+            if client_done && !server.is_handshaking() {
+                break;
+            }
+        }
+        // Prove the session works (untimed): a byte to the client, which takes a TLS
+        // 1.3 ticket in with it.
+        server.writer().write_all(b"x").unwrap();
+        rustls_pump(&mut server, &wire);
+        let offered = session.is_some();
+        let kept = finish_client(client, s, offered);
+        if s.resume == Resume::Full {
+            continue;
+        }
+        if !offered {
+            server_time = Duration::ZERO;
+            session = Some(kept);
+        }
+    }
+    server_time
+}
+
 fn main() {
     let full = |name, kind, version, cipher, sign, count| Scenario {
         name,
@@ -295,9 +398,9 @@ fn main() {
     let x25519 = speed("ecdhx25519");
     println!("openssl speed: X25519 {:.1} µs/op", x25519 * 1e6);
     println!(
-        "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed |"
+        "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed | rustls (aws-lc-rs) µs | engine ÷ rustls speed |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     // `HANDSHAKE_ONLY=TEXT` runs only the scenarios whose name contains TEXT (to profile one).
     let only = std::env::var("HANDSHAKE_ONLY").unwrap_or_default();
     for s in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
@@ -305,12 +408,14 @@ fn main() {
         // and key generation plus agreement when there is an (EC)DHE.
         let ecdhe = s.version == v13 || s.resume == Resume::Full;
         let limit = s.sign.map_or(0.0, speed) + if ecdhe { 2.0 * x25519 } else { 0.0 };
-        // Warm up both, then measure.
+        // Warm up all three, then measure.
         let warm = Scenario { count: 20, ..*s };
         engine_run(&warm);
         libssl_run(&warm);
+        rustls_run(&warm);
         let ours = engine_run(s).as_secs_f64() / s.count as f64;
         let theirs = libssl_run(s).as_secs_f64() / s.count as f64;
+        let rustls = rustls_run(s).as_secs_f64() / s.count as f64;
         let (limit_col, pct) = if limit > 0.0 {
             (
                 format!("{:.1}", limit * 1e6),
@@ -320,14 +425,16 @@ fn main() {
             ("—".into(), "—".into())
         };
         println!(
-            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2}× |",
+            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2}× | {:.1} | {:.2}× |",
             s.name,
             limit_col,
             ours * 1e6,
             1.0 / ours,
             pct,
             theirs * 1e6,
-            theirs / ours
+            theirs / ours,
+            rustls * 1e6,
+            rustls / ours
         );
     }
 }
