@@ -381,6 +381,29 @@ fn routes_in(ctx: *mut OSSL_LIB_CTX, context: &str) -> Vec<Route> {
 }
 
 /// `engine ID` for a functional reference (released here), or `None` for NULL.
+/// Whether the calling thread's digest `name` (e.g. "SHA256") runs on OpenSSL's
+/// built-in implementation: fetched from the `default` provider in the thread's
+/// library context, and no ENGINE registered as the default for it. Then
+/// [`crate::prim`] may call the low-level SHA-2 functions, the same code without a
+/// provider dispatch per use; otherwise (fips, an accelerator's provider, an ENGINE)
+/// every digest goes through EVP to where it is routed.
+pub(crate) fn digest_is_builtin(name: &str, nid: openssl::nid::Nid) -> bool {
+    // SAFETY: OpenSSL's fetch, get0_provider and free for EVP_MD, as provider_of
+    // requires; NULL is the thread's default library context.
+    let provider = unsafe {
+        provider_of(
+            ptr::null_mut(),
+            name,
+            openssl_sys::EVP_MD_fetch,
+            EVP_MD_get0_provider,
+            openssl_sys::EVP_MD_free,
+        )
+    };
+    // SAFETY: a NID; the functional reference it may return is released by engine_name.
+    let engine = engine_name(unsafe { ENGINE_get_digest_engine(nid.as_raw()) });
+    provider == "provider default" && engine.is_none()
+}
+
 fn engine_name(e: *mut ENGINE) -> Option<String> {
     if e.is_null() {
         return None;

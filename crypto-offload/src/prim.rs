@@ -11,8 +11,6 @@ use openssl::bn::BigNumContext;
 use openssl::derive::Deriver;
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::hash::{Hasher, MessageDigest};
-use openssl::md::Md;
-use openssl::md_ctx::MdCtx;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::Padding;
@@ -159,40 +157,120 @@ impl HashAlg {
             HashAlg::Sha384 => &SHA384,
         }
     }
-    /// Runs `f` with the digest fetched once per thread: OpenSSL 3's implicit fetch on
-    /// every init is a measurable share of a handshake. Per thread, not per process,
-    /// because a device's worker resolves fetches in its device's library context
-    /// ([`crate::device::Device::enter`]).
-    fn with_fetched<R>(
-        self,
-        f: impl FnOnce(&Md) -> Result<R, CryptoError>,
-    ) -> Result<R, CryptoError> {
+    /// Whether this thread's digest of this hash runs on OpenSSL's built-in code
+    /// (see [`Sha2`]); asked once per thread.
+    fn builtin(self) -> bool {
         thread_local! {
-            static FETCHED: [OnceCell<Md>; 2] = const { [OnceCell::new(), OnceCell::new()] };
+            static BUILTIN: [OnceCell<bool>; 2] = const { [OnceCell::new(), OnceCell::new()] };
         }
-        let (i, name) = match self {
-            HashAlg::Sha256 => (0, "SHA256"),
-            HashAlg::Sha384 => (1, "SHA384"),
+        let (i, name, nid) = match self {
+            HashAlg::Sha256 => (0, "SHA256", Nid::SHA256),
+            HashAlg::Sha384 => (1, "SHA384", Nid::SHA384),
         };
-        FETCHED.with(|cells| {
-            let md = match cells[i].get() {
-                Some(md) => md,
-                None => {
-                    let md = Md::fetch(None, name, None)?;
-                    cells[i].get_or_init(|| md)
+        BUILTIN.with(|b| *b[i].get_or_init(|| crate::device::digest_is_builtin(name, nid)))
+    }
+}
+
+/// SHA-2 for the key schedule and the transcript, on this thread's route:
+/// OpenSSL's low-level functions (`SHA256_Init` ...) when the digest runs on the
+/// built-in `default` provider (the same code, without a fetch, a lock and an
+/// allocation per use: a snapshot is a copy of the state), EVP otherwise (fips, an
+/// accelerator, an ENGINE: see [`crate::device::digest_is_builtin`]). The state is
+/// wiped when dropped: in HMAC it is derived from the key.
+#[derive(Clone)]
+enum Sha2 {
+    S256(openssl_sys::SHA256_CTX),
+    S384(openssl_sys::SHA512_CTX),
+    Evp(Hasher),
+}
+
+impl Sha2 {
+    fn new(alg: HashAlg) -> Result<Self, CryptoError> {
+        if !alg.builtin() {
+            return Ok(Sha2::Evp(Hasher::new(alg.md())?));
+        }
+        // SAFETY: the Init functions fill the whole context.
+        unsafe {
+            Ok(match alg {
+                HashAlg::Sha256 => {
+                    let mut c = std::mem::MaybeUninit::uninit();
+                    openssl_sys::SHA256_Init(c.as_mut_ptr());
+                    Sha2::S256(c.assume_init())
                 }
-            };
-            f(md)
-        })
+                HashAlg::Sha384 => {
+                    let mut c = std::mem::MaybeUninit::uninit();
+                    openssl_sys::SHA384_Init(c.as_mut_ptr());
+                    Sha2::S384(c.assume_init())
+                }
+            })
+        }
+    }
+
+    fn update(&mut self, d: &[u8]) -> Result<(), CryptoError> {
+        // SAFETY: an initialised context and a valid buffer.
+        unsafe {
+            match self {
+                Sha2::S256(c) => {
+                    openssl_sys::SHA256_Update(c, d.as_ptr().cast(), d.len());
+                }
+                Sha2::S384(c) => {
+                    openssl_sys::SHA384_Update(c, d.as_ptr().cast(), d.len());
+                }
+                Sha2::Evp(h) => h.update(d)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest into `out`; its length. The state is spent.
+    fn finish(&mut self, out: &mut [u8; 48]) -> Result<usize, CryptoError> {
+        // SAFETY: an initialised context; `out` holds either digest.
+        unsafe {
+            match self {
+                Sha2::S256(c) => {
+                    openssl_sys::SHA256_Final(out.as_mut_ptr(), c);
+                    Ok(32)
+                }
+                Sha2::S384(c) => {
+                    openssl_sys::SHA384_Final(out.as_mut_ptr(), c);
+                    Ok(48)
+                }
+                Sha2::Evp(h) => {
+                    let d = h.finish()?;
+                    out[..d.len()].copy_from_slice(&d);
+                    Ok(d.len())
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sha2 {
+    fn drop(&mut self) {
+        /// The bytes of a plain C struct, to wipe.
+        fn wipe<T: Clone>(c: &mut T) {
+            // SAFETY: T is a C struct of integers (no padding invariants, no pointers
+            // that must stay valid); it is not read again.
+            unsafe {
+                std::slice::from_raw_parts_mut((c as *mut T).cast::<u8>(), std::mem::size_of::<T>())
+            }
+            .zeroize();
+        }
+        match self {
+            Sha2::S256(c) => wipe(c),
+            Sha2::S384(c) => wipe(c),
+            // EVP_MD_CTX_free cleanses the provider's state.
+            Sha2::Evp(_) => {}
+        }
     }
 }
 
 /// A running hash over transcript bytes. Snapshots ([`TranscriptHash::current`]) copy
-/// the context, so every byte is hashed exactly once however many prefixes are needed.
+/// the state, so every byte is hashed exactly once however many prefixes are needed.
 #[derive(Clone)]
 pub struct TranscriptHash {
     alg: HashAlg,
-    h: Hasher,
+    h: Sha2,
     /// Bytes fed so far.
     pub bytes: u64,
 }
@@ -207,7 +285,7 @@ impl TranscriptHash {
     pub fn new(alg: HashAlg) -> Result<Self, CryptoError> {
         Ok(TranscriptHash {
             alg,
-            h: Hasher::new(alg.md())?,
+            h: Sha2::new(alg)?,
             bytes: 0,
         })
     }
@@ -219,7 +297,9 @@ impl TranscriptHash {
     /// The hash of everything fed so far; the running state carries on.
     pub fn current(&self) -> Result<Vec<u8>, CryptoError> {
         let mut c = self.h.clone();
-        Ok(c.finish()?.to_vec())
+        let mut out = [0u8; 48];
+        let n = c.finish(&mut out)?;
+        Ok(out[..n].to_vec())
     }
     pub fn alg(&self) -> HashAlg {
         self.alg
@@ -228,42 +308,47 @@ impl TranscriptHash {
 
 /// One-shot hash.
 pub fn hash(alg: HashAlg, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    Ok(openssl::hash::hash(alg.md(), data)?.to_vec())
+    let mut h = Sha2::new(alg)?;
+    h.update(data)?;
+    let mut out = [0u8; 48];
+    let n = h.finish(&mut out)?;
+    Ok(out[..n].to_vec())
 }
 
-/// HMAC (RFC 2104) over the chosen hash; `parts` are concatenated.
+/// HMAC (RFC 2104) over the chosen hash; `parts` are concatenated. On the built-in
+/// route it is four compression calls on the stack and one allocation (the result).
 pub fn hmac(alg: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Secret, CryptoError> {
     let block = alg.block();
-    let mut k = Zeroizing::new(vec![0u8; block]);
+    let mut k = Zeroizing::new([0u8; 128]);
     if key.len() > block {
-        let d = hash(alg, key)?;
-        k[..d.len()].copy_from_slice(&d);
+        let mut h = Sha2::new(alg)?;
+        h.update(key)?;
+        let mut d = Zeroizing::new([0u8; 48]);
+        let n = h.finish(&mut d)?;
+        k[..n].copy_from_slice(&d[..n]);
     } else {
         k[..key.len()].copy_from_slice(key);
     }
-    let mut pad = Zeroizing::new(vec![0u8; block]);
-    for (p, b) in pad.iter_mut().zip(k.iter()) {
+    let mut pad = Zeroizing::new([0u8; 128]);
+    for (p, b) in pad[..block].iter_mut().zip(k.iter()) {
         *p = b ^ 0x36;
     }
-    alg.with_fetched(|md| {
-        let mut ctx = MdCtx::new()?;
-        ctx.digest_init(md)?;
-        ctx.digest_update(&pad)?;
-        for p in parts {
-            ctx.digest_update(p)?;
-        }
-        let mut ih = Zeroizing::new([0u8; 64]);
-        let n = ctx.digest_final(&mut ih[..])?;
-        for (p, b) in pad.iter_mut().zip(k.iter()) {
-            *p = b ^ 0x5c;
-        }
-        ctx.digest_init(md)?;
-        ctx.digest_update(&pad)?;
-        ctx.digest_update(&ih[..n])?;
-        let mut out = vec![0u8; n];
-        ctx.digest_final(&mut out)?;
-        Ok(Secret::new(out))
-    })
+    let mut inner = Sha2::new(alg)?;
+    inner.update(&pad[..block])?;
+    for p in parts {
+        inner.update(p)?;
+    }
+    let mut ih = Zeroizing::new([0u8; 48]);
+    let n = inner.finish(&mut ih)?;
+    for (p, b) in pad[..block].iter_mut().zip(k.iter()) {
+        *p = b ^ 0x5c;
+    }
+    let mut outer = Sha2::new(alg)?;
+    outer.update(&pad[..block])?;
+    outer.update(&ih[..n])?;
+    let mut out = Zeroizing::new([0u8; 48]);
+    let n = outer.finish(&mut out)?;
+    Ok(Secret::new(out[..n].to_vec()))
 }
 
 /// HKDF-Extract (RFC 5869).
@@ -1324,6 +1409,37 @@ mod tests {
             m.bytes(),
             hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
         );
+    }
+
+    #[test]
+    fn the_builtin_and_evp_routes_agree_on_every_prefix_and_long_keys() {
+        for alg in [HashAlg::Sha256, HashAlg::Sha384] {
+            assert!(alg.builtin(), "the test process runs the default provider");
+            let mut fast = Sha2::new(alg).unwrap();
+            let mut evp = Sha2::Evp(Hasher::new(alg.md()).unwrap());
+            let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+            for chunk in data.chunks(97) {
+                fast.update(chunk).unwrap();
+                evp.update(chunk).unwrap();
+                let (mut a, mut b) = ([0u8; 48], [0u8; 48]);
+                let n = fast.clone().finish(&mut a).unwrap();
+                assert_eq!(n, evp.clone().finish(&mut b).unwrap());
+                assert_eq!(a, b, "{alg:?}");
+            }
+            // A key longer than the block is hashed first (RFC 2104).
+            let key = [0xaa; 131];
+            let got = hmac(
+                alg,
+                &key,
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"],
+            )
+            .unwrap();
+            let want = match alg {
+                HashAlg::Sha256 => "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+                HashAlg::Sha384 => "4ece084485813e9088d2c63a041bc5b44f9ef1012a2b588f3cd11f05033ac4c60c2ef6ab4030fe8296248df163f44952",
+            };
+            assert_eq!(got.bytes(), hex(want), "RFC 4231 case 6, {alg:?}");
+        }
     }
 
     #[test]
