@@ -1,7 +1,8 @@
 //! The TLS 1.3 key schedule's primitives per call on one core: HMAC, HKDF-Expand-Label
 //! and a transcript snapshot, for SHA-256 and SHA-384, and what a full TLS 1.3
-//! handshake's schedule costs in them (22 HMACs, 4 snapshots: see the engine's jobs).
-//! `openssl speed -evp sha256` in the same run gives the digest's own cost for scale.
+//! handshake's schedule costs in them (22 HMACs, 4 snapshots: see the engine's jobs);
+//! then the CertificateVerify signature (ECDSA P-256 and P-384 over the 130-byte
+//! TLS 1.3 content) beside `openssl speed`'s signature in the same run, the floor.
 //!
 //!     cargo bench -p crypto-offload --bench key_schedule -- [--seconds S]
 //!
@@ -10,7 +11,20 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use crypto_offload::prim::{hkdf_expand_label, hmac, HashAlg, TranscriptHash};
+use crypto_offload::prim::{hkdf_expand_label, hmac, HashAlg, SigAlg, SigningKey, TranscriptHash};
+
+/// Microseconds per signature from `openssl speed -seconds 2 ALG` (the sign/s column,
+/// second to last).
+fn speed_sign(alg: &str) -> Option<f64> {
+    let o = std::process::Command::new("openssl")
+        .args(["speed", "-seconds", "2", alg])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let words: Vec<&str> = text.lines().last()?.split_whitespace().collect();
+    let per_sec: f64 = words.get(words.len().checked_sub(2)?)?.parse().ok()?;
+    (per_sec > 0.0).then(|| 1e6 / per_sec)
+}
 
 /// Microseconds per call of `f`, run for about `secs`.
 fn per_op(secs: f64, mut f: impl FnMut()) -> f64 {
@@ -56,5 +70,34 @@ fn main() {
             "| {name} | {h:.3} | {e:.3} | {s:.3} | {:.1} |",
             22.0 * h + 4.0 * s
         );
+    }
+    println!();
+    println!("| CertificateVerify signature | engine µs | openssl speed µs | engine ÷ floor |");
+    println!("|---|---:|---:|---:|");
+    for (curve, nid, alg, speed_alg) in [
+        (
+            "ECDSA P-256",
+            openssl::nid::Nid::X9_62_PRIME256V1,
+            SigAlg::EcdsaSha256,
+            "ecdsap256",
+        ),
+        (
+            "ECDSA P-384",
+            openssl::nid::Nid::SECP384R1,
+            SigAlg::EcdsaSha384,
+            "ecdsap384",
+        ),
+    ] {
+        let group = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
+        let ec = openssl::ec::EcKey::generate(&group).unwrap();
+        let key = SigningKey::from_pem(&ec.private_key_to_pem().unwrap()).unwrap();
+        let content = [0x20u8; 130];
+        let t = per_op(secs, || {
+            black_box(key.sign(alg, &[black_box(&content)]).unwrap());
+        });
+        match speed_sign(speed_alg) {
+            Some(f) => println!("| {curve} | {t:.1} | {f:.1} | {:.2}× |", t / f),
+            None => println!("| {curve} | {t:.1} | (openssl speed unreadable) | |"),
+        }
     }
 }

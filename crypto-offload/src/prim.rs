@@ -852,6 +852,22 @@ impl SigAlg {
 pub struct SigningKey {
     key: PKey<Private>,
     kind: KeyKind,
+    /// Names the key in the threads' signing-context caches (see [`SigningKey::sign`]).
+    id: u64,
+}
+
+/// Ids of signing keys, never reused.
+static NEXT_SIGNING_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// Bumped when a signing key is dropped: each thread's cache of signing contexts is
+/// emptied at its next signature, so a key a reload removed is freed soon after.
+static SIGNING_KEYS_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Signing contexts a thread keeps (one per key and hash it signs with).
+const SIGNERS_PER_THREAD: usize = 8;
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        SIGNING_KEYS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for SigningKey {
@@ -894,7 +910,11 @@ impl SigningKey {
                 )))
             }
         };
-        Ok(SigningKey { key, kind })
+        Ok(SigningKey {
+            key,
+            kind,
+            id: NEXT_SIGNING_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -903,7 +923,21 @@ impl SigningKey {
 
     /// Sign `parts` (concatenated) with `alg`. RSA-PSS uses a salt as long as the hash
     /// and MGF1 with the same hash (RFC 8446 §4.2.3).
+    ///
+    /// ECDSA with SHA-256/384: the message is hashed with [`Sha2`] (its route) and the
+    /// digest signed with `EVP_PKEY_sign` on a context this thread made for this key
+    /// once (`sign_init` done): no context, algorithm fetch or digest context per
+    /// signature. Contexts are per thread, so each resolves in its thread's library
+    /// context (a device's worker signs on its device).
     pub fn sign(&self, alg: SigAlg, parts: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
+        let hash = match alg {
+            SigAlg::EcdsaSha256 => Some(HashAlg::Sha256),
+            SigAlg::EcdsaSha384 => Some(HashAlg::Sha384),
+            _ => None,
+        };
+        if let Some(h) = hash {
+            return self.sign_digest(h, parts);
+        }
         let mut s = Signer::new(alg.md(), &self.key)?;
         if alg.pss() {
             s.set_rsa_padding(Padding::PKCS1_PSS)?;
@@ -914,6 +948,49 @@ impl SigningKey {
             s.update(p)?;
         }
         Ok(s.sign_to_vec()?)
+    }
+
+    fn sign_digest(&self, h: HashAlg, parts: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
+        use openssl::pkey_ctx::PkeyCtx;
+        use std::cell::RefCell;
+        use std::sync::atomic::Ordering;
+        /// The drop count the contexts were made under, and (key id, context) pairs.
+        type Signers = (u64, Vec<(u64, PkeyCtx<Private>)>);
+        thread_local! {
+            static SIGNERS: RefCell<Signers> = const { RefCell::new((0, Vec::new())) };
+        }
+        let mut sha = Sha2::new(h)?;
+        for p in parts {
+            sha.update(p)?;
+        }
+        let mut digest = [0u8; 48];
+        let n = sha.finish(&mut digest)?;
+        SIGNERS.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            let dropped = SIGNING_KEYS_DROPPED.load(Ordering::Relaxed);
+            if cache.0 != dropped {
+                cache.0 = dropped;
+                cache.1.clear();
+            }
+            let list = &mut cache.1;
+            let mut ctx = match list.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => list.swap_remove(i).1,
+                None => {
+                    let mut c = PkeyCtx::new(&self.key)?;
+                    c.sign_init()?;
+                    c
+                }
+            };
+            // A DER ECDSA signature of P-384 is at most 104 bytes.
+            let mut sig = vec![0u8; 112];
+            let len = ctx.sign(&digest[..n], Some(&mut sig))?;
+            sig.truncate(len);
+            if list.len() == SIGNERS_PER_THREAD {
+                list.remove(0);
+            }
+            list.push((self.id, ctx));
+            Ok(sig)
+        })
     }
 
     /// Whether `cert_der`'s public key is this key's.
@@ -1439,6 +1516,40 @@ mod tests {
                 HashAlg::Sha384 => "4ece084485813e9088d2c63a041bc5b44f9ef1012a2b588f3cd11f05033ac4c60c2ef6ab4030fe8296248df163f44952",
             };
             assert_eq!(got.bytes(), hex(want), "RFC 4231 case 6, {alg:?}");
+        }
+    }
+
+    #[test]
+    fn cached_ecdsa_contexts_sign_verifiably_across_keys_and_drops() {
+        use openssl::ec::{EcGroup, EcKey};
+        let mut keys = Vec::new();
+        for (nid, alg, md) in [
+            (
+                Nid::X9_62_PRIME256V1,
+                SigAlg::EcdsaSha256,
+                MessageDigest::sha256(),
+            ),
+            (Nid::SECP384R1, SigAlg::EcdsaSha384, MessageDigest::sha384()),
+        ] {
+            for _ in 0..3 {
+                let ec = EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap();
+                let public =
+                    PKey::from_ec_key(EcKey::from_public_key(ec.group(), ec.public_key()).unwrap())
+                        .unwrap();
+                let key = SigningKey::from_pem(&ec.private_key_to_pem().unwrap()).unwrap();
+                keys.push((key, public, alg, md));
+            }
+        }
+        // Twice over, dropping a key in between: the caches must never sign with the
+        // wrong key or a freed one.
+        for round in 0..2 {
+            for (key, public, alg, md) in &keys {
+                let sig = key.sign(*alg, &[b"content ", b"to sign"]).unwrap();
+                let mut v = openssl::sign::Verifier::new(*md, public).unwrap();
+                v.update(b"content to sign").unwrap();
+                assert!(v.verify(&sig).unwrap(), "round {round} {alg:?}");
+            }
+            keys.remove(0);
         }
     }
 
