@@ -99,6 +99,17 @@ impl DatagramKeys {
         Ok(keys)
     }
 
+    /// How many datagrams may be sealed under the send key before the association
+    /// must end (and a new one, with new keys, be made): the AEAD's confidentiality
+    /// limit for packets of at most 2^16 bytes, as QUIC sets it (RFC 9001 §6.6): 2^23
+    /// for AES-GCM; ChaCha20-Poly1305's (2^62) is beyond any sequence number used.
+    pub fn seal_limit(&self) -> u64 {
+        match self.send.key.alg() {
+            AeadAlg::Chacha20Poly1305 => 1 << 62,
+            _ => 1 << 23,
+        }
+    }
+
     /// Seals `d` in place: `d` is the 13-byte header, the body, and 16 bytes of room
     /// for the tag; `seq` is the header's sequence number.
     pub fn seal(&mut self, seq: u64, d: &mut [u8]) -> Result<(), CryptoError> {
@@ -186,6 +197,12 @@ mod tests {
             let mut other = DatagramKeys::derive(&x, alg, 8, true).unwrap();
             assert!(other.open(3, &mut sealed.clone()).is_err());
             assert!(server.open(0, &mut [0u8; 20]).is_err(), "too short");
+            let limit = if alg == AeadAlg::Chacha20Poly1305 {
+                1 << 62
+            } else {
+                1 << 23
+            };
+            assert_eq!(server.seal_limit(), limit, "{alg:?}");
         }
     }
 }

@@ -323,6 +323,11 @@ impl Association {
             return Ok(());
         };
         let seq = self.seq;
+        if seq >= keys.seal_limit() {
+            return Err(format!(
+                "{seq} datagrams sealed, the AEAD's limit: a new association is needed"
+            ));
+        }
         out.extend_from_slice(
             &Header {
                 association: self.id,

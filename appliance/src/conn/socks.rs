@@ -593,9 +593,11 @@ impl SocksConn {
             let (up, down) = (a.up, a.down);
             self.log.bytes_in = up.1;
             self.log.bytes_out = down.1;
-            if r.is_err() {
-                end = Some("dgram_integrity_limit");
-            }
+            end = match r {
+                Ok(()) => None,
+                Err(super::udp_relay::End::IntegrityLimit) => Some("dgram_integrity_limit"),
+                Err(super::udp_relay::End::Exhausted) => Some("dgram_keys_used_up"),
+            };
         }
         let Some(cs) = cx.stack.socket(self.client) else {
             return Next::Done;

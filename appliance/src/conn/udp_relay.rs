@@ -55,7 +55,8 @@ const SOCKS_V4_HEADER: usize = 10;
 pub enum End {
     /// More forgeries than [`INTEGRITY_LIMIT`].
     IntegrityLimit,
-    /// The send counter ran out (2^64 datagrams: never in practice).
+    /// The send key sealed as many datagrams as its AEAD may
+    /// ([`DatagramKeys::seal_limit`]): the client makes a new association.
     Exhausted,
 }
 
@@ -150,7 +151,7 @@ impl Association {
             if client_endpoint {
                 self.client_datagram(cx, stats, vserver, &mut buf[..n], from, mtu)?;
             } else if self.targets.contains(&from) {
-                self.target_datagram(cx, stats, &buf[..n], from, mtu)?;
+                self.target_datagram(cx, stats, vserver, &buf[..n], from, mtu)?;
             } else if moved {
                 self.client_datagram(cx, stats, vserver, &mut buf[..n], from, mtu)?;
             } else {
@@ -286,6 +287,7 @@ impl Association {
         &mut self,
         cx: &mut Cx<'_>,
         stats: &Stats,
+        vserver: &str,
         data: &[u8],
         from: SocketAddrV4,
         mtu: usize,
@@ -302,8 +304,15 @@ impl Association {
             add(&stats.dgram_too_big, 1);
             return Ok(());
         }
-        if protect && self.send_seq == u64::MAX {
-            return Err(End::Exhausted);
+        if let (true, Some(k)) = (protect, self.keys.as_ref()) {
+            if self.send_seq >= k.seal_limit() {
+                log::info!(
+                    "vserver {vserver}: association {}: {} datagrams sealed, the AEAD's limit; ended (the client makes a new one)",
+                    self.port,
+                    self.send_seq
+                );
+                return Err(End::Exhausted);
+            }
         }
         let seq = self.send_seq;
         let Some(out) = cx.stack.udp_send(self.udp, client, len) else {

@@ -335,7 +335,9 @@ mod udp {
                     Err(e) => return Err(format!("local UDP: {e}")),
                 };
                 app = Some(from);
-                a.wrap(target, &buf[..n], &mut out)?;
+                if let Err(e) = a.wrap(target, &buf[..n], &mut out) {
+                    return Ok(e);
+                }
                 if let Err(e) = a.sock.send(&out) {
                     // An ICMP error from the relay: its port is gone.
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
