@@ -209,17 +209,18 @@ impl SocksConn {
         }
     }
 
-    /// The handshake and the SOCKS messages before a target connection exists.
-    fn step_negotiate(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+    /// Reads what the control connection brought into the engine. `false` when it
+    /// ended (a reset, a TLS failure: its alert sent, logged, everything released).
+    fn read_control(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> bool {
         let (now_us, tag) = (cx.now_us, cx.me());
         let Some(cs) = cx.stack.socket(self.client) else {
-            return Next::Done;
+            return false;
         };
         if cs.state() == TcpState::Closed {
             add(&app.stats.client_reset, 1);
             self.log.close = "client_reset";
             self.release(cx, app);
-            return Next::Done;
+            return false;
         }
         let t = &mut *self.t;
         if let Err(e) = tls_in(cs, t, cx.offload, tag, now_us / 1000) {
@@ -230,8 +231,21 @@ impl SocksConn {
             self.log.error = Some(e.to_string());
             tls_failed(&app.stats, &e, &self.vs.cfg.name, &r);
             self.release(cx, app);
+            return false;
+        }
+        true
+    }
+
+    /// The handshake and the SOCKS messages before a target connection exists.
+    fn step_negotiate(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+        let (now_us, tag) = (cx.now_us, cx.me());
+        if !self.read_control(cx, app) {
             return Next::Done;
         }
+        let Some(cs) = cx.stack.socket(self.client) else {
+            return Next::Done;
+        };
+        let t = &mut *self.t;
         count_handshake(t, &mut self.counted, &mut self.log, &app.stats, now_us);
         if t.is_established() && self.negotiate_by_us.is_none() {
             self.negotiate_by_us = Some(now_us + NEGOTIATE_WITHIN_US);
@@ -586,7 +600,6 @@ impl SocksConn {
     /// client's close or reset, or the integrity limit); what the client sends on the
     /// control connection meanwhile is read and ignored (RFC 1928 gives it no meaning).
     fn step_associated(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
-        let (now_us, tag) = (cx.now_us, cx.me());
         let mut end = None;
         if let Some(a) = self.assoc.as_mut() {
             let r = a.step(cx, &app.stats, &self.vs.cfg.name, &mut app.udp_scratch);
@@ -599,26 +612,13 @@ impl SocksConn {
                 Err(super::udp_relay::End::Exhausted) => Some("dgram_keys_used_up"),
             };
         }
+        if !self.read_control(cx, app) {
+            return Next::Done;
+        }
         let Some(cs) = cx.stack.socket(self.client) else {
             return Next::Done;
         };
-        if cs.state() == TcpState::Closed {
-            add(&app.stats.client_reset, 1);
-            self.log.close = "client_reset";
-            self.release(cx, app);
-            return Next::Done;
-        }
         let t = &mut *self.t;
-        if let Err(e) = tls_in(cs, t, cx.offload, tag, now_us / 1000) {
-            let _ = flush(t, cs);
-            cs.close();
-            let r = remote(cs);
-            self.log.close = "tls_error";
-            self.log.error = Some(e.to_string());
-            tls_failed(&app.stats, &e, &self.vs.cfg.name, &r);
-            self.release(cx, app);
-            return Next::Done;
-        }
         let n = t.plaintext().len();
         t.consume_plaintext(n);
         let no_more = !cs.may_recv() && cs.recv_queue() == 0;
