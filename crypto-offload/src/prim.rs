@@ -464,20 +464,38 @@ impl fmt::Debug for AeadKey {
 
 impl AeadKey {
     /// A key for sealing (`enc`) or opening records.
+    ///
+    /// The cipher is fetched once per thread (as the digests' route is decided once):
+    /// a legacy `EVP_aes_128_gcm()` here would make OpenSSL 3 fetch it again on every
+    /// init, four times per TLS 1.3 handshake. Per thread, because a device's worker
+    /// resolves fetches in its device's library context.
     pub fn new(alg: AeadAlg, key: &[u8], enc: bool) -> Result<Self, CryptoError> {
-        use openssl::cipher::Cipher as C;
-        let c = match alg {
-            AeadAlg::Aes128Gcm => C::aes_128_gcm(),
-            AeadAlg::Aes256Gcm => C::aes_256_gcm(),
-            AeadAlg::Chacha20Poly1305 => C::chacha20_poly1305(),
-        };
-        let mut ctx = openssl::cipher_ctx::CipherCtx::new()?;
-        if enc {
-            ctx.encrypt_init(Some(c), Some(key), None)?;
-        } else {
-            ctx.decrypt_init(Some(c), Some(key), None)?;
+        use openssl::cipher::Cipher;
+        thread_local! {
+            static FETCHED: [OnceCell<Cipher>; 3] =
+                const { [OnceCell::new(), OnceCell::new(), OnceCell::new()] };
         }
-        Ok(AeadKey { alg, enc, ctx })
+        let (i, name) = match alg {
+            AeadAlg::Aes128Gcm => (0, "AES-128-GCM"),
+            AeadAlg::Aes256Gcm => (1, "AES-256-GCM"),
+            AeadAlg::Chacha20Poly1305 => (2, "ChaCha20-Poly1305"),
+        };
+        FETCHED.with(|cells| {
+            let c = match cells[i].get() {
+                Some(c) => c,
+                None => {
+                    let c = Cipher::fetch(None, name, None)?;
+                    cells[i].get_or_init(|| c)
+                }
+            };
+            let mut ctx = openssl::cipher_ctx::CipherCtx::new()?;
+            if enc {
+                ctx.encrypt_init(Some(c), Some(key), None)?;
+            } else {
+                ctx.decrypt_init(Some(c), Some(key), None)?;
+            }
+            Ok(AeadKey { alg, enc, ctx })
+        })
     }
 
     pub fn alg(&self) -> AeadAlg {
