@@ -45,6 +45,14 @@ impl<T> Binding<T> {
     }
 }
 
+/// The binding `id` names, if it is still the one it named (generation check); a
+/// free function so callers can borrow the stack's other fields beside it.
+fn binding_mut<T>(bindings: &mut Slab<Binding<T>>, id: UdpId) -> Option<&mut Binding<T>> {
+    bindings
+        .get_mut(id.idx as usize)
+        .filter(|b| b.gen == id.gen)
+}
+
 /// Why [`Stack::bind_udp`] failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindError {
@@ -89,9 +97,7 @@ impl<T> Udp<T> {
     }
 
     fn get(&mut self, id: UdpId) -> Option<&mut Binding<T>> {
-        self.bindings
-            .get_mut(id.idx as usize)
-            .filter(|b| b.gen == id.gen)
+        binding_mut(&mut self.bindings, id)
     }
 
     fn mark_dirty(&mut self, id: UdpId) {
@@ -246,12 +252,7 @@ impl<T: Default> Stack<T> {
     /// Bindings that received datagrams since the last call.
     pub fn take_udp_ready(&mut self, out: &mut Vec<UdpId>) {
         for id in self.udp.ready.drain(..) {
-            if let Some(b) = self
-                .udp
-                .bindings
-                .get_mut(id.idx as usize)
-                .filter(|b| b.gen == id.gen)
-            {
+            if let Some(b) = binding_mut(&mut self.udp.bindings, id) {
                 b.ready = false;
                 out.push(id);
             }
@@ -281,12 +282,7 @@ impl<T: Default> Stack<T> {
             tx_no_buffer: &mut self.tx_no_buffer,
             data_segments: &mut segments,
         };
-        let Some(b) = self
-            .udp
-            .bindings
-            .get_mut(id.idx as usize)
-            .filter(|b| b.gen == id.gen)
-        else {
+        let Some(b) = binding_mut(&mut self.udp.bindings, id) else {
             return;
         };
         let before = b.socket().recv_queue();
@@ -304,12 +300,7 @@ impl<T: Default> Stack<T> {
         std::mem::swap(&mut batch, &mut self.udp.dirty);
         let now_us = now.total_micros();
         for id in batch.drain(..) {
-            let Some(b) = self
-                .udp
-                .bindings
-                .get_mut(id.idx as usize)
-                .filter(|b| b.gen == id.gen)
-            else {
+            let Some(b) = binding_mut(&mut self.udp.bindings, id) else {
                 continue;
             };
             b.dirty = false;
