@@ -11,6 +11,10 @@
 # Not part of CI: it is minutes of CPU. Bounded: every run has -max_total_time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# FUZZ_JOBS=N runs N targets at a time (default 1). libFuzzer's limit is wall time, so
+# each log ends with the CPU time the target really got (user+sys), which is what
+# FUZZING.md records when the box is shared.
+jobs=${FUZZ_JOBS:-1}
 secs=${1:-60}
 shift || true
 targets=("$@")
@@ -25,26 +29,43 @@ bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
 # --target keeps RUSTFLAGS off build scripts.
 (cd fuzz && cargo build --release --target "$triple" --target-dir ../target/fuzz "${bins[@]}")
-mkdir -p fuzz/artifacts
-status=0
-for t in "${targets[@]}"; do
-    work=target/fuzz-corpus/$t
+mkdir -p fuzz/artifacts target/fuzz-logs
+run_one() {
+    local t=$1 work=target/fuzz-corpus/$1 log=target/fuzz-logs/$1.log rc=0
     mkdir -p "$work"
-    seeds=()
+    local seeds=()
     [ -d "fuzz/corpus/$t" ] && seeds=("fuzz/corpus/$t")
     echo "== $t: ${secs}s"
     # The whole libFuzzer output goes to target/fuzz-logs/TARGET.log; its last status
     # line (runs, coverage, features, corpus, exec/s) is what FUZZING.md records.
-    mkdir -p target/fuzz-logs
-    if ! timeout $((secs + 60)) "target/fuzz/$triple/release/$t" -max_total_time="$secs" \
+    /usr/bin/time -f 'cpu: %U s user + %S s system, wall %e s' -a -o "$log.cpu" \
+        timeout $((secs + 60)) "target/fuzz/$triple/release/$t" -max_total_time="$secs" \
         -rss_limit_mb=2048 -artifact_prefix="fuzz/artifacts/$t-" "$work" "${seeds[@]}" \
-        > "target/fuzz-logs/$t.log" 2>&1; then
-        status=1
-    fi
-    grep -E '^#[0-9]+[[:space:]]+DONE|^Done|ERROR|panicked|SUMMARY' "target/fuzz-logs/$t.log" || true
+        > "$log" 2>&1 || rc=1
+    [ -f "$log.cpu" ] && tail -1 "$log.cpu" >> "$log" && rm -f "$log.cpu"
+    grep -E '^#[0-9]+[[:space:]]+DONE|^Done|ERROR|panicked|SUMMARY|^cpu:' "$log" || true
     if ls fuzz/artifacts/"$t"-* >/dev/null 2>&1; then
         echo "!! $t: findings in fuzz/artifacts/" >&2
-        status=1
+        rc=1
     fi
+    return $rc
+}
+status=0
+running=0
+for t in "${targets[@]}"; do
+    if [ "$jobs" -le 1 ]; then
+        run_one "$t" || status=1
+        continue
+    fi
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || status=1
+        running=$((running - 1))
+    fi
+    run_one "$t" &
+    running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+    wait -n || status=1
+    running=$((running - 1))
 done
 exit $status

@@ -28,8 +28,13 @@
 //! - `socks`, `user` (`socks5` vservers only): the request (`connect` or
 //!   `udp_associate`; for an association `backend` is its relay address and the
 //!   bytes are datagram payload) and the authenticated user or certificate subject.
+//! - `backend_tls`, `backend_resumed` (vservers with `[vserver.backend_tls]` only):
+//!   the backend connection's TLS version and suite (`TLSv1.3/TLS_AES_128_GCM_SHA256`)
+//!   and whether it resumed a session (`yes`/`no`); `-` when its handshake did not
+//!   complete.
 //! - `close`: why it ended: `done` (both sides closed in order), `client_reset`,
-//!   `backend_failed` (refused or no answer), `backend_reset`, `tls_error` (then
+//!   `backend_failed` (refused or no answer), `backend_reset`, `backend_tls_failed`
+//!   (the backend's TLS handshake or records failed; `error` says why), `tls_error` (then
 //!   `error="..."` says which), `no_backend` (FIN), `no_backend_503`, `disabled`
 //!   (vserver disabled: RST), `no_slot` (no connection for the backend side),
 //!   `client_closed` (before its ClientHello), `shutdown` (reset at the drain
@@ -70,6 +75,19 @@ pub struct AccessRecord {
     /// made it (the RFC 1929 user or the client certificate's subject).
     pub socks: Option<&'static str>,
     pub user: Option<String>,
+    /// `[vserver.backend_tls]`: the backend leg's version/suite and whether it
+    /// resumed; `None` until (or unless) its handshake completed.
+    pub backend_tls: Option<BackendTlsFields>,
+    /// The vserver speaks TLS to its backends (the fields are written, `-` if empty).
+    pub backend_tls_on: bool,
+}
+
+/// What the backend leg's TLS handshake agreed.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendTlsFields {
+    pub version: &'static str,
+    pub suite: &'static str,
+    pub resumed: bool,
 }
 
 /// What the handshake agreed.
@@ -234,7 +252,7 @@ pub fn format_record(r: &AccessRecord, format: LogFormat, out: &mut String) {
     use std::fmt::Write as _;
     let t = r.tls.as_ref();
     let ms = |us: u64| us as f64 / 1000.0;
-    let fields: [(&str, Option<String>); 17] = [
+    let fields: [(&str, Option<String>); 19] = [
         ("client", r.client.map(|a| a.to_string())),
         ("vserver", r.vserver.as_ref().map(|v| v.to_string())),
         ("listen", r.listen.map(|a| a.to_string())),
@@ -255,6 +273,15 @@ pub fn format_record(r: &AccessRecord, format: LogFormat, out: &mut String) {
         ("error", r.error.clone()),
         ("socks", r.socks.map(str::to_string)),
         ("user", r.user.clone()),
+        (
+            "backend_tls",
+            r.backend_tls.map(|b| format!("{}/{}", b.version, b.suite)),
+        ),
+        (
+            "backend_resumed",
+            r.backend_tls
+                .map(|b| if b.resumed { "yes" } else { "no" }.to_string()),
+        ),
     ];
     const NUMBERS: [&str; 4] = ["handshake_ms", "bytes_in", "bytes_out", "duration_ms"];
     match format {
@@ -263,6 +290,9 @@ pub fn format_record(r: &AccessRecord, format: LogFormat, out: &mut String) {
             for (k, v) in fields {
                 // Fields only some connections have are left out when empty.
                 if matches!(k, "error" | "socks" | "user") && v.is_none() {
+                    continue;
+                }
+                if k.starts_with("backend_") && !r.backend_tls_on {
                     continue;
                 }
                 let _ = write!(out, " {k}=");
@@ -335,7 +365,36 @@ mod tests {
             error: Some("peer sent alert \"bad_certificate\"".into()),
             socks: None,
             user: None,
+            backend_tls: None,
+            backend_tls_on: false,
         }
+    }
+
+    #[test]
+    fn backend_tls_fields_only_for_vservers_that_re_encrypt() {
+        let mut r = record();
+        let mut s = String::new();
+        format_record(&r, LogFormat::Text, &mut s);
+        assert!(!s.contains("backend_tls"), "{s}");
+        r.backend_tls_on = true;
+        s.clear();
+        format_record(&r, LogFormat::Text, &mut s);
+        assert!(s.ends_with("backend_tls=- backend_resumed=-"), "{s}");
+        r.backend_tls = Some(BackendTlsFields {
+            version: "TLSv1.3",
+            suite: "TLS_AES_128_GCM_SHA256",
+            resumed: true,
+        });
+        s.clear();
+        format_record(&r, LogFormat::Text, &mut s);
+        assert!(
+            s.ends_with("backend_tls=TLSv1.3/TLS_AES_128_GCM_SHA256 backend_resumed=yes"),
+            "{s}"
+        );
+        s.clear();
+        format_record(&r, LogFormat::Json, &mut s);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["backend_resumed"], "yes");
     }
 
     #[test]

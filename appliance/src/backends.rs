@@ -107,6 +107,13 @@ pub struct BackendRt {
     /// Bumped by each passive take-down: the active check's count of passes starts
     /// again, so the backend comes back only after `rise` fresh ones.
     pub passive_epoch: AtomicU64,
+    /// `[vserver.backend_tls]`: TLS handshakes with it, full and resumed, and TLS
+    /// failures (certificate, alert, timeout, bad records).
+    pub tls_full: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub tls_failed: AtomicU64,
+    /// The suite of the newest TLS handshake with it (0 before the first).
+    tls_suite: AtomicU32,
 }
 
 impl BackendRt {
@@ -127,7 +134,22 @@ impl BackendRt {
             errors_in_row: AtomicU32::new(0),
             passive_downs: AtomicU64::new(0),
             passive_epoch: AtomicU64::new(0),
+            tls_full: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
+            tls_failed: AtomicU64::new(0),
+            tls_suite: AtomicU32::new(0),
         }
+    }
+
+    /// One TLS handshake with it completed (`[vserver.backend_tls]`).
+    pub fn tls_handshake(&self, suite: u16, resumed: bool) {
+        self.tls_suite.store(u32::from(suite), Ordering::Relaxed);
+        let c = if resumed {
+            &self.tls_resumed
+        } else {
+            &self.tls_full
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     #[cfg(test)]
@@ -428,6 +450,16 @@ impl VserverRt {
                     since_change_secs: (b.transitions.load(Ordering::Relaxed) > 0).then(|| {
                         now_ms.saturating_sub(b.changed_ms.load(Ordering::Relaxed)) as f64 / 1000.0
                     }),
+                    tls: self.cfg.backend_tls.as_ref().map(|_| {
+                        let suite = b.tls_suite.load(Ordering::Relaxed) as u16;
+                        control_proto::reply::BackendTlsSnap {
+                            version: (suite != 0).then(|| "TLSv1.3".to_string()),
+                            suite: (suite != 0).then(|| tls::msgs::suite::name(suite).to_string()),
+                            full: b.tls_full.load(Ordering::Relaxed),
+                            resumed: b.tls_resumed.load(Ordering::Relaxed),
+                            failed: b.tls_failed.load(Ordering::Relaxed),
+                        }
+                    }),
                 })
                 .collect(),
         }
@@ -461,6 +493,7 @@ mod tests {
             transmit: TransmitConfig::default(),
             proxy_protocol: false,
             backend_connect: crate::config::BackendConnect::Accept,
+            backend_tls: None,
         })
     }
 

@@ -93,6 +93,8 @@ pub struct CoreApp {
     pub queue_stats: Arc<QueueStats>,
     /// Scratch for one datagram (SOCKS UDP relays open them in place).
     pub udp_scratch: Vec<u8>,
+    /// `[vserver.backend_tls]`: the newest ticket of each backend, offered next.
+    pub backend_tickets: crate::conn::backend_tls::BackendTickets,
 }
 
 impl CoreApp {
@@ -122,6 +124,7 @@ impl CoreApp {
             stats: Arc::new(ProxyStats::default()),
             queue_stats: Arc::new(QueueStats::default()),
             udp_scratch: vec![0; 65_536],
+            backend_tickets: Default::default(),
         };
         app.adopt(net, gen, now_ms);
         app

@@ -30,6 +30,12 @@ pub struct ProxyStats {
     /// TLS clients that ended without needing their backend connection (a handshake
     /// and no request), so none was opened (`backend_connect` handshake or request).
     pub backend_connects_saved: AtomicU64,
+    /// `[vserver.backend_tls]`: backend TLS handshakes completed in full, resumed
+    /// (a ticket this core kept for that backend), and failed (certificate, alert,
+    /// timeout, or a bad record later on the backend leg).
+    pub backend_tls_full: AtomicU64,
+    pub backend_tls_resumed: AtomicU64,
+    pub backend_tls_failed: AtomicU64,
     /// Pairs that ended with both FINs passed on.
     pub completed: AtomicU64,
     pub bytes_to_backend: AtomicU64,

@@ -225,6 +225,22 @@ pub fn backends(out: &mut impl Write, list: &[BackendRow]) -> std::io::Result<()
                 b.passive_downs
             ));
         }
+        if let Some(t) = &b.tls {
+            let total = t.full + t.resumed;
+            let rate = if total > 0 {
+                format!("{:.1}% resumed", 100.0 * t.resumed as f64 / total as f64)
+            } else {
+                "no handshake yet".to_string()
+            };
+            since.push_str(&format!(
+                "; tls {} {} ({} full, {} resumed: {rate}; {} failed)",
+                t.version.as_deref().unwrap_or("-"),
+                t.suite.as_deref().unwrap_or("-"),
+                t.full,
+                t.resumed,
+                t.failed
+            ));
+        }
         writeln!(
             out,
             "{:<16} {:<21} {:>6} {:<9} {:>7} {:>9} {:>7} {:>8} {:>8}  {}{since}",

@@ -167,6 +167,22 @@ pub struct BackendSnap {
     pub passive_downs: u64,
     /// Seconds since it last went down or up; `None` if it never changed.
     pub since_change_secs: Option<f64>,
+    /// TLS towards it (`[vserver.backend_tls]`); `None` for plaintext backends.
+    #[serde(default)]
+    pub tls: Option<BackendTlsSnap>,
+}
+
+/// A backend's TLS, as the appliance's client role sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendTlsSnap {
+    /// The version and suite of the newest handshake (`None` before the first).
+    pub version: Option<String>,
+    pub suite: Option<String>,
+    /// Handshakes in full, resumed (a ticket), and TLS failures (certificate,
+    /// alert, timeout, bad records).
+    pub full: u64,
+    pub resumed: u64,
+    pub failed: u64,
 }
 
 /// A backend with its vserver's name (`backends`).
@@ -395,6 +411,7 @@ mod tests {
                 transitions: 0,
                 passive_downs: 0,
                 since_change_secs: None,
+                tls: None,
             },
         };
         let v = serde_json::to_value(&row).unwrap();

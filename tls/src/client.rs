@@ -316,6 +316,11 @@ impl ClientConn {
     pub fn ticket(&self) -> Option<&Ticket> {
         self.ticket.as_ref()
     }
+    /// Takes the newest ticket the server gave (a caller that caches tickets per
+    /// server takes each once).
+    pub fn take_ticket(&mut self) -> Option<Ticket> {
+        self.ticket.take()
+    }
 
     // ----- input
 

@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+mod backend_tls;
 mod cluster;
 mod crypto;
 mod dataplane;
@@ -24,6 +25,7 @@ mod tls;
 mod vserver;
 
 // `self::`: the `dataplane` and `tls` modules share their names with crates.
+pub use self::backend_tls::BackendTls;
 pub use self::cluster::{ClusterConfig, SessionStoreConfig};
 pub use self::crypto::{CryptoConfig, DeviceConfig};
 pub use self::dataplane::{

@@ -137,6 +137,20 @@ pub(super) struct RawVserver {
     pub(super) health: Option<RawHealth>,
     pub(super) proxy_protocol: Option<bool>,
     pub(super) backend_connect: Option<String>,
+    pub(super) backend_tls: Option<RawBackendTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackendTls {
+    pub(super) ca: Option<String>,
+    pub(super) server_name: Option<String>,
+    pub(super) verify: Option<bool>,
+    pub(super) certificate: Option<toml::Value>,
+    pub(super) versions: Option<Vec<String>>,
+    pub(super) suites: Option<Vec<String>>,
+    pub(super) alpn: Option<Vec<String>>,
+    pub(super) session_reuse: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -846,3 +846,99 @@ fn ocsp_files_are_checked_and_name_their_field() {
         assert!(e.contains(field) && e.contains(says), "{file}: {e}");
     }
 }
+
+#[test]
+fn backend_tls_settings_and_their_mistakes() {
+    let dir = std::env::temp_dir().join(format!("appliance-cfg-btls-{}", std::process::id()));
+    let file = dir.join("t.toml").to_string_lossy().into_owned();
+    let with = |extra: &str| tls_config(&dir, &format!("\n[vserver.backend_tls]\n{extra}"));
+    // A CA and a name: one client configuration per backend, each checking the name.
+    let c = Config::parse(
+        &with("ca = \"ec.pem\"\nserver_name = \"API.internal\"\nalpn = [\"http/1.1\"]\nsuites = [\"TLS_CHACHA20_POLY1305_SHA256\"]"),
+        &file,
+    )
+    .unwrap();
+    let b = c.vservers[0].backend_tls.as_ref().unwrap();
+    assert_eq!(b.per_backend.len(), 2);
+    assert_eq!(b.server_name.as_deref(), Some("api.internal"));
+    assert!(b.verify && b.session_reuse);
+    let cc = &b.per_backend[1];
+    assert_eq!(cc.verifier.as_ref().unwrap().name(), "api.internal");
+    assert_eq!(
+        cc.suites,
+        [tls::msgs::suite::TLS13_CHACHA20_POLY1305_SHA256]
+    );
+    assert_eq!(cc.alpn, [b"http/1.1".to_vec()]);
+    // Without a name, each backend's IP address is what its certificate must carry.
+    let c = Config::parse(&with("ca = \"ec.pem\"\nsession_reuse = false"), &file).unwrap();
+    let b = c.vservers[0].backend_tls.as_ref().unwrap();
+    assert_eq!(
+        b.per_backend[0].verifier.as_ref().unwrap().name(),
+        "10.77.0.2"
+    );
+    assert_eq!(
+        b.per_backend[1].verifier.as_ref().unwrap().name(),
+        "10.77.0.3"
+    );
+    assert!(b.per_backend[0].server_name.is_none() && !b.session_reuse);
+    // verify = false: no verifier (and a warning at start).
+    let c = Config::parse(&with("verify = false"), &file).unwrap();
+    let b = c.vservers[0].backend_tls.as_ref().unwrap();
+    assert!(!b.verify && b.per_backend.iter().all(|c| c.verifier.is_none()));
+    // Each mistake names its field; what is not built yet says so.
+    for (extra, field, why) in [
+        ("server_name = \"a\"", "backend_tls.ca", "CA bundle"),
+        ("ca = \"missing.pem\"", "backend_tls.ca", "cannot read"),
+        (
+            "ca = \"ec.pem\"\nverify = false",
+            "backend_tls.ca",
+            "not used with verify = false",
+        ),
+        (
+            "ca = \"ec.pem\"\nversions = [\"1.2\", \"1.3\"]",
+            "backend_tls.versions[0]",
+            "not built yet",
+        ),
+        (
+            "ca = \"ec.pem\"\nversions = [\"1.4\"]",
+            "backend_tls.versions[0]",
+            "not a version",
+        ),
+        (
+            "ca = \"ec.pem\"\nsuites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]",
+            "backend_tls.suites[0]",
+            "TLS 1.2 suite",
+        ),
+        (
+            "ca = \"ec.pem\"\nsuites = [\"RC4\"]",
+            "backend_tls.suites[0]",
+            "not a suite",
+        ),
+        (
+            "ca = \"ec.pem\"\nserver_name = \"bad name\"",
+            "backend_tls.server_name",
+            "not a DNS name",
+        ),
+        (
+            "ca = \"ec.pem\"\nalpn = [\"\"]",
+            "backend_tls.alpn[0]",
+            "1 to 255 bytes",
+        ),
+        (
+            "ca = \"ec.pem\"\ncertificate = { chain = \"ec.pem\", key = \"ec.key\" }",
+            "backend_tls.certificate",
+            "not built yet",
+        ),
+        ("ca = \"ec.pem\"\nsni = \"x\"", "", "unknown field"),
+    ] {
+        let e = Config::parse(&with(extra), &file).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(why), "{extra}: {e}");
+    }
+    let tcp = GOOD.to_string() + "[vserver.backend_tls]\nverify = false\n";
+    let e = err_of(&tcp);
+    assert!(
+        e.contains("vserver[0].backend_tls") && e.contains("tcp vservers is not built yet"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -115,7 +115,7 @@ impl Checker<'_> {
     /// A file the configuration names: a relative path is relative to the config file.
     /// At most [`MAX_PEM_FILE`] bytes: a path to a device or a huge file is refused,
     /// not read for ever.
-    fn read(&self, f: String, p: &str) -> Result<Vec<u8>, ConfigError> {
+    pub(super) fn read(&self, f: String, p: &str) -> Result<Vec<u8>, ConfigError> {
         let base = Path::new(self.file).parent().unwrap_or(Path::new(""));
         super::read_bounded(&base.join(p), MAX_PEM_FILE)
             .map_err(|e| self.err(f, format!("cannot read {p:?}: {e}")))
@@ -346,7 +346,7 @@ impl Checker<'_> {
 }
 
 /// A DNS name as SNI carries it, or a `*.` wildcard over one label.
-fn check_server_name(n: &str) -> Result<(), String> {
+pub(super) fn check_server_name(n: &str) -> Result<(), String> {
     let host = n.strip_prefix("*.").unwrap_or(n);
     let label_ok = |l: &str| {
         !l.is_empty()

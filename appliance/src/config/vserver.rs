@@ -54,6 +54,8 @@ pub struct Vserver {
     pub proxy_protocol: bool,
     /// When a `tls` vserver opens its client's backend connection.
     pub backend_connect: BackendConnect,
+    /// `[vserver.backend_tls]`: TLS towards the backends; `None`: plaintext.
+    pub backend_tls: Option<std::sync::Arc<super::BackendTls>>,
 }
 
 /// When a `tls` vserver connects to the backend for a client (`backend_connect`).
@@ -289,6 +291,26 @@ impl Checker<'_> {
             None => None,
             Some(h) => Some(self.health(&f("health"), h)?),
         };
+        let backend_tls = match (&v.backend_tls, mode) {
+            (None, _) => None,
+            (Some(t), Mode::Tls) => Some(std::sync::Arc::new(self.backend_tls(
+                &f("backend_tls"),
+                t,
+                &backends,
+            )?)),
+            (Some(_), Mode::Tcp) => {
+                return Err(self.err(
+                    f("backend_tls"),
+                    "TLS origination for tcp vservers is not built yet; use mode = \"tls\"",
+                ))
+            }
+            (Some(_), Mode::Socks5) => {
+                return Err(self.err(
+                    f("backend_tls"),
+                    "a socks5 vserver's clients choose their targets: it has no backends",
+                ))
+            }
+        };
         Ok(Vserver {
             name: v.name,
             listen,
@@ -302,6 +324,7 @@ impl Checker<'_> {
             transmit,
             proxy_protocol: v.proxy_protocol.unwrap_or(false),
             backend_connect: self.backend_connect(i, v.backend_connect.as_deref(), mode)?,
+            backend_tls,
         })
     }
 

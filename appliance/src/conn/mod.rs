@@ -12,6 +12,7 @@
 //! client reset or timeout resets the backend connection. Each is counted and logged;
 //! other connections are untouched.
 
+pub mod backend_tls;
 pub mod probe;
 pub mod socks;
 pub mod tcp;
@@ -111,6 +112,9 @@ pub struct ClientLog {
     /// `socks5` vservers: the request served and who made it.
     pub socks: Option<&'static str>,
     pub user: Option<String>,
+    /// `[vserver.backend_tls]`: what the backend leg's handshake agreed, once done.
+    pub backend_tls: Option<crate::access::BackendTlsFields>,
+    pub backend_tls_on: bool,
 }
 
 impl ClientLog {
@@ -126,6 +130,8 @@ impl ClientLog {
             error: None,
             socks: None,
             user: None,
+            backend_tls: None,
+            backend_tls_on: false,
         }
     }
 
@@ -178,6 +184,8 @@ impl ClientLog {
             error: self.error.clone(),
             socks: self.socks,
             user: self.user.clone(),
+            backend_tls: self.backend_tls,
+            backend_tls_on: self.backend_tls_on,
         }
     }
 }
@@ -206,6 +214,9 @@ pub enum Outcome {
     Done,
     /// The TLS engine failed; its alert went to the client, then a FIN.
     TlsFailed(::tls::Error),
+    /// The backend leg's TLS failed (`[vserver.backend_tls]`): its alert went to the
+    /// backend; the client got a 502, a close or a RST (see [`backend_tls`]).
+    BackendTls(::tls::Error),
 }
 
 /// Why a client got no backend.
@@ -455,6 +466,18 @@ pub fn account(
         Outcome::TlsFailed(e) => {
             log.close = "tls_error";
             log.error = Some(e.to_string());
+        }
+        Outcome::BackendTls(e) => {
+            log.close = "backend_tls_failed";
+            log.error = Some(e.to_string());
+            add(&stats.backend_tls_failed, 1);
+            if let Some(b) = vs.backends.get(backend.index as usize) {
+                b.failed.fetch_add(1, Ordering::Relaxed);
+                b.tls_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            let addr = log.backend_addr.map(|a| a.to_string()).unwrap_or_default();
+            log::warn!("vserver {name}: backend {addr}: TLS failed: {e}; nothing more goes to it");
+            observe_error(app, vs, backend);
         }
     }
     true

@@ -24,6 +24,7 @@ use driver::{Cx, Next};
 use netstack::{ConnId, TcpSocket, TcpState};
 use tls::{ErrorClass, ServerConn};
 
+use super::backend_tls::{BackendTlsConn, Event, TlsUpstream, Upstream};
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
     release_client, remote, BackendLeg, ClientLog, Outcome, Refusal, CLIENT,
@@ -35,6 +36,9 @@ use crate::core::{CoreApp, ListenerRt};
 use crate::live::SessionRow;
 use crate::stats::{add, ProxyStats};
 use crate::transmit::{Reason, TransmitConfig, TxState};
+
+/// What an HTTP-aware `tls` vserver answers when its backend's TLS failed.
+const RESPONSE_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 42\r\nConnection: close\r\n\r\nthe backend's TLS handshake failed, sorry\n";
 
 /// What an HTTP-aware `tls` vserver with no backend up answers.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
@@ -49,6 +53,8 @@ pub struct TlsConn {
     /// client came in on).
     listener: Option<Arc<ListenerRt>>,
     backend: Option<BackendLeg>,
+    /// `[vserver.backend_tls]`: the backend leg's TLS client, once its TCP is up.
+    btls: Option<Box<BackendTlsConn>>,
     /// An HTTP-aware vserver had no eligible backend: handshake, 503, close.
     no_backend: bool,
     /// When backend plaintext is sealed.
@@ -108,6 +114,7 @@ impl TlsConn {
             vs: None,
             listener,
             backend: None,
+            btls: None,
             no_backend: false,
             tx: TxState::default(),
             counted: false,
@@ -132,6 +139,7 @@ impl TlsConn {
         match connect_backend(cx, app, &vs) {
             Ok((leg, addr)) => {
                 self.log.backend_addr = Some(addr);
+                self.log.backend_tls_on = vs.cfg.backend_tls.is_some();
                 self.backend = Some(leg);
                 self.tx = TxState::new(&vs.cfg.transmit);
                 self.vs = Some(vs);
@@ -163,10 +171,15 @@ impl TlsConn {
     /// timer, whichever is first.
     pub fn deadline_us(&self) -> Option<u64> {
         let engine = self.t.deadline().map(|ms| ms.saturating_mul(1000));
-        match (engine, self.tx.armed_us) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let backend = self
+            .btls
+            .as_ref()
+            .and_then(|b| b.deadline_ms())
+            .map(|ms| ms.saturating_mul(1000));
+        [engine, self.tx.armed_us, backend]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn step(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
@@ -253,6 +266,29 @@ impl TlsConn {
                     Ok(true) => {
                         b.established = true;
                         newly_established = true;
+                        if let Some(cfg) = &vs.cfg.backend_tls {
+                            let timeout_ms = vs
+                                .cfg
+                                .tls
+                                .as_ref()
+                                .map_or(10_000, |c| c.handshake_timeout_ms);
+                            match BackendTlsConn::new(
+                                cfg,
+                                b.index as usize,
+                                vs.name_arc(),
+                                vs.backends[b.index as usize].addr,
+                                &app.backend_tickets,
+                                now_us / 1000,
+                                timeout_ms,
+                            ) {
+                                Ok(c) => self.btls = Some(Box::new(c)),
+                                Err(e) => {
+                                    bs.abort();
+                                    end_client(cs, t, &vs, false);
+                                    break 'step Outcome::BackendTls(e);
+                                }
+                            }
+                        }
                     }
                     Err(o) => break 'step o,
                 }
@@ -266,8 +302,44 @@ impl TlsConn {
                 bs.abort();
                 break 'step Outcome::ClientReset;
             }
-            let r = tls_step(cs, t, bs, true, cx.offload, tag, &mut down)
-                .and_then(|_| seal_down(cs, t, bs, &mut self.tx, &mut down));
+            let now_ms = now_us / 1000;
+            let r = match self.btls.as_deref_mut() {
+                Some(bt) => {
+                    if let Some(Event::Established { resumed }) =
+                        bt.pump(bs, &mut app.backend_tickets, now_ms)
+                    {
+                        let c = if resumed {
+                            &app.stats.backend_tls_resumed
+                        } else {
+                            &app.stats.backend_tls_full
+                        };
+                        add(c, 1);
+                        if let Some(be) = vs.backends.get(b.index as usize) {
+                            be.tls_handshake(bt.suite(), resumed);
+                        }
+                        self.log.backend_tls = bt.fields();
+                    }
+                    let mut up = TlsUpstream {
+                        s: &mut *bs,
+                        b: bt,
+                        now_ms,
+                    };
+                    let r = if up.b.error().is_none() {
+                        tls_step(cs, t, &mut up, true, cx.offload, tag, &mut down)
+                            .and_then(|_| seal_down(cs, t, &mut up, &mut self.tx, &mut down))
+                    } else {
+                        Ok(())
+                    };
+                    if let (Ok(()), Some(e)) = (&r, bt.error()) {
+                        let sent = self.log.bytes_out + down.down_bytes > 0 || t.staged() > 0;
+                        end_client(cs, t, &vs, sent);
+                        break 'step Outcome::BackendTls(e.clone());
+                    }
+                    r
+                }
+                None => tls_step(cs, t, bs, true, cx.offload, tag, &mut down)
+                    .and_then(|_| seal_down(cs, t, bs, &mut self.tx, &mut down)),
+            };
             if let Err(e) = r {
                 // The alert is queued on the client socket; a FIN follows it.
                 cs.close();
@@ -281,12 +353,19 @@ impl TlsConn {
                 && t.plaintext().is_empty()
                 && !t.input_pending()
             {
-                bs.close();
+                match self.btls.as_deref_mut() {
+                    Some(bt) => bt.close(bs),
+                    None => bs.close(),
+                }
                 self.client_fin_forwarded = true;
             }
             // The backend's FIN: close_notify, then FIN once all records are out (and
             // with `fin = false`, once the timer has sealed what is staged).
-            if !b.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 && t.staged() == 0 {
+            let (may_recv, queued) = match self.btls.as_deref() {
+                Some(bt) => (bt.may_recv(bs), bt.recv_queue(bs)),
+                None => (bs.may_recv(), bs.recv_queue()),
+            };
+            if !b.fin_forwarded && !may_recv && queued == 0 && t.staged() == 0 {
                 // An HTTP-aware vserver knows when the backend closed inside a response
                 // (its Content-Length or chunks unfinished): a close_notify would make
                 // the cut response look complete to the client, so it gets a RST.
@@ -679,6 +758,26 @@ pub(super) fn tls_failed(stats: &ProxyStats, e: &tls::Error, vserver: &str, remo
     log::info!("vserver {vserver}: TLS connection from {remote} failed: {e}");
 }
 
+/// The client of a pair whose backend TLS failed: a 502 on an HTTP-aware vserver that
+/// has not answered anything yet, a close_notify on another, a RST once part of a
+/// response went out (a clean end would make it look complete), and a RST before the
+/// client's own handshake is done.
+fn end_client(cs: &mut TcpSocket, t: &mut ServerConn, vs: &VserverRt, sent: bool) {
+    if sent || !t.is_established() {
+        cs.abort();
+        return;
+    }
+    if vs.cfg.transmit.http {
+        // The request goes nowhere: dropped so the engine keeps reading.
+        let n = t.plaintext().len();
+        t.consume_plaintext(n);
+        let _ = t.send(RESPONSE_502);
+    }
+    t.close();
+    let _ = flush(t, cs);
+    cs.close();
+}
+
 /// A client with no backend: once its handshake is done and its request head is in
 /// (or it stopped sending), it gets a 503 and close_notify. `Ok(true)` once answered.
 fn answer_503(t: &mut ServerConn) -> Result<bool, tls::Error> {
@@ -733,7 +832,7 @@ pub(super) fn tls_in(
 pub(super) fn tls_step(
     cs: &mut TcpSocket,
     t: &mut ServerConn,
-    bs: &mut TcpSocket,
+    bs: &mut impl Upstream,
     backend_up: bool,
     offload: &mut driver::Offload,
     tag: driver::HandlerId,
@@ -746,7 +845,7 @@ pub(super) fn tls_step(
         }
         // Engine → backend; taking plaintext may let the engine decrypt more records.
         while !t.plaintext().is_empty() && bs.can_send() {
-            let n = bs.send_slice(t.plaintext()).unwrap_or(0);
+            let n = bs.send(t.plaintext());
             if n == 0 {
                 break;
             }
@@ -766,7 +865,7 @@ pub(super) fn tls_step(
 pub(super) fn seal_down(
     cs: &mut TcpSocket,
     t: &mut ServerConn,
-    bs: &mut TcpSocket,
+    bs: &mut impl Upstream,
     st: &mut TxState,
     d: &mut Down,
 ) -> Result<(), tls::Error> {
@@ -783,23 +882,21 @@ pub(super) fn seal_down(
         let framer = &mut st.framer;
         let mut ended = false;
         let mut framing_error = None;
-        let n = bs
-            .recv(|buf| {
-                let n = t.stage(buf);
-                if let Some(f) = framer.as_mut() {
-                    match f.feed(&buf[..n]) {
-                        Ok(fed) => ended |= fed.ended > 0,
-                        Err(e) => framing_error = Some(e),
-                    }
+        let n = bs.recv(&mut |buf| {
+            let n = t.stage(buf);
+            if let Some(f) = framer.as_mut() {
+                match f.feed(&buf[..n]) {
+                    Ok(fed) => ended |= fed.ended > 0,
+                    Err(e) => framing_error = Some(e),
                 }
-                (n, n)
-            })
-            .unwrap_or(0);
+            }
+            n
+        });
         if let Some(e) = framing_error {
             add(&stats.http_framing_errors, 1);
             log::info!(
                 "backend {}: not HTTP/1.1 responses ({e}); sealing without response ends",
-                remote(bs)
+                bs.remote()
             );
             st.framer = None;
         }

@@ -1,0 +1,333 @@
+//! TLS towards a backend (`[vserver.backend_tls]`): the engine's client role
+//! ([`tls::ClientConn`]) on a `tls` pair's backend leg, so the plaintext the client's
+//! connection decrypts is encrypted again before it leaves the appliance.
+//!
+//! The pumps of [`super::tls`] move plaintext through an [`Upstream`]: the backend's
+//! TCP socket itself, or a [`TlsUpstream`] that seals what is sent into records and
+//! opens what the backend sends. The two legs' records are independent: the client
+//! leg's record boundaries are the transmittal conditions', the backend leg's are
+//! whatever the client role makes of each write (up to 16 KiB per record).
+//!
+//! Each core keeps the newest ticket of each backend ([`BackendTickets`]) and offers
+//! it on the next connection, so a backend pays a full handshake rarely. The client
+//! role's crypto runs on the poll core (its key share, the (EC)DHE, the certificate
+//! check); running it as pool jobs like the server's is not built yet.
+//!
+//! A failure on the backend leg (certificate, alert, timeout, a bad record) ends the
+//! pair: the backend gets the alert, the failure is logged and counted, and the client
+//! gets a 502 on an HTTP-aware vserver that has not answered yet, a close_notify on
+//! another that has sent nothing, or a RST once part of a response went out. Never a
+//! plaintext fallback.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use netstack::TcpSocket;
+use tls::{ClientConn, Ticket};
+
+use crate::access::BackendTlsFields;
+use crate::config::BackendTls;
+
+/// Plaintext a [`TlsUpstream`] holds decrypted before it stops reading the socket.
+const MAX_PLAINTEXT: usize = 64 * 1024;
+/// Tickets a core keeps at most (one per vserver and backend; a reload may leave old
+/// ones behind, dropped when this is reached).
+const MAX_TICKETS: usize = 4096;
+
+/// The backend side of a pair as the pumps see it: plaintext in and out.
+pub trait Upstream {
+    fn can_send(&self) -> bool;
+    /// Queues plaintext for the backend; returns how much was taken.
+    fn send(&mut self, data: &[u8]) -> usize;
+    /// Plaintext from the backend is waiting.
+    fn can_recv(&self) -> bool;
+    /// Hands waiting plaintext to `f`, which returns how much it took.
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) -> usize;
+    /// Bytes from the backend not yet taken by `recv` (0 with nothing left to read).
+    fn recv_queue(&self) -> usize;
+    /// The backend may send more (no FIN, no close_notify yet).
+    fn may_recv(&self) -> bool;
+    /// Where the backend is, for log lines.
+    fn remote(&self) -> String;
+}
+
+impl Upstream for TcpSocket<'_> {
+    fn can_send(&self) -> bool {
+        TcpSocket::can_send(self)
+    }
+    fn send(&mut self, data: &[u8]) -> usize {
+        self.send_slice(data).unwrap_or(0)
+    }
+    fn can_recv(&self) -> bool {
+        TcpSocket::can_recv(self)
+    }
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) -> usize {
+        TcpSocket::recv(self, |buf| {
+            let n = f(buf);
+            (n, n)
+        })
+        .unwrap_or(0)
+    }
+    fn recv_queue(&self) -> usize {
+        TcpSocket::recv_queue(self)
+    }
+    fn may_recv(&self) -> bool {
+        TcpSocket::may_recv(self)
+    }
+    fn remote(&self) -> String {
+        super::remote(self)
+    }
+}
+
+/// The newest ticket each backend gave this core, by vserver and backend address.
+#[derive(Default)]
+pub struct BackendTickets(HashMap<(Arc<str>, SocketAddrV4), Ticket>);
+
+impl BackendTickets {
+    fn get(&self, key: &(Arc<str>, SocketAddrV4)) -> Option<&Ticket> {
+        self.0.get(key)
+    }
+    fn put(&mut self, key: (Arc<str>, SocketAddrV4), t: Ticket) {
+        if self.0.len() >= MAX_TICKETS && !self.0.contains_key(&key) {
+            self.0.clear();
+        }
+        self.0.insert(key, t);
+    }
+    /// Tickets kept now.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// How the backend leg's handshake went, for the counters (reported once).
+pub enum Event {
+    Established { resumed: bool },
+}
+
+/// One backend connection's TLS client.
+pub struct BackendTlsConn {
+    c: Box<ClientConn>,
+    key: (Arc<str>, SocketAddrV4),
+    session_reuse: bool,
+    /// Until the handshake completes (ms on the core's clock).
+    deadline_ms: u64,
+    /// close_notify is queued: the TCP FIN follows once it is written.
+    closing: bool,
+    fin_sent: bool,
+    reported: bool,
+    error: Option<tls::Error>,
+}
+
+impl BackendTlsConn {
+    /// A client for backend `index` of a vserver (named `vserver`) at `addr`, its
+    /// ClientHello queued, offering this core's ticket for that backend if it has one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &BackendTls,
+        index: usize,
+        vserver: Arc<str>,
+        addr: SocketAddrV4,
+        tickets: &BackendTickets,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Result<Self, tls::Error> {
+        let ccfg = cfg
+            .per_backend
+            .get(index)
+            .cloned()
+            .ok_or(tls::Error::Misuse(
+                "no client configuration for the backend",
+            ))?;
+        let group = ccfg
+            .groups
+            .first()
+            .and_then(|&g| tls::client::group_of(g))
+            .ok_or(tls::Error::Misuse("no group"))?;
+        let share = crypto_offload::client::KeyShare::generate(group)
+            .map_err(|e| tls::Error::Crypto(e.to_string()))?;
+        let key = (vserver, addr);
+        let ticket = if cfg.session_reuse {
+            tickets.get(&key)
+        } else {
+            None
+        };
+        let c = ClientConn::new(ccfg, share, ticket, now_ms)?;
+        Ok(BackendTlsConn {
+            c: Box::new(c),
+            key,
+            session_reuse: cfg.session_reuse,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+            closing: false,
+            fin_sent: false,
+            reported: false,
+            error: None,
+        })
+    }
+
+    /// While the handshake runs: when it times out (ms on the core's clock).
+    pub fn deadline_ms(&self) -> Option<u64> {
+        self.c.is_handshaking().then_some(self.deadline_ms)
+    }
+
+    /// The backend leg failed (and why); its alert has been queued.
+    pub fn error(&self) -> Option<&tls::Error> {
+        self.error.as_ref()
+    }
+
+    /// The suite the handshake agreed (0 before).
+    pub fn suite(&self) -> u16 {
+        self.c.info().suite
+    }
+
+    /// What the handshake agreed, once it is done.
+    pub fn fields(&self) -> Option<BackendTlsFields> {
+        let i = self.c.info();
+        self.c.is_established().then(|| BackendTlsFields {
+            version: "TLSv1.3",
+            suite: tls::client::suite_name(i.suite),
+            resumed: i.resumed,
+        })
+    }
+
+    /// Moves TLS bytes between the socket and the client role: what the backend sent
+    /// is read (while the decrypted plaintext is under its bound) and processed, what
+    /// the client role wrote is sent, the FIN after a close_notify once it is out. The
+    /// newest ticket goes to `tickets`. Returns the handshake's completion once.
+    pub fn pump(
+        &mut self,
+        s: &mut TcpSocket,
+        tickets: &mut BackendTickets,
+        now_ms: u64,
+    ) -> Option<Event> {
+        if self.error.is_none() {
+            if let Err(e) = self.pump_in(s, now_ms) {
+                self.error = Some(e);
+            }
+        }
+        self.flush(s);
+        if self.session_reuse {
+            if let Some(t) = self.c.take_ticket() {
+                tickets.put(self.key.clone(), t);
+            }
+        }
+        if self.reported || !self.c.is_established() {
+            return None;
+        }
+        self.reported = true;
+        Some(Event::Established {
+            resumed: self.c.info().resumed,
+        })
+    }
+
+    fn pump_in(&mut self, s: &mut TcpSocket, now_ms: u64) -> Result<(), tls::Error> {
+        if self.c.is_handshaking() && now_ms >= self.deadline_ms {
+            return Err(tls::Error::HandshakeTimeout);
+        }
+        loop {
+            if self.c.plaintext().len() >= MAX_PLAINTEXT || self.c.tls_room() == 0 {
+                break;
+            }
+            let c = &mut self.c;
+            let n = s
+                .recv(|buf| {
+                    let n = c.read_tls(buf);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.c.process(now_ms)?;
+        }
+        self.c.process(now_ms)
+    }
+
+    /// Writes what the client role queued (records, an alert), then the FIN once a
+    /// close_notify is out.
+    fn flush(&mut self, s: &mut TcpSocket) {
+        while !self.c.pending_tls().is_empty() && s.can_send() {
+            let n = s.send_slice(self.c.pending_tls()).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.c.consume_tls(n);
+        }
+        let ended = self.closing || self.error.is_some();
+        if ended && !self.fin_sent && self.c.pending_tls().is_empty() {
+            s.close();
+            self.fin_sent = true;
+        }
+    }
+
+    /// The backend may send more (no FIN, no close_notify, no failure yet).
+    pub fn may_recv(&self, s: &TcpSocket) -> bool {
+        s.may_recv() && !self.c.peer_closed() && !self.c.is_closed()
+    }
+
+    /// Bytes from the backend not taken yet: decrypted, or still in the socket.
+    pub fn recv_queue(&self, s: &TcpSocket) -> usize {
+        self.c.plaintext().len() + s.recv_queue()
+    }
+
+    /// The client is done sending: close_notify, then the FIN.
+    pub fn close(&mut self, s: &mut TcpSocket) {
+        self.c.close();
+        self.closing = true;
+        self.flush(s);
+    }
+}
+
+/// A backend socket behind its TLS client, as the pumps see it.
+pub struct TlsUpstream<'a, 'b> {
+    pub s: &'a mut TcpSocket<'b>,
+    pub b: &'a mut BackendTlsConn,
+    pub now_ms: u64,
+}
+
+impl Upstream for TlsUpstream<'_, '_> {
+    fn can_send(&self) -> bool {
+        self.b.error.is_none() && self.b.c.is_established() && self.s.can_send()
+    }
+    fn send(&mut self, data: &[u8]) -> usize {
+        if self.b.error.is_some() {
+            return 0;
+        }
+        let n = match self.b.c.send(data) {
+            Ok(n) => n,
+            Err(e) => {
+                self.b.error = Some(e);
+                0
+            }
+        };
+        self.b.flush(self.s);
+        n
+    }
+    fn can_recv(&self) -> bool {
+        !self.b.c.plaintext().is_empty()
+    }
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) -> usize {
+        let n = f(self.b.c.plaintext());
+        self.b.c.consume_plaintext(n);
+        // Room again: what waits in the socket is read now, not on the next event.
+        if self.b.c.plaintext().is_empty() && self.b.error.is_none() {
+            if let Err(e) = self.b.pump_in(self.s, self.now_ms) {
+                self.b.error = Some(e);
+            }
+            self.b.flush(self.s);
+        }
+        n
+    }
+    fn recv_queue(&self) -> usize {
+        self.b.recv_queue(self.s)
+    }
+    fn may_recv(&self) -> bool {
+        self.b.may_recv(self.s)
+    }
+    fn remote(&self) -> String {
+        super::remote(self.s)
+    }
+}
