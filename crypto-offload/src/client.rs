@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::job::{
     app_secrets, binder_mac, derive_secret, early_secret, finished_mac, finished_message,
-    tls13_handshake_secrets, verify_certificate_verify13, Chunk, TrafficKey,
+    handshake_header, tls13_handshake_secrets, verify_certificate_verify13, Chunk, TrafficKey,
 };
 use crate::prim::*;
 
@@ -152,11 +152,26 @@ pub struct ServerAuth {
     pub verifier: Option<Arc<ServerVerifier>>,
 }
 
+/// The client's answer to a CertificateRequest (RFC 8446 §4.4.2, §4.4.3).
+#[derive(Debug)]
+pub struct ClientAuth {
+    /// The CertificateRequest message, as received.
+    pub certificate_request: Vec<u8>,
+    /// The Certificate message to send: precomputed per configured certificate when
+    /// the request's context is empty, or an empty one when no certificate suits.
+    pub certificate: Chunk,
+    /// The key that signs the CertificateVerify, its algorithm and scheme code;
+    /// `None` with an empty Certificate (no CertificateVerify is sent).
+    pub signer: Option<(Arc<SigningKey>, SigAlg, u16)>,
+}
+
 /// After the server's Finished.
 #[derive(Debug)]
 pub struct Tls13ClientFinish {
     pub state: Box<Tls13ClientState>,
     pub encrypted_extensions: Vec<u8>,
+    /// The server asked for a certificate.
+    pub client_auth: Option<ClientAuth>,
     /// `None` in a PSK resumption (no certificate).
     pub auth: Option<ServerAuth>,
     /// The server's Finished message, as received.
@@ -165,7 +180,8 @@ pub struct Tls13ClientFinish {
 
 #[derive(Debug)]
 pub struct Tls13ClientFinishDone {
-    /// The client's Finished message, to send under the handshake key.
+    /// The client's flight, to send under the handshake key: its Certificate and
+    /// CertificateVerify if the server asked for them, and its Finished.
     pub client_finished: Vec<u8>,
     pub app_read: TrafficKey,
     pub app_write: TrafficKey,
@@ -183,6 +199,9 @@ pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone
     let mut st = *j.state;
     let h = st.hash;
     st.th.update(&j.encrypted_extensions)?;
+    if let Some(ca) = &j.client_auth {
+        st.th.update(&ca.certificate_request)?;
+    }
     let mut peer = None;
     if let Some(a) = &j.auth {
         st.th.update(&a.certificate)?;
@@ -211,8 +230,32 @@ pub fn tls13_client_finish(j: Tls13ClientFinish) -> Result<Tls13ClientFinishDone
         hash: h,
         secret: derive_secret(h, st.master.bytes(), b"exp master", &server_done)?,
     };
-    let client_finished = finished_message(h, &st.client_hs, &server_done)?;
-    st.th.update(&client_finished)?;
+    let mut client_finished = Vec::new();
+    if let Some(ca) = &j.client_auth {
+        st.th.update(ca.certificate.as_ref())?;
+        client_finished.extend_from_slice(ca.certificate.as_ref());
+        if let Some((key, alg, scheme)) = &ca.signer {
+            // RFC 8446 §4.4.3: 64 spaces, the context string, a zero byte, the
+            // transcript hash through the client's Certificate.
+            let sig = key.sign(
+                *alg,
+                &[
+                    &[0x20u8; 64],
+                    b"TLS 1.3, client CertificateVerify\0",
+                    &st.th.current()?,
+                ],
+            )?;
+            let at = client_finished.len();
+            client_finished.extend_from_slice(&handshake_header(15, 4 + sig.len()));
+            client_finished.extend_from_slice(&scheme.to_be_bytes());
+            client_finished.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+            client_finished.extend_from_slice(&sig);
+            st.th.update(&client_finished[at..])?;
+        }
+    }
+    let finished = finished_message(h, &st.client_hs, &st.th.current()?)?;
+    st.th.update(&finished)?;
+    client_finished.extend_from_slice(&finished);
     let resumption_master = derive_secret(h, st.master.bytes(), b"res master", &st.th.current()?)?;
     Ok(Tls13ClientFinishDone {
         client_finished,

@@ -344,7 +344,7 @@ pub fn run(job: Job) -> Result<Done, CryptoError> {
     })
 }
 
-fn handshake_header(typ: u8, len: usize) -> [u8; 4] {
+pub(crate) fn handshake_header(typ: u8, len: usize) -> [u8; 4] {
     [typ, (len >> 16) as u8, (len >> 8) as u8, len as u8]
 }
 

@@ -63,18 +63,28 @@ fn make_backend_pki(dir: &Path) {
 }
 
 /// nginx in the hosts' namespace serving `www/` over TLS 1.3 on `ip:port` with
-/// `cert`, logging each request's TLS version, suite and `$ssl_session_reused` to
-/// `nginx-{cert}.access`.
-fn start_tls_nginx(net: &mut Net, ip: &str, port: u16, cert: &str) -> usize {
+/// `cert`, logging each request's TLS version, suite, `$ssl_session_reused` and
+/// client certificate subject to `nginx-{cert}.access`; with `client_ca`, a client
+/// certificate from it is required (`ssl_verify_client on`).
+fn start_tls_nginx(
+    net: &mut Net,
+    ip: &str,
+    port: u16,
+    cert: &str,
+    client_ca: Option<&str>,
+) -> usize {
     let d = net.dir.display();
+    let verify = client_ca
+        .map(|ca| format!("ssl_verify_client on;\n    ssl_client_certificate {d}/{ca};\n    "))
+        .unwrap_or_default();
     let conf = format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx-{cert}.pid;\nerror_log {d}/nginx-{cert}.error info;\n\
          events {{ worker_connections 256; }}\n\
-         http {{\n  log_format tls '$ssl_protocol $ssl_cipher $ssl_session_reused $request $status $body_bytes_sent';\n\
+         http {{\n  log_format tls '$ssl_protocol $ssl_cipher $ssl_session_reused $request $status $body_bytes_sent $ssl_client_s_dn';\n\
          access_log {d}/nginx-{cert}.access tls;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
          fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n  keepalive_timeout 0;\n\
          server {{\n    listen {ip}:{port} ssl;\n    ssl_certificate {d}/{cert}.pem;\n    \
-         ssl_certificate_key {d}/{cert}.key;\n    ssl_protocols TLSv1.3;\n    \
+         ssl_certificate_key {d}/{cert}.key;\n    ssl_protocols TLSv1.3;\n    {verify}\
          root {d}/www;\n  }}\n}}\n"
     );
     let path = net.dir.join(format!("nginx-{cert}.conf"));
@@ -140,13 +150,17 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
     write_site(&net.dir, 64 << 20);
     make_certs(&net.dir);
     make_backend_pki(&net.dir);
-    start_tls_nginx(&mut net, "10.77.0.2", 8443, "api");
-    start_tls_nginx(&mut net, "10.77.0.3", 8443, "otherca");
-    start_tls_nginx(&mut net, "10.77.0.3", 8444, "wrongname");
+    make_client_certs(&net.dir);
+    // The good backend requires the appliance's client certificate (alice, from cca).
+    start_tls_nginx(&mut net, "10.77.0.2", 8443, "api", Some("cca.pem"));
+    start_tls_nginx(&mut net, "10.77.0.3", 8443, "otherca", None);
+    start_tls_nginx(&mut net, "10.77.0.3", 8444, "wrongname", None);
     std::thread::sleep(Duration::from_millis(700));
     let d = net.dir.display();
-    let backend_tls =
-        format!("[vserver.backend_tls]\nca = \"{d}/bca.pem\"\nserver_name = \"api.internal\"\n");
+    let backend_tls = format!(
+        "[vserver.backend_tls]\nca = \"{d}/bca.pem\"\nserver_name = \"api.internal\"\n\
+         certificate = {{ chain = \"{d}/alice.pem\", key = \"{d}/alice.key\" }}\n"
+    );
     let mut extra = format!("\n[log]\naccess = \"{d}/access.log\"\n");
     // "otherca" is HTTP-aware (a 502 on failure), "wrongname" is not (a close).
     for (name, port, backend, more) in [
@@ -178,10 +192,12 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         sha_file(&net.dir.join("www/big.bin")),
         "the download through the re-encrypting vserver is not byte-exact"
     );
-    // nginx saw TLS 1.3 from the appliance.
+    // nginx saw TLS 1.3 from the appliance, and its client certificate.
     let first = net.log("nginx-api.access");
     assert!(
-        first.starts_with("TLSv1.3 TLS_AES_128_GCM_SHA256 . GET /big.bin HTTP/1.1 200 67108864"),
+        first.starts_with(
+            "TLSv1.3 TLS_AES_128_GCM_SHA256 . GET /big.bin HTTP/1.1 200 67108864 CN=alice\n"
+        ),
         "{first}"
     );
 
@@ -205,6 +221,10 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         .map(str::to_string)
         .collect();
     assert_eq!(lines.len(), 40, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.ends_with(" 200 28 CN=alice")),
+        "{lines:?}"
+    );
     let reused = lines
         .iter()
         .filter(|l| l.split(' ').nth(2) == Some("r"))

@@ -10,14 +10,19 @@
 //! [`ClientConfig::verifier`] left out (no chain, name or CertificateVerify check; the
 //! server's Finished is always checked).
 //!
+//! A server's CertificateRequest is answered with the configured certificate (its
+//! precomputed Certificate message, the seed's client-side precomputation, and a
+//! CertificateVerify) or, with none configured or none the server accepts, an empty
+//! Certificate (RFC 8446 §4.4.2; the server decides).
+//!
 //! Not built: TLS 1.2, HelloRetryRequest (the server must accept the offered share's
-//! group), client certificates, 0-RTT.
+//! group), post-handshake authentication, 0-RTT.
 
 use std::sync::Arc;
 
 use crypto_offload::client::{
-    psk_binder, ticket_psk, tls13_client_finish, tls13_client_hello, KeyShare, ServerAuth,
-    Tls13ClientFinish, Tls13ClientHello, Tls13ClientState,
+    psk_binder, ticket_psk, tls13_client_finish, tls13_client_hello, ClientAuth, KeyShare,
+    ServerAuth, Tls13ClientFinish, Tls13ClientHello, Tls13ClientState,
 };
 use crypto_offload::{
     job::tls13_next_secret, prim::random, Chunk, Group, HashAlg, Secret, ServerVerifier, TrafficKey,
@@ -27,10 +32,10 @@ use crate::codec::{end_len, put_u16, start_len, HandshakeJoiner};
 use crate::error::{alert, Error};
 use crate::msgs::{
     content, ext, group, hs, parse_certificate, parse_certificate_verify, put_ext, scheme, suite,
-    version, EncryptedExtensions, NewSessionTicket, ServerHello,
+    version, CertificateRequest13, EncryptedExtensions, NewSessionTicket, ServerHello,
 };
 use crate::record::{Cipher, Deframer, Protection, MAX_FRAGMENT};
-use crate::server::{sig_alg_of, suite_info};
+use crate::server::{pick_scheme_of, sig_alg_of, suite_info};
 
 /// Largest handshake message the client accepts (a long certificate chain fits).
 const MAX_HANDSHAKE: usize = 1 << 17;
@@ -52,6 +57,8 @@ pub struct ClientConfig {
     pub schemes: Vec<u16>,
     /// Verify the server's chain, name and CertificateVerify; `None`: do not.
     pub verifier: Option<Arc<ServerVerifier>>,
+    /// The certificate and key a CertificateRequest is answered with.
+    pub certificate: Option<Arc<crate::CertifiedKey>>,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +80,7 @@ impl Default for ClientConfig {
                 scheme::RSA_PSS_RSAE_SHA512,
             ],
             verifier: None,
+            certificate: None,
         }
     }
 }
@@ -165,6 +173,9 @@ pub struct ClientInfo {
     pub peer: Option<String>,
     /// KeyUpdates received from the server.
     pub key_updates: u32,
+    /// The server asked for a certificate; whether one was sent.
+    pub certificate_requested: bool,
+    pub certificate_sent: bool,
 }
 
 enum State {
@@ -187,6 +198,8 @@ struct AwaitFlight {
     ee: Option<Vec<u8>>,
     cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
     cv: Option<(Vec<u8>, u16, Vec<u8>)>,
+    /// The server's CertificateRequest, and the answer prepared for it.
+    client_auth: Option<ClientAuth>,
 }
 
 struct Secrets {
@@ -558,6 +571,7 @@ impl ClientConn {
             ee: None,
             cert: None,
             cv: None,
+            client_auth: None,
         }));
         Ok(())
     }
@@ -575,10 +589,12 @@ impl ClientConn {
                 }
                 f.ee = Some(msg);
             }
-            hs::CERTIFICATE_REQUEST if f.ee.is_some() && f.cert.is_none() => {
-                return Err(Error::NoCommonParameters(
-                    "client certificate (the server asks for one; this client has none)",
-                ))
+            // RFC 8446 §4.3.2: not in a PSK handshake, at most once, before the
+            // server's Certificate.
+            hs::CERTIFICATE_REQUEST
+                if f.ee.is_some() && !f.resumed && f.cert.is_none() && f.client_auth.is_none() =>
+            {
+                f.client_auth = Some(self.answer_certificate_request(msg)?);
             }
             hs::CERTIFICATE if f.ee.is_some() && !f.resumed && f.cert.is_none() => {
                 let chain = parse_certificate(body, true)?;
@@ -626,9 +642,14 @@ impl ClientConn {
         let aead = suite_info(self.info.suite)
             .map(|i| i.aead)
             .ok_or(Error::Misuse("no suite"))?;
+        if let Some(ca) = &f.client_auth {
+            self.info.certificate_requested = true;
+            self.info.certificate_sent = ca.signer.is_some();
+        }
         let d = tls13_client_finish(Tls13ClientFinish {
             state: f.crypto,
             encrypted_extensions: f.ee.unwrap_or_default(),
+            client_auth: f.client_auth,
             auth,
             server_finished,
         })?;
@@ -645,7 +666,10 @@ impl ClientConn {
             edit(&mut client_finished);
         }
         let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
-        write.seal(&mut self.out, content::HANDSHAKE, &client_finished, 0)?;
+        // Certificate, CertificateVerify and Finished: a long chain spans records.
+        for part in client_finished.chunks(MAX_FRAGMENT) {
+            write.seal(&mut self.out, content::HANDSHAKE, part, 0)?;
+        }
         self.read = Some(Cipher::new(d.app_read, Protection::Tls13));
         self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
         self.exporter = Some(d.exporter);
@@ -657,6 +681,36 @@ impl ClientConn {
             resumption_master: d.resumption_master,
         }));
         Ok(())
+    }
+
+    /// The answer to a CertificateRequest: the configured certificate's precomputed
+    /// Certificate message and a scheme the server accepts for its key, or an empty
+    /// Certificate when there is no such certificate.
+    fn answer_certificate_request(&self, msg: Vec<u8>) -> Result<ClientAuth, Error> {
+        let cr = CertificateRequest13::parse(&msg[4..])?;
+        if !cr.context.is_empty() {
+            // RFC 8446 §4.3.2: "This field SHALL be zero length unless used for the
+            // post-handshake authentication exchanges".
+            return Err(Error::IllegalParameter(
+                "certificate_request_context in the handshake",
+            ));
+        }
+        let chosen = self.cfg.certificate.as_ref().and_then(|ck| {
+            pick_scheme_of(ck.kind, true, |s| cr.schemes.contains(&s)).map(|s| (ck, s))
+        });
+        Ok(match chosen {
+            Some((ck, s)) => ClientAuth {
+                certificate_request: msg,
+                certificate: Chunk::Shared(ck.cert13.clone()),
+                signer: Some((ck.key.clone(), sig_alg_of(s), s)),
+            },
+            None => ClientAuth {
+                certificate_request: msg,
+                // Empty context, empty certificate_list.
+                certificate: Chunk::Owned(vec![hs::CERTIFICATE, 0, 0, 4, 0, 0, 0, 0]),
+                signer: None,
+            },
+        })
     }
 
     fn post_handshake(&mut self, mut t: Box<Secrets>, typ: u8, body: &[u8]) -> Result<(), Error> {

@@ -774,6 +774,55 @@ impl<'a> EncryptedExtensions<'a> {
     }
 }
 
+/// A TLS 1.3 CertificateRequest body (RFC 8446 §4.3.2), as a client reads it.
+#[derive(Debug, Default)]
+pub struct CertificateRequest13<'a> {
+    /// Zero length during the handshake (non-empty only in post-handshake auth).
+    pub context: &'a [u8],
+    /// signature_algorithms: the schemes the server accepts in the CertificateVerify.
+    pub schemes: Vec<u16>,
+}
+
+impl<'a> CertificateRequest13<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        let context = r.vec8()?;
+        let mut exts = Reader::new(r.vec16()?);
+        r.finish("bytes after CertificateRequest")?;
+        let mut seen: Vec<u16> = Vec::new();
+        let mut schemes = None;
+        while !exts.is_empty() {
+            let typ = exts.u16()?;
+            let mut d = Reader::new(exts.vec16()?);
+            note_extension(&mut seen, typ, 32)?;
+            match typ {
+                ext::SIGNATURE_ALGORITHMS => {
+                    let mut list = Reader::new(d.vec16()?);
+                    let mut v = Vec::new();
+                    while !list.is_empty() {
+                        v.push(list.u16()?);
+                    }
+                    if v.is_empty() {
+                        return Err(Error::Decode("empty signature_algorithms"));
+                    }
+                    schemes = Some(v);
+                }
+                // certificate_authorities, oid_filters, and what is unknown: ignored
+                // (RFC 8446 §4.3.2: clients MUST ignore unrecognized extensions).
+                _ => {
+                    d.rest();
+                }
+            }
+            d.finish("bytes after an extension's body")?;
+        }
+        // RFC 8446 §4.3.2: "The "signature_algorithms" extension MUST be specified".
+        let schemes = schemes.ok_or(Error::MissingExtension(
+            "signature_algorithms in CertificateRequest",
+        ))?;
+        Ok(CertificateRequest13 { context, schemes })
+    }
+}
+
 /// A TLS 1.3 NewSessionTicket body (RFC 8446 §4.6.1).
 #[derive(Debug, Clone)]
 pub struct NewSessionTicket<'a> {
@@ -943,5 +992,36 @@ mod tests {
             certificate13(&chain),
             [11, 0, 0, 18, 0, 0, 0, 14, 0, 0, 3, 1, 2, 3, 0, 0, 0, 0, 1, 4, 0, 0]
         );
+    }
+
+    #[test]
+    fn certificate_request13_as_a_client_reads_it() {
+        // What our server sends parses back to its schemes.
+        let m = certificate_request13(
+            &[scheme::ECDSA_SECP256R1_SHA256, scheme::RSA_PSS_RSAE_SHA256],
+            &[b"0\x00".to_vec()],
+        );
+        let cr = CertificateRequest13::parse(&m[4..]).unwrap();
+        assert!(cr.context.is_empty());
+        assert_eq!(
+            cr.schemes,
+            [scheme::ECDSA_SECP256R1_SHA256, scheme::RSA_PSS_RSAE_SHA256]
+        );
+        // RFC 8446 §4.3.2: signature_algorithms MUST be there; an empty list is malformed.
+        assert!(matches!(
+            CertificateRequest13::parse(&[0, 0, 0]),
+            Err(Error::MissingExtension(_))
+        ));
+        assert!(matches!(
+            CertificateRequest13::parse(&[0, 0, 6, 0, 13, 0, 2, 0, 0]),
+            Err(Error::Decode(_))
+        ));
+        // Every truncation is an error, never a panic.
+        for n in 0..m.len() - 4 {
+            assert!(
+                CertificateRequest13::parse(&m[4..4 + n]).is_err(),
+                "prefix {n}"
+            );
+        }
     }
 }

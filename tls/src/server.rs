@@ -181,6 +181,16 @@ pub(crate) fn sig_alg_of(s: u16) -> SigAlg {
 /// The signature scheme to use with a key of `kind`, from what the client offers.
 /// TLS 1.3 binds ECDSA schemes to curves and forbids PKCS#1 v1.5 (RFC 8446 §4.2.3).
 pub(crate) fn pick_scheme(kind: KeyKind, tls13: bool, ch: &ClientHello) -> Option<u16> {
+    pick_scheme_of(kind, tls13, |s| ch.offers_scheme(s))
+}
+
+/// [`pick_scheme`] from any list of accepted schemes (a CertificateRequest's, for
+/// the client role).
+pub(crate) fn pick_scheme_of(
+    kind: KeyKind,
+    tls13: bool,
+    accepts: impl Fn(u16) -> bool,
+) -> Option<u16> {
     use scheme::*;
     let prefs: &[u16] = match (kind, tls13) {
         (KeyKind::EcdsaP256, true) => &[ECDSA_SECP256R1_SHA256],
@@ -209,7 +219,7 @@ pub(crate) fn pick_scheme(kind: KeyKind, tls13: bool, ch: &ClientHello) -> Optio
             RSA_PKCS1_SHA512,
         ],
     };
-    prefs.iter().copied().find(|&s| ch.offers_scheme(s))
+    prefs.iter().copied().find(|&s| accepts(s))
 }
 
 /// What the connection waits for. Each state holds only what is valid in it.

@@ -443,3 +443,84 @@ fn openssl_s_server_key_update_requested() {
         "s_server read our data under the updated key: {seen:?}"
     );
 }
+
+// ----- client certificates (RFC 8446 §4.3.2, §4.4.2, §4.4.3)
+
+fn with_certificate(kind: Kind) -> Arc<ClientConfig> {
+    let (chain, key) = leaf_pem(kind, &["client.example"]);
+    Arc::new(ClientConfig {
+        certificate: Some(Arc::new(tls::CertifiedKey::from_pem(&chain, &key).unwrap())),
+        ..(*client_cfg(Some(verifier("test.example")))).clone()
+    })
+}
+
+#[test]
+fn client_certificates_with_our_server() {
+    let mut server = config_with(&[Kind::P256]);
+    let ca_pem = ca().cert.to_pem().unwrap();
+    server.client_auth = Some(Arc::new(tls::ClientAuth::from_pem(&ca_pem, true).unwrap()));
+    let server = Arc::new(server);
+    for kind in [Kind::P256, Kind::P384, Kind::Rsa2048] {
+        let (mut c, mut s, r) = engine_pair(server.clone(), with_certificate(kind), x25519(), None);
+        r.unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert!(c.info().certificate_requested && c.info().certificate_sent);
+        assert_eq!(
+            s.conn.info().peer_subject.as_deref(),
+            Some("CN=client.example"),
+            "{kind:?}"
+        );
+        c.send(b"as client.example").unwrap();
+        pump(&mut c, &mut s).unwrap();
+        assert_eq!(s.conn.plaintext(), b"as client.example");
+    }
+    // Without a certificate the client answers with an empty one; a server that
+    // requires one refuses with certificate_required (RFC 8446 §4.4.2.4).
+    let (c, s, r) = engine_pair(server.clone(), client_cfg(None), x25519(), None);
+    assert_eq!(
+        r.unwrap_err(),
+        Error::PeerAlert(116),
+        "{:?}",
+        s.conn.error()
+    );
+    assert!(c.info().certificate_requested && !c.info().certificate_sent);
+    // One that only asks goes on anonymously.
+    let mut optional = config_with(&[Kind::P256]);
+    optional.client_auth = Some(Arc::new(tls::ClientAuth::from_pem(&ca_pem, false).unwrap()));
+    let (c, s, r) = engine_pair(Arc::new(optional), client_cfg(None), x25519(), None);
+    r.unwrap();
+    assert!(c.is_established() && s.conn.info().peer_subject.is_none());
+}
+
+#[test]
+fn client_certificates_with_openssl_s_server() {
+    let dir = std::env::temp_dir().join(format!("tls-client-cca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca().cert.to_pem().unwrap()).unwrap();
+    let ca = dir.join("ca.pem");
+    // -Verify: a certificate is required; -www's page names the client's subject.
+    let srv = s_server(&["-www", "-Verify", "2", "-CAfile", ca.to_str().unwrap()]);
+    for kind in [Kind::P256, Kind::Rsa2048] {
+        let (c, page) = www_get(srv.port, &with_certificate(kind), x25519(), None);
+        assert!(c.info().certificate_sent, "{kind:?}");
+        assert!(page.contains("New, TLSv1.3"), "{kind:?}: {page}");
+        assert!(
+            page.contains("client.example"),
+            "{kind:?}: s_server did not see our certificate: {page}"
+        );
+    }
+    // Without one, s_server refuses it with certificate_required once it has read
+    // our (empty) Certificate and Finished: the alert is what we read next.
+    let mut tcp = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    let mut c = ClientConn::new(client_cfg(None), x25519(), None, 0).unwrap();
+    drive(&mut c, &mut tcp, |c| c.is_established()).unwrap();
+    assert!(c.info().certificate_requested && !c.info().certificate_sent);
+    let _ = c.send(b"GET / HTTP/1.0\r\n\r\n");
+    let r = drive(&mut c, &mut tcp, |c| c.peer_closed());
+    assert_eq!(
+        r,
+        Err(Error::PeerAlert(116)),
+        "{page:?}",
+        page = c.plaintext()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -146,11 +146,18 @@ pub(super) struct RawBackendTls {
     pub(super) ca: Option<String>,
     pub(super) server_name: Option<String>,
     pub(super) verify: Option<bool>,
-    pub(super) certificate: Option<toml::Value>,
+    pub(super) certificate: Option<RawClientCertificate>,
     pub(super) versions: Option<Vec<String>>,
     pub(super) suites: Option<Vec<String>>,
     pub(super) alpn: Option<Vec<String>>,
     pub(super) session_reuse: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientCertificate {
+    pub(super) chain: String,
+    pub(super) key: String,
 }
 
 #[derive(Debug, Deserialize)]

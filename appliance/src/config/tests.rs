@@ -881,6 +881,14 @@ fn backend_tls_settings_and_their_mistakes() {
         "10.77.0.3"
     );
     assert!(b.per_backend[0].server_name.is_none() && !b.session_reuse);
+    // A client certificate for backends that ask for one.
+    let c = Config::parse(
+        &with("ca = \"ec.pem\"\ncertificate = { chain = \"ec.pem\", key = \"ec.key\" }"),
+        &file,
+    )
+    .unwrap();
+    let b = c.vservers[0].backend_tls.as_ref().unwrap();
+    assert!(b.per_backend.iter().all(|c| c.certificate.is_some()));
     // verify = false: no verifier (and a warning at start).
     let c = Config::parse(&with("verify = false"), &file).unwrap();
     let b = c.vservers[0].backend_tls.as_ref().unwrap();
@@ -925,9 +933,19 @@ fn backend_tls_settings_and_their_mistakes() {
             "1 to 255 bytes",
         ),
         (
-            "ca = \"ec.pem\"\ncertificate = { chain = \"ec.pem\", key = \"ec.key\" }",
+            "ca = \"ec.pem\"\ncertificate = { chain = \"ec.pem\", key = \"nokey.key\" }",
+            "backend_tls.certificate.key",
+            "cannot read",
+        ),
+        (
+            "ca = \"ec.pem\"\ncertificate = { chain = \"ec.pem\", key = \"ec.pem\" }",
             "backend_tls.certificate",
-            "not built yet",
+            "private key",
+        ),
+        (
+            "ca = \"ec.pem\"\ncertificate = { chain = \"ec.pem\" }",
+            "",
+            "missing field `key`",
         ),
         ("ca = \"ec.pem\"\nsni = \"x\"", "", "unknown field"),
     ] {
