@@ -470,6 +470,7 @@ fn rfc8448_client_steps() {
         tls13_client_finish(Tls13ClientFinish {
             state,
             encrypted_extensions: flight[..ee].to_vec(),
+            client_auth: None,
             auth: Some(ServerAuth {
                 certificate: flight[ee..cert].to_vec(),
                 chain: vec![flight[ee + 11..cert - 2].to_vec()],
