@@ -15,8 +15,11 @@
 //! CertificateVerify) or, with none configured or none the server accepts, an empty
 //! Certificate (RFC 8446 §4.4.2; the server decides).
 //!
-//! Not built: TLS 1.2, HelloRetryRequest (the server must accept the offered share's
-//! group), post-handshake authentication, 0-RTT.
+//! A HelloRetryRequest (RFC 8446 §4.1.4) is answered once: a second ClientHello with
+//! the same random, a share for the group the server chose, its cookie, and the PSK
+//! (if its hash fits the suite) bound over the rewritten transcript.
+//!
+//! Not built: TLS 1.2, post-handshake authentication, 0-RTT.
 
 use std::sync::Arc;
 
@@ -173,6 +176,8 @@ pub struct ClientInfo {
     pub peer: Option<String>,
     /// KeyUpdates received from the server.
     pub key_updates: u32,
+    /// The server sent a HelloRetryRequest.
+    pub retried: bool,
     /// The server asked for a certificate; whether one was sent.
     pub certificate_requested: bool,
     pub certificate_sent: bool,
@@ -189,6 +194,10 @@ struct AwaitHello {
     client_hello: Vec<u8>,
     share: KeyShare,
     offered: Option<Ticket>,
+    random: [u8; 32],
+    /// After a HelloRetryRequest: the transcript before the second ClientHello
+    /// (message_hash of the first, then the HelloRetryRequest) and its suite.
+    retried: Option<(Vec<u8>, u16)>,
 }
 
 /// The encrypted part of the server's flight, message by message.
@@ -253,7 +262,20 @@ impl ClientConn {
         let offered = resume
             .filter(|t| t.live(now_ms) && cfg.suites.contains(&t.suite))
             .cloned();
-        let client_hello = client_hello(&cfg, share_group, &share, offered.as_ref(), now_ms)?;
+        let mut random_bytes = [0u8; 32];
+        random(&mut random_bytes)?;
+        let client_hello = client_hello(
+            &cfg,
+            &Hello {
+                random: &random_bytes,
+                share_group,
+                share: &share,
+                resume: offered.as_ref(),
+                cookie: None,
+                prefix: &[],
+            },
+            now_ms,
+        )?;
         let mut out = Vec::with_capacity(client_hello.len() + 5);
         crate::record::write_plain(&mut out, content::HANDSHAKE, &client_hello);
         Ok(ClientConn {
@@ -262,6 +284,8 @@ impl ClientConn {
                 client_hello,
                 share,
                 offered,
+                random: random_bytes,
+                retried: None,
             })),
             deframer: Deframer::default(),
             hs_buf: HandshakeJoiner::new(MAX_HANDSHAKE),
@@ -516,9 +540,7 @@ impl ClientConn {
             return Err(Error::IllegalParameter("ServerHello legacy_version"));
         }
         if sh.retry {
-            return Err(Error::NoCommonParameters(
-                "key share group (the server sent a HelloRetryRequest: offer its group first)",
-            ));
+            return self.hello_retry(w, &sh, &msg);
         }
         if sh.unsolicited {
             return Err(Error::IllegalParameter("unsolicited ServerHello extension"));
@@ -528,6 +550,12 @@ impl ClientConn {
         }
         if !self.cfg.suites.contains(&sh.suite) {
             return Err(Error::IllegalParameter("cipher suite not offered"));
+        }
+        if w.retried.as_ref().is_some_and(|(_, s)| *s != sh.suite) {
+            // RFC 8446 §4.1.4: the ServerHello's suite must be the HelloRetryRequest's.
+            return Err(Error::IllegalParameter(
+                "cipher suite differs from the HelloRetryRequest's",
+            ));
         }
         let info = suite_info(sh.suite).ok_or(Error::IllegalParameter("cipher suite"))?;
         let (g, server_share) = sh.key_share.ok_or(Error::MissingExtension(
@@ -553,7 +581,14 @@ impl ClientConn {
             share: w.share,
             server_share,
             psk,
-            transcript: vec![Chunk::Owned(w.client_hello), Chunk::Owned(msg)],
+            transcript: match w.retried {
+                Some((prefix, _)) => vec![
+                    Chunk::Owned(prefix),
+                    Chunk::Owned(w.client_hello),
+                    Chunk::Owned(msg),
+                ],
+                None => vec![Chunk::Owned(w.client_hello), Chunk::Owned(msg)],
+            },
         })?;
         // RFC 8446 §5.1: the key changes at a record boundary.
         if !self.hs_buf.is_empty() {
@@ -572,6 +607,81 @@ impl ClientConn {
             cert: None,
             cv: None,
             client_auth: None,
+        }));
+        Ok(())
+    }
+
+    /// RFC 8446 §4.1.4: a HelloRetryRequest, answered with a second ClientHello.
+    fn hello_retry(&mut self, w: AwaitHello, sh: &ServerHello, msg: &[u8]) -> Result<(), Error> {
+        if w.retried.is_some() {
+            return Err(Error::UnexpectedMessage("a second HelloRetryRequest"));
+        }
+        if sh.unsolicited || sh.psk.is_some() {
+            return Err(Error::IllegalParameter(
+                "HelloRetryRequest extension not offered",
+            ));
+        }
+        if !self.hs_buf.is_empty() {
+            return Err(Error::UnexpectedMessage(
+                "handshake data after HelloRetryRequest in the same record",
+            ));
+        }
+        if !self.cfg.suites.contains(&sh.suite) {
+            return Err(Error::IllegalParameter("cipher suite not offered"));
+        }
+        let info = suite_info(sh.suite).ok_or(Error::IllegalParameter("cipher suite"))?;
+        let group = match sh.key_share {
+            Some((g, _)) => {
+                // "the selected_group field ... was not offered in supported_groups or
+                // ... corresponds to a group which was provided in the key_share
+                // extension in the original ClientHello": illegal_parameter.
+                if !self.cfg.groups.contains(&g) || Some(g) == self.info.group {
+                    return Err(Error::IllegalParameter("HelloRetryRequest group"));
+                }
+                g
+            }
+            None if sh.cookie.is_some() => self.info.group.ok_or(Error::Misuse("no group"))?,
+            // "would not result in any change in the ClientHello": illegal_parameter.
+            None => {
+                return Err(Error::IllegalParameter(
+                    "HelloRetryRequest that changes nothing",
+                ))
+            }
+        };
+        let share = if Some(group) == self.info.group {
+            w.share
+        } else {
+            let g = group_of(group).ok_or(Error::IllegalParameter("group"))?;
+            KeyShare::generate(g)?
+        };
+        // The first ClientHello is replaced in the transcript by its hash.
+        let h1 = crypto_offload::prim::hash(info.hash, &w.client_hello)?;
+        let mut prefix = vec![hs::MESSAGE_HASH, 0, 0, h1.len() as u8];
+        prefix.extend_from_slice(&h1);
+        prefix.extend_from_slice(msg);
+        // A PSK stays only if its hash is the suite's.
+        let offered = w.offered.filter(|t| t.hash() == info.hash);
+        let client_hello = client_hello(
+            &self.cfg,
+            &Hello {
+                random: &w.random,
+                share_group: group,
+                share: &share,
+                resume: offered.as_ref(),
+                cookie: sh.cookie,
+                prefix: &prefix,
+            },
+            self.now_ms,
+        )?;
+        crate::record::write_plain(&mut self.out, content::HANDSHAKE, &client_hello);
+        self.info.group = Some(group);
+        self.info.retried = true;
+        self.state = State::ServerHello(Box::new(AwaitHello {
+            client_hello,
+            share,
+            offered,
+            random: w.random,
+            retried: Some((prefix, sh.suite)),
         }));
         Ok(())
     }
@@ -761,18 +871,24 @@ impl ClientConn {
     }
 }
 
-/// The ClientHello message (with its handshake header).
-fn client_hello(
-    cfg: &ClientConfig,
+/// What differs between ClientHellos of one configuration.
+struct Hello<'a> {
+    random: &'a [u8; 32],
     share_group: u16,
-    share: &KeyShare,
-    resume: Option<&Ticket>,
-    now_ms: u64,
-) -> Result<Vec<u8>, Error> {
+    share: &'a KeyShare,
+    resume: Option<&'a Ticket>,
+    /// A HelloRetryRequest's cookie to echo.
+    cookie: Option<&'a [u8]>,
+    /// The transcript before this ClientHello (after a HelloRetryRequest), which the
+    /// PSK binder covers too.
+    prefix: &'a [u8],
+}
+
+/// The ClientHello message (with its handshake header).
+fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, Error> {
+    let (share_group, share, resume) = (h.share_group, h.share, h.resume);
     let mut m = vec![hs::CLIENT_HELLO, 0, 0, 0, 3, 3];
-    let mut rnd = [0u8; 32];
-    random(&mut rnd)?;
-    m.extend_from_slice(&rnd);
+    m.extend_from_slice(h.random);
     m.push(0); // legacy_session_id: empty (no middlebox compatibility mode)
     let at = start_len(&mut m, 2);
     for &s in &cfg.suites {
@@ -826,6 +942,13 @@ fn client_hello(
             end_len(b, at, 2);
         });
     }
+    if let Some(c) = h.cookie {
+        put_ext(&mut m, ext::COOKIE, |b| {
+            let at = start_len(b, 2);
+            b.extend_from_slice(c);
+            end_len(b, at, 2);
+        });
+    }
     // psk_dhe_ke: servers give tickets only to clients that say they can use them.
     put_ext(&mut m, ext::PSK_KEY_EXCHANGE_MODES, |b| {
         b.extend_from_slice(&[1, 1])
@@ -860,7 +983,11 @@ fn client_hello(
     ]);
     if let (Some(t), Some(n)) = (resume, binder_len) {
         let cut = m.len() - n - 3;
-        let binder = psk_binder(t.hash(), t.psk.bytes(), &m[..cut])?;
+        let binder = if h.prefix.is_empty() {
+            psk_binder(t.hash(), t.psk.bytes(), &m[..cut])?
+        } else {
+            psk_binder(t.hash(), t.psk.bytes(), &[h.prefix, &m[..cut]].concat())?
+        };
         let end = m.len();
         m[end - n..].copy_from_slice(binder.bytes());
     }

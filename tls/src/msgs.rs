@@ -666,6 +666,8 @@ pub struct ServerHello<'a> {
     pub psk: Option<u16>,
     /// A HelloRetryRequest (its random is [`HRR_RANDOM`]).
     pub retry: bool,
+    /// A HelloRetryRequest's cookie, to echo in the second ClientHello.
+    pub cookie: Option<&'a [u8]>,
     /// An extension a ServerHello may not carry here.
     pub unsolicited: bool,
 }
@@ -711,7 +713,12 @@ impl<'a> ServerHello<'a> {
                 }
                 ext::PRE_SHARED_KEY if !sh.retry => sh.psk = Some(d.u16()?),
                 ext::COOKIE if sh.retry => {
-                    d.rest();
+                    // RFC 8446 §4.2.2: opaque cookie<1..2^16-1>.
+                    let c = d.vec16()?;
+                    if c.is_empty() {
+                        return Err(Error::Decode("empty cookie"));
+                    }
+                    sh.cookie = Some(c);
                 }
                 _ => {
                     sh.unsolicited = true;

@@ -213,12 +213,11 @@ fn what_the_client_role_does_not_do_is_a_clear_error() {
     s12.tls13 = false;
     let (_c, _s, r) = engine_pair(Arc::new(s12), client_cfg(None), x25519(), None);
     assert_eq!(r.unwrap_err(), Error::PeerAlert(70));
-    // A server that only takes P-384 answers an X25519 share with a HelloRetryRequest.
-    let mut p384 = config_with(&[Kind::P256]);
-    p384.groups = vec![group::SECP384R1];
-    let (_c, _s, r) = engine_pair(Arc::new(p384), client_cfg(None), x25519(), None);
-    let e = r.unwrap_err();
-    assert!(e.to_string().contains("HelloRetryRequest"), "{e}");
+    // A server whose groups we do not offer at all ends it with handshake_failure.
+    let mut p521 = config_with(&[Kind::P256]);
+    p521.groups = vec![group::SECP521R1];
+    let (_c, _s, r) = engine_pair(Arc::new(p521), client_cfg(None), x25519(), None);
+    assert_eq!(r.unwrap_err(), Error::PeerAlert(40));
     // A key share for a group the configuration does not offer is the caller's mistake.
     let cfg = Arc::new(ClientConfig {
         groups: vec![group::X25519],
@@ -523,4 +522,136 @@ fn client_certificates_with_openssl_s_server() {
         page = c.plaintext()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ----- HelloRetryRequest (RFC 8446 §4.1.4)
+
+#[test]
+fn hello_retry_request_with_our_server_full_and_resumed() {
+    // A server that only takes P-384 answers an X25519 share with a HelloRetryRequest.
+    let mut p384 = config_with(&[Kind::P256]);
+    p384.groups = vec![group::SECP384R1];
+    let server = Arc::new(p384);
+    let cfg = client_cfg(Some(verifier("test.example")));
+    let (mut c, mut s, r) = engine_pair(server.clone(), cfg.clone(), x25519(), None);
+    r.unwrap();
+    assert!(c.is_established() && c.info().retried);
+    assert_eq!(c.info().group, Some(group::SECP384R1));
+    c.send(b"after a retry").unwrap();
+    pump(&mut c, &mut s).unwrap();
+    assert_eq!(s.conn.plaintext(), b"after a retry");
+    // The ticket is offered again in the second ClientHello with its binder over the
+    // rewritten transcript: the server checks it and resumes.
+    let ticket = c.ticket().expect("a ticket").clone();
+    let (c, s, r) = engine_pair(server, cfg, x25519(), Some(&ticket));
+    r.unwrap();
+    assert!(c.info().retried && c.info().resumed);
+    assert!(s.conn.info().resumed.is_some());
+}
+
+#[test]
+fn hello_retry_request_with_openssl_s_server_and_its_cookie() {
+    // -groups P-384: a HelloRetryRequest for our X25519 share; -stateless: s_server
+    // puts a cookie in it and only goes on when the second ClientHello echoes it.
+    for extra in [
+        &["-groups", "P-384"][..],
+        &["-groups", "P-384", "-stateless"],
+    ] {
+        let mut args = vec!["-www"];
+        args.extend_from_slice(extra);
+        let srv = s_server(&args);
+        let cfg = client_cfg(Some(verifier("test.example")));
+        let (c, page) = www_get(srv.port, &cfg, x25519(), None);
+        assert!(c.info().retried, "{extra:?}");
+        assert_eq!(c.info().group, Some(group::SECP384R1));
+        assert!(page.contains("New, TLSv1.3"), "{extra:?}: {page}");
+        let ticket = c.ticket().expect("s_server sends tickets").clone();
+        let (c, page) = www_get(srv.port, &cfg, x25519(), Some(&ticket));
+        assert!(c.info().retried && c.info().resumed, "{extra:?}");
+        assert!(page.contains("Reused, TLSv1.3"), "{extra:?}: {page}");
+    }
+}
+
+/// A plaintext record holding a HelloRetryRequest for `suite` with `exts` (type,
+/// body) after supported_versions.
+fn hrr_record(suite: u16, exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut e = vec![0, 43, 0, 2, 3, 4];
+    for (t, b) in exts {
+        e.extend_from_slice(&t.to_be_bytes());
+        e.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        e.extend_from_slice(b);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&tls::msgs::HRR_RANDOM);
+    body.push(0);
+    body.extend_from_slice(&suite.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&(e.len() as u16).to_be_bytes());
+    body.extend_from_slice(&e);
+    let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
+    msg.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 3, (msg.len() >> 8) as u8, msg.len() as u8];
+    rec.extend_from_slice(&msg);
+    rec
+}
+
+#[test]
+fn hello_retry_requests_the_rfc_refuses() {
+    let aes = suite::TLS13_AES_128_GCM_SHA256;
+    let g = |g: u16| g.to_be_bytes().to_vec();
+    let cases: Vec<(&str, Vec<u8>, Error)> = vec![
+        // "corresponds to a group which was provided in the key_share extension in
+        // the original ClientHello": illegal_parameter.
+        (
+            "same group",
+            hrr_record(aes, &[(51, g(group::X25519))]),
+            Error::IllegalParameter(""),
+        ),
+        // "was not offered in supported_groups": illegal_parameter.
+        (
+            "group not offered",
+            hrr_record(aes, &[(51, g(group::SECP521R1))]),
+            Error::IllegalParameter(""),
+        ),
+        // "would not result in any change in the ClientHello": illegal_parameter.
+        (
+            "no change",
+            hrr_record(aes, &[]),
+            Error::IllegalParameter(""),
+        ),
+        // A suite we did not offer.
+        (
+            "suite",
+            hrr_record(0x1305, &[(51, g(group::SECP384R1))]),
+            Error::IllegalParameter(""),
+        ),
+        // An empty cookie is malformed (cookie<1..2^16-1>).
+        (
+            "empty cookie",
+            hrr_record(aes, &[(44, vec![0, 0])]),
+            Error::Decode(""),
+        ),
+        // A second HelloRetryRequest: unexpected_message.
+        (
+            "twice",
+            [
+                hrr_record(aes, &[(51, g(group::SECP384R1))]),
+                hrr_record(aes, &[(51, g(group::SECP256R1))]),
+            ]
+            .concat(),
+            Error::UnexpectedMessage(""),
+        ),
+    ];
+    for (what, input, want) in cases {
+        let mut c = ClientConn::new(client_cfg(None), x25519(), None, 0).unwrap();
+        c.read_tls(&input);
+        let e = c.process(0).unwrap_err();
+        assert_eq!(
+            std::mem::discriminant(&e),
+            std::mem::discriminant(&want),
+            "{what}: {e}"
+        );
+        assert_eq!(e.alert(), want.alert(), "{what}");
+        assert!(c.is_closed(), "{what}");
+    }
 }
