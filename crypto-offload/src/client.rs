@@ -51,6 +51,12 @@ impl KeyShare {
     pub fn public(&self) -> &[u8] {
         &self.public
     }
+
+    /// The shared secret with a peer's public value of the same group (TLS 1.2's
+    /// premaster secret).
+    pub fn agree(&self, peer: &[u8]) -> Result<Secret, CryptoError> {
+        self.key.agree(peer)
+    }
 }
 
 /// RFC 8446 §4.2.11.2: the PSK binder over the ClientHello up to its binders list.

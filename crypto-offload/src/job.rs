@@ -718,8 +718,14 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
             48,
         )?
     };
-    let (client_write, server_write) =
-        tls12_keys(h, j.aead, &master, &j.client_random, &j.server_random)?;
+    let (client_write, server_write) = tls12_keys(
+        h,
+        j.aead,
+        &master,
+        &j.client_random,
+        &j.server_random,
+        false,
+    )?;
     let client_verify = prf12(h, master.bytes(), b"client finished", &[&finished_hash], 12)?;
     // The client's Finished as it must be, so the running hash covers it without
     // waiting for the record: the engine checks the real one against `client_verify`.
@@ -757,13 +763,15 @@ fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoError> {
 
 /// RFC 5246 §6.3 key block; AEAD suites have no MAC keys. GCM: a 4-byte salt
 /// (RFC 5288 §3); ChaCha20-Poly1305: a 12-byte IV (RFC 7905 §2). Returns the client's
-/// and the server's write keys.
-fn tls12_keys(
+/// and the server's write keys, each set up to seal on its own side (`client_side`:
+/// the caller is the client, so the client's key seals and the server's opens).
+pub fn tls12_keys(
     h: HashAlg,
     aead: AeadAlg,
     master: &Secret,
     client_random: &[u8; 32],
     server_random: &[u8; 32],
+    client_side: bool,
 ) -> Result<(TrafficKey, TrafficKey), CryptoError> {
     let klen = aead.key_len();
     let ivlen = if aead == AeadAlg::Chacha20Poly1305 {
@@ -780,11 +788,11 @@ fn tls12_keys(
     )?;
     let kb = kb.bytes();
     let client_write = TrafficKey {
-        key: AeadKey::new(aead, &kb[..klen], false)?,
+        key: AeadKey::new(aead, &kb[..klen], client_side)?,
         iv: Secret::new(kb[2 * klen..2 * klen + ivlen].to_vec()),
     };
     let server_write = TrafficKey {
-        key: AeadKey::new(aead, &kb[klen..2 * klen], true)?,
+        key: AeadKey::new(aead, &kb[klen..2 * klen], !client_side)?,
         iv: Secret::new(kb[2 * klen + ivlen..2 * (klen + ivlen)].to_vec()),
     };
     Ok((client_write, server_write))
@@ -823,6 +831,7 @@ fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
         &j.master_secret,
         &j.client_random,
         &j.server_random,
+        false,
     )?;
     let mut th = TranscriptHash::new(h)?;
     for c in &j.transcript {

@@ -1,6 +1,9 @@
 //! The engine's client role: a sans-IO TLS 1.3 client (RFC 8446), full handshakes with
 //! an (EC)DHE key share and resumption with a ticket (psk_dhe_ke), application data,
-//! KeyUpdate, NewSessionTicket and close_notify.
+//! KeyUpdate, NewSessionTicket and close_notify; and TLS 1.2 ([`tls12`]: ECDHE, the
+//! extended master secret, tickets and session IDs) when the configuration lists
+//! TLS 1.2 suites. Both share the record layer, the handshake-message joiner and the
+//! message parsers with the server role.
 //!
 //! It is driven like [`crate::ServerConn`]: [`ClientConn::read_tls`] bytes from the
 //! server, [`ClientConn::process`], write [`ClientConn::pending_tls`] out. Its crypto
@@ -19,7 +22,9 @@
 //! the same random, a share for the group the server chose, its cookie, and the PSK
 //! (if its hash fits the suite) bound over the rewritten transcript.
 //!
-//! Not built: TLS 1.2, post-handshake authentication, 0-RTT.
+//! Not built: post-handshake authentication, 0-RTT, TLS 1.2 renegotiation (refused).
+
+mod tls12;
 
 use std::sync::Arc;
 
@@ -52,7 +57,8 @@ pub struct ClientConfig {
     pub server_name: Option<String>,
     /// ALPN protocols offered, most preferred first.
     pub alpn: Vec<Vec<u8>>,
-    /// TLS 1.3 cipher suites offered, most preferred first.
+    /// Cipher suites offered, most preferred first: TLS 1.3 suites offer TLS 1.3,
+    /// TLS 1.2 suites TLS 1.2 (both: the server chooses).
     pub suites: Vec<u16>,
     /// Groups offered; the connection's [`KeyShare`] must be for one of them.
     pub groups: Vec<u16>,
@@ -92,10 +98,12 @@ impl ClientConfig {
     /// Refuses settings the client role cannot offer, naming them.
     pub fn validate(&self) -> Result<(), String> {
         if self.suites.is_empty() {
-            return Err("no TLS 1.3 cipher suite".into());
+            return Err("no cipher suite".into());
         }
-        if let Some(s) = self.suites.iter().find(|&&s| !is_tls13_suite(s)) {
-            return Err(format!("cipher suite {s:#06x} is not a TLS 1.3 suite"));
+        if let Some(s) = self.suites.iter().find(|&&s| suite_info(s).is_none()) {
+            return Err(format!(
+                "cipher suite {s:#06x} is not one the client role has"
+            ));
         }
         if self.groups.is_empty() {
             return Err("no group".into());
@@ -137,7 +145,12 @@ pub fn suite_name(s: u16) -> &'static str {
 #[derive(Clone)]
 pub struct Ticket {
     suite: u16,
+    version: u16,
+    /// TLS 1.3: the ticket; TLS 1.2: the RFC 5077 ticket, or empty (session ID).
     ticket: Vec<u8>,
+    /// TLS 1.2: the server's session ID.
+    session_id: Vec<u8>,
+    /// TLS 1.3: the PSK; TLS 1.2: the master secret.
     psk: Secret,
     age_add: u32,
     received_ms: u64,
@@ -160,6 +173,10 @@ impl Ticket {
     pub fn live(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.received_ms) < u64::from(self.lifetime_s) * 1000
     }
+    /// The protocol version of the session (0x0304 or 0x0303).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
     fn hash(&self) -> HashAlg {
         suite_info(self.suite).map_or(HashAlg::Sha256, |i| i.hash)
     }
@@ -168,6 +185,8 @@ impl Ticket {
 /// What the handshake settled.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
+    /// 0x0304 (TLS 1.3) or 0x0303 (TLS 1.2), once the ServerHello is in.
+    pub version: u16,
     pub suite: u16,
     pub group: Option<u16>,
     pub resumed: bool,
@@ -187,6 +206,9 @@ enum State {
     ServerHello(Box<AwaitHello>),
     Flight(Box<AwaitFlight>),
     Traffic(Box<Secrets>),
+    /// A TLS 1.2 handshake, from the ServerHello to the server's Finished.
+    Tls12(Box<tls12::Handshake12>),
+    Traffic12,
     Closed,
 }
 
@@ -195,6 +217,8 @@ struct AwaitHello {
     share: KeyShare,
     offered: Option<Ticket>,
     random: [u8; 32],
+    /// The legacy_session_id sent (a TLS 1.2 session's, or random with a ticket).
+    session_id: Vec<u8>,
     /// After a HelloRetryRequest: the transcript before the second ClientHello
     /// (message_hash of the first, then the HelloRetryRequest) and its suite.
     retried: Option<(Vec<u8>, u16)>,
@@ -239,6 +263,8 @@ pub struct ClientConn {
     error: Option<Error>,
     /// What keying material is exported from (RFC 8446 §7.5), once established.
     exporter: Option<crypto_offload::exporter::Exporter>,
+    /// TLS 1.2: the ticket offered and accepted (kept when no new one comes).
+    offered_ticket12: Option<Vec<u8>>,
     /// Feature `hostile`: how to spoil the client Finished before it is sealed.
     #[cfg(feature = "hostile")]
     finished_edit: Option<fn(&mut Vec<u8>)>,
@@ -264,10 +290,22 @@ impl ClientConn {
             .cloned();
         let mut random_bytes = [0u8; 32];
         random(&mut random_bytes)?;
+        // A TLS 1.2 session is offered by its ID, or with a ticket by a fresh random
+        // ID the server echoes when it accepts (RFC 5077 §3.4).
+        let session_id = match &offered {
+            Some(t) if t.version == version::TLS12 && t.ticket.is_empty() => t.session_id.clone(),
+            Some(t) if t.version == version::TLS12 => {
+                let mut id = vec![0u8; 32];
+                random(&mut id)?;
+                id
+            }
+            _ => Vec::new(),
+        };
         let client_hello = client_hello(
             &cfg,
             &Hello {
                 random: &random_bytes,
+                session_id: &session_id,
                 share_group,
                 share: &share,
                 resume: offered.as_ref(),
@@ -285,6 +323,7 @@ impl ClientConn {
                 share,
                 offered,
                 random: random_bytes,
+                session_id,
                 retried: None,
             })),
             deframer: Deframer::default(),
@@ -305,6 +344,7 @@ impl ClientConn {
             close_sent: false,
             error: None,
             exporter: None,
+            offered_ticket12: None,
             #[cfg(feature = "hostile")]
             finished_edit: None,
         })
@@ -313,7 +353,10 @@ impl ClientConn {
     // ----- getters
 
     pub fn is_handshaking(&self) -> bool {
-        matches!(self.state, State::ServerHello(_) | State::Flight(_))
+        matches!(
+            self.state,
+            State::ServerHello(_) | State::Flight(_) | State::Tls12(_)
+        )
     }
     /// Keying material (RFC 8446 §7.5), as [`crate::ServerConn::export_keying_material`]
     /// on the other end computes it; only once established.
@@ -334,7 +377,7 @@ impl ClientConn {
     }
 
     pub fn is_established(&self) -> bool {
-        matches!(self.state, State::Traffic(_))
+        matches!(self.state, State::Traffic(_) | State::Traffic12)
     }
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -490,6 +533,13 @@ impl ClientConn {
                     let alert = body.to_owned();
                     self.alert(&alert)?
                 }
+                // TLS 1.2: the server's keys from here on.
+                content::CHANGE_CIPHER_SPEC if matches!(self.state, State::Tls12(_)) => {
+                    if body != [1] {
+                        return Err(Error::Decode("ChangeCipherSpec"));
+                    }
+                    self.change_cipher_spec12()?
+                }
                 // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
                 content::CHANGE_CIPHER_SPEC if self.is_handshaking() && body == [1] => {}
                 _ => return Err(Error::UnexpectedMessage("record type")),
@@ -525,6 +575,14 @@ impl ClientConn {
             State::ServerHello(w) if typ == hs::SERVER_HELLO => self.server_hello(*w, msg),
             State::Flight(f) => self.flight(*f, typ, msg),
             State::Traffic(t) => self.post_handshake(t, typ, &msg[4..]),
+            State::Tls12(h) => self.message12(h, typ, msg),
+            // RFC 5246 §7.4.1.1: a HelloRequest MAY be ignored; renegotiation is not
+            // offered (no RFC 5746 renegotiated_connection).
+            State::Traffic12 if typ == hs::HELLO_REQUEST && msg.len() == 4 => {
+                self.state = State::Traffic12;
+                Ok(())
+            }
+            State::Traffic12 => Err(Error::UnexpectedMessage("handshake message after Finished")),
             State::ServerHello(_) => Err(Error::UnexpectedMessage("expected ServerHello")),
             State::Closed => Err(Error::UnexpectedMessage("handshake after close")),
         }
@@ -532,9 +590,15 @@ impl ClientConn {
 
     fn server_hello(&mut self, w: AwaitHello, msg: Vec<u8>) -> Result<(), Error> {
         let sh = ServerHello::parse(&msg[4..])?;
-        if sh.version != Some(version::TLS13) {
-            // A TLS 1.2 server, or one that refused TLS 1.3's negotiation.
-            return Err(Error::ProtocolVersion);
+        let offers13 = self.cfg.suites.iter().any(|&s| is_tls13_suite(s));
+        let offers12 = self.cfg.suites.iter().any(|&s| !is_tls13_suite(s));
+        match sh.version {
+            Some(version::TLS13) if offers13 => {}
+            None if offers12 && !sh.retry && w.retried.is_none() => {
+                return self.server_hello12(w, &sh, &msg)
+            }
+            // A version we did not offer, or one that refused TLS 1.3's negotiation.
+            _ => return Err(Error::ProtocolVersion),
         }
         if sh.legacy_version != version::TLS12 {
             return Err(Error::IllegalParameter("ServerHello legacy_version"));
@@ -542,10 +606,10 @@ impl ClientConn {
         if sh.retry {
             return self.hello_retry(w, &sh, &msg);
         }
-        if sh.unsolicited {
+        if sh.unsolicited || sh.tls12_extensions {
             return Err(Error::IllegalParameter("unsolicited ServerHello extension"));
         }
-        if !sh.session_id.is_empty() {
+        if sh.session_id != w.session_id.as_slice() {
             return Err(Error::IllegalParameter("session id echo"));
         }
         if !self.cfg.suites.contains(&sh.suite) {
@@ -566,7 +630,9 @@ impl ClientConn {
         }
         let psk = match (sh.psk, &w.offered) {
             (None, _) => None,
-            (Some(0), Some(t)) if t.hash() == info.hash => Some(t.psk.clone()),
+            (Some(0), Some(t)) if t.hash() == info.hash && t.version == version::TLS13 => {
+                Some(t.psk.clone())
+            }
             (Some(0), Some(_)) => {
                 return Err(Error::IllegalParameter("resumed suite has another hash"))
             }
@@ -599,6 +665,7 @@ impl ClientConn {
         self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
         self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
         self.info.suite = suite;
+        self.info.version = version::TLS13;
         self.info.resumed = resumed;
         self.state = State::Flight(Box::new(AwaitFlight {
             crypto: d.state,
@@ -665,6 +732,7 @@ impl ClientConn {
             &self.cfg,
             &Hello {
                 random: &w.random,
+                session_id: &w.session_id,
                 share_group: group,
                 share: &share,
                 resume: offered.as_ref(),
@@ -681,6 +749,7 @@ impl ClientConn {
             share,
             offered,
             random: w.random,
+            session_id: w.session_id,
             retried: Some((prefix, sh.suite)),
         }));
         Ok(())
@@ -715,7 +784,12 @@ impl ClientConn {
             }
             hs::CERTIFICATE_VERIFY if f.cert.is_some() && f.cv.is_none() => {
                 let (s, sig) = parse_certificate_verify(body)?;
-                if !self.cfg.schemes.contains(&s) {
+                // RFC 8446 §4.4.3: RSA signatures MUST use an RSASSA-PSS algorithm.
+                let pkcs1 = matches!(
+                    s,
+                    scheme::RSA_PKCS1_SHA256 | scheme::RSA_PKCS1_SHA384 | scheme::RSA_PKCS1_SHA512
+                );
+                if !self.cfg.schemes.contains(&s) || pkcs1 {
                     return Err(Error::IllegalParameter("signature scheme not offered"));
                 }
                 let sig = sig.to_vec();
@@ -829,7 +903,9 @@ impl ClientConn {
                 let nst = NewSessionTicket::parse(body)?;
                 self.ticket = Some(Ticket {
                     suite: self.info.suite,
+                    version: version::TLS13,
                     ticket: nst.ticket.to_vec(),
+                    session_id: Vec::new(),
                     psk: ticket_psk(t.hash, t.resumption_master.bytes(), nst.nonce)?,
                     age_add: nst.age_add,
                     received_ms: self.now_ms,
@@ -874,6 +950,7 @@ impl ClientConn {
 /// What differs between ClientHellos of one configuration.
 struct Hello<'a> {
     random: &'a [u8; 32],
+    session_id: &'a [u8],
     share_group: u16,
     share: &'a KeyShare,
     resume: Option<&'a Ticket>,
@@ -889,7 +966,12 @@ fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, E
     let (share_group, share, resume) = (h.share_group, h.share, h.resume);
     let mut m = vec![hs::CLIENT_HELLO, 0, 0, 0, 3, 3];
     m.extend_from_slice(h.random);
-    m.push(0); // legacy_session_id: empty (no middlebox compatibility mode)
+    // legacy_session_id: a TLS 1.2 session's; else empty (no middlebox compatibility
+    // mode).
+    m.push(h.session_id.len() as u8);
+    m.extend_from_slice(h.session_id);
+    let offers13 = cfg.suites.iter().any(|&s| is_tls13_suite(s));
+    let offers12 = cfg.suites.iter().any(|&s| !is_tls13_suite(s));
     let at = start_len(&mut m, 2);
     for &s in &cfg.suites {
         put_u16(&mut m, s);
@@ -908,8 +990,29 @@ fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, E
         });
     }
     put_ext(&mut m, ext::SUPPORTED_VERSIONS, |b| {
-        b.extend_from_slice(&[2, 3, 4])
+        let at = start_len(b, 1);
+        if offers13 {
+            put_u16(b, version::TLS13);
+        }
+        if offers12 {
+            put_u16(b, version::TLS12);
+        }
+        end_len(b, at, 1);
     });
+    if offers12 {
+        // RFC 8422 §5.1.2 (uncompressed only), RFC 7627 §5.1, RFC 5746 §3.4 (an empty
+        // renegotiated_connection: a first handshake), RFC 5077 §3.2.
+        put_ext(&mut m, ext::EC_POINT_FORMATS, |b| {
+            b.extend_from_slice(&[1, 0])
+        });
+        put_ext(&mut m, ext::EXTENDED_MASTER_SECRET, |_| {});
+        put_ext(&mut m, ext::RENEGOTIATION_INFO, |b| b.push(0));
+        put_ext(&mut m, ext::SESSION_TICKET, |b| {
+            if let Some(t) = resume.filter(|t| t.version == version::TLS12) {
+                b.extend_from_slice(&t.ticket);
+            }
+        });
+    }
     put_ext(&mut m, ext::SUPPORTED_GROUPS, |b| {
         let at = start_len(b, 2);
         for &g in &cfg.groups {
@@ -917,21 +1020,28 @@ fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, E
         }
         end_len(b, at, 2);
     });
+    let schemes = if offers12 {
+        tls12::offered_schemes12(cfg)
+    } else {
+        cfg.schemes.clone()
+    };
     put_ext(&mut m, ext::SIGNATURE_ALGORITHMS, |b| {
         let at = start_len(b, 2);
-        for &s in &cfg.schemes {
+        for &s in &schemes {
             put_u16(b, s);
         }
         end_len(b, at, 2);
     });
-    put_ext(&mut m, ext::KEY_SHARE, |b| {
-        let list = start_len(b, 2);
-        put_u16(b, share_group);
-        let k = start_len(b, 2);
-        b.extend_from_slice(share.public());
-        end_len(b, k, 2);
-        end_len(b, list, 2);
-    });
+    if offers13 {
+        put_ext(&mut m, ext::KEY_SHARE, |b| {
+            let list = start_len(b, 2);
+            put_u16(b, share_group);
+            let k = start_len(b, 2);
+            b.extend_from_slice(share.public());
+            end_len(b, k, 2);
+            end_len(b, list, 2);
+        });
+    }
     if !cfg.alpn.is_empty() {
         put_ext(&mut m, ext::ALPN, |b| {
             let at = start_len(b, 2);
@@ -950,9 +1060,12 @@ fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, E
         });
     }
     // psk_dhe_ke: servers give tickets only to clients that say they can use them.
-    put_ext(&mut m, ext::PSK_KEY_EXCHANGE_MODES, |b| {
-        b.extend_from_slice(&[1, 1])
-    });
+    if offers13 {
+        put_ext(&mut m, ext::PSK_KEY_EXCHANGE_MODES, |b| {
+            b.extend_from_slice(&[1, 1])
+        });
+    }
+    let resume = resume.filter(|t| t.version == version::TLS13 && offers13);
     let binder_len = resume.map(|t| t.hash().output_len());
     if let Some(t) = resume {
         // RFC 8446 §4.2.11: last; the binder is computed over everything before the

@@ -15,11 +15,13 @@ pub mod content {
 }
 
 pub mod hs {
+    pub const HELLO_REQUEST: u8 = 0;
     pub const CLIENT_HELLO: u8 = 1;
     pub const SERVER_HELLO: u8 = 2;
     pub const NEW_SESSION_TICKET: u8 = 4;
     pub const ENCRYPTED_EXTENSIONS: u8 = 8;
     pub const CERTIFICATE: u8 = 11;
+    pub const SERVER_KEY_EXCHANGE: u8 = 12;
     pub const CERTIFICATE_REQUEST: u8 = 13;
     pub const CERTIFICATE_STATUS: u8 = 22;
     pub const CERTIFICATE_VERIFY: u8 = 15;
@@ -670,6 +672,14 @@ pub struct ServerHello<'a> {
     pub cookie: Option<&'a [u8]>,
     /// An extension a ServerHello may not carry here.
     pub unsolicited: bool,
+    /// TLS 1.2 extensions (any of them makes a TLS 1.3 ServerHello illegal):
+    /// extended_master_secret (RFC 7627), renegotiation_info's body (RFC 5746), the
+    /// session_ticket acknowledgement (RFC 5077), the ALPN choice (RFC 7301).
+    pub ems: bool,
+    pub renegotiation_info: Option<&'a [u8]>,
+    pub ticket_ack: bool,
+    pub alpn: Option<&'a [u8]>,
+    pub tls12_extensions: bool,
 }
 
 impl<'a> ServerHello<'a> {
@@ -712,6 +722,33 @@ impl<'a> ServerHello<'a> {
                     sh.key_share = Some((group, share));
                 }
                 ext::PRE_SHARED_KEY if !sh.retry => sh.psk = Some(d.u16()?),
+                ext::EXTENDED_MASTER_SECRET if !sh.retry => {
+                    sh.ems = true;
+                    sh.tls12_extensions = true;
+                }
+                ext::RENEGOTIATION_INFO if !sh.retry => {
+                    sh.renegotiation_info = Some(d.vec8()?);
+                    sh.tls12_extensions = true;
+                }
+                ext::SESSION_TICKET if !sh.retry => {
+                    sh.ticket_ack = true;
+                    sh.tls12_extensions = true;
+                }
+                ext::EC_POINT_FORMATS | ext::SERVER_NAME if !sh.retry => {
+                    d.rest();
+                    sh.tls12_extensions = true;
+                }
+                ext::ALPN if !sh.retry => {
+                    // RFC 7301 §3.1: exactly one protocol name.
+                    let mut list = Reader::new(d.vec16()?);
+                    let name = list.vec8()?;
+                    list.finish("more than one ALPN protocol")?;
+                    if name.is_empty() {
+                        return Err(Error::Decode("empty ALPN protocol name"));
+                    }
+                    sh.alpn = Some(name);
+                    sh.tls12_extensions = true;
+                }
                 ext::COOKIE if sh.retry => {
                     // RFC 8446 §4.2.2: opaque cookie<1..2^16-1>.
                     let c = d.vec16()?;
@@ -859,6 +896,76 @@ impl<'a> NewSessionTicket<'a> {
         }
         Ok(t)
     }
+}
+
+/// A TLS 1.2 ECDHE ServerKeyExchange body (RFC 8422 §5.4) as a client reads it.
+#[derive(Debug)]
+pub struct ServerKeyExchange12<'a> {
+    pub group: u16,
+    pub public: &'a [u8],
+    /// ServerECDHParams as sent: what the signature covers after the two randoms.
+    pub params: &'a [u8],
+    pub scheme: u16,
+    pub signature: &'a [u8],
+}
+
+impl<'a> ServerKeyExchange12<'a> {
+    pub fn parse(body: &'a [u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(body);
+        if r.u8()? != 3 {
+            // Only named_curve (3): explicit curves are deprecated (RFC 8422 §5.4).
+            return Err(Error::IllegalParameter("ECCurveType"));
+        }
+        let group = r.u16()?;
+        let public = r.vec8()?;
+        if public.is_empty() {
+            return Err(Error::Decode("empty ECDH public value"));
+        }
+        let params = &body[..4 + public.len()];
+        let scheme = r.u16()?;
+        let signature = r.vec16()?;
+        r.finish("bytes after ServerKeyExchange")?;
+        if signature.is_empty() {
+            return Err(Error::Decode("empty ServerKeyExchange signature"));
+        }
+        Ok(ServerKeyExchange12 {
+            group,
+            public,
+            params,
+            scheme,
+            signature,
+        })
+    }
+}
+
+/// A TLS 1.2 CertificateRequest body (RFC 5246 §7.4.4): the signature schemes the
+/// server accepts (certificate types and CA names are not used).
+pub fn parse_certificate_request12(body: &[u8]) -> Result<Vec<u16>, Error> {
+    let mut r = Reader::new(body);
+    let types = r.vec8()?;
+    if types.is_empty() {
+        return Err(Error::Decode("no certificate type"));
+    }
+    let mut list = Reader::new(r.vec16()?);
+    let mut schemes = Vec::new();
+    while !list.is_empty() {
+        schemes.push(list.u16()?);
+    }
+    if schemes.is_empty() {
+        return Err(Error::Decode("empty supported_signature_algorithms"));
+    }
+    r.vec16()?; // certificate_authorities
+    r.finish("bytes after CertificateRequest")?;
+    Ok(schemes)
+}
+
+/// A TLS 1.2 NewSessionTicket body (RFC 5077 §3.3): the lifetime hint and the ticket.
+pub fn parse_new_session_ticket12(body: &[u8]) -> Result<(u32, &[u8]), Error> {
+    let mut r = Reader::new(body);
+    let lifetime = r.u32()?;
+    let ticket = r.vec16()?;
+    r.finish("bytes after NewSessionTicket")?;
+    Ok((lifetime, ticket))
 }
 
 /// ServerHelloDone: always the same four bytes.

@@ -1,7 +1,8 @@
 //! The engine's client role against a second, independent server implementation:
 //! rustls (ring provider), through in-memory pipes. Full handshakes with every suite,
 //! resumption with rustls's tickets, a HelloRetryRequest (rustls offering only
-//! P-384), and client certificates that rustls's own verifier checks.
+//! P-384), and client certificates that rustls's own verifier checks; TLS 1.2 with
+//! its session resumption and client certificates.
 
 mod common;
 
@@ -37,13 +38,21 @@ fn rustls_server(
     groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
     client_auth: bool,
 ) -> Arc<ServerConfig> {
+    rustls_server_v(groups, client_auth, &rustls::version::TLS13)
+}
+
+fn rustls_server_v(
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+    client_auth: bool,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<ServerConfig> {
     let p = Arc::new(CryptoProvider {
         kx_groups: groups,
         ..provider::default_provider()
     });
     let (chain, key) = leaf_pem(Kind::P256, &["test.example"]);
     let b = ServerConfig::builder_with_provider(p.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(&[version])
         .unwrap();
     let b = if client_auth {
         let mut roots = RootCertStore::empty();
@@ -211,4 +220,45 @@ fn client_certificates_that_rustls_verifies() {
         "rustls accepted no certificate"
     );
     assert!(c.info().certificate_requested && !c.info().certificate_sent);
+}
+
+#[test]
+fn tls12_with_rustls_full_resumed_and_client_certificates() {
+    let server = rustls_server_v(
+        provider::default_provider().kx_groups,
+        false,
+        &rustls::version::TLS12,
+    );
+    for s12 in [
+        suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+        suite::ECDHE_ECDSA_AES256_GCM_SHA384,
+        suite::ECDHE_ECDSA_CHACHA20_POLY1305,
+    ] {
+        let cfg = client_cfg(&[s12], None);
+        let (mut c, mut s) = connect(&server, &cfg, None);
+        assert_eq!((c.info().version, c.info().suite), (0x0303, s12));
+        assert_eq!(s.handshake_kind(), Some(HandshakeKind::Full));
+        exchange(&mut c, &mut s);
+        let t = c.ticket().expect("a session").clone();
+        let (mut c, mut s) = connect(&server, &cfg, Some(&t));
+        assert!(c.info().resumed, "{s12:#06x}");
+        assert_eq!(s.handshake_kind(), Some(HandshakeKind::Resumed));
+        exchange(&mut c, &mut s);
+    }
+    let server = rustls_server_v(
+        provider::default_provider().kx_groups,
+        true,
+        &rustls::version::TLS12,
+    );
+    for kind in [Kind::P256, Kind::Rsa2048] {
+        let cfg = client_cfg(&[suite::ECDHE_ECDSA_AES128_GCM_SHA256], Some(kind));
+        let (mut c, mut s) = connect(&server, &cfg, None);
+        assert!(c.info().certificate_sent, "{kind:?}");
+        let peer = s.peer_certificates().expect("rustls has our certificate");
+        assert_eq!(
+            peer[0].as_ref(),
+            &cfg.certificate.as_ref().unwrap().chain[0][..]
+        );
+        exchange(&mut c, &mut s);
+    }
 }

@@ -1,0 +1,401 @@
+//! The client role's TLS 1.2 against three servers: our own server engine in memory,
+//! OpenSSL's `s_server` over loopback TCP, and rustls in memory. Every TLS 1.2 suite
+//! with ECDSA and RSA certificates, the extended master secret, resumption by ticket and
+//! by session ID, client certificates, and the checks a client owes (downgrade
+//! sentinel, renegotiation_info, no extended master secret).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crypto_offload::client::KeyShare;
+use crypto_offload::{Group, ServerVerifier};
+use tls::msgs::{suite, version};
+use tls::{ClientConfig, ClientConn, Error, Ticket};
+
+const SUITES12: [u16; 6] = [
+    suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+    suite::ECDHE_ECDSA_AES256_GCM_SHA384,
+    suite::ECDHE_ECDSA_CHACHA20_POLY1305,
+    suite::ECDHE_RSA_AES128_GCM_SHA256,
+    suite::ECDHE_RSA_AES256_GCM_SHA384,
+    suite::ECDHE_RSA_CHACHA20_POLY1305,
+];
+
+fn verifier() -> Arc<ServerVerifier> {
+    let ca = ca().cert.to_pem().unwrap();
+    Arc::new(ServerVerifier::new(Some(&ca), "test.example").unwrap())
+}
+
+fn cfg12(suites: &[u16]) -> Arc<ClientConfig> {
+    Arc::new(ClientConfig {
+        server_name: Some("test.example".into()),
+        suites: suites.to_vec(),
+        verifier: Some(verifier()),
+        ..ClientConfig::default()
+    })
+}
+
+fn share() -> KeyShare {
+    KeyShare::generate(Group::X25519).unwrap()
+}
+
+/// Moves bytes between the client and the server engine until neither moves.
+fn pump(c: &mut ClientConn, s: &mut Server) -> Result<(), Error> {
+    for _ in 0..50 {
+        let out = c.pending_tls().to_vec();
+        c.consume_tls(out.len());
+        s.wire.to_server.borrow_mut().extend_from_slice(&out);
+        let _ = s.pump();
+        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
+        let n = c.read_tls(&input);
+        s.wire
+            .to_client
+            .borrow_mut()
+            .splice(0..0, input[n..].iter().copied());
+        if let Err(e) = c.process(0) {
+            let alert = c.pending_tls().to_vec();
+            s.wire.to_server.borrow_mut().extend_from_slice(&alert);
+            let _ = s.pump();
+            return Err(e);
+        }
+        if out.is_empty() && input.is_empty() && c.pending_tls().is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn engine_pair(
+    server: Arc<tls::ServerConfig>,
+    cfg: Arc<ClientConfig>,
+    ticket: Option<&Ticket>,
+) -> (ClientConn, Server, Result<(), Error>) {
+    let mut c = ClientConn::new(cfg, share(), ticket, 0).unwrap();
+    let mut s = Server::new(server, Wire::default());
+    let r = pump(&mut c, &mut s);
+    (c, s, r)
+}
+
+fn echo(c: &mut ClientConn, s: &mut Server) {
+    let up: Vec<u8> = (0..40_000u32).map(|i| (i * 3) as u8).collect();
+    assert_eq!(c.send(&up).unwrap(), up.len());
+    pump(c, s).unwrap();
+    assert_eq!(s.conn.plaintext(), &up[..]);
+    let n = up.len();
+    s.conn.consume_plaintext(n);
+    s.conn.send(b"down").unwrap();
+    pump(c, s).unwrap();
+    assert_eq!(c.plaintext(), b"down");
+}
+
+#[test]
+fn every_tls12_suite_with_our_server_and_resumption() {
+    let server = Arc::new(config_with(&[Kind::P256, Kind::Rsa2048]));
+    for s12 in SUITES12 {
+        let cfg = cfg12(&[s12]);
+        let (mut c, mut s, r) = engine_pair(server.clone(), cfg.clone(), None);
+        r.unwrap_or_else(|e| panic!("{s12:#06x}: {e}"));
+        assert!(c.is_established() && s.conn.is_established());
+        assert_eq!((c.info().version, c.info().suite), (version::TLS12, s12));
+        assert_eq!(c.info().peer.as_deref(), Some("CN=test.example"));
+        assert!(!c.info().resumed);
+        // Both ends export the same keying material (RFC 5705 with the EMS master).
+        assert_eq!(
+            c.export_keying_material(b"EXPORTER-test", None, 32)
+                .unwrap()
+                .bytes(),
+            s.conn
+                .export_keying_material(b"EXPORTER-test", None, 32)
+                .unwrap()
+                .bytes()
+        );
+        echo(&mut c, &mut s);
+        // The server's RFC 5077 ticket resumes (an abbreviated handshake).
+        let t = c.ticket().expect("a TLS 1.2 ticket").clone();
+        assert_eq!(t.version(), version::TLS12);
+        let (mut c, mut s, r) = engine_pair(server.clone(), cfg.clone(), Some(&t));
+        r.unwrap();
+        assert!(c.info().resumed, "{s12:#06x}");
+        assert_eq!(s.conn.info().resumed, Some(tls::Resumed::Ticket));
+        echo(&mut c, &mut s);
+    }
+}
+
+#[test]
+fn session_id_resumption_with_our_server() {
+    // No tickets: the server keeps the session by ID in its store.
+    let mut cfg = config_with(&[Kind::P256]);
+    cfg.resumption.tickets = None;
+    let server = Arc::new(cfg);
+    let ccfg = cfg12(&[suite::ECDHE_ECDSA_AES128_GCM_SHA256]);
+    let (c, _s, r) = engine_pair(server.clone(), ccfg.clone(), None);
+    r.unwrap();
+    let t = c.ticket().expect("a session by ID").clone();
+    let (c, s, r) = engine_pair(server, ccfg, Some(&t));
+    r.unwrap();
+    assert!(c.info().resumed);
+    assert_eq!(s.conn.info().resumed, Some(tls::Resumed::SessionId));
+}
+
+#[test]
+fn both_versions_offered_the_server_chooses() {
+    let mut both: Vec<u16> = vec![suite::TLS13_AES_128_GCM_SHA256];
+    both.extend_from_slice(&SUITES12);
+    let cfg = cfg12(&both);
+    let (c, _s, r) = engine_pair(Arc::new(config_with(&[Kind::P256])), cfg.clone(), None);
+    r.unwrap();
+    assert_eq!(c.info().version, version::TLS13);
+    let mut only12 = config_with(&[Kind::P256]);
+    only12.tls13 = false;
+    let (c, _s, r) = engine_pair(Arc::new(only12), cfg, None);
+    r.unwrap();
+    assert_eq!(c.info().version, version::TLS12);
+}
+
+#[test]
+fn client_certificates_in_tls12() {
+    let mut server = config_with(&[Kind::P256, Kind::Rsa2048]);
+    let ca_pem = ca().cert.to_pem().unwrap();
+    server.client_auth = Some(Arc::new(tls::ClientAuth::from_pem(&ca_pem, true).unwrap()));
+    let server = Arc::new(server);
+    for kind in [Kind::P256, Kind::Rsa2048] {
+        for s12 in [
+            suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+            suite::ECDHE_ECDSA_AES256_GCM_SHA384,
+        ] {
+            let (chain, key) = leaf_pem(kind, &["client.example"]);
+            let cfg = Arc::new(ClientConfig {
+                certificate: Some(Arc::new(tls::CertifiedKey::from_pem(&chain, &key).unwrap())),
+                ..(*cfg12(&[s12])).clone()
+            });
+            let (c, s, r) = engine_pair(server.clone(), cfg, None);
+            r.unwrap_or_else(|e| panic!("{kind:?} {s12:#06x}: {e}"));
+            assert!(c.info().certificate_sent);
+            assert_eq!(
+                s.conn.info().peer_subject.as_deref(),
+                Some("CN=client.example")
+            );
+        }
+    }
+    // Without one: an empty Certificate, and the server refuses.
+    let (c, _s, r) = engine_pair(server, cfg12(&[suite::ECDHE_ECDSA_AES128_GCM_SHA256]), None);
+    assert!(r.is_err());
+    assert!(c.info().certificate_requested && !c.info().certificate_sent);
+}
+
+/// A plaintext record with a TLS 1.2 ServerHello built from `edit` of a good one.
+fn server_hello12(random_tail: &[u8; 8], exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut e = Vec::new();
+    for (t, b) in exts {
+        e.extend_from_slice(&t.to_be_bytes());
+        e.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        e.extend_from_slice(b);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 24]);
+    body.extend_from_slice(random_tail);
+    body.push(0);
+    body.extend_from_slice(&suite::ECDHE_ECDSA_AES128_GCM_SHA256.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&(e.len() as u16).to_be_bytes());
+    body.extend_from_slice(&e);
+    let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
+    msg.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 3, (msg.len() >> 8) as u8, msg.len() as u8];
+    rec.extend_from_slice(&msg);
+    rec
+}
+
+#[test]
+fn tls12_server_hellos_a_client_refuses() {
+    let ems = (23u16, vec![]);
+    let reneg = (0xff01u16, vec![0]);
+    let mut both: Vec<u16> = vec![suite::TLS13_AES_128_GCM_SHA256];
+    both.extend_from_slice(&SUITES12);
+    let cases: Vec<(&str, &[u16], Vec<u8>, u8)> = vec![
+        // RFC 8446 §4.1.3: "MUST check ... If a match is found, the client MUST abort
+        // the handshake with an "illegal_parameter" alert."
+        (
+            "downgrade sentinel",
+            &both,
+            server_hello12(b"DOWNGRD\x01", &[ems.clone(), reneg.clone()]),
+            47,
+        ),
+        // RFC 7627 §5.2: without the extended master secret the client aborts.
+        (
+            "no EMS",
+            &SUITES12,
+            server_hello12(&[0; 8], &[reneg.clone()]),
+            40,
+        ),
+        // RFC 5746 §3.4: a non-empty renegotiated_connection in a first handshake.
+        (
+            "renegotiation_info",
+            &SUITES12,
+            server_hello12(&[0; 8], &[ems.clone(), (0xff01, vec![1, 9])]),
+            40,
+        ),
+        // A TLS 1.3 extension in a TLS 1.2 ServerHello.
+        (
+            "key_share",
+            &SUITES12,
+            server_hello12(&[0; 8], &[ems.clone(), (51, vec![0, 29, 0, 1, 9])]),
+            47,
+        ),
+        // A suite not offered.
+        (
+            "suite",
+            &[suite::ECDHE_RSA_AES128_GCM_SHA256],
+            server_hello12(&[0; 8], &[ems.clone()]),
+            47,
+        ),
+        // A TLS 1.2 answer to a TLS 1.3-only hello.
+        (
+            "version",
+            &[suite::TLS13_AES_128_GCM_SHA256],
+            server_hello12(&[0; 8], &[ems.clone()]),
+            70,
+        ),
+    ];
+    for (what, suites, input, alert) in cases {
+        let mut c = ClientConn::new(cfg12(suites), share(), None, 0).unwrap();
+        c.read_tls(&input);
+        let e = c.process(0).unwrap_err();
+        assert_eq!(e.alert(), Some(alert), "{what}: {e}");
+        assert!(c.is_closed(), "{what}");
+    }
+}
+
+// ----- against openssl s_server
+
+struct SServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s_server(kind: Kind, extra: &[&str]) -> SServer {
+    let dir = std::env::temp_dir().join(format!("tls-client12-{}-{kind:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (chain, key) = cert_pem(kind);
+    std::fs::write(dir.join("cert.pem"), chain).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca().cert.to_pem().unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("openssl")
+        .args(["s_server", "-accept"])
+        .arg(port.to_string())
+        .arg("-cert")
+        .arg(dir.join("cert.pem"))
+        .arg("-key")
+        .arg(dir.join("key.pem"))
+        .arg("-CAfile")
+        .arg(dir.join("ca.pem"))
+        .args(["-tls1_2", "-www", "-naccept", "20"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ACCEPT") {
+        line.clear();
+    }
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    SServer { child, port }
+}
+
+/// A GET to `s_server -www`; returns the connection and its status page.
+fn www_get(port: u16, cfg: &Arc<ClientConfig>, t: Option<&Ticket>) -> (ClientConn, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut c = ClientConn::new(cfg.clone(), share(), t, 0).unwrap();
+    let mut sent = false;
+    let start = Instant::now();
+    let mut buf = vec![0u8; 32 * 1024];
+    while start.elapsed() < Duration::from_secs(10) && !c.peer_closed() {
+        if c.is_established() && !sent {
+            c.send(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            sent = true;
+        }
+        let out = c.pending_tls().to_vec();
+        tcp.write_all(&out).unwrap();
+        c.consume_tls(out.len());
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                assert_eq!(c.read_tls(&buf[..n]), n);
+                c.process(0).unwrap();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let page = String::from_utf8_lossy(c.plaintext()).into_owned();
+    (c, page)
+}
+
+#[test]
+fn openssl_s_server_tls12_full_resumed_and_client_certificates() {
+    for (kind, suites) in [
+        (Kind::P256, &SUITES12[..3]),
+        (Kind::Rsa2048, &SUITES12[3..]),
+    ] {
+        let srv = s_server(kind, &[]);
+        for &s12 in suites {
+            let cfg = cfg12(&[s12]);
+            let (c, page) = www_get(srv.port, &cfg, None);
+            assert!(page.contains("New, TLSv1.2"), "{kind:?} {s12:#06x}: {page}");
+            assert_eq!(c.info().suite, s12);
+            let t = c.ticket().expect("s_server's ticket").clone();
+            let (c, page) = www_get(srv.port, &cfg, Some(&t));
+            assert!(
+                page.contains("Reused, TLSv1.2"),
+                "{kind:?} {s12:#06x}: {page}"
+            );
+            assert!(c.info().resumed);
+        }
+    }
+    // Session IDs (-no_ticket) and a required client certificate (-Verify).
+    let srv = s_server(Kind::P256, &["-no_ticket", "-Verify", "2"]);
+    let (chain, key) = leaf_pem(Kind::P256, &["client.example"]);
+    let cfg = Arc::new(ClientConfig {
+        certificate: Some(Arc::new(tls::CertifiedKey::from_pem(&chain, &key).unwrap())),
+        ..(*cfg12(&[suite::ECDHE_ECDSA_AES128_GCM_SHA256])).clone()
+    });
+    let (c, page) = www_get(srv.port, &cfg, None);
+    assert!(page.contains("New, TLSv1.2"), "{page}");
+    assert!(page.contains("client.example"), "{page}");
+    assert!(c.info().certificate_sent);
+    let t = c.ticket().expect("a session by ID").clone();
+    let (c, page) = www_get(srv.port, &cfg, Some(&t));
+    assert!(page.contains("Reused, TLSv1.2"), "{page}");
+    assert!(c.info().resumed);
+}
