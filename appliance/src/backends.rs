@@ -453,7 +453,15 @@ impl VserverRt {
                     tls: self.cfg.backend_tls.as_ref().map(|_| {
                         let suite = b.tls_suite.load(Ordering::Relaxed) as u16;
                         control_proto::reply::BackendTlsSnap {
-                            version: (suite != 0).then(|| "TLSv1.3".to_string()),
+                            // A TLS 1.3 suite is 0x13xx; the others are TLS 1.2's.
+                            version: (suite != 0).then(|| {
+                                if suite >> 8 == 0x13 {
+                                    "TLSv1.3"
+                                } else {
+                                    "TLSv1.2"
+                                }
+                                .to_string()
+                            }),
                             suite: (suite != 0).then(|| tls::msgs::suite::name(suite).to_string()),
                             full: b.tls_full.load(Ordering::Relaxed),
                             resumed: b.tls_resumed.load(Ordering::Relaxed),

@@ -71,6 +71,7 @@ fn start_tls_nginx(
     ip: &str,
     port: u16,
     cert: &str,
+    protocol: &str,
     client_ca: Option<&str>,
 ) -> usize {
     let d = net.dir.display();
@@ -84,7 +85,7 @@ fn start_tls_nginx(
          access_log {d}/nginx-{cert}.access tls;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
          fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n  keepalive_timeout 0;\n\
          server {{\n    listen {ip}:{port} ssl;\n    ssl_certificate {d}/{cert}.pem;\n    \
-         ssl_certificate_key {d}/{cert}.key;\n    ssl_protocols TLSv1.3;\n    {verify}\
+         ssl_certificate_key {d}/{cert}.key;\n    ssl_protocols {protocol};\n    {verify}\
          root {d}/www;\n  }}\n}}\n"
     );
     let path = net.dir.join(format!("nginx-{cert}.conf"));
@@ -151,10 +152,18 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
     make_certs(&net.dir);
     make_backend_pki(&net.dir);
     make_client_certs(&net.dir);
-    // The good backend requires the appliance's client certificate (alice, from cca).
-    start_tls_nginx(&mut net, "10.77.0.2", 8443, "api", Some("cca.pem"));
-    start_tls_nginx(&mut net, "10.77.0.3", 8443, "otherca", None);
-    start_tls_nginx(&mut net, "10.77.0.3", 8444, "wrongname", None);
+    // The good backend speaks TLS 1.2 only and requires the appliance's client
+    // certificate (alice, from cca); the bad ones speak TLS 1.3.
+    start_tls_nginx(
+        &mut net,
+        "10.77.0.2",
+        8443,
+        "api",
+        "TLSv1.2",
+        Some("cca.pem"),
+    );
+    start_tls_nginx(&mut net, "10.77.0.3", 8443, "otherca", "TLSv1.3", None);
+    start_tls_nginx(&mut net, "10.77.0.3", 8444, "wrongname", "TLSv1.3", None);
     std::thread::sleep(Duration::from_millis(700));
     let d = net.dir.display();
     let backend_tls = format!(
@@ -179,7 +188,8 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
     let cpu = *cpus().last().unwrap();
     net.start_appliance(&[cpu], &extra);
 
-    // 64 MiB through both legs, byte-exact.
+    // 64 MiB through both legs, byte-exact: TLS 1.3 ChaCha20 in front, TLS 1.2
+    // AES-GCM behind.
     let out = net.dir.join("big.out");
     let o = fetch(&net, 443, "/big.bin", &out);
     assert!(
@@ -192,11 +202,11 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         sha_file(&net.dir.join("www/big.bin")),
         "the download through the re-encrypting vserver is not byte-exact"
     );
-    // nginx saw TLS 1.3 from the appliance, and its client certificate.
+    // nginx saw TLS 1.2 from the appliance, and its client certificate.
     let first = net.log("nginx-api.access");
     assert!(
         first.starts_with(
-            "TLSv1.3 TLS_AES_128_GCM_SHA256 . GET /big.bin HTTP/1.1 200 67108864 CN=alice\n"
+            "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256 . GET /big.bin HTTP/1.1 200 67108864 CN=alice\n"
         ),
         "{first}"
     );
@@ -277,7 +287,11 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         .iter()
         .find(|r| r["vserver"] == "reenc")
         .unwrap_or_else(|| panic!("{j}"));
-    assert_eq!(good["tls"]["version"], "TLSv1.3", "{good}");
+    assert_eq!(good["tls"]["version"], "TLSv1.2", "{good}");
+    assert_eq!(
+        good["tls"]["suite"], "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "{good}"
+    );
     assert_eq!(good["tls"]["resumed"].as_u64().unwrap() as usize, reused);
     let bad = rows.iter().find(|r| r["vserver"] == "otherca").unwrap();
     assert_eq!(bad["tls"]["failed"], 1, "{bad}");
@@ -294,9 +308,10 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         .filter(|l| l.get("backend_resumed").map(String::as_str) == Some("yes"))
         .count();
     assert_eq!(resumed_lines, reused);
-    assert!(lines.iter().any(
-        |l| l.get("backend_tls").map(String::as_str) == Some("TLSv1.3/TLS_AES_128_GCM_SHA256")
-    ));
+    assert!(lines
+        .iter()
+        .any(|l| l.get("backend_tls").map(String::as_str)
+            == Some("TLSv1.2/TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")));
     let failed: Vec<_> = lines
         .iter()
         .filter(|l| l.get("close").map(String::as_str) == Some("backend_tls_failed"))

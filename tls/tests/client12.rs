@@ -231,7 +231,7 @@ fn tls12_server_hellos_a_client_refuses() {
         (
             "no EMS",
             &SUITES12,
-            server_hello12(&[0; 8], &[reneg.clone()]),
+            server_hello12(&[0; 8], std::slice::from_ref(&reneg)),
             40,
         ),
         // RFC 5746 §3.4: a non-empty renegotiated_connection in a first handshake.
@@ -252,14 +252,14 @@ fn tls12_server_hellos_a_client_refuses() {
         (
             "suite",
             &[suite::ECDHE_RSA_AES128_GCM_SHA256],
-            server_hello12(&[0; 8], &[ems.clone()]),
+            server_hello12(&[0; 8], std::slice::from_ref(&ems)),
             47,
         ),
         // A TLS 1.2 answer to a TLS 1.3-only hello.
         (
             "version",
             &[suite::TLS13_AES_128_GCM_SHA256],
-            server_hello12(&[0; 8], &[ems.clone()]),
+            server_hello12(&[0; 8], std::slice::from_ref(&ems)),
             70,
         ),
     ];

@@ -3,9 +3,9 @@
 //! suites, ALPN, session reuse. Everything is checked and built here, once per
 //! configuration: the connections only pick their backend's client configuration.
 //!
-//! Built so far: TLS 1.3 with the engine's client role, with a client certificate
-//! (`certificate`, loaded once; its Certificate message is precomputed). Not built
-//! yet, and refused by name: TLS 1.2 towards backends and TLS origination for `tcp`
+//! The client role speaks TLS 1.2 and 1.3 (the backend chooses), with a client
+//! certificate (`certificate`, loaded once; its Certificate messages are
+//! precomputed). Not built yet, and refused by name: TLS origination for `tcp`
 //! vservers.
 
 use std::sync::Arc;
@@ -40,27 +40,31 @@ impl Checker<'_> {
         backends: &[Backend],
     ) -> Result<BackendTls, ConfigError> {
         let f = |name: &str| format!("{field}.{name}");
+        let (mut v12, mut v13) = (t.versions.is_none(), t.versions.is_none());
         for (i, v) in t.versions.iter().flatten().enumerate() {
             match v.as_str() {
-                "1.3" => {}
-                "1.2" => {
-                    return Err(self.err(
-                        format!("{field}.versions[{i}]"),
-                        "TLS 1.2 towards backends is not built yet; use versions = [\"1.3\"]",
-                    ))
-                }
+                "1.3" => v13 = true,
+                "1.2" => v12 = true,
                 o => {
                     return Err(self.err(
                         format!("{field}.versions[{i}]"),
-                        format!("{o:?} is not a version; use \"1.3\""),
+                        format!("{o:?} is not a version; use \"1.2\" and/or \"1.3\""),
                     ))
                 }
             }
         }
-        if t.versions.as_ref().is_some_and(|v| v.is_empty()) {
+        if !v12 && !v13 {
             return Err(self.err(f("versions"), "needs at least one version"));
         }
-        let mut cfg = tls::ClientConfig::default();
+        let mut cfg = tls::ClientConfig {
+            // The default: every suite the engine has, of the enabled versions.
+            suites: tls::msgs::suite::ALL
+                .iter()
+                .copied()
+                .filter(|&c| if c >> 8 == 0x13 { v13 } else { v12 })
+                .collect(),
+            ..tls::ClientConfig::default()
+        };
         if let Some(list) = &t.suites {
             let mut suites = Vec::new();
             for (i, name) in list.iter().enumerate() {
@@ -72,16 +76,28 @@ impl Checker<'_> {
                     .ok_or_else(|| {
                         self.err(&fi, format!("{name:?} is not a suite the engine has"))
                     })?;
-                if code >> 8 != 0x13 {
+                let (tls13, enabled) = if code >> 8 == 0x13 {
+                    ("1.3", v13)
+                } else {
+                    ("1.2", v12)
+                };
+                if !enabled {
                     return Err(self.err(
                         &fi,
-                        format!("{name:?} is a TLS 1.2 suite; TLS 1.2 towards backends is not built yet"),
+                        format!(
+                            "{name:?} is a TLS {tls13} suite, and TLS {tls13} is not in versions"
+                        ),
                     ));
                 }
                 suites.push(code);
             }
-            if suites.is_empty() {
-                return Err(self.err(f("suites"), "needs at least one suite"));
+            for (on, v, is) in [(v12, "1.2", false), (v13, "1.3", true)] {
+                if on && !suites.iter().any(|&c| (c >> 8 == 0x13) == is) {
+                    return Err(self.err(
+                        f("suites"),
+                        format!("TLS {v} is enabled but no TLS {v} suite is listed (or leave TLS {v} out of versions)"),
+                    ));
+                }
             }
             cfg.suites = suites;
         }

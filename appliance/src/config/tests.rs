@@ -854,7 +854,7 @@ fn backend_tls_settings_and_their_mistakes() {
     let with = |extra: &str| tls_config(&dir, &format!("\n[vserver.backend_tls]\n{extra}"));
     // A CA and a name: one client configuration per backend, each checking the name.
     let c = Config::parse(
-        &with("ca = \"ec.pem\"\nserver_name = \"API.internal\"\nalpn = [\"http/1.1\"]\nsuites = [\"TLS_CHACHA20_POLY1305_SHA256\"]"),
+        &with("ca = \"ec.pem\"\nserver_name = \"API.internal\"\nalpn = [\"http/1.1\"]\nversions = [\"1.3\"]\nsuites = [\"TLS_CHACHA20_POLY1305_SHA256\"]"),
         &file,
     )
     .unwrap();
@@ -869,6 +869,13 @@ fn backend_tls_settings_and_their_mistakes() {
         [tls::msgs::suite::TLS13_CHACHA20_POLY1305_SHA256]
     );
     assert_eq!(cc.alpn, [b"http/1.1".to_vec()]);
+    // The default: both versions, every suite.
+    let c = Config::parse(&with("ca = \"ec.pem\""), &file).unwrap();
+    let cc = &c.vservers[0].backend_tls.as_ref().unwrap().per_backend[0];
+    assert_eq!(cc.suites, tls::msgs::suite::ALL);
+    let c = Config::parse(&with("ca = \"ec.pem\"\nversions = [\"1.2\"]"), &file).unwrap();
+    let cc = &c.vservers[0].backend_tls.as_ref().unwrap().per_backend[0];
+    assert!(cc.suites.len() == 6 && cc.suites.iter().all(|s| s >> 8 != 0x13));
     // Without a name, each backend's IP address is what its certificate must carry.
     let c = Config::parse(&with("ca = \"ec.pem\"\nsession_reuse = false"), &file).unwrap();
     let b = c.vservers[0].backend_tls.as_ref().unwrap();
@@ -893,7 +900,7 @@ fn backend_tls_settings_and_their_mistakes() {
     let c = Config::parse(&with("verify = false"), &file).unwrap();
     let b = c.vservers[0].backend_tls.as_ref().unwrap();
     assert!(!b.verify && b.per_backend.iter().all(|c| c.verifier.is_none()));
-    // Each mistake names its field; what is not built yet says so.
+    // Each mistake names its field.
     for (extra, field, why) in [
         ("server_name = \"a\"", "backend_tls.ca", "CA bundle"),
         ("ca = \"missing.pem\"", "backend_tls.ca", "cannot read"),
@@ -903,9 +910,9 @@ fn backend_tls_settings_and_their_mistakes() {
             "not used with verify = false",
         ),
         (
-            "ca = \"ec.pem\"\nversions = [\"1.2\", \"1.3\"]",
-            "backend_tls.versions[0]",
-            "not built yet",
+            "ca = \"ec.pem\"\nversions = []",
+            "backend_tls.versions",
+            "at least one version",
         ),
         (
             "ca = \"ec.pem\"\nversions = [\"1.4\"]",
@@ -913,9 +920,14 @@ fn backend_tls_settings_and_their_mistakes() {
             "not a version",
         ),
         (
-            "ca = \"ec.pem\"\nsuites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]",
+            "ca = \"ec.pem\"\nversions = [\"1.3\"]\nsuites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]",
             "backend_tls.suites[0]",
-            "TLS 1.2 suite",
+            "TLS 1.2 is not in versions",
+        ),
+        (
+            "ca = \"ec.pem\"\nsuites = [\"TLS_AES_128_GCM_SHA256\"]",
+            "backend_tls.suites",
+            "no TLS 1.2 suite",
         ),
         (
             "ca = \"ec.pem\"\nsuites = [\"RC4\"]",

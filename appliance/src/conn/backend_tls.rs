@@ -187,7 +187,11 @@ impl BackendTlsConn {
     pub fn fields(&self) -> Option<BackendTlsFields> {
         let i = self.c.info();
         self.c.is_established().then(|| BackendTlsFields {
-            version: "TLSv1.3",
+            version: if i.version == tls::msgs::version::TLS12 {
+                "TLSv1.2"
+            } else {
+                "TLSv1.3"
+            },
             suite: tls::client::suite_name(i.suite),
             resumed: i.resumed,
         })
