@@ -335,12 +335,26 @@ fn tls_seeds(dir: &Path) {
     let first = converse(&[group::X25519], &aes, None, After::Data);
     // The server's side: the client target's input, and a record stream for the
     // record reader.
+    // The client target's first byte chooses its offer: 0 TLS 1.3 only, 2 TLS 1.2 only.
     write(
         dir,
         "tls_client",
         "tls13-x25519-server-flight",
-        &first.received,
+        &[&[0u8][..], &first.received].concat(),
     );
+    let tls12 = converse(
+        &[group::X25519],
+        &[suite::ECDHE_ECDSA_AES128_GCM_SHA256, suite::ECDHE_RSA_AES128_GCM_SHA256],
+        None,
+        After::Data,
+    );
+    write(
+        dir,
+        "tls_client",
+        "tls12-ecdhe-server-flight",
+        &[&[2u8][..], &tls12.received].concat(),
+    );
+    write(dir, "tls_server", "tls12-ecdhe-data", &tls12.sent);
     write(dir, "tls_record", "tls13-client", &first.sent);
     write(dir, "tls_record", "tls13-server", &first.received);
     let cases: Vec<(&str, Vec<u8>)> = vec![
