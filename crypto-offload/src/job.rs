@@ -303,6 +303,20 @@ pub struct Tls12ResumeDone {
     pub digest: DigestCount,
 }
 
+/// A step defined by a crate above this one (the TLS client role's handshake crypto,
+/// built from this crate's primitives): it runs where jobs run, inline or on a worker,
+/// and its result goes back unopened to whoever made it.
+pub struct Call(pub Box<dyn FnOnce() -> Result<CallResult, CryptoError> + Send>);
+
+/// What a [`Call`] returns: the caller's own type, downcast where it is taken back.
+pub type CallResult = Box<dyn std::any::Any + Send>;
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Call")
+    }
+}
+
 /// One handshake step's crypto.
 #[derive(Debug)]
 pub enum Job {
@@ -315,6 +329,8 @@ pub enum Job {
     Records(RecordJob),
     /// A password against its stored hash ([`crate::password`]).
     PasswordCheck(Box<crate::password::PasswordCheck>),
+    /// A step another crate defined ([`Call`]).
+    Call(Call),
 }
 
 /// A job's result.
@@ -329,6 +345,8 @@ pub enum Done {
     Records(RecordJob),
     /// Whether the password matched.
     PasswordCheck(bool),
+    /// A [`Call`]'s result.
+    Call(CallResult),
 }
 
 /// Run a job on the calling thread (inline mode).
@@ -341,6 +359,7 @@ pub fn run(job: Job) -> Result<Done, CryptoError> {
         Job::Tls13ClientAuth(j) => Done::Tls13ClientAuth(Box::new(tls13_client_auth(*j)?)),
         Job::Records(j) => Done::Records(crate::records::run_records(j)),
         Job::PasswordCheck(j) => Done::PasswordCheck(crate::password::check(&j)?),
+        Job::Call(c) => Done::Call((c.0)()?),
     })
 }
 
