@@ -170,7 +170,8 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         "[vserver.backend_tls]\nca = \"{d}/bca.pem\"\nserver_name = \"api.internal\"\n\
          certificate = {{ chain = \"{d}/alice.pem\", key = \"{d}/alice.key\" }}\n"
     );
-    let mut extra = format!("\n[log]\naccess = \"{d}/access.log\"\n");
+    // One crypto worker: the backend leg's handshake steps go to the pool as jobs.
+    let mut extra = format!("\n[crypto]\nworkers = 1\n[log]\naccess = \"{d}/access.log\"\n");
     // "otherca" is HTTP-aware (a 502 on failure), "wrongname" is not (a close).
     for (name, port, backend, more) in [
         ("reenc", 443, "10.77.0.2:8443", ""),
@@ -269,6 +270,12 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         );
     }
     assert_eq!(proxy(&net, "backend_tls_failed"), 2);
+    // The backend handshakes ran on the pool: a key share and the client role's steps
+    // per connection (two for a TLS 1.2 full handshake, one resumed).
+    let jobs = net.stats()["crypto"]["workers"][0]["jobs"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(jobs >= 41 * 2, "{jobs} jobs on the pool: {}", net.stats());
     let log = net.log("appliance.log");
     assert!(
         log.contains("vserver otherca: backend 10.77.0.3:8443: TLS failed: peer certificate: self-signed certificate"),

@@ -7,7 +7,12 @@
 //!
 //! It is driven like [`crate::ServerConn`]: [`ClientConn::read_tls`] bytes from the
 //! server, [`ClientConn::process`], write [`ClientConn::pending_tls`] out. Its crypto
-//! runs on the calling thread ([`crypto_offload::client`]). The load generator uses it;
+//! runs on the calling thread, or, after [`ClientConn::set_jobs`], as jobs the caller
+//! runs where it likes (the crypto pool): each handshake step that needs the heavy math
+//! (the TLS 1.3 (EC)DHE and key schedule after the ServerHello, the server's
+//! authentication and the client's flight after its Finished, the whole TLS 1.2 key
+//! exchange after ServerHelloDone) becomes one [`crypto_offload::Job::Call`] from
+//! [`ClientConn::take_job`], and the connection waits for [`ClientConn::complete`]. The load generator uses it;
 //! what it is allowed to cheapen is chosen by the caller and named where it is used:
 //! a [`KeyShare`] may be reused across connections, a [`Ticket`] offered again, and
 //! [`ClientConfig::verifier`] left out (no chain, name or CertificateVerify check; the
@@ -32,8 +37,9 @@ use crypto_offload::client::{
     psk_binder, ticket_psk, tls13_client_finish, tls13_client_hello, ClientAuth, KeyShare,
     ServerAuth, Tls13ClientFinish, Tls13ClientHello, Tls13ClientState,
 };
+use crypto_offload::job::{tls13_next_secret, Call, CallResult};
 use crypto_offload::{
-    job::tls13_next_secret, prim::random, Chunk, Group, HashAlg, Secret, ServerVerifier, TrafficKey,
+    prim::random, Chunk, CryptoError, Done, Group, HashAlg, Job, Secret, ServerVerifier, TrafficKey,
 };
 
 use crate::codec::{end_len, put_u16, start_len, HandshakeJoiner};
@@ -209,7 +215,21 @@ enum State {
     /// A TLS 1.2 handshake, from the ServerHello to the server's Finished.
     Tls12(Box<tls12::Handshake12>),
     Traffic12,
+    /// A handshake step is out as a job ([`ClientConn::complete`] goes on).
+    Waiting,
     Closed,
+}
+
+/// What to do with a handshake step's result.
+enum Then {
+    Hello13 {
+        resumed: bool,
+    },
+    Finish13 {
+        hash: HashAlg,
+        aead: crypto_offload::AeadAlg,
+    },
+    Flight12(Box<tls12::Handshake12>),
 }
 
 struct AwaitHello {
@@ -265,6 +285,11 @@ pub struct ClientConn {
     exporter: Option<crypto_offload::exporter::Exporter>,
     /// TLS 1.2: the ticket offered and accepted (kept when no new one comes).
     offered_ticket12: Option<Vec<u8>>,
+    /// Handshake steps come as jobs ([`ClientConn::set_jobs`]); the one not yet taken,
+    /// and what its result is for.
+    jobs: bool,
+    job: Option<Job>,
+    then: Option<Then>,
     /// Feature `hostile`: how to spoil the client Finished before it is sealed.
     #[cfg(feature = "hostile")]
     finished_edit: Option<fn(&mut Vec<u8>)>,
@@ -345,6 +370,9 @@ impl ClientConn {
             error: None,
             exporter: None,
             offered_ticket12: None,
+            jobs: false,
+            job: None,
+            then: None,
             #[cfg(feature = "hostile")]
             finished_edit: None,
         })
@@ -355,8 +383,86 @@ impl ClientConn {
     pub fn is_handshaking(&self) -> bool {
         matches!(
             self.state,
-            State::ServerHello(_) | State::Flight(_) | State::Tls12(_)
+            State::ServerHello(_) | State::Flight(_) | State::Tls12(_) | State::Waiting
         )
+    }
+
+    /// Handshake steps become jobs for the caller to run ([`ClientConn::take_job`],
+    /// then [`ClientConn::complete`]) instead of running inside `process`.
+    pub fn set_jobs(&mut self, on: bool) {
+        self.jobs = on;
+    }
+
+    /// The crypto job the connection needs run, if any.
+    pub fn take_job(&mut self) -> Option<Job> {
+        self.job.take()
+    }
+
+    /// A job is out: the connection waits for its [`ClientConn::complete`].
+    pub fn awaiting_job(&self) -> bool {
+        self.then.is_some()
+    }
+
+    /// Applies a finished job, then goes on with what is buffered. On an error the
+    /// connection closes with its alert queued, as in `process`.
+    pub fn complete(&mut self, done: Result<Done, CryptoError>) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let r = match (self.then.take(), done) {
+            (Some(then), Ok(Done::Call(v))) => {
+                self.apply(then, Ok(v)).and_then(|_| self.process_records())
+            }
+            (Some(then), Err(e)) => self.apply(then, Err(e)),
+            (None, _) => Err(Error::Misuse("a completion with no job out")),
+            (Some(_), Ok(_)) => Err(Error::Misuse("a completion of another kind")),
+        };
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    /// Runs a handshake step: here and now, or as a job (then `then` waits for it).
+    fn step<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce() -> Result<T, CryptoError> + Send + 'static,
+        then: Then,
+    ) -> Result<(), Error> {
+        if !self.jobs {
+            let r = f().map(|v| Box::new(v) as CallResult);
+            return self.apply(then, r);
+        }
+        self.job = Some(Job::Call(Call(Box::new(move || {
+            f().map(|v| Box::new(v) as CallResult)
+        }))));
+        self.then = Some(then);
+        self.state = State::Waiting;
+        Ok(())
+    }
+
+    /// Goes on from a step's result.
+    fn apply(&mut self, then: Then, r: Result<CallResult, CryptoError>) -> Result<(), Error> {
+        let v = r?;
+        let wrong = || Error::Misuse("a step's result of another type");
+        match then {
+            Then::Hello13 { resumed } => {
+                let d = v
+                    .downcast::<crypto_offload::client::Tls13ClientHelloDone>()
+                    .map_err(|_| wrong())?;
+                self.hello13_done(*d, resumed)
+            }
+            Then::Finish13 { hash, aead } => {
+                let d = v
+                    .downcast::<crypto_offload::client::Tls13ClientFinishDone>()
+                    .map_err(|_| wrong())?;
+                self.finish13_done(*d, hash, aead)
+            }
+            Then::Flight12(h) => {
+                let d = v.downcast::<tls12::Flight12Done>().map_err(|_| wrong())?;
+                self.flight12_done(h, *d)
+            }
+        }
     }
     /// Keying material (RFC 8446 §7.5), as [`crate::ServerConn::export_keying_material`]
     /// on the other end computes it; only once established.
@@ -501,6 +607,9 @@ impl ClientConn {
 
     fn process_records(&mut self) -> Result<(), Error> {
         loop {
+            if self.then.is_some() {
+                return Ok(()); // the rest waits for the step's result
+            }
             if let Some(msg) = self.hs_buf.next_message()? {
                 self.handshake_message(msg)?;
                 continue;
@@ -584,6 +693,7 @@ impl ClientConn {
             }
             State::Traffic12 => Err(Error::UnexpectedMessage("handshake message after Finished")),
             State::ServerHello(_) => Err(Error::UnexpectedMessage("expected ServerHello")),
+            State::Waiting => Err(Error::Misuse("a message while a step is out")),
             State::Closed => Err(Error::UnexpectedMessage("handshake after close")),
         }
     }
@@ -641,7 +751,16 @@ impl ClientConn {
         let resumed = psk.is_some();
         let suite = sh.suite;
         let server_share = server_share.to_vec();
-        let d = tls13_client_hello(Tls13ClientHello {
+        // RFC 8446 §5.1: the key changes at a record boundary.
+        if !self.hs_buf.is_empty() {
+            return Err(Error::UnexpectedMessage(
+                "handshake data after ServerHello in the same record",
+            ));
+        }
+        self.info.suite = suite;
+        self.info.version = version::TLS13;
+        self.info.resumed = resumed;
+        let job = Tls13ClientHello {
             hash: info.hash,
             aead: info.aead,
             share: w.share,
@@ -655,18 +774,18 @@ impl ClientConn {
                 ],
                 None => vec![Chunk::Owned(w.client_hello), Chunk::Owned(msg)],
             },
-        })?;
-        // RFC 8446 §5.1: the key changes at a record boundary.
-        if !self.hs_buf.is_empty() {
-            return Err(Error::UnexpectedMessage(
-                "handshake data after ServerHello in the same record",
-            ));
-        }
+        };
+        self.step(move || tls13_client_hello(job), Then::Hello13 { resumed })
+    }
+
+    /// The handshake keys are there: the server's encrypted flight comes next.
+    fn hello13_done(
+        &mut self,
+        d: crypto_offload::client::Tls13ClientHelloDone,
+        resumed: bool,
+    ) -> Result<(), Error> {
         self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
         self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
-        self.info.suite = suite;
-        self.info.version = version::TLS13;
-        self.info.resumed = resumed;
         self.state = State::Flight(Box::new(AwaitFlight {
             crypto: d.state,
             resumed,
@@ -830,18 +949,32 @@ impl ClientConn {
             self.info.certificate_requested = true;
             self.info.certificate_sent = ca.signer.is_some();
         }
-        let d = tls13_client_finish(Tls13ClientFinish {
-            state: f.crypto,
-            encrypted_extensions: f.ee.unwrap_or_default(),
-            client_auth: f.client_auth,
-            auth,
-            server_finished,
-        })?;
         if !self.hs_buf.is_empty() {
             return Err(Error::UnexpectedMessage(
                 "handshake data after Finished in the same record",
             ));
         }
+        let job = Tls13ClientFinish {
+            state: f.crypto,
+            encrypted_extensions: f.ee.unwrap_or_default(),
+            client_auth: f.client_auth,
+            auth,
+            server_finished,
+        };
+        self.step(
+            move || tls13_client_finish(job),
+            Then::Finish13 { hash, aead },
+        )
+    }
+
+    /// The server is authenticated and its Finished checked: our flight goes out under
+    /// the handshake key, and the application keys take over.
+    fn finish13_done(
+        &mut self,
+        d: crypto_offload::client::Tls13ClientFinishDone,
+        hash: HashAlg,
+        aead: crypto_offload::AeadAlg,
+    ) -> Result<(), Error> {
         self.info.peer = d.peer;
         #[allow(unused_mut)]
         let mut client_finished = d.client_finished;

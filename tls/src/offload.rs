@@ -79,6 +79,22 @@ impl ServerConn {
         self.offload
     }
 
+    /// Record work is out with a job (until [`ServerConn::complete_records`]).
+    pub fn records_lent(&self) -> bool {
+        self.loan.is_some()
+    }
+
+    /// Seals what follows on the calling core from now on, for a last answer the
+    /// connection closes with (no record job comes after it). `false`, and nothing
+    /// changed, while records are cut or lent: the caller waits for them.
+    pub fn seal_inline_from_now(&mut self) -> bool {
+        if self.loan.is_some() || !self.cuts.is_empty() || self.close_wanted {
+            return false;
+        }
+        self.offload = false;
+        true
+    }
+
     /// Output is on its way that [`ServerConn::pending_tls`] does not show yet: records
     /// cut and not sealed, a close_notify to follow them, or a seal out with a job.
     pub fn sealing(&self) -> bool {

@@ -399,3 +399,63 @@ fn openssl_s_server_tls12_full_resumed_and_client_certificates() {
     assert!(page.contains("Reused, TLSv1.2"), "{page}");
     assert!(c.info().resumed);
 }
+
+/// [`pump`] with the client's handshake steps as jobs, each run on another thread (as
+/// the crypto pool would); returns how many ran.
+fn pump_jobs(c: &mut ClientConn, s: &mut Server) -> Result<usize, Error> {
+    let mut jobs = 0;
+    for _ in 0..50 {
+        pump(c, s)?;
+        let Some(job) = c.take_job() else {
+            if !c.awaiting_job() {
+                return Ok(jobs);
+            }
+            panic!("waiting with no job to run");
+        };
+        assert!(c.awaiting_job());
+        let done = std::thread::spawn(move || crypto_offload::run(job))
+            .join()
+            .unwrap();
+        jobs += 1;
+        c.complete(done)?;
+    }
+    Ok(jobs)
+}
+
+#[test]
+fn handshake_steps_as_jobs_in_both_versions() {
+    let server = Arc::new(config_with(&[Kind::P256]));
+    for (suites, full_jobs, resumed_jobs) in [
+        (&[suite::TLS13_AES_128_GCM_SHA256][..], 2, 2),
+        (&[suite::ECDHE_ECDSA_AES128_GCM_SHA256][..], 1, 0),
+    ] {
+        let cfg = cfg12(suites);
+        let mut ticket = None;
+        for want in [full_jobs, resumed_jobs] {
+            let mut c = ClientConn::new(cfg.clone(), share(), ticket.as_ref(), 0).unwrap();
+            c.set_jobs(true);
+            let mut s = Server::new(server.clone(), Wire::default());
+            let jobs = pump_jobs(&mut c, &mut s).unwrap();
+            assert!(c.is_established() && s.conn.is_established(), "{suites:?}");
+            assert_eq!(jobs, want, "{suites:?} resumed {}", c.info().resumed);
+            assert_eq!(c.info().peer.is_some(), !c.info().resumed);
+            echo(&mut c, &mut s);
+            ticket = c.ticket().cloned();
+        }
+    }
+    // A failed step (a certificate for another name) fails the connection with its
+    // alert, as inline.
+    let cfg = Arc::new(ClientConfig {
+        verifier: Some(Arc::new(
+            ServerVerifier::new(Some(&ca().cert.to_pem().unwrap()), "other.example").unwrap(),
+        )),
+        ..(*cfg12(&[suite::ECDHE_ECDSA_AES128_GCM_SHA256])).clone()
+    });
+    let mut c = ClientConn::new(cfg, share(), None, 0).unwrap();
+    c.set_jobs(true);
+    let mut s = Server::new(server, Wire::default());
+    let e = pump_jobs(&mut c, &mut s).unwrap_err();
+    assert!(matches!(e, Error::BadCertificate { .. }), "{e}");
+    assert!(c.is_closed());
+    assert_eq!(c.pending_tls()[..2], [21, 3], "the alert is queued");
+}

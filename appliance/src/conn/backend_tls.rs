@@ -23,6 +23,11 @@ use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
+use crypto_offload::client::KeyShare;
+use crypto_offload::job::{Call, CallResult};
+use crypto_offload::{CryptoError, Done, Job};
+use driver::offload::JobEngine;
+use driver::{HandlerId, Offload};
 use netstack::TcpSocket;
 use tls::{ClientConn, Ticket};
 
@@ -108,14 +113,26 @@ pub enum Event {
     Established { resumed: bool },
 }
 
-/// One backend connection's TLS client.
+/// The client role waits for its key share (a job), with what it is made from.
+struct Pending {
+    cfg: Arc<tls::ClientConfig>,
+    ticket: Option<Ticket>,
+    now_ms: u64,
+}
+
+/// One backend connection's TLS client. Its handshake crypto (the key share, then the
+/// client role's steps) comes as jobs ([`JobEngine`]): inline or on the crypto pool,
+/// as the core's offload link says, like the server's.
 pub struct BackendTlsConn {
-    c: Box<ClientConn>,
+    /// `None` while the key share is being made.
+    c: Option<Box<ClientConn>>,
+    pending: Option<Pending>,
+    share_job: Option<Job>,
     key: (Arc<str>, SocketAddrV4),
     session_reuse: bool,
     /// Until the handshake completes (ms on the core's clock).
     deadline_ms: u64,
-    /// close_notify is queued: the TCP FIN follows once it is written.
+    /// close_notify is due: the TCP FIN follows once it is written.
     closing: bool,
     fin_sent: bool,
     reported: bool,
@@ -123,8 +140,9 @@ pub struct BackendTlsConn {
 }
 
 impl BackendTlsConn {
-    /// A client for backend `index` of a vserver (named `vserver`) at `addr`, its
-    /// ClientHello queued, offering this core's ticket for that backend if it has one.
+    /// A client for backend `index` of a vserver (named `vserver`) at `addr`, offering
+    /// this core's ticket for that backend if it has one. Its first job makes the key
+    /// share; the ClientHello follows.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &BackendTls,
@@ -147,17 +165,23 @@ impl BackendTlsConn {
             .first()
             .and_then(|&g| tls::client::group_of(g))
             .ok_or(tls::Error::Misuse("no group"))?;
-        let share = crypto_offload::client::KeyShare::generate(group)
-            .map_err(|e| tls::Error::Crypto(e.to_string()))?;
         let key = (vserver, addr);
         let ticket = if cfg.session_reuse {
-            tickets.get(&key)
+            tickets.get(&key).cloned()
         } else {
             None
         };
-        let c = ClientConn::new(ccfg, share, ticket, now_ms)?;
+        let share_job = Job::Call(Call(Box::new(move || {
+            KeyShare::generate(group).map(|s| Box::new(s) as CallResult)
+        })));
         Ok(BackendTlsConn {
-            c: Box::new(c),
+            c: None,
+            pending: Some(Pending {
+                cfg: ccfg,
+                ticket,
+                now_ms,
+            }),
+            share_job: Some(share_job),
             key,
             session_reuse: cfg.session_reuse,
             deadline_ms: now_ms.saturating_add(timeout_ms),
@@ -170,7 +194,8 @@ impl BackendTlsConn {
 
     /// While the handshake runs: when it times out (ms on the core's clock).
     pub fn deadline_ms(&self) -> Option<u64> {
-        self.c.is_handshaking().then_some(self.deadline_ms)
+        let handshaking = self.c.as_ref().is_none_or(|c| c.is_handshaking());
+        (handshaking && self.error.is_none()).then_some(self.deadline_ms)
     }
 
     /// The backend leg failed (and why); its alert has been queued.
@@ -178,15 +203,21 @@ impl BackendTlsConn {
         self.error.as_ref()
     }
 
+    /// A handshake step is out (its completion belongs to this leg).
+    pub fn awaiting_job(&self) -> bool {
+        self.pending.is_some() || self.c.as_ref().is_some_and(|c| c.awaiting_job())
+    }
+
     /// The suite the handshake agreed (0 before).
     pub fn suite(&self) -> u16 {
-        self.c.info().suite
+        self.c.as_ref().map_or(0, |c| c.info().suite)
     }
 
     /// What the handshake agreed, once it is done.
     pub fn fields(&self) -> Option<BackendTlsFields> {
-        let i = self.c.info();
-        self.c.is_established().then(|| BackendTlsFields {
+        let c = self.c.as_ref()?;
+        let i = c.info();
+        c.is_established().then(|| BackendTlsFields {
             version: if i.version == tls::msgs::version::TLS12 {
                 "TLSv1.2"
             } else {
@@ -198,44 +229,57 @@ impl BackendTlsConn {
     }
 
     /// Moves TLS bytes between the socket and the client role: what the backend sent
-    /// is read (while the decrypted plaintext is under its bound) and processed, what
-    /// the client role wrote is sent, the FIN after a close_notify once it is out. The
-    /// newest ticket goes to `tickets`. Returns the handshake's completion once.
+    /// is read (while the decrypted plaintext is under its bound) and processed, the
+    /// steps' jobs are run (`offload`), what the client role wrote is sent, the FIN
+    /// after a close_notify once it is out. The newest ticket goes to `tickets`.
+    /// Returns the handshake's completion once.
     pub fn pump(
         &mut self,
         s: &mut TcpSocket,
         tickets: &mut BackendTickets,
+        offload: &mut Offload,
+        tag: HandlerId,
         now_ms: u64,
     ) -> Option<Event> {
         if self.error.is_none() {
-            if let Err(e) = self.pump_in(s, now_ms) {
+            let r = offload
+                .run_jobs(tag, self)
+                .and_then(|_| self.pump_in(s, now_ms))
+                .and_then(|_| offload.run_jobs(tag, self));
+            if let Err(e) = r {
                 self.error = Some(e);
             }
         }
         self.flush(s);
+        let c = self.c.as_mut()?;
         if self.session_reuse {
-            if let Some(t) = self.c.take_ticket() {
+            if let Some(t) = c.take_ticket() {
                 tickets.put(self.key.clone(), t);
             }
         }
-        if self.reported || !self.c.is_established() {
+        if self.reported || !c.is_established() {
             return None;
         }
         self.reported = true;
         Some(Event::Established {
-            resumed: self.c.info().resumed,
+            resumed: c.info().resumed,
         })
     }
 
     fn pump_in(&mut self, s: &mut TcpSocket, now_ms: u64) -> Result<(), tls::Error> {
-        if self.c.is_handshaking() && now_ms >= self.deadline_ms {
+        if self.deadline_ms().is_some_and(|d| now_ms >= d) {
             return Err(tls::Error::HandshakeTimeout);
         }
-        loop {
-            if self.c.plaintext().len() >= MAX_PLAINTEXT || self.c.tls_room() == 0 {
+        let Some(c) = self.c.as_mut() else {
+            return Ok(()); // the key share is being made
+        };
+        if self.closing && !c.is_handshaking() {
+            c.close();
+        }
+        while !c.awaiting_job() {
+            if c.plaintext().len() >= MAX_PLAINTEXT || c.tls_room() == 0 {
                 break;
             }
-            let c = &mut self.c;
             let n = s
                 .recv(|buf| {
                     let n = c.read_tls(buf);
@@ -245,23 +289,27 @@ impl BackendTlsConn {
             if n == 0 {
                 break;
             }
-            self.c.process(now_ms)?;
+            c.process(now_ms)?;
         }
-        self.c.process(now_ms)
+        c.process(now_ms)
     }
 
     /// Writes what the client role queued (records, an alert), then the FIN once a
-    /// close_notify is out.
+    /// close_notify (or an alert) is out.
     fn flush(&mut self, s: &mut TcpSocket) {
-        while !self.c.pending_tls().is_empty() && s.can_send() {
-            let n = s.send_slice(self.c.pending_tls()).unwrap_or(0);
-            if n == 0 {
-                break;
+        if let Some(c) = self.c.as_mut() {
+            while !c.pending_tls().is_empty() && s.can_send() {
+                let n = s.send_slice(c.pending_tls()).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                c.consume_tls(n);
             }
-            self.c.consume_tls(n);
         }
-        let ended = self.closing || self.error.is_some();
-        if ended && !self.fin_sent && self.c.pending_tls().is_empty() {
+        let queued = self.c.as_ref().is_some_and(|c| !c.pending_tls().is_empty());
+        let closed = self.c.as_ref().is_some_and(|c| c.is_closed());
+        let ended = (self.closing && closed) || self.error.is_some();
+        if ended && !self.fin_sent && !queued {
             s.close();
             self.fin_sent = true;
         }
@@ -269,19 +317,64 @@ impl BackendTlsConn {
 
     /// The backend may send more (no FIN, no close_notify, no failure yet).
     pub fn may_recv(&self, s: &TcpSocket) -> bool {
-        s.may_recv() && !self.c.peer_closed() && !self.c.is_closed()
+        s.may_recv()
+            && self.error.is_none()
+            && self
+                .c
+                .as_ref()
+                .is_none_or(|c| !c.peer_closed() && !c.is_closed())
     }
 
     /// Bytes from the backend not taken yet: decrypted, or still in the socket.
     pub fn recv_queue(&self, s: &TcpSocket) -> usize {
-        self.c.plaintext().len() + s.recv_queue()
+        self.c.as_ref().map_or(0, |c| c.plaintext().len()) + s.recv_queue()
     }
 
-    /// The client is done sending: close_notify, then the FIN.
+    /// The client is done sending: close_notify (once the handshake is over), then
+    /// the FIN.
     pub fn close(&mut self, s: &mut TcpSocket) {
-        self.c.close();
         self.closing = true;
+        if let Some(c) = self.c.as_mut() {
+            if !c.is_handshaking() {
+                c.close();
+            }
+        }
         self.flush(s);
+    }
+}
+
+impl JobEngine for BackendTlsConn {
+    fn take_job(&mut self) -> Option<Job> {
+        self.share_job
+            .take()
+            .or_else(|| self.c.as_mut().and_then(|c| c.take_job()))
+    }
+
+    fn complete(&mut self, done: Result<Done, CryptoError>) -> Result<(), tls::Error> {
+        let r = match self.pending.take() {
+            // The key share: the client role starts, its ClientHello queued.
+            Some(p) => match done {
+                Ok(Done::Call(v)) => match v.downcast::<KeyShare>() {
+                    Ok(share) => {
+                        ClientConn::new(p.cfg, *share, p.ticket.as_ref(), p.now_ms).map(|mut c| {
+                            c.set_jobs(true);
+                            self.c = Some(Box::new(c));
+                        })
+                    }
+                    Err(_) => Err(tls::Error::Misuse("a key share job of another type")),
+                },
+                Ok(_) => Err(tls::Error::Misuse("a completion of another kind")),
+                Err(e) => Err(e.into()),
+            },
+            None => match self.c.as_mut() {
+                Some(c) => c.complete(done),
+                None => Err(tls::Error::Misuse("a completion with no job out")),
+            },
+        };
+        if let Err(e) = &r {
+            self.error.get_or_insert(e.clone());
+        }
+        r
     }
 }
 
@@ -294,13 +387,15 @@ pub struct TlsUpstream<'a, 'b> {
 
 impl Upstream for TlsUpstream<'_, '_> {
     fn can_send(&self) -> bool {
-        self.b.error.is_none() && self.b.c.is_established() && self.s.can_send()
+        self.b.error.is_none()
+            && self.b.c.as_ref().is_some_and(|c| c.is_established())
+            && self.s.can_send()
     }
     fn send(&mut self, data: &[u8]) -> usize {
-        if self.b.error.is_some() {
+        let Some(c) = self.b.c.as_mut().filter(|_| self.b.error.is_none()) else {
             return 0;
-        }
-        let n = match self.b.c.send(data) {
+        };
+        let n = match c.send(data) {
             Ok(n) => n,
             Err(e) => {
                 self.b.error = Some(e);
@@ -311,13 +406,16 @@ impl Upstream for TlsUpstream<'_, '_> {
         n
     }
     fn can_recv(&self) -> bool {
-        !self.b.c.plaintext().is_empty()
+        self.b.c.as_ref().is_some_and(|c| !c.plaintext().is_empty())
     }
     fn recv(&mut self, f: &mut dyn FnMut(&[u8]) -> usize) -> usize {
-        let n = f(self.b.c.plaintext());
-        self.b.c.consume_plaintext(n);
+        let Some(c) = self.b.c.as_mut() else {
+            return 0;
+        };
+        let n = f(c.plaintext());
+        c.consume_plaintext(n);
         // Room again: what waits in the socket is read now, not on the next event.
-        if self.b.c.plaintext().is_empty() && self.b.error.is_none() {
+        if c.plaintext().is_empty() && self.b.error.is_none() {
             if let Err(e) = self.b.pump_in(self.s, self.now_ms) {
                 self.b.error = Some(e);
             }

@@ -18,7 +18,8 @@
 
 use std::sync::Arc;
 
-use driver::offload::JobDone;
+use crypto_offload::Done;
+use driver::offload::{JobDone, JobEngine};
 use driver::pump::{fill, flush};
 use driver::{Cx, Next};
 use netstack::{ConnId, TcpSocket, TcpState};
@@ -164,7 +165,18 @@ impl TlsConn {
     }
 
     pub fn on_job_done(&mut self, done: JobDone) {
-        complete_job(&mut self.t, done);
+        // The backend leg's steps are the only `Call` jobs; a failed step belongs to
+        // it when it has one out and the client's handshake is over.
+        match (self.btls.as_deref_mut(), done) {
+            (Some(bt), JobDone::Step(r))
+                if bt.awaiting_job()
+                    && (matches!(r, Ok(Done::Call(_)))
+                        || (r.is_err() && self.t.is_established())) =>
+            {
+                let _ = bt.complete(r);
+            }
+            (_, done) => complete_job(&mut self.t, done),
+        }
     }
 
     /// The engine's deadline (handshake timeout, session lookup) or the transmittal
@@ -306,7 +318,7 @@ impl TlsConn {
             let r = match self.btls.as_deref_mut() {
                 Some(bt) => {
                     if let Some(Event::Established { resumed }) =
-                        bt.pump(bs, &mut app.backend_tickets, now_ms)
+                        bt.pump(bs, &mut app.backend_tickets, cx.offload, tag, now_ms)
                     {
                         let c = if resumed {
                             &app.stats.backend_tls_resumed
@@ -763,7 +775,9 @@ pub(super) fn tls_failed(stats: &ProxyStats, e: &tls::Error, vserver: &str, remo
 /// response went out (a clean end would make it look complete), and a RST before the
 /// client's own handshake is done.
 fn end_client(cs: &mut TcpSocket, t: &mut ServerConn, vs: &VserverRt, sent: bool) {
-    if sent || !t.is_established() {
+    // The pair ends in this step: with record offload the answer is sealed here (no
+    // record job follows), which needs no records out; else a RST.
+    if sent || !t.is_established() || !t.seal_inline_from_now() {
         cs.abort();
         return;
     }
@@ -788,6 +802,11 @@ fn answer_503(t: &mut ServerConn) -> Result<bool, tls::Error> {
         || t.plaintext().len() >= 8192
         || t.peer_closed();
     if !head_done {
+        return Ok(false);
+    }
+    // The connection is released once this is written: with record offload the answer
+    // is sealed here (no record job follows); records still out are waited for.
+    if !t.seal_inline_from_now() {
         return Ok(false);
     }
     // The request is not forwarded anywhere: drop it so the engine keeps reading.

@@ -11,10 +11,15 @@
 //! Abbreviated: ServerHello (our session ID echoed), [NewSessionTicket],
 //! ChangeCipherSpec, Finished → ChangeCipherSpec, Finished.
 
+use std::sync::Arc;
+
 use crypto_offload::client::KeyShare;
 use crypto_offload::job::tls12_keys;
 use crypto_offload::prim::{ct_eq, prf12, verify_signature};
-use crypto_offload::{AeadAlg, HashAlg, Secret, TrafficKey, TranscriptHash};
+use crypto_offload::{
+    AeadAlg, CryptoError, Group, HashAlg, Secret, ServerVerifier, SigAlg, SigningKey, TrafficKey,
+    TranscriptHash,
+};
 
 use super::{group_of, AwaitHello, ClientConfig, ClientConn, State, Ticket};
 use crate::error::Error;
@@ -44,8 +49,11 @@ pub(super) struct Handshake12 {
     pub(super) transcript: Vec<u8>,
     pub(super) th: TranscriptHash,
     pub(super) chain: Option<Vec<Vec<u8>>>,
-    /// The server's group and public value, its signature checked.
+    /// The server's group and public value.
     pub(super) kx: Option<(u16, Vec<u8>)>,
+    /// The ServerKeyExchange's scheme, signed parameters and signature, checked in
+    /// the key-exchange step.
+    pub(super) ske_sig: Option<(u16, Vec<u8>, Vec<u8>)>,
     /// A CertificateRequest's signature schemes.
     pub(super) cert_request: Option<Vec<u16>>,
     /// Set once the keys exist: after ServerHelloDone (full) or ServerHello (resumed).
@@ -183,6 +191,7 @@ impl ClientConn {
             th,
             chain: None,
             kx: None,
+            ske_sig: None,
             cert_request: None,
             master: None,
             server_write: None,
@@ -240,6 +249,7 @@ impl ClientConn {
                 let ske = ServerKeyExchange12::parse(body)?;
                 self.check_server_key_exchange(&h, &ske)?;
                 h.kx = Some((ske.group, ske.public.to_vec()));
+                h.ske_sig = Some((ske.scheme, ske.params.to_vec(), ske.signature.to_vec()));
                 h.add(&msg)?;
             }
             hs::CERTIFICATE_REQUEST
@@ -258,7 +268,7 @@ impl ClientConn {
                         "handshake data after ServerHelloDone in the same record",
                     ));
                 }
-                self.client_flight12(&mut h)?;
+                return self.client_flight12(h);
             }
             hs::NEW_SESSION_TICKET
                 if !full_flight && h.ticket_expected && h.new_ticket.is_none() && !h.ccs_seen =>
@@ -282,8 +292,8 @@ impl ClientConn {
     }
 
     /// The ServerKeyExchange: a group we offered, a scheme we offered that fits the
-    /// suite, and (when verifying) the chain and the signature over both randoms and
-    /// the parameters.
+    /// suite. Its signature (and the chain) is checked in the key-exchange step, before
+    /// anything is sent.
     fn check_server_key_exchange(
         &mut self,
         h: &Handshake12,
@@ -312,96 +322,79 @@ impl ClientConn {
                 "signature scheme does not fit the suite",
             ));
         }
-        if let Some(v) = &self.cfg.verifier {
-            let chain = h.chain.as_ref().ok_or(Error::Misuse("no chain"))?;
-            self.info.peer = Some(v.verify(chain)?);
-            let leaf = chain.first().ok_or(Error::Misuse("no leaf"))?;
-            verify_signature(
-                leaf,
-                sig_alg_of(ske.scheme),
-                &[&h.client_random, &h.server_random, ske.params],
-                ske.signature,
-            )?;
-        }
         Ok(())
     }
 
-    /// After ServerHelloDone: our Certificate (if asked), ClientKeyExchange,
-    /// CertificateVerify (if we sent a certificate), ChangeCipherSpec and Finished.
-    fn client_flight12(&mut self, h: &mut Handshake12) -> Result<(), Error> {
+    /// After ServerHelloDone: one step checks the server (chain, name, the
+    /// ServerKeyExchange signature) and makes our flight: [Certificate],
+    /// ClientKeyExchange, [CertificateVerify], then ChangeCipherSpec and Finished.
+    fn client_flight12(&mut self, mut h: Box<Handshake12>) -> Result<(), Error> {
         let (g, server_public) = h.kx.clone().ok_or(Error::Misuse("no key exchange"))?;
-        let share = KeyShare::generate(group_of(g).ok_or(Error::IllegalParameter("group"))?)?;
-        let pms = share.agree(&server_public)?;
-        let mut flight = Vec::new();
-        let mut signer = None;
+        let group = group_of(g).ok_or(Error::IllegalParameter("group"))?;
+        let verify = match (&self.cfg.verifier, h.ske_sig.take(), &h.chain) {
+            (Some(v), Some((s, params, sig)), Some(chain)) => Some(Verify12 {
+                verifier: v.clone(),
+                chain: chain.clone(),
+                sig_alg: sig_alg_of(s),
+                params,
+                signature: sig,
+            }),
+            _ => None,
+        };
+        let mut cert = None;
         if let Some(accepts) = &h.cert_request {
             self.info.certificate_requested = true;
             let chosen = self.cfg.certificate.as_ref().and_then(|ck| {
-                // The CertificateVerify is checked against the suite's hash by servers
-                // that keep one running hash (ours does): prefer that hash's schemes.
                 pick_scheme_of(ck.kind, false, |s| accepts.contains(&s)).map(|s| (ck.clone(), s))
             });
-            let cert_msg: Vec<u8> = match &chosen {
-                Some((ck, _)) => ck.cert12.to_vec(),
-                None => vec![hs::CERTIFICATE, 0, 0, 3, 0, 0, 0],
-            };
-            h.add(&cert_msg)?;
-            flight.extend_from_slice(&cert_msg);
-            signer = chosen;
+            cert = Some(match chosen {
+                Some((ck, s)) => (ck.cert12.to_vec(), Some((ck.key.clone(), sig_alg_of(s), s))),
+                None => (vec![hs::CERTIFICATE, 0, 0, 3, 0, 0, 0], None),
+            });
         }
-        let public = share.public();
-        let mut cke = vec![hs::CLIENT_KEY_EXCHANGE, 0, 0, (public.len() + 1) as u8];
-        cke.push(public.len() as u8);
-        cke.extend_from_slice(public);
-        h.add(&cke)?;
-        flight.extend_from_slice(&cke);
-        // RFC 7627 §3: the session hash is over every message through ClientKeyExchange.
-        let session_hash = h.th.current()?;
-        let master = prf12(
-            h.hash,
-            pms.bytes(),
-            b"extended master secret",
-            &[&session_hash],
-            48,
-        )?;
-        if let Some((ck, s)) = signer {
-            // RFC 5246 §7.4.8: the signature covers every handshake message so far.
-            let sig = ck.key.sign(sig_alg_of(s), &[&h.transcript])?;
-            let mut cv = vec![hs::CERTIFICATE_VERIFY, 0, 0, 0];
-            cv.extend_from_slice(&s.to_be_bytes());
-            cv.extend_from_slice(&(sig.len() as u16).to_be_bytes());
-            cv.extend_from_slice(&sig);
-            let n = cv.len() - 4;
-            cv[1..4].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
-            h.add(&cv)?;
-            flight.extend_from_slice(&cv);
-            self.info.certificate_sent = true;
+        let job = Flight12 {
+            hash: h.hash,
+            aead: h.aead,
+            group,
+            server_public,
+            verify,
+            cert,
+            client_random: h.client_random,
+            server_random: h.server_random,
+            transcript: std::mem::take(&mut h.transcript),
+            th: h.th.clone(),
+        };
+        self.step(move || flight12(job), super::Then::Flight12(h))
+    }
+
+    /// The key exchange is done: our flight, ChangeCipherSpec and Finished go out.
+    pub(super) fn flight12_done(
+        &mut self,
+        mut h: Box<Handshake12>,
+        d: Flight12Done,
+    ) -> Result<(), Error> {
+        if d.peer.is_some() {
+            self.info.peer = d.peer;
         }
-        let finished = finished_message(h.hash, &master, b"client finished", &h.th.current()?)?;
-        h.add(&finished)?;
-        let (client_write, server_write) = tls12_keys(
-            h.hash,
-            h.aead,
-            &master,
-            &h.client_random,
-            &h.server_random,
-            true,
-        )?;
-        for part in flight.chunks(MAX_FRAGMENT) {
+        self.info.certificate_sent = d.certificate_sent;
+        for part in d.flight.chunks(MAX_FRAGMENT) {
             crate::record::write_plain(&mut self.out, content::HANDSHAKE, part);
         }
         crate::record::write_plain(&mut self.out, content::CHANGE_CIPHER_SPEC, &[1]);
-        let mut write = Cipher::new(client_write, protection(h.aead));
-        write.seal(&mut self.out, content::HANDSHAKE, &finished, 0)?;
+        let mut write = Cipher::new(d.client_write, protection(h.aead));
+        write.seal(&mut self.out, content::HANDSHAKE, &d.finished, 0)?;
         self.write = Some(write);
         self.exporter = Some(crypto_offload::exporter::Exporter::tls12(
             h.hash,
-            master.clone(),
+            d.master.clone(),
             &h.client_random,
             &h.server_random,
         ));
-        h.master = Some(master);
-        h.server_write = Some(server_write);
+        h.transcript = d.transcript;
+        h.th = d.th;
+        h.master = Some(d.master);
+        h.server_write = Some(d.server_write);
+        self.state = State::Tls12(h);
         Ok(())
     }
 
@@ -492,4 +485,132 @@ impl ClientConn {
         self.state = State::Traffic12;
         Ok(())
     }
+}
+
+/// The server's authentication in a TLS 1.2 full handshake.
+struct Verify12 {
+    verifier: Arc<ServerVerifier>,
+    chain: Vec<Vec<u8>>,
+    sig_alg: SigAlg,
+    /// ServerECDHParams as signed, and the signature.
+    params: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// A key, its signature algorithm and the scheme's code.
+type Signer = (Arc<SigningKey>, SigAlg, u16);
+
+/// The TLS 1.2 client's key-exchange step (a job): check the server, ECDHE, the
+/// extended master secret, our CertificateVerify and Finished, the key block.
+struct Flight12 {
+    hash: HashAlg,
+    aead: AeadAlg,
+    group: Group,
+    server_public: Vec<u8>,
+    verify: Option<Verify12>,
+    /// Asked for a certificate: our Certificate message, and its signer (none with an
+    /// empty one).
+    cert: Option<(Vec<u8>, Option<Signer>)>,
+    client_random: [u8; 32],
+    server_random: [u8; 32],
+    transcript: Vec<u8>,
+    th: TranscriptHash,
+}
+
+pub(super) struct Flight12Done {
+    /// [Certificate], ClientKeyExchange, [CertificateVerify], as plaintext messages.
+    flight: Vec<u8>,
+    finished: Vec<u8>,
+    master: Secret,
+    client_write: TrafficKey,
+    server_write: TrafficKey,
+    transcript: Vec<u8>,
+    th: TranscriptHash,
+    /// The verified server certificate's subject.
+    peer: Option<String>,
+    certificate_sent: bool,
+}
+
+fn flight12(mut j: Flight12) -> Result<Flight12Done, CryptoError> {
+    let mut peer = None;
+    if let Some(v) = &j.verify {
+        peer = Some(v.verifier.verify(&v.chain)?);
+        let leaf = v.chain.first().ok_or(CryptoError::BadSignature)?;
+        verify_signature(
+            leaf,
+            v.sig_alg,
+            &[&j.client_random, &j.server_random, &v.params],
+            &v.signature,
+        )?;
+    }
+    let share = KeyShare::generate(j.group)?;
+    let pms = share.agree(&j.server_public)?;
+    let add = |j: &mut Flight12, m: &[u8]| -> Result<(), CryptoError> {
+        j.transcript.extend_from_slice(m);
+        j.th.update(m)
+    };
+    let mut flight = Vec::new();
+    let mut signer = None;
+    if let Some((cert_msg, s)) = j.cert.take() {
+        add(&mut j, &cert_msg)?;
+        flight.extend_from_slice(&cert_msg);
+        signer = s;
+    }
+    let public = share.public();
+    let mut cke = vec![hs::CLIENT_KEY_EXCHANGE, 0, 0, (public.len() + 1) as u8];
+    cke.push(public.len() as u8);
+    cke.extend_from_slice(public);
+    add(&mut j, &cke)?;
+    flight.extend_from_slice(&cke);
+    // RFC 7627 §3: the session hash is over every message through ClientKeyExchange.
+    let session_hash = j.th.current()?;
+    let master = prf12(
+        j.hash,
+        pms.bytes(),
+        b"extended master secret",
+        &[&session_hash],
+        48,
+    )?;
+    let certificate_sent = signer.is_some();
+    if let Some((key, alg, s)) = signer {
+        // RFC 5246 §7.4.8: the signature covers every handshake message so far.
+        let sig = key.sign(alg, &[&j.transcript])?;
+        let mut cv = vec![hs::CERTIFICATE_VERIFY, 0, 0, 0];
+        cv.extend_from_slice(&s.to_be_bytes());
+        cv.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+        cv.extend_from_slice(&sig);
+        let n = cv.len() - 4;
+        cv[1..4].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        add(&mut j, &cv)?;
+        flight.extend_from_slice(&cv);
+    }
+    let verify = prf12(
+        j.hash,
+        master.bytes(),
+        b"client finished",
+        &[&j.th.current()?],
+        12,
+    )?;
+    let mut finished = vec![hs::FINISHED, 0, 0, 12];
+    finished.extend_from_slice(verify.bytes());
+    add(&mut j, &finished)?;
+    let (client_write, server_write) = tls12_keys(
+        j.hash,
+        j.aead,
+        &master,
+        &j.client_random,
+        &j.server_random,
+        true,
+    )?;
+    Ok(Flight12Done {
+        flight,
+        finished,
+        master,
+        client_write,
+        server_write,
+        transcript: j.transcript,
+        th: j.th,
+        peer,
+        certificate_sent,
+    })
 }
