@@ -34,6 +34,9 @@ pub enum CheckResult {
     NotHttp,
     /// No local port or connection slot for the check's connection.
     NoSlot,
+    /// `[vserver.backend_tls]`: the TLS handshake failed with this alert (ours, or the
+    /// backend's; 0 when no alert applies, such as a timeout).
+    Tls(u8),
 }
 
 impl CheckResult {
@@ -47,6 +50,7 @@ impl CheckResult {
             CheckResult::Status(s) => 5 | (u64::from(s) << 8),
             CheckResult::NotHttp => 6,
             CheckResult::NoSlot => 7,
+            CheckResult::Tls(a) => 8 | (u64::from(a) << 8),
         }
     }
 
@@ -59,6 +63,7 @@ impl CheckResult {
             5 => CheckResult::Status((v >> 8) as u16),
             6 => CheckResult::NotHttp,
             7 => CheckResult::NoSlot,
+            8 => CheckResult::Tls((v >> 8) as u8),
             _ => CheckResult::None,
         }
     }
@@ -75,6 +80,7 @@ impl std::fmt::Display for CheckResult {
             CheckResult::Status(s) => write!(f, "HTTP status {s}"),
             CheckResult::NotHttp => write!(f, "answer is not HTTP/1.x"),
             CheckResult::NoSlot => write!(f, "no local port for the check"),
+            CheckResult::Tls(a) => write!(f, "TLS failed ({})", tls::error::alert::name(*a)),
         }
     }
 }

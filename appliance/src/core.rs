@@ -280,11 +280,18 @@ impl CoreApp {
     }
 
     /// Moves check `k` on over its socket.
-    pub fn probe_step(&mut self, k: usize, s: &mut TcpSocket) -> Step {
+    pub fn probe_step(&mut self, k: usize, s: &mut TcpSocket, now_ms: u64) -> Step {
         let p = &mut self.probes[k];
         let vs = &self.gen.vservers[p.vserver as usize];
         match vs.cfg.health.as_ref() {
-            Some(check) => p.step(s, check, vs.backends[p.backend as usize].addr),
+            Some(check) => {
+                let tls = vs
+                    .cfg
+                    .backend_tls
+                    .as_ref()
+                    .and_then(|b| b.per_backend.get(p.backend as usize));
+                p.step(s, check, vs.backends[p.backend as usize].addr, tls, now_ms)
+            }
             None => Step::Done(CheckResult::Closed),
         }
     }

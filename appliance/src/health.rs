@@ -9,18 +9,26 @@
 //! `fall` consecutive failures take the backend out of rotation, `rise` consecutive
 //! passes bring it back; each change is logged. Nothing here blocks or reads a clock:
 //! the core passes the time in.
+//!
+//! A vserver with `[vserver.backend_tls]` checks over TLS: a full handshake with the
+//! backend's client configuration (chain and name verified, no session resumed, so an
+//! expired or replaced certificate fails the check), then for `http` the request inside
+//! it. A failed handshake is `TLS failed (ALERT)`. The check's crypto runs on the core
+//! (one handshake per backend per interval).
 
 use crate::backends::{BackendRt, CheckResult};
 use crate::config::{CheckKind, HealthCheck};
 use std::net::SocketAddrV4;
 
+use std::sync::Arc;
+
 use netstack::{ConnId, TcpSocket, TcpState};
+use tls::{ClientConfig, ClientConn};
 
 /// Longest status line (and headers before it) a check reads before it gives up.
 const MAX_ANSWER: usize = 512;
 
 /// One core's check of one backend.
-#[derive(Debug)]
 pub struct Probe {
     pub vserver: u32,
     pub backend: u32,
@@ -36,6 +44,19 @@ pub struct Probe {
     connected: bool,
     sent: bool,
     answer: Vec<u8>,
+    /// The check's TLS client (`[vserver.backend_tls]`), once connected.
+    tls: Option<Box<ClientConn>>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("vserver", &self.vserver)
+            .field("backend", &self.backend)
+            .field("conn", &self.conn)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// What a step of a check's connection decided.
@@ -62,6 +83,7 @@ impl Probe {
             connected: false,
             sent: false,
             answer: Vec::new(),
+            tls: None,
         }
     }
 
@@ -73,11 +95,19 @@ impl Probe {
         self.connected = false;
         self.sent = false;
         self.answer.clear();
+        self.tls = None;
     }
 
     /// Moves the check's connection on: sends the HTTP request once connected, reads
     /// the answer, and decides. The caller releases the connection on `Done`.
-    pub fn step(&mut self, s: &mut TcpSocket, check: &HealthCheck, addr: SocketAddrV4) -> Step {
+    pub fn step(
+        &mut self,
+        s: &mut TcpSocket,
+        check: &HealthCheck,
+        addr: SocketAddrV4,
+        tls: Option<&Arc<ClientConfig>>,
+        now_ms: u64,
+    ) -> Step {
         match s.state() {
             TcpState::SynSent | TcpState::SynReceived => return Step::Wait,
             // Never seen connected: the SYN was refused (or the connection was reset
@@ -86,6 +116,9 @@ impl Probe {
                 return Step::Done(CheckResult::Refused);
             }
             _ => self.connected = true,
+        }
+        if let Some(cfg) = tls {
+            return self.step_tls(s, check, addr, cfg, now_ms);
         }
         let (path, want_host, expect) = match &check.kind {
             CheckKind::Tcp => {
@@ -127,6 +160,106 @@ impl Probe {
             None if !s.may_recv() || s.state() == TcpState::Closed => Some(CheckResult::Closed),
             None => None,
         };
+        match verdict {
+            Some(r) => {
+                s.close();
+                Step::Done(r)
+            }
+            None => Step::Wait,
+        }
+    }
+
+    /// [`Probe::step`] over TLS: the handshake, then the check inside it.
+    fn step_tls(
+        &mut self,
+        s: &mut TcpSocket,
+        check: &HealthCheck,
+        addr: SocketAddrV4,
+        cfg: &Arc<ClientConfig>,
+        now_ms: u64,
+    ) -> Step {
+        if self.tls.is_none() {
+            let share = cfg
+                .groups
+                .first()
+                .and_then(|&g| tls::client::group_of(g))
+                .map(crypto_offload::client::KeyShare::generate);
+            let c = match share {
+                Some(Ok(share)) => ClientConn::new(cfg.clone(), share, None, now_ms),
+                _ => Err(tls::Error::Misuse("no key share")),
+            };
+            match c {
+                Ok(c) => self.tls = Some(Box::new(c)),
+                Err(_) => {
+                    s.abort();
+                    return Step::Done(CheckResult::Tls(tls::error::alert::INTERNAL_ERROR));
+                }
+            }
+        }
+        let Some(c) = self.tls.as_mut() else {
+            return Step::Wait;
+        };
+        while c.tls_room() > 0 {
+            let n = s
+                .recv(|b| {
+                    let n = c.read_tls(b);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+        }
+        let failed = c.process(now_ms).err();
+        let mut verdict = None;
+        if let Some(e) = failed {
+            verdict = Some(CheckResult::Tls(match e {
+                tls::Error::PeerAlert(a) => a,
+                e => e.alert().unwrap_or(0),
+            }));
+        } else if c.is_established() {
+            match &check.kind {
+                CheckKind::Tcp => {
+                    c.close();
+                    verdict = Some(CheckResult::Passed);
+                }
+                CheckKind::Http { path, host, expect } => {
+                    if !self.sent {
+                        let req = format!(
+                            "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: appliance-health-check\r\nConnection: close\r\n\r\n",
+                            host.clone().unwrap_or_else(|| addr.to_string())
+                        );
+                        self.sent = c.send(req.as_bytes()).ok() == Some(req.len());
+                    }
+                    let room = MAX_ANSWER.saturating_sub(self.answer.len());
+                    let n = c.plaintext().len().min(room);
+                    self.answer.extend_from_slice(&c.plaintext()[..n]);
+                    c.consume_plaintext(n);
+                    verdict = match backend_wire::http1::status_code(&self.answer) {
+                        Some(Ok(code)) if expect.contains(&code) => Some(CheckResult::Passed),
+                        Some(Ok(code)) => Some(CheckResult::Status(code)),
+                        Some(Err(_)) => Some(CheckResult::NotHttp),
+                        None if self.answer.len() >= MAX_ANSWER => Some(CheckResult::NotHttp),
+                        None if c.peer_closed() => Some(CheckResult::Closed),
+                        None => None,
+                    };
+                    if verdict.is_some() {
+                        c.close();
+                    }
+                }
+            }
+        }
+        // What the client role wrote (its flight, the request, an alert, close_notify).
+        while !c.pending_tls().is_empty() && s.can_send() {
+            let n = s.send_slice(c.pending_tls()).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            c.consume_tls(n);
+        }
+        if verdict.is_none() && (!s.may_recv() || s.state() == TcpState::Closed) {
+            verdict = Some(CheckResult::Closed);
+        }
         match verdict {
             Some(r) => {
                 s.close();

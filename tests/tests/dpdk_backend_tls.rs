@@ -326,3 +326,75 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
     assert_eq!(failed.len(), 2, "{lines:?}");
     assert!(failed.iter().all(|l| l["backend_tls"] == "-"));
 }
+
+#[test]
+fn health_checks_run_over_tls() {
+    let mut net = Net::up("bhc");
+    write_site(&net.dir, 1024);
+    make_certs(&net.dir);
+    make_backend_pki(&net.dir);
+    start_tls_nginx(&mut net, "10.77.0.2", 8443, "api", "TLSv1.3", None);
+    start_tls_nginx(&mut net, "10.77.0.3", 8443, "otherca", "TLSv1.2", None);
+    std::thread::sleep(Duration::from_millis(700));
+    let d = net.dir.display();
+    let mut extra = String::new();
+    // An http check through TLS to the good backend, a tcp check (the handshake alone)
+    // to the one with a certificate from another CA.
+    for (name, port, backend, check) in [
+        (
+            "good",
+            443,
+            "10.77.0.2:8443",
+            "check = \"http\"\npath = \"/index.html\"",
+        ),
+        ("bad", 444, "10.77.0.3:8443", "check = \"tcp\""),
+    ] {
+        extra += &tls_vserver(&net.dir, name, port, &[backend], &["ec"], "");
+        extra += &format!(
+            "[vserver.backend_tls]\nca = \"{d}/bca.pem\"\nserver_name = \"api.internal\"\n\
+             [vserver.health]\n{check}\ninterval = \"300ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 1\n"
+        );
+    }
+    let cpu = *cpus().last().unwrap();
+    net.start_appliance(&[cpu], &extra);
+    let t0 = Instant::now();
+    let (good, bad) = loop {
+        let o = net.ctl(&["show", "backends", "--json"]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let row = |v: &str| {
+            j.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["vserver"] == v)
+                .unwrap()
+                .clone()
+        };
+        let (good, bad) = (row("good"), row("bad"));
+        let passed = good["checks_passed"].as_u64().unwrap_or(0) >= 3;
+        let failed = bad["checks_failed"].as_u64().unwrap_or(0) >= 3;
+        if passed && failed {
+            break (good, bad);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "{good}\n{bad}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(good["state"], "up", "{good}");
+    assert_eq!(good["last_check"], "passed", "{good}");
+    assert_eq!(bad["state"], "down", "{bad}");
+    eprintln!("the bad backend's last check: {}", bad["last_check"]);
+    assert!(
+        bad["last_check"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("TLS failed (") && c != "TLS failed (unknown)"),
+        "{bad}"
+    );
+    // The good backend saw the checks' requests, over TLS 1.3.
+    let log = net.log("nginx-api.access");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("TLSv1.3 ") && l.contains("GET /index.html HTTP/1.0 200")),
+        "{log}"
+    );
+    // The bad one never got a request.
+    assert!(net.log("nginx-otherca.access").is_empty());
+}

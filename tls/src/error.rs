@@ -28,6 +28,39 @@ pub mod alert {
     pub const CERTIFICATE_REQUIRED: u8 = 116;
     pub const NO_APPLICATION_PROTOCOL: u8 = 120;
 
+    /// The RFC's name of an alert (RFC 8446 §6, RFC 5246 §7.2), or "unknown".
+    pub fn name(desc: u8) -> &'static str {
+        match desc {
+            CLOSE_NOTIFY => "close_notify",
+            UNEXPECTED_MESSAGE => "unexpected_message",
+            BAD_RECORD_MAC => "bad_record_mac",
+            RECORD_OVERFLOW => "record_overflow",
+            HANDSHAKE_FAILURE => "handshake_failure",
+            BAD_CERTIFICATE => "bad_certificate",
+            43 => "unsupported_certificate",
+            44 => "certificate_revoked",
+            45 => "certificate_expired",
+            46 => "certificate_unknown",
+            ILLEGAL_PARAMETER => "illegal_parameter",
+            UNKNOWN_CA => "unknown_ca",
+            49 => "access_denied",
+            DECODE_ERROR => "decode_error",
+            DECRYPT_ERROR => "decrypt_error",
+            PROTOCOL_VERSION => "protocol_version",
+            71 => "insufficient_security",
+            INTERNAL_ERROR => "internal_error",
+            INAPPROPRIATE_FALLBACK => "inappropriate_fallback",
+            USER_CANCELED => "user_canceled",
+            NO_RENEGOTIATION => "no_renegotiation",
+            MISSING_EXTENSION => "missing_extension",
+            110 => "unsupported_extension",
+            112 => "unrecognized_name",
+            CERTIFICATE_REQUIRED => "certificate_required",
+            NO_APPLICATION_PROTOCOL => "no_application_protocol",
+            _ => "unknown",
+        }
+    }
+
     /// The alert record's body: close_notify and no_renegotiation are warnings, every
     /// other alert we send is fatal.
     pub fn record(desc: u8) -> [u8; 2] {

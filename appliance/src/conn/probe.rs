@@ -35,11 +35,12 @@ impl ProbeConn {
             app.probe_done(self.k, CheckResult::Timeout, cx.now_ms());
             return Next::Done;
         }
+        let now_ms = cx.now_ms();
         let Some(s) = cx.stack.socket(self.conn) else {
             app.probe_done(self.k, CheckResult::Closed, cx.now_ms());
             return Next::Done;
         };
-        match app.probe_step(self.k, s) {
+        match app.probe_step(self.k, s, now_ms) {
             Step::Wait => Next::Wait,
             Step::Done(r) => {
                 cx.stack.release(self.conn);
