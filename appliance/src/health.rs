@@ -199,17 +199,7 @@ impl Probe {
         let Some(c) = self.tls.as_mut() else {
             return Step::Wait;
         };
-        while c.tls_room() > 0 {
-            let n = s
-                .recv(|b| {
-                    let n = c.read_tls(b);
-                    (n, n)
-                })
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-        }
+        let _ = driver::pump::fill(s, &mut **c);
         let failed = c.process(now_ms).err();
         let mut verdict = None;
         if let Some(e) = failed {
@@ -250,13 +240,7 @@ impl Probe {
             }
         }
         // What the client role wrote (its flight, the request, an alert, close_notify).
-        while !c.pending_tls().is_empty() && s.can_send() {
-            let n = s.send_slice(c.pending_tls()).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            c.consume_tls(n);
-        }
+        let _ = driver::pump::flush(&mut **c, s);
         if verdict.is_none() && (!s.may_recv() || s.state() == TcpState::Closed) {
             verdict = Some(CheckResult::Closed);
         }

@@ -328,7 +328,7 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
 }
 
 #[test]
-fn health_checks_run_over_tls() {
+fn health_checks_and_tls_origination() {
     let mut net = Net::up("bhc");
     write_site(&net.dir, 1024);
     make_certs(&net.dir);
@@ -355,8 +355,39 @@ fn health_checks_run_over_tls() {
              [vserver.health]\n{check}\ninterval = \"300ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 1\n"
         );
     }
+    // TLS origination: a tcp vserver whose plaintext clients reach the TLS backend.
+    extra += &format!(
+        "\n[[vserver]]\nname = \"origin\"\nlisten = \"10.77.0.1:8000\"\nmode = \"tcp\"\n\
+         backends = [\"10.77.0.2:8443\"]\n[vserver.backend_tls]\nca = \"{d}/bca.pem\"\n\
+         server_name = \"api.internal\"\n"
+    );
     let cpu = *cpus().last().unwrap();
     net.start_appliance(&[cpu], &extra);
+    for i in 0..3 {
+        let out = net.dir.join("origin.out");
+        let o = net.curl("http://10.77.0.1:8000/index.html", &out);
+        assert!(o.status.success(), "request {i}: {o:?}");
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            b"hello through the appliance\n"
+        );
+    }
+    let origin: Vec<String> = net
+        .log("nginx-api.access")
+        .lines()
+        .filter(|l| l.contains("HTTP/1.1"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(origin.len(), 3, "{origin:?}");
+    assert!(
+        origin.iter().all(|l| l.starts_with("TLSv1.3 ")),
+        "{origin:?}"
+    );
+    // After the first, the backend sessions resumed.
+    assert!(
+        origin[1..].iter().all(|l| l.split(' ').nth(2) == Some("r")),
+        "{origin:?}"
+    );
     let t0 = Instant::now();
     let (good, bad) = loop {
         let o = net.ctl(&["show", "backends", "--json"]);

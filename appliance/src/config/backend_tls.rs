@@ -1,12 +1,12 @@
-//! `[vserver.backend_tls]`: TLS towards a `tls` vserver's backends (re-encryption):
+//! `[vserver.backend_tls]`: TLS towards a vserver's backends:
 //! the trust store and the name each backend's certificate must carry, versions,
 //! suites, ALPN, session reuse. Everything is checked and built here, once per
 //! configuration: the connections only pick their backend's client configuration.
 //!
 //! The client role speaks TLS 1.2 and 1.3 (the backend chooses), with a client
 //! certificate (`certificate`, loaded once; its Certificate messages are
-//! precomputed). Not built yet, and refused by name: TLS origination for `tcp`
-//! vservers.
+//! precomputed). `tls` vservers re-encrypt; `tcp` vservers originate TLS for their
+//! plaintext clients.
 
 use std::sync::Arc;
 

@@ -293,17 +293,11 @@ impl Checker<'_> {
         };
         let backend_tls = match (&v.backend_tls, mode) {
             (None, _) => None,
-            (Some(t), Mode::Tls) => Some(std::sync::Arc::new(self.backend_tls(
+            (Some(t), Mode::Tls | Mode::Tcp) => Some(std::sync::Arc::new(self.backend_tls(
                 &f("backend_tls"),
                 t,
                 &backends,
             )?)),
-            (Some(_), Mode::Tcp) => {
-                return Err(self.err(
-                    f("backend_tls"),
-                    "TLS origination for tcp vservers is not built yet; use mode = \"tls\"",
-                ))
-            }
             (Some(_), Mode::Socks5) => {
                 return Err(self.err(
                     f("backend_tls"),

@@ -27,6 +27,7 @@ use crypto_offload::client::KeyShare;
 use crypto_offload::job::{Call, CallResult};
 use crypto_offload::{CryptoError, Done, Job};
 use driver::offload::JobEngine;
+use driver::pump::{fill, flush};
 use driver::{HandlerId, Offload};
 use netstack::TcpSocket;
 use tls::{ClientConn, Ticket};
@@ -276,17 +277,8 @@ impl BackendTlsConn {
         if self.closing && !c.is_handshaking() {
             c.close();
         }
-        while !c.awaiting_job() {
-            if c.plaintext().len() >= MAX_PLAINTEXT || c.tls_room() == 0 {
-                break;
-            }
-            let n = s
-                .recv(|buf| {
-                    let n = c.read_tls(buf);
-                    (n, n)
-                })
-                .unwrap_or(0);
-            if n == 0 {
+        while !c.awaiting_job() && c.plaintext().len() < MAX_PLAINTEXT {
+            if fill(s, &mut **c).unwrap_or(0) == 0 {
                 break;
             }
             c.process(now_ms)?;
@@ -298,13 +290,7 @@ impl BackendTlsConn {
     /// close_notify (or an alert) is out.
     fn flush(&mut self, s: &mut TcpSocket) {
         if let Some(c) = self.c.as_mut() {
-            while !c.pending_tls().is_empty() && s.can_send() {
-                let n = s.send_slice(c.pending_tls()).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                c.consume_tls(n);
-            }
+            let _ = flush(&mut **c, s);
         }
         let queued = self.c.as_ref().is_some_and(|c| !c.pending_tls().is_empty());
         let closed = self.c.as_ref().is_some_and(|c| c.is_closed());

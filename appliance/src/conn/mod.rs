@@ -59,15 +59,16 @@ impl Handler for Conn {
 
     fn on_job_done(&mut self, done: JobDone, _app: &mut CoreApp) {
         match self {
+            Conn::Tcp(c) => c.on_job_done(done),
             Conn::Tls(c) => c.on_job_done(done),
             Conn::Socks(c) => c.on_job_done(done),
-            _ => {}
+            Conn::Probe(_) => {}
         }
     }
 
     fn deadline_us(&self) -> Option<u64> {
         match self {
-            Conn::Tcp(_) => None,
+            Conn::Tcp(c) => c.deadline_us(),
             Conn::Tls(c) => c.deadline_us(),
             Conn::Socks(c) => c.deadline_us(),
             Conn::Probe(p) => Some(p.deadline_us()),

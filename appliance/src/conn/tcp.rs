@@ -1,13 +1,20 @@
 //! `mode = "tcp"`: the L4 proxy. A client connection is paired at once with a new
 //! connection to a backend chosen by the vserver's balancing method; bytes are moved
 //! both ways as they come (each side's TCP window slows the other), FINs and
-//! failures are passed on (see [`super`]).
+//! failures are passed on (see [`super`]). With `[vserver.backend_tls]` the backend
+//! leg speaks TLS (TLS origination for plaintext clients, [`super::backend_tls`]):
+//! what the client sends is encrypted towards the backend, what the backend sends is
+//! decrypted for the client; a failure of that leg resets the client once bytes went
+//! to it, or closes it (FIN) before.
 
 use std::sync::Arc;
 
+use driver::offload::{JobDone, JobEngine};
 use driver::pump::relay;
 use driver::{Cx, Next};
 use netstack::ConnId;
+
+use super::backend_tls::{BackendTlsConn, Event, TlsUpstream, Upstream};
 
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
@@ -23,6 +30,8 @@ pub struct TcpConn {
     client: ConnId,
     vs: Arc<VserverRt>,
     backend: Option<BackendLeg>,
+    /// `[vserver.backend_tls]`: the backend leg's TLS client, once its TCP is up.
+    btls: Option<Box<BackendTlsConn>>,
     /// The client's FIN has been passed to the backend.
     client_fin_forwarded: bool,
     log: ClientLog,
@@ -44,12 +53,14 @@ impl TcpConn {
             client,
             vs,
             backend: None,
+            btls: None,
             client_fin_forwarded: false,
             log,
         };
         match connect_backend(cx, app, &c.vs) {
             Ok((leg, addr)) => {
                 c.log.backend_addr = Some(addr);
+                c.log.backend_tls_on = c.vs.cfg.backend_tls.is_some();
                 c.backend = Some(leg);
                 Some(c)
             }
@@ -64,10 +75,26 @@ impl TcpConn {
         }
     }
 
+    /// A completion of the backend leg's handshake step.
+    pub fn on_job_done(&mut self, done: JobDone) {
+        if let (Some(bt), JobDone::Step(r)) = (self.btls.as_deref_mut(), done) {
+            let _ = bt.complete(r);
+        }
+    }
+
+    /// The backend leg's handshake timeout, while it runs.
+    pub fn deadline_us(&self) -> Option<u64> {
+        self.btls
+            .as_ref()
+            .and_then(|b| b.deadline_ms())
+            .map(|ms| ms.saturating_mul(1000))
+    }
+
     pub fn step(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
         let Some(b) = self.backend.as_mut() else {
             return Next::Done;
         };
+        let (now_ms, tag) = (cx.now_ms(), cx.me());
         let proxy_v2 = self.vs.cfg.proxy_protocol;
         let Some(((cs, _), (bs, _))) = cx.stack.pair(self.client, b.id) else {
             return Next::Done;
@@ -84,6 +111,28 @@ impl TcpConn {
                     Ok(true) => {
                         b.established = true;
                         newly_established = true;
+                        if let Some(cfg) = &self.vs.cfg.backend_tls {
+                            let timeout_ms = 10_000;
+                            match BackendTlsConn::new(
+                                cfg,
+                                b.index as usize,
+                                self.vs.name_arc(),
+                                self.log.backend_addr.unwrap_or(std::net::SocketAddrV4::new(
+                                    std::net::Ipv4Addr::UNSPECIFIED,
+                                    0,
+                                )),
+                                &app.backend_tickets,
+                                now_ms,
+                                timeout_ms,
+                            ) {
+                                Ok(c) => self.btls = Some(Box::new(c)),
+                                Err(e) => {
+                                    bs.abort();
+                                    cs.close();
+                                    break 'step Outcome::BackendTls(e);
+                                }
+                            }
+                        }
                     }
                     Err(o) => break 'step o,
                 }
@@ -98,18 +147,59 @@ impl TcpConn {
                 bs.abort();
                 break 'step Outcome::ClientReset;
             }
-            let up = relay(cs, bs);
-            let down = relay(bs, cs);
+            let (up, down) = match self.btls.as_deref_mut() {
+                Some(bt) => {
+                    if let Some(Event::Established { resumed }) =
+                        bt.pump(bs, &mut app.backend_tickets, cx.offload, tag, now_ms)
+                    {
+                        let c = if resumed {
+                            &app.stats.backend_tls_resumed
+                        } else {
+                            &app.stats.backend_tls_full
+                        };
+                        add(c, 1);
+                        if let Some(be) = self.vs.backends.get(b.index as usize) {
+                            be.tls_handshake(bt.suite(), resumed);
+                        }
+                        self.log.backend_tls = bt.fields();
+                    }
+                    let mut tu = TlsUpstream {
+                        s: &mut *bs,
+                        b: bt,
+                        now_ms,
+                    };
+                    let moved = relay_tls(cs, &mut tu);
+                    if let Some(e) = bt.error() {
+                        // Bytes already went to the client: a RST, so a cut stream
+                        // does not look complete; else a FIN.
+                        if self.log.bytes_out + moved.1 as u64 > 0 {
+                            cs.abort();
+                        } else {
+                            cs.close();
+                        }
+                        break 'step Outcome::BackendTls(e.clone());
+                    }
+                    moved
+                }
+                None => (relay(cs, bs), relay(bs, cs)),
+            };
             self.log.bytes_in += up as u64;
             self.log.bytes_out += down as u64;
             add(&app.stats.bytes_to_backend, up as u64);
             add(&app.stats.bytes_to_client, down as u64);
             // Orderly close: a side whose FIN arrived and whose data is all forwarded.
             if !self.client_fin_forwarded && !cs.may_recv() && cs.recv_queue() == 0 {
-                bs.close();
+                match self.btls.as_deref_mut() {
+                    Some(bt) => bt.close(bs),
+                    None => bs.close(),
+                }
                 self.client_fin_forwarded = true;
             }
-            if !b.fin_forwarded && !bs.may_recv() && bs.recv_queue() == 0 {
+            let (may_recv, queued) = match self.btls.as_deref() {
+                Some(bt) => (bt.may_recv(bs), bt.recv_queue(bs)),
+                None => (bs.may_recv(), bs.recv_queue()),
+            };
+            if !b.fin_forwarded && !may_recv && queued == 0 {
                 cs.close();
                 b.fin_forwarded = true;
             }
@@ -151,4 +241,31 @@ impl TcpConn {
         };
         self.log.row(core, Some(&self.vs), state, now_us)
     }
+}
+
+/// Plaintext both ways between the client's socket and the backend's TLS client:
+/// (client to backend, backend to client) bytes moved.
+fn relay_tls(cs: &mut netstack::TcpSocket, up: &mut TlsUpstream) -> (usize, usize) {
+    let mut to_backend = 0;
+    while up.can_send() && cs.can_recv() {
+        let n = cs
+            .recv(|buf| {
+                let n = up.send(buf);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        to_backend += n;
+    }
+    let mut to_client = 0;
+    while cs.can_send() && up.can_recv() {
+        let n = up.recv(&mut |buf| cs.send_slice(buf).unwrap_or(0));
+        if n == 0 {
+            break;
+        }
+        to_client += n;
+    }
+    (to_backend, to_client)
 }
