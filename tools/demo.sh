@@ -39,6 +39,19 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -s
     -addext "subjectAltName=DNS:admin.test" -keyout "$WORK/admin.key" -out "$WORK/admin.pem" 2>/dev/null
 cat "$WORK/ec.pem" "$WORK/rsa.pem" "$WORK/admin.pem" > "$WORK/ca.pem"
 
+# A TLS backend for re-encryption: its own CA, a certificate for api.internal, Python's
+# HTTPS server on 10.77.0.3:8443.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=backend-ca \
+    -keyout "$WORK/bca.key" -out "$WORK/bca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=api.internal \
+    -keyout "$WORK/api.key" -out "$WORK/api.csr" 2>/dev/null
+echo "subjectAltName=DNS:api.internal" > "$WORK/api.ext"
+openssl x509 -req -in "$WORK/api.csr" -CA "$WORK/bca.pem" -CAkey "$WORK/bca.key" -CAcreateserial \
+    -days 30 -extfile "$WORK/api.ext" -out "$WORK/api.pem" 2>/dev/null
+"${HOSTS[@]}" python3 tools/www.py 10.77.0.3 8443 "$WORK/www" --tls "$WORK/api.pem" "$WORK/api.key" \
+    >"$WORK/backend-tls.log" 2>&1 &
+PIDS+=($!)
+
 # A SOCKS5-over-TLS user (the password never leaves this directory; the file holds its
 # Argon2id hash).
 echo "demo password" > "$WORK/socks-pw"
@@ -95,6 +108,17 @@ certificates = [{ chain = "admin.pem", key = "admin.key" }]
 versions = ["1.3"]
 
 [[vserver]]
+name = "reenc"                  # TLS in front and behind: re-encrypted towards the backend
+listen = "10.77.0.1:8443"
+mode = "tls"
+backends = ["10.77.0.3:8443"]
+[vserver.tls]
+certificates = [{ chain = "ec.pem", key = "ec.key" }]
+[vserver.backend_tls]
+ca = "bca.pem"                  # the backend's chain is verified against this CA,
+server_name = "api.internal"    # and its name; sessions to it are resumed
+
+[[vserver]]
 name = "socks"                  # SOCKS5 inside TLS: clients name their targets
 listen = "10.77.0.1:1080"
 mode = "socks5"
@@ -138,6 +162,12 @@ echo "== 64 MiB download over HTTPS, checked byte for byte"
 "${HOSTS[@]}" "${HTTPS[@]}" -o "$WORK/got-tls.bin" -w "   %{size_download} bytes in %{time_total}s (%{speed_download} B/s)\n" https://appliance.test/big.bin
 got=$(sha256sum < "$WORK/got-tls.bin")
 if [ "$want" = "$got" ]; then echo "   sha256 matches: ${got%% *}"; else echo "   MISMATCH: $want vs $got"; exit 1; fi
+
+echo "== re-encryption: https://appliance.test:8443/ through vserver \"reenc\" to a TLS backend (5 requests)"
+for _ in 1 2 3 4 5; do
+    "${HOSTS[@]}" "${HTTPS[@]}" --resolve appliance.test:8443:10.77.0.1 https://appliance.test:8443/index.html
+done | sort | uniq -c | sed 's/^/   /'
+"${CTL[@]}" show backends | grep -E "^vserver|^reenc" | sed 's/^/   /'
 
 echo "== transmittal conditions: how backend plaintext was sealed into records so far"
 "${CTL[@]}" --json stats | python3 -c '
