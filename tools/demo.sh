@@ -233,7 +233,7 @@ PIDS+=($!)
 for _ in $(seq 50); do grep -q "SOCKS v5 on" "$WORK/tlsocks.log" && break; sleep 0.1; done
 "${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.2:8080/index.html | sed 's/^/   /'
 echo "   a target the policy does not allow (port 8081):"
-"${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.3:8081/index.html 2>&1 | sed 's/^/   curl: /' || true
+"${HOSTS[@]}" curl -sS --max-time 10 --socks5 127.0.0.1:1080 http://10.77.0.3:8081/index.html 2>&1 | sed 's/^/   /' || true
 grep 'answered' "$WORK/tlsocks.log" | tail -n 1 | sed 's/^/   /'
 echo "   UDP through tlsocks --udp 127.0.0.1:5300=10.77.0.3:7 (secure datagrams to the relay):"
 for _ in $(seq 50); do grep -q "association" "$WORK/tlsocks.log" && break; sleep 0.1; done
