@@ -817,8 +817,9 @@ pub fn tls12_keys(
     Ok((client_write, server_write))
 }
 
-/// A TLS 1.2 Finished message: 12 bytes of PRF over the transcript hash.
-fn tls12_finished(
+/// A TLS 1.2 Finished message: 12 bytes of PRF over the transcript hash (`label`:
+/// "client finished" or "server finished").
+pub fn tls12_finished(
     h: HashAlg,
     master: &Secret,
     label: &[u8],

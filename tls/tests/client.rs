@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use common::client_pump as pump;
 use crypto_offload::client::KeyShare;
 use crypto_offload::{Group, ServerVerifier};
 use tls::msgs::{group, suite};
@@ -33,32 +34,6 @@ fn x25519() -> KeyShare {
     KeyShare::generate(Group::X25519).unwrap()
 }
 
-/// Moves bytes between the client and the server engine until neither moves.
-fn pump(c: &mut ClientConn, s: &mut Server) -> Result<(), Error> {
-    for _ in 0..50 {
-        let out = c.pending_tls().to_vec();
-        c.consume_tls(out.len());
-        s.wire.to_server.borrow_mut().extend_from_slice(&out);
-        let _ = s.pump();
-        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
-        let n = c.read_tls(&input);
-        s.wire
-            .to_client
-            .borrow_mut()
-            .splice(0..0, input[n..].iter().copied());
-        if let Err(e) = c.process(0) {
-            // Deliver the alert the error queued.
-            let alert = c.pending_tls().to_vec();
-            s.wire.to_server.borrow_mut().extend_from_slice(&alert);
-            let _ = s.pump();
-            return Err(e);
-        }
-        if out.is_empty() && input.is_empty() && c.pending_tls().is_empty() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
 
 fn engine_pair(
     server: Arc<tls::ServerConfig>,

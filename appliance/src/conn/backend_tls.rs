@@ -32,8 +32,11 @@ use driver::{HandlerId, Offload};
 use netstack::TcpSocket;
 use tls::{ClientConn, Ticket};
 
+use super::ClientLog;
 use crate::access::BackendTlsFields;
+use crate::backends::VserverRt;
 use crate::config::BackendTls;
+use crate::stats::{add, ProxyStats};
 
 /// Plaintext a [`TlsUpstream`] holds decrypted before it stops reading the socket.
 const MAX_PLAINTEXT: usize = 64 * 1024;
@@ -112,6 +115,57 @@ impl BackendTickets {
 /// How the backend leg's handshake went, for the counters (reported once).
 pub enum Event {
     Established { resumed: bool },
+}
+
+/// The backend leg of a pair whose backend connection just came up, if its vserver
+/// speaks TLS to backends: `Ok(None)` when it does not.
+pub fn start(
+    vs: &VserverRt,
+    index: u32,
+    tickets: &BackendTickets,
+    now_ms: u64,
+    timeout_ms: u64,
+) -> Result<Option<Box<BackendTlsConn>>, tls::Error> {
+    let Some(cfg) = &vs.cfg.backend_tls else {
+        return Ok(None);
+    };
+    let addr = vs
+        .backends
+        .get(index as usize)
+        .map(|b| b.addr)
+        .ok_or(tls::Error::Misuse("no such backend"))?;
+    BackendTlsConn::new(
+        cfg,
+        index as usize,
+        vs.name_arc(),
+        addr,
+        tickets,
+        now_ms,
+        timeout_ms,
+    )
+    .map(|c| Some(Box::new(c)))
+}
+
+/// Counts a finished backend handshake: per core, per backend, and in the access log.
+pub fn count(
+    ev: Event,
+    bt: &BackendTlsConn,
+    stats: &ProxyStats,
+    vs: &VserverRt,
+    index: u32,
+    log: &mut ClientLog,
+) {
+    let Event::Established { resumed } = ev;
+    let c = if resumed {
+        &stats.backend_tls_resumed
+    } else {
+        &stats.backend_tls_full
+    };
+    add(c, 1);
+    if let Some(be) = vs.backends.get(index as usize) {
+        be.tls_handshake(bt.suite(), resumed);
+    }
+    log.backend_tls = bt.fields();
 }
 
 /// The client role waits for its key share (a job), with what it is made from.

@@ -14,7 +14,7 @@ use driver::pump::relay;
 use driver::{Cx, Next};
 use netstack::ConnId;
 
-use super::backend_tls::{BackendTlsConn, Event, TlsUpstream, Upstream};
+use super::backend_tls::{self, BackendTlsConn, TlsUpstream, Upstream};
 
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
@@ -111,26 +111,19 @@ impl TcpConn {
                     Ok(true) => {
                         b.established = true;
                         newly_established = true;
-                        if let Some(cfg) = &self.vs.cfg.backend_tls {
-                            let timeout_ms = 10_000;
-                            match BackendTlsConn::new(
-                                cfg,
-                                b.index as usize,
-                                self.vs.name_arc(),
-                                self.log.backend_addr.unwrap_or(std::net::SocketAddrV4::new(
-                                    std::net::Ipv4Addr::UNSPECIFIED,
-                                    0,
-                                )),
-                                &app.backend_tickets,
-                                now_ms,
-                                timeout_ms,
-                            ) {
-                                Ok(c) => self.btls = Some(Box::new(c)),
-                                Err(e) => {
-                                    bs.abort();
-                                    cs.close();
-                                    break 'step Outcome::BackendTls(e);
-                                }
+                        // The handshake timeout of a tls vserver's default.
+                        match backend_tls::start(
+                            &self.vs,
+                            b.index,
+                            &app.backend_tickets,
+                            now_ms,
+                            10_000,
+                        ) {
+                            Ok(c) => self.btls = c,
+                            Err(e) => {
+                                bs.abort();
+                                cs.close();
+                                break 'step Outcome::BackendTls(e);
                             }
                         }
                     }
@@ -149,19 +142,9 @@ impl TcpConn {
             }
             let (up, down) = match self.btls.as_deref_mut() {
                 Some(bt) => {
-                    if let Some(Event::Established { resumed }) =
-                        bt.pump(bs, &mut app.backend_tickets, cx.offload, tag, now_ms)
+                    if let Some(ev) = bt.pump(bs, &mut app.backend_tickets, cx.offload, tag, now_ms)
                     {
-                        let c = if resumed {
-                            &app.stats.backend_tls_resumed
-                        } else {
-                            &app.stats.backend_tls_full
-                        };
-                        add(c, 1);
-                        if let Some(be) = self.vs.backends.get(b.index as usize) {
-                            be.tls_handshake(bt.suite(), resumed);
-                        }
-                        self.log.backend_tls = bt.fields();
+                        backend_tls::count(ev, bt, &app.stats, &self.vs, b.index, &mut self.log);
                     }
                     let mut tu = TlsUpstream {
                         s: &mut *bs,

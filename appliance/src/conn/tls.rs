@@ -25,7 +25,7 @@ use driver::{Cx, Next};
 use netstack::{ConnId, TcpSocket, TcpState};
 use tls::{ErrorClass, ServerConn};
 
-use super::backend_tls::{BackendTlsConn, Event, TlsUpstream, Upstream};
+use super::backend_tls::{self, BackendTlsConn, TlsUpstream, Upstream};
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
     release_client, remote, BackendLeg, ClientLog, Outcome, Refusal, CLIENT,
@@ -278,27 +278,23 @@ impl TlsConn {
                     Ok(true) => {
                         b.established = true;
                         newly_established = true;
-                        if let Some(cfg) = &vs.cfg.backend_tls {
-                            let timeout_ms = vs
-                                .cfg
-                                .tls
-                                .as_ref()
-                                .map_or(10_000, |c| c.handshake_timeout_ms);
-                            match BackendTlsConn::new(
-                                cfg,
-                                b.index as usize,
-                                vs.name_arc(),
-                                vs.backends[b.index as usize].addr,
-                                &app.backend_tickets,
-                                now_us / 1000,
-                                timeout_ms,
-                            ) {
-                                Ok(c) => self.btls = Some(Box::new(c)),
-                                Err(e) => {
-                                    bs.abort();
-                                    end_client(cs, t, &vs, false);
-                                    break 'step Outcome::BackendTls(e);
-                                }
+                        let timeout_ms = vs
+                            .cfg
+                            .tls
+                            .as_ref()
+                            .map_or(10_000, |c| c.handshake_timeout_ms);
+                        match backend_tls::start(
+                            &vs,
+                            b.index,
+                            &app.backend_tickets,
+                            now_us / 1000,
+                            timeout_ms,
+                        ) {
+                            Ok(c) => self.btls = c,
+                            Err(e) => {
+                                bs.abort();
+                                end_client(cs, t, &vs, false);
+                                break 'step Outcome::BackendTls(e);
                             }
                         }
                     }
@@ -317,19 +313,9 @@ impl TlsConn {
             let now_ms = now_us / 1000;
             let r = match self.btls.as_deref_mut() {
                 Some(bt) => {
-                    if let Some(Event::Established { resumed }) =
-                        bt.pump(bs, &mut app.backend_tickets, cx.offload, tag, now_ms)
+                    if let Some(ev) = bt.pump(bs, &mut app.backend_tickets, cx.offload, tag, now_ms)
                     {
-                        let c = if resumed {
-                            &app.stats.backend_tls_resumed
-                        } else {
-                            &app.stats.backend_tls_full
-                        };
-                        add(c, 1);
-                        if let Some(be) = vs.backends.get(b.index as usize) {
-                            be.tls_handshake(bt.suite(), resumed);
-                        }
-                        self.log.backend_tls = bt.fields();
+                        backend_tls::count(ev, bt, &app.stats, &vs, b.index, &mut self.log);
                     }
                     let mut up = TlsUpstream {
                         s: &mut *bs,

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crypto_offload::client::KeyShare;
-use crypto_offload::job::tls12_keys;
+use crypto_offload::job::{tls12_finished, tls12_keys};
 use crypto_offload::prim::{ct_eq, prf12, verify_signature};
 use crypto_offload::{
     AeadAlg, CryptoError, Group, HashAlg, Secret, ServerVerifier, SigAlg, SigningKey, TrafficKey,
@@ -89,10 +89,7 @@ fn finished_message(
     label: &[u8],
     thash: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    let v = prf12(h, master.bytes(), label, &[thash], 12)?;
-    let mut m = vec![hs::FINISHED, 0, 0, 12];
-    m.extend_from_slice(v.bytes());
-    Ok(m)
+    Ok(tls12_finished(h, master, label, thash)?)
 }
 
 /// The schemes a TLS 1.2 ClientHello offers: the configured ones, and PKCS#1 v1.5
@@ -584,15 +581,7 @@ fn flight12(mut j: Flight12) -> Result<Flight12Done, CryptoError> {
         add(&mut j, &cv)?;
         flight.extend_from_slice(&cv);
     }
-    let verify = prf12(
-        j.hash,
-        master.bytes(),
-        b"client finished",
-        &[&j.th.current()?],
-        12,
-    )?;
-    let mut finished = vec![hs::FINISHED, 0, 0, 12];
-    finished.extend_from_slice(verify.bytes());
+    let finished = tls12_finished(j.hash, &master, b"client finished", &j.th.current()?)?;
     add(&mut j, &finished)?;
     let (client_write, server_write) = tls12_keys(
         j.hash,

@@ -394,3 +394,31 @@ pub fn record_lengths(wire: &[u8], overhead: usize) -> Vec<usize> {
     assert!(rest.is_empty(), "whole records");
     out
 }
+
+/// Moves bytes between a client role and the server engine until neither moves; a
+/// client error is returned after its alert reached the server.
+pub fn client_pump(c: &mut tls::ClientConn, s: &mut Server) -> Result<(), tls::Error> {
+    for _ in 0..50 {
+        let out = c.pending_tls().to_vec();
+        c.consume_tls(out.len());
+        s.wire.to_server.borrow_mut().extend_from_slice(&out);
+        let _ = s.pump();
+        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
+        let n = c.read_tls(&input);
+        s.wire
+            .to_client
+            .borrow_mut()
+            .splice(0..0, input[n..].iter().copied());
+        if let Err(e) = c.process(0) {
+            // Deliver the alert the error queued.
+            let alert = c.pending_tls().to_vec();
+            s.wire.to_server.borrow_mut().extend_from_slice(&alert);
+            let _ = s.pump();
+            return Err(e);
+        }
+        if out.is_empty() && input.is_empty() && c.pending_tls().is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
