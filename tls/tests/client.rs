@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use common::client_pump as pump;
+use common::*;
 use crypto_offload::client::KeyShare;
 use crypto_offload::{Group, ServerVerifier};
 use tls::msgs::{group, suite};
@@ -33,7 +33,6 @@ fn client_cfg(verify: Option<Arc<ServerVerifier>>) -> Arc<ClientConfig> {
 fn x25519() -> KeyShare {
     KeyShare::generate(Group::X25519).unwrap()
 }
-
 
 fn engine_pair(
     server: Arc<tls::ServerConfig>,

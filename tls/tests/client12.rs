@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use common::client_pump as pump;
+use common::*;
 use crypto_offload::client::KeyShare;
 use crypto_offload::{Group, ServerVerifier};
 use tls::msgs::{suite, version};
@@ -45,7 +45,6 @@ fn cfg12(suites: &[u16]) -> Arc<ClientConfig> {
 fn share() -> KeyShare {
     KeyShare::generate(Group::X25519).unwrap()
 }
-
 
 fn engine_pair(
     server: Arc<tls::ServerConfig>,
