@@ -29,6 +29,10 @@ pub use reply::Refusal;
 /// Longest request line the daemon reads.
 pub const MAX_LINE: usize = 4096;
 
+/// The longest vserver name or backend address a request carries, so that its JSON
+/// form (quotes and backslashes doubled) always fits in [`MAX_LINE`].
+pub const MAX_FIELD: usize = 255;
+
 /// What a backend switch does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +100,9 @@ pub enum ParseError {
     BadJson(String),
     #[error("unknown command {0:?}; commands: {COMMANDS}")]
     Unknown(String),
+    /// A name or address that no vserver or backend can have.
+    #[error("{0}: at most {MAX_FIELD} bytes, no control characters")]
+    BadField(&'static str),
     #[error("{0}")]
     Usage(&'static str),
 }
@@ -110,9 +117,33 @@ impl Request {
             return Err(ParseError::TooLong);
         }
         let line = line.trim();
-        if line.starts_with('{') {
-            return serde_json::from_str(line).map_err(|e| ParseError::BadJson(e.to_string()));
+        let req = if line.starts_with('{') {
+            serde_json::from_str(line).map_err(|e| ParseError::BadJson(e.to_string()))?
+        } else {
+            Self::parse_words(line)?
+        };
+        req.check_fields()?;
+        Ok(req)
+    }
+
+    /// Names and addresses are short and printable in either form (a fuzzer found a
+    /// words-form line whose JSON form, control characters escaped, outgrew the line
+    /// limit).
+    fn check_fields(&self) -> Result<(), ParseError> {
+        let ok = |s: &str| s.len() <= MAX_FIELD && !s.chars().any(char::is_control);
+        match self {
+            Request::Vserver { name, .. } if !ok(name) => Err(ParseError::BadField("vserver name")),
+            Request::Backend { address, .. } if !ok(address) => {
+                Err(ParseError::BadField("backend address"))
+            }
+            Request::Backend {
+                vserver: Some(v), ..
+            } if !ok(v) => Err(ParseError::BadField("vserver name")),
+            _ => Ok(()),
         }
+    }
+
+    fn parse_words(line: &str) -> Result<Request, ParseError> {
         let words: Vec<&str> = line.split_whitespace().collect();
         Ok(match words.as_slice() {
             [] => return Err(ParseError::Empty),
@@ -182,6 +213,38 @@ pub fn decode_reply<T: serde::de::DeserializeOwned>(line: &str) -> Result<T, Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_addresses_are_short_and_printable() {
+        // The fuzzer's line (fuzz/artifacts/control_request-crash-430c4cd8…): a
+        // words-form address full of control characters, whose JSON form (each one a
+        // six-byte \u escape) was longer than a request may be.
+        let crash = include_bytes!("../../fuzz/corpus/control_request/regress-control-chars");
+        let line = std::str::from_utf8(crash).unwrap();
+        assert_eq!(
+            Request::parse(line),
+            Err(ParseError::BadField("backend address"))
+        );
+        let long = format!("vserver enable {}", "a".repeat(MAX_FIELD + 1));
+        assert_eq!(
+            Request::parse(&long),
+            Err(ParseError::BadField("vserver name"))
+        );
+        let json =
+            r#"{"cmd":"backend","action":"drain","address":"10.0.0.2:80","vserver":"a\u0000b"}"#;
+        assert_eq!(
+            Request::parse(json),
+            Err(ParseError::BadField("vserver name"))
+        );
+        // The longest fields, all quotes, still make a line the parser takes back.
+        let q = "\"".repeat(MAX_FIELD);
+        let req = Request::Backend {
+            action: BackendAction::Drain,
+            address: q.clone(),
+            vserver: Some(q),
+        };
+        assert_eq!(Request::parse(&req.to_line()), Ok(req));
+    }
 
     #[test]
     fn words_and_json_forms_parse_to_the_same_request() {

@@ -104,8 +104,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        // Checked: the fuzzer found "…894h", whose seconds do not fit in 64 bits.
+        "m" | "h" => {
+            let per = if unit == "m" { 60 } else { 3600 };
+            Duration::from_secs(
+                n.checked_mul(per)
+                    .ok_or_else(|| format!("{s:?} is longer than any duration can be"))?,
+            )
+        }
         _ => {
             return Err(format!(
                 "{s:?} has no unit: write e.g. \"500ms\", \"10s\", \"2m\""

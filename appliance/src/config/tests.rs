@@ -570,6 +570,20 @@ fn durations() {
     assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
     assert!(parse_duration("10").is_err());
     assert!(parse_duration("s").is_err());
+    // Hours or minutes beyond 64 bits of seconds are an error, not an overflow (found
+    // by the config fuzz target: fuzz/corpus/config/regress-duration-overflow).
+    assert!(parse_duration("5124095576030432h").is_err());
+    assert!(parse_duration("307445734561825861m").is_err());
+    assert_eq!(
+        parse_duration("5124095576030431h").unwrap(),
+        Duration::from_secs(5_124_095_576_030_431 * 3600)
+    );
+    let crash = include_str!("../../../fuzz/corpus/config/regress-duration-overflow");
+    let e = Config::parse(crash, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("tcp.handshake_timeout") && e.contains("longer than any duration"),
+        "{e}"
+    );
 }
 
 #[test]
