@@ -5,9 +5,9 @@
 //! Finished and the application keys ([`tls13_client_finish`]). One running transcript
 //! hash goes from the first step to the second.
 //!
-//! They run on the calling thread (the client role's user, loadgen, is not a poll-mode
-//! core). Not built yet: running them as pool jobs, which re-encryption towards TLS
-//! backends from a poll-mode core will need.
+//! The client role (`tls::ClientConn`) runs them on its calling thread, or hands each
+//! to its caller as a [`crate::job::Call`] job for the pool (re-encryption towards
+//! TLS backends from a poll-mode core does).
 
 use std::sync::Arc;
 

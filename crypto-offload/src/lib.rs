@@ -18,8 +18,9 @@
 //! batches across connections as a record job ([`records`]: the keys and record
 //! buffers move into the job and back).
 //!
-//! The client role's TLS 1.3 handshake crypto is in [`client`] (two steps, run on the
-//! calling thread), with the [`ServerVerifier`] that checks a server's chain and name.
+//! The client role's TLS 1.3 handshake crypto is in [`client`] (two steps, run inline or
+//! as [`job::Call`] jobs: work another crate defines, run where jobs run), with the
+//! [`ServerVerifier`] that checks a server's chain and name.
 //!
 //! What it must not do: know about connections, sockets or the data plane, or block a
 //! poll-mode core.

@@ -1,6 +1,7 @@
 //! TLS towards a backend (`[vserver.backend_tls]`): the engine's client role
-//! ([`tls::ClientConn`]) on a `tls` pair's backend leg, so the plaintext the client's
-//! connection decrypts is encrypted again before it leaves the appliance.
+//! ([`tls::ClientConn`]) on a pair's backend leg, so the plaintext a `tls` pair's client
+//! connection decrypts is encrypted again before it leaves the appliance (and a `tcp`
+//! pair's plaintext client reaches a TLS backend: TLS origination).
 //!
 //! The pumps of [`super::tls`] move plaintext through an [`Upstream`]: the backend's
 //! TCP socket itself, or a [`TlsUpstream`] that seals what is sent into records and
@@ -8,10 +9,11 @@
 //! leg's record boundaries are the transmittal conditions', the backend leg's are
 //! whatever the client role makes of each write (up to 16 KiB per record).
 //!
-//! Each core keeps the newest ticket of each backend ([`BackendTickets`]) and offers
+//! Each core keeps the newest session of each backend ([`BackendTickets`]) and offers
 //! it on the next connection, so a backend pays a full handshake rarely. The client
-//! role's crypto runs on the poll core (its key share, the (EC)DHE, the certificate
-//! check); running it as pool jobs like the server's is not built yet.
+//! role's handshake crypto (its key share, then its steps) comes as jobs, run on the
+//! crypto pool when the core has one, like the server's; its records are sealed and
+//! opened on the poll core (not yet on the record jobs).
 //!
 //! A failure on the backend leg (certificate, alert, timeout, a bad record) ends the
 //! pair: the backend gets the alert, the failure is logged and counted, and the client

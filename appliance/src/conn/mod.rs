@@ -1,8 +1,10 @@
 //! Connection handlers, one per vserver mode, stepped by the per-core driver
 //! (`driver::Handler`): [`tcp`] (the L4 proxy), [`tls`] (terminate TLS, plaintext to
 //! the backend), [`socks`] (terminate TLS, then SOCKS v5 to targets the client names)
-//! and [`probe`] (an active health check's connection). A new mode (TLS towards
-//! backends) is a new module and a new [`Conn`] variant; the driver does not change.
+//! and [`probe`] (an active health check's connection). TLS towards backends
+//! ([`backend_tls`]) is a backend leg that `tcp` and `tls` pairs may have, not a mode of
+//! its own; a new mode is a new module and a new [`Conn`] variant, and the driver does
+//! not change.
 //!
 //! ## Closing
 //! An orderly close is passed on: a FIN from one side becomes a FIN to the other once
