@@ -1,8 +1,9 @@
-//! The appliance's TLS engine: a sans-IO TLS 1.2 and 1.3 server, and a TLS 1.3 client
-//! role ([`client`]) for the load generator.
+//! The appliance's TLS engine: a sans-IO TLS 1.2 and 1.3 server, and a TLS 1.2 and
+//! 1.3 client role ([`client`]) for TLS towards backends and the load generator.
 //!
 //! What it owns: the record layer, the handshake messages and their parsers, the server
-//! state machines of both versions, alerts, and the two methods the appliance is built
+//! and client state machines of both versions (the client's TLS 1.2 handshake crypto
+//! too, as job definitions), alerts, and the two methods the appliance is built
 //! around: handshake transcripts kept as bytes and digested once in a crypto job
 //! (shared precomputed messages are referred to, not copied), and certificate flights
 //! encoded once at configuration time and written with the ServerHello in one write.
