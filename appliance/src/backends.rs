@@ -459,9 +459,8 @@ impl VserverRt {
                     tls: self.cfg.backend_tls.as_ref().map(|_| {
                         let suite = b.tls_suite.load(Ordering::Relaxed) as u16;
                         control_proto::reply::BackendTlsSnap {
-                            // A TLS 1.3 suite is 0x13xx; the others are TLS 1.2's.
                             version: (suite != 0).then(|| {
-                                if suite >> 8 == 0x13 {
+                                if tls::msgs::suite::is_tls13(suite) {
                                     "TLSv1.3"
                                 } else {
                                     "TLSv1.2"

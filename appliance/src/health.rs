@@ -28,6 +28,19 @@ use tls::{ClientConfig, ClientConn};
 /// Longest status line (and headers before it) a check reads before it gives up.
 const MAX_ANSWER: usize = 512;
 
+/// An `http` check's verdict on the answer so far (`closed`: no more will come), or
+/// `None` while it is still coming.
+fn http_verdict(answer: &[u8], expect: &[u16], closed: bool) -> Option<CheckResult> {
+    match backend_wire::http1::status_code(answer) {
+        Some(Ok(code)) if expect.contains(&code) => Some(CheckResult::Passed),
+        Some(Ok(code)) => Some(CheckResult::Status(code)),
+        Some(Err(_)) => Some(CheckResult::NotHttp),
+        None if answer.len() >= MAX_ANSWER => Some(CheckResult::NotHttp),
+        None if closed => Some(CheckResult::Closed),
+        None => None,
+    }
+}
+
 /// One core's check of one backend.
 pub struct Probe {
     pub vserver: u32,
@@ -152,14 +165,8 @@ impl Probe {
             }
             self.answer.extend_from_slice(&got);
         }
-        let verdict = match backend_wire::http1::status_code(&self.answer) {
-            Some(Ok(code)) if expect.contains(&code) => Some(CheckResult::Passed),
-            Some(Ok(code)) => Some(CheckResult::Status(code)),
-            Some(Err(_)) => Some(CheckResult::NotHttp),
-            None if self.answer.len() >= MAX_ANSWER => Some(CheckResult::NotHttp),
-            None if !s.may_recv() || s.state() == TcpState::Closed => Some(CheckResult::Closed),
-            None => None,
-        };
+        let closed = !s.may_recv() || s.state() == TcpState::Closed;
+        let verdict = http_verdict(&self.answer, expect, closed);
         match verdict {
             Some(r) => {
                 s.close();
@@ -225,14 +232,7 @@ impl Probe {
                     let n = c.plaintext().len().min(room);
                     self.answer.extend_from_slice(&c.plaintext()[..n]);
                     c.consume_plaintext(n);
-                    verdict = match backend_wire::http1::status_code(&self.answer) {
-                        Some(Ok(code)) if expect.contains(&code) => Some(CheckResult::Passed),
-                        Some(Ok(code)) => Some(CheckResult::Status(code)),
-                        Some(Err(_)) => Some(CheckResult::NotHttp),
-                        None if self.answer.len() >= MAX_ANSWER => Some(CheckResult::NotHttp),
-                        None if c.peer_closed() => Some(CheckResult::Closed),
-                        None => None,
-                    };
+                    verdict = http_verdict(&self.answer, expect, c.peer_closed());
                     if verdict.is_some() {
                         c.close();
                     }

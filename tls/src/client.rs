@@ -101,6 +101,11 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// Whether its suites offer TLS 1.3 (`tls13`) or TLS 1.2 (`!tls13`).
+    pub fn offers(&self, tls13: bool) -> bool {
+        self.suites.iter().any(|&s| suite::is_tls13(s) == tls13)
+    }
+
     /// Refuses settings the client role cannot offer, naming them.
     pub fn validate(&self) -> Result<(), String> {
         if self.suites.is_empty() {
@@ -125,15 +130,6 @@ impl ClientConfig {
         }
         Ok(())
     }
-}
-
-fn is_tls13_suite(s: u16) -> bool {
-    matches!(
-        s,
-        suite::TLS13_AES_128_GCM_SHA256
-            | suite::TLS13_AES_256_GCM_SHA384
-            | suite::TLS13_CHACHA20_POLY1305_SHA256
-    )
 }
 
 /// The group code's key exchange.
@@ -700,8 +696,7 @@ impl ClientConn {
 
     fn server_hello(&mut self, w: AwaitHello, msg: Vec<u8>) -> Result<(), Error> {
         let sh = ServerHello::parse(&msg[4..])?;
-        let offers13 = self.cfg.suites.iter().any(|&s| is_tls13_suite(s));
-        let offers12 = self.cfg.suites.iter().any(|&s| !is_tls13_suite(s));
+        let (offers13, offers12) = (self.cfg.offers(true), self.cfg.offers(false));
         match sh.version {
             Some(version::TLS13) if offers13 => {}
             None if offers12 && !sh.retry && w.retried.is_none() => {
@@ -1103,8 +1098,7 @@ fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, E
     // mode).
     m.push(h.session_id.len() as u8);
     m.extend_from_slice(h.session_id);
-    let offers13 = cfg.suites.iter().any(|&s| is_tls13_suite(s));
-    let offers12 = cfg.suites.iter().any(|&s| !is_tls13_suite(s));
+    let (offers13, offers12) = (cfg.offers(true), cfg.offers(false));
     let at = start_len(&mut m, 2);
     for &s in &cfg.suites {
         put_u16(&mut m, s);

@@ -70,6 +70,11 @@ pub mod suite {
     pub const EMPTY_RENEGOTIATION_INFO_SCSV: u16 = 0x00ff;
     pub const FALLBACK_SCSV: u16 = 0x5600;
 
+    /// A TLS 1.3 suite (0x13xx); every other suite the engine has is TLS 1.2's.
+    pub fn is_tls13(s: u16) -> bool {
+        s >> 8 == 0x13
+    }
+
     /// Every suite the engine negotiates, TLS 1.3 first.
     pub const ALL: [u16; 9] = [
         TLS13_AES_128_GCM_SHA256,

@@ -549,24 +549,9 @@ fn hello_retry_request_with_openssl_s_server_and_its_cookie() {
 /// A plaintext record holding a HelloRetryRequest for `suite` with `exts` (type,
 /// body) after supported_versions.
 fn hrr_record(suite: u16, exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut e = vec![0, 43, 0, 2, 3, 4];
-    for (t, b) in exts {
-        e.extend_from_slice(&t.to_be_bytes());
-        e.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        e.extend_from_slice(b);
-    }
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&tls::msgs::HRR_RANDOM);
-    body.push(0);
-    body.extend_from_slice(&suite.to_be_bytes());
-    body.push(0);
-    body.extend_from_slice(&(e.len() as u16).to_be_bytes());
-    body.extend_from_slice(&e);
-    let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
-    msg.extend_from_slice(&body);
-    let mut rec = vec![22, 3, 3, (msg.len() >> 8) as u8, msg.len() as u8];
-    rec.extend_from_slice(&msg);
-    rec
+    let mut all = vec![(43u16, vec![3, 4])];
+    all.extend_from_slice(exts);
+    server_hello_record(&tls::msgs::HRR_RANDOM, suite, &all)
 }
 
 #[test]

@@ -164,27 +164,11 @@ fn client_certificates_in_tls12() {
     assert!(c.info().certificate_requested && !c.info().certificate_sent);
 }
 
-/// A plaintext record with a TLS 1.2 ServerHello built from `edit` of a good one.
+/// A plaintext record with a TLS 1.2 ServerHello whose random ends in `random_tail`.
 fn server_hello12(random_tail: &[u8; 8], exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut e = Vec::new();
-    for (t, b) in exts {
-        e.extend_from_slice(&t.to_be_bytes());
-        e.extend_from_slice(&(b.len() as u16).to_be_bytes());
-        e.extend_from_slice(b);
-    }
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[7u8; 24]);
-    body.extend_from_slice(random_tail);
-    body.push(0);
-    body.extend_from_slice(&suite::ECDHE_ECDSA_AES128_GCM_SHA256.to_be_bytes());
-    body.push(0);
-    body.extend_from_slice(&(e.len() as u16).to_be_bytes());
-    body.extend_from_slice(&e);
-    let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
-    msg.extend_from_slice(&body);
-    let mut rec = vec![22, 3, 3, (msg.len() >> 8) as u8, msg.len() as u8];
-    rec.extend_from_slice(&msg);
-    rec
+    let mut random = [7u8; 32];
+    random[24..].copy_from_slice(random_tail);
+    server_hello_record(&random, suite::ECDHE_ECDSA_AES128_GCM_SHA256, exts)
 }
 
 #[test]

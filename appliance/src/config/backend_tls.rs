@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crypto_offload::ServerVerifier;
+use tls::msgs::suite::is_tls13;
 
 use super::raw::RawBackendTls;
 use super::vserver::Backend;
@@ -61,7 +62,7 @@ impl Checker<'_> {
             suites: tls::msgs::suite::ALL
                 .iter()
                 .copied()
-                .filter(|&c| if c >> 8 == 0x13 { v13 } else { v12 })
+                .filter(|&c| if is_tls13(c) { v13 } else { v12 })
                 .collect(),
             ..tls::ClientConfig::default()
         };
@@ -76,7 +77,7 @@ impl Checker<'_> {
                     .ok_or_else(|| {
                         self.err(&fi, format!("{name:?} is not a suite the engine has"))
                     })?;
-                let (tls13, enabled) = if code >> 8 == 0x13 {
+                let (v, enabled) = if is_tls13(code) {
                     ("1.3", v13)
                 } else {
                     ("1.2", v12)
@@ -84,15 +85,13 @@ impl Checker<'_> {
                 if !enabled {
                     return Err(self.err(
                         &fi,
-                        format!(
-                            "{name:?} is a TLS {tls13} suite, and TLS {tls13} is not in versions"
-                        ),
+                        format!("{name:?} is a TLS {v} suite, and TLS {v} is not in versions"),
                     ));
                 }
                 suites.push(code);
             }
             for (on, v, is) in [(v12, "1.2", false), (v13, "1.3", true)] {
-                if on && !suites.iter().any(|&c| (c >> 8 == 0x13) == is) {
+                if on && !suites.iter().any(|&c| is_tls13(c) == is) {
                     return Err(self.err(
                         f("suites"),
                         format!("TLS {v} is enabled but no TLS {v} suite is listed (or leave TLS {v} out of versions)"),

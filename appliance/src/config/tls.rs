@@ -179,7 +179,7 @@ impl Checker<'_> {
                         ),
                     ));
                 };
-                let dest = if code >> 8 == 0x13 {
+                let dest = if tls::msgs::suite::is_tls13(code) {
                     &mut s13
                 } else {
                     &mut s12

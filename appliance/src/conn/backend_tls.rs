@@ -29,7 +29,7 @@ use crypto_offload::client::KeyShare;
 use crypto_offload::job::{Call, CallResult};
 use crypto_offload::{CryptoError, Done, Job};
 use driver::offload::JobEngine;
-use driver::pump::{fill, flush};
+use driver::pump::{fill, flush, Transport};
 use driver::{HandlerId, Offload};
 use netstack::TcpSocket;
 use tls::{ClientConn, Ticket};
@@ -104,13 +104,6 @@ impl BackendTickets {
             self.0.clear();
         }
         self.0.insert(key, t);
-    }
-    /// Tickets kept now.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -417,6 +410,23 @@ impl JobEngine for BackendTlsConn {
             self.error.get_or_insert(e.clone());
         }
         r
+    }
+}
+
+/// The TLS client as a plaintext transport, for the L4 pump (`driver::pump::relay`:
+/// TLS origination for `tcp` pairs).
+impl Transport for TlsUpstream<'_, '_> {
+    fn recv_with(
+        &mut self,
+        max: usize,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> std::io::Result<usize> {
+        Ok(Upstream::recv(self, &mut |buf| {
+            take(&buf[..buf.len().min(max)])
+        }))
+    }
+    fn send(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        Ok(Upstream::send(self, data))
     }
 }
 

@@ -14,7 +14,7 @@ use driver::pump::relay;
 use driver::{Cx, Next};
 use netstack::ConnId;
 
-use super::backend_tls::{self, BackendTlsConn, TlsUpstream, Upstream};
+use super::backend_tls::{self, BackendTlsConn, TlsUpstream};
 
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
@@ -151,7 +151,8 @@ impl TcpConn {
                         b: bt,
                         now_ms,
                     };
-                    let moved = relay_tls(cs, &mut tu);
+                    // The L4 pump, with the TLS client as the backend's transport.
+                    let moved = (relay(cs, &mut tu), relay(&mut tu, cs));
                     if let Some(e) = bt.error() {
                         // Bytes already went to the client: a RST, so a cut stream
                         // does not look complete; else a FIN.
@@ -224,31 +225,4 @@ impl TcpConn {
         };
         self.log.row(core, Some(&self.vs), state, now_us)
     }
-}
-
-/// Plaintext both ways between the client's socket and the backend's TLS client:
-/// (client to backend, backend to client) bytes moved.
-fn relay_tls(cs: &mut netstack::TcpSocket, up: &mut TlsUpstream) -> (usize, usize) {
-    let mut to_backend = 0;
-    while up.can_send() && cs.can_recv() {
-        let n = cs
-            .recv(|buf| {
-                let n = up.send(buf);
-                (n, n)
-            })
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        to_backend += n;
-    }
-    let mut to_client = 0;
-    while cs.can_send() && up.can_recv() {
-        let n = up.recv(&mut |buf| cs.send_slice(buf).unwrap_or(0));
-        if n == 0 {
-            break;
-        }
-        to_client += n;
-    }
-    (to_backend, to_client)
 }

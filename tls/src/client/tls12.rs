@@ -25,7 +25,7 @@ use super::{group_of, AwaitHello, ClientConfig, ClientConn, State, Ticket};
 use crate::error::Error;
 use crate::msgs::{
     content, group, hs, parse_certificate, parse_certificate_request12, parse_new_session_ticket12,
-    scheme, version, ServerHello, ServerKeyExchange12,
+    scheme, suite, version, ServerHello, ServerKeyExchange12,
 };
 use crate::record::{Cipher, Protection, MAX_FRAGMENT};
 use crate::server::{pick_scheme_of, sig_alg_of, suite_info};
@@ -118,8 +118,7 @@ impl ClientConn {
         }
         // RFC 8446 §4.1.3: a TLS 1.3 server that answers with TLS 1.2 says so in the
         // last eight bytes of its random; a client that offered TLS 1.3 MUST check.
-        let offers13 = self.cfg.suites.iter().any(|&s| s >> 8 == 0x13);
-        if offers13 && sh.random.get(24..) == Some(&b"DOWNGRD\x01"[..]) {
+        if self.cfg.offers(true) && sh.random.get(24..) == Some(&b"DOWNGRD\x01"[..]) {
             return Err(Error::IllegalParameter(
                 "TLS 1.2 ServerHello with the downgrade sentinel",
             ));
@@ -127,7 +126,7 @@ impl ClientConn {
         if sh.unsolicited || sh.key_share.is_some() || sh.psk.is_some() {
             return Err(Error::IllegalParameter("unsolicited ServerHello extension"));
         }
-        if !self.cfg.suites.contains(&sh.suite) || sh.suite >> 8 == 0x13 {
+        if !self.cfg.suites.contains(&sh.suite) || suite::is_tls13(sh.suite) {
             return Err(Error::IllegalParameter("cipher suite not offered"));
         }
         let info = suite_info(sh.suite).ok_or(Error::IllegalParameter("cipher suite"))?;

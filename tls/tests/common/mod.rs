@@ -422,3 +422,26 @@ pub fn client_pump(c: &mut tls::ClientConn, s: &mut Server) -> Result<(), tls::E
     }
     Ok(())
 }
+
+/// A plaintext record holding a ServerHello (an empty session ID echo, no compression)
+/// with `random`, `suite` and the extensions `exts` (type, body) in that order.
+pub fn server_hello_record(random: &[u8; 32], suite: u16, exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut e = Vec::new();
+    for (t, b) in exts {
+        e.extend_from_slice(&t.to_be_bytes());
+        e.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        e.extend_from_slice(b);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(random);
+    body.push(0);
+    body.extend_from_slice(&suite.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&(e.len() as u16).to_be_bytes());
+    body.extend_from_slice(&e);
+    let mut msg = vec![2, 0, (body.len() >> 8) as u8, body.len() as u8];
+    msg.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 3, (msg.len() >> 8) as u8, msg.len() as u8];
+    rec.extend_from_slice(&msg);
+    rec
+}
