@@ -89,24 +89,41 @@ fn wait_listening(port: u16, server: &mut Server) {
     }
 }
 
-/// `openssl s_server -www` on `port`, with extra flags.
-fn s_server(certs: &Certs, port: u16, extra: &[&str]) -> Server {
-    let child = Command::new("openssl")
+/// `openssl s_server -www` with extra flags, on a port the kernel chose for it (read
+/// back from its `ACCEPT host:port` line), so two tests never race for one port.
+fn s_server(certs: &Certs, extra: &[&str]) -> (Server, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("openssl")
         .arg("s_server")
-        .args(["-accept", &format!("127.0.0.1:{port}"), "-www", "-quiet"])
+        .args(["-accept", "127.0.0.1:0", "-www"])
         .arg("-cert")
         .arg(certs.cert())
         .arg("-key")
         .arg(certs.key())
         .args(extra)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl s_server starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut s = Server(child);
+    let mut port = None;
+    let mut line = String::new();
+    while port.is_none() {
+        line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "s_server exited before it listened");
+        port = line
+            .strip_prefix("ACCEPT ")
+            .and_then(|a| a.trim().rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+    }
+    // Keep its per-connection output flowing so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let port = port.unwrap();
     wait_listening(port, &mut s);
-    s
+    (s, port)
 }
 
 /// Runs loadgen with `--json`; returns its exit code and report.
@@ -145,7 +162,7 @@ fn s_server_counts(port: u16, ca: &Path) -> (u64, u64) {
         .arg(ca)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
@@ -162,7 +179,12 @@ fn s_server_counts(port: u16, ca: &Path) -> (u64, u64) {
             .find(|l| l.trim_end().ends_with(what))
             .and_then(|l| l.split_whitespace().next())
             .and_then(|x| x.parse().ok())
-            .unwrap_or_else(|| panic!("no {what:?} in the status page:\n{page}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {what:?} in the status page:\n{page}\ns_client: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
     };
     (
         count("server accepts that finished"),
@@ -173,8 +195,7 @@ fn s_server_counts(port: u16, ca: &Path) -> (u64, u64) {
 #[test]
 fn every_handshake_mode_agrees_with_s_server_counts() {
     let certs = Certs::new("modes");
-    let port = free_port();
-    let _server = s_server(&certs, port, &[]);
+    let (_server, port) = s_server(&certs, &[]);
     let target = format!("localhost:{port}");
     let ca = certs.cert();
     let ca = ca.to_str().unwrap();
@@ -315,8 +336,7 @@ fn every_handshake_mode_agrees_with_s_server_counts() {
 #[test]
 fn session_id_resumptions_are_the_servers_cache_hits() {
     let certs = Certs::new("hits");
-    let port = free_port();
-    let _server = s_server(&certs, port, &[]);
+    let (_server, port) = s_server(&certs, &[]);
     let target = format!("localhost:{port}");
     let ca = certs.cert();
     let (_, hits0) = s_server_counts(port, &ca);
@@ -461,8 +481,7 @@ fn failures_are_reported_by_kind_not_crashes() {
     assert_eq!(n(&r["errors"], "connect_refused"), 6, "{r}");
     assert_eq!(n(&r, "ok"), 0);
 
-    let port = free_port();
-    let _server = s_server(&certs, port, &["-tls1_2"]);
+    let (_server, port) = s_server(&certs, &["-tls1_2"]);
     let target = format!("localhost:{port}");
     // TLS 1.3 only against a TLS 1.2-only server: the server's protocol_version alert.
     let (code, r) = loadgen(&[
@@ -496,8 +515,7 @@ fn failures_are_reported_by_kind_not_crashes() {
     assert_eq!(n(&r["errors"], "alert"), 2, "{r}");
 
     // The own engine's verification failures, against a TLS 1.3 server.
-    let port = free_port();
-    let _server13 = s_server(&certs, port, &[]);
+    let (_server13, port) = s_server(&certs, &[]);
     let target = format!("localhost:{port}");
     let (_, r) = loadgen(&["--target", &target, "--engine", "own", "--count", "3"]);
     assert_eq!(n(&r["errors"], "verify"), 3, "no CA: {r}");
@@ -562,8 +580,7 @@ fn failures_are_reported_by_kind_not_crashes() {
 #[test]
 fn open_loop_runs_the_scheduled_operations() {
     let certs = Certs::new("open");
-    let port = free_port();
-    let _server = s_server(&certs, port, &[]);
+    let (_server, port) = s_server(&certs, &[]);
     let target = format!("localhost:{port}");
     let ca = certs.cert();
     let plot = certs.dir.join("latency.svg");
