@@ -64,9 +64,10 @@ need_two_cpus() {
 # test_net and need_two_cpus): the DPDK port on the veth, the poll-mode cores (default:
 # one on LAST; a list such as "0, 1" gets as many af_packet queue pairs), the idle policy
 # (default busy), the control socket in WORK. Each bench appends its own [crypto] and
-# [[vserver]] tables.
+# [[vserver]] tables. VDEV_EXTRA (e.g. "qdisc_bypass=1,framecnt=2048") is added to the
+# af_packet vdev's arguments, for experiments with the port's ring.
 bench_toml_head() {
-    local cores=${1:-$LAST} idle=${2:-busy} vdev="net_af_packet0,iface=$NAME-a0"
+    local cores=${1:-$LAST} idle=${2:-busy} vdev="net_af_packet0,iface=$NAME-a0${VDEV_EXTRA:+,$VDEV_EXTRA}"
     local n
     n=$(echo "$cores" | tr ',' '\n' | wc -l)
     [ "$n" -gt 1 ] && vdev="$vdev,qpairs=$n"

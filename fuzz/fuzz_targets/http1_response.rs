@@ -1,10 +1,16 @@
 //! The HTTP/1.1 response framer reads backend bytes in arbitrary splits: it must never
-//! panic, and where responses end must not depend on how the bytes were split.
+//! panic, and where responses end must not depend on how the bytes were split. The
+//! other two HTTP readers (a request head's end, a health check's status line) get the
+//! same bytes: no panic, and a head's end lies inside what was given.
 #![no_main]
-use backend_wire::http1::ResponseFramer;
+use backend_wire::http1::{head_len, status_code, ResponseFramer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(n) = head_len(data) {
+        assert!(n <= data.len(), "a head cannot end past its bytes");
+    }
+    let _ = status_code(data);
     let Some((&split, data)) = data.split_first() else {
         return;
     };

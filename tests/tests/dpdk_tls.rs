@@ -795,14 +795,18 @@ fn backend_connections_open_with_the_first_request_byte() {
 
 /// A backend that closes (FIN) inside its response: an HTTP-aware vserver resets the
 /// client instead of ending with close_notify, which would make the cut response look
-/// complete (issue 26). A whole response still ends with close_notify.
+/// complete (issue 26). A whole response still ends with close_notify. A backend that
+/// dies with a RST mid-stream (a crash with unread data, SO_LINGER 0) resets the client
+/// on any vserver, HTTP-aware or not: the client never sees a clean end. (Without HTTP
+/// framing a FIN is the stream's normal end: passed on as close_notify, as a TCP proxy
+/// passes it on as a FIN.)
 #[test]
 fn a_backend_that_closes_inside_a_response_resets_the_client() {
     let mut net = Net::up("trunc");
     make_certs(&net.dir);
     // Answers each connection with a 100,000-byte response, cut after `cut` bytes.
     let backend = r#"
-import socket, sys
+import socket, struct, sys
 cut = int(sys.argv[2])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("10.77.0.3", int(sys.argv[1]))); s.listen(16)
@@ -812,13 +816,17 @@ while True:
     c.recv(65536)
     body = b"x" * 100000
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + body[:cut])
+    if len(sys.argv) > 3:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
 "#;
     let cut = net.in_hosts(&["python3", "-c", backend, "8090", "50000"]);
     net.spawn(cut, "cut.log");
     let whole = net.in_hosts(&["python3", "-c", backend, "8091", "100000"]);
     net.spawn(whole, "whole.log");
-    for log in ["cut.log", "whole.log"] {
+    let reset = net.in_hosts(&["python3", "-c", backend, "8092", "50000", "rst"]);
+    net.spawn(reset, "reset.log");
+    for log in ["cut.log", "whole.log", "reset.log"] {
         let t0 = std::time::Instant::now();
         while !net.log(log).contains("listening") {
             assert!(t0.elapsed() < Duration::from_secs(10), "{log}");
@@ -828,11 +836,12 @@ while True:
     let cpu = *cpus().last().unwrap();
     let http = "[vserver.transmit]\nhttp = true";
     let vs = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         tls_vserver(&net.dir, "cut", 443, &["10.77.0.3:8090"], &["ec"], "")
             .replace("[vserver.tls]", &format!("{http}\n[vserver.tls]")),
         tls_vserver(&net.dir, "whole", 444, &["10.77.0.3:8091"], &["ec"], "")
             .replace("[vserver.tls]", &format!("{http}\n[vserver.tls]")),
+        tls_vserver(&net.dir, "reset", 445, &["10.77.0.3:8092"], &["ec"], ""),
     );
     net.start_appliance(&[cpu], &vs);
     // How the TLS stream ended for a client: "clean" (close_notify) or the error.
@@ -865,8 +874,15 @@ except Exception as e:
     );
     let whole_end = ending("444");
     assert!(whole_end.starts_with("clean"), "{whole_end}");
+    // Not HTTP-aware: the backend's RST after 50,000 bytes is the client's RST.
+    let reset_end = ending("445");
+    assert!(
+        !reset_end.starts_with("clean"),
+        "a backend's RST must reach the client as one: {reset_end}"
+    );
     let s = net.stats();
     assert_eq!(s["cores"][0]["proxy"]["backend_truncated"], 1, "{s}");
+    assert_eq!(s["cores"][0]["proxy"]["backend_reset"], 1, "{s}");
 }
 
 /// A backend that reads a PROXY v2 header with its TLVs (its own parser, written from

@@ -387,9 +387,11 @@ fn tls12_warning_alerts_are_tolerated_but_not_a_flood() {
     );
 }
 
-/// A client that cannot go on after our flight (it could not verify our certificate,
-/// say) has no keys yet and sends its alert in plaintext (RFC 8446 §6, e.g. OpenSSL and
-/// Go do). That is the peer's abort, answered with nothing, not a record that fails to
+/// A client that cannot go on after our flight (it could not process our ServerHello,
+/// say, so it has no handshake keys) sends its alert in plaintext. RFC 8446 §6: "Like
+/// other messages, alert messages are encrypted as specified by the current connection
+/// state", and that client's current state is still the plaintext one (OpenSSL and Go
+/// do this). That is the peer's abort, answered with nothing, not a record that fails to
 /// open (bad_record_mac).
 #[test]
 fn a_plaintext_alert_after_our_flight_is_the_peers_abort() {

@@ -404,6 +404,49 @@ fn tls12_ticket_resumption_renews_the_ticket_under_the_current_key() {
     drop(renewed);
 }
 
+/// The same rule when what the client lists instead is NULL encryption (issue 26, class
+/// 8): a session is never resumed under a suite that protects nothing, and the offer is
+/// refused for what it breaks, the session's suite missing (RFC 5246 §7.4.1.2, as above:
+/// illegal_parameter), not for the NULL suites. Without a session, a list of NULL suites
+/// alone has nothing in common with the server's. RFC 5246 §7.4.1.3: the ServerHello is
+/// sent "when it was able to find an acceptable set of algorithms. If it cannot find
+/// such a match, it will respond with a handshake failure alert."
+#[test]
+fn tls12_null_cipher_offers_are_refused_with_the_rfcs_alerts() {
+    let cfg = config(|_| {});
+    let null_only = "NULL-SHA256:ECDHE-ECDSA-NULL-SHA:@SECLEVEL=0";
+    for opts in [SslOptions::NO_TICKET, SslOptions::empty()] {
+        let ctx = |cipher: &str| {
+            client_ctx(V12, V12, |b| {
+                b.set_options(opts);
+                b.set_cipher_list(cipher).unwrap();
+            })
+        };
+        let (session, _) = first(&ctx("ECDHE-ECDSA-AES128-GCM-SHA256"), &cfg, 0);
+        let mut ssl = client_ssl(&ctx(null_only), HOST);
+        // SAFETY: a session of a context with the same settings but the cipher list.
+        unsafe { ssl.set_session(&session).unwrap() };
+        let (_, server_error) = connect_ssl(ssl, cfg.clone(), 0)
+            .err()
+            .expect("the resumption is refused");
+        let e = server_error.expect("the server's error");
+        assert_eq!(
+            e.alert(),
+            Some(tls::error::alert::ILLEGAL_PARAMETER),
+            "{opts:?}, resuming: {e}"
+        );
+        let (_, server_error) = connect_ssl(client_ssl(&ctx(null_only), HOST), cfg.clone(), 0)
+            .err()
+            .expect("a NULL-only offer gets no handshake");
+        let e = server_error.expect("the server's error");
+        assert_eq!(
+            e.alert(),
+            Some(tls::error::alert::HANDSHAKE_FAILURE),
+            "{opts:?}, full: {e}"
+        );
+    }
+}
+
 /// RFC 5246 §7.4.1.2: "If the session_id field is not empty (implying a session
 /// resumption request), this vector MUST include at least the cipher_suite from that
 /// session." A client offering a session of a suite it no longer lists gets

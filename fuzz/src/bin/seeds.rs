@@ -324,6 +324,49 @@ fn other_seeds(dir: &Path) {
     udp.extend_from_slice(b"datagram");
     write(dir, "socks", "udp", &udp);
 
+    // Secure datagrams: a protected header (with a tag's worth of bytes after it), and
+    // sequence-number walks for the replay window (a size byte, then three bytes per
+    // number: bit 0 of the first steps back, bit 1 leaves it unrecorded, then the step).
+    use socks_wire::datagram::Header as DatagramHeader;
+    let mut d = DatagramHeader {
+        association: 7,
+        seq: 42,
+    }
+    .encode()
+    .to_vec();
+    d.extend_from_slice(&[0u8; 16]);
+    d.extend_from_slice(b"datagram");
+    assert!(
+        DatagramHeader::parse(&d).is_ok(),
+        "the datagram seed parses"
+    );
+    write(dir, "replay_window", "datagram", &d);
+    let walk = |ops: &[(u8, u16)]| {
+        let mut v = vec![1u8];
+        for &(flags, step) in ops {
+            v.push(flags);
+            v.extend_from_slice(&step.to_be_bytes());
+        }
+        v
+    };
+    write(dir, "replay_window", "in-order", &walk(&[(0, 1); 24]));
+    // Ahead, back inside the window, a duplicate, far ahead, back past the window.
+    write(
+        dir,
+        "replay_window",
+        "reordered",
+        &walk(&[
+            (0, 5),
+            (0, 100),
+            (1, 3),
+            (0, 0),
+            (0, 3),
+            (0, 1000),
+            (1, 900),
+            (3, 20),
+        ]),
+    );
+
     // Steering reads Ethernet frames: the ingress target's SYN.
     if let Ok(frame) = std::fs::read(dir.join("ingress/syn")) {
         write(dir, "steer", "syn", &frame);
@@ -344,7 +387,10 @@ fn tls_seeds(dir: &Path) {
     );
     let tls12 = converse(
         &[group::X25519],
-        &[suite::ECDHE_ECDSA_AES128_GCM_SHA256, suite::ECDHE_RSA_AES128_GCM_SHA256],
+        &[
+            suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+            suite::ECDHE_RSA_AES128_GCM_SHA256,
+        ],
         None,
         After::Data,
     );
