@@ -65,10 +65,15 @@ need_two_cpus() {
 # one on LAST; a list such as "0, 1" gets as many af_packet queue pairs), the idle policy
 # (default busy), the control socket in WORK. Each bench appends its own [crypto] and
 # [[vserver]] tables. VDEV_EXTRA (e.g. "qdisc_bypass=1,framecnt=2048") is added to the
-# af_packet vdev's arguments, for experiments with the port's ring.
+# af_packet vdev's arguments, for experiments with the port's ring. With NETNS_MTU (jumbo
+# frames on every veth) the port gets that MTU and a ring frame that holds one.
 bench_toml_head() {
     local cores=${1:-$LAST} idle=${2:-busy} vdev="net_af_packet0,iface=$NAME-a0${VDEV_EXTRA:+,$VDEV_EXTRA}"
-    local n
+    local n mtu=""
+    if [ -n "${NETNS_MTU:-}" ]; then
+        vdev="$vdev,framesz=10240,blocksz=40960"
+        mtu="mtu = $NETNS_MTU"
+    fi
     n=$(echo "$cores" | tr ',' '\n' | wc -l)
     [ "$n" -gt 1 ] && vdev="$vdev,qpairs=$n"
     cat <<TOML
@@ -79,6 +84,7 @@ cores = [$cores]
 address = "10.77.0.1/24"
 idle = "$idle"
 mbufs_per_queue = 8191
+$mtu
 [control]
 socket = "$WORK/control.sock"
 stats_interval = "0s"
@@ -99,6 +105,10 @@ kernel_peer_net() {
     ip netns exec "$NAME-h" ip addr add 10.77.1.2/24 dev "$NAME-h1"
     ip netns exec "$NAME-h" ip addr add 10.77.1.3/24 dev "$NAME-h1"
     ip netns exec "$NAME-h" ip link set "$NAME-h1" up
+    if [ -n "${NETNS_MTU:-}" ]; then
+        ip netns exec "$NAME-k" ip link set "$NAME-k0" mtu "$NETNS_MTU"
+        ip netns exec "$NAME-h" ip link set "$NAME-h1" mtu "$NETNS_MTU"
+    fi
 }
 
 # backend_nginx NAME: the benchmarks' HTTP backend, one nginx worker on CPU 0 in the hosts'

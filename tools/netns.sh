@@ -13,6 +13,9 @@
 #
 #   tools/netns.sh up NAME      create (replacing any leftover of the same NAME)
 #   tools/netns.sh down NAME    delete (deleting a namespace deletes its veth end)
+#
+# NETNS_MTU=9000 gives both ends that MTU (jumbo frames; the appliance then needs the
+# same `mtu` in [dataplane] and an af_packet ring frame that holds one).
 set -euo pipefail
 
 cmd=${1:?usage: netns.sh up|down NAME}
@@ -51,6 +54,9 @@ up)
     ip netns exec "$H" ip link set "${name}-h0" up
     for ns_if in "$A:${name}-a0" "$H:${name}-h0"; do
         ip netns exec "${ns_if%%:*}" ethtool -K "${ns_if#*:}" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+        if [ -n "${NETNS_MTU:-}" ]; then
+            ip netns exec "${ns_if%%:*}" ip link set "${ns_if#*:}" mtu "$NETNS_MTU"
+        fi
     done
     ;;
 down)

@@ -158,7 +158,13 @@ pub struct DpdkPortConfig {
     pub tx_desc: u16,
     /// Mbufs in each queue's pool.
     pub mbufs_per_queue: u32,
+    /// IP MTU to set on the port (jumbo frames: up to 9216); `None` keeps the port's
+    /// own. Each mbuf then holds a whole frame (frames are never chained).
+    pub mtu: Option<u16>,
 }
+
+/// Ethernet header, one VLAN tag and the FCS around an IP packet of the MTU.
+const FRAME_OVERHEAD: u16 = 14 + 4 + 4;
 
 fn port_names() -> Vec<(u16, String)> {
     let mut out = Vec::new();
@@ -242,6 +248,30 @@ impl DpdkPort {
         setup("rte_eth_dev_configure", unsafe {
             dpdk_sys::tlsa_eth_configure(id, nq, di.rss_offloads)
         })?;
+        // A jumbo MTU: set on the port (af_packet also sets it on its interface, and
+        // needs a ring frame that holds it: `framesz` in its vdev arguments), with
+        // mbufs whose data room holds a whole frame.
+        let data_room = match cfg.mtu {
+            Some(mtu) => {
+                // SAFETY: valid, configured port id.
+                let rc = unsafe { dpdk_sys::tlsa_eth_set_mtu(id, mtu) };
+                if rc < 0 && driver == "net_af_packet" {
+                    // DPDK 22.11's af_packet reports a 1,518-byte frame limit and refuses
+                    // any larger MTU, yet moves whatever frame its ring frame holds: the
+                    // interface's own MTU (set with `ip link`) is what counts.
+                    log::warn!(
+                        "DPDK port {name}: af_packet refuses MTU {mtu} ({}); using it as the interface's own MTU (set it with `ip link set IFACE mtu {mtu}`, and give the vdev a framesz that holds a frame, e.g. framesz=10240,blocksz=40960)",
+                        rte_error(rc)
+                    );
+                } else {
+                    setup("rte_eth_dev_set_mtu", rc)?;
+                }
+                // Rounded up to 2 KiB: af_packet wants the whole ring frame's data to fit
+                // (framesz=10240 holds a 9,000-byte MTU's frame and needs 10,208).
+                (mtu + FRAME_OVERHEAD).next_multiple_of(2048)
+            }
+            None => 0,
+        };
         let (mut rxd, mut txd) = (cfg.rx_desc, cfg.tx_desc);
         // SAFETY: valid port id and out pointers.
         setup("rte_eth_dev_adjust_nb_rx_tx_desc", unsafe {
@@ -258,6 +288,7 @@ impl DpdkPort {
                     cfg.mbufs_per_queue,
                     cache,
                     di.socket_id.max(0),
+                    data_room,
                 )
             };
             let pool = NonNull::new(pool).ok_or_else(|| DpdkError::Setup {
@@ -290,10 +321,10 @@ impl DpdkPort {
         setup("rte_eth_macaddr_get", unsafe {
             dpdk_sys::tlsa_eth_macaddr(id, mac.as_mut_ptr())
         })?;
-        let mtu = if di.mtu == 0 {
-            1500
-        } else {
-            usize::from(di.mtu)
+        let mtu = match (cfg.mtu, di.mtu) {
+            (Some(m), _) => usize::from(m),
+            (None, 0) => 1500,
+            (None, m) => usize::from(m),
         };
         log::info!(
             "DPDK port {name} ({driver}) up: {nq} queue pair(s), {rxd}/{txd} descriptors, mtu {mtu}, mac {}",

@@ -16,6 +16,8 @@ pub struct Net {
     pub control_extra: String,
     /// Further lines of the `[dataplane]` table.
     pub dataplane_extra: String,
+    /// Further arguments of the af_packet vdev (`,name=value...`).
+    pub vdev_extra: String,
 }
 
 pub fn repo() -> PathBuf {
@@ -60,12 +62,30 @@ pub fn sh(args: &[&str]) -> std::process::Output {
 
 impl Net {
     pub fn up(tag: &str) -> Net {
+        Self::up_with(tag, None)
+    }
+
+    /// A test network whose veth ends have `mtu` (jumbo frames), with the appliance set
+    /// up for it: `mtu` in `[dataplane]` and an af_packet ring frame that holds a frame.
+    pub fn up_mtu(tag: &str, mtu: u16) -> Net {
+        let mut net = Self::up_with(tag, Some(mtu));
+        net.dataplane_extra = format!("mtu = {mtu}\n");
+        net.vdev_extra = ",framesz=10240,blocksz=40960".into();
+        net
+    }
+
+    fn up_with(tag: &str, mtu: Option<u16>) -> Net {
         require_root();
         let name = format!("{tag}{}", std::process::id() % 100_000);
         let dir = std::env::temp_dir().join(format!("tlsa-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let out = sh(&[repo().join("tools/netns.sh").to_str().unwrap(), "up", &name]);
+        let mut c = Command::new(repo().join("tools/netns.sh"));
+        c.args(["up", &name]);
+        if let Some(m) = mtu {
+            c.env("NETNS_MTU", m.to_string());
+        }
+        let out = c.output().expect("tools/netns.sh runs");
         assert!(
             out.status.success(),
             "netns.sh up: {}",
@@ -77,6 +97,7 @@ impl Net {
             children: Vec::new(),
             control_extra: String::new(),
             dataplane_extra: String::new(),
+            vdev_extra: String::new(),
         }
     }
 
@@ -193,7 +214,7 @@ impl Net {
             r#"
 [dataplane]
 driver = "dpdk"
-eal_args = ["--no-huge", "--no-pci", "-m", "256", "--vdev=net_af_packet0,iface={}-a0,qpairs={}"]
+eal_args = ["--no-huge", "--no-pci", "-m", "256", "--vdev=net_af_packet0,iface={}-a0,qpairs={}{}"]
 cores = [{}]
 address = "10.77.0.1/24"
 {}
@@ -209,6 +230,7 @@ backends = ["10.77.0.2:8080", "10.77.0.3:8080"]
 "#,
             self.name,
             cores.len(),
+            self.vdev_extra,
             cores_s.join(", "),
             self.dataplane_extra,
             self.dir.display(),

@@ -5,7 +5,10 @@
 #   bash tools/bench/tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE]
 #   bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
 #
-# TESTs: full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk
+# TESTs: full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk bulkeq
+# (bulkeq: the 1 MiB GETs again once the kernel peers' veth has no segmentation or
+# checksum offloads, so every server moves frames of the MTU as the appliance's port does).
+# --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo frames.
 # (--only runs those for every server; open50 needs full13's rate and runs it too). Every
 # run writes its cells, ratios included, as JSON (default target/bench/tls-TIME.json).
 # PERF=FILE: `perf record -g` of the appliance during its PERF_CELL cell (default bulk);
@@ -43,8 +46,8 @@ RECORD=1
 SMOKE=0
 ONLY=""
 JSON=""
-ALL_TESTS="full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk"
-USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] | --smoke"
+ALL_TESTS="full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk bulkeq"
+USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] [--mtu N] | --smoke"
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) SECS=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
@@ -52,10 +55,14 @@ while [ $# -gt 0 ]; do
     --smoke) SMOKE=1; SECS=1; RECORD=0; shift ;;
     --only) ONLY=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     --json) JSON=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
+    --mtu) export NETNS_MTU=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
 case "$SECS" in ''|*[!0-9]*|0) echo "--seconds: a whole number of seconds, at least 1" >&2; exit 2 ;; esac
+case "${NETNS_MTU:-1500}" in ''|*[!0-9]*) echo "--mtu: a number of bytes, 576..9216" >&2; exit 2 ;; esac
+if [ "${NETNS_MTU:-1500}" -lt 576 ] || [ "${NETNS_MTU:-1500}" -gt 9216 ]; then echo "--mtu: a number of bytes, 576..9216" >&2; exit 2; fi
+MTU=${NETNS_MTU:-1500}
 if [ -n "$ONLY" ]; then
     for t in ${ONLY//,/ }; do
         case " $ALL_TESTS " in *" $t "*) ;; *) echo "--only: no test named '$t' (tests: $ALL_TESTS)" >&2; exit 2 ;; esac
@@ -66,7 +73,7 @@ if [ -n "$ONLY" ]; then
 fi
 # want TEST: whether this run includes TEST.
 want() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) true ;; *) false ;; esac; }
-CMD="bash tools/bench/tls.sh --seconds $SECS${ONLY:+ --only $ONLY}"
+CMD="bash tools/bench/tls.sh --seconds $SECS${ONLY:+ --only $ONLY}${NETNS_MTU:+ --mtu $NETNS_MTU}"
 case "$JSON" in "") ;; /*) ;; *) JSON="$CALLER_PWD/$JSON" ;; esac
 [ -n "$JSON" ] || JSON="target/bench/tls-$(date -u +%Y%m%dT%H%M%SZ).json"
 mkdir -p "$(dirname "$JSON")"
@@ -213,29 +220,46 @@ target() {   # target SERVER ec|rsa
     haproxy-ec) echo 10.77.1.1:8443 ;; haproxy-rsa) echo 10.77.1.1:9443 ;;
     esac
 }
+# cpu_stat: the servers' CPU ($LAST) from /proc/stat, in ticks: its busy time (user,
+# system, irq, softirq, steal; niced time, such as a fuzzing campaign at nice 19, left
+# out) and all its time. For a kernel peer that busy share holds what its process time
+# leaves out: softirqs, and the ksoftirqd thread they are deferred to under load (system
+# time of another task). The appliance busy-polls its CPU, so there its own loop
+# accounting is the figure (the softirqs its syscalls run are inside its loop).
+cpu_stat() { awk -v c="cpu$LAST" '$1 == c {print $2+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# appl_frames: the appliance port's frames received and sent so far.
+appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; q=json.load(sys.stdin)["cores"][0]["queue"]; print(q["rx_frames"], q["tx_frames"])'; }
 # measure SERVER TEST CERT LOADGEN-ARGS...: one cell (if this run wants TEST); appends its
 # JSON line to $WORK/cells.
 measure() {
     local server=$1 test=$2 cert=$3; shift 3
-    local b0 b1 t0 t1 out perf=""
+    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0" f1="0 0"
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
         perf record -g -o "$PERF" -p "$APPLIANCE_PID" -- sleep "$SECS" >/dev/null 2>&1 &
         perf=$!
     fi
-    b0=$(busy_s "$server"); t0=$(date +%s.%N)
+    [ "$server" = appliance ] && f0=$(appl_frames)
+    c0=$(cpu_stat); b0=$(busy_s "$server"); t0=$(date +%s.%N)
     out=$("${H[@]}" taskset -c 0 "$BIN/loadgen" --target "$(target "$server" "$cert")" --sni bench.test \
         --no-verify --duration "${SECS}s" --json --quiet "$@" || true)
-    b1=$(busy_s "$server"); t1=$(date +%s.%N)
+    b1=$(busy_s "$server"); t1=$(date +%s.%N); c1=$(cpu_stat)
+    [ "$server" = appliance ] && f1=$(appl_frames)
     [ -n "$perf" ] && wait "$perf"
-    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" >> "$WORK/cells" <<'PY'
+    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$f0" "$f1" >> "$WORK/cells" <<'PY'
 import json, sys
 server, test, b0, b1, t0, t1, out = sys.argv[1:8]
+c0, c1, f0, f1 = ([float(x) for x in a.split()] for a in sys.argv[8:12])
 r = json.loads(out)
 lat = r["latency_us"]
+busy = (float(b1) - float(b0)) / (float(t1) - float(t0))
+# The server CPU's busy share (see cpu_stat); the appliance's own loop accounting.
+total = c1[1] - c0[1]
+cpu = busy if server == "appliance" or total <= 0 else (c1[0] - c0[0]) / total
 print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs": r["handshakes_per_sec"],
-    "bytes": r["bytes_in_per_sec"], "resumed": r["resumed"], "handshakes": r["handshakes"],
-    "errors": r["error_count"], "busy": (float(b1) - float(b0)) / (float(t1) - float(t0)),
+    "bytes": r["bytes_in_per_sec"], "bytes_total": r.get("bytes_in", 0), "resumed": r["resumed"],
+    "handshakes": r["handshakes"], "errors": r["error_count"], "busy": busy, "cpu_busy": cpu,
+    "frames_in": f1[0] - f0[0], "frames_out": f1[1] - f0[1],
     "p50": lat["p50"], "p99": lat["p99"], "cpu_us": r["client_cpu_us_per_op"]}))
 PY
     tail -1 "$WORK/cells" | python3 -c '
@@ -269,8 +293,10 @@ measure appliance full13pq ec "${PQ13[@]}" --engine own --reuse-key-share
 # TCP, on the client core or (its receive path, run in the sender's softirq) on the
 # server's. af_packet needs finished checksums, so the kernel peers' veth loses its
 # offloads here, after every other cell.
-want full13dpdk && "${K[@]}" ethtool -K "$NAME-k0" tx off rx off tso off gso off gro off >/dev/null 2>&1
-want full13dpdk && "${H[@]}" ethtool -K "$NAME-h1" tx off rx off tso off gso off gro off >/dev/null 2>&1
+if want full13dpdk || want bulkeq; then
+    "${K[@]}" ethtool -K "$NAME-k0" tx off rx off tso off gso off gro off >/dev/null 2>&1
+    "${H[@]}" ethtool -K "$NAME-h1" tx off rx off tso off gso off gro off >/dev/null 2>&1
+fi
 want full13dpdk && echo "== own engine on loadgen's DPDK stack (${SECS} s per server)"
 for server in appliance nginx haproxy; do
     case $server in
@@ -279,21 +305,25 @@ for server in appliance nginx haproxy; do
     esac
     measure "$server" full13dpdk ec "${FULL13[@]}" --engine own --reuse-key-share "${dpdk[@]}"
 done
+want bulkeq && echo "== 1 MiB GETs, every server on MTU $MTU frames without offloads (${SECS} s per server)"
+for server in appliance nginx haproxy; do
+    measure "$server" bulkeq ec --mode bulk --tls 1.3 --path /1m.bin --concurrency 4
+done
 
-TABLE=$(python3 - "$WORK/cells" "$EC_SIGN" "$RSA_SIGN" "$DERIVE" "$GCM" "$JSON" "$CMD" <<'PY'
+TABLE=$(python3 - "$WORK/cells" "$EC_SIGN" "$RSA_SIGN" "$DERIVE" "$GCM" "$JSON" "$CMD" "$MTU" <<'PY'
 import json, sys, time
 cells = [json.loads(l) for l in open(sys.argv[1])]
 ec_sign, rsa_sign, derive, gcm = map(float, sys.argv[2:6])
-json_path, command = sys.argv[6:8]
+json_path, command, mtu = sys.argv[6:9]
 get = {(c["server"], c["test"]): c for c in cells}
 # A full handshake's server must sign once and run two X25519 operations: make its key
 # share (OpenSSL's key generation is the same ladder as a derive) and agree.
-limit = {"full13": 1 / (1 / ec_sign + 2 / derive), "full12": 1 / (1 / rsa_sign + 2 / derive), "bulk": gcm / 1e6}
-names = {"full13": "TLS 1.3 ECDSA P-256 X25519, full (hs/s)", "full12": "TLS 1.2 ECDHE-RSA-2048 AES-128-GCM, full (hs/s)",
+limit = {"full13": 1 / (1 / ec_sign + 2 / derive), "full12": 1 / (1 / rsa_sign + 2 / derive), "bulk": gcm / 1e6, "bulkeq": gcm / 1e6}
+names = {"bulkeq": f"1 MiB GETs, every server on MTU {mtu} frames, no offloads (MB/s)", "full13": "TLS 1.3 ECDSA P-256 X25519, full (hs/s)", "full12": "TLS 1.2 ECDHE-RSA-2048 AES-128-GCM, full (hs/s)",
          "resume13": "TLS 1.3 PSK resumed (hs/s)", "resume12": "TLS 1.2 ticket resumed (hs/s)", "bulk": "1 MiB GETs, keep-alive (MB/s)"}
 servers = ["appliance", "nginx", "haproxy"]
 def rate(c, t):
-    return c["bytes"] / 1e6 if t == "bulk" else c["hs"]
+    return c["bytes"] / 1e6 if t in ("bulk", "bulkeq") else c["hs"]
 def cap(c, t):
     return rate(c, t) / c["busy"] if c["busy"] > 0.001 else float("nan")
 out = ["| test | appliance | NGINX | HAProxy | appliance per busy core-s | NGINX per busy core-s | HAProxy per busy core-s | appliance ÷ NGINX | appliance ÷ HAProxy | limit per core | appliance ÷ limit |",
@@ -304,9 +334,9 @@ def div(a, b):
 for c in cells:
     t = c["test"]
     c["rate"] = rate(c, t)
-    c["unit"] = "MB/s" if t == "bulk" else "handshakes/s"
+    c["unit"] = "MB/s" if t in ("bulk", "bulkeq") else "handshakes/s"
     c["per_busy_core_s"] = cap(c, t)
-for t in ["full13", "full12", "resume13", "resume12", "bulk"]:
+for t in ["full13", "full12", "resume13", "resume12", "bulk", "bulkeq"]:
     if not all((s, t) in get for s in servers):
         continue
     cs = [get[(s, t)] for s in servers]
@@ -318,12 +348,30 @@ for t in ["full13", "full12", "resume13", "resume12", "bulk"]:
     row += [f"{caps[0] / caps[1]:.2f}", f"{caps[0] / caps[2]:.2f}"]
     row += [f"{lim:,.0f}" if lim else "—", f"{caps[0] / lim:.2f}" if lim else "—"]
     out.append("| " + " | ".join(row) + " |")
+out_frames = ""
+for t, label in (("bulk", "1 MiB GETs"), ("bulkeq", f"1 MiB GETs on MTU {mtu} frames, no offloads")):
+    if not all((s, t) in get for s in servers):
+        continue
+    cs = [get[(s, t)] for s in servers]
+    caps = [c["bytes"] / 1e6 / c["cpu_busy"] if c["cpu_busy"] > 0.001 else float("nan") for c in cs]
+    ratios[t + "_cpu"] = {"appliance_vs_nginx": div(caps[0], caps[1]), "appliance_vs_haproxy": div(caps[0], caps[2])}
+    row = [f"{label}, per busy server CPU incl. softirq and ksoftirqd (MB/s)"] + [f"{c['bytes'] / 1e6:,.0f} ({100 * c['cpu_busy']:.0f}% CPU)" for c in cs]
+    row += [f"{x:,.0f}" for x in caps] + [f"{div(caps[0], caps[1]):.2f}", f"{div(caps[0], caps[2]):.2f}", "", ""]
+    out.append("| " + " | ".join(row) + " |")
+if all((s, "bulk") in get for s in servers):
+    a = get[("appliance", "bulk")]
+    if a.get("bytes_total"):
+        per = 2**20 / a["bytes_total"]
+        out_frames = f"appliance port frames per MiB delivered: {a['frames_in'] * per:,.0f} received, {a['frames_out'] * per:,.0f} sent"
 if all((s, "open50") in get for s in servers):
     cs = [get[(s, "open50")] for s in servers]
     out.append("| open loop at ½ own peak, TLS 1.3 full: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
 errs = {s: sum(c["errors"] for c in cells if c["server"] == s) for s in servers}
 out.append("| errors over all tests | " + " | ".join(str(errs[s]) for s in servers) + " | | | | | | | |")
 out.append("")
+if out_frames:
+    out.append(out_frames + " (both legs: backend and client).")
+    out.append("")
 def finite(v):   # JSON has no NaN: a ratio that cannot be computed is null
     if isinstance(v, float) and v != v:
         return None
@@ -333,7 +381,7 @@ def finite(v):   # JSON has no NaN: a ratio that cannot be computed is null
         return [finite(x) for x in v]
     return v
 with open(json_path, "w") as f:
-    json.dump(finite({"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    json.dump(finite({"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mtu": int(mtu),
                "limits": {"p256_sign_per_s": ec_sign, "rsa2048_sign_per_s": rsa_sign,
                           "x25519_derive_per_s": derive, "aes128gcm_bytes_per_s": gcm},
                "cells": cells, "ratios": ratios}), f, indent=1)
@@ -379,13 +427,13 @@ echo "(cells and ratios as JSON: $JSON)"
 if [ "$SMOKE" = 1 ]; then
     # The smoke run checks that every cell ran and the table came out; its numbers mean nothing.
     cells=$(wc -l < "$WORK/cells")
-    if [ "$cells" -ne 25 ]; then echo "smoke: $cells of 25 cells ran" >&2; exit 1; fi
+    if [ "$cells" -ne 28 ]; then echo "smoke: $cells of 28 cells ran" >&2; exit 1; fi
     python3 -c "
 import json, sys
 bad = [c for c in map(json.loads, open('$WORK/cells')) if c['ops'] <= 0]
 if bad: sys.exit(f'smoke: cells with no successful operation: {bad}')
 "
-    echo "smoke: all 25 cells ran"
+    echo "smoke: all 28 cells ran"
 fi
 if [ "$RECORD" = 1 ]; then
     {
@@ -393,7 +441,7 @@ if [ "$RECORD" = 1 ]; then
         echo "## TLS suite: appliance vs NGINX vs HAProxy, $(date -u +%Y-%m-%d)"
         echo
         echo "Command: \`$CMD\`. Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), DPDK $(pkg-config --modversion libdpdk), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
-        echo "Servers pinned to CPU $LAST (appliance: one busy-polling core); backend nginx and loadgen (libssl, one thread, no certificate check) on CPU 0; ${SECS} s per cell; 32 connections in flight (bulk: 4)."
+        echo "Servers pinned to CPU $LAST (appliance: one busy-polling core); backend nginx and loadgen (libssl, one thread, no certificate check) on CPU 0; MTU $MTU on every veth; ${SECS} s per cell; 32 connections in flight (bulk: 4)."
         echo "Rates are client-bound; the capacity columns divide each rate by the server's busy core fraction over the same seconds. Limits per core from \`openssl speed\`: P-256 sign $EC_SIGN/s, RSA-2048 sign $RSA_SIGN/s, X25519 derive $DERIVE/s (one sign and two X25519 operations, key share and agreement, per full handshake), AES-128-GCM $GCM B/s at 16 KiB."
         echo
         echo "$TABLE"

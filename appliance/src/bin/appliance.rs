@@ -163,6 +163,7 @@ fn run(cfg: &Config, config_path: &std::path::Path) -> ExitCode {
         rx_desc: cfg.dataplane.rx_descriptors,
         tx_desc: cfg.dataplane.tx_descriptors,
         mbufs_per_queue: cfg.dataplane.mbufs_per_queue,
+        mtu: cfg.dataplane.mtu,
     }) {
         Ok(p) => p,
         Err(e) => return fail(e),

@@ -38,6 +38,8 @@ pub struct DataplaneConfig {
     pub rx_descriptors: u16,
     pub tx_descriptors: u16,
     pub max_connections_per_core: usize,
+    /// IP MTU set on the port (`None`: the port's own, 1500 on a veth).
+    pub mtu: Option<u16>,
 }
 
 /// `[tcp]`.
@@ -121,7 +123,12 @@ impl Checker<'_> {
         if driver == Driver::Dpdk && d.eal_args.is_empty() {
             return Err(self.err("dataplane.eal_args", "is empty: DPDK needs at least a device, e.g. [\"--no-huge\", \"--no-pci\", \"--vdev=net_af_packet0,iface=veth0\"]"));
         }
+        let mtu = match d.mtu {
+            None => None,
+            v => Some(self.int_in("dataplane.mtu", v, 1500u16, 576, 9216)?),
+        };
         Ok(DataplaneConfig {
+            mtu,
             driver,
             eal_args: d.eal_args,
             port: d.port,

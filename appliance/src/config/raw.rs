@@ -73,6 +73,7 @@ pub(super) struct RawDataplane {
     pub(super) rx_descriptors: Option<i64>,
     pub(super) tx_descriptors: Option<i64>,
     pub(super) max_connections_per_core: Option<i64>,
+    pub(super) mtu: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

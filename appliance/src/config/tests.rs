@@ -38,6 +38,12 @@ fn good_config_and_defaults() {
     assert_eq!(c.control.socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
     assert_eq!((c.crypto.workers, c.crypto.queue_depth), (0, 256));
     assert!(c.crypto.devices.is_empty() && !c.crypto.record_offload);
+    assert_eq!(c.dataplane.mtu, None, "the port's own MTU unless set");
+    let jumbo = GOOD.replacen("cores = [1]", "cores = [1]\nmtu = 9000", 1);
+    assert_eq!(
+        Config::parse(&jumbo, "t.toml").unwrap().dataplane.mtu,
+        Some(9000)
+    );
 }
 
 #[test]
@@ -211,6 +217,8 @@ fn each_mistake_names_its_field() {
         ("driver = \"dpdk\"", "driver = \"pcap\"", "dataplane.driver"),
         ("cores = [1]", "cores = []", "dataplane.cores"),
         ("cores = [1]", "cores = [1, 1]", "dataplane.cores[1]"),
+        ("cores = [1]", "cores = [1]\nmtu = 9300", "dataplane.mtu"),
+        ("cores = [1]", "cores = [1]\nmtu = 100", "dataplane.mtu"),
         ("10.77.0.1/24\"", "10.77.0.1\"", "dataplane.address"),
         ("10.77.0.1/24\"", "10.77.0.1/40\"", "dataplane.address"),
         (

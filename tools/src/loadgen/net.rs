@@ -253,6 +253,7 @@ impl DpdkSetup {
             rx_desc: 1024,
             tx_desc: 1024,
             mbufs_per_queue: 8191,
+            mtu: None,
         })
         .map_err(|e| format!("--dpdk {}: {e}", d.iface))?;
         Ok(DpdkSetup { port })

@@ -90,10 +90,17 @@ int tlsa_eth_adjust_desc(uint16_t port_id, uint16_t *rx, uint16_t *tx) {
     return rte_eth_dev_adjust_nb_rx_tx_desc(port_id, rx, tx);
 }
 
+/* data_room: bytes of frame an mbuf holds after its headroom (0: DPDK's default, 2048). */
 struct rte_mempool *tlsa_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache,
-                                             int socket_id) {
-    return rte_pktmbuf_pool_create(name, n, cache, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket_id);
+                                             int socket_id, uint16_t data_room) {
+    uint32_t size = data_room == 0 ? RTE_MBUF_DEFAULT_BUF_SIZE
+                                   : (uint32_t)data_room + RTE_PKTMBUF_HEADROOM;
+    if (size > UINT16_MAX)
+        return NULL;
+    return rte_pktmbuf_pool_create(name, n, cache, 0, (uint16_t)size, socket_id);
 }
+
+int tlsa_eth_set_mtu(uint16_t port_id, uint16_t mtu) { return rte_eth_dev_set_mtu(port_id, mtu); }
 
 void tlsa_mempool_free(struct rte_mempool *mp) { rte_mempool_free(mp); }
 

@@ -83,12 +83,15 @@ extern "C" {
     pub fn tlsa_eth_dev_info(port_id: u16, out: *mut tlsa_dev_info) -> c_int;
     pub fn tlsa_eth_configure(port_id: u16, nb_q: u16, rss_offloads: u64) -> c_int;
     pub fn tlsa_eth_adjust_desc(port_id: u16, rx: *mut u16, tx: *mut u16) -> c_int;
+    /// `data_room`: frame bytes an mbuf holds after its headroom (0: DPDK's default).
     pub fn tlsa_pktmbuf_pool_create(
         name: *const c_char,
         n: u32,
         cache: u32,
         socket_id: c_int,
+        data_room: u16,
     ) -> *mut rte_mempool;
+    pub fn tlsa_eth_set_mtu(port_id: u16, mtu: u16) -> c_int;
     pub fn tlsa_mempool_free(mp: *mut rte_mempool);
     /// Mbufs of the pool held now (allocated, in a ring, or in a core's hands).
     pub fn tlsa_mempool_in_use(mp: *const rte_mempool) -> std::os::raw::c_uint;
