@@ -86,6 +86,15 @@ fn pair(version: SslVersion) -> Pair {
     Pair { client, server }
 }
 
+/// Puts what the server "transmitted" on the wire for the client to read.
+fn to_client(p: &Pair, bytes: &[u8]) {
+    p.server
+        .wire
+        .to_client
+        .borrow_mut()
+        .extend_from_slice(bytes);
+}
+
 /// Seals `mib` MiB of `data` (1 MiB) the way `seal_down` does; returns the time spent
 /// and the bytes that went out. With `check`, the client decrypts them.
 fn seal(p: &mut Pair, data: &[u8], mib: usize, check: bool) -> (Duration, usize) {
@@ -110,11 +119,7 @@ fn seal(p: &mut Pair, data: &[u8], mib: usize, check: bool) -> (Duration, usize)
             if sendbuf.len() >= 192 * 1024 {
                 wire_bytes += sendbuf.len();
                 if check {
-                    p.server
-                        .wire
-                        .to_client
-                        .borrow_mut()
-                        .extend_from_slice(&sendbuf);
+                    to_client(p, &sendbuf);
                 }
                 sendbuf.clear();
             }
@@ -123,11 +128,7 @@ fn seal(p: &mut Pair, data: &[u8], mib: usize, check: bool) -> (Duration, usize)
     wire_bytes += sendbuf.len();
     let elapsed = t0.elapsed();
     if check {
-        p.server
-            .wire
-            .to_client
-            .borrow_mut()
-            .extend_from_slice(&sendbuf);
+        to_client(p, &sendbuf);
         let mut buf = vec![0u8; MIB];
         while got.len() < mib * data.len() {
             let n = p.client.read(&mut buf).unwrap();

@@ -404,9 +404,31 @@ fn tls12_ticket_resumption_renews_the_ticket_under_the_current_key() {
     drop(renewed);
 }
 
+/// A TLS 1.2 client context (tickets per `opts`) listing only `cipher`.
+fn ctx12(opts: SslOptions, cipher: &str) -> SslContext {
+    client_ctx(V12, V12, |b| {
+        b.set_options(opts);
+        b.set_cipher_list(cipher).unwrap();
+    })
+}
+
+/// The alert the server answers a client of `ctx` with, offering `session` if given.
+fn refusal(ctx: &SslContext, session: Option<&SslSession>, cfg: &Arc<ServerConfig>) -> u8 {
+    let mut ssl = client_ssl(ctx, HOST);
+    if let Some(s) = session {
+        // SAFETY: a session of a context with the same settings but the cipher list.
+        unsafe { ssl.set_session(s).unwrap() };
+    }
+    let (_, server_error) = connect_ssl(ssl, cfg.clone(), 0)
+        .err()
+        .expect("the handshake is refused");
+    let e = server_error.expect("the server's error");
+    e.alert().unwrap_or_else(|| panic!("no alert for {e}"))
+}
+
 /// The same rule when what the client lists instead is NULL encryption (issue 26, class
 /// 8): a session is never resumed under a suite that protects nothing, and the offer is
-/// refused for what it breaks, the session's suite missing (RFC 5246 §7.4.1.2, as above:
+/// refused for what it breaks, the session's suite missing (RFC 5246 §7.4.1.2, as below:
 /// illegal_parameter), not for the NULL suites. Without a session, a list of NULL suites
 /// alone has nothing in common with the server's. RFC 5246 §7.4.1.3: the ServerHello is
 /// sent "when it was able to find an acceptable set of algorithms. If it cannot find
@@ -416,33 +438,17 @@ fn tls12_null_cipher_offers_are_refused_with_the_rfcs_alerts() {
     let cfg = config(|_| {});
     let null_only = "NULL-SHA256:ECDHE-ECDSA-NULL-SHA:@SECLEVEL=0";
     for opts in [SslOptions::NO_TICKET, SslOptions::empty()] {
-        let ctx = |cipher: &str| {
-            client_ctx(V12, V12, |b| {
-                b.set_options(opts);
-                b.set_cipher_list(cipher).unwrap();
-            })
-        };
-        let (session, _) = first(&ctx("ECDHE-ECDSA-AES128-GCM-SHA256"), &cfg, 0);
-        let mut ssl = client_ssl(&ctx(null_only), HOST);
-        // SAFETY: a session of a context with the same settings but the cipher list.
-        unsafe { ssl.set_session(&session).unwrap() };
-        let (_, server_error) = connect_ssl(ssl, cfg.clone(), 0)
-            .err()
-            .expect("the resumption is refused");
-        let e = server_error.expect("the server's error");
+        let (session, _) = first(&ctx12(opts, "ECDHE-ECDSA-AES128-GCM-SHA256"), &cfg, 0);
+        let nulls = ctx12(opts, null_only);
         assert_eq!(
-            e.alert(),
-            Some(tls::error::alert::ILLEGAL_PARAMETER),
-            "{opts:?}, resuming: {e}"
+            refusal(&nulls, Some(&session), &cfg),
+            tls::error::alert::ILLEGAL_PARAMETER,
+            "{opts:?}, resuming"
         );
-        let (_, server_error) = connect_ssl(client_ssl(&ctx(null_only), HOST), cfg.clone(), 0)
-            .err()
-            .expect("a NULL-only offer gets no handshake");
-        let e = server_error.expect("the server's error");
         assert_eq!(
-            e.alert(),
-            Some(tls::error::alert::HANDSHAKE_FAILURE),
-            "{opts:?}, full: {e}"
+            refusal(&nulls, None, &cfg),
+            tls::error::alert::HANDSHAKE_FAILURE,
+            "{opts:?}, full"
         );
     }
 }
@@ -455,25 +461,12 @@ fn tls12_null_cipher_offers_are_refused_with_the_rfcs_alerts() {
 fn tls12_resumption_without_the_sessions_suite_is_illegal_parameter() {
     let cfg = config(|_| {});
     for opts in [SslOptions::NO_TICKET, SslOptions::empty()] {
-        let one = |cipher: &str| {
-            client_ctx(V12, V12, |b| {
-                b.set_options(opts);
-                b.set_cipher_list(cipher).unwrap();
-            })
-        };
-        let (session, _) = first(&one("ECDHE-ECDSA-AES128-GCM-SHA256"), &cfg, 0);
-        let other = one("ECDHE-ECDSA-AES256-GCM-SHA384");
-        let mut ssl = client_ssl(&other, HOST);
-        // SAFETY: a session of a context with the same settings but the cipher list.
-        unsafe { ssl.set_session(&session).unwrap() };
-        let (_, server_error) = connect_ssl(ssl, cfg.clone(), 0)
-            .err()
-            .expect("the resumption is refused");
-        let e = server_error.expect("the server's error");
+        let (session, _) = first(&ctx12(opts, "ECDHE-ECDSA-AES128-GCM-SHA256"), &cfg, 0);
+        let other = ctx12(opts, "ECDHE-ECDSA-AES256-GCM-SHA384");
         assert_eq!(
-            e.alert(),
-            Some(tls::error::alert::ILLEGAL_PARAMETER),
-            "{opts:?}: {e}"
+            refusal(&other, Some(&session), &cfg),
+            tls::error::alert::ILLEGAL_PARAMETER,
+            "{opts:?}"
         );
     }
 }
