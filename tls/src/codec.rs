@@ -109,12 +109,22 @@ pub fn end_len(v: &mut [u8], at: usize, width: usize) {
     }
 }
 
+/// Taken bytes at the front of a buffer that are given back once they are at least
+/// this many and at least half of it.
+const COMPACT_AFTER: usize = 32 * 1024;
+
 /// Marks `n` more bytes of `buf`, read from `*pos` on, as taken; once all are, the
-/// buffer empties (so it does not grow while a peer keeps it partly read).
+/// buffer empties. A buffer that is never read to its end (a peer slower than what is
+/// appended behind it) would otherwise keep every byte ever written: once the taken
+/// front is [`COMPACT_AFTER`] bytes and half the buffer, the rest moves to the front
+/// (no more than was taken, so each byte moves at most once on average).
 pub fn consume(buf: &mut Vec<u8>, pos: &mut usize, n: usize) {
     *pos = (*pos + n).min(buf.len());
     if *pos == buf.len() {
         buf.clear();
+        *pos = 0;
+    } else if *pos >= COMPACT_AFTER && *pos * 2 >= buf.len() {
+        buf.drain(..*pos);
         *pos = 0;
     }
 }
@@ -189,6 +199,28 @@ mod tests {
         let mut r = Reader::new(&[1, 9, 7]);
         assert_eq!(r.vec8().unwrap(), &[9]);
         assert!(r.finish("x").is_err());
+    }
+
+    /// Written behind a reader that never catches up, the buffer stays bounded by what
+    /// is unread (before, it kept every byte ever written until one full read).
+    #[test]
+    fn a_buffer_read_partly_forever_stays_bounded() {
+        let (mut buf, mut pos) = (Vec::new(), 0usize);
+        let mut written = 0u64;
+        let mut read = 0u64;
+        for round in 0..10_000u64 {
+            buf.extend_from_slice(&[round as u8; 16 * 1024]);
+            written += 16 * 1024;
+            // Always leave some unread, 1 byte to 16 KiB.
+            let n = (buf.len() - pos).saturating_sub(1 + (round as usize * 7919) % 16384);
+            read += n as u64;
+            consume(&mut buf, &mut pos, n);
+            assert_eq!(buf.len() - pos, (written - read) as usize, "unread kept");
+            // The next unread byte is the one written at offset `read`.
+            assert_eq!(buf[pos], (read / (16 * 1024)) as u8, "kept in order");
+            assert!(buf.len() <= 2 * (buf.len() - pos) + COMPACT_AFTER + 16 * 1024);
+        }
+        assert!(written > 100 << 20, "160 MiB went through");
     }
 
     #[test]
