@@ -166,6 +166,11 @@ pub fn start(
 ) -> std::io::Result<Running> {
     let n = cfg.dataplane.cores.len();
     assert_eq!(queues.len(), n, "one queue per poll-mode core");
+    // Before any key is made (the TLS configurations below make some).
+    crypto_offload::use_primitives(cfg.crypto.primitives);
+    if cfg.crypto.primitives == crypto_offload::Primitives::AwsLc {
+        log::info!("crypto primitives: AWS-LC for X25519, OpenSSL for the rest");
+    }
     // The session store first: its threads (peers, Redis) run beside the cores.
     let store = crate::sessions::start(cfg).map_err(std::io::Error::other)?;
     let live = Arc::new(Live::new(cfg.clone(), path, n, store));

@@ -5,7 +5,9 @@
 //! derivation per op: the server does a key generation on top, so two of them are the
 //! limit). OpenSSL 3.0 has no ML-KEM, so the hybrid row has no libcrypto limit; its
 //! cost is shown against X25519's. The client's side of the hybrid (key generation and
-//! decapsulation) is timed too: it is what a load generator pays per handshake.
+//! decapsulation) is timed too: it is what a load generator pays per handshake. The
+//! "on AWS-LC" rows are the same with `[crypto] primitives = "aws-lc"` (X25519 on
+//! AWS-LC; the limit stays OpenSSL's).
 //!
 //!     cargo bench -p crypto-offload --bench key_exchange -- [--seconds S]
 //!
@@ -74,12 +76,21 @@ fn main() {
     let mut x25519_us = None;
     for (name, group, speed_alg) in [
         ("X25519", Group::X25519, Some("ecdhx25519")),
+        ("X25519 on AWS-LC", Group::X25519, None),
         ("P-256", Group::P256, Some("ecdhp256")),
         ("P-384", Group::P384, Some("ecdhp384")),
         ("P-521", Group::P521, Some("ecdhp521")),
         ("X448", Group::X448, Some("ecdhx448")),
         ("X25519MLKEM768", Group::X25519MlKem768, None),
+        ("X25519MLKEM768 on AWS-LC", Group::X25519MlKem768, None),
     ] {
+        // `[crypto] primitives`: the AWS-LC row runs X25519 on AWS-LC, the rest on OpenSSL.
+        let aws = name.ends_with("AWS-LC");
+        crypto_offload::use_primitives(if aws {
+            crypto_offload::Primitives::AwsLc
+        } else {
+            crypto_offload::Primitives::OpenSsl
+        });
         let (_, client_share) = EphemeralKey::generate(group).unwrap();
         let (server_share, _) = respond(group, &client_share).unwrap();
         let server = per_op(secs, || {
@@ -96,7 +107,7 @@ fn main() {
         let limit = speed_alg
             .and_then(|a| speed(a, secs))
             .map_or("—".to_string(), |us| format!("{:.1}", 2.0 * us));
-        if group == Group::X25519 {
+        if group == Group::X25519 && !aws {
             x25519_us = Some(server);
         }
         let ratio = x25519_us.map_or("—".to_string(), |x| format!("{:.2}×", server / x));

@@ -47,6 +47,19 @@ const SERVER_HS_IV: &str = "5d 31 3e b2 67 12 76 ee 13 00 0b 30";
 const CLIENT_HS_KEY: &str = "db fa a6 93 d1 76 2c 5b 66 6a f5 d9 50 25 8d 01";
 const CLIENT_HS_IV: &str = "5b d3 c7 1b 83 6e 0b 76 bb 73 26 5f";
 
+/// RFC 8448 §3's X25519 exchange on each backend: the server's private key gives the
+/// trace's public value, and with the client's share, the trace's shared secret.
+#[test]
+fn rfc8448_x25519_on_both_backends() {
+    for p in [Primitives::OpenSsl, Primitives::AwsLc] {
+        let (server, public) =
+            EphemeralKey::x25519_from_private_with(&hex(SERVER_PRIVATE), p).unwrap();
+        assert_eq!(public, hex(SERVER_HELLO)[SHARE_AT..SHARE_AT + 32], "{p:?}");
+        let shared = server.agree(&hex(CLIENT_SHARE)).unwrap();
+        assert_eq!(shared.bytes(), hex(SHARED), "{p:?}");
+    }
+}
+
 #[test]
 fn rfc8448_key_schedule() {
     let h = HashAlg::Sha256;

@@ -44,8 +44,9 @@ pub use pool::{
     Busy, Completion, CoreLink, DeviceWorkers, Pool, PoolConfig, WorkerSnapshot, WorkerStats,
 };
 pub use prim::{
-    AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group, HashAlg, KeyKind, Secret,
-    ServerVerifier, SigAlg, SigningKey, TranscriptHash, TAG_LEN,
+    primitives, use_primitives, AeadAlg, AeadKey, CaStore, CryptoError, EphemeralKey, Group,
+    HashAlg, KeyKind, Primitives, Secret, ServerVerifier, SigAlg, SigningKey, TranscriptHash,
+    TAG_LEN,
 };
 pub use records::{AeadBatch, AeadOp, RecordJob, RecordWork};
 pub use ticket::{SourcedKey, TicketKeySource, TicketKeys};

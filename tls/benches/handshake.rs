@@ -4,6 +4,8 @@
 //! through in-memory pipes, beside the per-core limit of the primitives every
 //! handshake must run, measured now with `openssl speed` (OpenSSL's primitives: the
 //! limit of the engine and libssl, not of rustls). Only the server's calls are timed.
+//! The last two columns run the engine again with `[crypto] primitives = "aws-lc"`
+//! (its X25519 on AWS-LC, the rest on OpenSSL).
 //!
 //!     cargo bench -p tls --bench handshake
 //!     HANDSHAKE_ONLY="TLS 1.3 ECDSA" cargo bench -p tls --bench handshake   # one scenario
@@ -398,9 +400,9 @@ fn main() {
     let x25519 = speed("ecdhx25519");
     println!("openssl speed: X25519 {:.1} µs/op", x25519 * 1e6);
     println!(
-        "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed | rustls (aws-lc-rs) µs | engine ÷ rustls speed |"
+        "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed | rustls (aws-lc-rs) µs | engine ÷ rustls speed | engine, X25519 on AWS-LC µs | that ÷ rustls speed |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // `HANDSHAKE_ONLY=TEXT` runs only the scenarios whose name contains TEXT (to profile one).
     let only = std::env::var("HANDSHAKE_ONLY").unwrap_or_default();
     for s in scenarios.iter().filter(|s| s.name.contains(only.as_str())) {
@@ -416,6 +418,11 @@ fn main() {
         let ours = engine_run(s).as_secs_f64() / s.count as f64;
         let theirs = libssl_run(s).as_secs_f64() / s.count as f64;
         let rustls = rustls_run(s).as_secs_f64() / s.count as f64;
+        // The engine again with `[crypto] primitives = "aws-lc"` (its X25519 on AWS-LC).
+        crypto_offload::use_primitives(crypto_offload::Primitives::AwsLc);
+        engine_run(&warm);
+        let aws = engine_run(s).as_secs_f64() / s.count as f64;
+        crypto_offload::use_primitives(crypto_offload::Primitives::OpenSsl);
         let (limit_col, pct) = if limit > 0.0 {
             (
                 format!("{:.1}", limit * 1e6),
@@ -425,7 +432,7 @@ fn main() {
             ("—".into(), "—".into())
         };
         println!(
-            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2}× | {:.1} | {:.2}× |",
+            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.2}× | {:.1} | {:.2}× | {:.1} | {:.2}× |",
             s.name,
             limit_col,
             ours * 1e6,
@@ -434,7 +441,9 @@ fn main() {
             theirs * 1e6,
             theirs / ours,
             rustls * 1e6,
-            rustls / ours
+            rustls / ours,
+            aws * 1e6,
+            rustls / aws
         );
     }
 }

@@ -34,6 +34,10 @@ pub struct CryptoConfig {
     /// `[[crypto.device]]`: accelerators with workers of their own beside the CPU
     /// workers, each in an OpenSSL library context of its own.
     pub devices: Vec<DeviceConfig>,
+    /// Whose software runs the primitives both libraries have (`primitives =
+    /// "openssl"`, the default, or `"aws-lc"`: X25519 today). Providers, engines and
+    /// devices are OpenSSL's alone, so `"aws-lc"` goes without them.
+    pub primitives: crypto_offload::Primitives,
 }
 
 /// One `[[crypto.device]]`.
@@ -88,7 +92,27 @@ impl Checker<'_> {
                 ))
             }
         };
+        let primitives = match r.primitives.as_deref() {
+            None | Some("openssl") => crypto_offload::Primitives::OpenSsl,
+            Some("aws-lc") => crypto_offload::Primitives::AwsLc,
+            Some(other) => {
+                return Err(self.err(
+                    "crypto.primitives",
+                    format!("\"{other}\" is not one of \"openssl\", \"aws-lc\""),
+                ))
+            }
+        };
+        let openssl_only = r.providers.as_ref().is_some_and(|v| !v.is_empty())
+            || r.engines.as_ref().is_some_and(|v| !v.is_empty())
+            || !devices.is_empty();
+        if primitives == crypto_offload::Primitives::AwsLc && openssl_only {
+            return Err(self.err(
+                "crypto.primitives",
+                "\"aws-lc\" cannot be combined with providers, engines or [[crypto.device]]: those are OpenSSL's, and the operations they would run must stay on them",
+            ));
+        }
         Ok(CryptoConfig {
+            primitives,
             record_offload,
             record_batch: self.int_in("crypto.record_batch", r.record_batch, 32, 1, 1024)?,
             workers,

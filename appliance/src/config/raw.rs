@@ -101,6 +101,7 @@ pub(super) struct RawCrypto {
     pub(super) engines: Option<Vec<String>>,
     pub(super) records: Option<String>,
     pub(super) record_batch: Option<i64>,
+    pub(super) primitives: Option<String>,
     pub(super) device: Option<Vec<RawDevice>>,
 }
 

@@ -39,6 +39,16 @@ fn good_config_and_defaults() {
     assert_eq!((c.crypto.workers, c.crypto.queue_depth), (0, 256));
     assert!(c.crypto.devices.is_empty() && !c.crypto.record_offload);
     assert_eq!(c.dataplane.mtu, None, "the port's own MTU unless set");
+    assert_eq!(c.crypto.primitives, crypto_offload::Primitives::OpenSsl);
+    let aws = GOOD.replacen(
+        "[[vserver]]",
+        "[crypto]\nprimitives = \"aws-lc\"\n[[vserver]]",
+        1,
+    );
+    assert_eq!(
+        Config::parse(&aws, "t.toml").unwrap().crypto.primitives,
+        crypto_offload::Primitives::AwsLc
+    );
     let jumbo = GOOD.replacen("cores = [1]", "cores = [1]\nmtu = 9000", 1);
     assert_eq!(
         Config::parse(&jumbo, "t.toml").unwrap().dataplane.mtu,
@@ -218,6 +228,16 @@ fn each_mistake_names_its_field() {
         ("cores = [1]", "cores = []", "dataplane.cores"),
         ("cores = [1]", "cores = [1, 1]", "dataplane.cores[1]"),
         ("cores = [1]", "cores = [1]\nmtu = 9300", "dataplane.mtu"),
+        (
+            "[[vserver]]",
+            "[crypto]\nprimitives = \"boringssl\"\n[[vserver]]",
+            "crypto.primitives",
+        ),
+        (
+            "[[vserver]]",
+            "[crypto]\nprimitives = \"aws-lc\"\nproviders = [\"default\"]\n[[vserver]]",
+            "crypto.primitives",
+        ),
         ("cores = [1]", "cores = [1]\nmtu = 100", "dataplane.mtu"),
         ("10.77.0.1/24\"", "10.77.0.1\"", "dataplane.address"),
         ("10.77.0.1/24\"", "10.77.0.1/40\"", "dataplane.address"),
