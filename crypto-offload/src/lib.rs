@@ -1,8 +1,11 @@
 //! Crypto for the appliance, over OpenSSL's libcrypto: the primitives ([`prim`]) and the
 //! job model ([`job`]) the TLS engine uses.
 //!
-//! What it owns: every OpenSSL type in the appliance, and the one primitive OpenSSL 3.0
-//! lacks, ML-KEM-768 (from `libcrux-ml-kem`) for the post-quantum hybrid group. Keys, cipher contexts and hash
+//! What it owns: every OpenSSL type in the appliance, the one primitive OpenSSL 3.0
+//! lacks, ML-KEM-768 (from `libcrux-ml-kem`) for the post-quantum hybrid group, and a
+//! second software backend for a primitive OpenSSL 3.0 is slow at: X25519 on AWS-LC
+//! (`aws-lc-rs`), chosen per process ([`Primitives`], `[crypto] primitives`); OpenSSL is
+//! the default and the only route to providers and engines. Keys, cipher contexts and hash
 //! states leave this crate only as opaque types ([`SigningKey`], [`EphemeralKey`],
 //! [`AeadKey`], [`TranscriptHash`]) or as [`Secret`] bytes that are zeroized on drop and
 //! never printed. A handshake step's crypto is one [`Job`], run by [`run`] on the

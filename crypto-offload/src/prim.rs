@@ -681,39 +681,39 @@ pub fn primitives() -> Primitives {
 /// part (the hybrid's) is wiped on drop too.
 pub struct EphemeralKey {
     group: Group,
-    key: Montgomery,
+    key: KxKey,
     kem: Option<Box<MlKemKey>>,
 }
 
 /// The (EC)DH key: OpenSSL's, or for X25519 with [`Primitives::AwsLc`], AWS-LC's.
-enum Montgomery {
+enum KxKey {
     Ossl(PKey<Private>),
     AwsLc(aws_lc_rs::agreement::PrivateKey),
 }
 
-impl Montgomery {
+impl KxKey {
     fn ossl(&self) -> Result<&PKey<Private>, CryptoError> {
         match self {
-            Montgomery::Ossl(k) => Ok(k),
-            Montgomery::AwsLc(_) => Err(CryptoError::Library(
+            KxKey::Ossl(k) => Ok(k),
+            KxKey::AwsLc(_) => Err(CryptoError::Library(
                 "an AWS-LC key where an OpenSSL one is needed".into(),
             )),
         }
     }
 
     /// A fresh X25519 key of `p`'s library and its public value.
-    fn x25519(p: Primitives) -> Result<(Montgomery, Vec<u8>), CryptoError> {
+    fn x25519(p: Primitives) -> Result<(KxKey, Vec<u8>), CryptoError> {
         match p {
             Primitives::OpenSsl => {
                 let key = PKey::generate_x25519()?;
                 let public = key.raw_public_key()?;
-                Ok((Montgomery::Ossl(key), public))
+                Ok((KxKey::Ossl(key), public))
             }
             Primitives::AwsLc => {
                 use aws_lc_rs::agreement::{PrivateKey, X25519};
                 let key = PrivateKey::generate(&X25519).map_err(aws_lc)?;
                 let public = key.compute_public_key().map_err(aws_lc)?.as_ref().to_vec();
-                Ok((Montgomery::AwsLc(key), public))
+                Ok((KxKey::AwsLc(key), public))
             }
         }
     }
@@ -725,8 +725,8 @@ impl Montgomery {
             return Err(CryptoError::BadPeerKey);
         }
         match self {
-            Montgomery::Ossl(k) => montgomery_agree(k, peer, Id::X25519),
-            Montgomery::AwsLc(k) => {
+            KxKey::Ossl(k) => montgomery_agree(k, peer, Id::X25519),
+            KxKey::AwsLc(k) => {
                 use aws_lc_rs::agreement::{agree, UnparsedPublicKey, X25519};
                 let s = agree(
                     k,
@@ -784,7 +784,7 @@ impl EphemeralKey {
     ) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
         match group {
             Group::X25519 => {
-                let (key, public) = Montgomery::x25519(p)?;
+                let (key, public) = KxKey::x25519(p)?;
                 Ok((
                     EphemeralKey {
                         group,
@@ -800,7 +800,7 @@ impl EphemeralKey {
                 Ok((
                     EphemeralKey {
                         group,
-                        key: Montgomery::Ossl(key),
+                        key: KxKey::Ossl(key),
                         kem: None,
                     },
                     public,
@@ -816,7 +816,7 @@ impl EphemeralKey {
                 Ok((
                     EphemeralKey {
                         group,
-                        key: Montgomery::Ossl(PKey::from_ec_key(ec)?),
+                        key: KxKey::Ossl(PKey::from_ec_key(ec)?),
                         kem: None,
                     },
                     public,
@@ -827,7 +827,7 @@ impl EphemeralKey {
                 random(&mut seed)?;
                 let pair = libcrux_ml_kem::mlkem768::generate_key_pair(seed);
                 seed.zeroize();
-                let (key, xpub) = Montgomery::x25519(p)?;
+                let (key, xpub) = KxKey::x25519(p)?;
                 let mut public = pair.public_key().as_slice().to_vec();
                 public.extend_from_slice(&xpub);
                 Ok((
@@ -857,13 +857,13 @@ impl EphemeralKey {
             Primitives::OpenSsl => {
                 let key = PKey::private_key_from_raw_bytes(private, Id::X25519)?;
                 let public = key.raw_public_key()?;
-                (Montgomery::Ossl(key), public)
+                (KxKey::Ossl(key), public)
             }
             Primitives::AwsLc => {
                 use aws_lc_rs::agreement::{PrivateKey, X25519};
                 let key = PrivateKey::from_private_key(&X25519, private).map_err(aws_lc)?;
                 let public = key.compute_public_key().map_err(aws_lc)?.as_ref().to_vec();
-                (Montgomery::AwsLc(key), public)
+                (KxKey::AwsLc(key), public)
             }
         };
         Ok((

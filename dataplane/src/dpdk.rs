@@ -248,9 +248,9 @@ impl DpdkPort {
         setup("rte_eth_dev_configure", unsafe {
             dpdk_sys::tlsa_eth_configure(id, nq, di.rss_offloads)
         })?;
-        // A jumbo MTU: set on the port (af_packet also sets it on its interface, and
-        // needs a ring frame that holds it: `framesz` in its vdev arguments), with
-        // mbufs whose data room holds a whole frame.
+        // A configured MTU: set on the port (af_packet cannot, see below; it needs a
+        // ring frame that holds a frame: `framesz` in its vdev arguments), with mbufs
+        // whose data room holds a whole frame.
         let data_room = match cfg.mtu {
             Some(mtu) => {
                 // SAFETY: valid, configured port id.
