@@ -220,13 +220,17 @@ target() {   # target SERVER ec|rsa
     haproxy-ec) echo 10.77.1.1:8443 ;; haproxy-rsa) echo 10.77.1.1:9443 ;;
     esac
 }
-# cpu_stat: the servers' CPU ($LAST) from /proc/stat, in ticks: its busy time (user,
-# system, irq, softirq, steal; niced time, such as a fuzzing campaign at nice 19, left
-# out) and all its time. For a kernel peer that busy share holds what its process time
-# leaves out: softirqs, and the ksoftirqd thread they are deferred to under load (system
-# time of another task). The appliance busy-polls its CPU, so there its own loop
-# accounting is the figure (the softirqs its syscalls run are inside its loop).
-cpu_stat() { awk -v c="cpu$LAST" '$1 == c {print $2+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# cpu_stat: what a kernel peer's process time leaves out of the work done on the
+# servers' CPU ($LAST), in ticks: its irq and softirq time (/proc/stat), the time of its
+# ksoftirqd thread (where softirqs go under load), and all of the CPU's time. (The CPU's
+# whole busy share cannot serve: the appliance busy-polls it throughout.) The appliance's
+# own loop accounting already holds the softirqs its syscalls run.
+KSOFTIRQD=$(pgrep -x "ksoftirqd/$LAST" | head -1 || true)
+cpu_stat() {
+    local k=0
+    [ -n "$KSOFTIRQD" ] && k=$(ticks "$KSOFTIRQD")
+    awk -v c="cpu$LAST" -v k="$k" '$1 == c {print $7+$8+k, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
+}
 # appl_frames: the appliance port's frames received and sent so far.
 appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; q=json.load(sys.stdin)["cores"][0]["queue"]; print(q["rx_frames"], q["tx_frames"])'; }
 # measure SERVER TEST CERT LOADGEN-ARGS...: one cell (if this run wants TEST); appends its
@@ -253,9 +257,10 @@ c0, c1, f0, f1 = ([float(x) for x in a.split()] for a in sys.argv[8:12])
 r = json.loads(out)
 lat = r["latency_us"]
 busy = (float(b1) - float(b0)) / (float(t1) - float(t0))
-# The server CPU's busy share (see cpu_stat); the appliance's own loop accounting.
+# A kernel peer's process time plus the softirq work on its CPU (see cpu_stat); the
+# appliance's own loop accounting.
 total = c1[1] - c0[1]
-cpu = busy if server == "appliance" or total <= 0 else (c1[0] - c0[0]) / total
+cpu = busy if server == "appliance" or total <= 0 else busy + (c1[0] - c0[0]) / total
 print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs": r["handshakes_per_sec"],
     "bytes": r["bytes_in_per_sec"], "bytes_total": r.get("bytes_in", 0), "resumed": r["resumed"],
     "handshakes": r["handshakes"], "errors": r["error_count"], "busy": busy, "cpu_busy": cpu,
