@@ -3,14 +3,16 @@
 # stack) on the same box, in one run, same backend, same load generator (loadgen).
 #
 #   bash tools/bench/tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE]
+#                           [--mtu N]
 #   bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
 #
 # TESTs: full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk bulkeq
-# (bulkeq: the 1 MiB GETs again once the kernel peers' veth has no segmentation or
-# checksum offloads, so every server moves frames of the MTU as the appliance's port does).
-# --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo frames.
-# (--only runs those for every server; open50 needs full13's rate and runs it too). Every
-# run writes its cells, ratios included, as JSON (default target/bench/tls-TIME.json).
+# (--only runs those for every server; open50 needs full13's rate and runs it too;
+# bulkeq: the 1 MiB GETs again once the kernel peers' veth has no segmentation or
+# checksum offloads, so every server moves frames of the MTU as the appliance's port
+# does). --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo
+# frames. Every run writes its cells, ratios included, as JSON (default
+# target/bench/tls-TIME.json).
 # PERF=FILE: `perf record -g` of the appliance during its PERF_CELL cell (default bulk);
 # then `perf report -i FILE`. For experiments: APPLIANCE_TOML_EXTRA is appended to the
 # appliance's configuration (e.g. a [tcp] table), VDEV_EXTRA to its af_packet vdev.
