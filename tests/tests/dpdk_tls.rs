@@ -29,7 +29,11 @@ fn tls_net(name: &str, big: usize) -> Net {
 
 /// [`tls_net`] with a `[crypto]` table (`""`: none, crypto inline).
 fn tls_net_with(name: &str, big: usize, crypto: &str) -> Net {
-    let mut net = Net::up(name);
+    tls_rig(Net::up(name), big, crypto)
+}
+
+/// [`tls_net_with`] on a network already up (one with a jumbo MTU, say).
+fn tls_rig(mut net: Net, big: usize, crypto: &str) -> Net {
     write_site(&net.dir, big);
     make_certs(&net.dir);
     net.start_backend("10.77.0.2", 8080);
@@ -1111,14 +1115,7 @@ fn ocsp_responses_are_stapled_for_clients_that_ask() {
 /// really moved big frames: its average frame each way is far above a 1,500-byte MTU's.
 #[test]
 fn jumbo_frames_carry_downloads_byte_exact() {
-    let mut net = Net::up_mtu("jumbo", 9000);
-    write_site(&net.dir, 16 << 20);
-    make_certs(&net.dir);
-    net.start_backend("10.77.0.2", 8080);
-    net.start_backend("10.77.0.3", 8080);
-    std::thread::sleep(Duration::from_millis(500));
-    let cpu = *cpus().last().unwrap();
-    net.start_appliance(&[cpu], &tls_vservers(&net.dir));
+    let net = tls_rig(Net::up_mtu("jumbo", 9000), 16 << 20, "");
     let want = sha_file(&net.dir.join("www/big.bin"));
     let out = net.dir.join("big.out");
     for args in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"]] {
