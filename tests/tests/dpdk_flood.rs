@@ -245,8 +245,21 @@ fn a_crypto_worker_dying_under_handshake_load_alerts_only_its_connections() {
     );
     let s = net.stats();
     let p = &s["cores"][0]["proxy"];
-    assert_eq!(n(&p["crypto_failed"]), errors, "{s}");
-    assert_eq!(n(&p["tls_local_error"]), errors, "{s}");
+    // The same lost batch may hold a record job (the records a connection received after
+    // its handshake, opened on the pool). Its connection, when still open, is alerted too
+    // (record_job_conns_failed), though its client may have counted the handshake as
+    // served already; a record job whose connections had closed harms no one.
+    let handshakes_lost = n(&p["crypto_failed"]) - n(&p["record_jobs_failed"]);
+    let records_lost = n(&p["record_job_conns_failed"]);
+    assert!(
+        (handshakes_lost..=handshakes_lost + records_lost).contains(&errors),
+        "every lost handshake job is one alerted client: {s}"
+    );
+    assert_eq!(
+        n(&p["tls_local_error"]),
+        handshakes_lost + records_lost,
+        "{s}"
+    );
     let w = &s["crypto"]["workers"][0];
     assert_eq!(n(&w["restarts"]), 1, "{s}");
     assert_eq!(w["alive"], true, "{s}");
