@@ -7,7 +7,8 @@
 //! * [`cores`]: start-up checks of the requested CPUs, pinning, the poll loop with its
 //!   cycle accounting and idle policy;
 //! * [`steer`]: which core owns a frame, and the channels that move frames there;
-//! * [`wire`]: the one header parser both steering and the stack's flow table use.
+//! * [`wire`]: the one header parser both steering and the stack's flow table use;
+//! * [`timer_wheel`]: O(1) deadlines for the connections of a core (stack and driver).
 //!
 //! It must not know about TCP connections, TLS or configuration files: the network
 //! stack (`netstack`) and the appliance sit on top. All DPDK `unsafe` is here or in
@@ -19,6 +20,7 @@ mod frame;
 pub mod memory;
 mod port;
 pub mod steer;
+pub mod timer_wheel;
 pub mod wire;
 
 pub use frame::Frame;

@@ -177,12 +177,13 @@ fn wake(f: impl FnOnce(&mut Wake)) -> Wake {
 #[test]
 fn ready_handlers_are_stepped_once_per_iteration_in_the_order_they_became_ready() {
     let (mut d, _peer) = driver();
-    // A: due at 100 µs. B: asks again twice, and is also due at 30 µs. C: due at 50 µs,
-    // done when stepped from iteration 4 on.
+    // A: due at 112 µs. B: asks again twice, and is also due at 32 µs. C: due at 48
+    // µs, done when stepped from iteration 4 on. (Deadlines on the timer wheel's 16 µs
+    // ticks: a deadline comes due at the end of its tick.)
     d.app.add = vec![
-        scripted(1, Some(100), 0, None),
-        scripted(2, Some(30), 2, None),
-        scripted(3, Some(50), 0, Some(4)),
+        scripted(1, Some(112), 0, None),
+        scripted(2, Some(32), 2, None),
+        scripted(3, Some(48), 0, Some(4)),
     ];
     let new = wake(|w| w.new = true);
     assert!(d.poll_once(0));
@@ -210,7 +211,7 @@ fn ready_handlers_are_stepped_once_per_iteration_in_the_order_they_became_ready(
     assert!(!d.poll_once(70));
     assert!(steps(&d, 4).is_empty());
     // A's deadline.
-    assert!(d.poll_once(100));
+    assert!(d.poll_once(112));
     assert_eq!(steps(&d, 5), vec![(1, wake(|w| w.timer = true))]);
     assert_eq!(d.conns().len(), 3);
 }

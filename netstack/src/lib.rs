@@ -15,9 +15,10 @@
 //! to the connection picks that set before smoltcp sees the frame. smoltcp then runs
 //! its unmodified TCP state machine over a set of one. Egress only visits connections
 //! that were touched (a frame arrived, the application wrote, a timer fired), and
-//! timers live in a heap keyed by each socket's own `poll_at`. Dispatch is O(1) in the
-//! number of connections; timer upkeep is O(log n) and happens only when a
-//! connection's deadline changes.
+//! timers live in a hierarchical timing wheel ([`dataplane::timer_wheel`]) keyed by
+//! each socket's own `poll_at`. Dispatch and timer upkeep are both O(1) in the number
+//! of connections, and a timer is filed again only when a connection's deadline
+//! moves earlier.
 //!
 //! ## Listening without a backlog
 //! smoltcp has no listen queue: one listening socket accepts one connection. So a SYN
@@ -73,12 +74,12 @@ mod tsval {
     }
 }
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use dataplane::timer_wheel::TimerWheel;
 use dataplane::PortQueue;
 use slab::Slab;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
@@ -301,7 +302,7 @@ pub struct Stack<T> {
     next_gen: u32,
     flows: HashMap<FlowKey, ConnId, ahash::RandomState>,
     listeners: HashMap<u16, u32, ahash::RandomState>,
-    timers: BinaryHeap<Reverse<(i64, u32, u32)>>,
+    timers: TimerWheel<ConnId>,
     dirty: Vec<ConnId>,
     /// The dirty list being worked through by `egress` (kept for its capacity).
     egress_batch: Vec<ConnId>,
@@ -419,7 +420,7 @@ impl<T: Default> Stack<T> {
             next_gen: 1,
             flows: HashMap::default(),
             listeners: HashMap::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerWheel::new(),
             dirty: Vec::new(),
             egress_batch: Vec::new(),
             ready: Vec::new(),
@@ -1052,12 +1053,8 @@ impl<T: Default> Stack<T> {
         self.advance_tsval(now);
         let now_us = now.total_micros();
         let mut fired = false;
-        while let Some(&Reverse((at, idx, gen))) = self.timers.peek() {
-            if at > now_us {
-                break;
-            }
-            self.timers.pop();
-            let id = ConnId { idx, gen };
+        while let Some((at, id)) = self.timers.pop_due(now_us.max(0) as u64) {
+            let at = at as i64;
             // Stale entries (the connection rescheduled or is gone) are skipped.
             if let Some(c) = self.get(id).filter(|c| c.timer_at == Some(at)) {
                 c.timer_at = None;
@@ -1158,7 +1155,7 @@ impl<T: Default> Stack<T> {
         };
         if let Some(at) = at.filter(|&at| c.timer_at.is_none_or(|t| at < t)) {
             c.timer_at = Some(at);
-            self.timers.push(Reverse((at, id.idx, id.gen)));
+            self.timers.insert(at.max(0) as u64, id);
         }
         if sent == SEGMENTS_PER_PASS {
             // Over its share for this pass: it goes again in the next one.
@@ -1177,8 +1174,8 @@ impl<T: Default> Stack<T> {
     /// The earliest timer deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers
-            .peek()
-            .map(|Reverse((at, _, _))| Instant::from_micros(*at))
+            .next_us()
+            .map(|at| Instant::from_micros(at as i64))
     }
 }
 
