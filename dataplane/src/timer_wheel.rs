@@ -40,6 +40,9 @@ pub struct TimerWheel<T> {
     occupied: [u64; LEVELS],
     /// Entries found due and not yet handed out.
     due: Vec<(u64, T)>,
+    /// No slot holds an entry for a tick before this one: an empty poll before it
+    /// (most polls of a poll-mode loop) returns at once.
+    quiet_until: u64,
     len: usize,
 }
 
@@ -67,6 +70,7 @@ impl<T> TimerWheel<T> {
             slots: (0..LEVELS * SLOTS).map(|_| Vec::new()).collect(),
             occupied: [0; LEVELS],
             due: Vec::new(),
+            quiet_until: 0,
             len: 0,
         }
     }
@@ -84,6 +88,7 @@ impl<T> TimerWheel<T> {
             self.due.push((at_us, value));
             return;
         }
+        self.quiet_until = self.quiet_until.min(when);
         // Beyond the wheel's span: filed in the top level's last slot ahead (never the
         // slot time is in), filed again when that slot comes up.
         let top = SLOT_BITS * (LEVELS as u32 - 1);
@@ -120,8 +125,12 @@ impl<T> TimerWheel<T> {
             return Some(e);
         }
         let now = now_us / TICK_US;
+        if now < self.quiet_until {
+            return None;
+        }
         while let Some((level, slot, start)) = self.next_slot() {
             if start > now {
+                self.quiet_until = start;
                 break;
             }
             self.occupied[level] &= !(1 << slot);
@@ -144,6 +153,9 @@ impl<T> TimerWheel<T> {
             }
             None => {
                 self.elapsed = self.elapsed.max(now);
+                if self.len == 0 {
+                    self.quiet_until = u64::MAX;
+                }
                 None
             }
         }

@@ -14,7 +14,8 @@
 # frames. Every run writes its cells, ratios included, as JSON (default
 # target/bench/tls-TIME.json).
 # PERF=FILE: `perf record -g` of the appliance during its PERF_CELL cell (default bulk);
-# then `perf report -i FILE`. For experiments: APPLIANCE_TOML_EXTRA is appended to the
+# then `perf report -i FILE`. PERF_CALL_GRAPH replaces `-g` (e.g. "--call-graph dwarf",
+# for callers inside libraries built without frame pointers). For experiments: APPLIANCE_TOML_EXTRA is appended to the
 # appliance's configuration (e.g. a [tcp] table), VDEV_EXTRA to its af_packet vdev.
 #
 # Topology (namespaces made here, deleted at the end):
@@ -242,7 +243,8 @@ measure() {
     local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0" f1="0 0"
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
-        perf record -g -o "$PERF" -p "$APPLIANCE_PID" -- sleep "$SECS" >/dev/null 2>&1 &
+        # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a word list on purpose
+        perf record ${PERF_CALL_GRAPH:--g} -o "$PERF" -p "$APPLIANCE_PID" -- sleep "$SECS" >/dev/null 2>&1 &
         perf=$!
     fi
     [ "$server" = appliance ] && f0=$(appl_frames)
