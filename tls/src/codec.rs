@@ -178,6 +178,21 @@ impl HandshakeJoiner {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+
+    /// Frees the buffer's capacity if it holds nothing.
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// Frees `buf`'s capacity if everything in it was consumed (`pos` at its end).
+pub fn release_if_drained(buf: &mut Vec<u8>, pos: &mut usize) {
+    if *pos >= buf.len() {
+        *buf = Vec::new();
+        *pos = 0;
+    }
 }
 
 /// The 4-byte handshake header for a message of `len` body bytes.

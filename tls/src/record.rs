@@ -134,6 +134,14 @@ impl Deframer {
         self.lent = false;
     }
 
+    /// Frees the buffer's capacity if every byte in it was consumed (and it is not
+    /// lent).
+    pub fn release_if_drained(&mut self) {
+        if !self.lent {
+            crate::codec::release_if_drained(&mut self.buf, &mut self.pos);
+        }
+    }
+
     /// The lent buffer was lost with its job: start over empty.
     pub fn reset(&mut self) {
         *self = Deframer::default();

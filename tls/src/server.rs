@@ -631,6 +631,21 @@ impl ServerConn {
         crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
     }
 
+    /// Frees the capacity of every buffer that holds nothing now (TLS input and output,
+    /// the handshake joiner, decrypted plaintext, staged plaintext): for a connection
+    /// about to sit idle, so that it holds no buffer memory until bytes come again
+    /// (they allocate anew). Nothing buffered is touched; harmless at any time.
+    pub fn release_idle_buffers(&mut self) {
+        self.deframer.release_if_drained();
+        self.hs_buf.release_if_empty();
+        crate::codec::release_if_drained(&mut self.out, &mut self.out_pos);
+        crate::codec::release_if_drained(&mut self.app_in, &mut self.app_pos);
+        if self.staged.is_empty() && self.cuts.is_empty() {
+            self.staged = Vec::new();
+            self.cuts = Vec::new();
+        }
+    }
+
     /// Keying material needs the extended master secret in TLS 1.2 (RFC 7627 §5.4:
     /// without it the master secret is not bound to the handshake, and what is
     /// exported from it could be shared with another connection).

@@ -208,6 +208,11 @@ impl TlsConn {
             self.fail(cx, app, e);
             return Next::Done;
         }
+        if self.backend.is_none() && self.t.is_established() {
+            // Handshake done and no request yet (the backend connection waits for
+            // one): the connection may sit idle for long, so it keeps no empty buffers.
+            self.t.release_idle_buffers();
+        }
         // A session lookup in flight is asked again next iteration.
         if self.t.awaiting_lookup() {
             Next::Again
