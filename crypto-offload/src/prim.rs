@@ -315,40 +315,65 @@ pub fn hash(alg: HashAlg, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     Ok(out[..n].to_vec())
 }
 
-/// HMAC (RFC 2104) over the chosen hash; `parts` are concatenated. On the built-in
-/// route it is four compression calls on the stack and one allocation (the result).
+/// HMAC (RFC 2104) over the chosen hash; `parts` are concatenated.
 pub fn hmac(alg: HashAlg, key: &[u8], parts: &[&[u8]]) -> Result<Secret, CryptoError> {
-    let block = alg.block();
-    let mut k = Zeroizing::new([0u8; 128]);
-    if key.len() > block {
-        let mut h = Sha2::new(alg)?;
-        h.update(key)?;
-        let mut d = Zeroizing::new([0u8; 48]);
-        let n = h.finish(&mut d)?;
-        k[..n].copy_from_slice(&d[..n]);
-    } else {
-        k[..key.len()].copy_from_slice(key);
+    HmacKey::new(alg, key)?.mac(parts)
+}
+
+/// An HMAC key made ready once: the hash states after the key's inner and outer pads.
+/// Each MAC under it then starts from copies of those states, so a key that signs
+/// several messages (the TLS 1.2 PRF's blocks, HKDF-Expand's) pays its two pad
+/// compressions once. On the built-in route a MAC is two state copies and two final
+/// compressions on the stack; the states are wiped when dropped (they derive from the
+/// key).
+pub struct HmacKey {
+    inner: Sha2,
+    outer: Sha2,
+}
+
+impl HmacKey {
+    pub fn new(alg: HashAlg, key: &[u8]) -> Result<Self, CryptoError> {
+        let block = alg.block();
+        let mut k = Zeroizing::new([0u8; 128]);
+        if key.len() > block {
+            let mut h = Sha2::new(alg)?;
+            h.update(key)?;
+            let mut d = Zeroizing::new([0u8; 48]);
+            let n = h.finish(&mut d)?;
+            k[..n].copy_from_slice(&d[..n]);
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = Zeroizing::new([0u8; 128]);
+        for (p, b) in pad[..block].iter_mut().zip(k.iter()) {
+            *p = b ^ 0x36;
+        }
+        let mut inner = Sha2::new(alg)?;
+        inner.update(&pad[..block])?;
+        for (p, b) in pad[..block].iter_mut().zip(k.iter()) {
+            *p = b ^ 0x5c;
+        }
+        let mut outer = Sha2::new(alg)?;
+        outer.update(&pad[..block])?;
+        Ok(HmacKey { inner, outer })
     }
-    let mut pad = Zeroizing::new([0u8; 128]);
-    for (p, b) in pad[..block].iter_mut().zip(k.iter()) {
-        *p = b ^ 0x36;
+
+    /// The MAC of `parts`, concatenated.
+    pub fn mac(&self, parts: &[&[u8]]) -> Result<Secret, CryptoError> {
+        let mut inner = self.inner.clone();
+        for p in parts {
+            inner.update(p)?;
+        }
+        let mut ih = Zeroizing::new([0u8; 48]);
+        let n = inner.finish(&mut ih)?;
+        let mut outer = self.outer.clone();
+        outer.update(&ih[..n])?;
+        let mut out = [0u8; 48];
+        let n = outer.finish(&mut out)?;
+        let mac = Secret::new(out[..n].to_vec());
+        out.zeroize();
+        Ok(mac)
     }
-    let mut inner = Sha2::new(alg)?;
-    inner.update(&pad[..block])?;
-    for p in parts {
-        inner.update(p)?;
-    }
-    let mut ih = Zeroizing::new([0u8; 48]);
-    let n = inner.finish(&mut ih)?;
-    for (p, b) in pad[..block].iter_mut().zip(k.iter()) {
-        *p = b ^ 0x5c;
-    }
-    let mut outer = Sha2::new(alg)?;
-    outer.update(&pad[..block])?;
-    outer.update(&ih[..n])?;
-    let mut out = Zeroizing::new([0u8; 48]);
-    let n = outer.finish(&mut out)?;
-    Ok(Secret::new(out[..n].to_vec()))
 }
 
 /// HKDF-Extract (RFC 5869).
@@ -372,8 +397,9 @@ pub fn hkdf_expand(
     let mut out = Vec::with_capacity(len);
     let mut t = Secret::default();
     let mut i = 1u8;
+    let key = HmacKey::new(alg, prk)?;
     while out.len() < len {
-        t = hmac(alg, prk, &[t.bytes(), info, &[i]])?;
+        t = key.mac(&[t.bytes(), info, &[i]])?;
         let take = (len - out.len()).min(t.bytes().len());
         out.extend_from_slice(&t.bytes()[..take]);
         i = i
@@ -415,12 +441,15 @@ pub fn prf12(
         ls.extend_from_slice(s);
     }
     let mut out = Vec::with_capacity(len);
-    let mut a = hmac(alg, secret, &[&ls])?;
+    let key = HmacKey::new(alg, secret)?;
+    let mut a = key.mac(&[&ls])?;
     while out.len() < len {
-        let block = hmac(alg, secret, &[a.bytes(), &ls])?;
+        let block = key.mac(&[a.bytes(), &ls])?;
         let take = (len - out.len()).min(block.bytes().len());
         out.extend_from_slice(&block.bytes()[..take]);
-        a = hmac(alg, secret, &[a.bytes()])?;
+        if out.len() < len {
+            a = key.mac(&[a.bytes()])?;
+        }
     }
     Ok(Secret::new(out))
 }

@@ -27,6 +27,36 @@ struct TicketKey {
     name: [u8; NAME_LEN],
     key: Secret,
     created_ms: u64,
+    /// AES-256-GCM contexts with this key scheduled, made on first use and kept with
+    /// the key (dropped, and wiped by OpenSSL, with it): a ticket costs its AEAD pass,
+    /// not a key schedule too.
+    sealer: Option<AeadKey>,
+    opener: Option<AeadKey>,
+}
+
+impl TicketKey {
+    fn new(name: [u8; NAME_LEN], key: Secret, created_ms: u64) -> Self {
+        TicketKey {
+            name,
+            key,
+            created_ms,
+            sealer: None,
+            opener: None,
+        }
+    }
+
+    fn context(&mut self, seal: bool) -> Result<&mut AeadKey, CryptoError> {
+        let slot = if seal {
+            &mut self.sealer
+        } else {
+            &mut self.opener
+        };
+        if slot.is_none() {
+            *slot = Some(AeadKey::new(AeadAlg::Aes256Gcm, self.key.bytes(), seal)?);
+        }
+        slot.as_mut()
+            .ok_or_else(|| CryptoError::Library("ticket key context".into()))
+    }
 }
 
 /// One key a [`TicketKeySource`] lists.
@@ -120,12 +150,8 @@ impl TicketKeys {
                 keys.sort_by_key(|k| k.sealing);
                 *ring = keys
                     .into_iter()
-                    .map(|k| TicketKey {
-                        name: k.name,
-                        key: k.key,
-                        // Sourced keys leave by the source, not by age.
-                        created_ms: now_ms,
-                    })
+                    // Sourced keys leave by the source, not by age.
+                    .map(|k| TicketKey::new(k.name, k.key, now_ms))
                     .collect();
                 *asked = Some(period);
             }
@@ -142,11 +168,7 @@ impl TicketKeys {
             random(&mut name)?;
             let mut key = vec![0u8; 32];
             random(&mut key)?;
-            ring.push(TicketKey {
-                name,
-                key: Secret::new(key),
-                created_ms: now_ms,
-            });
+            ring.push(TicketKey::new(name, Secret::new(key), now_ms));
         }
         Ok(ring.len())
     }
@@ -154,27 +176,24 @@ impl TicketKeys {
     /// Seal `plaintext` into a ticket with the current key (rotating first if due).
     pub fn seal(&self, now_ms: u64, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         self.rotate(now_ms)?;
-        let (name, key) = {
-            let ring = self.ring();
-            let k = ring
-                .last()
-                .ok_or_else(|| CryptoError::Library("empty ticket key ring".into()))?;
-            (k.name, k.key.clone())
-        };
         let mut nonce = [0u8; NONCE_LEN];
         random(&mut nonce)?;
         let mut t = Vec::with_capacity(TICKET_OVERHEAD + plaintext.len());
-        t.extend_from_slice(&name);
+        t.extend_from_slice(&[0; NAME_LEN]);
         t.extend_from_slice(&nonce);
         t.extend_from_slice(plaintext);
         let mut tag = [0u8; TAG_LEN];
         let body = NAME_LEN + NONCE_LEN;
-        AeadKey::new(AeadAlg::Aes256Gcm, key.bytes(), true)?.seal(
-            &nonce,
-            &name,
-            &mut t[body..],
-            &mut tag,
-        )?;
+        {
+            let mut ring = self.ring();
+            let k = ring
+                .last_mut()
+                .ok_or_else(|| CryptoError::Library("empty ticket key ring".into()))?;
+            let name = k.name;
+            t[..NAME_LEN].copy_from_slice(&name);
+            k.context(true)?
+                .seal(&nonce, &name, &mut t[body..], &mut tag)?;
+        }
         t.extend_from_slice(&tag);
         Ok(t)
     }
@@ -190,20 +209,14 @@ impl TicketKeys {
         if self.source.is_some() {
             self.rotate(now_ms).ok()?;
         }
-        let key = {
-            let ring = self.ring();
-            let keep = self.rotation_ms.saturating_add(self.lifetime_ms);
-            ring.iter()
-                .find(|k| {
-                    k.name == name
-                        && (self.source.is_some() || now_ms.saturating_sub(k.created_ms) < keep)
-                })?
-                .key
-                .clone()
-        };
         let mut buf = Secret::new(ct.to_vec());
         let nonce: &[u8; NONCE_LEN] = nonce.try_into().ok()?;
-        AeadKey::new(AeadAlg::Aes256Gcm, key.bytes(), false)
+        let mut ring = self.ring();
+        let keep = self.rotation_ms.saturating_add(self.lifetime_ms);
+        let k = ring.iter_mut().find(|k| {
+            k.name == name && (self.source.is_some() || now_ms.saturating_sub(k.created_ms) < keep)
+        })?;
+        k.context(false)
             .ok()?
             .open(nonce, name, buf.bytes_mut(), tag)
             .ok()?;
