@@ -91,6 +91,13 @@ stats_interval = "0s"
 TOML
 }
 
+# bench_ec_cert: a self-signed ECDSA P-256 certificate for bench.test (SAN too) in
+# $WORK/ec.pem with its key in $WORK/ec.key, for the benchmarks' TLS vservers.
+bench_ec_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
+        -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
+}
+
 # kernel_peer_net: after test_net, a third namespace NAME-k for the kernel-stack peers
 # (nginx, HAProxy) at 10.77.1.1, joined to the hosts' namespace by a second veth, where
 # the hosts get 10.77.1.2 and 10.77.1.3. The caller's test_net cleanup must delete NAME-k.

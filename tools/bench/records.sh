@@ -42,8 +42,7 @@ mkdir -p "$WORK/www"
 head -c $((SIZE << 20)) /dev/urandom > "$WORK/www/big.bin"
 "${H[@]}" taskset -c 0 python3 tools/www.py 10.77.0.2 8080 "$WORK/www" >"$WORK/backend.log" 2>&1 &
 PIDS+=($!)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
-    -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
+bench_ec_cert
 
 SPEED=$(openssl speed -evp aes-128-gcm -bytes 16384 -seconds 2 2>/dev/null | awk '/^(AES-128-GCM|aes-128-gcm)/ {v=$NF} END {sub("k", "", v); print v}')
 LIMIT_US=$(python3 -c "print(round((1 << 20) / ($SPEED * 1000) * 1e6, 1))")

@@ -35,8 +35,7 @@ test_net sk
 mkdir -p "$WORK/www"
 chmod 755 "$WORK" "$WORK/www"
 echo "ok" > "$WORK/www/index.html"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
-    -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
+bench_ec_cert
 backend_nginx backend
 
 cat > "$WORK/appliance.toml" <<TOML

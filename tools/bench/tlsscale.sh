@@ -42,6 +42,7 @@ for n in ${SIZES//,/ }; do
     fi
 done
 
+tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools
 . tools/lib.sh
 need_two_cpus
@@ -50,8 +51,7 @@ test_net ts
 mkdir -p "$WORK/www"
 chmod 755 "$WORK" "$WORK/www"
 echo "ok" > "$WORK/www/index.html"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
-    -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
+bench_ec_cert
 backend_nginx backend
 # One client address's whole port range for the held connections.
 "${H[@]}" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
