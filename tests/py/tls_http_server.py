@@ -8,6 +8,7 @@ served so the tests can compare loadgen's counts with the server's view.
                  sent before this one, "bytes": body bytes sent}
 
 Usage: tls_http_server.py ADDR PORT CERT KEY
+PORT 0 lets the kernel choose; the server prints "listening PORT" once it listens.
 """
 import http.server
 import json
@@ -91,7 +92,9 @@ def main():
     addr, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    Server((addr, port), ctx).serve_forever()
+    server = Server((addr, port), ctx)
+    print(f"listening {server.server_address[1]}", flush=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

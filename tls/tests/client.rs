@@ -244,25 +244,17 @@ impl Drop for SServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `openssl s_server` with the test certificate; `extra` flags appended.
+/// `openssl s_server` with the test certificate; `extra` flags appended. It listens on
+/// a port the kernel chose for it (read back from its `ACCEPT host:port` line): a port
+/// picked here and released first could be taken by a test running beside this one.
 fn s_server(extra: &[&str]) -> SServer {
     let dir = std::env::temp_dir().join(format!("tls-client-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (chain, key) = cert_pem(Kind::P256);
     std::fs::write(dir.join("cert.pem"), chain).unwrap();
     std::fs::write(dir.join("key.pem"), key).unwrap();
-    let port = free_port();
     let mut child = Command::new("openssl")
-        .args(["s_server", "-accept"])
-        .arg(port.to_string())
+        .args(["s_server", "-accept", "127.0.0.1:0"])
         .arg("-cert")
         .arg(dir.join("cert.pem"))
         .arg("-key")
@@ -276,9 +268,17 @@ fn s_server(extra: &[&str]) -> SServer {
         .expect("openssl s_server");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ACCEPT") {
+    let mut port = None;
+    while port.is_none() {
         line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "s_server exited before it listened");
+        port = line
+            .strip_prefix("ACCEPT ")
+            .and_then(|a| a.trim().rsplit(':').next())
+            .and_then(|p| p.parse().ok());
     }
+    let port = port.unwrap();
     SServer { child, port, out }
 }
 

@@ -66,6 +66,8 @@ impl Drop for Server {
     }
 }
 
+/// A port nothing listens on (for the refused-connection case only: a server that must
+/// listen takes port 0 and says which port it got, see `s_server`).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -367,16 +369,26 @@ fn session_id_resumptions_are_the_servers_cache_hits() {
 #[test]
 fn bulk_keepalive_requests_agree_with_the_servers_count() {
     let certs = Certs::new("bulk");
-    let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/py/tls_http_server.py");
-    let child = Command::new("python3")
+    // Port 0: the kernel chooses and the server says which (no race with other tests).
+    let mut child = Command::new("python3")
         .arg(script)
-        .args(["127.0.0.1", &port.to_string()])
+        .args(["127.0.0.1", "0"])
         .arg(certs.cert())
         .arg(certs.key())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("python3 runs");
+    let port: u16 = {
+        use std::io::{BufRead, BufReader};
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.strip_prefix("listening ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the test server did not say its port: {line:?}"))
+    };
     let mut server = Server(child);
     wait_listening(port, &mut server);
     let target = format!("localhost:{port}");
