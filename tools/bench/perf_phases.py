@@ -6,9 +6,9 @@
     perf script -i /tmp/r.perf | python3 tools/bench/perf_phases.py [--per N --unit hs]
 
 Each sample of the appliance's poll thread is given to the phase of the loop it was
-taken in: the outermost frame below `Driver::poll_once` (or the loop itself) that names
-one (frames are read from the thread's root towards the leaf, inlined ones included, so
-malloc, memcpy and libcrypto count where they were called from). With `--per N` (the
+taken in: the most specific phase (see PHASES) that any frame below `Driver::poll_once`
+names, inlined frames included, so malloc, memcpy and libcrypto count where they were
+called from. With `--per N` (the
 cell's operations, e.g. handshakes from the JSON file) and `--secs S` (the cell's length)
 it prints µs of the core per operation for each phase: perf's cpu-clock samples of a
 busy-polling thread cover the whole core, idle polls included.
@@ -18,19 +18,23 @@ import argparse
 import re
 import sys
 
-# (phase, pattern on a frame's symbol), tried in this order on each frame from the root.
+# (phase, pattern on a frame's symbol), most specific first: a sample goes to the first
+# phase any frame of its stack (below the loop) matches, so a handshake job that a
+# connection handler ran inline counts as the job, and the engine's record work inside
+# a handler's step as the engine.
 PHASES = [
-    ("TX: af_packet kick (sendto), with the softirqs it runs (the peer's kernel TCP)",
-     r"PortQueue>::flush|__libc_sendto|driver::Net<T>::tx\b"),
-    ("RX: af_packet ring burst", r"PortQueue>::rx_burst|tlsa_rx_burst"),
-    ("steering channels between cores", r"SteerEndpoint|crossbeam_channel"),
-    ("TCP ingress: flow table and smoltcp", r"netstack::Stack<T>::ingress|driver::Net<T>::rx\b"),
-    ("TCP egress and TCP timers", r"netstack::Stack<T>::(egress|poll_timers)"),
-    ("handshake crypto jobs (run inline)", r"Offload::run_jobs|crypto_offload::job::run"),
+    ("handshake crypto jobs (run inline)", r"crypto_offload::job::run|Offload::run_jobs"),
     ("record jobs", r"Offload::(submit_records|lend)|RecordJob"),
     ("TLS engine (messages, records, transcript)", r"^tls::"),
-    ("connection handlers (accept, pumps, close)", r"appliance::conn::|driver::Conns<H>::|Handler>::step"),
-    ("driver timers", r"driver::timers|driver::Driver<A>::fire_timers|timer_wheel"),
+    ("TX: af_packet kick (sendto), with the softirqs it runs (the peer's kernel TCP)",
+     r"PortQueue>::flush|__libc_sendto|packet_sendmsg|driver::Net<T>::tx\b"),
+    ("RX: af_packet ring burst", r"PortQueue>::rx_burst|tlsa_rx_burst"),
+    ("TCP ingress: flow table and smoltcp", r"netstack::Stack<T>::ingress|driver::Net<T>::rx\b"),
+    ("TCP egress and TCP timers", r"netstack::Stack<T>::(egress|poll_timers)"),
+    ("steering channels between cores", r"SteerEndpoint|crossbeam_channel"),
+    ("driver timers", r"driver::timers|fire_timers|timer_wheel"),
+    ("connection handlers (accept, pumps, close)",
+     r"appliance::conn::|driver::Conns<H>::|Handler>::step"),
     ("core housekeeping (stats, control)", r"housekeeping"),
     ("clock reads", r"now_us|clock_gettime|Instant"),
 ]
@@ -49,17 +53,15 @@ def frames(block):
 
 
 def phase_of(stack):
-    try:
-        start = max(i for i, f in enumerate(stack) if "poll_once" in f) + 1
-    except ValueError:
-        start = 0
-    for f in stack[start:]:
-        for name, pat in PHASES:
-            if re.search(pat, f):
-                return name
-    if start and start >= len(stack):
+    """The phase of one sample (its stack root first)."""
+    loop = [i for i, f in enumerate(stack) if "poll_once" in f]
+    below = stack[loop[-1] + 1:] if loop else stack
+    for name, pat in PHASES:
+        if any(re.search(pat, f) for f in below):
+            return name
+    if loop:
         return "the loop itself (poll_once)"
-    return "the loop itself (poll_once)" if start else "outside the loop (other threads, start-up)"
+    return "unattributed (a stack perf could not unwind to the loop)"
 
 
 def main():
