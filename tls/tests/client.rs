@@ -267,18 +267,7 @@ fn s_server(extra: &[&str]) -> SServer {
         .spawn()
         .expect("openssl s_server");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let mut port = None;
-    while port.is_none() {
-        line.clear();
-        let n = out.read_line(&mut line).unwrap();
-        assert!(n > 0, "s_server exited before it listened");
-        port = line
-            .strip_prefix("ACCEPT ")
-            .and_then(|a| a.trim().rsplit(':').next())
-            .and_then(|p| p.parse().ok());
-    }
-    let port = port.unwrap();
+    let port = s_server_port(&mut out);
     SServer { child, port, out }
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -252,14 +252,10 @@ fn s_server(kind: Kind, extra: &[&str]) -> SServer {
     std::fs::write(dir.join("cert.pem"), chain).unwrap();
     std::fs::write(dir.join("key.pem"), key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca().cert.to_pem().unwrap()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 0: the kernel chooses, and s_server's `ACCEPT host:port` line says which (a
+    // port picked here and released first could be taken by a test beside this one).
     let mut child = Command::new("openssl")
-        .args(["s_server", "-accept"])
-        .arg(port.to_string())
+        .args(["s_server", "-accept", "127.0.0.1:0"])
         .arg("-cert")
         .arg(dir.join("cert.pem"))
         .arg("-key")
@@ -274,10 +270,7 @@ fn s_server(kind: Kind, extra: &[&str]) -> SServer {
         .spawn()
         .expect("openssl s_server");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while out.read_line(&mut line).unwrap() > 0 && !line.contains("ACCEPT") {
-        line.clear();
-    }
+    let port = s_server_port(&mut out);
     // Keep draining its output so it never blocks on a full pipe.
     std::thread::spawn(move || {
         let mut sink = Vec::new();

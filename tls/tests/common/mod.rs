@@ -445,3 +445,21 @@ pub fn server_hello_record(random: &[u8; 32], suite: u16, exts: &[(u16, Vec<u8>)
     rec.extend_from_slice(&msg);
     rec
 }
+
+/// The port an `openssl s_server -accept 127.0.0.1:0` listens on, read from its
+/// `ACCEPT host:port` line (the kernel chose it, so no test races another for a port).
+pub fn s_server_port(out: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "s_server exited before it listened");
+        let port = line
+            .strip_prefix("ACCEPT ")
+            .and_then(|a| a.trim().rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        if let Some(port) = port {
+            return port;
+        }
+    }
+}
