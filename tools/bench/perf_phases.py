@@ -27,9 +27,9 @@ PHASES = [
     ("record jobs", r"Offload::(submit_records|lend)|RecordJob"),
     ("TLS engine (messages, records, transcript)", r"^tls::"),
     ("TX: af_packet kick (sendto), with the softirqs it runs (the peer's kernel TCP)",
-     r"PortQueue>::flush|__libc_sendto|packet_sendmsg|driver::Net<T>::tx\b"),
+     r"__libc_sendto|packet_sendmsg|tlsa_tx_burst"),
     ("RX: af_packet ring burst", r"PortQueue>::rx_burst|tlsa_rx_burst"),
-    ("TCP ingress: flow table and smoltcp", r"netstack::Stack<T>::ingress|driver::Net<T>::rx\b"),
+    ("TCP ingress: flow table and smoltcp", r"netstack::Stack<T>::ingress"),
     ("TCP egress and TCP timers", r"netstack::Stack<T>::(egress|poll_timers)"),
     ("steering channels between cores", r"SteerEndpoint|crossbeam_channel"),
     ("driver timers", r"driver::timers|fire_timers|timer_wheel"),
@@ -61,6 +61,8 @@ def phase_of(stack):
             return name
     if loop:
         return "the loop itself (poll_once)"
+    if any("run_poll_loop" in f for f in stack):
+        return "between iterations: the idle spin and the loop's cycle accounting"
     return "unattributed (a stack perf could not unwind to the loop)"
 
 
