@@ -282,7 +282,10 @@ pub fn start(
             // The stack is built on its own core so its memory is first touched there.
             let now = crate::now_us();
             let stack = Stack::new(scfg, netstack::NetInstant::from_micros(now as i64));
-            let mut net = Net::new(queue, Some((steering, endpoint)), stack);
+            // One core has no one to steer to or from: no classifying per frame, no
+            // channel to poll every iteration.
+            let steer = (n > 1).then_some((steering, endpoint));
+            let mut net = Net::new(queue, steer, stack);
             let app = CoreApp::new(&mut net, i, n, live2, access, now / 1000);
             let mut core = Driver::new(net, offload, app);
             core.on_core_start();
