@@ -1,12 +1,14 @@
 //! The Redis repository tier against Debian's `redis-server`, started here on
-//! 127.0.0.1 with a free port, no persistence, and killed by PID at the end. A missing
-//! `redis-server` fails the test (tools/setup.sh installs it).
+//! 127.0.0.1 with a free port, no persistence, and killed by PID at the end
+//! (`common::RedisServer`). A missing `redis-server` fails the test (tools/setup.sh
+//! installs it).
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::RedisServer;
 use crypto_offload::Secret;
 use session_store::{
     node_id, unix_ms, ClusterKey, LocalConfig, LocalTable, PurgeScope, RedisConfig, Repository,
@@ -18,67 +20,6 @@ const T: TableId = TableId {
     vserver: 4,
 };
 const SECRET: &[u8] = b"TOP-SECRET-master-secret-0123456789abcdef-xyz!";
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start(port: Option<u16>) -> RedisServer {
-        let port = port.unwrap_or_else(|| {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        });
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install Debian's redis-server (tools/setup.sh)");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the PID of the child this test started.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(r, 0);
-    }
-
-    fn cli(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli not found (Debian's redis-tools)");
-        assert!(out.status.success());
-        out.stdout
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // SIGCONT first in case a test stopped it; then SIGKILL by PID.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn key() -> Arc<ClusterKey> {
     Arc::new(ClusterKey::from_secret(&[0x42; 32]).unwrap())

@@ -1,11 +1,13 @@
 //! The facade: local, peer and repository tiers behind one non-blocking API.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::RedisServer;
 use crypto_offload::Secret;
 use session_store::{
     unix_ms, ClusterConfig, LocalConfig, PeerConfig, PurgeScope, RedisConfig, Store, StoreConfig,
@@ -190,32 +192,10 @@ fn a_session_made_on_one_node_resumes_on_another() {
     b.shutdown();
 }
 
-struct RedisServer(Child, u16);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_local_miss_is_answered_by_the_repository() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server not found: install Debian's redis-server (tools/setup.sh)");
-    let server = RedisServer(child, port);
-    eventually("redis listens", || {
-        TcpStream::connect(("127.0.0.1", server.1)).is_ok()
-    });
+    let server = RedisServer::start(None);
+    let port = server.port;
     let key = key_file("redis", 0o600);
     let store = |name: &str| {
         let mut cfg = StoreConfig::local(name, LocalConfig::default());
