@@ -98,6 +98,28 @@ bench_ec_cert() {
         -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
 }
 
+# bench_tls_vserver NAME LISTEN CERT: an HTTP-aware `tls` vserver in front of the
+# benchmarks' backend (10.77.0.2:8080) with $WORK/CERT.pem and CERT.key, as TOML.
+bench_tls_vserver() {
+    cat <<TOML
+[[vserver]]
+name = "$1"
+listen = "$2"
+mode = "tls"
+backends = ["10.77.0.2:8080"]
+[vserver.tls]
+certificates = [{ chain = "$3.pem", key = "$3.key" }]
+[vserver.transmit]
+http = true
+TOML
+}
+
+# appliance_busy_s: the busy seconds of the appliance's poll-mode cores so far (their
+# loop-cycle accounting), asked through the control socket in the array CTL.
+appliance_busy_s() {
+    "${CTL[@]}" --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(c["loops"]["busy_cycles"] for c in s["cores"]) / s["cycles_per_second"])'
+}
+
 # kernel_peer_net: after test_net, a third namespace NAME-k for the kernel-stack peers
 # (nginx, HAProxy) at 10.77.1.1, joined to the hosts' namespace by a second veth, where
 # the hosts get 10.77.1.2 and 10.77.1.3. The caller's test_net cleanup must delete NAME-k.

@@ -730,17 +730,24 @@ impl KxKey {
         }
     }
 
-    /// A fresh X25519 key of `p`'s library and its public value.
-    fn x25519(p: Primitives) -> Result<(KxKey, Vec<u8>), CryptoError> {
+    /// An X25519 key of `p`'s library, fresh or from its 32 `private` bytes, and its
+    /// public value.
+    fn x25519(p: Primitives, private: Option<&[u8]>) -> Result<(KxKey, Vec<u8>), CryptoError> {
         match p {
             Primitives::OpenSsl => {
-                let key = PKey::generate_x25519()?;
+                let key = match private {
+                    Some(b) => PKey::private_key_from_raw_bytes(b, Id::X25519)?,
+                    None => PKey::generate_x25519()?,
+                };
                 let public = key.raw_public_key()?;
                 Ok((KxKey::Ossl(key), public))
             }
             Primitives::AwsLc => {
                 use aws_lc_rs::agreement::{PrivateKey, X25519};
-                let key = PrivateKey::generate(&X25519).map_err(aws_lc)?;
+                let key = match private {
+                    Some(b) => PrivateKey::from_private_key(&X25519, b).map_err(aws_lc)?,
+                    None => PrivateKey::generate(&X25519).map_err(aws_lc)?,
+                };
                 let public = key.compute_public_key().map_err(aws_lc)?.as_ref().to_vec();
                 Ok((KxKey::AwsLc(key), public))
             }
@@ -813,7 +820,7 @@ impl EphemeralKey {
     ) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
         match group {
             Group::X25519 => {
-                let (key, public) = KxKey::x25519(p)?;
+                let (key, public) = KxKey::x25519(p, None)?;
                 Ok((
                     EphemeralKey {
                         group,
@@ -856,7 +863,7 @@ impl EphemeralKey {
                 random(&mut seed)?;
                 let pair = libcrux_ml_kem::mlkem768::generate_key_pair(seed);
                 seed.zeroize();
-                let (key, xpub) = KxKey::x25519(p)?;
+                let (key, xpub) = KxKey::x25519(p, None)?;
                 let mut public = pair.public_key().as_slice().to_vec();
                 public.extend_from_slice(&xpub);
                 Ok((
@@ -882,19 +889,7 @@ impl EphemeralKey {
         private: &[u8],
         p: Primitives,
     ) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
-        let (key, public) = match p {
-            Primitives::OpenSsl => {
-                let key = PKey::private_key_from_raw_bytes(private, Id::X25519)?;
-                let public = key.raw_public_key()?;
-                (KxKey::Ossl(key), public)
-            }
-            Primitives::AwsLc => {
-                use aws_lc_rs::agreement::{PrivateKey, X25519};
-                let key = PrivateKey::from_private_key(&X25519, private).map_err(aws_lc)?;
-                let public = key.compute_public_key().map_err(aws_lc)?.as_ref().to_vec();
-                (KxKey::AwsLc(key), public)
-            }
-        };
+        let (key, public) = KxKey::x25519(p, Some(private))?;
         Ok((
             EphemeralKey {
                 group: Group::X25519,

@@ -51,11 +51,10 @@ impl TicketKey {
         } else {
             &mut self.opener
         };
-        if slot.is_none() {
-            *slot = Some(AeadKey::new(AeadAlg::Aes256Gcm, self.key.bytes(), seal)?);
-        }
-        slot.as_mut()
-            .ok_or_else(|| CryptoError::Library("ticket key context".into()))
+        Ok(match slot {
+            Some(k) => k,
+            None => slot.insert(AeadKey::new(AeadAlg::Aes256Gcm, self.key.bytes(), seal)?),
+        })
     }
 }
 

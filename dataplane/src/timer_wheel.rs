@@ -120,8 +120,7 @@ impl<T> TimerWheel<T> {
     /// deadline; `None` when nothing is due. Entries come out in tick order (within a
     /// tick, in no particular order).
     pub fn pop_due(&mut self, now_us: u64) -> Option<(u64, T)> {
-        if let Some(e) = self.due.pop() {
-            self.len -= 1;
+        if let Some(e) = self.take_due() {
             return Some(e);
         }
         let now = now_us / TICK_US;
@@ -134,9 +133,9 @@ impl<T> TimerWheel<T> {
                 break;
             }
             self.occupied[level] &= !(1 << slot);
-            let entries = std::mem::take(&mut self.slots[level * SLOTS + slot]);
+            let mut entries = std::mem::take(&mut self.slots[level * SLOTS + slot]);
             self.elapsed = self.elapsed.max(start);
-            let mut entries = entries;
+            // Each entry goes to a finer level (or is due): never back to this slot.
             for (at, v) in entries.drain(..) {
                 self.file(at, v);
             }
@@ -146,19 +145,20 @@ impl<T> TimerWheel<T> {
                 break;
             }
         }
-        match self.due.pop() {
-            Some(e) => {
-                self.len -= 1;
-                Some(e)
-            }
-            None => {
-                self.elapsed = self.elapsed.max(now);
-                if self.len == 0 {
-                    self.quiet_until = u64::MAX;
-                }
-                None
+        let e = self.take_due();
+        if e.is_none() {
+            self.elapsed = self.elapsed.max(now);
+            if self.len == 0 {
+                self.quiet_until = u64::MAX;
             }
         }
+        e
+    }
+
+    fn take_due(&mut self) -> Option<(u64, T)> {
+        let e = self.due.pop()?;
+        self.len -= 1;
+        Some(e)
     }
 
     /// The earliest time (µs) at which an entry may be due: exact for the next tick's

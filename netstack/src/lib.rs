@@ -1153,9 +1153,14 @@ impl<T: Default> Stack<T> {
             Some(t) => Some(t.total_micros().max(now_us)),
             None => wants_out.then(|| now_us + NEIGHBOR_RETRY.total_micros() as i64),
         };
-        if let Some(at) = at.filter(|&at| c.timer_at.is_none_or(|t| at < t)) {
+        // The wheel counts from 0: a deadline before it (never, on the cores' Unix
+        // clock) is due at once, and stored as filed so it still matches when it fires.
+        if let Some(at) = at
+            .map(|at| at.max(0))
+            .filter(|&at| c.timer_at.is_none_or(|t| at < t))
+        {
             c.timer_at = Some(at);
-            self.timers.insert(at.max(0) as u64, id);
+            self.timers.insert(at as u64, id);
         }
         if sent == SEGMENTS_PER_PASS {
             // Over its share for this pass: it goes again in the next one.

@@ -59,6 +59,21 @@ fn curl_tls(net: &Net, args: &[&str], path: &str, out: &Path) -> std::process::O
     curl_host(net, "appliance.test", args, path, out)
 }
 
+/// [`curl_tls`] of `path` into `out`, which must succeed and hash to `want` (SHA-256).
+fn fetch_exact(net: &Net, args: &[&str], path: &str, out: &Path, want: &[u8]) {
+    let o = curl_tls(net, args, path, out);
+    assert!(
+        o.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        sha_file(out),
+        want,
+        "{path} over TLS {args:?} is byte-exact"
+    );
+}
+
 /// curl for `https://{host}{path}`, the name resolved to the appliance, trusting
 /// `ca.pem`.
 fn curl_host(net: &Net, host: &str, args: &[&str], path: &str, out: &Path) -> std::process::Output {
@@ -116,18 +131,7 @@ fn real_clients_fetch_through_tls_byte_exact() {
             std::fs::read_to_string(&small).unwrap(),
             "hello through the appliance\n"
         );
-        let big = net.dir.join("big.out");
-        let o = curl_tls(&net, args, "/big.bin", &big);
-        assert!(
-            o.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(
-            sha_file(&big),
-            want_big,
-            "8 MiB over TLS {args:?} is byte-exact"
-        );
+        fetch_exact(&net, args, "/big.bin", &net.dir.join("big.out"), &want_big);
     }
 
     // openssl s_client, both versions: a request in, the page out, a clean close.
@@ -1119,17 +1123,7 @@ fn jumbo_frames_carry_downloads_byte_exact() {
     let want = sha_file(&net.dir.join("www/big.bin"));
     let out = net.dir.join("big.out");
     for args in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"]] {
-        let o = curl_tls(&net, args, "/big.bin", &out);
-        assert!(
-            o.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(
-            sha_file(&out),
-            want,
-            "16 MiB over TLS {args:?} is byte-exact"
-        );
+        fetch_exact(&net, args, "/big.bin", &out, &want);
     }
     let o = net.curl("http://10.77.0.1/big.bin", &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1159,13 +1153,7 @@ fn aws_lc_primitives_serve_real_clients() {
         &["--tlsv1.3", "--curves", "X25519"][..],
         &["--tlsv1.2", "--tls-max", "1.2", "--curves", "X25519"],
     ] {
-        let o = curl_tls(&net, args, "/big.bin", &out);
-        assert!(
-            o.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(sha_file(&out), want, "curl {args:?} byte-exact");
+        fetch_exact(&net, args, "/big.bin", &out, &want);
     }
     assert!(
         net.log("appliance.log")

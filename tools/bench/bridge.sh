@@ -169,15 +169,7 @@ http = true
 [vserver.backend_tls]
 ca = "bca.pem"
 server_name = "api.internal"
-[[vserver]]
-name = "plain"
-listen = "10.77.0.1:444"
-mode = "tls"
-backends = ["10.77.0.2:8080"]
-[vserver.tls]
-certificates = [{ chain = "ec.pem", key = "ec.key" }]
-[vserver.transmit]
-http = true
+$(bench_tls_vserver plain 10.77.0.1:444 ec)
 TOML
 ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
 PIDS+=($!)
@@ -195,7 +187,7 @@ HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 busy_s() {
     case "$1" in
-    appliance) "${CTL[@]}" --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["cores"][0]["loops"]["busy_cycles"] / s["cycles_per_second"])' ;;
+    appliance) appliance_busy_s ;;
     nginx) python3 -c "print($(ticks "$NGINX_WORKER") / $HZ)" ;;
     haproxy) python3 -c "print($(ticks "$HAPROXY_PID") / $HZ)" ;;
     esac

@@ -169,24 +169,8 @@ HAPROXY_PID=$!
 
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
-[[vserver]]
-name = "ec"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.2:8080"]
-[vserver.tls]
-certificates = [{ chain = "ec.pem", key = "ec.key" }]
-[vserver.transmit]
-http = true
-[[vserver]]
-name = "rsa"
-listen = "10.77.0.1:4443"
-mode = "tls"
-backends = ["10.77.0.2:8080"]
-[vserver.tls]
-certificates = [{ chain = "rsa.pem", key = "rsa.key" }]
-[vserver.transmit]
-http = true
+$(bench_tls_vserver ec 10.77.0.1:443 ec)
+$(bench_tls_vserver rsa 10.77.0.1:4443 rsa)
 ${APPLIANCE_TOML_EXTRA:-}
 TOML
 ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -207,11 +191,10 @@ echo "== limits per core (openssl speed): P-256 sign $EC_SIGN/s, RSA-2048 sign $
 
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-appl_busy() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["cores"][0]["loops"]["busy_cycles"] / s["cycles_per_second"])'; }
 # busy_s SERVER: CPU seconds the server has used so far.
 busy_s() {
     case "$1" in
-    appliance) appl_busy ;;
+    appliance) appliance_busy_s ;;
     nginx) python3 -c "print($(ticks "$NGINX_WORKER") / $HZ)" ;;
     haproxy) python3 -c "print($(ticks "$HAPROXY_PID") / $HZ)" ;;
     esac

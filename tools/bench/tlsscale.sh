@@ -64,20 +64,11 @@ tx_buffer = $BUFFERS"
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
 $TCP
-[[vserver]]
-name = "ec"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.2:8080"]
-[vserver.tls]
-certificates = [{ chain = "ec.pem", key = "ec.key" }]
-[vserver.transmit]
-http = true
+$(bench_tls_vserver ec 10.77.0.1:443 ec)
 TOML
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 stat_json() { "${CTL[@]}" --json stats; }
-busy_s() { stat_json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["cores"][0]["loops"]["busy_cycles"] / s["cycles_per_second"])'; }
 open_clients() { stat_json | python3 -c 'import json,sys; print(json.load(sys.stdin)["cores"][0]["proxy"]["clients_open"])'; }
 
 : > "$WORK/rows"
@@ -121,10 +112,10 @@ for n in ${SIZES//,/ }; do
     # Three rounds of GETs; the cheapest counts (scheduler noise only ever adds).
     : > "$WORK/rounds"
     for _ in 1 2 3; do
-        b0=$(busy_s); t0=$(date +%s.%N)
+        b0=$(appliance_busy_s); t0=$(date +%s.%N)
         out=$("${H[@]}" taskset -c 0 "$BIN/loadgen" --target 10.77.0.1:443 --sni bench.test --no-verify \
             --mode bulk --path /index.html --concurrency 16 --duration "${SECS}s" --json --quiet)
-        b1=$(busy_s); t1=$(date +%s.%N)
+        b1=$(appliance_busy_s); t1=$(date +%s.%N)
         python3 - "$n" "$rss0" "$rss1" "$open" "$b0" "$b1" "$t0" "$t1" "$out" >> "$WORK/rounds" <<'PY'
 import json, sys
 n, rss0, rss1, open_, b0, b1, t0, t1 = (float(x) for x in sys.argv[1:9])
