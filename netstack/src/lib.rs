@@ -38,12 +38,15 @@
 //! a fixed part (the smoltcp socket, its one-slot set, the slab entry and the flow-table
 //! entry) that `benches/connscale.rs` measures and BENCHMARKS.md records. Closed
 //! sockets are kept on a per-core free list (up to `spare_sockets`) and reused, so
-//! steady-state connection churn allocates nothing.
+//! steady-state connection churn allocates nothing. A buffer takes memory only in the
+//! pages written; [`Stack::trim_idle`] gives an idle connection's written pages back
+//! (the `pages` module).
 //!
 //! Fragmented IPv4 is dropped and counted (the appliance speaks TCP with path MTU),
 //! as are non-IPv4 frames other than ARP.
 
 mod device;
+mod pages;
 mod syncookie;
 
 /// The TCP timestamp clock of backend connections. smoltcp asks for a timestamp
@@ -224,6 +227,8 @@ pub struct StackStats {
     pub connects: AtomicU64,
     pub active: AtomicU64,
     pub freed: AtomicU64,
+    /// Idle connections whose buffers' pages were given back ([`Stack::trim_idle`]).
+    pub trimmed: AtomicU64,
     /// Frames that found no TX buffer.
     pub tx_no_buffer: AtomicU64,
     /// UDP ports bound and closed (SOCKS relay ports).
@@ -260,6 +265,7 @@ struct Conn<T> {
     gen: u32,
     set: SocketSet<'static>,
     handle: SocketHandle,
+    pages: pages::BufPages,
     key: FlowKey,
     /// Listener tag for connections accepted from a listening port.
     listener: Option<u32>,
@@ -311,7 +317,7 @@ pub struct Stack<T> {
     neighbor_wait: Vec<ConnId>,
     /// Our own ARP requests: when each was last sent (see [`request_neighbor`]).
     arp_sent: HashMap<Ipv4Addr, i64, ahash::RandomState>,
-    spare: Vec<(SocketSet<'static>, SocketHandle)>,
+    spare: Vec<(SocketSet<'static>, SocketHandle, pages::BufPages)>,
     next_port: u16,
     /// The millisecond last passed to the shared timestamp clock: frames of the same
     /// millisecond do not touch its atomic again.
@@ -514,24 +520,25 @@ impl<T: Default> Stack<T> {
         self.conns.len()
     }
 
-    fn new_socket(&mut self) -> (SocketSet<'static>, SocketHandle) {
+    fn new_socket(&mut self) -> (SocketSet<'static>, SocketHandle, pages::BufPages) {
         if let Some(s) = self.spare.pop() {
             return s;
         }
-        let rx = tcp::SocketBuffer::new(vec![0u8; self.cfg.rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; self.cfg.tx_buffer]);
+        let (rx, tx) = (vec![0u8; self.cfg.rx_buffer], vec![0u8; self.cfg.tx_buffer]);
+        // Moving the vectors into the socket keeps their heap storage where it is.
+        let pages = pages::BufPages::of(&rx, &tx);
+        let (rx, tx) = (tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         let mut sock = tcp::Socket::new(rx, tx);
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(self.cfg.ack_delay);
         let mut set = SocketSet::new(Vec::<SocketStorage>::with_capacity(1));
         let handle = set.add(sock);
-        (set, handle)
+        (set, handle, pages)
     }
 
     fn insert(
         &mut self,
-        set: SocketSet<'static>,
-        handle: SocketHandle,
+        (set, handle, pages): (SocketSet<'static>, SocketHandle, pages::BufPages),
         key: FlowKey,
         listener: Option<u32>,
         user: T,
@@ -543,6 +550,7 @@ impl<T: Default> Stack<T> {
             gen,
             set,
             handle,
+            pages,
             key,
             listener,
             announced: false,
@@ -589,7 +597,7 @@ impl<T: Default> Stack<T> {
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.abort();
         if self.spare.len() < self.cfg.spare_sockets && !sock.is_open() {
-            self.spare.push((set, handle));
+            self.spare.push((set, handle, c.pages));
         }
         bump!(self.stats, freed);
         self.stats
@@ -863,7 +871,7 @@ impl<T: Default> Stack<T> {
     }
 
     fn accept_syn(&mut self, key: FlowKey, port: u16, tag: u32) -> Option<ConnId> {
-        let (mut set, handle) = self.new_socket();
+        let (mut set, handle, pages) = self.new_socket();
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.handshake_timeout));
         // A socket from the spare list may have been a backend connection.
@@ -875,7 +883,7 @@ impl<T: Default> Stack<T> {
         if sock.listen(port).is_err() {
             return None;
         }
-        Some(self.insert(set, handle, key, Some(tag), T::default()))
+        Some(self.insert((set, handle, pages), key, Some(tag), T::default()))
     }
 
     fn after_ingress(&mut self, id: ConnId) {
@@ -938,7 +946,7 @@ impl<T: Default> Stack<T> {
             }
         }
         let port = port.ok_or(ConnectError::NoFreePort)?;
-        let (mut set, handle) = self.new_socket();
+        let (mut set, handle, pages) = self.new_socket();
         let sock = set.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(self.cfg.handshake_timeout));
         sock.set_keep_alive(Some(self.cfg.idle_timeout / 4)); // see accept_syn
@@ -950,8 +958,7 @@ impl<T: Default> Stack<T> {
             return Err(ConnectError::NoFreePort);
         }
         let id = self.insert(
-            set,
-            handle,
+            (set, handle, pages),
             flow_key(*remote.ip(), remote.port(), port),
             None,
             user,
@@ -994,6 +1001,32 @@ impl<T: Default> Stack<T> {
     pub fn socket(&mut self, id: ConnId) -> Option<&mut tcp::Socket<'static>> {
         self.mark_dirty(id);
         self.get(id).map(|c| c.socket())
+    }
+
+    /// Gives back to the kernel the whole pages inside `id`'s two socket buffers, when
+    /// both are empty (see the `pages` module): an idle connection then holds none of
+    /// the pages its handshake or an earlier connection on the same socket wrote.
+    /// Returns the bytes it released at most (0 when a buffer held data or the
+    /// connection is gone). A page written again later costs a page fault then, so
+    /// this is for connections that have been idle a while, not for every step.
+    ///
+    /// # Safety
+    /// No socket of this stack may have been replaced (`std::mem::swap`/`replace`)
+    /// through [`Stack::socket`], [`Stack::conn`] or [`Stack::pair`]: the stack
+    /// recorded where each socket's buffers lie when it made the socket.
+    pub unsafe fn trim_idle(&mut self, id: ConnId) -> usize {
+        let Some(c) = self.get(id) else { return 0 };
+        let s = c.set.get_mut::<tcp::Socket>(c.handle);
+        if s.recv_queue() != 0 || s.send_queue() != 0 {
+            return 0;
+        }
+        // SAFETY: the socket (and so its buffers) is alive in `c`, it is the one the
+        // pages were recorded for (the caller's promise), both rings are empty, and
+        // `&mut self` means nothing borrows it.
+        unsafe { c.pages.give_back() };
+        let len = c.pages.len();
+        bump!(self.stats, trimmed);
+        len
     }
 
     /// The application's data for a connection.
@@ -1392,6 +1425,56 @@ pub(crate) mod tests {
         assert_eq!(p.a.connections(), 0);
         assert_eq!(p.b.connections(), 0, "closed connections are freed");
         assert_eq!(p.b.stats().accepted.load(Ordering::Relaxed), n as u64);
+    }
+
+    #[test]
+    fn an_idle_connection_gives_back_its_buffer_pages_and_keeps_working() {
+        let mut p = Pair::new();
+        p.b.listen(80, 1);
+        let a =
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0);
+        let a = a.unwrap();
+        p.run();
+        let mut acc = Vec::new();
+        p.b.take_accepted(&mut acc);
+        let b = acc[0].0;
+        // Bytes wait unread in b's receive ring: nothing is given back.
+        p.a.socket(a).unwrap().send_slice(&[0xAB; 5000]).unwrap();
+        p.run();
+        // SAFETY (all three calls): the test replaces no socket.
+        assert_eq!(unsafe { p.b.trim_idle(b) }, 0, "a ring holds data");
+        let mut buf = vec![0u8; 8192];
+        assert_eq!(p.b.socket(b).unwrap().recv_slice(&mut buf).unwrap(), 5000);
+        assert!(buf[..5000].iter().all(|&x| x == 0xAB));
+        let given = unsafe { p.b.trim_idle(b) };
+        assert!(given >= 8192, "both 8 KiB buffers' whole pages: {given}");
+        assert_eq!(p.b.stats().trimmed.load(Ordering::Relaxed), 1);
+        // Both directions still carry every byte, longer than a buffer, after the trim.
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (mut sent, mut got, mut back) = (0, Vec::new(), Vec::new());
+        for _ in 0..100 {
+            sent += p.a.socket(a).unwrap().send_slice(&msg[sent..]).unwrap();
+            p.run();
+            let s = p.b.socket(b).unwrap();
+            let k = s.recv_slice(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..k]);
+            let mut off = 0;
+            while off < k {
+                off += s.send_slice(&buf[off..k]).unwrap();
+            }
+            p.run();
+            let k = p.a.socket(a).unwrap().recv_slice(&mut buf).unwrap();
+            back.extend_from_slice(&buf[..k]);
+            if back.len() == msg.len() {
+                break;
+            }
+        }
+        assert_eq!(got, msg);
+        assert_eq!(back, msg);
+        assert!(
+            unsafe { p.b.trim_idle(b) } > 0,
+            "idle again: given back again"
+        );
     }
 
     #[test]

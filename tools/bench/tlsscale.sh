@@ -15,7 +15,9 @@
 # counts. --buffers sets [tcp]
 # rx_buffer and tx_buffer (default: the appliance's defaults, 64 KiB each). A backend
 # connection opens only when a client sends something (issue 29), so an idle TLS
-# connection is one TCP socket and one TLS connection. Appends its table to
+# connection is one TCP socket and one TLS connection; after a second idle it gives back
+# the pages of its empty socket buffers, and RSS is read two seconds after the last
+# connection opened. Appends its table to
 # BENCHMARKS.md unless --no-record.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -106,7 +108,9 @@ for n in ${SIZES//,/ }; do
         left=$((left - share))
         k=$((k + 1))
     done
-    sleep 1
+    # A connection idle for a second gives back its socket buffers' pages
+    # (IDLE_TRIM_US in appliance/src/conn/tls.rs): the reading comes after that.
+    sleep 2
     rss1=$(rss_kib "$APPLIANCE_PID")
     open=$(open_clients)
     # Three rounds of GETs; the cheapest counts (scheduler noise only ever adds).

@@ -42,6 +42,12 @@ use crate::transmit::{Reason, TransmitConfig, TxState};
 const RESPONSE_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 42\r\nConnection: close\r\n\r\nthe backend's TLS handshake failed, sorry\n";
 
 /// What an HTTP-aware `tls` vserver with no backend up answers.
+/// How long a connection with its handshake done and no request yet waits before it
+/// gives back the pages of its empty socket buffers ([`netstack::Stack::trim_idle`]).
+/// Shorter costs a page fault on a request that was merely a little late; this long,
+/// only connections that really sit idle (a browser's spare connection) pay it.
+const IDLE_TRIM_US: u64 = 1_000_000;
+
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
 
 /// One TLS client, and its backend connection once it has one.
@@ -63,6 +69,10 @@ pub struct TlsConn {
     /// The handshake has been counted in the stats.
     counted: bool,
     client_fin_forwarded: bool,
+    /// When the idle connection gives back its socket buffers' pages; `trimmed` once
+    /// it has (once per connection).
+    trim_at_us: Option<u64>,
+    trimmed: bool,
     log: ClientLog,
 }
 
@@ -120,6 +130,8 @@ impl TlsConn {
             tx: TxState::default(),
             counted: false,
             client_fin_forwarded: false,
+            trim_at_us: None,
+            trimmed: false,
             log,
         })
     }
@@ -188,7 +200,7 @@ impl TlsConn {
             .as_ref()
             .and_then(|b| b.deadline_ms())
             .map(|ms| ms.saturating_mul(1000));
-        [engine, self.tx.armed_us, backend]
+        [engine, self.tx.armed_us, backend, self.trim_at_us]
             .into_iter()
             .flatten()
             .min()
@@ -210,8 +222,23 @@ impl TlsConn {
         }
         if self.backend.is_none() && self.t.is_established() {
             // Handshake done and no request yet (the backend connection waits for
-            // one): the connection may sit idle for long, so it keeps no empty buffers.
+            // one): the connection may sit idle for long, so it keeps no empty buffers,
+            // and once it has been idle a while, no pages of its socket buffers either.
             self.t.release_idle_buffers();
+            match self.trim_at_us {
+                None if !self.trimmed => self.trim_at_us = Some(cx.now_us + IDLE_TRIM_US),
+                Some(at) if cx.now_us >= at => {
+                    // SAFETY: the appliance never replaces a socket it gets from the
+                    // stack (it only calls its methods).
+                    let given = unsafe { cx.stack.trim_idle(self.client) };
+                    // A buffer still held data (an unacknowledged ticket): later.
+                    self.trim_at_us = (given == 0).then_some(cx.now_us + IDLE_TRIM_US);
+                    self.trimmed = given > 0;
+                }
+                _ => {}
+            }
+        } else {
+            self.trim_at_us = None;
         }
         // A session lookup in flight is asked again next iteration.
         if self.t.awaiting_lookup() {
