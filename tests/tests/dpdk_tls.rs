@@ -799,6 +799,50 @@ fn backend_connections_open_with_the_first_request_byte() {
     }
     assert_eq!(proxy(&net, "backend_connected"), 2);
     assert_eq!(proxy(&net, "backend_connects_saved"), 3);
+
+    // A client that handshakes and then sits idle for more than a second: its empty
+    // socket buffers' pages go back to the kernel (`trimmed`), and its request, when it
+    // comes, is served byte-exact all the same (the response is written into pages
+    // that were given back).
+    let trimmed = |net: &Net| {
+        net.stats()["cores"][0]["stack"]["trimmed"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = trimmed(&net);
+    let py = format!(
+        r#"
+import hashlib, socket, ssl, time
+ctx = ssl.create_default_context(cafile="{ca}")
+with socket.create_connection(("10.77.0.1", 443), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="appliance.test") as s:
+        time.sleep(1.6)
+        s.sendall(b"GET /big.bin HTTP/1.0\r\nHost: appliance.test\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+        print(hashlib.sha256(data.split(b"\r\n\r\n", 1)[1]).hexdigest())
+"#,
+        ca = ca.display()
+    );
+    let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+    let want: String = sha_file(&net.dir.join("www/big.bin"))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end(),
+        want,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        trimmed(&net) > before,
+        "the idle connection gave its pages back"
+    );
 }
 
 /// A backend that closes (FIN) inside its response: an HTTP-aware vserver resets the
