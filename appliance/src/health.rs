@@ -190,7 +190,7 @@ impl Probe {
                 .groups
                 .first()
                 .and_then(|&g| tls::client::group_of(g))
-                .map(crypto_offload::client::KeyShare::generate);
+                .map(tls::KeyShare::generate);
             let c = match share {
                 Some(Ok(share)) => ClientConn::new(cfg.clone(), share, None, now_ms),
                 _ => Err(tls::Error::Misuse("no key share")),

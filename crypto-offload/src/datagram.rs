@@ -1,14 +1,13 @@
 //! Secure datagram protection (the format is `socks_wire::datagram`'s): per
-//! association, one AEAD key and IV per direction, derived from the control
-//! connection's keying material exporter with the association id as context, in the
-//! control connection's AEAD. Sealing and opening are one AEAD call each on the
+//! association, one AEAD key and IV per direction, from the control connection's
+//! keying material exporter (the caller exports it: [`LABEL`], the association id as
+//! context, [`DatagramKeys::material_len`] bytes), in the control connection's AEAD. Sealing and opening are one AEAD call each on the
 //! caller's buffer, in place.
 //!
 //! The layout this module knows is only "13 header bytes (the AAD), the body, a 16-byte
 //! tag"; the caller writes and parses the header, keeps the sequence counter and the
 //! replay window.
 
-use crate::exporter::Exporter;
 use crate::prim::{AeadAlg, AeadKey, TAG_LEN};
 use crate::CryptoError;
 use zeroize::Zeroize;
@@ -44,27 +43,17 @@ impl std::fmt::Debug for DatagramKeys {
 }
 
 impl DatagramKeys {
-    /// The keys of association `id` for the server (`server = true`: sends with the
-    /// server's key) or the client, exported from the control connection.
-    pub fn derive(
-        exporter: &Exporter,
-        alg: AeadAlg,
-        id: u32,
-        server: bool,
-    ) -> Result<Self, CryptoError> {
-        let m = exporter.export(LABEL, Some(&id.to_be_bytes()), Self::material_len(alg))?;
-        Self::from_material(alg, m.bytes(), server)
-    }
-
     /// Bytes of exporter output the keys take: a key per direction, then an IV per
     /// direction (client's first each time).
     pub fn material_len(alg: AeadAlg) -> usize {
         2 * alg.key_len() + 24
     }
 
-    /// The keys from exporter output made elsewhere (the control connection's own
-    /// `export_keying_material`, or another TLS library's): [`DatagramKeys::material_len`]
-    /// bytes for [`LABEL`] with the association id (big-endian) as context.
+    /// The keys of one association for the server (`server = true`: sends with the
+    /// server's key) or the client, from the control connection's exporter output
+    /// (ours, or another TLS library's `export_keying_material`):
+    /// [`DatagramKeys::material_len`] bytes for [`LABEL`] with the association id
+    /// (big-endian) as context.
     pub fn from_material(alg: AeadAlg, b: &[u8], server: bool) -> Result<Self, CryptoError> {
         let k = alg.key_len();
         if b.len() != Self::material_len(alg) {
@@ -152,13 +141,12 @@ fn nonce(iv: &[u8; 12], seq: u64) -> [u8; 12] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prim::{HashAlg, Secret};
 
-    fn exporter() -> Exporter {
-        Exporter::Tls13 {
-            hash: HashAlg::Sha256,
-            secret: Secret::new(vec![0x42; 32]),
-        }
+    /// Keying material as an exporter would give it for association `id`.
+    fn material(alg: AeadAlg, id: u8) -> Vec<u8> {
+        (0..DatagramKeys::material_len(alg))
+            .map(|i| (i as u8).wrapping_mul(31) ^ id)
+            .collect()
     }
 
     fn datagram(seq: u64, body: &[u8]) -> Vec<u8> {
@@ -176,9 +164,9 @@ mod tests {
             AeadAlg::Aes256Gcm,
             AeadAlg::Chacha20Poly1305,
         ] {
-            let x = exporter();
-            let mut server = DatagramKeys::derive(&x, alg, 7, true).unwrap();
-            let mut client = DatagramKeys::derive(&x, alg, 7, false).unwrap();
+            let m = material(alg, 7);
+            let mut server = DatagramKeys::from_material(alg, &m, true).unwrap();
+            let mut client = DatagramKeys::from_material(alg, &m, false).unwrap();
             let mut d = datagram(3, b"\0\0\0\x01\x0a\x4d\0\x02\0\x35query");
             client.seal(3, &mut d).unwrap();
             assert!(!d.windows(5).any(|w| w == b"query"), "{alg:?}: encrypted");
@@ -194,7 +182,11 @@ mod tests {
             }
             assert!(server.open(4, &mut sealed.clone()).is_err());
             assert!(client.open(3, &mut sealed.clone()).is_err());
-            let mut other = DatagramKeys::derive(&x, alg, 8, true).unwrap();
+            let mut other = DatagramKeys::from_material(alg, &material(alg, 8), true).unwrap();
+            assert!(
+                DatagramKeys::from_material(alg, &m[1..], true).is_err(),
+                "length"
+            );
             assert!(other.open(3, &mut sealed.clone()).is_err());
             assert!(server.open(0, &mut [0u8; 20]).is_err(), "too short");
             let limit = if alg == AeadAlg::Chacha20Poly1305 {

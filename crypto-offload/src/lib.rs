@@ -1,5 +1,5 @@
-//! Crypto for the appliance, over OpenSSL's libcrypto: the primitives ([`prim`]) and the
-//! job model ([`job`]) the TLS engine uses.
+//! Crypto for the appliance, over OpenSSL's libcrypto: the primitives ([`prim`]), the
+//! job model ([`job`]) and the pool that runs jobs ([`pool`]).
 //!
 //! What it owns: every OpenSSL type in the appliance, the one primitive OpenSSL 3.0
 //! lacks, ML-KEM-768 (from `libcrux-ml-kem`) for the post-quantum hybrid group, and a
@@ -8,9 +8,11 @@
 //! the default and the only route to providers and engines. Keys, cipher contexts and hash
 //! states leave this crate only as opaque types ([`SigningKey`], [`EphemeralKey`],
 //! [`AeadKey`], [`TranscriptHash`]) or as [`Secret`] bytes that are zeroized on drop and
-//! never printed. A handshake step's crypto is one [`Job`], run by [`run`] on the
-//! calling core (inline mode) or by the worker [`Pool`] ([`pool`]: bounded queues, a
-//! non-blocking [`CoreLink`] per poll-mode core, faulty workers replaced). It also
+//! never printed. Work is a [`Job`], run by [`run`] on the calling core (inline mode) or
+//! by the worker [`Pool`] ([`pool`]: bounded queues, a non-blocking [`CoreLink`] per
+//! poll-mode core, faulty workers replaced). A TLS handshake step is a [`job::Call`]:
+//! the `tls` crate defines it (the protocol, its key schedules and Finished framing, is
+//! that crate's), this one runs it. It also
 //! keeps the session ticket key ring ([`TicketKeys`]) and the trusted
 //! client-certificate issuers ([`CaStore`]), and loads OpenSSL providers and engines
 //! ([`device`]), reporting which one runs each operation; an accelerator's provider can
@@ -21,17 +23,13 @@
 //! batches across connections as a record job ([`records`]: the keys and record
 //! buffers move into the job and back).
 //!
-//! The client role's TLS 1.3 handshake crypto is in [`client`] (two steps, run inline or
-//! as [`job::Call`] jobs: work another crate defines, run where jobs run), with the
-//! [`ServerVerifier`] that checks a server's chain and name.
+//! The [`ServerVerifier`] checks a server's chain and name for the TLS client role.
 //!
-//! What it must not do: know about connections, sockets or the data plane, or block a
-//! poll-mode core.
+//! What it must not do: know about connections, sockets or the data plane, define the
+//! TLS protocol's steps, or block a poll-mode core.
 
-pub mod client;
 pub mod datagram;
 pub mod device;
-pub mod exporter;
 pub mod job;
 #[cfg(test)]
 mod kat;
@@ -42,7 +40,7 @@ pub mod prim;
 pub mod records;
 pub mod ticket;
 
-pub use job::{run, Chunk, DigestCount, Done, Job, TrafficKey};
+pub use job::{run, Done, Job};
 pub use pool::{
     Busy, Completion, CoreLink, DeviceWorkers, Pool, PoolConfig, WorkerSnapshot, WorkerStats,
 };

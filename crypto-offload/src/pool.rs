@@ -582,33 +582,52 @@ impl CoreLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Chunk, Tls12Resume};
-    use crate::prim::{AeadAlg, HashAlg, Secret};
+    use crate::job::{Call, CallResult};
+    use crate::prim::{hmac, AeadAlg, AeadKey, HashAlg, TAG_LEN};
 
-    /// A real job (a TLS 1.2 abbreviated handshake's crypto) whose output depends on
-    /// `n`; `n` also steers the test runners below.
-    fn job(n: u8) -> Job {
-        Job::Tls12Resume(Box::new(Tls12Resume {
-            hash: HashAlg::Sha256,
-            aead: AeadAlg::Aes128Gcm,
-            master_secret: Secret::new(vec![n; 48]),
-            client_random: [n; 32],
-            server_random: [7; 32],
-            transcript: vec![Chunk::Owned(vec![1, 0, 0, 1, n])],
-            ticket: None,
-        }))
+    /// Real crypto whose output depends on `n`: an AES-128-GCM key (a cipher fetched
+    /// in the running worker's library context) from an HMAC of `n`, sealing `n`.
+    fn seal_n(n: u8) -> Result<Vec<u8>, CryptoError> {
+        let k = hmac(HashAlg::Sha256, &[n; 32], &[b"pool test"])?;
+        let mut key = AeadKey::new(AeadAlg::Aes128Gcm, &k.bytes()[..16], true)?;
+        let mut buf = vec![n; 64];
+        let mut tag = [0u8; TAG_LEN];
+        key.seal(&[n; 12], b"aad", &mut buf, &mut tag)?;
+        buf.extend_from_slice(&tag);
+        Ok(buf)
     }
 
-    fn marker(j: &Job) -> u8 {
-        match j {
-            Job::Tls12Resume(r) => r.client_random[0],
-            _ => 0,
-        }
+    fn call(f: impl FnOnce() -> Result<Vec<u8>, CryptoError> + Send + 'static) -> Job {
+        Job::Call(Call(Box::new(move || {
+            f().map(|v| Box::new(v) as CallResult)
+        })))
+    }
+
+    /// A job whose output depends on `n`.
+    fn job(n: u8) -> Job {
+        call(move || seal_n(n))
+    }
+
+    /// A job that waits for the test to open `gate` before it runs.
+    fn gated_job(n: u8, gate: &Receiver<()>) -> Job {
+        let gate = gate.clone();
+        call(move || {
+            gate.recv().expect("gate");
+            seal_n(n)
+        })
+    }
+
+    /// A job whose code panics.
+    fn faulty_job() -> Job {
+        call(|| panic!("injected fault"))
     }
 
     fn finished(d: &Done) -> Vec<u8> {
         match d {
-            Done::Tls12Resume(r) => [&r.server_finished[..], r.client_verify.bytes()].concat(),
+            Done::Call(v) => v
+                .downcast_ref::<Vec<u8>>()
+                .expect("the test's result")
+                .clone(),
             _ => panic!("wrong completion"),
         }
     }
@@ -638,19 +657,9 @@ mod tests {
         }
     }
 
-    /// A runner that blocks jobs marked 0xEE until the test opens the gate, and panics
-    /// on jobs marked 0xFF.
-    fn gated() -> (Runner, Sender<()>) {
-        let (open, gate) = bounded::<()>(16);
-        let runner: Runner = Arc::new(move |j: Job| {
-            match marker(&j) {
-                0xEE => gate.recv().expect("gate"),
-                0xFF => panic!("injected fault"),
-                _ => {}
-            }
-            crate::run(j)
-        });
-        (runner, open)
+    /// A gate for [`gated_job`]s: sending opens it for one.
+    fn gate() -> (Sender<()>, Receiver<()>) {
+        bounded::<()>(16)
     }
 
     #[test]
@@ -760,15 +769,14 @@ mod tests {
 
     #[test]
     fn full_queues_and_the_core_limit_push_back() {
-        let (runner, open) = gated();
+        let (open, gate) = gate();
         let mut cfg = PoolConfig::new(1);
         cfg.queue_depth = 2;
         cfg.max_batch = 1;
-        cfg.runner = runner;
         let pool = Pool::start(cfg).unwrap();
         let stats = pool.workers();
         let mut link = pool.link(10);
-        link.try_submit(0, job(0xEE)).unwrap();
+        link.try_submit(0, gated_job(0, &gate)).unwrap();
         wait_until("the worker to take the gated job", || {
             stats[0].queued.load(Ordering::Relaxed) == 0
         });
@@ -776,7 +784,11 @@ mod tests {
         link.try_submit(2, job(2)).unwrap();
         let busy = link.try_submit(3, job(3)).unwrap_err();
         assert!(!busy.core_limit, "the queue is full");
-        assert_eq!(marker(&busy.job), 3, "the job comes back");
+        assert_eq!(
+            finished(&crate::run(busy.job).unwrap()),
+            finished(&crate::run(job(3)).unwrap()),
+            "the job comes back"
+        );
         // A second core with a limit of one in flight.
         let mut small = pool.link(1);
         let busy = small.try_submit(9, job(9)).unwrap_err();
@@ -792,18 +804,17 @@ mod tests {
 
     #[test]
     fn a_worker_dying_mid_batch_fails_its_batch_and_is_replaced() {
-        let (runner, open) = gated();
-        let mut cfg = PoolConfig::new(1);
-        cfg.runner = runner;
+        let (open, gate) = gate();
+        let cfg = PoolConfig::new(1);
         let pool = Pool::start(cfg).unwrap();
         let stats = pool.workers();
         let mut link = pool.link(16);
-        link.try_submit(100, job(0xEE)).unwrap();
+        link.try_submit(100, gated_job(100, &gate)).unwrap();
         wait_until("the worker to take the gated job", || {
             stats[0].queued.load(Ordering::Relaxed) == 0
         });
         // One batch: the faulty job, then three good ones behind it.
-        link.try_submit(101, job(0xFF)).unwrap();
+        link.try_submit(101, faulty_job()).unwrap();
         for t in 102..105 {
             link.try_submit(t, job(t as u8)).unwrap();
         }

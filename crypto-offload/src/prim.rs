@@ -409,51 +409,6 @@ pub fn hkdf_expand(
     Ok(Secret::new(out))
 }
 
-/// HKDF-Expand-Label (RFC 8446 §7.1).
-pub fn hkdf_expand_label(
-    alg: HashAlg,
-    secret: &[u8],
-    label: &[u8],
-    context: &[u8],
-    len: usize,
-) -> Result<Secret, CryptoError> {
-    let mut info = Vec::with_capacity(4 + 6 + label.len() + context.len());
-    info.extend_from_slice(&(len as u16).to_be_bytes());
-    info.push((6 + label.len()) as u8);
-    info.extend_from_slice(b"tls13 ");
-    info.extend_from_slice(label);
-    info.push(context.len() as u8);
-    info.extend_from_slice(context);
-    hkdf_expand(alg, secret, &info, len)
-}
-
-/// The TLS 1.2 PRF (RFC 5246 §5): P_hash(secret, label || seed).
-pub fn prf12(
-    alg: HashAlg,
-    secret: &[u8],
-    label: &[u8],
-    seed: &[&[u8]],
-    len: usize,
-) -> Result<Secret, CryptoError> {
-    let mut ls = Vec::with_capacity(label.len() + 64);
-    ls.extend_from_slice(label);
-    for s in seed {
-        ls.extend_from_slice(s);
-    }
-    let mut out = Vec::with_capacity(len);
-    let key = HmacKey::new(alg, secret)?;
-    let mut a = key.mac(&[&ls])?;
-    while out.len() < len {
-        let block = key.mac(&[a.bytes(), &ls])?;
-        let take = (len - out.len()).min(block.bytes().len());
-        out.extend_from_slice(&block.bytes()[..take]);
-        if out.len() < len {
-            a = key.mac(&[a.bytes()])?;
-        }
-    }
-    Ok(Secret::new(out))
-}
-
 // ---------------------------------------------------------------------------------
 // AEAD
 

@@ -58,9 +58,9 @@ pub struct HandlerId {
     gen: u32,
 }
 
-/// Generations are 31 bits, so [`HandlerId::to_bits`] never sets bit 63 (record jobs'
-/// tags use it).
-const GEN_MASK: u32 = 0x7fff_ffff;
+/// Generations are 30 bits, so [`HandlerId::to_bits`] never sets bit 63 (record jobs'
+/// tags use it) or bit 62 (a handshake job's [`offload::Leg`]).
+const GEN_MASK: u32 = 0x3fff_ffff;
 
 impl HandlerId {
     /// As a crypto job's tag.

@@ -27,6 +27,19 @@ use crate::HandlerId;
 /// Tags of record jobs have this bit; handshake jobs carry their handler's id, which
 /// never has it ([`HandlerId::to_bits`]).
 const RECORD_JOB: u64 = 1 << 63;
+/// A handshake job's tag has this bit when it is the backend leg's ([`Leg`]).
+const BACKEND_LEG: u64 = 1 << 62;
+
+/// Which of a handler's TLS engines a handshake job is for: a handler may run two at
+/// once (the client's connection, and its TLS connection to the backend), and every
+/// step of either is the same kind of job, so the completion says whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// The client's connection (the appliance is the TLS server), or work for it.
+    Client,
+    /// The connection to the backend (the appliance is the TLS client).
+    Backend,
+}
 
 /// What the link counts (served flattened into each core's proxy counters).
 #[derive(Debug, Default, Serialize)]
@@ -59,8 +72,9 @@ pub fn add(c: &AtomicU64, n: u64) {
 /// A finished job, for its handler.
 #[derive(Debug)]
 pub enum JobDone {
-    /// A handshake step's result (an error: the job failed; the engine alerts).
-    Step(Result<Done, CryptoError>),
+    /// A handshake step's result for the engine of `Leg` (an error: the job failed;
+    /// the engine alerts).
+    Step(Leg, Result<Done, CryptoError>),
     /// The connection's record work is back, sealed and opened.
     Records(RecordWork),
     /// The record job carrying the connection's work was lost with its worker.
@@ -139,14 +153,19 @@ impl Offload {
     }
 
     /// Hands the engine's crypto jobs on: run at once (inline), or queued to the pool
-    /// tagged `owner`, the engine waiting for the completion. A full backlog refuses
-    /// the handshake (the engine gets an error and queues its alert).
+    /// tagged `owner` and `leg`, the engine waiting for the completion. A full backlog
+    /// refuses the handshake (the engine gets an error and queues its alert).
     pub fn run_jobs<E: JobEngine>(
         &mut self,
         owner: HandlerId,
+        leg: Leg,
         t: &mut E,
     ) -> Result<(), tls::Error> {
-        let tag = owner.to_bits();
+        let tag = owner.to_bits()
+            | match leg {
+                Leg::Client => 0,
+                Leg::Backend => BACKEND_LEG,
+            };
         while let Some(mut job) = t.take_job() {
             let Some(link) = self.link.as_mut() else {
                 t.complete(crypto_offload::run(job))?;
@@ -248,9 +267,14 @@ impl Offload {
                 if c.result.is_err() {
                     add(&self.stats.crypto_failed, 1);
                 }
+                let leg = if c.tag & BACKEND_LEG == 0 {
+                    Leg::Client
+                } else {
+                    Leg::Backend
+                };
                 out.push(Routed {
                     to: HandlerId::from_bits(c.tag),
-                    done: JobDone::Step(c.result),
+                    done: JobDone::Step(leg, c.result),
                 });
                 continue;
             }

@@ -10,7 +10,7 @@
 #![no_main]
 use std::sync::{Arc, OnceLock};
 
-use crypto_offload::client::KeyShare;
+use tls::KeyShare;
 use libfuzzer_sys::fuzz_target;
 use tls::msgs::{
     parse_certificate_request12, parse_new_session_ticket12, suite, CertificateRequest13,

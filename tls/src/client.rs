@@ -33,14 +33,17 @@ mod tls12;
 
 use std::sync::Arc;
 
-use crypto_offload::client::{
-    psk_binder, ticket_psk, tls13_client_finish, tls13_client_hello, ClientAuth, KeyShare,
-    ServerAuth, Tls13ClientFinish, Tls13ClientHello, Tls13ClientState,
-};
-use crypto_offload::job::{tls13_next_secret, Call, CallResult};
+use crypto_offload::job::CallResult;
 use crypto_offload::{
-    prim::random, Chunk, CryptoError, Done, Group, HashAlg, Job, Secret, ServerVerifier, TrafficKey,
+    prim::random, CryptoError, Done, Group, HashAlg, Job, Secret, ServerVerifier,
 };
+
+use crate::jobs::client13::{
+    psk_binder, ticket_psk, tls13_client_finish, tls13_client_hello, ClientAuth, KeyShare,
+    ServerAuth, Tls13ClientFinish, Tls13ClientFinishDone, Tls13ClientHello, Tls13ClientHelloDone,
+    Tls13ClientState,
+};
+use crate::jobs::{call, tls13_next_secret, Chunk, TrafficKey};
 
 use crate::codec::{end_len, put_u16, start_len, HandshakeJoiner};
 use crate::error::{alert, Error};
@@ -278,7 +281,7 @@ pub struct ClientConn {
     close_sent: bool,
     error: Option<Error>,
     /// What keying material is exported from (RFC 8446 §7.5), once established.
-    exporter: Option<crypto_offload::exporter::Exporter>,
+    exporter: Option<crate::exporter::Exporter>,
     /// TLS 1.2: the ticket offered and accepted (kept when no new one comes).
     offered_ticket12: Option<Vec<u8>>,
     /// Handshake steps come as jobs ([`ClientConn::set_jobs`]); the one not yet taken,
@@ -429,9 +432,7 @@ impl ClientConn {
             let r = f().map(|v| Box::new(v) as CallResult);
             return self.apply(then, r);
         }
-        self.job = Some(Job::Call(Call(Box::new(move || {
-            f().map(|v| Box::new(v) as CallResult)
-        }))));
+        self.job = Some(call(f));
         self.then = Some(then);
         self.state = State::Waiting;
         Ok(())
@@ -443,15 +444,11 @@ impl ClientConn {
         let wrong = || Error::Misuse("a step's result of another type");
         match then {
             Then::Hello13 { resumed } => {
-                let d = v
-                    .downcast::<crypto_offload::client::Tls13ClientHelloDone>()
-                    .map_err(|_| wrong())?;
+                let d = v.downcast::<Tls13ClientHelloDone>().map_err(|_| wrong())?;
                 self.hello13_done(*d, resumed)
             }
             Then::Finish13 { hash, aead } => {
-                let d = v
-                    .downcast::<crypto_offload::client::Tls13ClientFinishDone>()
-                    .map_err(|_| wrong())?;
+                let d = v.downcast::<Tls13ClientFinishDone>().map_err(|_| wrong())?;
                 self.finish13_done(*d, hash, aead)
             }
             Then::Flight12(h) => {
@@ -774,11 +771,7 @@ impl ClientConn {
     }
 
     /// The handshake keys are there: the server's encrypted flight comes next.
-    fn hello13_done(
-        &mut self,
-        d: crypto_offload::client::Tls13ClientHelloDone,
-        resumed: bool,
-    ) -> Result<(), Error> {
+    fn hello13_done(&mut self, d: Tls13ClientHelloDone, resumed: bool) -> Result<(), Error> {
         self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
         self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
         self.state = State::Flight(Box::new(AwaitFlight {
@@ -966,7 +959,7 @@ impl ClientConn {
     /// the handshake key, and the application keys take over.
     fn finish13_done(
         &mut self,
-        d: crypto_offload::client::Tls13ClientFinishDone,
+        d: Tls13ClientFinishDone,
         hash: HashAlg,
         aead: crypto_offload::AeadAlg,
     ) -> Result<(), Error> {

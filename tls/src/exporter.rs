@@ -10,8 +10,9 @@
 
 use std::fmt;
 
-use crate::prim::{hkdf_expand_label, prf12, HashAlg, Secret};
-use crate::CryptoError;
+use crypto_offload::{CryptoError, HashAlg, Secret};
+
+use crate::jobs::schedule::{hkdf_expand_label, prf12};
 
 /// What a connection exports from.
 pub enum Exporter {
@@ -84,7 +85,7 @@ impl Exporter {
                 // "exporter" and Hash(context_value).
                 let per_label =
                     hkdf_expand_label(h, secret.bytes(), label, h.empty_hash(), h.output_len())?;
-                let ctx_hash = openssl::hash::hash(h.md(), context.unwrap_or(b""))?;
+                let ctx_hash = crypto_offload::prim::hash(h, context.unwrap_or(b""))?;
                 hkdf_expand_label(h, per_label.bytes(), b"exporter", &ctx_hash, len)
             }
             Exporter::Tls12 {

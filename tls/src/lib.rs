@@ -2,8 +2,10 @@
 //! 1.3 client role ([`client`]) for TLS towards backends and the load generator.
 //!
 //! What it owns: the record layer, the handshake messages and their parsers, the server
-//! and client state machines of both versions (the client's TLS 1.2 handshake crypto
-//! too, as job definitions), alerts, and the two methods the appliance is built
+//! and client state machines of both versions, the protocol's crypto steps as job
+//! definitions ([`jobs`]: key schedules, the TLS 1.2 PRF, Finished framing, tickets;
+//! `crypto-offload` only runs them) and the keying material exporters ([`exporter`]),
+//! alerts, and the two methods the appliance is built
 //! around: handshake transcripts kept as bytes and digested once in a crypto job
 //! (shared precomputed messages are referred to, not copied), and certificate flights
 //! encoded once at configuration time and written with the ServerHello in one write.
@@ -11,7 +13,7 @@
 //! What it must not do: touch sockets, threads, clocks or queues, or name an OpenSSL
 //! type. It takes bytes and a time in milliseconds, and gives back bytes, crypto
 //! [`crypto_offload::Job`]s and a deadline; see [`ServerConn`] for how to drive it.
-//! Crypto comes from `crypto-offload`: handshake steps as jobs; record protection as
+//! Primitives come from `crypto-offload`: handshake steps go to it as jobs; record protection as
 //! direct calls on opaque keys, or, with record offload on ([`offload`]), as record
 //! work the caller batches with other connections' into record jobs.
 //!
@@ -26,6 +28,8 @@ pub mod config;
 #[cfg(feature = "hostile")]
 pub mod craft;
 pub mod error;
+pub mod exporter;
+pub mod jobs;
 pub mod msgs;
 pub mod offload;
 pub mod record;
@@ -37,5 +41,7 @@ mod tls13;
 pub use client::{ClientConfig, ClientConn, ClientInfo, Ticket};
 pub use config::{CertifiedKey, ClientAuth, NameMatch, ServerConfig, Site, SniRouter};
 pub use error::{Error, ErrorClass};
+pub use exporter::Exporter;
+pub use jobs::client13::KeyShare;
 pub use server::{suite_aead, HandshakeInfo, Resumed, Sealed, ServerConn};
 pub use session::{LocalStore, Lookup, PendingLookup, PskMode, Resumption, Session, SessionStore};

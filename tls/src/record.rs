@@ -10,7 +10,9 @@
 //! (`ServerConn::set_record_offload`) the same ops go to a record job instead, the key
 //! lent with them.
 
-use crypto_offload::{AeadKey, AeadOp, Secret, TrafficKey, TAG_LEN};
+use crypto_offload::{AeadKey, AeadOp, Secret, TAG_LEN};
+
+use crate::jobs::TrafficKey;
 
 use crate::error::Error;
 use crate::msgs::content;

@@ -43,7 +43,9 @@
 
 use std::sync::Arc;
 
-use crypto_offload::{AeadAlg, DigestCount, Done, Group, HashAlg, Job, KeyKind, Secret, SigAlg};
+use crypto_offload::{AeadAlg, Done, Group, HashAlg, Job, KeyKind, Secret, SigAlg};
+
+use crate::jobs::{take, DigestCount};
 
 use crate::config::{ServerConfig, SniRouter};
 use crate::error::{alert, Error};
@@ -314,7 +316,7 @@ pub struct ServerConn {
     pub(crate) loan: Option<Box<crate::offload::Loan>>,
     /// What keying material is exported from once the keys are agreed (RFC 5705,
     /// RFC 8446 §7.5).
-    pub(crate) exporter: Option<crypto_offload::exporter::Exporter>,
+    pub(crate) exporter: Option<crate::exporter::Exporter>,
     /// The ClientHello asked for a stapled OCSP response (RFC 6066 §8).
     pub(crate) status_request: bool,
 }
@@ -966,15 +968,16 @@ impl ServerConn {
             return Err(Error::Misuse("completion without a pending job"));
         };
         let done = done?;
-        match (pending, done) {
-            (Pending::Tls13Flight(ctx), Done::Tls13Flight(d)) => self.tls13_flight_done(*ctx, *d),
-            (Pending::Tls12Kx(ctx), Done::Tls12Kx(d)) => self.tls12_kx_done(*ctx, *d),
-            (Pending::Tls12Finish(ctx), Done::Tls12Finish(d)) => self.tls12_finish_done(*ctx, *d),
-            (Pending::Tls12Resume(ctx), Done::Tls12Resume(d)) => self.tls12_resume_done(*ctx, *d),
-            (Pending::Tls13ClientAuth(ctx), Done::Tls13ClientAuth(d)) => {
-                self.tls13_client_auth_done(*ctx, *d)
+        // Each pending step takes its own result type back; another is a misuse.
+        let wrong = |_| Error::Misuse("completion of the wrong job");
+        match pending {
+            Pending::Tls13Flight(ctx) => self.tls13_flight_done(*ctx, take(done).map_err(wrong)?),
+            Pending::Tls12Kx(ctx) => self.tls12_kx_done(*ctx, take(done).map_err(wrong)?),
+            Pending::Tls12Finish(ctx) => self.tls12_finish_done(*ctx, take(done).map_err(wrong)?),
+            Pending::Tls12Resume(ctx) => self.tls12_resume_done(*ctx, take(done).map_err(wrong)?),
+            Pending::Tls13ClientAuth(ctx) => {
+                self.tls13_client_auth_done(*ctx, take(done).map_err(wrong)?)
             }
-            _ => Err(Error::Misuse("completion of the wrong job")),
         }
     }
 
@@ -1143,9 +1146,9 @@ impl ServerConn {
     pub(crate) fn ticket_request(
         &self,
         s: &crate::session::Session,
-    ) -> Option<crypto_offload::job::TicketRequest> {
+    ) -> Option<crate::jobs::TicketRequest> {
         let keys = self.cfg.resumption.tickets.as_ref()?;
-        Some(crypto_offload::job::TicketRequest {
+        Some(crate::jobs::TicketRequest {
             keys: keys.clone(),
             now_ms: self.now_ms,
             state: s.encode_state(),

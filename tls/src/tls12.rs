@@ -23,14 +23,14 @@
 
 use std::sync::Arc;
 
-use crypto_offload::job::{
-    Tls12ClientCheck, Tls12Finish, Tls12FinishDone, Tls12Kx, Tls12KxDone, Tls12Resume,
-    Tls12ResumeDone,
-};
 use crypto_offload::prim::{ct_eq, random};
-use crypto_offload::{
-    AeadAlg, Chunk, EphemeralKey, Group, HashAlg, Job, KeyKind, Secret, TrafficKey,
+use crypto_offload::{AeadAlg, EphemeralKey, Group, HashAlg, KeyKind, Secret};
+
+use crate::jobs::server12::{
+    tls12_finish, tls12_kx, tls12_resume, Tls12ClientCheck, Tls12Finish, Tls12FinishDone, Tls12Kx,
+    Tls12KxDone, Tls12Resume, Tls12ResumeDone,
 };
+use crate::jobs::{call, Chunk, TrafficKey};
 
 use crate::codec::{end_len, put_u16, start_len, Reader};
 use crate::config::CertifiedKey;
@@ -414,7 +414,7 @@ impl ServerConn {
                 transcript,
             };
             self.emit_job(
-                Job::Tls12Resume(Box::new(job)),
+                call(move || tls12_resume(job)),
                 Pending::Tls12Resume(Box::new(ctx)),
             );
             return Ok(());
@@ -441,7 +441,7 @@ impl ServerConn {
             server_random,
             transcript,
         };
-        self.emit_job(Job::Tls12Kx(Box::new(job)), Pending::Tls12Kx(Box::new(ctx)));
+        self.emit_job(call(move || tls12_kx(job)), Pending::Tls12Kx(Box::new(ctx)));
         Ok(())
     }
 
@@ -597,7 +597,7 @@ impl ServerConn {
             client_auth,
         };
         self.emit_job(
-            Job::Tls12Finish(Box::new(job)),
+            call(move || tls12_finish(job)),
             Pending::Tls12Finish(Box::new(FinishCtx {
                 aead: plan.aead,
                 peer: session_peer,

@@ -15,12 +15,14 @@
 
 use std::sync::Arc;
 
-use crypto_offload::job::{
-    tls13_next_secret, CertAuth, PskCheck, Tls13ClientAuth, Tls13ClientAuthDone, Tls13Continue,
-    Tls13Flight, Tls13FlightDone,
-};
 use crypto_offload::prim::{ct_eq, hash, random};
-use crypto_offload::{AeadAlg, Chunk, HashAlg, Job, KeyKind, Secret, TrafficKey};
+use crypto_offload::{AeadAlg, HashAlg, KeyKind, Secret};
+
+use crate::jobs::server13::{
+    tls13_client_auth, tls13_flight, CertAuth, PskCheck, Tls13ClientAuth, Tls13ClientAuthDone,
+    Tls13Continue, Tls13Flight, Tls13FlightDone,
+};
+use crate::jobs::{call, tls13_next_secret, Chunk, TrafficKey};
 
 use crate::codec::{end_len, handshake_header, put_u16, start_len};
 use crate::config::CertifiedKey;
@@ -408,7 +410,7 @@ impl ServerConn {
             ticket_session,
         };
         self.emit_job(
-            Job::Tls13Flight(Box::new(job)),
+            call(move || tls13_flight(job)),
             Pending::Tls13Flight(Box::new(ctx)),
         );
         Ok(())
@@ -585,7 +587,7 @@ impl ServerConn {
             ticket,
         };
         self.emit_job(
-            Job::Tls13ClientAuth(Box::new(job)),
+            call(move || tls13_client_auth(job)),
             Pending::Tls13ClientAuth(Box::new(ClientAuthCtx {
                 app_read,
                 secrets,

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::client_pump as pump;
 use common::*;
-use crypto_offload::client::KeyShare;
 use crypto_offload::{Group, ServerVerifier};
 use tls::msgs::{group, suite};
+use tls::KeyShare;
 use tls::{ClientConfig, ClientConn, Error, Ticket};
 
 fn verifier(name: &str) -> Arc<ServerVerifier> {

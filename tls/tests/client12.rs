@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::client_pump as pump;
 use common::*;
-use crypto_offload::client::KeyShare;
 use crypto_offload::{Group, ServerVerifier};
 use tls::msgs::{suite, version};
+use tls::KeyShare;
 use tls::{ClientConfig, ClientConn, Error, Ticket};
 
 const SUITES12: [u16; 6] = [

@@ -8,10 +8,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use crypto_offload::client::KeyShare;
 use tls::craft::{sni, u16s, v16, Hello};
 use tls::error::alert;
 use tls::msgs::{ext, group};
+use tls::KeyShare;
 use tls::{ClientConfig, ClientConn, ServerConn};
 
 /// What the server did with `bytes`: the alert it sent, or `None` when it went on and

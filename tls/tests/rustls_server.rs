@@ -10,13 +10,13 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use common::*;
-use crypto_offload::client::KeyShare;
 use crypto_offload::{Group, ServerVerifier};
 use rustls::crypto::{ring as provider, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
 use tls::msgs::{group, suite};
+use tls::KeyShare;
 use tls::{ClientConfig, ClientConn, Ticket};
 
 fn der_chain(pem: &[u8]) -> Vec<CertificateDer<'static>> {

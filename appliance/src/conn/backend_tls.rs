@@ -25,13 +25,12 @@ use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 
-use crypto_offload::client::KeyShare;
-use crypto_offload::job::{Call, CallResult};
 use crypto_offload::{CryptoError, Done, Job};
-use driver::offload::JobEngine;
+use driver::offload::{JobEngine, Leg};
 use driver::pump::{fill, flush, Transport};
 use driver::{HandlerId, Offload};
 use netstack::TcpSocket;
+use tls::KeyShare;
 use tls::{ClientConn, Ticket};
 
 use super::ClientLog;
@@ -221,9 +220,7 @@ impl BackendTlsConn {
         } else {
             None
         };
-        let share_job = Job::Call(Call(Box::new(move || {
-            KeyShare::generate(group).map(|s| Box::new(s) as CallResult)
-        })));
+        let share_job = tls::jobs::call(move || KeyShare::generate(group));
         Ok(BackendTlsConn {
             c: None,
             pending: Some(Pending {
@@ -251,11 +248,6 @@ impl BackendTlsConn {
     /// The backend leg failed (and why); its alert has been queued.
     pub fn error(&self) -> Option<&tls::Error> {
         self.error.as_ref()
-    }
-
-    /// A handshake step is out (its completion belongs to this leg).
-    pub fn awaiting_job(&self) -> bool {
-        self.pending.is_some() || self.c.as_ref().is_some_and(|c| c.awaiting_job())
     }
 
     /// The suite the handshake agreed (0 before).
@@ -293,9 +285,9 @@ impl BackendTlsConn {
     ) -> Option<Event> {
         if self.error.is_none() {
             let r = offload
-                .run_jobs(tag, self)
+                .run_jobs(tag, Leg::Backend, self)
                 .and_then(|_| self.pump_in(s, now_ms))
-                .and_then(|_| offload.run_jobs(tag, self));
+                .and_then(|_| offload.run_jobs(tag, Leg::Backend, self));
             if let Err(e) = r {
                 self.error = Some(e);
             }
@@ -389,16 +381,15 @@ impl JobEngine for BackendTlsConn {
         let r = match self.pending.take() {
             // The key share: the client role starts, its ClientHello queued.
             Some(p) => match done {
-                Ok(Done::Call(v)) => match v.downcast::<KeyShare>() {
+                Ok(d) => match tls::jobs::take::<KeyShare>(d) {
                     Ok(share) => {
-                        ClientConn::new(p.cfg, *share, p.ticket.as_ref(), p.now_ms).map(|mut c| {
+                        ClientConn::new(p.cfg, share, p.ticket.as_ref(), p.now_ms).map(|mut c| {
                             c.set_jobs(true);
                             self.c = Some(Box::new(c));
                         })
                     }
                     Err(_) => Err(tls::Error::Misuse("a key share job of another type")),
                 },
-                Ok(_) => Err(tls::Error::Misuse("a completion of another kind")),
                 Err(e) => Err(e.into()),
             },
             None => match self.c.as_mut() {

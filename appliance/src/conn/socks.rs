@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crypto_offload::password::PasswordCheck;
 use crypto_offload::{CryptoError, Done, Job};
-use driver::offload::{JobDone, JobEngine};
+use driver::offload::{JobDone, JobEngine, Leg};
 use driver::pump::flush;
 use driver::{Cx, Next};
 use netstack::{ConnId, TcpState};
@@ -167,7 +167,7 @@ impl SocksConn {
 
     pub fn on_job_done(&mut self, done: JobDone) {
         match done {
-            JobDone::Step(r) if self.auth.out => {
+            JobDone::Step(_, r) if self.auth.out => {
                 let _ = self.auth.complete(r);
             }
             done => complete_job(&mut self.t, done),
@@ -392,7 +392,7 @@ impl SocksConn {
                         self.auth.out = true;
                         self.phase = Phase::Checking;
                         // Inline mode completes it here; the next step reads the result.
-                        let _ = offload.run_jobs(tag, &mut self.auth);
+                        let _ = offload.run_jobs(tag, Leg::Client, &mut self.auth);
                         return None;
                     }
                     Err(e) => return self.malformed(app, peer, e),

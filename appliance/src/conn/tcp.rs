@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use driver::offload::{JobDone, JobEngine};
+use driver::offload::{JobDone, JobEngine, Leg};
 use driver::pump::relay;
 use driver::{Cx, Next};
 use netstack::ConnId;
@@ -77,7 +77,7 @@ impl TcpConn {
 
     /// A completion of the backend leg's handshake step.
     pub fn on_job_done(&mut self, done: JobDone) {
-        if let (Some(bt), JobDone::Step(r)) = (self.btls.as_deref_mut(), done) {
+        if let (Some(bt), JobDone::Step(Leg::Backend, r)) = (self.btls.as_deref_mut(), done) {
             let _ = bt.complete(r);
         }
     }

@@ -18,8 +18,7 @@
 
 use std::sync::Arc;
 
-use crypto_offload::Done;
-use driver::offload::{JobDone, JobEngine};
+use driver::offload::{JobDone, JobEngine, Leg};
 use driver::pump::{fill, flush};
 use driver::{Cx, Next};
 use netstack::{ConnId, TcpSocket, TcpState};
@@ -177,16 +176,12 @@ impl TlsConn {
     }
 
     pub fn on_job_done(&mut self, done: JobDone) {
-        // The backend leg's steps are the only `Call` jobs; a failed step belongs to
-        // it when it has one out and the client's handshake is over.
         match (self.btls.as_deref_mut(), done) {
-            (Some(bt), JobDone::Step(r))
-                if bt.awaiting_job()
-                    && (matches!(r, Ok(Done::Call(_)))
-                        || (r.is_err() && self.t.is_established())) =>
-            {
+            (Some(bt), JobDone::Step(Leg::Backend, r)) => {
                 let _ = bt.complete(r);
             }
+            // The backend leg ended with its step out: nobody waits for the result.
+            (None, JobDone::Step(Leg::Backend, _)) => {}
             (_, done) => complete_job(&mut self.t, done),
         }
     }
@@ -628,7 +623,7 @@ impl TlsConn {
 /// step that follows sends it and closes, like any other TLS failure.
 pub(super) fn complete_job(t: &mut ServerConn, done: JobDone) {
     let _ = match done {
-        JobDone::Step(r) => t.complete(r),
+        JobDone::Step(_, r) => t.complete(r),
         JobDone::Records(w) => t.complete_records(w),
         JobDone::RecordsLost(e) => t.fail_records(e),
     };
@@ -860,7 +855,7 @@ pub(super) fn tls_in(
     t.handle_timeout(now_ms)?;
     let _ = fill(cs, t);
     t.process()?;
-    offload.run_jobs(tag, t)
+    offload.run_jobs(tag, Leg::Client, t)
 }
 
 /// One step of a TLS client connection: client bytes into the engine, plaintext to the
@@ -889,7 +884,7 @@ pub(super) fn tls_step(
             t.consume_plaintext(n);
             d.up_bytes += n as u64;
             t.process()?;
-            offload.run_jobs(tag, t)?;
+            offload.run_jobs(tag, Leg::Client, t)?;
         }
         Ok(())
     })();

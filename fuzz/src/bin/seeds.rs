@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use appliance_fuzz::{det_rand, server};
-use crypto_offload::client::KeyShare;
+use tls::KeyShare;
 use tls::msgs::{group, suite};
 use tls::{ClientConfig, ClientConn, ServerConn, Ticket};
 

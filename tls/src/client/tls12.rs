@@ -13,11 +13,13 @@
 
 use std::sync::Arc;
 
-use crypto_offload::client::KeyShare;
-use crypto_offload::job::{tls12_finished, tls12_keys};
-use crypto_offload::prim::{ct_eq, prf12, verify_signature};
+use crypto_offload::prim::{ct_eq, verify_signature};
+
+use crate::jobs::client13::KeyShare;
+use crate::jobs::schedule::prf12;
+use crate::jobs::{tls12_finished, tls12_keys, TrafficKey};
 use crypto_offload::{
-    AeadAlg, CryptoError, Group, HashAlg, Secret, ServerVerifier, SigAlg, SigningKey, TrafficKey,
+    AeadAlg, CryptoError, Group, HashAlg, Secret, ServerVerifier, SigAlg, SigningKey,
     TranscriptHash,
 };
 
@@ -380,7 +382,7 @@ impl ClientConn {
         let mut write = Cipher::new(d.client_write, protection(h.aead));
         write.seal(&mut self.out, content::HANDSHAKE, &d.finished, 0)?;
         self.write = Some(write);
-        self.exporter = Some(crypto_offload::exporter::Exporter::tls12(
+        self.exporter = Some(crate::exporter::Exporter::tls12(
             h.hash,
             d.master.clone(),
             &h.client_random,
@@ -443,7 +445,7 @@ impl ClientConn {
             let mut write = Cipher::new(key, protection(h.aead));
             write.seal(&mut self.out, content::HANDSHAKE, &finished, 0)?;
             self.write = Some(write);
-            self.exporter = Some(crypto_offload::exporter::Exporter::tls12(
+            self.exporter = Some(crate::exporter::Exporter::tls12(
                 h.hash,
                 master.clone(),
                 &h.client_random,

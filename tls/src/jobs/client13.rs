@@ -5,17 +5,19 @@
 //! Finished and the application keys ([`tls13_client_finish`]). One running transcript
 //! hash goes from the first step to the second.
 //!
-//! The client role (`tls::ClientConn`) runs them on its calling thread, or hands each
-//! to its caller as a [`crate::job::Call`] job for the pool (re-encryption towards
+//! The client role ([`crate::ClientConn`]) runs them on its calling thread, or hands
+//! each to its caller as a job for the pool ([`super::call`]; re-encryption towards
 //! TLS backends from a poll-mode core does).
 
 use std::sync::Arc;
 
-use crate::job::{
+use crypto_offload::prim::*;
+
+use super::schedule::{
     app_secrets, binder_mac, derive_secret, early_secret, finished_mac, finished_message,
-    handshake_header, tls13_handshake_secrets, verify_certificate_verify13, Chunk, TrafficKey,
+    hkdf_expand_label, tls13_handshake_secrets, TrafficKey,
 };
-use crate::prim::*;
+use super::{handshake_header, verify_certificate_verify13, Chunk};
 
 /// The client's key share: one per connection, or one reused by many (the load
 /// generator's cheapening; the server's work is unchanged).

@@ -13,10 +13,10 @@ use driver::pump;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crypto_offload::client::KeyShare;
 use crypto_offload::ServerVerifier;
 use tls::client::{group_of, suite_name};
 use tls::msgs::{group, scheme, suite};
+use tls::KeyShare;
 use tls::{ClientConfig, ClientConn, Ticket};
 
 use super::args::Args;
