@@ -51,7 +51,7 @@ use crate::msgs::{
     content, ext, group, hs, parse_certificate, parse_certificate_verify, put_ext, scheme, suite,
     version, CertificateRequest13, EncryptedExtensions, NewSessionTicket, ServerHello,
 };
-use crate::record::{Cipher, Deframer, Protection, MAX_FRAGMENT};
+use crate::record::{Cipher, Content, Deframer, Inbound, Protection, MAX_FRAGMENT};
 use crate::server::{pick_scheme_of, sig_alg_of, suite_info};
 
 /// Largest handshake message the client accepts (a long certificate chain fits).
@@ -268,6 +268,8 @@ pub struct ClientConn {
     state: State,
     deframer: Deframer,
     hs_buf: HandshakeJoiner,
+    /// The record content rules both roles share (warning alerts in a row).
+    inbound: Inbound,
     read: Option<Cipher>,
     write: Option<Cipher>,
     out: Vec<u8>,
@@ -352,6 +354,7 @@ impl ClientConn {
             })),
             deframer: Deframer::default(),
             hs_buf: HandshakeJoiner::new(MAX_HANDSHAKE),
+            inbound: Inbound::default(),
             read: None,
             write: None,
             out,
@@ -623,50 +626,34 @@ impl ClientConn {
                 _ => (rec.typ, rec.start, rec.end),
             };
             let body = &self.deframer.bytes()[start..end];
-            match typ {
-                content::HANDSHAKE => self.hs_buf.push(body)?,
-                content::APPLICATION_DATA if self.is_established() => {
+            let tls13 = self.info.version == version::TLS13;
+            let joining = !self.hs_buf.is_empty();
+            match self.inbound.content(typ, body, tls13, joining) {
+                Ok(Content::Handshake) => self.hs_buf.push(body)?,
+                Ok(Content::AppData) if self.is_established() => {
                     self.app_in.extend_from_slice(body)
                 }
-                content::APPLICATION_DATA => {
+                Ok(Content::AppData) => {
                     return Err(Error::UnexpectedMessage("application data before Finished"))
                 }
-                content::ALERT => {
-                    let alert = body.to_owned();
-                    self.alert(&alert)?
-                }
+                Ok(Content::PeerClosed) => self.peer_closed = true,
+                Ok(Content::Nothing) => {}
                 // TLS 1.2: the server's keys from here on.
-                content::CHANGE_CIPHER_SPEC if matches!(self.state, State::Tls12(_)) => {
-                    if body != [1] {
-                        return Err(Error::Decode("ChangeCipherSpec"));
-                    }
+                Ok(Content::ChangeCipherSpec) if matches!(self.state, State::Tls12(_)) => {
                     self.change_cipher_spec12()?
                 }
                 // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
-                content::CHANGE_CIPHER_SPEC if self.is_handshaking() && body == [1] => {}
-                _ => return Err(Error::UnexpectedMessage("record type")),
-            }
-        }
-    }
-
-    fn alert(&mut self, body: &[u8]) -> Result<(), Error> {
-        let [_level, desc] = body else {
-            return Err(Error::Decode("alert"));
-        };
-        if !self.hs_buf.is_empty() {
-            return Err(Error::UnexpectedMessage("alert inside a handshake message"));
-        }
-        match *desc {
-            alert::CLOSE_NOTIFY => {
-                self.peer_closed = true;
-                Ok(())
-            }
-            // RFC 8446 §6.1: user_canceled is followed by close_notify.
-            alert::USER_CANCELED => Ok(()),
-            d => {
-                // Nothing to answer with: the server has given up.
-                self.close_sent = true;
-                Err(Error::PeerAlert(d))
+                Ok(Content::ChangeCipherSpec) if self.is_handshaking() => {}
+                Ok(Content::ChangeCipherSpec) => {
+                    return Err(Error::UnexpectedMessage("change_cipher_spec"))
+                }
+                Err(e) => {
+                    if matches!(e, Error::PeerAlert(_)) {
+                        // Nothing to answer with: the server has given up.
+                        self.close_sent = true;
+                    }
+                    return Err(e);
+                }
             }
         }
     }

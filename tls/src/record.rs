@@ -14,7 +14,7 @@ use crypto_offload::{AeadKey, AeadOp, Secret, TAG_LEN};
 
 use crate::jobs::TrafficKey;
 
-use crate::error::Error;
+use crate::error::{alert, Error};
 use crate::msgs::content;
 
 /// Largest plaintext fragment (RFC 8446 §5.1, RFC 5246 §6.2.1).
@@ -454,6 +454,101 @@ pub fn write_plain(out: &mut Vec<u8>, typ: u8, mut data: &[u8]) {
     }
 }
 
+/// Warning alerts in a row a TLS 1.2 peer may send before the connection ends.
+const MAX_WARNINGS: u8 = 4;
+
+/// What a received record's content is to either role, after the rules both share
+/// ([`Inbound::content`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Content {
+    /// Bytes of handshake messages, for the joiner.
+    Handshake,
+    /// Application data; the role checks its handshake is over.
+    AppData,
+    /// A well-formed change_cipher_spec; the role decides whether one may come now.
+    ChangeCipherSpec,
+    /// close_notify: the peer sends no more.
+    PeerClosed,
+    /// Nothing to act on (user_canceled, a TLS 1.2 warning within the bound).
+    Nothing,
+}
+
+/// The rules for a received record's content that the server and the client roles
+/// share, in one place: alerts (RFC 8446 §6, RFC 5246 §7.2), interleaving with a split
+/// handshake message (RFC 8446 §5.1), record types. Kept per connection for the count of
+/// warning alerts in a row.
+#[derive(Debug, Default)]
+pub(crate) struct Inbound {
+    warnings: u8,
+}
+
+impl Inbound {
+    /// Classifies an opened record of type `typ` and content `body`. `tls13`: the
+    /// connection runs TLS 1.3 (before the version is known, TLS 1.2's alert rules
+    /// apply); `joining`: part of a handshake message is buffered, waiting for the rest.
+    pub(crate) fn content(
+        &mut self,
+        typ: u8,
+        body: &[u8],
+        tls13: bool,
+        joining: bool,
+    ) -> Result<Content, Error> {
+        if typ != content::ALERT {
+            self.warnings = 0;
+        }
+        match typ {
+            content::HANDSHAKE => Ok(Content::Handshake),
+            content::ALERT => {
+                let [level, desc] = *body else {
+                    return Err(Error::Decode("alert"));
+                };
+                // RFC 8446 §5.1: "if a handshake message is split over two or more
+                // records, there MUST NOT be any other records between them".
+                if joining {
+                    return Err(Error::UnexpectedMessage("alert inside a handshake message"));
+                }
+                match (level, desc) {
+                    (_, alert::CLOSE_NOTIFY) => Ok(Content::PeerClosed),
+                    // RFC 8446 §6.1: user_canceled is followed by close_notify.
+                    (_, alert::USER_CANCELED) => Ok(Content::Nothing),
+                    // TLS 1.2 (RFC 5246 §7.2): a warning does not end the connection.
+                    // A flood of them is a way to hold a peer busy: past MAX_WARNINGS in
+                    // a row it ends with unexpected_message, as other stacks do. TLS 1.3
+                    // has no warnings (RFC 8446 §6: every alert but close_notify and
+                    // user_canceled is fatal, whatever its level).
+                    (1, _) if !tls13 => {
+                        self.warnings += 1;
+                        if self.warnings > MAX_WARNINGS {
+                            return Err(Error::UnexpectedMessage(
+                                "too many warning alerts in a row",
+                            ));
+                        }
+                        Ok(Content::Nothing)
+                    }
+                    (_, d) => Err(Error::PeerAlert(d)),
+                }
+            }
+            content::CHANGE_CIPHER_SPEC => {
+                if body != [1] || joining {
+                    return Err(Error::UnexpectedMessage("change_cipher_spec"));
+                }
+                Ok(Content::ChangeCipherSpec)
+            }
+            content::APPLICATION_DATA => {
+                // RFC 8446 §5.1 again (a KeyUpdate whose pieces have data between them,
+                // say). TLS 1.2 may interleave (RFC 5246 §6.2.1).
+                if tls13 && joining {
+                    return Err(Error::UnexpectedMessage(
+                        "application data inside a split handshake message",
+                    ));
+                }
+                Ok(Content::AppData)
+            }
+            _ => Err(Error::UnexpectedMessage("unknown record type")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,5 +625,89 @@ mod tests {
         let mut d = Deframer::default();
         assert_eq!(d.push(&vec![0u8; MAX_BUFFERED + 10]), MAX_BUFFERED);
         assert_eq!(d.room(), 0);
+    }
+
+    #[test]
+    fn content_rules_shared_by_both_roles() {
+        use content::{ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE};
+        let mut r = Inbound::default();
+        assert_eq!(
+            r.content(HANDSHAKE, b"x", true, false),
+            Ok(Content::Handshake)
+        );
+        assert_eq!(
+            r.content(ALERT, &[1, 0], true, false),
+            Ok(Content::PeerClosed)
+        );
+        assert_eq!(
+            r.content(ALERT, &[2, 90], true, false),
+            Ok(Content::Nothing)
+        );
+        assert_eq!(
+            r.content(ALERT, &[1], true, false),
+            Err(Error::Decode("alert"))
+        );
+        assert_eq!(
+            r.content(ALERT, &[1, 0, 0], false, false),
+            Err(Error::Decode("alert"))
+        );
+        // RFC 8446 §5.1: nothing between the pieces of a split handshake message.
+        assert!(matches!(
+            r.content(ALERT, &[1, 0], false, true),
+            Err(Error::UnexpectedMessage(_))
+        ));
+        assert!(matches!(
+            r.content(APPLICATION_DATA, b"x", true, true),
+            Err(Error::UnexpectedMessage(_))
+        ));
+        // TLS 1.2 interleaves application data with handshake records.
+        assert_eq!(
+            r.content(APPLICATION_DATA, b"x", false, true),
+            Ok(Content::AppData)
+        );
+        // TLS 1.3 has no warnings: every other alert is the peer's abort.
+        assert_eq!(
+            r.content(ALERT, &[1, 112], true, false),
+            Err(Error::PeerAlert(112))
+        );
+        // TLS 1.2 warnings: up to MAX_WARNINGS in a row; another record type resets.
+        for _ in 0..MAX_WARNINGS {
+            assert_eq!(
+                r.content(ALERT, &[1, 112], false, false),
+                Ok(Content::Nothing)
+            );
+        }
+        assert_eq!(
+            r.content(APPLICATION_DATA, b"x", false, false),
+            Ok(Content::AppData)
+        );
+        for _ in 0..MAX_WARNINGS {
+            assert_eq!(
+                r.content(ALERT, &[1, 112], false, false),
+                Ok(Content::Nothing)
+            );
+        }
+        assert!(matches!(
+            r.content(ALERT, &[1, 112], false, false),
+            Err(Error::UnexpectedMessage(_))
+        ));
+        assert_eq!(
+            r.content(ALERT, &[2, 40], false, false),
+            Err(Error::PeerAlert(40))
+        );
+        assert_eq!(
+            r.content(CHANGE_CIPHER_SPEC, &[1], false, false),
+            Ok(Content::ChangeCipherSpec)
+        );
+        for (body, joining) in [(&[2u8][..], false), (&[1, 1][..], false), (&[1][..], true)] {
+            assert!(matches!(
+                r.content(CHANGE_CIPHER_SPEC, body, false, joining),
+                Err(Error::UnexpectedMessage(_))
+            ));
+        }
+        assert!(matches!(
+            r.content(24, b"hb", false, false),
+            Err(Error::UnexpectedMessage(_))
+        ));
     }
 }

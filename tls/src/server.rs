@@ -50,12 +50,9 @@ use crate::jobs::{take, DigestCount};
 use crate::config::{ServerConfig, SniRouter};
 use crate::error::{alert, Error};
 use crate::msgs::{content, group, hs, scheme, suite, version, ClientHello};
-use crate::record::{self, Cipher, Deframer};
+use crate::record::{self, Cipher, Content, Deframer};
 use crate::session::PendingLookup;
 use crate::tls12::Candidate;
-
-/// TLS 1.2 warning alerts tolerated in a row.
-const MAX_WARNINGS: u8 = 4;
 
 /// RFC 8446 §4.2.10: the server skips rejected early data "up to the configured
 /// max_early_data_size". This one never offers early data, so it has no such size of
@@ -294,8 +291,8 @@ pub struct ServerConn {
     /// TLS 1.3: the client may send one compatibility CCS before its Finished.
     pub(crate) ccs_allowed: bool,
     pub(crate) peer_closed: bool,
-    /// TLS 1.2 warning alerts received in a row (any other record resets it).
-    warnings: u8,
+    /// The record content rules both roles share (warning alerts in a row).
+    inbound: record::Inbound,
     /// RFC 8446 §4.2.10: while the client's 0-RTT records may come, how many more
     /// bytes of them are dropped. Early data is never accepted; a client that sends
     /// some (it holds a ticket from a server that allows it) has its records skipped,
@@ -355,7 +352,7 @@ impl ServerConn {
             info: HandshakeInfo::default(),
             ccs_allowed: false,
             peer_closed: false,
-            warnings: 0,
+            inbound: record::Inbound::default(),
             early_skip: None,
             close_sent: false,
             error: None,
@@ -848,64 +845,28 @@ impl ServerConn {
         e: usize,
     ) -> Result<(), Error> {
         let tls13 = self.info.version == version::TLS13;
+        let established = self.is_established() && self.read.is_some();
         let body = &self.deframer.body_mut(rec)[s..e];
-        if typ != content::ALERT {
-            self.warnings = 0;
-        }
-        match typ {
-            content::HANDSHAKE => self.hs_buf.push(body),
-            content::ALERT => {
-                if body.len() != 2 {
-                    return Err(Error::Decode("alert"));
-                }
-                match (body[0], body[1]) {
-                    (_, alert::CLOSE_NOTIFY) => {
-                        self.peer_closed = true;
-                        Ok(())
-                    }
-                    (_, alert::USER_CANCELED) => Ok(()),
-                    // TLS 1.2 (RFC 5246 §7.2): a warning does not end the connection.
-                    // A flood of them is a way to hold the server busy: past
-                    // MAX_WARNINGS in a row it ends with unexpected_message, as other
-                    // stacks do. TLS 1.3 has no warnings (RFC 8446 §6: every alert but
-                    // close_notify and user_canceled is fatal, whatever its level).
-                    (1, _) if !tls13 => {
-                        self.warnings += 1;
-                        if self.warnings > MAX_WARNINGS {
-                            return Err(Error::UnexpectedMessage(
-                                "too many warning alerts in a row",
-                            ));
-                        }
-                        Ok(())
-                    }
-                    (_, d) => Err(Error::PeerAlert(d)),
-                }
+        match self
+            .inbound
+            .content(typ, body, tls13, !self.hs_buf.is_empty())?
+        {
+            Content::Handshake => self.hs_buf.push(body),
+            Content::PeerClosed => {
+                self.peer_closed = true;
+                Ok(())
             }
-            content::CHANGE_CIPHER_SPEC => {
-                if body != [1] || !self.hs_buf.is_empty() {
-                    return Err(Error::UnexpectedMessage("change_cipher_spec"));
-                }
-                self.on_ccs12()
-            }
-            content::APPLICATION_DATA => {
-                // RFC 8446 §5.1: "if a handshake message is split over two or more
-                // records, there MUST NOT be any other records between them" (a
-                // KeyUpdate whose pieces have data between them, say).
-                if tls13 && !self.hs_buf.is_empty() {
-                    return Err(Error::UnexpectedMessage(
-                        "application data inside a split handshake message",
-                    ));
-                }
-                if !self.is_established() || self.read.is_none() {
+            Content::Nothing => Ok(()),
+            Content::ChangeCipherSpec => self.on_ccs12(),
+            Content::AppData => {
+                if !established {
                     return Err(Error::UnexpectedMessage(
                         "application data before the handshake finished",
                     ));
                 }
-                let body = &self.deframer.body_mut(rec)[s..e];
                 self.app_in.extend_from_slice(body);
                 Ok(())
             }
-            _ => Err(Error::UnexpectedMessage("unknown record type")),
         }
     }
 
