@@ -45,13 +45,14 @@ use crate::jobs::client13::{
 };
 use crate::jobs::{call, tls13_next_secret, Chunk, TrafficKey};
 
-use crate::codec::{end_len, put_u16, start_len, HandshakeJoiner};
+use crate::codec::{end_len, put_u16, start_len};
+use crate::conn::Core;
 use crate::error::{alert, Error};
 use crate::msgs::{
     content, ext, group, hs, parse_certificate, parse_certificate_verify, put_ext, scheme, suite,
     version, CertificateRequest13, EncryptedExtensions, NewSessionTicket, ServerHello,
 };
-use crate::record::{Cipher, Content, Deframer, Inbound, Protection, MAX_FRAGMENT};
+use crate::record::{Cipher, Content, Protection, MAX_FRAGMENT};
 use crate::server::{pick_scheme_of, sig_alg_of, suite_info};
 
 /// Largest handshake message the client accepts (a long certificate chain fits).
@@ -266,24 +267,12 @@ struct Secrets {
 pub struct ClientConn {
     cfg: Arc<ClientConfig>,
     state: State,
-    deframer: Deframer,
-    hs_buf: HandshakeJoiner,
-    /// The record content rules both roles share (warning alerts in a row).
-    inbound: Inbound,
-    read: Option<Cipher>,
-    write: Option<Cipher>,
-    out: Vec<u8>,
-    out_pos: usize,
-    app_in: Vec<u8>,
-    app_pos: usize,
+    /// Records, buffers and the joiner: what both roles share.
+    core: Core,
     info: ClientInfo,
     ticket: Option<Ticket>,
     now_ms: u64,
-    peer_closed: bool,
-    close_sent: bool,
     error: Option<Error>,
-    /// What keying material is exported from (RFC 8446 §7.5), once established.
-    exporter: Option<crate::exporter::Exporter>,
     /// TLS 1.2: the ticket offered and accepted (kept when no new one comes).
     offered_ticket12: Option<Vec<u8>>,
     /// Handshake steps come as jobs ([`ClientConn::set_jobs`]); the one not yet taken,
@@ -352,25 +341,17 @@ impl ClientConn {
                 session_id,
                 retried: None,
             })),
-            deframer: Deframer::default(),
-            hs_buf: HandshakeJoiner::new(MAX_HANDSHAKE),
-            inbound: Inbound::default(),
-            read: None,
-            write: None,
-            out,
-            out_pos: 0,
-            app_in: Vec::new(),
-            app_pos: 0,
+            core: Core {
+                out,
+                ..Core::new(MAX_HANDSHAKE)
+            },
             info: ClientInfo {
                 group: Some(share_group),
                 ..ClientInfo::default()
             },
             ticket: None,
             now_ms,
-            peer_closed: false,
-            close_sent: false,
             error: None,
-            exporter: None,
             offered_ticket12: None,
             jobs: false,
             job: None,
@@ -468,14 +449,7 @@ impl ClientConn {
         context: Option<&[u8]>,
         len: usize,
     ) -> Result<crypto_offload::Secret, Error> {
-        match (&self.exporter, self.is_established()) {
-            (Some(x), true) => x
-                .export(label, context, len)
-                .map_err(|e| Error::Crypto(e.to_string())),
-            _ => Err(Error::Misuse(
-                "keying material before the handshake is complete",
-            )),
-        }
+        self.core.export(self.is_established(), label, context, len)
     }
 
     pub fn is_established(&self) -> bool {
@@ -486,7 +460,7 @@ impl ClientConn {
     }
     /// The server sent close_notify.
     pub fn peer_closed(&self) -> bool {
-        self.peer_closed
+        self.core.peer_closed
     }
     pub fn info(&self) -> &ClientInfo {
         &self.info
@@ -508,19 +482,19 @@ impl ClientConn {
 
     /// How many TLS bytes [`ClientConn::read_tls`] would take now.
     pub fn tls_room(&self) -> usize {
-        if self.is_closed() || self.peer_closed {
+        if self.is_closed() {
             0
         } else {
-            self.deframer.room()
+            self.core.tls_room()
         }
     }
 
     /// Take up to [`ClientConn::tls_room`] bytes from the server; returns how many.
     pub fn read_tls(&mut self, data: &[u8]) -> usize {
-        if self.is_closed() || self.peer_closed {
+        if self.is_closed() {
             return 0;
         }
-        self.deframer.push(data)
+        self.core.read_tls(data)
     }
 
     /// Advance on whatever input is buffered. On an error the connection closes with
@@ -541,64 +515,61 @@ impl ClientConn {
 
     /// TLS bytes to write to the server.
     pub fn pending_tls(&self) -> &[u8] {
-        &self.out[self.out_pos..]
+        self.core.pending_tls()
     }
     pub fn consume_tls(&mut self, n: usize) {
-        crate::codec::consume(&mut self.out, &mut self.out_pos, n);
+        self.core.consume_tls(n)
     }
 
     /// Decrypted application data from the server.
     pub fn plaintext(&self) -> &[u8] {
-        &self.app_in[self.app_pos..]
+        self.core.plaintext()
     }
     pub fn consume_plaintext(&mut self, n: usize) {
-        crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
+        self.core.consume_plaintext(n)
     }
 
     /// Protect and queue application data; returns how much was taken (0 before the
     /// handshake is done or while the output is full).
     pub fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
-        if !self.is_established() || self.close_sent {
+        if !self.is_established() || self.core.close_sent {
             return Ok(0);
         }
-        let room = MAX_OUT.saturating_sub(self.out.len() - self.out_pos);
+        let room = MAX_OUT.saturating_sub(self.core.out.len() - self.core.out_pos);
         let n = data.len().min(room);
-        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        let write = self
+            .core
+            .write
+            .as_mut()
+            .ok_or(Error::Misuse("no write key"))?;
         for chunk in data[..n].chunks(MAX_FRAGMENT) {
-            write.seal(&mut self.out, content::APPLICATION_DATA, chunk, 0)?;
+            write.seal(&mut self.core.out, content::APPLICATION_DATA, chunk, 0)?;
         }
         Ok(n)
     }
 
     /// Queue close_notify (once); the connection takes no more data to send.
     pub fn close(&mut self) {
-        if self.close_sent || self.is_closed() {
+        if self.core.close_sent || self.is_closed() {
             return;
         }
-        self.close_sent = true;
+        self.core.close_sent = true;
         let _ = self.write_alert(alert::CLOSE_NOTIFY);
     }
 
     // ----- internals
 
     fn fail(&mut self, e: Error) {
-        if let (Some(a), false) = (e.alert(), self.close_sent) {
+        if let (Some(a), false) = (e.alert(), self.core.close_sent) {
             let _ = self.write_alert(a);
-            self.close_sent = true;
+            self.core.close_sent = true;
         }
         self.error = Some(e);
         self.state = State::Closed;
     }
 
     fn write_alert(&mut self, desc: u8) -> Result<(), Error> {
-        let body = alert::record(desc);
-        match self.write.as_mut() {
-            Some(w) => w.seal(&mut self.out, content::ALERT, &body, 0),
-            None => {
-                crate::record::write_plain(&mut self.out, content::ALERT, &body);
-                Ok(())
-            }
-        }
+        self.core.write_alert(desc)
     }
 
     fn process_records(&mut self) -> Result<(), Error> {
@@ -606,37 +577,37 @@ impl ClientConn {
             if self.then.is_some() {
                 return Ok(()); // the rest waits for the step's result
             }
-            if let Some(msg) = self.hs_buf.next_message()? {
+            if let Some(msg) = self.core.hs_buf.next_message()? {
                 self.handshake_message(msg)?;
                 continue;
             }
-            if self.is_closed() || self.peer_closed {
+            if self.is_closed() || self.core.peer_closed {
                 return Ok(());
             }
-            let Some(rec) = self.deframer.next_record()? else {
+            let Some(rec) = self.core.deframer.next_record()? else {
                 return Ok(());
             };
-            let header = self.deframer.header(&rec);
+            let header = self.core.deframer.header(&rec);
             // Opened in place; the plaintext is read where it lies (no copy of it).
-            let (typ, start, end) = match self.read.as_mut() {
+            let (typ, start, end) = match self.core.read.as_mut() {
                 Some(c) if rec.typ != content::CHANGE_CIPHER_SPEC => {
-                    let (typ, s, e) = c.open(header, self.deframer.body_mut(&rec))?;
+                    let (typ, s, e) = c.open(header, self.core.deframer.body_mut(&rec))?;
                     (typ, rec.start + s, rec.start + e)
                 }
                 _ => (rec.typ, rec.start, rec.end),
             };
-            let body = &self.deframer.bytes()[start..end];
+            let body = &self.core.deframer.bytes()[start..end];
             let tls13 = self.info.version == version::TLS13;
-            let joining = !self.hs_buf.is_empty();
-            match self.inbound.content(typ, body, tls13, joining) {
-                Ok(Content::Handshake) => self.hs_buf.push(body)?,
+            let joining = !self.core.hs_buf.is_empty();
+            match self.core.inbound.content(typ, body, tls13, joining) {
+                Ok(Content::Handshake) => self.core.hs_buf.push(body)?,
                 Ok(Content::AppData) if self.is_established() => {
-                    self.app_in.extend_from_slice(body)
+                    self.core.app_in.extend_from_slice(body)
                 }
                 Ok(Content::AppData) => {
                     return Err(Error::UnexpectedMessage("application data before Finished"))
                 }
-                Ok(Content::PeerClosed) => self.peer_closed = true,
+                Ok(Content::PeerClosed) => self.core.peer_closed = true,
                 Ok(Content::Nothing) => {}
                 // TLS 1.2: the server's keys from here on.
                 Ok(Content::ChangeCipherSpec) if matches!(self.state, State::Tls12(_)) => {
@@ -650,7 +621,7 @@ impl ClientConn {
                 Err(e) => {
                     if matches!(e, Error::PeerAlert(_)) {
                         // Nothing to answer with: the server has given up.
-                        self.close_sent = true;
+                        self.core.close_sent = true;
                     }
                     return Err(e);
                 }
@@ -731,7 +702,7 @@ impl ClientConn {
         let suite = sh.suite;
         let server_share = server_share.to_vec();
         // RFC 8446 §5.1: the key changes at a record boundary.
-        if !self.hs_buf.is_empty() {
+        if !self.core.hs_buf.is_empty() {
             return Err(Error::UnexpectedMessage(
                 "handshake data after ServerHello in the same record",
             ));
@@ -759,8 +730,8 @@ impl ClientConn {
 
     /// The handshake keys are there: the server's encrypted flight comes next.
     fn hello13_done(&mut self, d: Tls13ClientHelloDone, resumed: bool) -> Result<(), Error> {
-        self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
-        self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
+        self.core.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
+        self.core.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
         self.state = State::Flight(Box::new(AwaitFlight {
             crypto: d.state,
             resumed,
@@ -782,7 +753,7 @@ impl ClientConn {
                 "HelloRetryRequest extension not offered",
             ));
         }
-        if !self.hs_buf.is_empty() {
+        if !self.core.hs_buf.is_empty() {
             return Err(Error::UnexpectedMessage(
                 "handshake data after HelloRetryRequest in the same record",
             ));
@@ -835,7 +806,7 @@ impl ClientConn {
             },
             self.now_ms,
         )?;
-        crate::record::write_plain(&mut self.out, content::HANDSHAKE, &client_hello);
+        crate::record::write_plain(&mut self.core.out, content::HANDSHAKE, &client_hello);
         self.info.group = Some(group);
         self.info.retried = true;
         self.state = State::ServerHello(Box::new(AwaitHello {
@@ -924,7 +895,7 @@ impl ClientConn {
             self.info.certificate_requested = true;
             self.info.certificate_sent = ca.signer.is_some();
         }
-        if !self.hs_buf.is_empty() {
+        if !self.core.hs_buf.is_empty() {
             return Err(Error::UnexpectedMessage(
                 "handshake data after Finished in the same record",
             ));
@@ -957,14 +928,18 @@ impl ClientConn {
         if let Some(edit) = self.finished_edit {
             edit(&mut client_finished);
         }
-        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        let write = self
+            .core
+            .write
+            .as_mut()
+            .ok_or(Error::Misuse("no write key"))?;
         // Certificate, CertificateVerify and Finished: a long chain spans records.
         for part in client_finished.chunks(MAX_FRAGMENT) {
-            write.seal(&mut self.out, content::HANDSHAKE, part, 0)?;
+            write.seal(&mut self.core.out, content::HANDSHAKE, part, 0)?;
         }
-        self.read = Some(Cipher::new(d.app_read, Protection::Tls13));
-        self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
-        self.exporter = Some(d.exporter);
+        self.core.read = Some(Cipher::new(d.app_read, Protection::Tls13));
+        self.core.write = Some(Cipher::new(d.app_write, Protection::Tls13));
+        self.core.exporter = Some(d.exporter);
         self.state = State::Traffic(Box::new(Secrets {
             hash,
             aead,
@@ -1026,7 +1001,7 @@ impl ClientConn {
                     [1] => true,
                     _ => return Err(Error::IllegalParameter("KeyUpdate request")),
                 };
-                if !self.hs_buf.is_empty() {
+                if !self.core.hs_buf.is_empty() {
                     return Err(Error::UnexpectedMessage(
                         "data after KeyUpdate in its record",
                     ));
@@ -1034,18 +1009,22 @@ impl ClientConn {
                 self.info.key_updates += 1;
                 t.server = tls13_next_secret(t.hash, t.server.bytes())?;
                 let key = TrafficKey::tls13(t.hash, t.aead, t.server.bytes(), false)?;
-                self.read = Some(Cipher::new(key, Protection::Tls13));
-                if requested && !self.close_sent {
-                    let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+                self.core.read = Some(Cipher::new(key, Protection::Tls13));
+                if requested && !self.core.close_sent {
+                    let write = self
+                        .core
+                        .write
+                        .as_mut()
+                        .ok_or(Error::Misuse("no write key"))?;
                     write.seal(
-                        &mut self.out,
+                        &mut self.core.out,
                         content::HANDSHAKE,
                         &[hs::KEY_UPDATE, 0, 0, 1, 0],
                         0,
                     )?;
                     t.client = tls13_next_secret(t.hash, t.client.bytes())?;
                     let key = TrafficKey::tls13(t.hash, t.aead, t.client.bytes(), true)?;
-                    self.write = Some(Cipher::new(key, Protection::Tls13));
+                    self.core.write = Some(Cipher::new(key, Protection::Tls13));
                 }
             }
             _ => return Err(Error::UnexpectedMessage("handshake message after Finished")),
@@ -1228,9 +1207,13 @@ impl ClientConn {
     /// write key, whatever it holds (a handshake message cut in pieces, data between
     /// them).
     pub fn hostile_seal(&mut self, records: &[(u8, &[u8])]) -> Result<(), Error> {
-        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        let write = self
+            .core
+            .write
+            .as_mut()
+            .ok_or(Error::Misuse("no write key"))?;
         for (typ, body) in records {
-            write.seal(&mut self.out, *typ, body, 0)?;
+            write.seal(&mut self.core.out, *typ, body, 0)?;
         }
         Ok(())
     }

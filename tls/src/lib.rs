@@ -25,6 +25,7 @@
 pub mod client;
 pub mod codec;
 pub mod config;
+mod conn;
 #[cfg(feature = "hostile")]
 pub mod craft;
 pub mod error;

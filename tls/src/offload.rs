@@ -71,47 +71,50 @@ impl ServerConn {
     /// Protect application records in record jobs (see [`crate::offload`]). Set it
     /// before the handshake completes; records already cut stay as they are.
     pub fn set_record_offload(&mut self, on: bool) {
-        self.offload = on;
+        self.core.offload = on;
     }
 
     /// Record offload is on.
     pub fn record_offload(&self) -> bool {
-        self.offload
+        self.core.offload
     }
 
     /// Record work is out with a job (until [`ServerConn::complete_records`]).
     pub fn records_lent(&self) -> bool {
-        self.loan.is_some()
+        self.core.loan.is_some()
     }
 
     /// Seals what follows on the calling core from now on, for a last answer the
     /// connection closes with (no record job comes after it). `false`, and nothing
     /// changed, while records are cut or lent: the caller waits for them.
     pub fn seal_inline_from_now(&mut self) -> bool {
-        if self.loan.is_some() || !self.cuts.is_empty() || self.close_wanted {
+        if self.core.loan.is_some() || !self.core.cuts.is_empty() || self.core.close_wanted {
             return false;
         }
-        self.offload = false;
+        self.core.offload = false;
         true
     }
 
     /// Output is on its way that [`ServerConn::pending_tls`] does not show yet: records
     /// cut and not sealed, a close_notify to follow them, or a seal out with a job.
     pub fn sealing(&self) -> bool {
-        !self.cuts.is_empty()
-            || self.close_wanted
-            || self.loan.as_ref().is_some_and(|l| l.seal.is_some())
+        !self.core.cuts.is_empty()
+            || self.core.close_wanted
+            || self.core.loan.as_ref().is_some_and(|l| l.seal.is_some())
     }
 
     /// Input is on its way that [`ServerConn::plaintext`] does not show yet: records
     /// out with a job, or whole records waiting for one.
     pub fn input_pending(&self) -> bool {
-        if self.loan.as_ref().is_some_and(|l| l.open.is_some()) {
+        if self.core.loan.as_ref().is_some_and(|l| l.open.is_some()) {
             return true;
         }
-        self.offload
+        self.core.offload
             && self.error.is_none()
-            && matches!(self.deframer.peek_record(self.deframer.pos()), Ok(Some(_)))
+            && matches!(
+                self.core.deframer.peek_record(self.core.deframer.pos()),
+                Ok(Some(_))
+            )
     }
 
     /// A record job's worth of this connection: its whole application records to open
@@ -119,7 +122,7 @@ impl ServerConn {
     /// do, work already out, or offload off. An error (a malformed record) closes the
     /// connection as usual: its alert is queued.
     pub fn take_records(&mut self, owner: u64) -> Result<Option<RecordWork>, Error> {
-        if !self.offload || self.loan.is_some() || !self.is_established() {
+        if !self.core.offload || self.core.loan.is_some() || !self.is_established() {
             return Ok(None);
         }
         if let Some(e) = &self.error {
@@ -138,7 +141,7 @@ impl ServerConn {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let Some(loan) = self.loan.take() else {
+        let Some(loan) = self.core.loan.take() else {
             return self.check_fail(Error::Misuse("record work without a loan"));
         };
         let r = self
@@ -154,13 +157,13 @@ impl ServerConn {
     /// lent with it is gone, so the connection ends with an internal_error alert,
     /// sealed with the write key's copy.
     pub fn fail_records(&mut self, e: CryptoError) -> Result<(), Error> {
-        let Some(loan) = self.loan.take() else {
+        let Some(loan) = self.core.loan.take() else {
             return Ok(());
         };
         if loan.open.is_some() {
-            self.deframer.reset();
+            self.core.deframer.reset();
         }
-        if let (Some(l), Some(w)) = (&loan.seal, self.write.as_mut()) {
+        if let (Some(l), Some(w)) = (&loan.seal, self.core.write.as_mut()) {
             w.recover(l.seq);
         }
         if let Some(err) = &self.error {
@@ -172,16 +175,16 @@ impl ServerConn {
     /// Offload's `seal_staged`: cut uncommitted staged plaintext into records.
     pub(crate) fn cut_staged(&mut self, q: usize, all: bool) -> crate::Sealed {
         let mut done = crate::Sealed::default();
-        let avail = self.staged.len() - self.committed;
+        let avail = self.core.staged.len() - self.core.committed;
         let mut pos = 0;
         while avail - pos >= q || (all && pos < avail) {
             let n = (avail - pos).min(q);
-            self.cuts.push(n);
+            self.core.cuts.push(n);
             pos += n;
             done.records += 1;
             done.bytes += n;
         }
-        self.committed += pos;
+        self.core.committed += pos;
         done
     }
 
@@ -191,10 +194,10 @@ impl ServerConn {
         if self.is_established() {
             self.cut_staged(MAX_FRAGMENT, true);
         }
-        if self.cuts.is_empty() && self.loan.is_none() {
+        if self.core.cuts.is_empty() && self.core.loan.is_none() {
             return false;
         }
-        self.close_wanted = true;
+        self.core.close_wanted = true;
         true
     }
 
@@ -203,7 +206,7 @@ impl ServerConn {
     /// alerts, handshake messages and application data (a change_cipher_spec now is
     /// an error the direct path reports).
     pub(crate) fn batchable(&self, typ: u8) -> bool {
-        match self.read.as_ref().map(|r| r.mode) {
+        match self.core.read.as_ref().map(|r| r.mode) {
             Some(Protection::Tls13) => typ == content::APPLICATION_DATA,
             Some(_) => matches!(
                 typ,
@@ -219,7 +222,7 @@ impl ServerConn {
         if open.is_none() && seal.is_none() {
             return Ok(None);
         }
-        self.loan = Some(Box::new(Loan {
+        self.core.loan = Some(Box::new(Loan {
             open: open_loan,
             seal: seal_loan,
         }));
@@ -228,18 +231,19 @@ impl ServerConn {
 
     /// Whole batchable records, as many as the plaintext bound leaves room for.
     fn lend_input(&mut self) -> Result<(Option<AeadBatch>, Option<OpenLoan>), Error> {
-        let Some(read) = self.read.as_ref() else {
+        let Some(read) = self.core.read.as_ref() else {
             return Ok((None, None));
         };
-        if self.peer_closed {
+        if self.core.peer_closed {
             return Ok((None, None));
         }
-        let mut budget = MAX_PLAINTEXT_BUFFERED.saturating_sub(self.app_in.len() - self.app_pos);
-        let mut at = self.deframer.pos();
+        let mut budget =
+            MAX_PLAINTEXT_BUFFERED.saturating_sub(self.core.app_in.len() - self.core.app_pos);
+        let mut at = self.core.deframer.pos();
         let mut records = Vec::new();
         let mut ops = Vec::new();
         while budget > 0 {
-            let rec = match self.deframer.peek_record(at) {
+            let rec = match self.core.deframer.peek_record(at) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) if records.is_empty() => return Err(e),
@@ -248,9 +252,9 @@ impl ServerConn {
             if !self.batchable(rec.typ) {
                 break;
             }
-            let header = self.deframer.header(&rec);
+            let header = self.core.deframer.header(&rec);
             let seq = read.seq + records.len() as u64;
-            match read.open_op(seq, header, self.deframer.bytes(), rec.start, rec.end) {
+            match read.open_op(seq, header, self.core.deframer.bytes(), rec.start, rec.end) {
                 Ok(op) => ops.push(op),
                 Err(e) if records.is_empty() => return Err(e),
                 Err(_) => break,
@@ -263,10 +267,10 @@ impl ServerConn {
             return Ok((None, None));
         }
         let tls13 = read.mode == Protection::Tls13;
-        let read = self.read.as_mut().ok_or(Error::Misuse("read key"))?;
+        let read = self.core.read.as_mut().ok_or(Error::Misuse("read key"))?;
         let seq = read.reserve(records.len())?;
         let key = read.lend(false)?;
-        let buf = self.deframer.lend();
+        let buf = self.core.deframer.lend();
         Ok((
             Some(AeadBatch::new(key, buf, ops, tls13)),
             Some(OpenLoan {
@@ -279,23 +283,23 @@ impl ServerConn {
 
     /// The records cut from the stage, and a close_notify if one is wanted.
     fn lend_output(&mut self) -> Result<(Option<AeadBatch>, Option<SealLoan>), Error> {
-        if self.cuts.is_empty() && !self.close_wanted {
+        if self.core.cuts.is_empty() && !self.core.close_wanted {
             return Ok((None, None));
         }
-        let Some(w) = self.write.as_mut() else {
+        let Some(w) = self.core.write.as_mut() else {
             return Ok((None, None));
         };
-        let n = self.cuts.len() + usize::from(self.close_wanted);
+        let n = self.core.cuts.len() + usize::from(self.core.close_wanted);
         // Sequence numbers and key first: nothing staged is dropped if they fail.
         let seq = w.reserve(n)?;
         let key = w.lend(true)?;
-        let w = self.write.as_ref().ok_or(Error::Misuse("write key"))?;
+        let w = self.core.write.as_ref().ok_or(Error::Misuse("write key"))?;
         let pad = self.cfg.record_padding;
-        let mut buf = Vec::with_capacity(self.committed + n * (HEADER + 8 + 1 + 16));
+        let mut buf = Vec::with_capacity(self.core.committed + n * (HEADER + 8 + 1 + 16));
         let mut ops = Vec::with_capacity(n);
         let mut pos = 0;
-        for (i, &len) in self.cuts.iter().enumerate() {
-            let data = &self.staged[pos..pos + len];
+        for (i, &len) in self.core.cuts.iter().enumerate() {
+            let data = &self.core.staged[pos..pos + len];
             ops.push(w.seal_op(
                 seq + i as u64,
                 &mut buf,
@@ -305,21 +309,21 @@ impl ServerConn {
             ));
             pos += len;
         }
-        if self.close_wanted {
+        if self.core.close_wanted {
             let close = [1, alert::CLOSE_NOTIFY];
             ops.push(w.seal_op(
-                seq + self.cuts.len() as u64,
+                seq + self.core.cuts.len() as u64,
                 &mut buf,
                 content::ALERT,
                 &close,
                 0,
             ));
-            self.close_wanted = false;
-            self.close_sent = true;
+            self.core.close_wanted = false;
+            self.core.close_sent = true;
         }
-        self.staged.drain(..pos);
-        self.cuts.clear();
-        self.committed = 0;
+        self.core.staged.drain(..pos);
+        self.core.cuts.clear();
+        self.core.committed = 0;
         let bytes = buf.len();
         Ok((
             Some(AeadBatch::new(key, buf, ops, false)),
@@ -334,17 +338,17 @@ impl ServerConn {
         match (loan.seal, seal) {
             (None, None) => {}
             (Some(_), Some(b)) => {
-                let w = self.write.as_mut().ok_or(Error::Misuse("write key"))?;
+                let w = self.core.write.as_mut().ok_or(Error::Misuse("write key"))?;
                 w.restore(b.key);
                 if let Some(e) = b.error {
                     result = Err(Error::from(e));
                 } else if b.done != b.ops.len() {
                     result = Err(Error::Misuse("seal batch stopped early"));
-                } else if self.out_pos == self.out.len() {
-                    self.out = b.buf;
-                    self.out_pos = 0;
+                } else if self.core.out_pos == self.core.out.len() {
+                    self.core.out = b.buf;
+                    self.core.out_pos = 0;
                 } else {
-                    self.out.extend_from_slice(&b.buf);
+                    self.core.out.extend_from_slice(&b.buf);
                 }
             }
             _ => return Err(Error::Misuse("record work does not match the loan")),
@@ -352,20 +356,20 @@ impl ServerConn {
         match (loan.open, open) {
             (None, None) => {}
             (Some(l), Some(b)) => {
-                let r = self.read.as_mut().ok_or(Error::Misuse("read key"))?;
+                let r = self.core.read.as_mut().ok_or(Error::Misuse("read key"))?;
                 r.restore(b.key);
                 r.seq = l.seq + b.done as u64;
                 let next = match l.records.get(b.done) {
                     Some(rec) => rec.start - HEADER,
                     None => l.end,
                 };
-                self.deframer.restore(b.buf, next);
+                self.core.deframer.restore(b.buf, next);
                 for (rec, op) in l.records.iter().zip(&b.ops).take(b.done) {
-                    if self.peer_closed || result.is_err() {
+                    if self.core.peer_closed || result.is_err() {
                         break;
                     }
-                    let payload = &self.deframer.bytes()[op.start..op.start + op.len];
-                    let r = self.read.as_ref().ok_or(Error::Misuse("read key"))?;
+                    let payload = &self.core.deframer.bytes()[op.start..op.start + op.len];
+                    let r = self.core.read.as_ref().ok_or(Error::Misuse("read key"))?;
                     let (typ, len) = r.opened(rec.typ, payload)?;
                     let s = op.start - rec.start;
                     result = self.on_record(typ, rec, s, s + len);

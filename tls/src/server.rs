@@ -48,9 +48,10 @@ use crypto_offload::{AeadAlg, Done, Group, HashAlg, Job, KeyKind, Secret, SigAlg
 use crate::jobs::{take, DigestCount};
 
 use crate::config::{ServerConfig, SniRouter};
+use crate::conn::Core;
 use crate::error::{alert, Error};
 use crate::msgs::{content, group, hs, scheme, suite, version, ClientHello};
-use crate::record::{self, Cipher, Content, Deframer};
+use crate::record::{self, Content};
 use crate::session::PendingLookup;
 use crate::tls12::Candidate;
 
@@ -272,16 +273,8 @@ pub struct ServerConn {
     /// Which configuration the ClientHello chose (0 without a router).
     chosen: Option<usize>,
     pub(crate) state: State,
-    pub(crate) deframer: Deframer,
-    hs_buf: crate::codec::HandshakeJoiner,
-    pub(crate) read: Option<Cipher>,
-    pub(crate) write: Option<Cipher>,
-    pub(crate) out: Vec<u8>,
-    pub(crate) out_pos: usize,
-    /// Plaintext for the client not yet sealed (see [`ServerConn::stage`]).
-    pub(crate) staged: Vec<u8>,
-    pub(crate) app_in: Vec<u8>,
-    pub(crate) app_pos: usize,
+    /// Records, buffers, the joiner and record offload: what both roles share.
+    pub(crate) core: Core,
     job: Option<Job>,
     deadline: Option<u64>,
     /// The latest time the caller gave (at creation or in `handle_timeout`): sessions
@@ -290,30 +283,12 @@ pub struct ServerConn {
     pub(crate) info: HandshakeInfo,
     /// TLS 1.3: the client may send one compatibility CCS before its Finished.
     pub(crate) ccs_allowed: bool,
-    pub(crate) peer_closed: bool,
-    /// The record content rules both roles share (warning alerts in a row).
-    inbound: record::Inbound,
     /// RFC 8446 §4.2.10: while the client's 0-RTT records may come, how many more
     /// bytes of them are dropped. Early data is never accepted; a client that sends
     /// some (it holds a ticket from a server that allows it) has its records skipped,
     /// up to [`EARLY_DATA_SKIP_LIMIT`] bytes.
     pub(crate) early_skip: Option<usize>,
-    pub(crate) close_sent: bool,
     pub(crate) error: Option<Error>,
-    /// Record offload ([`crate::offload`]): application records are protected by
-    /// record jobs the caller runs, not here.
-    pub(crate) offload: bool,
-    /// Offload: record lengths cut from the front of `staged`, waiting for a job.
-    pub(crate) cuts: Vec<usize>,
-    /// Offload: the bytes in `cuts`.
-    pub(crate) committed: usize,
-    /// Offload: close_notify follows the records in `cuts`.
-    pub(crate) close_wanted: bool,
-    /// Offload: what is lent to a record job.
-    pub(crate) loan: Option<Box<crate::offload::Loan>>,
-    /// What keying material is exported from once the keys are agreed (RFC 5705,
-    /// RFC 8446 §7.5).
-    pub(crate) exporter: Option<crate::exporter::Exporter>,
     /// The ClientHello asked for a stapled OCSP response (RFC 6066 §8).
     pub(crate) status_request: bool,
 }
@@ -337,31 +312,14 @@ impl ServerConn {
             router,
             chosen: None,
             state: State::ClientHello,
-            deframer: Deframer::default(),
-            hs_buf: crate::codec::HandshakeJoiner::new(MAX_HANDSHAKE_MESSAGE),
-            read: None,
-            write: None,
-            out: Vec::new(),
-            out_pos: 0,
-            staged: Vec::new(),
-            app_in: Vec::new(),
-            app_pos: 0,
+            core: Core::new(MAX_HANDSHAKE_MESSAGE),
             job: None,
             deadline,
             now_ms,
             info: HandshakeInfo::default(),
             ccs_allowed: false,
-            peer_closed: false,
-            inbound: record::Inbound::default(),
             early_skip: None,
-            close_sent: false,
             error: None,
-            offload: false,
-            cuts: Vec::new(),
-            committed: 0,
-            close_wanted: false,
-            loan: None,
-            exporter: None,
             status_request: false,
         }
     }
@@ -392,21 +350,14 @@ impl ServerConn {
                 "keying material from a TLS 1.2 connection without the extended master secret",
             ));
         }
-        match (&self.exporter, self.is_established()) {
-            (Some(x), true) => x
-                .export(label, context, len)
-                .map_err(|e| Error::Crypto(e.to_string())),
-            _ => Err(Error::Misuse(
-                "keying material before the handshake is complete",
-            )),
-        }
+        self.core.export(self.is_established(), label, context, len)
     }
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
     /// The client sent close_notify.
     pub fn peer_closed(&self) -> bool {
-        self.peer_closed
+        self.core.peer_closed
     }
     pub fn info(&self) -> &HandshakeInfo {
         &self.info
@@ -441,10 +392,10 @@ impl ServerConn {
 
     /// How many TLS bytes [`ServerConn::read_tls`] would take now.
     pub fn tls_room(&self) -> usize {
-        if self.is_closed() || self.peer_closed {
+        if self.is_closed() {
             0
         } else {
-            self.deframer.room()
+            self.core.tls_room()
         }
     }
 
@@ -452,10 +403,10 @@ impl ServerConn {
 
     /// Take up to [`ServerConn::tls_room`] bytes from the client; returns how many.
     pub fn read_tls(&mut self, data: &[u8]) -> usize {
-        if self.is_closed() || self.peer_closed {
+        if self.is_closed() {
             return 0;
         }
-        self.deframer.push(data)
+        self.core.read_tls(data)
     }
 
     /// Advance on whatever input is buffered.
@@ -463,7 +414,7 @@ impl ServerConn {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        if self.loan.is_some() {
+        if self.core.loan.is_some() {
             return Ok(()); // records wait for the keys to come back
         }
         let r = self.process_records();
@@ -499,11 +450,12 @@ impl ServerConn {
     /// How much plaintext [`ServerConn::stage`] would take now: the output bound less
     /// what is staged and what waits to go out.
     pub fn stage_room(&self) -> usize {
-        if !self.is_established() || self.close_sent {
+        if !self.is_established() || self.core.close_sent {
             return 0;
         }
-        let lent = self.loan.as_ref().map_or(0, |l| l.sealing_bytes());
-        MAX_TLS_BUFFERED.saturating_sub(self.out.len() - self.out_pos + self.staged.len() + lent)
+        let lent = self.core.loan.as_ref().map_or(0, |l| l.sealing_bytes());
+        MAX_TLS_BUFFERED
+            .saturating_sub(self.core.out.len() - self.core.out_pos + self.core.staged.len() + lent)
     }
 
     /// Hold plaintext for the client without sealing it yet, so that several small
@@ -511,20 +463,20 @@ impl ServerConn {
     /// conditions, and calls [`ServerConn::seal_staged`]). Returns how much was taken.
     pub fn stage(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.stage_room());
-        self.staged.extend_from_slice(&data[..n]);
+        self.core.staged.extend_from_slice(&data[..n]);
         n
     }
 
     /// Plaintext bytes staged and not yet sealed (with record offload: not yet cut
     /// into records).
     pub fn staged(&self) -> usize {
-        self.staged.len() - self.committed
+        self.core.staged.len() - self.core.committed
     }
 
     /// Per-record overhead on the wire under the current write key: header, explicit
     /// nonce, TLS 1.3 content type and tag (plus padding, if configured, not counted).
     pub fn record_overhead(&self) -> usize {
-        match self.write.as_ref().map(|w| w.mode) {
+        match self.core.write.as_ref().map(|w| w.mode) {
             Some(record::Protection::Tls13) => record::HEADER + 1 + crypto_offload::TAG_LEN,
             Some(record::Protection::Tls12Gcm) => record::HEADER + 8 + crypto_offload::TAG_LEN,
             Some(record::Protection::Tls12Chacha) | None => {
@@ -542,11 +494,11 @@ impl ServerConn {
         if self.staged() == 0 || !self.is_established() {
             return Ok(done);
         }
-        if self.offload {
+        if self.core.offload {
             return Ok(self.cut_staged(q, all));
         }
         let pad = self.cfg.record_padding;
-        let staged = std::mem::take(&mut self.staged);
+        let staged = std::mem::take(&mut self.core.staged);
         let mut pos = 0;
         let mut result = Ok(());
         while staged.len() - pos >= q || (all && pos < staged.len()) {
@@ -562,22 +514,22 @@ impl ServerConn {
         // Keep what was not sealed, reusing the buffer.
         let mut staged = staged;
         staged.drain(..pos);
-        self.staged = staged;
+        self.core.staged = staged;
         self.check(result)?;
         Ok(done)
     }
 
     /// Send close_notify; nothing more can be sent afterwards.
     pub fn close(&mut self) {
-        if self.close_sent || self.close_wanted || self.is_closed() {
+        if self.core.close_sent || self.core.close_wanted || self.is_closed() {
             return;
         }
-        if self.offload && self.close_after_records() {
+        if self.core.offload && self.close_after_records() {
             return;
         }
         // Staged plaintext leaves before the close_notify: nothing is lost.
         let _ = self.seal_staged(record::MAX_FRAGMENT, true);
-        self.close_sent = true;
+        self.core.close_sent = true;
         let _ = self.write_alert(alert::CLOSE_NOTIFY);
     }
 
@@ -609,25 +561,25 @@ impl ServerConn {
 
     /// Protected bytes waiting to go to the client.
     pub fn pending_tls(&self) -> &[u8] {
-        &self.out[self.out_pos..]
+        self.core.pending_tls()
     }
     pub fn consume_tls(&mut self, n: usize) {
-        crate::codec::consume(&mut self.out, &mut self.out_pos, n);
+        self.core.consume_tls(n)
     }
     /// Decrypted application bytes waiting to go to the backend.
     pub fn plaintext(&self) -> &[u8] {
-        &self.app_in[self.app_pos..]
+        self.core.plaintext()
     }
     pub fn consume_plaintext(&mut self, n: usize) {
-        crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
+        self.core.consume_plaintext(n)
     }
 
     /// [`ServerConn::consume_plaintext`] for bytes that held a secret (a password
     /// inside the tunnel): they are overwritten with zeros first.
     pub fn consume_plaintext_wiping(&mut self, n: usize) {
-        let end = (self.app_pos + n).min(self.app_in.len());
-        zeroize::Zeroize::zeroize(&mut self.app_in[self.app_pos..end]);
-        crate::codec::consume(&mut self.app_in, &mut self.app_pos, n);
+        let end = (self.core.app_pos + n).min(self.core.app_in.len());
+        zeroize::Zeroize::zeroize(&mut self.core.app_in[self.core.app_pos..end]);
+        crate::codec::consume(&mut self.core.app_in, &mut self.core.app_pos, n);
     }
 
     /// Frees the capacity of every buffer that holds nothing now (TLS input and output,
@@ -635,14 +587,7 @@ impl ServerConn {
     /// about to sit idle, so that it holds no buffer memory until bytes come again
     /// (they allocate anew). Nothing buffered is touched; harmless at any time.
     pub fn release_idle_buffers(&mut self) {
-        self.deframer.release_if_drained();
-        self.hs_buf.release_if_empty();
-        crate::codec::release_if_drained(&mut self.out, &mut self.out_pos);
-        crate::codec::release_if_drained(&mut self.app_in, &mut self.app_pos);
-        if self.staged.is_empty() && self.cuts.is_empty() {
-            self.staged = Vec::new();
-            self.cuts = Vec::new();
-        }
+        self.core.release_idle_buffers()
     }
 
     /// Keying material needs the extended master secret in TLS 1.2 (RFC 7627 §5.4:
@@ -675,32 +620,28 @@ impl ServerConn {
     }
 
     fn write_alert(&mut self, desc: u8) -> Result<(), Error> {
-        let body = alert::record(desc);
-        if self.write.is_some() {
-            self.write_protected(content::ALERT, &body, 0)
-        } else {
-            record::write_plain(&mut self.out, content::ALERT, &body);
-            Ok(())
-        }
+        self.core.write_alert(desc)
     }
 
     pub(crate) fn write_plain_handshake(&mut self, msgs: &[&[u8]]) {
         // Coalesce the messages into as few records as possible (one write).
         let total: usize = msgs.iter().map(|m| m.len()).sum();
         if total <= record::MAX_FRAGMENT {
-            self.out.extend_from_slice(&[content::HANDSHAKE, 3, 3]);
-            self.out.extend_from_slice(&(total as u16).to_be_bytes());
+            self.core.out.extend_from_slice(&[content::HANDSHAKE, 3, 3]);
+            self.core
+                .out
+                .extend_from_slice(&(total as u16).to_be_bytes());
             for m in msgs {
-                self.out.extend_from_slice(m);
+                self.core.out.extend_from_slice(m);
             }
         } else {
             let joined: Vec<u8> = msgs.concat();
-            record::write_plain(&mut self.out, content::HANDSHAKE, &joined);
+            record::write_plain(&mut self.core.out, content::HANDSHAKE, &joined);
         }
     }
 
     pub(crate) fn write_ccs(&mut self) {
-        record::write_plain(&mut self.out, content::CHANGE_CIPHER_SPEC, &[1]);
+        record::write_plain(&mut self.core.out, content::CHANGE_CIPHER_SPEC, &[1]);
     }
 
     /// Protected handshake messages, coalesced into full records.
@@ -719,8 +660,12 @@ impl ServerConn {
     }
 
     fn write_protected(&mut self, typ: u8, data: &[u8], pad: usize) -> Result<(), Error> {
-        let w = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
-        w.seal(&mut self.out, typ, data, pad)
+        let w = self
+            .core
+            .write
+            .as_mut()
+            .ok_or(Error::Misuse("no write key"))?;
+        w.seal(&mut self.core.out, typ, data, pad)
     }
 
     pub(crate) fn emit_job(&mut self, job: Job, pending: Pending) {
@@ -730,7 +675,7 @@ impl ServerConn {
     }
 
     pub(crate) fn hs_buffer_empty(&self) -> bool {
-        self.hs_buf.is_empty()
+        self.core.hs_buf.is_empty()
     }
 
     pub(crate) fn process_records(&mut self) -> Result<(), Error> {
@@ -746,23 +691,23 @@ impl ServerConn {
                 self.on_client_hello(l.hello, None, Some(answer))?;
                 continue;
             }
-            if matches!(self.state, State::Job(_) | State::Closed) || self.peer_closed {
+            if matches!(self.state, State::Job(_) | State::Closed) || self.core.peer_closed {
                 return Ok(());
             }
-            if let Some(msg) = self.hs_buf.next_message()? {
+            if let Some(msg) = self.core.hs_buf.next_message()? {
                 self.handle_handshake(msg)?;
                 continue;
             }
-            if self.app_in.len() - self.app_pos >= MAX_PLAINTEXT_BUFFERED {
+            if self.core.app_in.len() - self.core.app_pos >= MAX_PLAINTEXT_BUFFERED {
                 return Ok(()); // the backend is behind: leave records buffered
             }
-            if self.offload && self.is_established() {
-                let next = self.deframer.peek_record(self.deframer.pos())?;
+            if self.core.offload && self.is_established() {
+                let next = self.core.deframer.peek_record(self.core.deframer.pos())?;
                 if next.is_some_and(|r| self.batchable(r.typ)) {
                     return Ok(()); // for the next record job (`take_records`)
                 }
             }
-            let Some(rec) = self.deframer.next_record()? else {
+            let Some(rec) = self.core.deframer.next_record()? else {
                 return Ok(());
             };
             self.handle_record(rec)?;
@@ -770,11 +715,11 @@ impl ServerConn {
     }
 
     fn handle_record(&mut self, rec: record::RawRecord) -> Result<(), Error> {
-        let header = self.deframer.header(&rec);
+        let header = self.core.deframer.header(&rec);
         let tls13 = self.info.version == version::TLS13;
         // RFC 8446 §5: a plaintext CCS may arrive between ClientHello and Finished.
         if tls13 && header[0] == content::CHANGE_CIPHER_SPEC {
-            let body = self.deframer.body_mut(&rec);
+            let body = self.core.deframer.body_mut(&rec);
             if !self.ccs_allowed || body != [1] {
                 return Err(Error::UnexpectedMessage("change_cipher_spec"));
             }
@@ -787,11 +732,11 @@ impl ServerConn {
         // not open under the client's handshake key, before the first that does.
         if tls13 && self.early_skip.is_some() && !self.is_established() {
             let retried = matches!(self.state, State::RetriedClientHello(_));
-            if retried && self.read.is_none() && header[0] == content::APPLICATION_DATA {
+            if retried && self.core.read.is_none() && header[0] == content::APPLICATION_DATA {
                 return self.skip_early(&rec);
             }
-            if let Some(r) = self.read.as_mut() {
-                let body = self.deframer.body_mut(&rec);
+            if let Some(r) = self.core.read.as_mut() {
+                let body = self.core.deframer.body_mut(&rec);
                 return match r.open(header, body) {
                     Ok((typ, s, e)) => {
                         self.early_skip = None;
@@ -806,19 +751,23 @@ impl ServerConn {
         // TLS 1.3 protection is on is that, not a record that fails to open
         // (bad_record_mac). It ends the connection as the peer's abort; no alert
         // answers it. TLS 1.3 protected records are always typed application_data.
-        if tls13 && self.read.is_some() && header[0] == content::ALERT && rec.end - rec.start == 2 {
-            let body = self.deframer.body_mut(&rec);
+        if tls13
+            && self.core.read.is_some()
+            && header[0] == content::ALERT
+            && rec.end - rec.start == 2
+        {
+            let body = self.core.deframer.body_mut(&rec);
             return Err(Error::PeerAlert(body[1]));
         }
-        let (typ, s, e) = match self.read.as_mut() {
+        let (typ, s, e) = match self.core.read.as_mut() {
             Some(r) => {
-                let body = self.deframer.body_mut(&rec);
+                let body = self.core.deframer.body_mut(&rec);
                 r.open(header, body)?
             }
             None => (header[0], 0, rec.end - rec.start),
         };
         // Protected records were length-checked by `Cipher::open`.
-        if self.read.is_none() && e - s > record::MAX_FRAGMENT {
+        if self.core.read.is_none() && e - s > record::MAX_FRAGMENT {
             return Err(Error::RecordOverflow);
         }
         self.on_record(typ, &rec, s, e)
@@ -845,15 +794,16 @@ impl ServerConn {
         e: usize,
     ) -> Result<(), Error> {
         let tls13 = self.info.version == version::TLS13;
-        let established = self.is_established() && self.read.is_some();
-        let body = &self.deframer.body_mut(rec)[s..e];
+        let established = self.is_established() && self.core.read.is_some();
+        let body = &self.core.deframer.body_mut(rec)[s..e];
         match self
+            .core
             .inbound
-            .content(typ, body, tls13, !self.hs_buf.is_empty())?
+            .content(typ, body, tls13, !self.core.hs_buf.is_empty())?
         {
-            Content::Handshake => self.hs_buf.push(body),
+            Content::Handshake => self.core.hs_buf.push(body),
             Content::PeerClosed => {
-                self.peer_closed = true;
+                self.core.peer_closed = true;
                 Ok(())
             }
             Content::Nothing => Ok(()),
@@ -864,7 +814,7 @@ impl ServerConn {
                         "application data before the handshake finished",
                     ));
                 }
-                self.app_in.extend_from_slice(body);
+                self.core.app_in.extend_from_slice(body);
                 Ok(())
             }
         }

@@ -615,7 +615,7 @@ impl ServerConn {
         self.info.digest.bytes += d.digest.bytes;
         self.info.peer_subject = d.peer_subject;
         self.info.peer_certificate = ctx.peer;
-        self.exporter = Some(d.exporter);
+        self.core.exporter = Some(d.exporter);
         let mode = protection(ctx.aead);
         let store_as = ctx.store_as.map(|(id, mut s)| {
             s.secret = d.master_secret;
@@ -644,14 +644,14 @@ impl ServerConn {
     ) -> Result<(), Error> {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
-        self.exporter = Some(d.exporter);
+        self.core.exporter = Some(d.exporter);
         match &d.new_session_ticket {
             Some(nst) => self.write_plain_handshake(&[&ctx.server_hello, nst]),
             None => self.write_plain_handshake(&[&ctx.server_hello]),
         }
         self.write_ccs();
         let mode = protection(ctx.aead);
-        self.write = Some(Cipher::new(d.server_write, mode));
+        self.core.write = Some(Cipher::new(d.server_write, mode));
         self.write_protected_handshake(&[&d.server_finished])?;
         self.state = State::Tls12Ccs(Box::new(AwaitFinished {
             client_read: Some(Cipher::new(d.client_write, mode)),
@@ -664,7 +664,7 @@ impl ServerConn {
     }
 
     pub(crate) fn tls12_ccs(&mut self, mut w: Box<AwaitFinished>) -> Result<(), Error> {
-        self.read = w.client_read.take();
+        self.core.read = w.client_read.take();
         self.state = State::Tls12Finished(w);
         Ok(())
     }
@@ -687,7 +687,7 @@ impl ServerConn {
                 self.write_plain_handshake(&[nst]);
             }
             self.write_ccs();
-            self.write = Some(Cipher::new(f.write, w.mode));
+            self.core.write = Some(Cipher::new(f.write, w.mode));
             self.write_protected_handshake(&[&f.finished])?;
         }
         // RFC 5246 §7.3: a session becomes resumable once its handshake has finished.

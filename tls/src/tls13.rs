@@ -476,14 +476,14 @@ impl ServerConn {
     ) -> Result<(), Error> {
         self.info.digest.passes += d.digest.passes;
         self.info.digest.bytes += d.digest.bytes;
-        self.exporter = Some(d.exporter);
+        self.core.exporter = Some(d.exporter);
         // ServerHello (and the compatibility CCS) in the clear, then EE, Certificate,
         // CertificateVerify and Finished under the handshake key: one write.
         self.write_plain_handshake(&[&d.server_hello]);
         if ctx.compat_ccs {
             self.write_ccs();
         }
-        self.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
+        self.core.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
         let mut msgs: Vec<&[u8]> = vec![&d.encrypted_extensions];
         if let Some(cr) = &ctx.certificate_request {
             msgs.push(cr);
@@ -494,8 +494,8 @@ impl ServerConn {
         }
         msgs.push(&d.server_finished);
         self.write_protected_handshake(&msgs)?;
-        self.write = Some(Cipher::new(d.app_write, Protection::Tls13));
-        self.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
+        self.core.write = Some(Cipher::new(d.app_write, Protection::Tls13));
+        self.core.read = Some(Cipher::new(d.handshake_read, Protection::Tls13));
         let secrets = Secrets {
             hash: ctx.hash,
             aead: ctx.aead,
@@ -630,7 +630,7 @@ impl ServerConn {
             ));
         }
         self.ccs_allowed = false;
-        self.read = Some(Cipher::new(w.app_read, Protection::Tls13));
+        self.core.read = Some(Cipher::new(w.app_read, Protection::Tls13));
         if let Some(nst) = &w.new_session_ticket {
             self.write_protected_handshake(&[nst])?;
         }
@@ -660,14 +660,14 @@ impl ServerConn {
             .as_mut()
             .ok_or(Error::Misuse("KeyUpdate without TLS 1.3 secrets"))?;
         s.client = tls13_next_secret(s.hash, s.client.bytes())?;
-        self.read = Some(Cipher::new(
+        self.core.read = Some(Cipher::new(
             TrafficKey::tls13(s.hash, s.aead, s.client.bytes(), false)?,
             Protection::Tls13,
         ));
         if requested {
             self.write_protected_handshake(&[&[hs::KEY_UPDATE, 0, 0, 1, 0]])?;
             s.server = tls13_next_secret(s.hash, s.server.bytes())?;
-            self.write = Some(Cipher::new(
+            self.core.write = Some(Cipher::new(
                 TrafficKey::tls13(s.hash, s.aead, s.server.bytes(), true)?,
                 Protection::Tls13,
             ));

@@ -261,7 +261,7 @@ impl ClientConn {
                     return Err(Error::Decode("ServerHelloDone with a body"));
                 }
                 h.add(&msg)?;
-                if !self.hs_buf.is_empty() {
+                if !self.core.hs_buf.is_empty() {
                     return Err(Error::UnexpectedMessage(
                         "handshake data after ServerHelloDone in the same record",
                     ));
@@ -376,13 +376,13 @@ impl ClientConn {
         }
         self.info.certificate_sent = d.certificate_sent;
         for part in d.flight.chunks(MAX_FRAGMENT) {
-            crate::record::write_plain(&mut self.out, content::HANDSHAKE, part);
+            crate::record::write_plain(&mut self.core.out, content::HANDSHAKE, part);
         }
-        crate::record::write_plain(&mut self.out, content::CHANGE_CIPHER_SPEC, &[1]);
+        crate::record::write_plain(&mut self.core.out, content::CHANGE_CIPHER_SPEC, &[1]);
         let mut write = Cipher::new(d.client_write, protection(h.aead));
-        write.seal(&mut self.out, content::HANDSHAKE, &d.finished, 0)?;
-        self.write = Some(write);
-        self.exporter = Some(crate::exporter::Exporter::tls12(
+        write.seal(&mut self.core.out, content::HANDSHAKE, &d.finished, 0)?;
+        self.core.write = Some(write);
+        self.core.exporter = Some(crate::exporter::Exporter::tls12(
             h.hash,
             d.master.clone(),
             &h.client_random,
@@ -401,7 +401,7 @@ impl ClientConn {
         let State::Tls12(h) = &mut self.state else {
             return Err(Error::UnexpectedMessage("ChangeCipherSpec"));
         };
-        if h.ccs_seen || !self.hs_buf.is_empty() {
+        if h.ccs_seen || !self.core.hs_buf.is_empty() {
             return Err(Error::UnexpectedMessage("ChangeCipherSpec"));
         }
         // A ticket the server promised comes first (RFC 5077 §3.3).
@@ -413,7 +413,7 @@ impl ClientConn {
         let key = h.server_write.take().ok_or(Error::UnexpectedMessage(
             "ChangeCipherSpec before the key exchange",
         ))?;
-        self.read = Some(Cipher::new(key, protection(h.aead)));
+        self.core.read = Some(Cipher::new(key, protection(h.aead)));
         h.ccs_seen = true;
         Ok(())
     }
@@ -421,7 +421,7 @@ impl ClientConn {
     /// The server's Finished: checked; a resumed handshake answers with ours. The
     /// session is kept for the next connection.
     fn server_finished12(&mut self, mut h: Box<Handshake12>, msg: &[u8]) -> Result<(), Error> {
-        if !self.hs_buf.is_empty() {
+        if !self.core.hs_buf.is_empty() {
             return Err(Error::UnexpectedMessage(
                 "handshake data after Finished in the same record",
             ));
@@ -441,11 +441,11 @@ impl ClientConn {
                 .client_write
                 .take()
                 .ok_or(Error::Misuse("no client key"))?;
-            crate::record::write_plain(&mut self.out, content::CHANGE_CIPHER_SPEC, &[1]);
+            crate::record::write_plain(&mut self.core.out, content::CHANGE_CIPHER_SPEC, &[1]);
             let mut write = Cipher::new(key, protection(h.aead));
-            write.seal(&mut self.out, content::HANDSHAKE, &finished, 0)?;
-            self.write = Some(write);
-            self.exporter = Some(crate::exporter::Exporter::tls12(
+            write.seal(&mut self.core.out, content::HANDSHAKE, &finished, 0)?;
+            self.core.write = Some(write);
+            self.core.exporter = Some(crate::exporter::Exporter::tls12(
                 h.hash,
                 master.clone(),
                 &h.client_random,
