@@ -267,8 +267,8 @@ struct Secrets {
 pub struct ClientConn {
     cfg: Arc<ClientConfig>,
     state: State,
-    /// Records, buffers and the joiner: what both roles share.
-    core: Core,
+    /// Records, buffers, the joiner and record offload: what both roles share.
+    pub(crate) core: Core,
     info: ClientInfo,
     ticket: Option<Ticket>,
     now_ms: u64,
@@ -504,6 +504,9 @@ impl ClientConn {
             return Err(e.clone());
         }
         self.now_ms = self.now_ms.max(now_ms);
+        if self.core.loan.is_some() {
+            return Ok(()); // records wait for the keys to come back
+        }
         let r = self.process_records();
         if let Err(e) = &r {
             self.fail(e.clone());
@@ -530,13 +533,22 @@ impl ClientConn {
     }
 
     /// Protect and queue application data; returns how much was taken (0 before the
-    /// handshake is done or while the output is full).
+    /// handshake is done or while the output is full). Each write becomes its own
+    /// records (up to 2^14 bytes each); with record offload on they are cut here and
+    /// sealed by the next record job.
     pub fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
-        if !self.is_established() || self.core.close_sent {
+        if !self.is_established() || self.core.close_sent || self.core.close_wanted {
             return Ok(0);
         }
-        let room = MAX_OUT.saturating_sub(self.core.out.len() - self.core.out_pos);
+        let c = &self.core;
+        let lent = c.loan.as_ref().map_or(0, |l| l.sealing_bytes());
+        let room = MAX_OUT.saturating_sub(c.out.len() - c.out_pos + c.staged.len() + lent);
         let n = data.len().min(room);
+        if self.core.offload {
+            self.core.staged.extend_from_slice(&data[..n]);
+            self.core.cut_staged(MAX_FRAGMENT, true);
+            return Ok(n);
+        }
         let write = self
             .core
             .write
@@ -550,7 +562,11 @@ impl ClientConn {
 
     /// Queue close_notify (once); the connection takes no more data to send.
     pub fn close(&mut self) {
-        if self.core.close_sent || self.is_closed() {
+        if self.core.close_sent || self.core.close_wanted || self.is_closed() {
+            return;
+        }
+        let established = self.is_established();
+        if self.core.offload && self.core.close_after_records(established) {
             return;
         }
         self.core.close_sent = true;
@@ -559,7 +575,7 @@ impl ClientConn {
 
     // ----- internals
 
-    fn fail(&mut self, e: Error) {
+    pub(crate) fn fail(&mut self, e: Error) {
         if let (Some(a), false) = (e.alert(), self.core.close_sent) {
             let _ = self.write_alert(a);
             self.core.close_sent = true;
@@ -572,7 +588,7 @@ impl ClientConn {
         self.core.write_alert(desc)
     }
 
-    fn process_records(&mut self) -> Result<(), Error> {
+    pub(crate) fn process_records(&mut self) -> Result<(), Error> {
         loop {
             if self.then.is_some() {
                 return Ok(()); // the rest waits for the step's result
@@ -583,6 +599,9 @@ impl ClientConn {
             }
             if self.is_closed() || self.core.peer_closed {
                 return Ok(());
+            }
+            if self.core.next_for_job(self.is_established())? {
+                return Ok(()); // for the next record job (`take_records`)
             }
             let Some(rec) = self.core.deframer.next_record()? else {
                 return Ok(());
@@ -596,35 +615,43 @@ impl ClientConn {
                 }
                 _ => (rec.typ, rec.start, rec.end),
             };
-            let body = &self.core.deframer.bytes()[start..end];
-            let tls13 = self.info.version == version::TLS13;
-            let joining = !self.core.hs_buf.is_empty();
-            match self.core.inbound.content(typ, body, tls13, joining) {
-                Ok(Content::Handshake) => self.core.hs_buf.push(body)?,
-                Ok(Content::AppData) if self.is_established() => {
-                    self.core.app_in.extend_from_slice(body)
+            self.on_content(typ, start, end)?;
+        }
+    }
+
+    /// A record's content: type `typ`, bytes `start..end` of the input buffer, after
+    /// any opening (here, or in a record job).
+    pub(crate) fn on_content(&mut self, typ: u8, start: usize, end: usize) -> Result<(), Error> {
+        let body = &self.core.deframer.bytes()[start..end];
+        let tls13 = self.info.version == version::TLS13;
+        let joining = !self.core.hs_buf.is_empty();
+        match self.core.inbound.content(typ, body, tls13, joining) {
+            Ok(Content::Handshake) => self.core.hs_buf.push(body),
+            Ok(Content::AppData) if self.is_established() => {
+                self.core.app_in.extend_from_slice(body);
+                Ok(())
+            }
+            Ok(Content::AppData) => {
+                Err(Error::UnexpectedMessage("application data before Finished"))
+            }
+            Ok(Content::PeerClosed) => {
+                self.core.peer_closed = true;
+                Ok(())
+            }
+            Ok(Content::Nothing) => Ok(()),
+            // TLS 1.2: the server's keys from here on.
+            Ok(Content::ChangeCipherSpec) if matches!(self.state, State::Tls12(_)) => {
+                self.change_cipher_spec12()
+            }
+            // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
+            Ok(Content::ChangeCipherSpec) if self.is_handshaking() => Ok(()),
+            Ok(Content::ChangeCipherSpec) => Err(Error::UnexpectedMessage("change_cipher_spec")),
+            Err(e) => {
+                if matches!(e, Error::PeerAlert(_)) {
+                    // Nothing to answer with: the server has given up.
+                    self.core.close_sent = true;
                 }
-                Ok(Content::AppData) => {
-                    return Err(Error::UnexpectedMessage("application data before Finished"))
-                }
-                Ok(Content::PeerClosed) => self.core.peer_closed = true,
-                Ok(Content::Nothing) => {}
-                // TLS 1.2: the server's keys from here on.
-                Ok(Content::ChangeCipherSpec) if matches!(self.state, State::Tls12(_)) => {
-                    self.change_cipher_spec12()?
-                }
-                // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
-                Ok(Content::ChangeCipherSpec) if self.is_handshaking() => {}
-                Ok(Content::ChangeCipherSpec) => {
-                    return Err(Error::UnexpectedMessage("change_cipher_spec"))
-                }
-                Err(e) => {
-                    if matches!(e, Error::PeerAlert(_)) {
-                        // Nothing to answer with: the server has given up.
-                        self.core.close_sent = true;
-                    }
-                    return Err(e);
-                }
+                Err(e)
             }
         }
     }

@@ -495,7 +495,7 @@ impl ServerConn {
             return Ok(done);
         }
         if self.core.offload {
-            return Ok(self.cut_staged(q, all));
+            return Ok(self.core.cut_staged(q, all));
         }
         let pad = self.cfg.record_padding;
         let staged = std::mem::take(&mut self.core.staged);
@@ -524,7 +524,8 @@ impl ServerConn {
         if self.core.close_sent || self.core.close_wanted || self.is_closed() {
             return;
         }
-        if self.core.offload && self.close_after_records() {
+        let established = self.is_established();
+        if self.core.offload && self.core.close_after_records(established) {
             return;
         }
         // Staged plaintext leaves before the close_notify: nothing is lost.
@@ -701,11 +702,8 @@ impl ServerConn {
             if self.core.app_in.len() - self.core.app_pos >= MAX_PLAINTEXT_BUFFERED {
                 return Ok(()); // the backend is behind: leave records buffered
             }
-            if self.core.offload && self.is_established() {
-                let next = self.core.deframer.peek_record(self.core.deframer.pos())?;
-                if next.is_some_and(|r| self.batchable(r.typ)) {
-                    return Ok(()); // for the next record job (`take_records`)
-                }
+            if self.core.next_for_job(self.is_established())? {
+                return Ok(()); // for the next record job (`take_records`)
             }
             let Some(rec) = self.core.deframer.next_record()? else {
                 return Ok(());

@@ -203,3 +203,147 @@ fn several_connections_share_one_job() {
         assert_eq!(b, want.as_bytes());
     }
 }
+
+// ----- the client role (TLS towards backends): the same record jobs
+
+/// The client role's record jobs, run inline one connection at a time.
+fn run_client_records(c: &mut tls::ClientConn) -> Result<(), tls::Error> {
+    while let Some(work) = c.take_records(9)? {
+        assert!(c.take_records(9)?.is_none(), "one job at a time");
+        match crypto_offload::run(Job::Records(RecordJob { items: vec![work] })) {
+            Ok(Done::Records(mut j)) => c.complete_records(j.items.pop().expect("work back"))?,
+            Ok(_) => panic!("a record job completes as records"),
+            Err(e) => c.fail_records(e)?,
+        }
+    }
+    Ok(())
+}
+
+/// Moves bytes between the client role and the server engine, both protecting their
+/// records in record jobs, until neither moves.
+fn pump_both(c: &mut tls::ClientConn, s: &mut Server) -> Result<(), tls::Error> {
+    for _ in 0..200 {
+        run_client_records(c)?;
+        let out = c.pending_tls().to_vec();
+        c.consume_tls(out.len());
+        s.wire.to_server.borrow_mut().extend_from_slice(&out);
+        s.pump()?;
+        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
+        let n = c.read_tls(&input);
+        s.wire
+            .to_client
+            .borrow_mut()
+            .splice(0..0, input[n..].iter().copied());
+        c.process(0)?;
+        run_client_records(c)?;
+        let quiet = out.is_empty() && input.is_empty() && c.pending_tls().is_empty();
+        if quiet && !c.sealing() && !c.input_pending() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_client_role_protects_its_records_in_record_jobs_too() {
+    use crypto_offload::Group;
+    use tls::msgs::suite;
+    let server = Arc::new(config_with(&[Kind::P256]));
+    for s in [
+        suite::TLS13_AES_128_GCM_SHA256,
+        suite::TLS13_CHACHA20_POLY1305_SHA256,
+        suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+        suite::ECDHE_ECDSA_CHACHA20_POLY1305,
+    ] {
+        let cfg = Arc::new(tls::ClientConfig {
+            suites: vec![s],
+            ..tls::ClientConfig::default()
+        });
+        let share = tls::KeyShare::generate(Group::X25519).unwrap();
+        let mut c = tls::ClientConn::new(cfg, share, None, 0).unwrap();
+        c.set_record_offload(true);
+        let mut srv = Server::new(server.clone(), Wire::default());
+        srv.conn.set_record_offload(true);
+        pump_both(&mut c, &mut srv).unwrap();
+        assert!(c.is_established() && srv.conn.is_established(), "{s:#06x}");
+        assert_eq!(c.info().suite, s);
+        // Client → server: each write its own records, cut at once, sealed by a job
+        // (nothing is sealed on the calling core).
+        let up: Vec<u8> = (0..70_001u32).map(|i| (i * 11 + s as u32) as u8).collect();
+        assert_eq!(c.send(&up[..20_000]).unwrap(), 20_000);
+        assert!(
+            c.sealing() && c.pending_tls().is_empty(),
+            "{s:#06x}: cut only"
+        );
+        let work = c.take_records(9).unwrap().expect("records to seal");
+        assert_eq!(
+            work.seal.as_ref().map(|b| b.ops.len()),
+            Some(2),
+            "16 KiB + rest"
+        );
+        let Done::Records(mut j) =
+            crypto_offload::run(Job::Records(RecordJob { items: vec![work] })).unwrap()
+        else {
+            panic!("records")
+        };
+        c.complete_records(j.items.pop().unwrap()).unwrap();
+        assert!(
+            !c.sealing() && !c.pending_tls().is_empty(),
+            "sealed by the job"
+        );
+        let mut sent = 20_000;
+        while sent < up.len() {
+            sent += c.send(&up[sent..]).unwrap();
+            pump_both(&mut c, &mut srv).unwrap();
+        }
+        let mut got = srv.conn.plaintext().to_vec();
+        let n = got.len();
+        srv.conn.consume_plaintext(n);
+        while got.len() < up.len() {
+            pump_both(&mut c, &mut srv).unwrap();
+            let p = srv.conn.plaintext().to_vec();
+            assert!(!p.is_empty(), "{s:#06x}: stalled at {}", got.len());
+            srv.conn.consume_plaintext(p.len());
+            got.extend_from_slice(&p);
+        }
+        assert_eq!(got, up, "{s:#06x}: byte-exact up");
+        // Server → client: opened by the client's record jobs, not as they come.
+        srv.conn.send(b"first").unwrap();
+        srv.pump().unwrap();
+        let input = std::mem::take(&mut *srv.wire.to_client.borrow_mut());
+        assert_eq!(c.read_tls(&input), input.len());
+        c.process(0).unwrap();
+        assert!(
+            c.plaintext().is_empty() && c.input_pending(),
+            "{s:#06x}: left for a job"
+        );
+        run_client_records(&mut c).unwrap();
+        assert_eq!(c.plaintext(), b"first");
+        c.consume_plaintext(5);
+        let down: Vec<u8> = up.iter().rev().copied().collect();
+        let mut sent = 0;
+        let mut got = Vec::new();
+        while got.len() < down.len() {
+            if sent < down.len() {
+                sent += srv.conn.send(&down[sent..]).unwrap();
+            }
+            pump_both(&mut c, &mut srv).unwrap();
+            let p = c.plaintext().to_vec();
+            c.consume_plaintext(p.len());
+            got.extend_from_slice(&p);
+            assert!(sent == down.len() || !p.is_empty() || got.len() < down.len());
+        }
+        assert_eq!(got, down, "{s:#06x}: byte-exact down");
+        // close_notify follows the last cut records, sealed in the same job.
+        assert_eq!(c.send(b"last words").unwrap(), 10);
+        c.close();
+        assert!(c.sealing(), "close waits for the cut records");
+        pump_both(&mut c, &mut srv).unwrap();
+        assert_eq!(srv.conn.plaintext(), b"last words");
+        assert!(
+            srv.conn.peer_closed(),
+            "{s:#06x}: close_notify arrived last"
+        );
+        assert_eq!(c.send(b"more").unwrap(), 0, "nothing after close");
+    }
+}
