@@ -425,7 +425,7 @@ impl<H: Handler> Conns<H> {
     /// Hands a completion to its handler (dropped when the handler is gone).
     fn job_done(&mut self, r: Routed, app: &mut H::App, stats: &OffloadStats) {
         let Some(e) = self.get(r.to) else { return };
-        if matches!(r.done, JobDone::RecordsLost(_)) {
+        if matches!(r.done, JobDone::RecordsLost(..)) {
             offload::add(&stats.record_job_conns_failed, 1);
         }
         e.h.on_job_done(r.done, app);

@@ -9,7 +9,9 @@
 //!   received is lent here ([`Offload::lend`]) and goes to the pool after the ready
 //!   connections have been stepped, up to `record_batch` connections per record job
 //!   ([`Offload::submit_records`]); a record job never waits for room in the backlog's
-//!   bound (each connection has at most one out, so the backlog is bounded by them).
+//!   bound (each engine has at most one out, so the backlog is bounded by them). A
+//!   handler may run two engines (the client's connection and a TLS connection to the
+//!   backend): each job and each record work is tagged with its [`Leg`] ([`tag`]).
 //! - **Completions** ([`Offload::poll`]): the backlog gets another try first, then
 //!   finished jobs come back routed to their handlers ([`Routed`]); the driver hands
 //!   each to its handler and marks it ready. A record job lost with its worker comes
@@ -27,7 +29,8 @@ use crate::HandlerId;
 /// Tags of record jobs have this bit; handshake jobs carry their handler's id, which
 /// never has it ([`HandlerId::to_bits`]).
 const RECORD_JOB: u64 = 1 << 63;
-/// A handshake job's tag has this bit when it is the backend leg's ([`Leg`]).
+/// A job's tag, or a record work's owner, has this bit when it is for the backend
+/// leg's engine ([`Leg`]).
 const BACKEND_LEG: u64 = 1 << 62;
 
 /// Which of a handler's TLS engines a handshake job is for: a handler may run two at
@@ -58,6 +61,8 @@ pub struct OffloadStats {
     pub record_jobs: AtomicU64,
     pub record_jobs_deferred: AtomicU64,
     pub record_job_conns: AtomicU64,
+    /// Of those, the work of backend legs (TLS towards the backend).
+    pub record_job_backend: AtomicU64,
     pub record_job_opens: AtomicU64,
     pub record_job_seals: AtomicU64,
     pub record_jobs_failed: AtomicU64,
@@ -75,10 +80,29 @@ pub enum JobDone {
     /// A handshake step's result for the engine of `Leg` (an error: the job failed;
     /// the engine alerts).
     Step(Leg, Result<Done, CryptoError>),
-    /// The connection's record work is back, sealed and opened.
-    Records(RecordWork),
-    /// The record job carrying the connection's work was lost with its worker.
-    RecordsLost(CryptoError),
+    /// The record work of the engine of `Leg` is back, sealed and opened.
+    Records(Leg, RecordWork),
+    /// The record job carrying the work of the engine of `Leg` was lost with its
+    /// worker.
+    RecordsLost(Leg, CryptoError),
+}
+
+/// The tag of `owner`'s jobs for its engine on `leg`: a handshake job's, and the owner
+/// an engine writes into the record work it lends ([`Offload::lend`]).
+pub fn tag(owner: HandlerId, leg: Leg) -> u64 {
+    owner.to_bits()
+        | match leg {
+            Leg::Client => 0,
+            Leg::Backend => BACKEND_LEG,
+        }
+}
+
+fn leg_of(tag: u64) -> Leg {
+    if tag & BACKEND_LEG == 0 {
+        Leg::Client
+    } else {
+        Leg::Backend
+    }
 }
 
 /// A completion and the handler it belongs to.
@@ -161,11 +185,7 @@ impl Offload {
         leg: Leg,
         t: &mut E,
     ) -> Result<(), tls::Error> {
-        let tag = owner.to_bits()
-            | match leg {
-                Leg::Client => 0,
-                Leg::Backend => BACKEND_LEG,
-            };
+        let tag = tag(owner, leg);
         while let Some(mut job) = t.take_job() {
             let Some(link) = self.link.as_mut() else {
                 t.complete(crypto_offload::run(job))?;
@@ -193,6 +213,9 @@ impl Offload {
 
     /// Record work a step cut, for the next record jobs of this iteration.
     pub fn lend(&mut self, w: RecordWork) {
+        if leg_of(w.owner) == Leg::Backend {
+            add(&self.stats.record_job_backend, 1);
+        }
         self.pending.push(w);
     }
 
@@ -267,14 +290,9 @@ impl Offload {
                 if c.result.is_err() {
                     add(&self.stats.crypto_failed, 1);
                 }
-                let leg = if c.tag & BACKEND_LEG == 0 {
-                    Leg::Client
-                } else {
-                    Leg::Backend
-                };
                 out.push(Routed {
                     to: HandlerId::from_bits(c.tag),
-                    done: JobDone::Step(leg, c.result),
+                    done: JobDone::Step(leg_of(c.tag), c.result),
                 });
                 continue;
             }
@@ -282,7 +300,7 @@ impl Offload {
             match c.result {
                 Ok(Done::Records(job)) => out.extend(job.items.into_iter().map(|w| Routed {
                     to: HandlerId::from_bits(w.owner),
-                    done: JobDone::Records(w),
+                    done: JobDone::Records(leg_of(w.owner), w),
                 })),
                 other => {
                     let e = match other {
@@ -296,7 +314,7 @@ impl Offload {
                     log::warn!("record job for {} connections lost: {e}", owners.len());
                     out.extend(owners.into_iter().map(|o| Routed {
                         to: HandlerId::from_bits(o),
-                        done: JobDone::RecordsLost(e.clone()),
+                        done: JobDone::RecordsLost(leg_of(o), e.clone()),
                     }));
                 }
             }

@@ -276,6 +276,10 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         .as_u64()
         .unwrap_or(0);
     assert!(jobs >= 41 * 2, "{jobs} jobs on the pool: {}", net.stats());
+    // Both legs' records went to the record jobs (the pool is there, so record offload
+    // is on): the backend leg's too, batched with the client legs'.
+    assert!(proxy(&net, "record_job_backend") > 64, "{}", net.stats());
+    assert!(proxy(&net, "record_job_conns") > proxy(&net, "record_job_backend"));
     let log = net.log("appliance.log");
     assert!(
         log.contains("vserver otherca: backend 10.77.0.3:8443: TLS failed: peer certificate: self-signed certificate"),

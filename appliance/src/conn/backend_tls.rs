@@ -7,13 +7,15 @@
 //! TCP socket itself, or a [`TlsUpstream`] that seals what is sent into records and
 //! opens what the backend sends. The two legs' records are independent: the client
 //! leg's record boundaries are the transmittal conditions', the backend leg's are
-//! whatever the client role makes of each write (up to 16 KiB per record).
+//! whatever the client role makes of each write (up to 16 KiB per record). With record
+//! offload on (a crypto pool), both legs' records go to the same record jobs: the
+//! backend leg lends its work tagged with its leg ([`driver::offload::Leg`]), batched
+//! with every other connection's.
 //!
 //! Each core keeps the newest session of each backend ([`BackendTickets`]) and offers
 //! it on the next connection, so a backend pays a full handshake rarely. The client
 //! role's handshake crypto (its key share, then its steps) comes as jobs, run on the
-//! crypto pool when the core has one, like the server's; its records are sealed and
-//! opened on the poll core (not yet on the record jobs).
+//! crypto pool when the core has one, like the server's.
 //!
 //! A failure on the backend leg (certificate, alert, timeout, a bad record) ends the
 //! pair: the backend gets the alert, the failure is logged and counted, and the client
@@ -26,7 +28,7 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use crypto_offload::{CryptoError, Done, Job};
-use driver::offload::{JobEngine, Leg};
+use driver::offload::{JobDone, JobEngine, Leg};
 use driver::pump::{fill, flush, Transport};
 use driver::{HandlerId, Offload};
 use netstack::TcpSocket;
@@ -44,6 +46,16 @@ const MAX_PLAINTEXT: usize = 64 * 1024;
 /// Tickets a core keeps at most (one per vserver and backend; a reload may leave old
 /// ones behind, dropped when this is reached).
 const MAX_TICKETS: usize = 4096;
+
+/// A completion for the backend leg's engine (its handshake step or record work).
+pub fn is_backend(done: &JobDone) -> bool {
+    matches!(
+        done,
+        JobDone::Step(Leg::Backend, _)
+            | JobDone::Records(Leg::Backend, _)
+            | JobDone::RecordsLost(Leg::Backend, _)
+    )
+}
 
 /// The backend side of a pair as the pumps see it: plaintext in and out.
 pub trait Upstream {
@@ -292,6 +304,13 @@ impl BackendTlsConn {
                 self.error = Some(e);
             }
         }
+        if let Some(c) = self.c.as_mut() {
+            // Set before the handshake can finish: every application record of this
+            // leg goes through record jobs.
+            if offload.records() && !c.record_offload() {
+                c.set_record_offload(true);
+            }
+        }
         self.flush(s);
         let c = self.c.as_mut()?;
         if self.session_reuse {
@@ -333,7 +352,11 @@ impl BackendTlsConn {
         if let Some(c) = self.c.as_mut() {
             let _ = flush(&mut **c, s);
         }
-        let queued = self.c.as_ref().is_some_and(|c| !c.pending_tls().is_empty());
+        // Records cut or out with a job (a close_notify among them) go before the FIN.
+        let queued = self
+            .c
+            .as_ref()
+            .is_some_and(|c| !c.pending_tls().is_empty() || c.sealing());
         let closed = self.c.as_ref().is_some_and(|c| c.is_closed());
         let ended = (self.closing && closed) || self.error.is_some();
         if ended && !self.fin_sent && !queued {
@@ -352,9 +375,53 @@ impl BackendTlsConn {
                 .is_none_or(|c| !c.peer_closed() && !c.is_closed())
     }
 
-    /// Bytes from the backend not taken yet: decrypted, or still in the socket.
+    /// Bytes from the backend not taken yet: decrypted, waiting for (or out with) a
+    /// record job (counted as one), or still in the socket.
     pub fn recv_queue(&self, s: &TcpSocket) -> usize {
-        self.c.as_ref().map_or(0, |c| c.plaintext().len()) + s.recv_queue()
+        self.c
+            .as_ref()
+            .map_or(0, |c| c.plaintext().len() + usize::from(c.input_pending()))
+            + s.recv_queue()
+    }
+
+    /// Nothing of this leg is on its way: no record work out or waiting, no TLS bytes
+    /// queued for the socket. A pair ends only once its backend leg has settled.
+    pub fn settled(&self) -> bool {
+        self.c
+            .as_ref()
+            .is_none_or(|c| !c.sealing() && !c.input_pending() && c.pending_tls().is_empty())
+    }
+
+    /// Record offload: lends what this leg's step cut and received to the next record
+    /// job, tagged for the backend leg of handler `owner`. A malformed record fails
+    /// the leg (its alert queued), as on the direct path.
+    pub fn lend_records(&mut self, offload: &mut Offload, owner: HandlerId) {
+        let Some(c) = self.c.as_mut().filter(|_| self.error.is_none()) else {
+            return;
+        };
+        match c.take_records(driver::offload::tag(owner, Leg::Backend)) {
+            Ok(Some(w)) => offload.lend(w),
+            Ok(None) => {}
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// This leg's completion: a handshake step's result or its record work.
+    pub fn on_job_done(&mut self, done: JobDone) {
+        let r = match done {
+            JobDone::Step(_, r) => self.complete(r),
+            JobDone::Records(_, w) => match self.c.as_mut() {
+                Some(c) => c.complete_records(w),
+                None => Err(tls::Error::Misuse("record work without a connection")),
+            },
+            JobDone::RecordsLost(_, e) => match self.c.as_mut() {
+                Some(c) => c.fail_records(e),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = r {
+            self.error.get_or_insert(e);
+        }
     }
 
     /// The client is done sending: close_notify (once the handshake is over), then

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use driver::offload::{JobDone, JobEngine, Leg};
+use driver::offload::JobDone;
 use driver::pump::relay;
 use driver::{Cx, Next};
 use netstack::ConnId;
@@ -75,10 +75,12 @@ impl TcpConn {
         }
     }
 
-    /// A completion of the backend leg's handshake step.
+    /// A completion of the backend leg's work (a handshake step, its records).
     pub fn on_job_done(&mut self, done: JobDone) {
-        if let (Some(bt), JobDone::Step(Leg::Backend, r)) = (self.btls.as_deref_mut(), done) {
-            let _ = bt.complete(r);
+        if let Some(bt) = self.btls.as_deref_mut() {
+            if backend_tls::is_backend(&done) {
+                bt.on_job_done(done);
+            }
         }
     }
 
@@ -187,12 +189,21 @@ impl TcpConn {
                 cs.close();
                 b.fin_forwarded = true;
             }
-            if self.client_fin_forwarded && b.fin_forwarded {
+            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled());
+            if self.client_fin_forwarded && b.fin_forwarded && settled {
                 break 'step Outcome::Done;
             }
             Outcome::Continue { newly_established }
         };
         if !account(cx, app, &self.vs, b, &mut self.log, &outcome) {
+            // Record offload: this step's backend records go to the next record job.
+            if let Some(bt) = self.btls.as_deref_mut() {
+                let failed = bt.error().is_some();
+                bt.lend_records(cx.offload, tag);
+                if !failed && bt.error().is_some() {
+                    return Next::Again; // the next step ends the pair on it
+                }
+            }
             return Next::Wait;
         }
         self.release(cx, app);

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use driver::offload::{JobDone, JobEngine, Leg};
+use driver::offload::{JobDone, Leg};
 use driver::pump::{fill, flush};
 use driver::{Cx, Next};
 use netstack::{ConnId, TcpSocket, TcpState};
@@ -176,13 +176,11 @@ impl TlsConn {
     }
 
     pub fn on_job_done(&mut self, done: JobDone) {
-        match (self.btls.as_deref_mut(), done) {
-            (Some(bt), JobDone::Step(Leg::Backend, r)) => {
-                let _ = bt.complete(r);
-            }
-            // The backend leg ended with its step out: nobody waits for the result.
-            (None, JobDone::Step(Leg::Backend, _)) => {}
-            (_, done) => complete_job(&mut self.t, done),
+        match self.btls.as_deref_mut() {
+            Some(bt) if backend_tls::is_backend(&done) => bt.on_job_done(done),
+            // The backend leg ended with its work out: nobody waits for the result.
+            None if backend_tls::is_backend(&done) => {}
+            _ => complete_job(&mut self.t, done),
         }
     }
 
@@ -214,6 +212,13 @@ impl TlsConn {
         if let Err(e) = lend_records(cx, &mut self.t, self.client, other) {
             self.fail(cx, app, e);
             return Next::Done;
+        }
+        if let Some(bt) = self.btls.as_deref_mut() {
+            let failed = bt.error().is_some();
+            bt.lend_records(cx.offload, cx.me());
+            if !failed && bt.error().is_some() {
+                return Next::Again; // the next step ends the pair on it
+            }
         }
         if self.backend.is_none() && self.t.is_established() {
             // Handshake done and no request yet (the backend connection waits for
@@ -411,7 +416,8 @@ impl TlsConn {
                     b.fin_forwarded = true;
                 }
             }
-            if self.client_fin_forwarded && b.fin_forwarded {
+            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled());
+            if self.client_fin_forwarded && b.fin_forwarded && settled {
                 break 'step Outcome::Done;
             }
             Outcome::Continue { newly_established }
@@ -624,8 +630,8 @@ impl TlsConn {
 pub(super) fn complete_job(t: &mut ServerConn, done: JobDone) {
     let _ = match done {
         JobDone::Step(_, r) => t.complete(r),
-        JobDone::Records(w) => t.complete_records(w),
-        JobDone::RecordsLost(e) => t.fail_records(e),
+        JobDone::Records(_, w) => t.complete_records(w),
+        JobDone::RecordsLost(_, e) => t.fail_records(e),
     };
 }
 
@@ -638,7 +644,7 @@ pub(super) fn lend_records(
     client: ConnId,
     other: Option<ConnId>,
 ) -> Result<(), tls::Error> {
-    match t.take_records(cx.me().to_bits()) {
+    match t.take_records(driver::offload::tag(cx.me(), Leg::Client)) {
         Ok(Some(w)) => {
             cx.offload.lend(w);
             Ok(())
