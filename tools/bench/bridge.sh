@@ -3,7 +3,12 @@
 # beside NGINX (proxy_pass https:// with proxy_ssl_session_reuse on) and HAProxy (server
 # ... ssl verify required), all verifying the same TLS backend, in one run.
 #
-#   bash tools/bench/bridge.sh [--seconds N] [--no-record]
+#   bash tools/bench/bridge.sh [--seconds N] [--records inline|pool] [--no-record]
+#
+# --records pool: the appliance gets one crypto worker on CPU 0 and protects both legs'
+# records in record jobs there ([crypto] records = "pool"); its busy time is then the
+# poll-mode core's plus the worker's CPU time. Default inline: every record on the poll
+# core, no worker.
 #
 # Topology as tools/bench/tls.sh: the appliance on DPDK in NAME-a (10.77.0.1), NGINX and
 # HAProxy on the kernel stack in NAME-k (10.77.1.1), and in NAME-h the backend (nginx,
@@ -25,15 +30,23 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=5
 RECORD=1
+RECORDS=inline
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) SECS=$2; shift 2 ;;
+    --records) RECORDS=$2; shift 2 ;;
     --no-record) RECORD=0; shift ;;
-    *) echo "usage: bridge.sh [--seconds N] [--no-record]" >&2; exit 2 ;;
+    *) echo "usage: bridge.sh [--seconds N] [--records inline|pool] [--no-record]" >&2; exit 2 ;;
     esac
 done
 case "$SECS" in ''|*[!0-9]*|0) echo "--seconds: a whole number of seconds, at least 1" >&2; exit 2 ;; esac
+case "$RECORDS" in
+inline) CRYPTO="" ;;
+pool) CRYPTO=$'[crypto]\nworkers = 1\ncpus = [0]\nrecords = "pool"' ;;
+*) echo "--records: inline or pool, not \"$RECORDS\"" >&2; exit 2 ;;
+esac
 CMD="bash tools/bench/bridge.sh --seconds $SECS"
+[ "$RECORDS" = pool ] && CMD="$CMD --records pool"
 
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools
@@ -157,6 +170,7 @@ HAPROXY_PID=$!
 
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
+$CRYPTO
 [[vserver]]
 name = "bridge"
 listen = "10.77.0.1:443"
@@ -187,7 +201,13 @@ HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 busy_s() {
     case "$1" in
-    appliance) appliance_busy_s ;;
+    appliance)
+        if [ "$RECORDS" = pool ]; then
+            # The poll-mode core's busy time and the crypto worker's CPU time.
+            "${CTL[@]}" --json stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(c["loops"]["busy_cycles"] for c in s["cores"]) / s["cycles_per_second"] + sum(w["cpu_ns"] for w in s["crypto"]["workers"]) / 1e9)'
+        else
+            appliance_busy_s
+        fi ;;
     nginx) python3 -c "print($(ticks "$NGINX_WORKER") / $HZ)" ;;
     haproxy) python3 -c "print($(ticks "$HAPROXY_PID") / $HZ)" ;;
     esac
@@ -282,6 +302,7 @@ if [ "$RECORD" = 1 ]; then
         echo
         echo "## TLS bridging (re-encryption to a TLS backend): appliance vs NGINX vs HAProxy, $(date -u +%Y-%m-%d)"
         echo
+        [ "$RECORDS" = pool ] && echo "Record offload: the appliance has one crypto worker on CPU 0 and both legs' records go through record jobs there; its busy time below is its poll-mode core's busy time plus the worker's CPU time." && echo
         echo "Command: \`$CMD\`. Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
         echo "Servers on CPU $LAST; the TLS backend (nginx, one worker, TLS 1.2 and 1.3, tickets) and loadgen (libssl, one thread) on CPU 0; ${SECS} s per cell. Every server verifies the backend's chain and name (api.internal) and opens one backend connection per client connection (NGINX without upstream keepalive, HAProxy with http-reuse never), resuming its backend sessions (appliance: per-core tickets; NGINX: proxy_ssl_session_reuse on; HAProxy: its default SSL session reuse). Busy time: the appliance's loop-cycle accounting, NGINX's worker and HAProxy's process from /proc (their kernel softirq time is not in it: flattered)."
         echo
