@@ -167,6 +167,10 @@ impl Families {
 /// a field that is a map (per-suite counts) becomes a label.
 fn core_group(f: &mut Families, group: &str, core: usize, obj: &control_proto::reply::Counters) {
     for (k, val) in obj {
+        if let (true, Some(m)) = (k == "tls_first_answer_us", val.as_object()) {
+            first_answer(f, core, m);
+            continue;
+        }
         // Levels, not running counts: exported without `_total`.
         let gauge = matches!(
             (group, k.as_str()),
@@ -208,6 +212,49 @@ fn core_group(f: &mut Families, group: &str, core: usize, obj: &control_proto::r
             }
         }
     }
+}
+
+/// A core's `tls_first_answer_us` buckets (µs bound → count) as a Prometheus histogram.
+fn first_answer(f: &mut Families, core: usize, m: &serde_json::Map<String, serde_json::Value>) {
+    let name = "appliance_tls_first_answer_seconds";
+    let help = "TLS handshakes: time from accepting the client's connection to the first answer to its ClientHello (per poll-mode core)";
+    let sum_us = m.get("sum_us").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let mut buckets: Vec<(f64, f64)> = m
+        .iter()
+        .filter(|(k, _)| *k != "sum_us")
+        .map(|(le, n)| {
+            let le = le.parse::<f64>().map_or(f64::INFINITY, |us| us / 1e6);
+            (le, n.as_f64().unwrap_or(0.0))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut cum = 0.0;
+    for (le, n) in buckets {
+        cum += n;
+        let le = if le.is_finite() {
+            le.to_string()
+        } else {
+            "+Inf".into()
+        };
+        f.raw(
+            name,
+            "histogram",
+            help,
+            format!("{name}_bucket{{core=\"{core}\",le=\"{le}\"}} {cum}"),
+        );
+    }
+    f.raw(
+        name,
+        "histogram",
+        help,
+        format!("{name}_sum{{core=\"{core}\"}} {}", sum_us / 1e6),
+    );
+    f.raw(
+        name,
+        "histogram",
+        help,
+        format!("{name}_count{{core=\"{core}\"}} {cum}"),
+    );
 }
 
 /// The whole exposition.

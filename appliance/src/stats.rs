@@ -55,6 +55,11 @@ pub struct ProxyStats {
     /// Handshakes completed per key exchange group (resumptions without one, TLS 1.2
     /// session resumption and TLS 1.3 psk_ke, are not counted here).
     pub tls_groups: CodeCounts<Groups>,
+    /// TLS handshakes: µs from the client's connection being accepted (its
+    /// ClientHello follows at once) to the appliance's first answer being written (the
+    /// ServerHello flight, or a HelloRetryRequest): the appliance's own share of a
+    /// handshake's latency, its queueing on the core and the crypto pool included.
+    pub tls_first_answer_us: Latency,
     /// TLS 1.3 handshakes whose client sent 0-RTT data, which was skipped (early data
     /// is never accepted; RFC 8446 §4.2.10).
     pub tls_early_data_skipped: AtomicU64,
@@ -183,6 +188,48 @@ impl<C: CodeSet> Serialize for CodeCounts<C> {
         for (c, &code) in self.0.iter().zip(C::ALL.iter()) {
             m.serialize_entry(C::name(code), &c.load(Ordering::Relaxed))?;
         }
+        m.end()
+    }
+}
+
+/// Upper bounds (µs) of [`Latency`]'s buckets; one more bucket takes the rest.
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    50, 100, 150, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000,
+    100_000,
+];
+
+/// A latency histogram of fixed buckets, counted with atomics on one core. Serialized
+/// as a map from each bucket's upper bound in µs ("+Inf" for the last) to its count
+/// (not cumulative), and `sum_us`, the sum of every value.
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    pub fn record(&self, us: u64) {
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        add(&self.buckets[i], 1);
+        add(&self.sum_us, us);
+    }
+}
+
+impl Serialize for Latency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.buckets.len() + 1))?;
+        for (i, c) in self.buckets.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            match LATENCY_BOUNDS_US.get(i) {
+                Some(b) => m.serialize_entry(&b.to_string(), &n)?,
+                None => m.serialize_entry("+Inf", &n)?,
+            }
+        }
+        m.serialize_entry("sum_us", &self.sum_us.load(Ordering::Relaxed))?;
         m.end()
     }
 }

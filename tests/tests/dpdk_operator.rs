@@ -529,6 +529,24 @@ fn appliancectl_commands_metrics_and_owner_only() {
         ),
         1.0
     );
+    // The one handshake's first answer, as a Prometheus histogram per core.
+    assert_eq!(m["appliance_tls_first_answer_seconds"]["type"], "histogram");
+    assert_eq!(
+        sample(
+            "appliance_tls_first_answer_seconds",
+            "appliance_tls_first_answer_seconds_count",
+            &[("core", "0")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            "appliance_tls_first_answer_seconds",
+            "appliance_tls_first_answer_seconds_bucket",
+            &[("core", "0"), ("le", "+Inf")]
+        ),
+        1.0
+    );
     assert_eq!(m["appliance_stack_active"]["type"], "gauge");
     assert_eq!(
         sample(

@@ -843,6 +843,21 @@ with socket.create_connection(("10.77.0.1", 443), timeout=10) as raw:
         trimmed(&net) > before,
         "the idle connection gave its pages back"
     );
+
+    // Every handshake's first answer was timed once (tls_first_answer_us: bucket bound
+    // in µs → count), each within the bounds a test box gives (under a second).
+    let s = net.stats();
+    let p = &s["cores"][0]["proxy"];
+    let h = p["tls_first_answer_us"].as_object().unwrap();
+    let answered: u64 = h
+        .iter()
+        .filter(|(k, _)| *k != "sum_us")
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    let done = p["tls13_handshakes"].as_u64().unwrap() + p["tls12_handshakes"].as_u64().unwrap();
+    assert_eq!(answered, done, "{h:?}");
+    assert_eq!(h["+Inf"], 0, "{h:?}");
+    assert!(h["sum_us"].as_u64().unwrap() > 0, "{h:?}");
 }
 
 /// A backend that closes (FIN) inside its response: an HTTP-aware vserver resets the

@@ -291,6 +291,8 @@ pub struct ServerConn {
     pub(crate) error: Option<Error>,
     /// The ClientHello asked for a stapled OCSP response (RFC 6066 §8).
     pub(crate) status_request: bool,
+    /// The first answer (ServerHello or HelloRetryRequest) has been written.
+    answered: bool,
 }
 
 impl ServerConn {
@@ -321,10 +323,17 @@ impl ServerConn {
             early_skip: None,
             error: None,
             status_request: false,
+            answered: false,
         }
     }
 
     // ----- getters
+
+    /// The server's first answer to the client (its ServerHello flight, or a
+    /// HelloRetryRequest) has been written to [`ServerConn::pending_tls`].
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
 
     pub fn is_handshaking(&self) -> bool {
         !matches!(self.state, State::Traffic(_) | State::Closed)
@@ -625,6 +634,7 @@ impl ServerConn {
     }
 
     pub(crate) fn write_plain_handshake(&mut self, msgs: &[&[u8]]) {
+        self.answered = true;
         // Coalesce the messages into as few records as possible (one write).
         let total: usize = msgs.iter().map(|m| m.len()).sum();
         if total <= record::MAX_FRAGMENT {

@@ -206,44 +206,6 @@ fn several_connections_share_one_job() {
 
 // ----- the client role (TLS towards backends): the same record jobs
 
-/// The client role's record jobs, run inline one connection at a time.
-fn run_client_records(c: &mut tls::ClientConn) -> Result<(), tls::Error> {
-    while let Some(work) = c.take_records(9)? {
-        assert!(c.take_records(9)?.is_none(), "one job at a time");
-        match crypto_offload::run(Job::Records(RecordJob { items: vec![work] })) {
-            Ok(Done::Records(mut j)) => c.complete_records(j.items.pop().expect("work back"))?,
-            Ok(_) => panic!("a record job completes as records"),
-            Err(e) => c.fail_records(e)?,
-        }
-    }
-    Ok(())
-}
-
-/// Moves bytes between the client role and the server engine, both protecting their
-/// records in record jobs, until neither moves.
-fn pump_both(c: &mut tls::ClientConn, s: &mut Server) -> Result<(), tls::Error> {
-    for _ in 0..200 {
-        run_client_records(c)?;
-        let out = c.pending_tls().to_vec();
-        c.consume_tls(out.len());
-        s.wire.to_server.borrow_mut().extend_from_slice(&out);
-        s.pump()?;
-        let input = std::mem::take(&mut *s.wire.to_client.borrow_mut());
-        let n = c.read_tls(&input);
-        s.wire
-            .to_client
-            .borrow_mut()
-            .splice(0..0, input[n..].iter().copied());
-        c.process(0)?;
-        run_client_records(c)?;
-        let quiet = out.is_empty() && input.is_empty() && c.pending_tls().is_empty();
-        if quiet && !c.sealing() && !c.input_pending() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn the_client_role_protects_its_records_in_record_jobs_too() {
     use crypto_offload::Group;
@@ -264,7 +226,7 @@ fn the_client_role_protects_its_records_in_record_jobs_too() {
         c.set_record_offload(true);
         let mut srv = Server::new(server.clone(), Wire::default());
         srv.conn.set_record_offload(true);
-        pump_both(&mut c, &mut srv).unwrap();
+        client_pump(&mut c, &mut srv).unwrap();
         assert!(c.is_established() && srv.conn.is_established(), "{s:#06x}");
         assert_eq!(c.info().suite, s);
         // Client → server: each write its own records, cut at once, sealed by a job
@@ -294,13 +256,13 @@ fn the_client_role_protects_its_records_in_record_jobs_too() {
         let mut sent = 20_000;
         while sent < up.len() {
             sent += c.send(&up[sent..]).unwrap();
-            pump_both(&mut c, &mut srv).unwrap();
+            client_pump(&mut c, &mut srv).unwrap();
         }
         let mut got = srv.conn.plaintext().to_vec();
         let n = got.len();
         srv.conn.consume_plaintext(n);
         while got.len() < up.len() {
-            pump_both(&mut c, &mut srv).unwrap();
+            client_pump(&mut c, &mut srv).unwrap();
             let p = srv.conn.plaintext().to_vec();
             assert!(!p.is_empty(), "{s:#06x}: stalled at {}", got.len());
             srv.conn.consume_plaintext(p.len());
@@ -327,7 +289,7 @@ fn the_client_role_protects_its_records_in_record_jobs_too() {
             if sent < down.len() {
                 sent += srv.conn.send(&down[sent..]).unwrap();
             }
-            pump_both(&mut c, &mut srv).unwrap();
+            client_pump(&mut c, &mut srv).unwrap();
             let p = c.plaintext().to_vec();
             c.consume_plaintext(p.len());
             got.extend_from_slice(&p);
@@ -338,7 +300,7 @@ fn the_client_role_protects_its_records_in_record_jobs_too() {
         assert_eq!(c.send(b"last words").unwrap(), 10);
         c.close();
         assert!(c.sealing(), "close waits for the cut records");
-        pump_both(&mut c, &mut srv).unwrap();
+        client_pump(&mut c, &mut srv).unwrap();
         assert_eq!(srv.conn.plaintext(), b"last words");
         assert!(
             srv.conn.peer_closed(),

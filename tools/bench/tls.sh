@@ -219,28 +219,55 @@ cpu_stat() {
 }
 # appl_frames: the appliance port's frames received and sent so far.
 appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; q=json.load(sys.stdin)["cores"][0]["queue"]; print(q["rx_frames"], q["tx_frames"])'; }
+# appl_answer: the appliance's first-answer histogram (tls_first_answer_us, every core
+# summed) as JSON: bucket bound in µs → count.
+appl_answer() { "${CTL[@]}" --json stats | python3 -c '
+import json, sys
+h = {}
+for c in json.load(sys.stdin)["cores"]:
+    for k, n in c["proxy"]["tls_first_answer_us"].items():
+        if k != "sum_us":
+            h[k] = h.get(k, 0) + n
+print(json.dumps(h))'; }
 # measure SERVER TEST CERT LOADGEN-ARGS...: one cell (if this run wants TEST); appends its
 # JSON line to $WORK/cells.
 measure() {
     local server=$1 test=$2 cert=$3; shift 3
-    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0" f1="0 0"
+    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0" f1="0 0" a0="{}" a1="{}"
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
         # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a word list on purpose
         perf record ${PERF_CALL_GRAPH:--g} -o "$PERF" -p "$APPLIANCE_PID" -- sleep "$SECS" >/dev/null 2>&1 &
         perf=$!
     fi
-    [ "$server" = appliance ] && f0=$(appl_frames)
+    [ "$server" = appliance ] && f0=$(appl_frames) && a0=$(appl_answer)
     c0=$(cpu_stat); b0=$(busy_s "$server"); t0=$(date +%s.%N)
     out=$("${H[@]}" taskset -c 0 "$BIN/loadgen" --target "$(target "$server" "$cert")" --sni bench.test \
         --no-verify --duration "${SECS}s" --json --quiet "$@" || true)
     b1=$(busy_s "$server"); t1=$(date +%s.%N); c1=$(cpu_stat)
-    [ "$server" = appliance ] && f1=$(appl_frames)
+    [ "$server" = appliance ] && f1=$(appl_frames) && a1=$(appl_answer)
     [ -n "$perf" ] && wait "$perf"
-    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$f0" "$f1" >> "$WORK/cells" <<'PY'
+    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$f0" "$f1" "$a0" "$a1" >> "$WORK/cells" <<'PY'
 import json, sys
 server, test, b0, b1, t0, t1, out = sys.argv[1:8]
 c0, c1, f0, f1 = ([float(x) for x in a.split()] for a in sys.argv[8:12])
+a0, a1 = json.loads(sys.argv[12]), json.loads(sys.argv[13])
+# The appliance's own first answers in this cell: percentiles from the bucket counts,
+# linear inside a bucket (its lower bound is the bound before it).
+def own(q):
+    hist = sorted(((float(k), a1[k] - a0.get(k, 0)) for k in a1), key=lambda x: x[0])
+    total = sum(n for _, n in hist)
+    if total == 0:
+        return None
+    want, seen, lo = q * total, 0, 0.0
+    for hi, n in hist:
+        if n and seen + n >= want:
+            if hi == float("inf"):
+                return lo
+            return lo + (hi - lo) * (want - seen) / n
+        seen += n
+        lo = hi
+    return lo
 r = json.loads(out)
 lat = r["latency_us"]
 busy = (float(b1) - float(b0)) / (float(t1) - float(t0))
@@ -252,7 +279,8 @@ print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs":
     "bytes": r["bytes_in_per_sec"], "bytes_total": r.get("bytes_in", 0), "resumed": r["resumed"],
     "handshakes": r["handshakes"], "errors": r["error_count"], "busy": busy, "cpu_busy": cpu,
     "frames_in": f1[0] - f0[0], "frames_out": f1[1] - f0[1],
-    "p50": lat["p50"], "p99": lat["p99"], "cpu_us": r["client_cpu_us_per_op"]}))
+    "p50": lat["p50"], "p99": lat["p99"], "cpu_us": r["client_cpu_us_per_op"],
+    "own_p50": own(0.5), "own_p99": own(0.99)}))
 PY
     tail -1 "$WORK/cells" | python3 -c '
 import json, sys
@@ -358,6 +386,9 @@ if all((s, "bulk") in get for s in servers):
 if all((s, "open50") in get for s in servers):
     cs = [get[(s, "open50")] for s in servers]
     out.append("| open loop at ½ own peak, TLS 1.3 full: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
+    a = cs[0]
+    if a.get("own_p50") is not None:
+        out.append(f"| the same, the appliance's own share: accept to its first answer (`tls_first_answer_us`), p50 / p99 (µs) | {a['own_p50']:,.0f} / {a['own_p99']:,.0f} | | | | | | | | | |")
 errs = {s: sum(c["errors"] for c in cells if c["server"] == s) for s in servers}
 out.append("| errors over all tests | " + " | ".join(str(errs[s]) for s in servers) + " | | | | | | | |")
 out.append("")

@@ -72,6 +72,8 @@ pub struct TlsConn {
     /// it has (once per connection).
     trim_at_us: Option<u64>,
     trimmed: bool,
+    /// The engine's first answer to the ClientHello has been timed.
+    answered: bool,
     log: ClientLog,
 }
 
@@ -131,6 +133,7 @@ impl TlsConn {
             client_fin_forwarded: false,
             trim_at_us: None,
             trimmed: false,
+            answered: false,
             log,
         })
     }
@@ -205,6 +208,13 @@ impl TlsConn {
         } else {
             self.step_alone(cx, app)
         };
+        if !self.answered && self.t.answered() {
+            // The clock is read here, not taken from the iteration's start: the
+            // answer may have been made in this very step (inline crypto).
+            self.answered = true;
+            let us = crate::now_us().saturating_sub(self.log.accepted_us);
+            app.stats.tls_first_answer_us.record(us);
+        }
         if next == Next::Done {
             return next;
         }
