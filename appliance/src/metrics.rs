@@ -217,7 +217,7 @@ fn core_group(f: &mut Families, group: &str, core: usize, obj: &control_proto::r
 /// A core's `tls_first_answer_us` buckets (µs bound → count) as a Prometheus histogram.
 fn first_answer(f: &mut Families, core: usize, m: &serde_json::Map<String, serde_json::Value>) {
     let name = "appliance_tls_first_answer_seconds";
-    let help = "TLS handshakes: time from accepting the client's connection to the first answer to its ClientHello (per poll-mode core)";
+    let help = "TLS handshakes: time from the ClientHello's arrival to the first answer to it (per poll-mode core)";
     let sum_us = m.get("sum_us").and_then(|v| v.as_f64()).unwrap_or(0.0);
     let mut buckets: Vec<(f64, f64)> = m
         .iter()

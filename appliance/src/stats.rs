@@ -55,10 +55,10 @@ pub struct ProxyStats {
     /// Handshakes completed per key exchange group (resumptions without one, TLS 1.2
     /// session resumption and TLS 1.3 psk_ke, are not counted here).
     pub tls_groups: CodeCounts<Groups>,
-    /// TLS handshakes: µs from the client's connection being accepted (its
-    /// ClientHello follows at once) to the appliance's first answer being written (the
-    /// ServerHello flight, or a HelloRetryRequest): the appliance's own share of a
-    /// handshake's latency, its queueing on the core and the crypto pool included.
+    /// TLS handshakes: µs from the poll-loop iteration in which the ClientHello's first
+    /// bytes arrived to the appliance's first answer being written (the ServerHello
+    /// flight, or a HelloRetryRequest): the appliance's own share of a handshake's
+    /// latency, its queueing on the core and the crypto pool included.
     pub tls_first_answer_us: Latency,
     /// TLS 1.3 handshakes whose client sent 0-RTT data, which was skipped (early data
     /// is never accepted; RFC 8446 §4.2.10).

@@ -388,7 +388,7 @@ if all((s, "open50") in get for s in servers):
     out.append("| open loop at ½ own peak, TLS 1.3 full: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
     a = cs[0]
     if a.get("own_p50") is not None:
-        out.append(f"| the same, the appliance's own share: accept to its first answer (`tls_first_answer_us`), p50 / p99 (µs) | {a['own_p50']:,.0f} / {a['own_p99']:,.0f} | | | | | | | | | |")
+        out.append(f"| the same, the appliance's own share: ClientHello in to its first answer out (`tls_first_answer_us`), p50 / p99 (µs) | {a['own_p50']:,.0f} / {a['own_p99']:,.0f} | | | | | | | | | |")
 errs = {s: sum(c["errors"] for c in cells if c["server"] == s) for s in servers}
 out.append("| errors over all tests | " + " | ".join(str(errs[s]) for s in servers) + " | | | | | | | |")
 out.append("")

@@ -72,7 +72,9 @@ pub struct TlsConn {
     /// it has (once per connection).
     trim_at_us: Option<u64>,
     trimmed: bool,
-    /// The engine's first answer to the ClientHello has been timed.
+    /// When the client's first bytes (its ClientHello) were seen, and whether the
+    /// engine's first answer to them has been timed.
+    hello_us: Option<u64>,
     answered: bool,
     log: ClientLog,
 }
@@ -133,6 +135,7 @@ impl TlsConn {
             client_fin_forwarded: false,
             trim_at_us: None,
             trimmed: false,
+            hello_us: None,
             answered: false,
             log,
         })
@@ -203,17 +206,27 @@ impl TlsConn {
     }
 
     pub fn step(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
+        if self.hello_us.is_none()
+            && cx
+                .stack
+                .socket(self.client)
+                .is_some_and(|s| s.recv_queue() > 0)
+        {
+            // The iteration the ClientHello's first bytes arrived in.
+            self.hello_us = Some(cx.now_us);
+        }
         let next = if self.backend.is_some() {
             self.step_pair(cx, app)
         } else {
             self.step_alone(cx, app)
         };
-        if !self.answered && self.t.answered() {
+        if let (false, true, Some(hello)) = (self.answered, self.t.answered(), self.hello_us) {
             // The clock is read here, not taken from the iteration's start: the
             // answer may have been made in this very step (inline crypto).
             self.answered = true;
-            let us = crate::now_us().saturating_sub(self.log.accepted_us);
-            app.stats.tls_first_answer_us.record(us);
+            app.stats
+                .tls_first_answer_us
+                .record(crate::now_us().saturating_sub(hello));
         }
         if next == Next::Done {
             return next;
