@@ -83,7 +83,7 @@ fn start_tls_nginx(
          events {{ worker_connections 256; }}\n\
          http {{\n  log_format tls '$ssl_protocol $ssl_cipher $ssl_session_reused $request $status $body_bytes_sent $ssl_client_s_dn';\n\
          access_log {d}/nginx-{cert}.access tls;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
-         fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n  keepalive_timeout 0;\n\
+         fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
          server {{\n    listen {ip}:{port} ssl;\n    ssl_certificate {d}/{cert}.pem;\n    \
          ssl_certificate_key {d}/{cert}.key;\n    ssl_protocols {protocol};\n    {verify}\
          root {d}/www;\n  }}\n}}\n"
@@ -329,6 +329,69 @@ fn re_encryption_to_nginx_resumes_and_refuses_bad_certificates() {
         .collect();
     assert_eq!(failed.len(), 2, "{lines:?}");
     assert!(failed.iter().all(|l| l["backend_tls"] == "-"));
+
+    // A keep-alive pair that goes quiet for more than a second after a response gives
+    // back the pages of both its sockets' buffers (and frees its engines' empty
+    // buffers); its next request on the same connection is served as before.
+    let trimmed = |net: &Net| -> u64 {
+        net.stats()["cores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["stack"]["trimmed"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let before = trimmed(&net);
+    let py = format!(
+        r#"
+import hashlib, socket, ssl, time
+ctx = ssl.create_default_context(cafile="{ca}")
+def get(s, path):
+    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: appliance.test\r\n\r\n")
+    data = bytearray()
+    while b"\r\n\r\n" not in data:
+        b = s.recv(65536)
+        if not b:
+            raise SystemExit("closed in the header: %r" % bytes(data[:300]))
+        data += b
+    head, body = bytes(data).split(b"\r\n\r\n", 1)
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    h, got = hashlib.sha256(body), len(body)
+    while got < n:
+        b = s.recv(min(1 << 20, n - got))
+        if not b:
+            raise SystemExit("closed after %d of %d body bytes" % (got, n))
+        h.update(b)
+        got += len(b)
+    return h.hexdigest()
+with socket.create_connection(("10.77.0.1", 443), timeout=30) as raw:
+    with ctx.wrap_socket(raw, server_hostname="appliance.test") as s:
+        print(get(s, b"/big.bin"))
+        time.sleep(1.6)
+        print(get(s, b"/index.html"))
+"#,
+        ca = net.dir.join("ca.pem").display()
+    );
+    let o = net.in_hosts(&["python3", "-c", &py]).output().unwrap();
+    let hex = |p: &str| -> String {
+        sha_file(&net.dir.join(p))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let got = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        got.lines().collect::<Vec<_>>(),
+        [hex("www/big.bin"), hex("www/index.html")],
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        trimmed(&net) >= before + 2,
+        "the quiet keep-alive pair gave back both sockets' pages: {} -> {}",
+        before,
+        trimmed(&net)
+    );
 }
 
 #[test]

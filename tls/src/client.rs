@@ -560,6 +560,12 @@ impl ClientConn {
         Ok(n)
     }
 
+    /// Frees the capacity of every buffer that holds nothing now (as
+    /// [`crate::ServerConn::release_idle_buffers`]): for a connection about to sit idle.
+    pub fn release_idle_buffers(&mut self) {
+        self.core.release_idle_buffers()
+    }
+
     /// Queue close_notify (once); the connection takes no more data to send.
     pub fn close(&mut self) {
         if self.core.close_sent || self.core.close_wanted || self.is_closed() {

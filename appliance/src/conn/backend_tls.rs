@@ -384,6 +384,13 @@ impl BackendTlsConn {
             + s.recv_queue()
     }
 
+    /// Frees the client role's empty buffers (an idle pair, see `TlsConn::idle_trim`).
+    pub fn release_idle_buffers(&mut self) {
+        if let Some(c) = self.c.as_mut() {
+            c.release_idle_buffers();
+        }
+    }
+
     /// Nothing of this leg is on its way: no record work out or waiting, no TLS bytes
     /// queued for the socket. A pair ends only once its backend leg has settled.
     pub fn settled(&self) -> bool {

@@ -41,10 +41,10 @@ use crate::transmit::{Reason, TransmitConfig, TxState};
 const RESPONSE_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 42\r\nConnection: close\r\n\r\nthe backend's TLS handshake failed, sorry\n";
 
 /// What an HTTP-aware `tls` vserver with no backend up answers.
-/// How long a connection with its handshake done and no request yet waits before it
-/// gives back the pages of its empty socket buffers ([`netstack::Stack::trim_idle`]).
-/// Shorter costs a page fault on a request that was merely a little late; this long,
-/// only connections that really sit idle (a browser's spare connection) pay it.
+/// How long an established connection moves no byte before it gives back the pages of
+/// its empty buffers ([`netstack::Stack::trim_idle`]). Shorter costs page faults on a
+/// request that was merely a little late; this long, only connections that really sit
+/// idle (a browser's spare or keep-alive connection) pay it.
 const IDLE_TRIM_US: u64 = 1_000_000;
 
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
@@ -68,10 +68,12 @@ pub struct TlsConn {
     /// The handshake has been counted in the stats.
     counted: bool,
     client_fin_forwarded: bool,
-    /// When the idle connection gives back its socket buffers' pages; `trimmed` once
-    /// it has (once per connection).
+    /// When the connection, if it stays idle, gives back its buffers' pages
+    /// ([`TlsConn::idle_trim`]); `trimmed` once it has in this quiet spell, and the bytes
+    /// moved when the spell began.
     trim_at_us: Option<u64>,
     trimmed: bool,
+    trim_mark: u64,
     /// When the client's first bytes (its ClientHello) were seen, and whether the
     /// engine's first answer to them has been timed.
     hello_us: Option<u64>,
@@ -135,6 +137,7 @@ impl TlsConn {
             client_fin_forwarded: false,
             trim_at_us: None,
             trimmed: false,
+            trim_mark: 0,
             hello_us: None,
             answered: false,
             log,
@@ -243,31 +246,59 @@ impl TlsConn {
                 return Next::Again; // the next step ends the pair on it
             }
         }
-        if self.backend.is_none() && self.t.is_established() {
-            // Handshake done and no request yet (the backend connection waits for
-            // one): the connection may sit idle for long, so it keeps no empty buffers,
-            // and once it has been idle a while, no pages of its socket buffers either.
-            self.t.release_idle_buffers();
-            match self.trim_at_us {
-                None if !self.trimmed => self.trim_at_us = Some(cx.now_us + IDLE_TRIM_US),
-                Some(at) if cx.now_us >= at => {
-                    // SAFETY: the appliance never replaces a socket it gets from the
-                    // stack (it only calls its methods).
-                    let given = unsafe { cx.stack.trim_idle(self.client) };
-                    // A buffer still held data (an unacknowledged ticket): later.
-                    self.trim_at_us = (given == 0).then_some(cx.now_us + IDLE_TRIM_US);
-                    self.trimmed = given > 0;
-                }
-                _ => {}
-            }
-        } else {
-            self.trim_at_us = None;
-        }
+        self.idle_trim(cx);
         // A session lookup in flight is asked again next iteration.
         if self.t.awaiting_lookup() {
             Next::Again
         } else {
             next
+        }
+    }
+
+    /// An established connection that has moved no byte for [`IDLE_TRIM_US`] gives back
+    /// its empty buffers: the engine's, the backend leg's TLS engine's, and the whole
+    /// pages inside its sockets' buffers (the client's, and the backend's when one is
+    /// open; [`netstack::Stack::trim_idle`]). Once per quiet spell: bytes moving again
+    /// start a new one. A connection with no request yet frees its engine's empty
+    /// buffers at every step (it may sit idle for long).
+    fn idle_trim(&mut self, cx: &mut Cx<'_>) {
+        if !self.t.is_established() {
+            return;
+        }
+        if self.backend.is_none() {
+            self.t.release_idle_buffers();
+        }
+        let (now, moved) = (cx.now_us, self.log.bytes_in + self.log.bytes_out);
+        match self.trim_at_us {
+            // The first look, or bytes moved since the last trim: a quiet spell may start.
+            None if !self.trimmed || moved != self.trim_mark => {
+                self.trimmed = false;
+                self.trim_mark = moved;
+                self.trim_at_us = Some(now + IDLE_TRIM_US);
+            }
+            // Bytes moved during the spell: it starts again (one timer a spell, not a
+            // new deadline at every step of a busy connection).
+            Some(at) if now >= at && moved != self.trim_mark => {
+                self.trim_mark = moved;
+                self.trim_at_us = Some(now + IDLE_TRIM_US);
+            }
+            Some(at) if now >= at => {
+                self.t.release_idle_buffers();
+                if let Some(bt) = self.btls.as_deref_mut() {
+                    bt.release_idle_buffers();
+                }
+                // SAFETY: the appliance never replaces a socket it gets from the stack
+                // (it only calls its methods).
+                let mut given = unsafe { cx.stack.trim_idle(self.client) };
+                if let Some(b) = &self.backend {
+                    // SAFETY: as above.
+                    given += unsafe { cx.stack.trim_idle(b.id) };
+                }
+                // A buffer still held bytes (unacknowledged data): another spell.
+                self.trimmed = given > 0;
+                self.trim_at_us = (given == 0).then_some(now + IDLE_TRIM_US);
+            }
+            _ => {}
         }
     }
 
