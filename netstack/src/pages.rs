@@ -1,18 +1,24 @@
-//! Giving the pages of a socket's empty buffers back to the kernel.
+//! Giving the pages of a socket's empty send buffer back to the kernel.
 //!
 //! smoltcp fixes a socket's buffers for its life (it has no call to swap or shrink
 //! them), so a 64 KiB buffer stays allocated while its connection sits idle. It only
-//! takes memory in the pages that were written, but the handshake writes some and a
-//! recycled allocation may have been written whole. When both of a socket's rings are
-//! empty, nothing in them is ever read before it is written again (a ring reads only
-//! what it holds), so the whole pages inside each buffer can go back to the kernel with
-//! `madvise(MADV_DONTNEED)`: they read as zeros when next touched, which costs a page
-//! fault then. The partial pages at either end of a buffer are shared with the
-//! allocator's own headers and stay.
+//! takes memory in the pages that were written, but a handshake's flight or a response
+//! writes some, and a recycled allocation may have been written whole. When the send
+//! ring is empty, nothing in it is ever read before it is written again (the ring keeps
+//! exactly the unsent and unacknowledged bytes, all counted by `send_queue`), so the whole
+//! pages inside it can go back to the kernel with `madvise(MADV_DONTNEED)`: they read as
+//! zeros when next touched, which costs a page fault then. The partial pages at either
+//! end are shared with the allocator's own headers and stay.
+//!
+//! The receive buffer is not given back: smoltcp keeps segments that arrived out of order
+//! in it, beyond the bytes `recv_queue` counts, and offers no view of them (its
+//! assembler is private), so an empty-looking receive ring may still hold bytes it will
+//! deliver.
 
-/// The page-aligned inside of each of a socket's two buffers.
+/// The page-aligned inside of a socket's send buffer.
 pub(crate) struct BufPages {
-    ranges: [(usize, usize); 2],
+    addr: usize,
+    len: usize,
 }
 
 fn page_size() -> usize {
@@ -33,41 +39,43 @@ fn inside(buf: &[u8], page: usize) -> (usize, usize) {
 }
 
 impl BufPages {
-    /// Records where `rx` and `tx` lie. The vectors are then handed to the socket,
-    /// which keeps their heap storage where it is for its whole life.
-    pub(crate) fn of(rx: &[u8], tx: &[u8]) -> Self {
-        let page = page_size();
-        Self {
-            ranges: [inside(rx, page), inside(tx, page)],
-        }
+    /// Records where the send buffer `tx` lies. The vector is then handed to the
+    /// socket, which keeps its heap storage where it is for its whole life.
+    pub(crate) fn of(tx: &[u8]) -> Self {
+        let (addr, len) = inside(tx, page_size());
+        Self { addr, len }
     }
 
     /// Bytes this gives back at most.
     pub(crate) fn len(&self) -> usize {
-        self.ranges.iter().map(|r| r.1).sum()
+        self.len
     }
 
     /// Gives the pages back.
     ///
     /// # Safety
-    /// Both buffers must still be alive (their socket not dropped), both of its rings
-    /// empty, and nothing may hold a reference into them during the call.
+    /// The buffer must still be alive (its socket not dropped), the send ring empty,
+    /// and nothing may hold a reference into it during the call.
     pub(crate) unsafe fn give_back(&self) {
-        for &(addr, len) in &self.ranges {
-            if len == 0 {
-                continue;
-            }
-            // SAFETY: [addr, addr + len) lies inside a live heap allocation of
-            // private anonymous memory (the caller's promise), page-aligned by
-            // construction. MADV_DONTNEED only makes those pages read as zeros
-            // later; the ring holds no byte there that it will read back.
-            let rc = unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-            if rc != 0 {
-                log::debug!(
-                    "madvise(MADV_DONTNEED) on a socket buffer failed: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: [addr, addr + len) lies inside a live heap allocation of private
+        // anonymous memory (the caller's promise), page-aligned by construction.
+        // MADV_DONTNEED only makes those pages read as zeros later; the ring holds no
+        // byte there that it will read back.
+        let rc = unsafe {
+            libc::madvise(
+                self.addr as *mut libc::c_void,
+                self.len,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            log::debug!(
+                "madvise(MADV_DONTNEED) on a socket buffer failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -84,32 +92,27 @@ mod tests {
         assert_eq!(a % page, 0);
         assert!(a >= v.as_ptr() as usize);
         assert!(a + n <= v.as_ptr() as usize + v.len());
-        assert!(
-            n >= page,
-            "a 3-page buffer holds at least 2 whole pages minus partials"
-        );
+        assert!(n >= page, "a 3-page buffer holds at least one whole page");
         assert_eq!(inside(&v[..10], page).1, 0, "10 bytes hold no whole page");
     }
 
     #[test]
     fn given_back_pages_read_as_zeros_and_stay_usable() {
         let page = page_size();
-        let mut rx = vec![7u8; 8 * page];
-        let tx = vec![9u8; 8 * page];
-        let p = BufPages::of(&rx, &tx);
-        assert!(p.len() >= 2 * 6 * page);
-        // SAFETY: both vectors are alive and nothing borrows them during the call.
+        let mut tx = vec![7u8; 8 * page];
+        let p = BufPages::of(&tx);
+        assert!(p.len() >= 6 * page);
+        // SAFETY: the vector is alive and nothing borrows it during the call.
         unsafe { p.give_back() };
-        let (a, n) = p.ranges[0];
-        let off = a - rx.as_ptr() as usize;
+        let off = p.addr - tx.as_ptr() as usize;
         assert!(
-            rx[off..off + n].iter().all(|&b| b == 0),
+            tx[off..off + p.len].iter().all(|&b| b == 0),
             "pages read as zeros"
         );
         if off > 0 {
-            assert_eq!(rx[0], 7, "the partial first page stays");
+            assert_eq!(tx[0], 7, "the partial first page stays");
         }
-        rx[off] = 1;
-        assert_eq!(rx[off], 1, "a given-back page can be written again");
+        tx[off] = 1;
+        assert_eq!(tx[off], 1, "a given-back page can be written again");
     }
 }
