@@ -227,7 +227,7 @@ pub struct StackStats {
     pub connects: AtomicU64,
     pub active: AtomicU64,
     pub freed: AtomicU64,
-    /// Idle connections whose buffers' pages were given back ([`Stack::trim_idle`]).
+    /// Idle connections whose send buffer's pages were given back ([`Stack::trim_idle`]).
     pub trimmed: AtomicU64,
     /// Frames that found no TX buffer.
     pub tx_no_buffer: AtomicU64,
@@ -1007,27 +1007,30 @@ impl<T: Default> Stack<T> {
     /// empty (see the `pages` module; the receive buffer may hold out-of-order segments
     /// smoltcp does not show, so it is left alone): an idle connection then holds none of
     /// the send pages its handshake, its responses or an earlier connection on the same
-    /// socket wrote. Returns the bytes it released at most (0 when the send ring held
-    /// data or the connection is gone). A page written again later costs a page fault then, so
+    /// socket wrote. Returns the bytes it released at most (`Some(0)` for a buffer too
+    /// small to hold a whole page), or `None` when the send ring held data or the
+    /// connection is gone. The counter `trimmed` counts the calls that released pages. A page written again later costs a page fault then, so
     /// this is for connections that have been idle a while, not for every step.
     ///
     /// # Safety
     /// No socket of this stack may have been replaced (`std::mem::swap`/`replace`)
     /// through [`Stack::socket`], [`Stack::conn`] or [`Stack::pair`]: the stack
     /// recorded where each socket's buffers lie when it made the socket.
-    pub unsafe fn trim_idle(&mut self, id: ConnId) -> usize {
-        let Some(c) = self.get(id) else { return 0 };
+    pub unsafe fn trim_idle(&mut self, id: ConnId) -> Option<usize> {
+        let c = self.get(id)?;
         let s = c.set.get_mut::<tcp::Socket>(c.handle);
         if s.send_queue() != 0 {
-            return 0;
+            return None;
         }
         // SAFETY: the socket (and so its buffers) is alive in `c`, it is the one the
         // pages were recorded for (the caller's promise), its send ring is empty, and
         // `&mut self` means nothing borrows it.
         unsafe { c.pages.give_back() };
         let len = c.pages.len();
-        bump!(self.stats, trimmed);
-        len
+        if len > 0 {
+            bump!(self.stats, trimmed);
+        }
+        Some(len)
     }
 
     /// The application's data for a connection.
@@ -1443,12 +1446,16 @@ pub(crate) mod tests {
         // is given back.
         p.b.socket(b).unwrap().send_slice(&[0xAB; 5000]).unwrap();
         // SAFETY (all three calls): the test replaces no socket.
-        assert_eq!(unsafe { p.b.trim_idle(b) }, 0, "the send ring holds data");
+        assert_eq!(
+            unsafe { p.b.trim_idle(b) },
+            None,
+            "the send ring holds data"
+        );
         p.run();
         let mut buf = vec![0u8; 8192];
         assert_eq!(p.a.socket(a).unwrap().recv_slice(&mut buf).unwrap(), 5000);
         assert!(buf[..5000].iter().all(|&x| x == 0xAB));
-        let given = unsafe { p.b.trim_idle(b) };
+        let given = unsafe { p.b.trim_idle(b) }.unwrap();
         assert!(
             given >= 4096,
             "the 8 KiB send buffer's whole pages: {given}"
@@ -1477,7 +1484,7 @@ pub(crate) mod tests {
         assert_eq!(got, msg);
         assert_eq!(back, msg);
         assert!(
-            unsafe { p.b.trim_idle(b) } > 0,
+            unsafe { p.b.trim_idle(b) }.unwrap() > 0,
             "idle again: given back again"
         );
     }

@@ -614,20 +614,26 @@ impl ClientConn {
             };
             let header = self.core.deframer.header(&rec);
             // Opened in place; the plaintext is read where it lies (no copy of it).
-            let (typ, start, end) = match self.core.read.as_mut() {
+            let (typ, start, end, protected) = match self.core.read.as_mut() {
                 Some(c) if rec.typ != content::CHANGE_CIPHER_SPEC => {
                     let (typ, s, e) = c.open(header, self.core.deframer.body_mut(&rec))?;
-                    (typ, rec.start + s, rec.start + e)
+                    (typ, rec.start + s, rec.start + e, true)
                 }
-                _ => (rec.typ, rec.start, rec.end),
+                _ => (rec.typ, rec.start, rec.end, false),
             };
-            self.on_content(typ, start, end)?;
+            self.on_content(typ, start, end, protected)?;
         }
     }
 
     /// A record's content: type `typ`, bytes `start..end` of the input buffer, after
-    /// any opening (here, or in a record job).
-    pub(crate) fn on_content(&mut self, typ: u8, start: usize, end: usize) -> Result<(), Error> {
+    /// any opening (here, or in a record job: `protected`).
+    pub(crate) fn on_content(
+        &mut self,
+        typ: u8,
+        start: usize,
+        end: usize,
+        protected: bool,
+    ) -> Result<(), Error> {
         let body = &self.core.deframer.bytes()[start..end];
         let tls13 = self.info.version == version::TLS13;
         let joining = !self.core.hs_buf.is_empty();
@@ -649,8 +655,9 @@ impl ClientConn {
             Ok(Content::ChangeCipherSpec) if matches!(self.state, State::Tls12(_)) => {
                 self.change_cipher_spec12()
             }
-            // RFC 8446 §5: a compatibility CCS during the handshake is dropped.
-            Ok(Content::ChangeCipherSpec) if self.is_handshaking() => Ok(()),
+            // RFC 8446 §5: a compatibility CCS during the handshake is dropped; a
+            // protected one is unexpected_message.
+            Ok(Content::ChangeCipherSpec) if self.is_handshaking() && !protected => Ok(()),
             Ok(Content::ChangeCipherSpec) => Err(Error::UnexpectedMessage("change_cipher_spec")),
             Err(e) => {
                 if matches!(e, Error::PeerAlert(_)) {

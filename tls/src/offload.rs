@@ -151,7 +151,9 @@ pub(crate) fn input_pending<R: Role>(r: &R) -> bool {
     if c.loan.as_ref().is_some_and(|l| l.open.is_some()) {
         return true;
     }
-    c.offload
+    // After close_notify nothing more is opened: records behind it are never read.
+    !c.peer_closed
+        && c.offload
         && r.failed().is_none()
         && matches!(c.deframer.peek_record(c.deframer.pos()), Ok(Some(_)))
 }
@@ -506,7 +508,7 @@ impl Role for ClientConn {
         0
     }
     fn on_record(&mut self, typ: u8, rec: &RawRecord, s: usize, e: usize) -> Result<(), Error> {
-        self.on_content(typ, rec.start + s, rec.start + e)
+        self.on_content(typ, rec.start + s, rec.start + e, true)
     }
     fn process_records(&mut self) -> Result<(), Error> {
         ClientConn::process_records(self)

@@ -352,11 +352,12 @@ impl BackendTlsConn {
         if let Some(c) = self.c.as_mut() {
             let _ = flush(&mut **c, s);
         }
-        // Records cut or out with a job (a close_notify among them) go before the FIN.
+        // Records cut or out with a job (a close_notify among them) go before the FIN;
+        // after a failure none will be sealed any more, so they hold nothing back.
         let queued = self
             .c
             .as_ref()
-            .is_some_and(|c| !c.pending_tls().is_empty() || c.sealing());
+            .is_some_and(|c| !c.pending_tls().is_empty() || (self.error.is_none() && c.sealing()));
         let closed = self.c.as_ref().is_some_and(|c| c.is_closed());
         let ended = (self.closing && closed) || self.error.is_some();
         if ended && !self.fin_sent && !queued {

@@ -189,7 +189,10 @@ impl TcpConn {
                 cs.close();
                 b.fin_forwarded = true;
             }
-            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled());
+            // A backend leg with records still out is waited for, unless its socket is
+            // gone (a reset after both FINs: nothing of it can leave any more).
+            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled())
+                || bs.state() == netstack::TcpState::Closed;
             if self.client_fin_forwarded && b.fin_forwarded && settled {
                 break 'step Outcome::Done;
             }

@@ -40,13 +40,14 @@ use crate::transmit::{Reason, TransmitConfig, TxState};
 /// What an HTTP-aware `tls` vserver answers when its backend's TLS failed.
 const RESPONSE_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 42\r\nConnection: close\r\n\r\nthe backend's TLS handshake failed, sorry\n";
 
-/// What an HTTP-aware `tls` vserver with no backend up answers.
-/// How long an established connection moves no byte before it gives back the pages of
-/// its empty buffers ([`netstack::Stack::trim_idle`]). Shorter costs page faults on a
-/// request that was merely a little late; this long, only connections that really sit
-/// idle (a browser's spare or keep-alive connection) pay it.
+/// How long an established connection moves no byte before it frees its engines'
+/// empty buffers and gives back the pages of its empty send buffers
+/// ([`netstack::Stack::trim_idle`]). Shorter costs page faults on a request that was
+/// merely a little late; this long, only connections that really sit idle (a browser's
+/// spare or keep-alive connection) pay it.
 const IDLE_TRIM_US: u64 = 1_000_000;
 
+/// What an HTTP-aware `tls` vserver with no backend up answers.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
 
 /// One TLS client, and its backend connection once it has one.
@@ -68,7 +69,7 @@ pub struct TlsConn {
     /// The handshake has been counted in the stats.
     counted: bool,
     client_fin_forwarded: bool,
-    /// When the connection, if it stays idle, gives back its buffers' pages
+    /// When the connection, if it stays idle, gives back its empty buffers
     /// ([`TlsConn::idle_trim`]); `trimmed` once it has in this quiet spell, and the bytes
     /// moved when the spell began.
     trim_at_us: Option<u64>,
@@ -257,8 +258,8 @@ impl TlsConn {
 
     /// An established connection that has moved no byte for [`IDLE_TRIM_US`] gives back
     /// its empty buffers: the engine's, the backend leg's TLS engine's, and the whole
-    /// pages inside its sockets' buffers (the client's, and the backend's when one is
-    /// open; [`netstack::Stack::trim_idle`]). Once per quiet spell: bytes moving again
+    /// pages inside its sockets' send buffers (the client's, and the backend's when one
+    /// is open; [`netstack::Stack::trim_idle`]). Once per quiet spell: bytes moving again
     /// start a new one. A connection with no request yet frees its engine's empty
     /// buffers at every step (it may sit idle for long).
     fn idle_trim(&mut self, cx: &mut Cx<'_>) {
@@ -289,14 +290,14 @@ impl TlsConn {
                 }
                 // SAFETY: the appliance never replaces a socket it gets from the stack
                 // (it only calls its methods).
-                let mut given = unsafe { cx.stack.trim_idle(self.client) };
+                let mut done = unsafe { cx.stack.trim_idle(self.client) }.is_some();
                 if let Some(b) = &self.backend {
-                    // SAFETY: as above.
-                    given += unsafe { cx.stack.trim_idle(b.id) };
+                    // SAFETY: as above. (Trimming a socket twice is harmless.)
+                    done &= unsafe { cx.stack.trim_idle(b.id) }.is_some();
                 }
-                // A buffer still held bytes (unacknowledged data): another spell.
-                self.trimmed = given > 0;
-                self.trim_at_us = (given == 0).then_some(now + IDLE_TRIM_US);
+                // A send buffer still held bytes (unacknowledged data): another spell.
+                self.trimmed = done;
+                self.trim_at_us = (!done).then_some(now + IDLE_TRIM_US);
             }
             _ => {}
         }
@@ -470,7 +471,10 @@ impl TlsConn {
                     b.fin_forwarded = true;
                 }
             }
-            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled());
+            // A backend leg with records still out is waited for, unless its socket is
+            // gone (a reset after both FINs: nothing of it can leave any more).
+            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled())
+                || bs.state() == TcpState::Closed;
             if self.client_fin_forwarded && b.fin_forwarded && settled {
                 break 'step Outcome::Done;
             }
