@@ -834,7 +834,7 @@ impl EphemeralKey {
     }
 
     /// An X25519 key from its 32 private bytes, and its public value: a key share made
-    /// ahead of time (see [`crate::job::Tls13Flight::server_share`]).
+    /// ahead of time (the `tls` crate's `Tls13Flight::server_share`).
     pub fn x25519_from_private(private: &[u8]) -> Result<(EphemeralKey, Vec<u8>), CryptoError> {
         Self::x25519_from_private_with(private, primitives())
     }

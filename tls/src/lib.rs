@@ -1,21 +1,22 @@
 //! The appliance's TLS engine: a sans-IO TLS 1.2 and 1.3 server, and a TLS 1.2 and
 //! 1.3 client role ([`client`]) for TLS towards backends and the load generator.
 //!
-//! What it owns: the record layer, the handshake messages and their parsers, the server
-//! and client state machines of both versions, the protocol's crypto steps as job
-//! definitions ([`jobs`]: key schedules, the TLS 1.2 PRF, Finished framing, tickets;
-//! `crypto-offload` only runs them) and the keying material exporters ([`exporter`]),
-//! alerts, and the two methods the appliance is built
-//! around: handshake transcripts kept as bytes and digested once in a crypto job
+//! What it owns: the record layer and the connection state both roles share (`conn`),
+//! the handshake messages and their parsers, the server and client state machines of
+//! both versions, the protocol's crypto steps as job definitions ([`jobs`]: key
+//! schedules, the TLS 1.2 PRF, Finished framing, tickets; `crypto-offload` only runs
+//! them), the keying material exporters ([`exporter`]), alerts, record offload for both
+//! roles ([`offload`]), and the two methods the appliance is built around: handshake
+//! transcripts kept as bytes and digested once in a crypto job
 //! (shared precomputed messages are referred to, not copied), and certificate flights
 //! encoded once at configuration time and written with the ServerHello in one write.
 //!
 //! What it must not do: touch sockets, threads, clocks or queues, or name an OpenSSL
 //! type. It takes bytes and a time in milliseconds, and gives back bytes, crypto
 //! [`crypto_offload::Job`]s and a deadline; see [`ServerConn`] for how to drive it.
-//! Primitives come from `crypto-offload`: handshake steps go to it as jobs; record protection as
-//! direct calls on opaque keys, or, with record offload on ([`offload`]), as record
-//! work the caller batches with other connections' into record jobs.
+//! Primitives come from `crypto-offload`: handshake steps go to it as jobs; record
+//! protection as direct calls on opaque keys, or, with record offload on ([`offload`]),
+//! as record work the caller batches with other connections' into record jobs.
 //!
 //! Several configurations may share one listener through an [`SniRouter`]: the
 //! ClientHello's name chooses one before anything is negotiated.
