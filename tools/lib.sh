@@ -98,15 +98,16 @@ bench_ec_cert() {
         -addext "subjectAltName=DNS:bench.test" -keyout "$WORK/ec.key" -out "$WORK/ec.pem" 2>/dev/null
 }
 
-# bench_tls_vserver NAME LISTEN CERT: an HTTP-aware `tls` vserver in front of the
-# benchmarks' backend (10.77.0.2:8080) with $WORK/CERT.pem and CERT.key, as TOML.
+# bench_tls_vserver NAME LISTEN CERT [BACKEND]: an HTTP-aware `tls` vserver in front of
+# BACKEND (default the benchmarks' backend, 10.77.0.2:8080) with $WORK/CERT.pem and
+# CERT.key, as TOML.
 bench_tls_vserver() {
     cat <<TOML
 [[vserver]]
 name = "$1"
 listen = "$2"
 mode = "tls"
-backends = ["10.77.0.2:8080"]
+backends = ["${4:-10.77.0.2:8080}"]
 [vserver.tls]
 certificates = [{ chain = "$3.pem", key = "$3.key" }]
 [vserver.transmit]

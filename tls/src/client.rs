@@ -540,9 +540,7 @@ impl ClientConn {
         if !self.is_established() || self.core.close_sent || self.core.close_wanted {
             return Ok(0);
         }
-        let c = &self.core;
-        let lent = c.loan.as_ref().map_or(0, |l| l.sealing_bytes());
-        let room = MAX_OUT.saturating_sub(c.out.len() - c.out_pos + c.staged.len() + lent);
+        let room = MAX_OUT.saturating_sub(self.core.queued_out());
         let n = data.len().min(room);
         if self.core.offload {
             self.core.staged.extend_from_slice(&data[..n]);

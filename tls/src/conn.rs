@@ -93,6 +93,13 @@ impl Core {
         self.deframer.push(data)
     }
 
+    /// Bytes on their way to the peer: protected and waiting, staged, and out with a
+    /// record job to be sealed (what the output bounds count).
+    pub(crate) fn queued_out(&self) -> usize {
+        let lent = self.loan.as_ref().map_or(0, |l| l.sealing_bytes());
+        self.out.len() - self.out_pos + self.staged.len() + lent
+    }
+
     pub(crate) fn pending_tls(&self) -> &[u8] {
         &self.out[self.out_pos..]
     }

@@ -462,9 +462,7 @@ impl ServerConn {
         if !self.is_established() || self.core.close_sent {
             return 0;
         }
-        let lent = self.core.loan.as_ref().map_or(0, |l| l.sealing_bytes());
-        MAX_TLS_BUFFERED
-            .saturating_sub(self.core.out.len() - self.core.out_pos + self.core.staged.len() + lent)
+        MAX_TLS_BUFFERED.saturating_sub(self.core.queued_out())
     }
 
     /// Hold plaintext for the client without sealing it yet, so that several small

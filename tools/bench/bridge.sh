@@ -171,15 +171,7 @@ HAPROXY_PID=$!
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
 $CRYPTO
-[[vserver]]
-name = "bridge"
-listen = "10.77.0.1:443"
-mode = "tls"
-backends = ["10.77.0.2:8443"]
-[vserver.tls]
-certificates = [{ chain = "ec.pem", key = "ec.key" }]
-[vserver.transmit]
-http = true
+$(bench_tls_vserver bridge 10.77.0.1:443 ec 10.77.0.2:8443)
 [vserver.backend_tls]
 ca = "bca.pem"
 server_name = "api.internal"

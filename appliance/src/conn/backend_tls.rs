@@ -393,25 +393,33 @@ impl BackendTlsConn {
     }
 
     /// Nothing of this leg is on its way: no record work out or waiting, no TLS bytes
-    /// queued for the socket. A pair ends only once its backend leg has settled.
-    pub fn settled(&self) -> bool {
-        self.c
-            .as_ref()
-            .is_none_or(|c| !c.sealing() && !c.input_pending() && c.pending_tls().is_empty())
+    /// queued for its socket `s`, or that socket is gone (a reset: nothing of the leg
+    /// can leave any more). A pair ends only once its backend leg has settled.
+    pub fn settled(&self, s: &TcpSocket) -> bool {
+        s.state() == netstack::TcpState::Closed
+            || self
+                .c
+                .as_ref()
+                .is_none_or(|c| !c.sealing() && !c.input_pending() && c.pending_tls().is_empty())
     }
 
     /// Record offload: lends what this leg's step cut and received to the next record
     /// job, tagged for the backend leg of handler `owner`. A malformed record fails
-    /// the leg (its alert queued), as on the direct path.
-    pub fn lend_records(&mut self, offload: &mut Offload, owner: HandlerId) {
+    /// the leg (its alert queued), as on the direct path: then `true`, and the caller
+    /// steps the pair again to end it.
+    pub fn lend_records(&mut self, offload: &mut Offload, owner: HandlerId) -> bool {
         let Some(c) = self.c.as_mut().filter(|_| self.error.is_none()) else {
-            return;
+            return false;
         };
         match c.take_records(driver::offload::tag(owner, Leg::Backend)) {
             Ok(Some(w)) => offload.lend(w),
             Ok(None) => {}
-            Err(e) => self.error = Some(e),
+            Err(e) => {
+                self.error = Some(e);
+                return true;
+            }
         }
+        false
     }
 
     /// This leg's completion: a handshake step's result or its record work.

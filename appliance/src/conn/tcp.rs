@@ -189,10 +189,8 @@ impl TcpConn {
                 cs.close();
                 b.fin_forwarded = true;
             }
-            // A backend leg with records still out is waited for, unless its socket is
-            // gone (a reset after both FINs: nothing of it can leave any more).
-            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled())
-                || bs.state() == netstack::TcpState::Closed;
+            // A backend leg with records still out is waited for.
+            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled(bs));
             if self.client_fin_forwarded && b.fin_forwarded && settled {
                 break 'step Outcome::Done;
             }
@@ -201,9 +199,7 @@ impl TcpConn {
         if !account(cx, app, &self.vs, b, &mut self.log, &outcome) {
             // Record offload: this step's backend records go to the next record job.
             if let Some(bt) = self.btls.as_deref_mut() {
-                let failed = bt.error().is_some();
-                bt.lend_records(cx.offload, tag);
-                if !failed && bt.error().is_some() {
+                if bt.lend_records(cx.offload, tag) {
                     return Next::Again; // the next step ends the pair on it
                 }
             }

@@ -240,10 +240,9 @@ impl TlsConn {
             self.fail(cx, app, e);
             return Next::Done;
         }
+        let me = cx.me();
         if let Some(bt) = self.btls.as_deref_mut() {
-            let failed = bt.error().is_some();
-            bt.lend_records(cx.offload, cx.me());
-            if !failed && bt.error().is_some() {
+            if bt.lend_records(cx.offload, me) {
                 return Next::Again; // the next step ends the pair on it
             }
         }
@@ -471,10 +470,8 @@ impl TlsConn {
                     b.fin_forwarded = true;
                 }
             }
-            // A backend leg with records still out is waited for, unless its socket is
-            // gone (a reset after both FINs: nothing of it can leave any more).
-            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled())
-                || bs.state() == TcpState::Closed;
+            // A backend leg with records still out is waited for.
+            let settled = self.btls.as_deref().is_none_or(|bt| bt.settled(bs));
             if self.client_fin_forwarded && b.fin_forwarded && settled {
                 break 'step Outcome::Done;
             }
