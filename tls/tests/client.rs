@@ -248,7 +248,11 @@ impl Drop for SServer {
 /// a port the kernel chose for it (read back from its `ACCEPT host:port` line): a port
 /// picked here and released first could be taken by a test running beside this one.
 fn s_server(extra: &[&str]) -> SServer {
-    let dir = std::env::temp_dir().join(format!("tls-client-test-{}", std::process::id()));
+    // A directory per server: tests run in parallel threads, and one rewriting the
+    // files another s_server is still loading made that one exit before it listened.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tls-client-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (chain, key) = cert_pem(Kind::P256);
     std::fs::write(dir.join("cert.pem"), chain).unwrap();
