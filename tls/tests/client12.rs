@@ -246,7 +246,12 @@ impl Drop for SServer {
 }
 
 fn s_server(kind: Kind, extra: &[&str]) -> SServer {
-    let dir = std::env::temp_dir().join(format!("tls-client12-{}-{kind:?}", std::process::id()));
+    // A directory per server (parallel tests must not rewrite files another s_server
+    // is loading).
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("tls-client12-{}-{kind:?}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (chain, key) = cert_pem(kind);
     std::fs::write(dir.join("cert.pem"), chain).unwrap();
