@@ -31,13 +31,16 @@ pub struct UdpHeader {
     pub dport: u16,
 }
 
-/// The flow identity and flags of a TCP segment.
+/// The flow identity, flags, sequence number and payload length of a TCP segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpHeader {
     pub src: [u8; 4],
     pub sport: u16,
     pub dport: u16,
     pub flags: u8,
+    pub seq: u32,
+    /// Bytes after the TCP header, within the IP packet's total length.
+    pub payload: u16,
 }
 
 impl TcpHeader {
@@ -105,6 +108,9 @@ pub fn parse(frame: &[u8]) -> Parsed {
             sport: u16::from_be_bytes([tcp[0], tcp[1]]),
             dport: u16::from_be_bytes([tcp[2], tcp[3]]),
             flags: tcp[13],
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            // `tcp` is at most a 16-bit total length long.
+            payload: u16::try_from(tcp.len() - data_offset).unwrap_or(u16::MAX),
         }),
         udp: None,
     }
@@ -124,9 +130,22 @@ mod tests {
         f[30..34].copy_from_slice(&[10, 0, 0, 1]);
         f[34..36].copy_from_slice(&1234u16.to_be_bytes());
         f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..42].copy_from_slice(&0x0102_0304u32.to_be_bytes());
         f[46] = 5 << 4;
         f[47] = 0x02;
         f
+    }
+
+    #[test]
+    fn the_payload_length_comes_from_the_ip_total_length_not_the_frame() {
+        // Six bytes of data, then Ethernet padding the IP header does not count.
+        let mut f = syn();
+        f.extend_from_slice(b"abcdef\0\0\0\0");
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        match parse(&f) {
+            Parsed::Ipv4 { tcp: Some(t), .. } => assert_eq!(t.payload, 6),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -139,6 +158,7 @@ mod tests {
             } => {
                 assert_eq!((t.src, t.sport, t.dport), ([10, 0, 0, 2], 1234, 80));
                 assert!(t.is_syn_only());
+                assert_eq!((t.seq, t.payload), (0x0102_0304, 0));
             }
             other => panic!("{other:?}"),
         }

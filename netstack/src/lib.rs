@@ -39,14 +39,16 @@
 //! entry) that `benches/connscale.rs` measures and BENCHMARKS.md records. Closed
 //! sockets are kept on a per-core free list (up to `spare_sockets`) and reused, so
 //! steady-state connection churn allocates nothing. A buffer takes memory only in the
-//! pages written; [`Stack::trim_idle`] gives an idle connection's written send pages
-//! back (the `pages` module).
+//! pages written; [`Stack::trim_idle`] gives an idle connection's written pages back
+//! (the `pages` module; receive pages only when the `rxseq` module's tracking of
+//! sequence numbers shows that smoltcp holds no out-of-order segment there).
 //!
 //! Fragmented IPv4 is dropped and counted (the appliance speaks TCP with path MTU),
 //! as are non-IPv4 frames other than ARP.
 
 mod device;
 mod pages;
+mod rxseq;
 mod syncookie;
 
 /// The TCP timestamp clock of backend connections. smoltcp asks for a timestamp
@@ -227,8 +229,10 @@ pub struct StackStats {
     pub connects: AtomicU64,
     pub active: AtomicU64,
     pub freed: AtomicU64,
-    /// Idle connections whose send buffer's pages were given back ([`Stack::trim_idle`]).
+    /// Idle connections whose buffers' pages were given back ([`Stack::trim_idle`]).
     pub trimmed: AtomicU64,
+    /// Of those, the ones whose receive buffer's pages went back too.
+    pub trimmed_rx: AtomicU64,
     /// Frames that found no TX buffer.
     pub tx_no_buffer: AtomicU64,
     /// UDP ports bound and closed (SOCKS relay ports).
@@ -265,7 +269,9 @@ struct Conn<T> {
     gen: u32,
     set: SocketSet<'static>,
     handle: SocketHandle,
-    pages: pages::BufPages,
+    pages: pages::SocketPages,
+    /// What the stack knows of the receive sequence space (`rxseq`); `None`: unknown.
+    rx_seq: Option<rxseq::RxSeq>,
     key: FlowKey,
     /// Listener tag for connections accepted from a listening port.
     listener: Option<u32>,
@@ -317,7 +323,7 @@ pub struct Stack<T> {
     neighbor_wait: Vec<ConnId>,
     /// Our own ARP requests: when each was last sent (see [`request_neighbor`]).
     arp_sent: HashMap<Ipv4Addr, i64, ahash::RandomState>,
-    spare: Vec<(SocketSet<'static>, SocketHandle, pages::BufPages)>,
+    spare: Vec<(SocketSet<'static>, SocketHandle, pages::SocketPages)>,
     next_port: u16,
     /// The millisecond last passed to the shared timestamp clock: frames of the same
     /// millisecond do not touch its atomic again.
@@ -520,13 +526,16 @@ impl<T: Default> Stack<T> {
         self.conns.len()
     }
 
-    fn new_socket(&mut self) -> (SocketSet<'static>, SocketHandle, pages::BufPages) {
+    fn new_socket(&mut self) -> (SocketSet<'static>, SocketHandle, pages::SocketPages) {
         if let Some(s) = self.spare.pop() {
             return s;
         }
         let (rx, tx) = (vec![0u8; self.cfg.rx_buffer], vec![0u8; self.cfg.tx_buffer]);
         // Moving the vectors into the socket keeps their heap storage where it is.
-        let pages = pages::BufPages::of(&tx);
+        let pages = pages::SocketPages {
+            rx: pages::BufPages::of(&rx),
+            tx: pages::BufPages::of(&tx),
+        };
         let (rx, tx) = (tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         let mut sock = tcp::Socket::new(rx, tx);
         sock.set_nagle_enabled(false);
@@ -538,7 +547,7 @@ impl<T: Default> Stack<T> {
 
     fn insert(
         &mut self,
-        (set, handle, pages): (SocketSet<'static>, SocketHandle, pages::BufPages),
+        (set, handle, pages): (SocketSet<'static>, SocketHandle, pages::SocketPages),
         key: FlowKey,
         listener: Option<u32>,
         user: T,
@@ -551,6 +560,7 @@ impl<T: Default> Stack<T> {
             set,
             handle,
             pages,
+            rx_seq: None,
             key,
             listener,
             announced: false,
@@ -666,6 +676,51 @@ impl<T: Default> Stack<T> {
         self.iface.poll_ingress_single(now, &mut dev, set);
     }
 
+    /// The state and readable bytes of `id`'s socket, for [`Stack::track_rx`].
+    fn rx_probe(&mut self, id: ConnId) -> Option<(tcp::State, usize)> {
+        self.get(id).map(|c| {
+            let s = c.socket();
+            (s.state(), s.recv_queue())
+        })
+    }
+
+    /// Updates `id`'s receive sequence knowledge after smoltcp processed `seg`, given
+    /// [`Stack::rx_probe`] from before.
+    fn track_rx(
+        &mut self,
+        id: ConnId,
+        seg: &dataplane::wire::TcpHeader,
+        before: Option<(tcp::State, usize)>,
+    ) {
+        let Some((state0, queued0)) = before else {
+            return;
+        };
+        let Some(c) = self.get(id) else { return };
+        let s = c.socket();
+        let (state, queued) = (s.state(), s.recv_queue());
+        let opened = matches!(state0, tcp::State::Listen | tcp::State::SynSent)
+            && !matches!(
+                state,
+                tcp::State::Listen | tcp::State::SynSent | tcp::State::Closed
+            );
+        c.rx_seq = rxseq::after(c.rx_seq, seg, opened, queued.saturating_sub(queued0));
+    }
+
+    /// [`Stack::ingress_with`] for a segment of connection `id`, following its
+    /// receive sequence space.
+    fn ingress_tracked(
+        &mut self,
+        id: ConnId,
+        seg: &dataplane::wire::TcpHeader,
+        frame: &[u8],
+        tx: &mut dyn PortQueue,
+        now: Instant,
+    ) {
+        let before = self.rx_probe(id);
+        self.ingress_with(Some(id), frame, tx, now);
+        self.track_rx(id, seg, before);
+    }
+
     /// Moves the shared timestamp clock, once per millisecond of this stack's time.
     fn advance_tsval(&mut self, now: Instant) {
         let ms = now.total_millis();
@@ -758,7 +813,7 @@ impl<T: Default> Stack<T> {
                         }
                     },
                 };
-                self.ingress_with(Some(id), frame, tx, now);
+                self.ingress_tracked(id, &m, frame, tx, now);
                 if m.flags & 0x08 != 0 {
                     if let Some(c) = self.get(id) {
                         c.psh = true;
@@ -827,6 +882,7 @@ impl<T: Default> Stack<T> {
         let Some(id) = self.accept_syn(key, seg.dport, tag) else {
             return false;
         };
+        let before = self.rx_probe(id);
         let syn = seg.rebuilt_syn(mss);
         let mut syn_frame = vec![0u8; syn.len()];
         syncookie::emit(&syn, &mut syn_frame, &self.caps);
@@ -850,8 +906,18 @@ impl<T: Default> Stack<T> {
         if let Some(c) = self.conns.get_mut(id.idx as usize) {
             iface.poll_ingress_single(now, &mut dev, &mut c.set);
         }
+        if let dataplane::wire::Parsed::Ipv4 { tcp: Some(m), .. } =
+            dataplane::wire::parse(&syn_frame)
+        {
+            self.track_rx(id, &m, before);
+        }
         // The ACK itself, as any segment of the connection.
-        self.ingress_with(Some(id), frame, tx, now);
+        match dataplane::wire::parse(frame) {
+            dataplane::wire::Parsed::Ipv4 { tcp: Some(m), .. } => {
+                self.ingress_tracked(id, &m, frame, tx, now)
+            }
+            _ => self.ingress_with(Some(id), frame, tx, now),
+        }
         let established = self
             .get(id)
             .is_some_and(|c| c.socket().state() == tcp::State::Established);
@@ -1004,13 +1070,15 @@ impl<T: Default> Stack<T> {
     }
 
     /// Gives back to the kernel the whole pages inside `id`'s send buffer when it is
-    /// empty (see the `pages` module; the receive buffer may hold out-of-order segments
-    /// smoltcp does not show, so it is left alone): an idle connection then holds none of
-    /// the send pages its handshake, its responses or an earlier connection on the same
-    /// socket wrote. Returns the bytes it released at most (`Some(0)` for a buffer too
-    /// small to hold a whole page), or `None` when the send ring held data or the
-    /// connection is gone. The counter `trimmed` counts the calls that released pages. A page written again later costs a page fault then, so
-    /// this is for connections that have been idle a while, not for every step.
+    /// empty, and those of its receive buffer when it is empty and the stack knows no
+    /// out-of-order segment waits there (the `pages` and `rxseq` modules): an idle
+    /// connection then holds none of the pages its handshake, its requests and
+    /// responses or an earlier connection on the same socket wrote. Returns the bytes
+    /// it released at most (`Some(0)` for buffers too small to hold a whole page), or
+    /// `None` when the send ring held data or the connection is gone. The counter
+    /// `trimmed` counts the calls that released pages, `trimmed_rx` those that released
+    /// receive pages too. A page written again later costs a page fault then, so this
+    /// is for connections that have been idle a while, not for every step.
     ///
     /// # Safety
     /// No socket of this stack may have been replaced (`std::mem::swap`/`replace`)
@@ -1022,13 +1090,24 @@ impl<T: Default> Stack<T> {
         if s.send_queue() != 0 {
             return None;
         }
+        let rx_empty = s.recv_queue() == 0 && c.rx_seq.is_some_and(|r| r.nothing_out_of_order());
         // SAFETY: the socket (and so its buffers) is alive in `c`, it is the one the
         // pages were recorded for (the caller's promise), its send ring is empty, and
         // `&mut self` means nothing borrows it.
-        unsafe { c.pages.give_back() };
-        let len = c.pages.len();
+        unsafe { c.pages.tx.give_back() };
+        let mut len = c.pages.tx.len();
+        if rx_empty {
+            // SAFETY: as above; its receive ring holds no readable byte and, by the
+            // sequence numbers the stack saw (`rxseq`), no out-of-order segment.
+            unsafe { c.pages.rx.give_back() };
+        }
+        let rx_len = if rx_empty { c.pages.rx.len() } else { 0 };
+        len += rx_len;
         if len > 0 {
             bump!(self.stats, trimmed);
+        }
+        if rx_len > 0 {
+            bump!(self.stats, trimmed_rx);
         }
         Some(len)
     }
@@ -1483,10 +1562,61 @@ pub(crate) mod tests {
         }
         assert_eq!(got, msg);
         assert_eq!(back, msg);
-        assert!(
-            unsafe { p.b.trim_idle(b) }.unwrap() > 0,
-            "idle again: given back again"
+        assert_eq!(
+            p.b.stats().trimmed_rx.load(Ordering::Relaxed),
+            1,
+            "the first trim: b had received nothing, its receive pages went too"
         );
+        assert_eq!(
+            unsafe { p.b.trim_idle(b) },
+            Some(given),
+            "idle again: the same pages given back again, receive ones included"
+        );
+        assert_eq!(p.b.stats().trimmed_rx.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn receive_pages_stay_while_an_out_of_order_segment_waits() {
+        let mut p = Pair::new();
+        p.b.listen(80, 1);
+        let a =
+            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0);
+        let a = a.unwrap();
+        p.run();
+        let mut acc = Vec::new();
+        p.b.take_accepted(&mut acc);
+        let b = acc[0].0;
+        // SAFETY (every call here): the test replaces no socket.
+        unsafe { p.b.trim_idle(b) }.unwrap();
+        assert_eq!(
+            p.b.stats().trimmed_rx.load(Ordering::Relaxed),
+            1,
+            "after the handshake: nothing received, nothing ahead"
+        );
+        let msg: Vec<u8> = (0..4000u32).map(|i| (i * 13 % 251) as u8).collect();
+        assert_eq!(p.a.socket(a).unwrap().send_slice(&msg).unwrap(), msg.len());
+        p.now += Duration::from_millis(1);
+        p.a.egress(&mut p.qa, p.now);
+        let frames = std::mem::take(&mut p.qa.sent);
+        assert!(frames.len() >= 3, "{} segments", frames.len());
+        // Everything but the first segment: smoltcp keeps it, out of order, in the
+        // receive ring, while nothing is readable yet.
+        for f in &frames[1..] {
+            p.b.ingress(f, &mut p.qb, p.now);
+        }
+        assert_eq!(p.b.socket(b).unwrap().recv_queue(), 0);
+        unsafe { p.b.trim_idle(b) }.unwrap();
+        assert_eq!(
+            p.b.stats().trimmed_rx.load(Ordering::Relaxed),
+            1,
+            "segments ahead wait in the receive buffer: its pages stay"
+        );
+        p.b.ingress(&frames[0], &mut p.qb, p.now);
+        let mut buf = vec![0u8; 8192];
+        let n = p.b.socket(b).unwrap().recv_slice(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &msg[..], "every byte, in order");
+        unsafe { p.b.trim_idle(b) }.unwrap();
+        assert_eq!(p.b.stats().trimmed_rx.load(Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -1720,6 +1850,11 @@ pub(crate) mod tests {
             let mut got = vec![0u8; 8192];
             let k = s.recv_slice(&mut got).unwrap();
             assert_eq!(&got[..k], &big[..]);
+            // The stack knows where the cookie connection's receive space starts, so
+            // its drained receive buffer's pages can go back.
+            // SAFETY: the test replaces no socket.
+            unsafe { p.b.trim_idle(id) }.unwrap();
+            let s = p.b.socket(id).unwrap();
             s.send_slice(&big[..3000]).unwrap();
             s.close();
             p.b.release(id);
@@ -1736,6 +1871,7 @@ pub(crate) mod tests {
         p.run();
         assert_eq!(p.b.connections(), 0);
         assert_eq!(st.half_open.load(Ordering::Relaxed), 0);
+        assert_eq!(st.trimmed_rx.load(Ordering::Relaxed), n as u64);
     }
 
     /// An ACK for no connection that carries no valid cookie (a forged one, or one

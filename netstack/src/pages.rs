@@ -1,4 +1,4 @@
-//! Giving the pages of a socket's empty send buffer back to the kernel.
+//! Giving the pages of a socket's empty buffers back to the kernel.
 //!
 //! smoltcp fixes a socket's buffers for its life (it has no call to swap or shrink
 //! them), so a 64 KiB buffer stays allocated while its connection sits idle. It only
@@ -10,12 +10,19 @@
 //! zeros when next touched, which costs a page fault then. The partial pages at either
 //! end are shared with the allocator's own headers and stay.
 //!
-//! The receive buffer is not given back: smoltcp keeps segments that arrived out of order
-//! in it, beyond the bytes `recv_queue` counts, and offers no view of them (its
-//! assembler is private), so an empty-looking receive ring may still hold bytes it will
-//! deliver.
+//! The receive ring is the same when `recv_queue` is zero and no segment that arrived
+//! out of order waits in it beyond those bytes. smoltcp keeps such segments there and
+//! offers no view of them (its assembler is private), so the stack follows the
+//! sequence numbers itself (the `rxseq` module) and gives receive pages back only when
+//! that tells it nothing can be there.
 
-/// The page-aligned inside of a socket's send buffer.
+/// Both buffers' pages of one socket.
+pub(crate) struct SocketPages {
+    pub(crate) rx: BufPages,
+    pub(crate) tx: BufPages,
+}
+
+/// The page-aligned inside of a socket buffer.
 pub(crate) struct BufPages {
     addr: usize,
     len: usize,
@@ -39,10 +46,10 @@ fn inside(buf: &[u8], page: usize) -> (usize, usize) {
 }
 
 impl BufPages {
-    /// Records where the send buffer `tx` lies. The vector is then handed to the
-    /// socket, which keeps its heap storage where it is for its whole life.
-    pub(crate) fn of(tx: &[u8]) -> Self {
-        let (addr, len) = inside(tx, page_size());
+    /// Records where the buffer `buf` lies. The vector is then handed to the socket,
+    /// which keeps its heap storage where it is for its whole life.
+    pub(crate) fn of(buf: &[u8]) -> Self {
+        let (addr, len) = inside(buf, page_size());
         Self { addr, len }
     }
 
@@ -54,8 +61,10 @@ impl BufPages {
     /// Gives the pages back.
     ///
     /// # Safety
-    /// The buffer must still be alive (its socket not dropped), the send ring empty,
-    /// and nothing may hold a reference into it during the call.
+    /// The buffer must still be alive (its socket not dropped), hold nothing the
+    /// socket will read before writing it again (an empty send ring; an empty receive
+    /// ring with no out-of-order segment), and nothing may hold a reference into it
+    /// during the call.
     pub(crate) unsafe fn give_back(&self) {
         if self.len == 0 {
             return;

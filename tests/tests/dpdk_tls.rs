@@ -801,15 +801,14 @@ fn backend_connections_open_with_the_first_request_byte() {
     assert_eq!(proxy(&net, "backend_connects_saved"), 3);
 
     // A client that handshakes and then sits idle for more than a second: its empty
-    // socket buffers' pages go back to the kernel (`trimmed`), and its request, when it
-    // comes, is served byte-exact all the same (the response is written into pages
-    // that were given back).
-    let trimmed = |net: &Net| {
-        net.stats()["cores"][0]["stack"]["trimmed"]
-            .as_u64()
-            .unwrap()
-    };
+    // socket buffers' pages go back to the kernel (`trimmed`; its receive buffer's too,
+    // `trimmed_rx`: nothing arrived out of order), and its request, when it comes, is
+    // served byte-exact all the same (the request lands in, and the response is
+    // written into, pages that were given back).
+    let counter = |net: &Net, name: &str| net.stats()["cores"][0]["stack"][name].as_u64().unwrap();
+    let trimmed = |net: &Net| counter(net, "trimmed");
     let before = trimmed(&net);
+    let before_rx = counter(&net, "trimmed_rx");
     let py = format!(
         r#"
 import hashlib, socket, ssl, time
@@ -842,6 +841,10 @@ with socket.create_connection(("10.77.0.1", 443), timeout=10) as raw:
     assert!(
         trimmed(&net) > before,
         "the idle connection gave its pages back"
+    );
+    assert!(
+        counter(&net, "trimmed_rx") > before_rx,
+        "its receive buffer's pages too"
     );
 
     // Every handshake's first answer was timed once (tls_first_answer_us: bucket bound

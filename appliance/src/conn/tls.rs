@@ -257,8 +257,9 @@ impl TlsConn {
 
     /// An established connection that has moved no byte for [`IDLE_TRIM_US`] gives back
     /// its empty buffers: the engine's, the backend leg's TLS engine's, and the whole
-    /// pages inside its sockets' send buffers (the client's, and the backend's when one
-    /// is open; [`netstack::Stack::trim_idle`]). Once per quiet spell: bytes moving again
+    /// pages inside its sockets' buffers (the client's, and the backend's when one is
+    /// open; receive buffers when the stack knows no out-of-order segment waits there;
+    /// [`netstack::Stack::trim_idle`]). Once per quiet spell: bytes moving again
     /// start a new one. A connection with no request yet frees its engine's empty
     /// buffers at every step (it may sit idle for long).
     fn idle_trim(&mut self, cx: &mut Cx<'_>) {
