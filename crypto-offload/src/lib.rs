@@ -50,4 +50,4 @@ pub use prim::{
     TAG_LEN,
 };
 pub use records::{AeadBatch, AeadOp, RecordJob, RecordWork};
-pub use ticket::{SourcedKey, TicketKeySource, TicketKeys};
+pub use ticket::{SourcedKey, TicketKeyAge, TicketKeySource, TicketKeys};

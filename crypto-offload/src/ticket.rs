@@ -73,6 +73,15 @@ pub trait TicketKeySource: Send + Sync {
     fn keys(&self, now_ms: u64) -> Vec<SourcedKey>;
 }
 
+/// Which key of the ring opened a ticket ([`TicketKeys::open_aged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketKeyAge {
+    /// The key that seals new tickets now.
+    Sealing,
+    /// An older key, kept for the tickets it sealed until they expire.
+    Retiring,
+}
+
 /// The ticket key ring; shared (`Arc`) by every connection of a vserver.
 pub struct TicketKeys {
     rotation_ms: u64,
@@ -199,6 +208,15 @@ impl TicketKeys {
 
     /// Open a ticket: `None` when it is malformed, forged, or its key has left the ring.
     pub fn open(&self, now_ms: u64, ticket: &[u8]) -> Option<Secret> {
+        self.open_aged(now_ms, ticket).map(|(state, _)| state)
+    }
+
+    /// [`TicketKeys::open`], also saying whether the ticket's key is the one that seals
+    /// now. A ticket sealed by the sealing key opens for at least the ring's lifetime
+    /// from now (the key stays `rotation + lifetime` from its making, and seals for
+    /// less than `rotation` of it), so a server has no reason to replace it; one sealed
+    /// by an older key is the one to renew.
+    pub fn open_aged(&self, now_ms: u64, ticket: &[u8]) -> Option<(Secret, TicketKeyAge)> {
         if ticket.len() < TICKET_OVERHEAD {
             return None;
         }
@@ -212,20 +230,50 @@ impl TicketKeys {
         let nonce: &[u8; NONCE_LEN] = nonce.try_into().ok()?;
         let mut ring = self.ring();
         let keep = self.rotation_ms.saturating_add(self.lifetime_ms);
-        let k = ring.iter_mut().find(|k| {
+        let last = ring.len().checked_sub(1)?;
+        let (i, k) = ring.iter_mut().enumerate().find(|(_, k)| {
             k.name == name && (self.source.is_some() || now_ms.saturating_sub(k.created_ms) < keep)
         })?;
+        // A ring of its own makes its next key lazily, at the next seal: its newest key
+        // past its rotation time is as good as retiring already.
+        let sealing = i == last
+            && (self.source.is_some() || now_ms.saturating_sub(k.created_ms) < self.rotation_ms);
         k.context(false)
             .ok()?
             .open(nonce, name, buf.bytes_mut(), tag)
             .ok()?;
-        Some(buf)
+        let age = if sealing {
+            TicketKeyAge::Sealing
+        } else {
+            TicketKeyAge::Retiring
+        };
+        Some((buf, age))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_says_whether_the_tickets_key_still_seals() {
+        let keys = TicketKeys::new(1_000, 5_000);
+        let t = keys.seal(10_000, b"state").unwrap();
+        let age = |now| {
+            keys.open_aged(now, &t)
+                .map(|(s, a)| (s.bytes().to_vec(), a))
+        };
+        assert_eq!(
+            age(10_999),
+            Some((b"state".to_vec(), TicketKeyAge::Sealing))
+        );
+        // Past its rotation time, before the ring made its next key (at the next seal).
+        assert_eq!(age(11_000).map(|x| x.1), Some(TicketKeyAge::Retiring));
+        let _newer = keys.seal(11_500, b"other").unwrap();
+        assert_eq!(age(11_500).map(|x| x.1), Some(TicketKeyAge::Retiring));
+        assert_eq!(age(15_999).map(|x| x.1), Some(TicketKeyAge::Retiring));
+        assert_eq!(age(16_000), None, "its key left the ring");
+    }
 
     #[test]
     fn seal_open_rotate_expire() {

@@ -963,8 +963,8 @@ impl ServerConn {
                 self.info.version = version::TLS12;
                 match self.tls12_candidate(&ch, looked_up) {
                     Candidate::Wait(pending) => Plan::Wait(pending),
-                    Candidate::Found(s, how) => {
-                        Plan::Tls12(self.tls12_negotiate(&ch, Some((s, how)))?)
+                    Candidate::Found(s, how, renew) => {
+                        Plan::Tls12(self.tls12_negotiate(&ch, Some((s, how, renew)))?)
                     }
                     Candidate::None => Plan::Tls12(self.tls12_negotiate(&ch, None)?),
                 }

@@ -15,7 +15,9 @@
 //! otherwise, with a store configured, a fresh 32-byte session ID whose session is
 //! stored once the client's Finished has been checked. A ticket's resumption gets a
 //! fresh ticket (RFC 5077 §3.3) under the current key, for the same session and its
-//! remaining lifetime.
+//! remaining lifetime, when the key that sealed the presented one no longer seals
+//! (libssl's choice too): a ticket under the sealing key opens for the key ring's whole
+//! lifetime from now, so replacing it would cost a seal and a message for nothing.
 //!
 //! A resumption offer whose cipher list lacks the session's suite is refused with
 //! illegal_parameter (RFC 5246 §7.4.1.2: the list "MUST include at least the
@@ -75,7 +77,8 @@ struct FullPlan {
 
 /// A session the ClientHello may resume, before checking it fits the hello.
 pub(crate) enum Candidate {
-    Found(Session, Resumed),
+    /// The session, how it came, and whether a resumption should renew its ticket.
+    Found(Session, Resumed, bool),
     /// The store has the lookup in flight.
     Wait(Box<dyn PendingLookup>),
     None,
@@ -151,11 +154,12 @@ impl ServerConn {
             if !t.is_empty() {
                 // A ticket we cannot open (old key, another server) just means a full
                 // handshake; the client gets a fresh one.
-                if let Some(s) = keys
-                    .open(self.now_ms, t)
-                    .and_then(|p| Session::decode(p.bytes()).ok())
+                if let Some((s, age)) = keys
+                    .open_aged(self.now_ms, t)
+                    .and_then(|(p, age)| Session::decode(p.bytes()).ok().map(|s| (s, age)))
                 {
-                    return Candidate::Found(s, Resumed::Ticket);
+                    let renew = age != crypto_offload::TicketKeyAge::Sealing;
+                    return Candidate::Found(s, Resumed::Ticket, renew);
                 }
             }
         }
@@ -173,7 +177,7 @@ impl ServerConn {
             },
         };
         match answer.and_then(|e| Session::decode(e.bytes()).ok()) {
-            Some(s) => Candidate::Found(s, Resumed::SessionId),
+            Some(s) => Candidate::Found(s, Resumed::SessionId, false),
             None => Candidate::None,
         }
     }
@@ -181,7 +185,7 @@ impl ServerConn {
     pub(crate) fn tls12_negotiate(
         &mut self,
         ch: &ClientHello,
-        candidate: Option<(Session, Resumed)>,
+        candidate: Option<(Session, Resumed, bool)>,
     ) -> Result<Plan, Error> {
         if !ch.compression.contains(&0) {
             return Err(Error::IllegalParameter("no null compression method"));
@@ -209,7 +213,7 @@ impl ServerConn {
             session_id: Vec::new(),
             issue_ticket: false,
         };
-        if let Some((s, how)) = candidate {
+        if let Some((s, how, renew)) = candidate {
             if self.tls12_resumable(ch, &s)? {
                 let info = suite_info(s.suite).ok_or(Error::Misuse("stored suite unknown"))?;
                 plan.suite = s.suite;
@@ -219,10 +223,10 @@ impl ServerConn {
                 plan.session_id = ch.session_id.to_vec();
                 plan.ems = s.ems;
                 // RFC 5077 §3.3: a ticket's resumption gets a fresh ticket, sealed under
-                // the current key (a client keeps resuming across key rotations, as
-                // clients that rotate their tickets expect); its session keeps the
-                // lifetime it had.
-                plan.issue_ticket = how == Resumed::Ticket;
+                // the current key, when an older key sealed it (a client keeps resuming
+                // across key rotations, as clients that rotate their tickets expect);
+                // its session keeps the lifetime it had.
+                plan.issue_ticket = how == Resumed::Ticket && renew;
                 self.restore_peer(s.peer.clone());
                 plan.resume = Some(s);
                 self.info.resumed = Some(how);

@@ -357,9 +357,10 @@ fn lifetime_hint(s: &SslSession) -> std::os::raw::c_ulong {
 }
 
 /// RFC 5077 §3.3: "the server ... MAY issue a new ticket" on a ticket's resumption; it
-/// does, under the current key, so a client that always resumes keeps resuming across
-/// key rotations: its first ticket's key retires, its renewed ticket still opens. The
-/// renewed ticket keeps the session's lifetime (it does not extend it).
+/// does when the ticket's key no longer seals, under the current key, so a client that
+/// always resumes keeps resuming across key rotations: its first ticket's key retires,
+/// its renewed ticket still opens. The renewed ticket keeps the session's lifetime (it
+/// does not extend it). While the ticket's key still seals, the ticket is not replaced.
 #[test]
 fn tls12_ticket_resumption_renews_the_ticket_under_the_current_key() {
     // A key seals for 1 s and its tickets open for 2 s more; sessions live 100 s.
@@ -369,6 +370,14 @@ fn tls12_ticket_resumption_renews_the_ticket_under_the_current_key() {
     });
     let ctx = ctx(V12, SslOptions::empty());
     let (first_session, _) = first(&ctx, &cfg, 10_000);
+    let (c, s) = again(&ctx, &cfg, &first_session, 10_500);
+    assert!(c.ssl().session_reused());
+    assert_eq!(s.conn.info().resumed, Some(Resumed::Ticket));
+    assert_eq!(
+        c.ssl().session().unwrap().to_der().unwrap(),
+        first_session.to_der().unwrap(),
+        "no new ticket while the key that sealed it still seals"
+    );
     let (c, s) = again(&ctx, &cfg, &first_session, 12_500);
     assert!(c.ssl().session_reused());
     assert_eq!(s.conn.info().resumed, Some(Resumed::Ticket));
