@@ -354,7 +354,7 @@ impl App for CoreApp {
         if vs.cfg.tls.is_some() {
             TlsConn::accept(cx, self, client, vs, log).map(Conn::Tls)
         } else {
-            TcpConn::accept(cx, self, client, vs, log).map(Conn::Tcp)
+            TcpConn::accept(cx, self, client, vs, log).map(|c| Conn::Tcp(Box::new(c)))
         }
     }
 

@@ -233,6 +233,8 @@ pub struct StackStats {
     pub trimmed: AtomicU64,
     /// Of those, the ones whose receive buffer's pages went back too.
     pub trimmed_rx: AtomicU64,
+    /// Sockets on the spare list that gave their pages back after a quiet second there.
+    pub spare_trimmed: AtomicU64,
     /// Frames that found no TX buffer.
     pub tx_no_buffer: AtomicU64,
     /// UDP ports bound and closed (SOCKS relay ports).
@@ -304,6 +306,20 @@ enum Class {
     Drop(fn(&StackStats) -> &AtomicU64),
 }
 
+/// How long a socket must sit unused on the spare list before its pages go back.
+const SPARE_TRIM_US: i64 = 1_000_000;
+
+/// The spare list is a stack (the last freed socket is reused first), so the sockets
+/// below the lowest length it had over a quiet second sat there all that second.
+struct SpareTrim {
+    /// The spare sockets below this index have given their pages back.
+    trimmed_below: usize,
+    /// The spare list's lowest length since the last pass.
+    low: usize,
+    /// When the next pass is due (the stack's clock, µs).
+    next_at_us: i64,
+}
+
 /// One core's TCP/IP stack. `T` is the application's per-connection data.
 pub struct Stack<T> {
     cfg: StackConfig,
@@ -324,6 +340,8 @@ pub struct Stack<T> {
     /// Our own ARP requests: when each was last sent (see [`request_neighbor`]).
     arp_sent: HashMap<Ipv4Addr, i64, ahash::RandomState>,
     spare: Vec<(SocketSet<'static>, SocketHandle, pages::SocketPages)>,
+    /// Which spare sockets have given their pages back ([`Stack::trim_spare`]).
+    spare_trim: SpareTrim,
     next_port: u16,
     /// The millisecond last passed to the shared timestamp clock: frames of the same
     /// millisecond do not touch its atomic again.
@@ -440,6 +458,11 @@ impl<T: Default> Stack<T> {
             neighbor_wait: Vec::new(),
             arp_sent: HashMap::default(),
             spare: Vec::new(),
+            spare_trim: SpareTrim {
+                trimmed_below: 0,
+                low: 0,
+                next_at_us: now.total_micros().saturating_add(SPARE_TRIM_US),
+            },
             next_port: first,
             ts_ms: i64::MIN,
             scratch: Vec::new(),
@@ -528,6 +551,9 @@ impl<T: Default> Stack<T> {
 
     fn new_socket(&mut self) -> (SocketSet<'static>, SocketHandle, pages::SocketPages) {
         if let Some(s) = self.spare.pop() {
+            let left = self.spare.len();
+            let t = &mut self.spare_trim;
+            (t.trimmed_below, t.low) = (t.trimmed_below.min(left), t.low.min(left));
             return s;
         }
         let (rx, tx) = (vec![0u8; self.cfg.rx_buffer], vec![0u8; self.cfg.tx_buffer]);
@@ -1112,6 +1138,34 @@ impl<T: Default> Stack<T> {
         Some(len)
     }
 
+    /// Gives back the pages of the spare sockets that sat unused on the spare list
+    /// since the last pass (a second ago): after a burst of connections the list holds
+    /// up to `spare_sockets` closed sockets whose buffers their last connections wrote.
+    /// Each goes once; one taken and freed again is a new one. Sockets reused within a
+    /// second keep their pages (a page given back costs a fault when written again).
+    fn trim_spare(&mut self, now_us: i64) {
+        let t = &mut self.spare_trim;
+        let upto = t.low.min(self.spare.len());
+        let from = t.trimmed_below.min(upto);
+        for (_, _, pages) in &self.spare[from..upto] {
+            // SAFETY: the spare socket is alive in the list, closed (`free` keeps only
+            // sockets that are not open), and its next `listen` or `connect` clears both
+            // rings before anything reads them; `&mut self` means nothing borrows it.
+            unsafe {
+                pages.rx.give_back();
+                pages.tx.give_back();
+            }
+        }
+        let n = (upto - from) as u64;
+        if n > 0 {
+            let c = &self.stats.spare_trimmed;
+            c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        }
+        t.trimmed_below = t.trimmed_below.max(upto);
+        t.low = self.spare.len();
+        t.next_at_us = now_us.saturating_add(SPARE_TRIM_US);
+    }
+
     /// The application's data for a connection.
     pub fn user(&mut self, id: ConnId) -> Option<&mut T> {
         self.get(id).map(|c| &mut c.user)
@@ -1168,6 +1222,9 @@ impl<T: Default> Stack<T> {
     pub fn poll_timers(&mut self, now: Instant) -> bool {
         self.advance_tsval(now);
         let now_us = now.total_micros();
+        if now_us >= self.spare_trim.next_at_us {
+            self.trim_spare(now_us);
+        }
         let mut fired = false;
         while let Some((at, id)) = self.timers.pop_due(now_us.max(0) as u64) {
             let at = at as i64;
@@ -1573,6 +1630,66 @@ pub(crate) mod tests {
             "idle again: the same pages given back again, receive ones included"
         );
         assert_eq!(p.b.stats().trimmed_rx.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn spare_sockets_give_their_pages_back_after_a_quiet_second() {
+        let mut p = Pair::new();
+        p.b.listen(80, 1);
+        let server = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80);
+        let open = |p: &mut Pair, n: usize| -> Vec<(ConnId, ConnId)> {
+            let ids: Vec<_> = (0..n).map(|_| p.a.connect(server, 0).unwrap()).collect();
+            p.run();
+            let mut acc = Vec::new();
+            p.b.take_accepted(&mut acc);
+            ids.into_iter()
+                .zip(acc.into_iter().map(|(b, _)| b))
+                .collect()
+        };
+        let close = |p: &mut Pair, pairs: &[(ConnId, ConnId)]| {
+            for &(a, b) in pairs {
+                p.a.socket(a).unwrap().send_slice(&[1; 3000]).unwrap();
+                p.run();
+                let mut buf = [0u8; 4096];
+                assert_eq!(p.b.socket(b).unwrap().recv_slice(&mut buf).unwrap(), 3000);
+                p.a.socket(a).unwrap().abort();
+                p.a.release(a);
+                p.b.socket(b).unwrap().abort();
+                p.b.release(b);
+            }
+            p.run();
+        };
+        let pairs = open(&mut p, 6);
+        close(&mut p, &pairs);
+        assert_eq!(p.b.spare.len(), 6);
+        let trimmed = |p: &Pair| p.b.stats().spare_trimmed.load(Ordering::Relaxed);
+        // Two reused within the first second: only the four below them sat there.
+        let reused = open(&mut p, 2);
+        p.now += Duration::from_millis(2_100);
+        p.b.poll_timers(p.now);
+        p.now += Duration::from_millis(1_100);
+        p.b.poll_timers(p.now);
+        assert_eq!(trimmed(&p), 4, "the four that sat unused");
+        p.now += Duration::from_millis(1_100);
+        p.b.poll_timers(p.now);
+        assert_eq!(trimmed(&p), 4, "each once");
+        // The two in use go back to the list, then sit a quiet second in turn.
+        close(&mut p, &reused);
+        p.now += Duration::from_millis(1_100);
+        p.b.poll_timers(p.now);
+        p.now += Duration::from_millis(1_100);
+        p.b.poll_timers(p.now);
+        assert_eq!(trimmed(&p), 6);
+        // Trimmed spare sockets serve new connections, every byte intact.
+        let again = open(&mut p, 6);
+        for &(a, b) in &again {
+            let msg: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+            p.a.socket(a).unwrap().send_slice(&msg).unwrap();
+            p.run();
+            let mut buf = vec![0u8; 8192];
+            let n = p.b.socket(b).unwrap().recv_slice(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &msg[..]);
+        }
     }
 
     #[test]

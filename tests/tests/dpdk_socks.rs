@@ -273,8 +273,57 @@ allow = ["10.77.0.2/32:8080"]
         net.log("tlsocks-1081.log")
     );
 
-    // Raw exchanges.
+    // A CONNECT relay that sits idle for more than a second gives its two sockets'
+    // pages back (`trimmed` counts each socket), then relays byte-exact all the same.
     let ca = net.dir.join("ca.pem");
+    let trimmed = |net: &Net| {
+        net.stats()["cores"][0]["stack"]["trimmed"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = trimmed(&net);
+    let idle = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("10.77.0.1", 1080), timeout=10),
+                    server_hostname="appliance.test")
+def need(n):
+    got = b""
+    while len(got) < n:
+        b = s.recv(n - len(got))
+        if not b:
+            raise SystemExit("closed")
+        got += b
+    return got
+s.sendall(b"\x05\x01\x02"); assert need(2) == b"\x05\x02"
+s.sendall(b"\x01\x05alice\x0dcorrect horse"); assert need(2) == b"\x01\x00"
+s.sendall(b"\x05\x01\x00\x01\x0a\x4d\x00\x02\x1f\x90"); assert need(10)[1] == 0
+time.sleep(1.6)
+s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+parts = []
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    parts.append(b)
+print(b"".join(parts).split(b"\r\n\r\n", 1)[1].decode())
+"#;
+    let o = net
+        .in_hosts(&["python3", "-c", idle, ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello through the appliance\n\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        trimmed(&net) >= before + 2,
+        "the idle relay gave both sockets' pages back"
+    );
+
+    // Raw exchanges.
     let o = net
         .in_hosts(&["python3", "-c", RAW, ca.to_str().unwrap()])
         .output()
@@ -350,7 +399,8 @@ allow = ["10.77.0.2/32:8080"]
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s = net.stats();
     let p = &s["cores"][0]["proxy"];
-    assert_eq!(n(&p["socks_connects"]), 3, "{p}");
+    // The relays above, the idle one included.
+    assert_eq!(n(&p["socks_connects"]), 4, "{p}");
     assert_eq!(n(&p["socks_refused_policy"]), 2, "{p}");
     assert_eq!(n(&p["socks_auth_failed"]), 5, "{p}");
     assert_eq!(n(&p["socks_unsupported"]), 3, "{p}");

@@ -15,6 +15,7 @@
 //! other connections are untouched.
 
 pub mod backend_tls;
+pub mod idle;
 pub mod probe;
 pub mod socks;
 pub mod tcp;
@@ -41,7 +42,7 @@ pub const BACKEND: u8 = 1;
 
 /// Every connection a core serves.
 pub enum Conn {
-    Tcp(tcp::TcpConn),
+    Tcp(Box<tcp::TcpConn>),
     Tls(Box<tls::TlsConn>),
     Socks(Box<socks::SocksConn>),
     Probe(probe::ProbeConn),

@@ -17,6 +17,9 @@
 //! authentication, RFC 1929) the connection is closed: close_notify, then FIN. A client
 //! that has not finished negotiating within [`NEGOTIATE_WITHIN_US`] of its handshake is
 //! closed too.
+//!
+//! A relaying connection (CONNECT's pair, or an association's control connection) that
+//! moves no byte for a second gives its empty buffers back ([`super::idle`]).
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use socks_wire::{cmd, method, rep, Addr, Credentials, Greeting, Reply, Request};
 use tls::ServerConn;
 use zeroize::Zeroizing;
 
+use super::idle::IdleTrim;
 use super::tls::{
     complete_job, count_handshake, lend_records, seal_down, tls_failed, tls_fields, tls_in,
     tls_row, tls_step, Down,
@@ -129,6 +133,8 @@ pub struct SocksConn {
     tx: TxState,
     counted: bool,
     client_fin_forwarded: bool,
+    /// When the relaying connection, if it stays idle, gives back its empty buffers.
+    idle: IdleTrim,
     log: ClientLog,
 }
 
@@ -161,6 +167,7 @@ impl SocksConn {
             tx,
             counted: false,
             client_fin_forwarded: false,
+            idle: IdleTrim::default(),
             log,
         }))
     }
@@ -181,7 +188,7 @@ impl SocksConn {
         let negotiate = self
             .negotiate_by_us
             .filter(|_| self.phase != Phase::Checking);
-        [engine, self.tx.armed_us, negotiate]
+        [engine, self.tx.armed_us, negotiate, self.idle.deadline_us()]
             .into_iter()
             .flatten()
             .min()
@@ -202,11 +209,34 @@ impl SocksConn {
             self.fail_tls(cx, app, e);
             return Next::Done;
         }
+        if matches!(self.phase, Phase::Relay | Phase::Associated) {
+            self.idle_trim(cx);
+        }
         if self.t.awaiting_lookup() {
             Next::Again
         } else {
             next
         }
+    }
+
+    /// A relaying connection that has moved no byte for a second frees its engine's
+    /// empty buffers and gives back the pages of its sockets' empty buffers (the
+    /// client's, and the target's for CONNECT; [`netstack::Stack::trim_idle`]); once
+    /// per quiet spell ([`IdleTrim`]).
+    fn idle_trim(&mut self, cx: &mut Cx<'_>) {
+        let (now, moved) = (cx.now_us, self.log.bytes_in + self.log.bytes_out);
+        if !self.idle.due(now, moved) {
+            return;
+        }
+        self.t.release_idle_buffers();
+        // SAFETY: the appliance never replaces a socket it gets from the stack (it only
+        // calls its methods).
+        let mut done = unsafe { cx.stack.trim_idle(self.client) }.is_some();
+        if let Some(b) = &self.target {
+            // SAFETY: as above.
+            done &= unsafe { cx.stack.trim_idle(b.id) }.is_some();
+        }
+        self.idle.trimmed(now, done);
     }
 
     /// Reads what the control connection brought into the engine. `false` when it

@@ -5,7 +5,8 @@
 //! leg speaks TLS (TLS origination for plaintext clients, [`super::backend_tls`]):
 //! what the client sends is encrypted towards the backend, what the backend sends is
 //! decrypted for the client; a failure of that leg resets the client once bytes went
-//! to it, or closes it (FIN) before.
+//! to it, or closes it (FIN) before. A pair that moves no byte for a second gives its
+//! empty buffers back ([`super::idle`]).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use driver::{Cx, Next};
 use netstack::ConnId;
 
 use super::backend_tls::{self, BackendTlsConn, TlsUpstream};
+use super::idle::IdleTrim;
 
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
@@ -34,6 +36,8 @@ pub struct TcpConn {
     btls: Option<Box<BackendTlsConn>>,
     /// The client's FIN has been passed to the backend.
     client_fin_forwarded: bool,
+    /// When the pair, if it stays idle, gives back its empty buffers.
+    idle: IdleTrim,
     log: ClientLog,
 }
 
@@ -55,6 +59,7 @@ impl TcpConn {
             backend: None,
             btls: None,
             client_fin_forwarded: false,
+            idle: IdleTrim::default(),
             log,
         };
         match connect_backend(cx, app, &c.vs) {
@@ -84,12 +89,17 @@ impl TcpConn {
         }
     }
 
-    /// The backend leg's handshake timeout, while it runs.
+    /// The backend leg's handshake timeout, while it runs, or the idle trim's.
     pub fn deadline_us(&self) -> Option<u64> {
-        self.btls
+        let handshake = self
+            .btls
             .as_ref()
             .and_then(|b| b.deadline_ms())
-            .map(|ms| ms.saturating_mul(1000))
+            .map(|ms| ms.saturating_mul(1000));
+        [handshake, self.idle.deadline_us()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn step(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
@@ -203,10 +213,33 @@ impl TcpConn {
                     return Next::Again; // the next step ends the pair on it
                 }
             }
+            self.idle_trim(cx);
             return Next::Wait;
         }
         self.release(cx, app);
         Next::Done
+    }
+
+    /// An established pair that has moved no byte for a second frees its backend TLS
+    /// engine's empty buffers and gives back the pages of both sockets' empty buffers
+    /// ([`netstack::Stack::trim_idle`]); once per quiet spell ([`IdleTrim`]).
+    fn idle_trim(&mut self, cx: &mut Cx<'_>) {
+        let Some(b) = self.backend.as_ref().filter(|b| b.established) else {
+            return;
+        };
+        let (now, moved) = (cx.now_us, self.log.bytes_in + self.log.bytes_out);
+        if !self.idle.due(now, moved) {
+            return;
+        }
+        if let Some(bt) = self.btls.as_deref_mut() {
+            bt.release_idle_buffers();
+        }
+        // SAFETY: the appliance never replaces a socket it gets from the stack (it only
+        // calls its methods).
+        let done = unsafe { cx.stack.trim_idle(self.client) }.is_some()
+            // SAFETY: as above.
+            & unsafe { cx.stack.trim_idle(b.id) }.is_some();
+        self.idle.trimmed(now, done);
     }
 
     /// Releases both sides (the sockets are closed or aborted already).

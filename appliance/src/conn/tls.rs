@@ -25,6 +25,7 @@ use netstack::{ConnId, TcpSocket, TcpState};
 use tls::{ErrorClass, ServerConn};
 
 use super::backend_tls::{self, BackendTlsConn, TlsUpstream, Upstream};
+use super::idle::IdleTrim;
 use super::{
     abort, account, backend_connect_step, connect_backend, refuse_client, release_backend,
     release_client, remote, BackendLeg, ClientLog, Outcome, Refusal, CLIENT,
@@ -39,13 +40,6 @@ use crate::transmit::{Reason, TransmitConfig, TxState};
 
 /// What an HTTP-aware `tls` vserver answers when its backend's TLS failed.
 const RESPONSE_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 42\r\nConnection: close\r\n\r\nthe backend's TLS handshake failed, sorry\n";
-
-/// How long an established connection moves no byte before it frees its engines'
-/// empty buffers and gives back the pages of its empty send buffers
-/// ([`netstack::Stack::trim_idle`]). Shorter costs page faults on a request that was
-/// merely a little late; this long, only connections that really sit idle (a browser's
-/// spare or keep-alive connection) pay it.
-const IDLE_TRIM_US: u64 = 1_000_000;
 
 /// What an HTTP-aware `tls` vserver with no backend up answers.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
@@ -70,11 +64,8 @@ pub struct TlsConn {
     counted: bool,
     client_fin_forwarded: bool,
     /// When the connection, if it stays idle, gives back its empty buffers
-    /// ([`TlsConn::idle_trim`]); `trimmed` once it has in this quiet spell, and the bytes
-    /// moved when the spell began.
-    trim_at_us: Option<u64>,
-    trimmed: bool,
-    trim_mark: u64,
+    /// ([`TlsConn::idle_trim`]).
+    idle: IdleTrim,
     /// When the client's first bytes (its ClientHello) were seen, and whether the
     /// engine's first answer to them has been timed.
     hello_us: Option<u64>,
@@ -136,9 +127,7 @@ impl TlsConn {
             tx: TxState::default(),
             counted: false,
             client_fin_forwarded: false,
-            trim_at_us: None,
-            trimmed: false,
-            trim_mark: 0,
+            idle: IdleTrim::default(),
             hello_us: None,
             answered: false,
             log,
@@ -203,7 +192,7 @@ impl TlsConn {
             .as_ref()
             .and_then(|b| b.deadline_ms())
             .map(|ms| ms.saturating_mul(1000));
-        [engine, self.tx.armed_us, backend, self.trim_at_us]
+        [engine, self.tx.armed_us, backend, self.idle.deadline_us()]
             .into_iter()
             .flatten()
             .min()
@@ -255,7 +244,8 @@ impl TlsConn {
         }
     }
 
-    /// An established connection that has moved no byte for [`IDLE_TRIM_US`] gives back
+    /// An established connection that has moved no byte for
+    /// [`super::idle::IDLE_TRIM_US`] gives back
     /// its empty buffers: the engine's, the backend leg's TLS engine's, and the whole
     /// pages inside its sockets' buffers (the client's, and the backend's when one is
     /// open; receive buffers when the stack knows no out-of-order segment waits there;
@@ -270,37 +260,21 @@ impl TlsConn {
             self.t.release_idle_buffers();
         }
         let (now, moved) = (cx.now_us, self.log.bytes_in + self.log.bytes_out);
-        match self.trim_at_us {
-            // The first look, or bytes moved since the last trim: a quiet spell may start.
-            None if !self.trimmed || moved != self.trim_mark => {
-                self.trimmed = false;
-                self.trim_mark = moved;
-                self.trim_at_us = Some(now + IDLE_TRIM_US);
-            }
-            // Bytes moved during the spell: it starts again (one timer a spell, not a
-            // new deadline at every step of a busy connection).
-            Some(at) if now >= at && moved != self.trim_mark => {
-                self.trim_mark = moved;
-                self.trim_at_us = Some(now + IDLE_TRIM_US);
-            }
-            Some(at) if now >= at => {
-                self.t.release_idle_buffers();
-                if let Some(bt) = self.btls.as_deref_mut() {
-                    bt.release_idle_buffers();
-                }
-                // SAFETY: the appliance never replaces a socket it gets from the stack
-                // (it only calls its methods).
-                let mut done = unsafe { cx.stack.trim_idle(self.client) }.is_some();
-                if let Some(b) = &self.backend {
-                    // SAFETY: as above. (Trimming a socket twice is harmless.)
-                    done &= unsafe { cx.stack.trim_idle(b.id) }.is_some();
-                }
-                // A send buffer still held bytes (unacknowledged data): another spell.
-                self.trimmed = done;
-                self.trim_at_us = (!done).then_some(now + IDLE_TRIM_US);
-            }
-            _ => {}
+        if !self.idle.due(now, moved) {
+            return;
         }
+        self.t.release_idle_buffers();
+        if let Some(bt) = self.btls.as_deref_mut() {
+            bt.release_idle_buffers();
+        }
+        // SAFETY: the appliance never replaces a socket it gets from the stack (it only
+        // calls its methods).
+        let mut done = unsafe { cx.stack.trim_idle(self.client) }.is_some();
+        if let Some(b) = &self.backend {
+            // SAFETY: as above. (Trimming a socket twice is harmless.)
+            done &= unsafe { cx.stack.trim_idle(b.id) }.is_some();
+        }
+        self.idle.trimmed(now, done);
     }
 
     /// A step with a backend connection.
