@@ -169,7 +169,7 @@ pub fn start(
     // Before any key is made (the TLS configurations below make some).
     crypto_offload::use_primitives(cfg.crypto.primitives);
     if cfg.crypto.primitives == crypto_offload::Primitives::AwsLc {
-        log::info!("crypto primitives: AWS-LC for X25519, OpenSSL for the rest");
+        log::info!("crypto primitives: AWS-LC for X25519 and signatures, OpenSSL for the rest");
     }
     // The session store first: its threads (peers, Redis) run beside the cores.
     let store = crate::sessions::start(cfg).map_err(std::io::Error::other)?;

@@ -633,8 +633,9 @@ pub fn respond(group: Group, client_share: &[u8]) -> Result<(Vec<u8>, Secret), C
 /// only route to providers and engines (hardware such as QAT); AWS-LC (through
 /// `aws-lc-rs`) is a second software backend, chosen with `[crypto] primitives`, whose
 /// X25519 costs a little over a third of OpenSSL 3.0's on this CPU. Today it runs the
-/// X25519 key exchange (the group alone and inside the hybrid); everything else is
-/// OpenSSL's either way.
+/// X25519 key exchange (the group alone and inside the hybrid) and the server's
+/// signatures (RSA, ECDSA P-256 with SHA-256 and P-384 with SHA-384); everything else
+/// is OpenSSL's either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Primitives {
     OpenSsl,
@@ -973,6 +974,82 @@ pub struct SigningKey {
     kind: KeyKind,
     /// Names the key in the threads' signing-context caches (see [`SigningKey::sign`]).
     id: u64,
+    /// The same key in AWS-LC, made at its first signature under
+    /// [`Primitives::AwsLc`]; `None` inside when AWS-LC would not take it (OpenSSL
+    /// signs then).
+    aws: std::sync::OnceLock<Option<AwsSigner>>,
+}
+
+/// A signing key in AWS-LC (it clears the key material when freed).
+enum AwsSigner {
+    Ecdsa(aws_lc_rs::signature::EcdsaKeyPair),
+    Rsa(aws_lc_rs::signature::RsaKeyPair),
+}
+
+impl AwsSigner {
+    /// `key` in AWS-LC, from its PKCS#8 encoding (wiped afterwards).
+    fn of(key: &PKey<Private>, kind: KeyKind) -> Option<AwsSigner> {
+        use aws_lc_rs::signature::{
+            EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING,
+            ECDSA_P384_SHA384_ASN1_SIGNING,
+        };
+        let der = Zeroizing::new(key.private_key_to_pkcs8().ok()?);
+        let made = match kind {
+            KeyKind::EcdsaP256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der)
+                .map(AwsSigner::Ecdsa),
+            KeyKind::EcdsaP384 => EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &der)
+                .map(AwsSigner::Ecdsa),
+            KeyKind::Rsa { .. } => RsaKeyPair::from_pkcs8(&der).map(AwsSigner::Rsa),
+        };
+        // A key OpenSSL took and AWS-LC would not (an RSA modulus past 8192 bits, say)
+        // is signed by OpenSSL, as before.
+        made.ok()
+    }
+
+    /// `parts` (concatenated) signed with `alg`, or `None` for a pairing this key pair
+    /// was not made for (an ECDSA key asked for another hash: OpenSSL signs those).
+    fn sign(
+        &self,
+        kind: KeyKind,
+        alg: SigAlg,
+        parts: &[&[u8]],
+    ) -> Option<Result<Vec<u8>, CryptoError>> {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature as sig;
+        let msg = parts.concat();
+        let rng = SystemRandom::new();
+        match self {
+            AwsSigner::Ecdsa(k) => {
+                let fits = matches!(
+                    (kind, alg),
+                    (KeyKind::EcdsaP256, SigAlg::EcdsaSha256)
+                        | (KeyKind::EcdsaP384, SigAlg::EcdsaSha384)
+                );
+                fits.then(|| {
+                    k.sign(&rng, &msg)
+                        .map(|s| s.as_ref().to_vec())
+                        .map_err(aws_lc)
+                })
+            }
+            AwsSigner::Rsa(k) => {
+                let enc: &'static dyn sig::RsaEncoding = match alg {
+                    SigAlg::RsaPssSha256 => &sig::RSA_PSS_SHA256,
+                    SigAlg::RsaPssSha384 => &sig::RSA_PSS_SHA384,
+                    SigAlg::RsaPssSha512 => &sig::RSA_PSS_SHA512,
+                    SigAlg::RsaPkcs1Sha256 => &sig::RSA_PKCS1_SHA256,
+                    SigAlg::RsaPkcs1Sha384 => &sig::RSA_PKCS1_SHA384,
+                    SigAlg::RsaPkcs1Sha512 => &sig::RSA_PKCS1_SHA512,
+                    _ => return None,
+                };
+                let mut out = vec![0u8; k.public_modulus_len()];
+                Some(
+                    k.sign(enc, &rng, &msg, &mut out)
+                        .map(|()| out)
+                        .map_err(aws_lc),
+                )
+            }
+        }
+    }
 }
 
 /// Ids of signing keys, never reused.
@@ -1033,6 +1110,7 @@ impl SigningKey {
             key,
             kind,
             id: NEXT_SIGNING_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            aws: std::sync::OnceLock::new(),
         })
     }
 
@@ -1048,7 +1126,26 @@ impl SigningKey {
     /// once (`sign_init` done): no context, algorithm fetch or digest context per
     /// signature. Contexts are per thread, so each resolves in its thread's library
     /// context (a device's worker signs on its device).
+    ///
+    /// With [`Primitives::AwsLc`], AWS-LC signs instead (RSA, and ECDSA with its curve's
+    /// own hash; OpenSSL signs the other pairings and any key AWS-LC refused).
     pub fn sign(&self, alg: SigAlg, parts: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
+        self.sign_with(primitives(), alg, parts)
+    }
+
+    /// [`SigningKey::sign`] on `p`'s primitives.
+    pub(crate) fn sign_with(
+        &self,
+        p: Primitives,
+        alg: SigAlg,
+        parts: &[&[u8]],
+    ) -> Result<Vec<u8>, CryptoError> {
+        if p == Primitives::AwsLc {
+            let aws = self.aws.get_or_init(|| AwsSigner::of(&self.key, self.kind));
+            if let Some(r) = aws.as_ref().and_then(|a| a.sign(self.kind, alg, parts)) {
+                return r;
+            }
+        }
         let hash = match alg {
             SigAlg::EcdsaSha256 => Some(HashAlg::Sha256),
             SigAlg::EcdsaSha384 => Some(HashAlg::Sha384),
@@ -1669,6 +1766,88 @@ mod tests {
                 assert!(v.verify(&sig).unwrap(), "round {round} {alg:?}");
             }
             keys.remove(0);
+        }
+    }
+
+    /// AWS-LC's signatures (`[crypto] primitives = "aws-lc"`) verify with OpenSSL for
+    /// every key kind and algorithm a server signs with; ECDSA pairings AWS-LC's key
+    /// pairs do not offer (P-256 with SHA-384) go to OpenSSL and verify too.
+    #[test]
+    fn aws_lc_signatures_verify_with_openssl() {
+        use openssl::ec::{EcGroup, EcKey};
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let rsa_pem = rsa.private_key_to_pem().unwrap();
+        let rsa_pub = PKey::from_rsa(
+            openssl::rsa::Rsa::from_public_components(
+                rsa.n().to_owned().unwrap(),
+                rsa.e().to_owned().unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let ec = |nid| {
+            let k = EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap();
+            let public =
+                PKey::from_ec_key(EcKey::from_public_key(k.group(), k.public_key()).unwrap())
+                    .unwrap();
+            (k.private_key_to_pem().unwrap(), public)
+        };
+        let (p256, p256_pub) = ec(Nid::X9_62_PRIME256V1);
+        let (p384, p384_pub) = ec(Nid::SECP384R1);
+        use SigAlg::*;
+        let cases: [(&[u8], &PKey<Public>, &[SigAlg]); 3] = [
+            (
+                &rsa_pem,
+                &rsa_pub,
+                &[
+                    RsaPssSha256,
+                    RsaPssSha384,
+                    RsaPssSha512,
+                    RsaPkcs1Sha256,
+                    RsaPkcs1Sha384,
+                    RsaPkcs1Sha512,
+                ],
+            ),
+            (&p256, &p256_pub, &[EcdsaSha256, EcdsaSha384]),
+            (&p384, &p384_pub, &[EcdsaSha384, EcdsaSha256]),
+        ];
+        for (pem, public, algs) in cases {
+            let key = SigningKey::from_pem(pem).unwrap();
+            for &alg in algs {
+                let sig = key
+                    .sign_with(Primitives::AwsLc, alg, &[b"content ", b"to sign"])
+                    .unwrap();
+                let mut v = openssl::sign::Verifier::new(alg.md(), public).unwrap();
+                if alg.pss() {
+                    v.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+                    v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+                    v.set_rsa_mgf1_md(alg.md()).unwrap();
+                }
+                v.update(b"content to sign").unwrap();
+                assert!(v.verify(&sig).unwrap(), "{alg:?}");
+                if matches!(alg, RsaPkcs1Sha256 | RsaPkcs1Sha384 | RsaPkcs1Sha512) {
+                    // Deterministic: both libraries give the same bytes.
+                    let ossl = key
+                        .sign_with(Primitives::OpenSsl, alg, &[b"content to sign"])
+                        .unwrap();
+                    assert_eq!(sig, ossl, "{alg:?}");
+                }
+                let mut v = openssl::sign::Verifier::new(alg.md(), public).unwrap();
+                if alg.pss() {
+                    v.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+                    v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+                    v.set_rsa_mgf1_md(alg.md()).unwrap();
+                }
+                v.update(b"other content").unwrap();
+                assert!(
+                    !v.verify(&sig).unwrap_or(false),
+                    "{alg:?} binds its content"
+                );
+            }
+            assert!(
+                key.aws.get().is_some_and(|a| a.is_some()),
+                "AWS-LC took the key"
+            );
         }
     }
 

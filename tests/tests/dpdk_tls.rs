@@ -1202,10 +1202,12 @@ fn jumbo_frames_carry_downloads_byte_exact() {
     assert_eq!(q["rx_dropped"], 0, "{q}");
 }
 
-/// `[crypto] primitives = "aws-lc"` (issue 29): the appliance's X25519 on AWS-LC serves
-/// real clients over both versions, byte-exact, the handshakes counted under X25519 and
-/// the choice in the log. (That AWS-LC's and OpenSSL's X25519 agree, alone and inside
-/// the hybrid, is `crypto-offload`'s unit test.)
+/// `[crypto] primitives = "aws-lc"` (issue 29): the appliance's X25519 and signatures
+/// on AWS-LC serve real clients over both versions, with the ECDSA and the RSA
+/// certificate (curl checks each signature with OpenSSL), byte-exact, the handshakes
+/// counted under X25519 and the choice in the log. (That AWS-LC's and OpenSSL's X25519
+/// agree, alone and inside the hybrid, and that AWS-LC's signatures verify, is
+/// `crypto-offload`'s unit test.)
 #[test]
 fn aws_lc_primitives_serve_real_clients() {
     let net = tls_net_with("awslc", 1 << 20, "[crypto]\nprimitives = \"aws-lc\"\n");
@@ -1213,7 +1215,25 @@ fn aws_lc_primitives_serve_real_clients() {
     let out = net.dir.join("big.out");
     for args in [
         &["--tlsv1.3", "--curves", "X25519"][..],
-        &["--tlsv1.2", "--tls-max", "1.2", "--curves", "X25519"],
+        &[
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--curves",
+            // The certificate's curve must be among the client's groups (RFC 8422).
+            "X25519:P-256",
+            "--ciphers",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ],
+        &[
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--curves",
+            "X25519",
+            "--ciphers",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ],
     ] {
         fetch_exact(&net, args, "/big.bin", &out, &want);
     }
@@ -1225,5 +1245,12 @@ fn aws_lc_primitives_serve_real_clients() {
     );
     let s = net.stats();
     let groups = &s["cores"][0]["proxy"]["tls_groups"];
-    assert_eq!(groups["x25519"], 2, "{groups}");
+    assert_eq!(groups["x25519"], 3, "{groups}");
+    let suites = &s["cores"][0]["proxy"]["tls_suites"];
+    for suite in [
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ] {
+        assert_eq!(suites[suite], 1, "each certificate signed: {suites}");
+    }
 }

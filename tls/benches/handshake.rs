@@ -5,7 +5,7 @@
 //! handshake must run, measured now with `openssl speed` (OpenSSL's primitives: the
 //! limit of the engine and libssl, not of rustls). Only the server's calls are timed.
 //! The last two columns run the engine again with `[crypto] primitives = "aws-lc"`
-//! (its X25519 on AWS-LC, the rest on OpenSSL).
+//! (its X25519 and its signatures on AWS-LC, the rest on OpenSSL).
 //!
 //!     cargo bench -p tls --bench handshake
 //!     HANDSHAKE_ONLY="TLS 1.3 ECDSA" cargo bench -p tls --bench handshake   # one scenario
@@ -400,7 +400,7 @@ fn main() {
     let x25519 = speed("ecdhx25519");
     println!("openssl speed: X25519 {:.1} µs/op", x25519 * 1e6);
     println!(
-        "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed | rustls (aws-lc-rs) µs | engine ÷ rustls speed | engine, X25519 on AWS-LC µs | that ÷ rustls speed |"
+        "| Handshake (server side, one core) | limit µs | engine µs | engine hs/s | engine % of limit | libssl µs | engine ÷ libssl speed | rustls (aws-lc-rs) µs | engine ÷ rustls speed | engine, AWS-LC primitives µs | that ÷ rustls speed |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // `HANDSHAKE_ONLY=TEXT` runs only the scenarios whose name contains TEXT (to profile one).
@@ -418,7 +418,8 @@ fn main() {
         let ours = engine_run(s).as_secs_f64() / s.count as f64;
         let theirs = libssl_run(s).as_secs_f64() / s.count as f64;
         let rustls = rustls_run(s).as_secs_f64() / s.count as f64;
-        // The engine again with `[crypto] primitives = "aws-lc"` (its X25519 on AWS-LC).
+        // The engine again with `[crypto] primitives = "aws-lc"` (its X25519 and its
+        // signatures on AWS-LC).
         crypto_offload::use_primitives(crypto_offload::Primitives::AwsLc);
         engine_run(&warm);
         let aws = engine_run(s).as_secs_f64() / s.count as f64;
