@@ -1,8 +1,9 @@
 //! The TLS 1.3 key schedule's primitives per call on one core: HMAC, HKDF-Expand-Label
 //! and a transcript snapshot, for SHA-256 and SHA-384, and what a full TLS 1.3
 //! handshake's schedule costs in them (22 HMACs, 4 snapshots: see the engine's jobs);
-//! then the CertificateVerify signature (ECDSA P-256 and P-384 over the 130-byte
-//! TLS 1.3 content) beside `openssl speed`'s signature in the same run, the floor.
+//! then the CertificateVerify signature (ECDSA P-256 and P-384, RSA-2048 PSS over the
+//! 130-byte TLS 1.3 content) on each primitive backend (`[crypto] primitives`) beside
+//! `openssl speed`'s signature in the same run, OpenSSL's floor.
 //!
 //!     cargo bench -p crypto-offload --bench key_schedule -- [--seconds S]
 //!
@@ -12,7 +13,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use crypto_offload::prim::{
-    hkdf_expand, hmac, AeadAlg, AeadKey, HashAlg, SigAlg, SigningKey, TranscriptHash,
+    hkdf_expand, hmac, use_primitives, AeadAlg, AeadKey, HashAlg, Primitives, SigAlg, SigningKey,
+    TranscriptHash,
 };
 
 /// Microseconds per signature from `openssl speed -seconds 2 ALG` (the sign/s column,
@@ -89,32 +91,57 @@ fn main() {
         println!("| {name} | {t:.3} |");
     }
     println!();
-    println!("| CertificateVerify signature | engine µs | openssl speed µs | engine ÷ floor |");
-    println!("|---|---:|---:|---:|");
-    for (curve, nid, alg, speed_alg) in [
+    println!("| CertificateVerify signature | engine µs (OpenSSL) | engine µs (AWS-LC primitives) | openssl speed µs | OpenSSL engine ÷ floor | AWS-LC ÷ OpenSSL engine |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let ec = |nid| {
+        let group = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
+        let ec = openssl::ec::EcKey::generate(&group).unwrap();
+        SigningKey::from_pem(&ec.private_key_to_pem().unwrap()).unwrap()
+    };
+    let rsa = || {
+        let r = openssl::rsa::Rsa::generate(2048).unwrap();
+        SigningKey::from_pem(&r.private_key_to_pem().unwrap()).unwrap()
+    };
+    for (name, key, alg, speed_alg) in [
         (
             "ECDSA P-256",
-            openssl::nid::Nid::X9_62_PRIME256V1,
+            ec(openssl::nid::Nid::X9_62_PRIME256V1),
             SigAlg::EcdsaSha256,
             "ecdsap256",
         ),
         (
             "ECDSA P-384",
-            openssl::nid::Nid::SECP384R1,
+            ec(openssl::nid::Nid::SECP384R1),
             SigAlg::EcdsaSha384,
             "ecdsap384",
         ),
+        (
+            "RSA-2048 PSS-SHA256",
+            rsa(),
+            SigAlg::RsaPssSha256,
+            "rsa2048",
+        ),
     ] {
-        let group = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
-        let ec = openssl::ec::EcKey::generate(&group).unwrap();
-        let key = SigningKey::from_pem(&ec.private_key_to_pem().unwrap()).unwrap();
         let content = [0x20u8; 130];
-        let t = per_op(secs, || {
-            black_box(key.sign(alg, &[black_box(&content)]).unwrap());
-        });
+        let mut run = |p| {
+            use_primitives(p);
+            let t = per_op(secs, || {
+                black_box(key.sign(alg, &[black_box(&content)]).unwrap());
+            });
+            use_primitives(Primitives::OpenSsl);
+            t
+        };
+        let (t, aws) = (run(Primitives::OpenSsl), run(Primitives::AwsLc));
         match speed_sign(speed_alg) {
-            Some(f) => println!("| {curve} | {t:.1} | {f:.1} | {:.2}× |", t / f),
-            None => println!("| {curve} | {t:.1} | (openssl speed unreadable) | |"),
+            Some(f) => println!(
+                "| {name} | {t:.1} | {aws:.1} | {f:.1} | {:.2}× | {:.2}× |",
+                t / f,
+                aws / t
+            ),
+            None => println!(
+                "| {name} | {t:.1} | {aws:.1} | (openssl speed unreadable) | | {:.2}× |",
+                aws / t
+            ),
         }
     }
 }
