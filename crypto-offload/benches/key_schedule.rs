@@ -123,7 +123,7 @@ fn main() {
         ),
     ] {
         let content = [0x20u8; 130];
-        let mut run = |p| {
+        let run = |p| {
             use_primitives(p);
             let t = per_op(secs, || {
                 black_box(key.sign(alg, &[black_box(&content)]).unwrap());
