@@ -293,6 +293,35 @@ pub struct ServerConn {
     pub(crate) status_request: bool,
     /// The first answer (ServerHello or HelloRetryRequest) has been written.
     answered: bool,
+    /// Feature `hostile`: records to seal under the TLS 1.3 handshake key before the
+    /// encrypted flight.
+    #[cfg(feature = "hostile")]
+    pub(crate) hostile_before_flight: Vec<(u8, Vec<u8>)>,
+}
+
+/// What a hostile server does that a correct one never would, for conformance tests of
+/// the client role (feature `hostile`, enabled only by this crate's own tests).
+#[cfg(feature = "hostile")]
+impl ServerConn {
+    /// Seal each `(content type, inner plaintext)` as one record under the TLS 1.3
+    /// handshake key, ahead of EncryptedExtensions (a protected ChangeCipherSpec, say).
+    pub fn hostile_before_flight(&mut self, records: Vec<(u8, Vec<u8>)>) {
+        self.hostile_before_flight = records;
+    }
+
+    /// Seal each `(content type, inner plaintext)` as one record under the current
+    /// write key, whatever it holds (data after close_notify, say).
+    pub fn hostile_seal(&mut self, records: &[(u8, &[u8])]) -> Result<(), Error> {
+        let write = self
+            .core
+            .write
+            .as_mut()
+            .ok_or(Error::Misuse("no write key"))?;
+        for (typ, body) in records {
+            write.seal(&mut self.core.out, *typ, body, 0)?;
+        }
+        Ok(())
+    }
 }
 
 impl ServerConn {
@@ -324,6 +353,8 @@ impl ServerConn {
             error: None,
             status_request: false,
             answered: false,
+            #[cfg(feature = "hostile")]
+            hostile_before_flight: Vec::new(),
         }
     }
 

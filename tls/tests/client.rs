@@ -211,6 +211,36 @@ fn what_the_client_role_does_not_do_is_a_clear_error() {
     .contains("not one the client role has"));
 }
 
+/// RFC 8446 §5: a ChangeCipherSpec that arrives protected (inside an encrypted record,
+/// here under the server's handshake key before EncryptedExtensions) is
+/// unexpected_message; only the plaintext compatibility CCS is dropped.
+#[test]
+fn a_protected_change_cipher_spec_is_unexpected_message() {
+    let mut c = ClientConn::new(client_cfg(None), x25519(), None, 0).unwrap();
+    let mut s = Server::new(Arc::new(config_with(&[Kind::P256])), Wire::default());
+    s.conn.hostile_before_flight(vec![(20, vec![1])]);
+    let r = pump(&mut c, &mut s);
+    assert_eq!(
+        r.unwrap_err(),
+        Error::UnexpectedMessage("change_cipher_spec")
+    );
+    assert!(c.is_closed());
+    assert_eq!(
+        s.conn.error(),
+        Some(&Error::PeerAlert(10)),
+        "unexpected_message"
+    );
+    // The same server without the protected record: the handshake completes.
+    let (c, _s, r) = engine_pair(
+        Arc::new(config_with(&[Kind::P256])),
+        client_cfg(None),
+        x25519(),
+        None,
+    );
+    r.unwrap();
+    assert!(c.is_established());
+}
+
 #[test]
 fn garbage_from_the_server_is_an_error_not_a_panic() {
     let cfg = client_cfg(None);

@@ -206,6 +206,48 @@ fn several_connections_share_one_job() {
 
 // ----- the client role (TLS towards backends): the same record jobs
 
+/// After the server's close_notify nothing more is opened: records a hostile server
+/// sends behind it are never read, and the client role with record offload does not
+/// report them as input on its way (a proxy waiting for that input would wait forever).
+#[test]
+fn nothing_is_read_after_close_notify_with_record_jobs() {
+    use crypto_offload::Group;
+    let server = Arc::new(config_with(&[Kind::P256]));
+    for version13 in [true, false] {
+        let mut cfg = tls::ClientConfig::default();
+        if !version13 {
+            cfg.suites = vec![tls::msgs::suite::ECDHE_ECDSA_AES128_GCM_SHA256];
+        }
+        let share = tls::KeyShare::generate(Group::X25519).unwrap();
+        let mut c = tls::ClientConn::new(Arc::new(cfg), share, None, 0).unwrap();
+        c.set_record_offload(true);
+        let mut srv = Server::new(server.clone(), Wire::default());
+        client_pump(&mut c, &mut srv).unwrap();
+        assert!(c.is_established(), "TLS 1.3: {version13}");
+        srv.conn.send(b"bye").unwrap();
+        srv.conn.close();
+        srv.pump().unwrap();
+        srv.conn
+            .hostile_seal(&[(23, b"after close_notify"), (23, b"and more")])
+            .unwrap();
+        srv.pump().unwrap();
+        let input = std::mem::take(&mut *srv.wire.to_client.borrow_mut());
+        assert_eq!(c.read_tls(&input), input.len());
+        c.process(0).unwrap();
+        assert!(c.input_pending(), "the data record waits for a job");
+        run_client_records(&mut c).unwrap();
+        c.process(0).unwrap();
+        assert_eq!(c.plaintext(), b"bye", "TLS 1.3: {version13}");
+        assert!(c.peer_closed());
+        assert!(
+            !c.input_pending(),
+            "records behind close_notify are not input on its way"
+        );
+        run_client_records(&mut c).unwrap();
+        assert_eq!(c.plaintext(), b"bye", "nothing read after close_notify");
+    }
+}
+
 #[test]
 fn the_client_role_protects_its_records_in_record_jobs_too() {
     use crypto_offload::Group;
