@@ -772,12 +772,38 @@ fn backend_connections_open_with_the_first_request_byte() {
     }
     assert_eq!(proxy(&net, "backend_connects_saved"), 3);
     assert_eq!(proxy(&net, "backend_connected"), 0);
+    // s_client sends close_notify, then its FIN at once (answered together, see
+    // CLOSE_COALESCE_US); a client that waits for our close_notify before it closes
+    // (Python's `unwrap`) gets it, then our FIN, all the same.
+    let ca = net.dir.join("ca.pem");
+    let py = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("10.77.0.1", 443), timeout=10),
+                    server_hostname="appliance.test")
+raw = s.unwrap()
+print("close_notify back, then FIN:", raw.recv(1) == b"")
+"#;
+    let o = net
+        .in_hosts(&["python3", "-c", py, ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim_end(),
+        "close_notify back, then FIN: True",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let t0 = std::time::Instant::now();
+    while proxy(&net, "backend_connects_saved") < 4 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proxy(&net, "backend_connects_saved"), 4);
     // A request: its backend connection opens, and the page comes back.
     let out = net.dir.join("got");
     assert!(curl_tls(&net, &[], "/index.html", &out).status.success());
     assert_eq!(proxy(&net, "backend_connected"), 1);
     // The eager vserver connects at accept, request or not.
-    let ca = net.dir.join("ca.pem");
     let o = net
         .in_hosts(&[
             "openssl",
@@ -798,7 +824,7 @@ fn backend_connections_open_with_the_first_request_byte() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(proxy(&net, "backend_connected"), 2);
-    assert_eq!(proxy(&net, "backend_connects_saved"), 3);
+    assert_eq!(proxy(&net, "backend_connects_saved"), 4);
 
     // A client that handshakes and then sits idle for more than a second: its empty
     // socket buffers' pages go back to the kernel (`trimmed`; its receive buffer's too,

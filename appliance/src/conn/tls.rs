@@ -41,6 +41,14 @@ use crate::transmit::{Reason, TransmitConfig, TxState};
 /// What an HTTP-aware `tls` vserver answers when its backend's TLS failed.
 const RESPONSE_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 42\r\nConnection: close\r\n\r\nthe backend's TLS handshake failed, sorry\n";
 
+/// How long a connection whose client sent close_notify, before any request needed a
+/// backend, waits for that client's FIN before answering with its own close_notify and
+/// FIN. Clients that close (curl, libssl's `SSL_shutdown` then `close`) send the FIN a
+/// few µs after the close_notify: answered together, our close_notify, FIN and the ACK
+/// of theirs go in one segment instead of two (one frame, about 5 µs of the core, less
+/// per connection). A client that waits for our close_notify first waits this long more.
+const CLOSE_COALESCE_US: u64 = 200;
+
 /// What an HTTP-aware `tls` vserver with no backend up answers.
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nConnection: close\r\nRetry-After: 5\r\n\r\nno backend server is available, sorry\n";
 
@@ -69,6 +77,9 @@ pub struct TlsConn {
     /// When the client's first bytes (its ClientHello) were seen, and whether the
     /// engine's first answer to them has been timed.
     hello_us: Option<u64>,
+    /// The client's close_notify came without its FIN: until when we wait for the FIN
+    /// ([`CLOSE_COALESCE_US`]).
+    close_hold_us: Option<u64>,
     answered: bool,
     log: ClientLog,
 }
@@ -129,6 +140,7 @@ impl TlsConn {
             client_fin_forwarded: false,
             idle: IdleTrim::default(),
             hello_us: None,
+            close_hold_us: None,
             answered: false,
             log,
         })
@@ -192,10 +204,16 @@ impl TlsConn {
             .as_ref()
             .and_then(|b| b.deadline_ms())
             .map(|ms| ms.saturating_mul(1000));
-        [engine, self.tx.armed_us, backend, self.idle.deadline_us()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            engine,
+            self.tx.armed_us,
+            backend,
+            self.idle.deadline_us(),
+            self.close_hold_us,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn step(&mut self, cx: &mut Cx<'_>, app: &mut CoreApp) -> Next {
@@ -555,6 +573,17 @@ impl TlsConn {
                         && connect_due(vserver.cfg.backend_connect, t) =>
                 {
                     Then::Route(vserver)
+                }
+                // The client's close_notify without its FIN yet, nothing of ours on its
+                // way: a moment for the FIN, to answer both in one segment.
+                Ok(())
+                    if !no_more
+                        && t.peer_closed()
+                        && t.pending_tls().is_empty()
+                        && *self.close_hold_us.get_or_insert(now_us + CLOSE_COALESCE_US)
+                            > now_us =>
+                {
+                    Then::Wait
                 }
                 // The client's FIN or close_notify before it needed a backend (before a
                 // whole ClientHello, or after a handshake with no request).
