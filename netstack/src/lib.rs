@@ -293,6 +293,30 @@ impl<T> Conn<T> {
     fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.set.get_mut::<tcp::Socket>(self.handle)
     }
+
+    /// The socket's state and readable bytes, taken before smoltcp processes a segment
+    /// for [`Conn::track_rx`].
+    fn rx_probe(&mut self) -> (tcp::State, usize) {
+        let s = self.socket();
+        (s.state(), s.recv_queue())
+    }
+
+    /// Updates the receive sequence knowledge after smoltcp processed `seg`, given
+    /// [`Conn::rx_probe`] from before.
+    fn track_rx(
+        &mut self,
+        seg: &dataplane::wire::TcpHeader,
+        (state0, queued0): (tcp::State, usize),
+    ) {
+        let s = self.socket();
+        let (state, queued) = (s.state(), s.recv_queue());
+        let opened = matches!(state0, tcp::State::Listen | tcp::State::SynSent)
+            && !matches!(
+                state,
+                tcp::State::Listen | tcp::State::SynSent | tcp::State::Closed
+            );
+        self.rx_seq = rxseq::after(self.rx_seq, seg, opened, queued.saturating_sub(queued0));
+    }
 }
 
 enum Class {
@@ -674,9 +698,13 @@ impl<T: Default> Stack<T> {
         }
     }
 
+    /// Hands `frame` to smoltcp, for connection `id` (or none). With `seg`, the TCP
+    /// segment it carries, the connection's receive sequence knowledge follows it
+    /// (`rxseq`), in the same lookup.
     fn ingress_with(
         &mut self,
         id: Option<ConnId>,
+        seg: Option<&dataplane::wire::TcpHeader>,
         frame: &[u8],
         tx: &mut dyn PortQueue,
         now: Instant,
@@ -691,60 +719,23 @@ impl<T: Default> Stack<T> {
             tx_no_buffer: &mut self.tx_no_buffer,
             data_segments: &mut segments,
         };
-        let set = match id.and_then(|id| {
+        match id.and_then(|id| {
             self.conns
                 .get_mut(id.idx as usize)
                 .filter(|c| c.gen == id.gen)
         }) {
-            Some(c) => &mut c.set,
-            None => &mut self.empty,
-        };
-        self.iface.poll_ingress_single(now, &mut dev, set);
-    }
-
-    /// The state and readable bytes of `id`'s socket, for [`Stack::track_rx`].
-    fn rx_probe(&mut self, id: ConnId) -> Option<(tcp::State, usize)> {
-        self.get(id).map(|c| {
-            let s = c.socket();
-            (s.state(), s.recv_queue())
-        })
-    }
-
-    /// Updates `id`'s receive sequence knowledge after smoltcp processed `seg`, given
-    /// [`Stack::rx_probe`] from before.
-    fn track_rx(
-        &mut self,
-        id: ConnId,
-        seg: &dataplane::wire::TcpHeader,
-        before: Option<(tcp::State, usize)>,
-    ) {
-        let Some((state0, queued0)) = before else {
-            return;
-        };
-        let Some(c) = self.get(id) else { return };
-        let s = c.socket();
-        let (state, queued) = (s.state(), s.recv_queue());
-        let opened = matches!(state0, tcp::State::Listen | tcp::State::SynSent)
-            && !matches!(
-                state,
-                tcp::State::Listen | tcp::State::SynSent | tcp::State::Closed
-            );
-        c.rx_seq = rxseq::after(c.rx_seq, seg, opened, queued.saturating_sub(queued0));
-    }
-
-    /// [`Stack::ingress_with`] for a segment of connection `id`, following its
-    /// receive sequence space.
-    fn ingress_tracked(
-        &mut self,
-        id: ConnId,
-        seg: &dataplane::wire::TcpHeader,
-        frame: &[u8],
-        tx: &mut dyn PortQueue,
-        now: Instant,
-    ) {
-        let before = self.rx_probe(id);
-        self.ingress_with(Some(id), frame, tx, now);
-        self.track_rx(id, seg, before);
+            Some(c) => {
+                let before = seg.map(|_| c.rx_probe());
+                self.iface.poll_ingress_single(now, &mut dev, &mut c.set);
+                if let (Some(seg), Some(before)) = (seg, before) {
+                    c.track_rx(seg, before);
+                }
+            }
+            None => {
+                self.iface
+                    .poll_ingress_single(now, &mut dev, &mut self.empty);
+            }
+        }
     }
 
     /// Moves the shared timestamp clock, once per millisecond of this stack's time.
@@ -767,7 +758,7 @@ impl<T: Default> Stack<T> {
                 c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
             Class::Arp => {
-                self.ingress_with(None, frame, tx, now);
+                self.ingress_with(None, None, frame, tx, now);
                 // A reply may be what connections were waiting for.
                 for id in std::mem::take(&mut self.neighbor_wait) {
                     if let Some(c) = self.get(id) {
@@ -777,7 +768,7 @@ impl<T: Default> Stack<T> {
                 }
                 self.udp.neighbor_known();
             }
-            Class::OtherIp => self.ingress_with(None, frame, tx, now),
+            Class::OtherIp => self.ingress_with(None, None, frame, tx, now),
             Class::Udp(port) => self.udp_ingress(port, frame, tx, now),
             Class::Tcp(m) => {
                 let key = flow_key(Ipv4Addr::from(m.src), m.sport, m.dport);
@@ -828,18 +819,18 @@ impl<T: Default> Stack<T> {
                         {
                             if !self.cookie_connection(key, tag, frame, tx, now) {
                                 bump!(self.stats, no_flow);
-                                self.ingress_with(None, frame, tx, now);
+                                self.ingress_with(None, None, frame, tx, now);
                             }
                             return;
                         }
                         _ => {
                             bump!(self.stats, no_flow);
-                            self.ingress_with(None, frame, tx, now);
+                            self.ingress_with(None, None, frame, tx, now);
                             return;
                         }
                     },
                 };
-                self.ingress_tracked(id, &m, frame, tx, now);
+                self.ingress_with(Some(id), Some(&m), frame, tx, now);
                 if m.flags & 0x08 != 0 {
                     if let Some(c) = self.get(id) {
                         c.psh = true;
@@ -908,7 +899,6 @@ impl<T: Default> Stack<T> {
         let Some(id) = self.accept_syn(key, seg.dport, tag) else {
             return false;
         };
-        let before = self.rx_probe(id);
         let syn = seg.rebuilt_syn(mss);
         let mut syn_frame = vec![0u8; syn.len()];
         syncookie::emit(&syn, &mut syn_frame, &self.caps);
@@ -929,21 +919,19 @@ impl<T: Default> Stack<T> {
             tx_no_buffer: &mut self.tx_no_buffer,
             data_segments: &mut segments,
         };
+        let tcp_of = |f: &[u8]| match dataplane::wire::parse(f) {
+            dataplane::wire::Parsed::Ipv4 { tcp, .. } => tcp,
+            _ => None,
+        };
         if let Some(c) = self.conns.get_mut(id.idx as usize) {
+            let before = c.rx_probe();
             iface.poll_ingress_single(now, &mut dev, &mut c.set);
-        }
-        if let dataplane::wire::Parsed::Ipv4 { tcp: Some(m), .. } =
-            dataplane::wire::parse(&syn_frame)
-        {
-            self.track_rx(id, &m, before);
+            if let Some(m) = tcp_of(&syn_frame) {
+                c.track_rx(&m, before);
+            }
         }
         // The ACK itself, as any segment of the connection.
-        match dataplane::wire::parse(frame) {
-            dataplane::wire::Parsed::Ipv4 { tcp: Some(m), .. } => {
-                self.ingress_tracked(id, &m, frame, tx, now)
-            }
-            _ => self.ingress_with(Some(id), frame, tx, now),
-        }
+        self.ingress_with(Some(id), tcp_of(frame).as_ref(), frame, tx, now);
         let established = self
             .get(id)
             .is_some_and(|c| c.socket().state() == tcp::State::Established);
@@ -1431,6 +1419,17 @@ pub(crate) mod tests {
                 now,
             }
         }
+        /// `a` connected to `b`'s port 80: (a's id, b's id).
+        pub fn connected(&mut self) -> (ConnId, ConnId) {
+            self.b.listen(80, 1);
+            let server = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80);
+            let a = self.a.connect(server, 0).unwrap();
+            self.run();
+            let mut acc = Vec::new();
+            self.b.take_accepted(&mut acc);
+            (a, acc[0].0)
+        }
+
         /// Moves frames both ways until quiet.
         pub fn run(&mut self) {
             for _ in 0..10_000 {
@@ -1570,14 +1569,7 @@ pub(crate) mod tests {
     #[test]
     fn an_idle_connection_gives_back_its_buffer_pages_and_keeps_working() {
         let mut p = Pair::new();
-        p.b.listen(80, 1);
-        let a =
-            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0);
-        let a = a.unwrap();
-        p.run();
-        let mut acc = Vec::new();
-        p.b.take_accepted(&mut acc);
-        let b = acc[0].0;
+        let (a, b) = p.connected();
         // Bytes b sent and a has not acknowledged yet stay in b's send ring: nothing
         // is given back.
         p.b.socket(b).unwrap().send_slice(&[0xAB; 5000]).unwrap();
@@ -1700,14 +1692,7 @@ pub(crate) mod tests {
     #[test]
     fn trimming_receive_pages_never_loses_a_byte_under_reordering_and_loss() {
         let mut p = Pair::new();
-        p.b.listen(80, 1);
-        let a =
-            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0);
-        let a = a.unwrap();
-        p.run();
-        let mut acc = Vec::new();
-        p.b.take_accepted(&mut acc);
-        let b = acc[0].0;
+        let (a, b) = p.connected();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut rand = move |n: u64| {
             seed ^= seed << 13;
@@ -1772,14 +1757,7 @@ pub(crate) mod tests {
     #[test]
     fn receive_pages_stay_while_an_out_of_order_segment_waits() {
         let mut p = Pair::new();
-        p.b.listen(80, 1);
-        let a =
-            p.a.connect(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 2), 80), 0);
-        let a = a.unwrap();
-        p.run();
-        let mut acc = Vec::new();
-        p.b.take_accepted(&mut acc);
-        let b = acc[0].0;
+        let (a, b) = p.connected();
         // SAFETY (every call here): the test replaces no socket.
         unsafe { p.b.trim_idle(b) }.unwrap();
         assert_eq!(

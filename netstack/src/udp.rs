@@ -270,7 +270,7 @@ impl<T: Default> Stack<T> {
     ) {
         let Some(id) = self.udp.port_bound(dport) else {
             bump!(self.stats, udp_no_port);
-            self.ingress_with(None, frame, tx, now);
+            self.ingress_with(None, None, frame, tx, now);
             return;
         };
         let mut segments = 0;

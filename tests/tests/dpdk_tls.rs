@@ -757,6 +757,13 @@ fn backend_connections_open_with_the_first_request_byte() {
     );
     net.start_appliance(&[cpu], &format!("{lazy}\n{eager}"));
     let proxy = |net: &Net, k: &str| net.stats()["cores"][0]["proxy"][k].as_u64().unwrap();
+    // Closes are counted once the connection is released: wait for the count.
+    let wait_for = |net: &Net, k: &str, n: u64| {
+        let t0 = std::time::Instant::now();
+        while proxy(net, k) < n && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     // Three handshakes with no request: no backend connection, three saved.
     for _ in 0..3 {
         let o = s_client(&net, &[], b"", 10);
@@ -766,10 +773,7 @@ fn backend_connections_open_with_the_first_request_byte() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let t0 = std::time::Instant::now();
-    while proxy(&net, "backend_connects_saved") < 3 && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&net, "backend_connects_saved", 3);
     assert_eq!(proxy(&net, "backend_connects_saved"), 3);
     assert_eq!(proxy(&net, "backend_connected"), 0);
     // s_client sends close_notify, then its FIN at once (answered together, see
@@ -794,10 +798,7 @@ print("close_notify back, then FIN:", raw.recv(1) == b"")
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let t0 = std::time::Instant::now();
-    while proxy(&net, "backend_connects_saved") < 4 && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&net, "backend_connects_saved", 4);
     assert_eq!(proxy(&net, "backend_connects_saved"), 4);
     // A request: its backend connection opens, and the page comes back.
     let out = net.dir.join("got");
@@ -819,10 +820,7 @@ print("close_notify back, then FIN:", raw.recv(1) == b"")
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("Verify return code: 0 (ok)"));
-    let t0 = std::time::Instant::now();
-    while proxy(&net, "backend_connected") < 2 && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&net, "backend_connected", 2);
     assert_eq!(proxy(&net, "backend_connected"), 2);
     assert_eq!(proxy(&net, "backend_connects_saved"), 4);
 

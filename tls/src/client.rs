@@ -1245,14 +1245,6 @@ impl ClientConn {
     /// write key, whatever it holds (a handshake message cut in pieces, data between
     /// them).
     pub fn hostile_seal(&mut self, records: &[(u8, &[u8])]) -> Result<(), Error> {
-        let write = self
-            .core
-            .write
-            .as_mut()
-            .ok_or(Error::Misuse("no write key"))?;
-        for (typ, body) in records {
-            write.seal(&mut self.core.out, *typ, body, 0)?;
-        }
-        Ok(())
+        self.core.hostile_seal(records)
     }
 }

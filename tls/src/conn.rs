@@ -52,6 +52,17 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Feature `hostile` (tests only): seal each `(content type, inner plaintext)` as
+    /// one record under the current write key, whatever it holds.
+    #[cfg(feature = "hostile")]
+    pub(crate) fn hostile_seal(&mut self, records: &[(u8, &[u8])]) -> Result<(), Error> {
+        let write = self.write.as_mut().ok_or(Error::Misuse("no write key"))?;
+        for (typ, body) in records {
+            write.seal(&mut self.out, *typ, body, 0)?;
+        }
+        Ok(())
+    }
+
     /// A core whose handshake messages may be up to `max_handshake` bytes.
     pub(crate) fn new(max_handshake: usize) -> Self {
         Core {

@@ -312,15 +312,7 @@ impl ServerConn {
     /// Seal each `(content type, inner plaintext)` as one record under the current
     /// write key, whatever it holds (data after close_notify, say).
     pub fn hostile_seal(&mut self, records: &[(u8, &[u8])]) -> Result<(), Error> {
-        let write = self
-            .core
-            .write
-            .as_mut()
-            .ok_or(Error::Misuse("no write key"))?;
-        for (typ, body) in records {
-            write.seal(&mut self.core.out, *typ, body, 0)?;
-        }
-        Ok(())
+        self.core.hostile_seal(records)
     }
 }
 

@@ -486,9 +486,7 @@ impl ServerConn {
         self.core.write = Some(Cipher::new(d.handshake_write, Protection::Tls13));
         #[cfg(feature = "hostile")]
         for (typ, body) in std::mem::take(&mut self.hostile_before_flight) {
-            if let Some(w) = self.core.write.as_mut() {
-                w.seal(&mut self.core.out, typ, &body, 0)?;
-            }
+            self.core.hostile_seal(&[(typ, &body)])?;
         }
         let mut msgs: Vec<&[u8]> = vec![&d.encrypted_extensions];
         if let Some(cr) = &ctx.certificate_request {
