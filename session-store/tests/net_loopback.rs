@@ -30,7 +30,20 @@ struct Node {
     id: u32,
 }
 
+/// `n` nodes on free ports. A port is free when `free_addrs` looks and may be taken by
+/// another test's socket before the node binds it: then try other ports.
 fn cluster(n: usize, multicast: Option<SocketAddr>) -> Vec<Node> {
+    for _ in 0..20 {
+        match try_cluster(n, multicast) {
+            Ok(nodes) => return nodes,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no {n} free UDP ports in 20 tries");
+}
+
+fn try_cluster(n: usize, multicast: Option<SocketAddr>) -> std::io::Result<Vec<Node>> {
     let addrs = free_addrs(n);
     let key = Arc::new(ClusterKey::from_secret(&[3u8; 32]).unwrap());
     (0..n)
@@ -51,13 +64,12 @@ fn cluster(n: usize, multicast: Option<SocketAddr>) -> Vec<Node> {
                 key.clone(),
                 table.clone(),
                 RuntimeOptions::default(),
-            )
-            .unwrap();
-            Node {
+            )?;
+            Ok(Node {
                 rt,
                 table,
                 id: session_store::node_id(&name),
-            }
+            })
         })
         .collect()
 }

@@ -100,7 +100,12 @@ fn free_udp(n: usize) -> Vec<SocketAddr> {
     s.iter().map(|s| s.local_addr().unwrap()).collect()
 }
 
-fn clustered(name: &str, me: SocketAddr, all: &[SocketAddr], key: &Path) -> Store {
+fn clustered(
+    name: &str,
+    me: SocketAddr,
+    all: &[SocketAddr],
+    key: &Path,
+) -> Result<Store, StoreError> {
     let peers: Vec<SocketAddr> = all.iter().copied().filter(|a| *a != me).collect();
     let cluster = ClusterConfig {
         node: name.into(),
@@ -117,15 +122,36 @@ fn clustered(name: &str, me: SocketAddr, all: &[SocketAddr], key: &Path) -> Stor
     cfg.key_file = Some(key.to_path_buf());
     cfg.cluster = Some(cluster);
     cfg.peer = Some(peer);
-    Store::start(cfg).unwrap()
+    Store::start(cfg)
+}
+
+/// Two clustered nodes on free ports. A port is free when `free_udp` looks and may be
+/// taken by another test's socket before the node binds it: then try other ports.
+fn cluster_pair(key: &Path) -> (Store, Store) {
+    let taken = |e: &StoreError| {
+        matches!(e, StoreError::Listen { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse)
+    };
+    for _ in 0..20 {
+        let addrs = free_udp(2);
+        let a = match clustered("a", addrs[0], &addrs, key) {
+            Ok(a) => a,
+            Err(e) if taken(&e) => continue,
+            Err(e) => panic!("{e}"),
+        };
+        match clustered("b", addrs[1], &addrs, key) {
+            Ok(b) => return (a, b),
+            Err(e) if taken(&e) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no two free UDP ports in 20 tries");
 }
 
 #[test]
 fn a_session_made_on_one_node_resumes_on_another() {
     let key = key_file("peers", 0o600);
-    let addrs = free_udp(2);
-    let a = clustered("a", addrs[0], &addrs, &key);
-    let b = clustered("b", addrs[1], &addrs, &key);
+    let (a, b) = cluster_pair(&key);
     eventually("ready", || a.ready() && b.ready());
     eventually("members up", || {
         [&a, &b].iter().all(|s| {
