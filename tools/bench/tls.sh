@@ -6,8 +6,11 @@
 #                           [--mtu N]
 #   bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
 #
-# TESTs: full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk bulkeq
-# (--only runs those for every server; open50 needs full13's rate and runs it too;
+# TESTs: full13 full12 resume13 resume12 bulk open50 full13own open50own full13pq full13dpdk
+# open50dpdk bulkeq (--only runs those for every server; open50 needs full13's rate and
+# runs it too, open50own full13own's and open50dpdk full13dpdk's: the open loop with
+# loadgen's own engine, a client about five times cheaper per handshake than libssl, so
+# less of the tail is the client's queue, on the kernel's TCP and on loadgen's DPDK stack;
 # bulkeq: the 1 MiB GETs again once the kernel peers' veth has no segmentation or
 # checksum offloads, so every server moves frames of the MTU as the appliance's port
 # does). --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo
@@ -49,7 +52,7 @@ RECORD=1
 SMOKE=0
 ONLY=""
 JSON=""
-ALL_TESTS="full13 full12 resume13 resume12 bulk open50 full13own full13pq full13dpdk bulkeq"
+ALL_TESTS="full13 full12 resume13 resume12 bulk open50 full13own open50own full13pq full13dpdk open50dpdk bulkeq"
 USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] [--mtu N] | --smoke"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -72,6 +75,8 @@ if [ -n "$ONLY" ]; then
     done
     # open50's rate is half of full13's.
     case ",$ONLY," in *,open50,*) case ",$ONLY," in *,full13,*) ;; *) ONLY="full13,$ONLY" ;; esac ;; esac
+    case ",$ONLY," in *,open50own,*) case ",$ONLY," in *,full13own,*) ;; *) ONLY="full13own,$ONLY" ;; esac ;; esac
+    case ",$ONLY," in *,open50dpdk,*) case ",$ONLY," in *,full13dpdk,*) ;; *) ONLY="full13dpdk,$ONLY" ;; esac ;; esac
     [ "$SMOKE" = 1 ] && { echo "--smoke runs every test; --only does not apply" >&2; exit 2; }
 fi
 # want TEST: whether this run includes TEST.
@@ -217,8 +222,9 @@ cpu_stat() {
     [ -n "$KSOFTIRQD" ] && k=$(ticks "$KSOFTIRQD")
     awk -v c="cpu$LAST" -v k="$k" '$1 == c {print $7+$8+k, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
 }
-# appl_frames: the appliance port's frames received and sent so far.
-appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; q=json.load(sys.stdin)["cores"][0]["queue"]; print(q["rx_frames"], q["tx_frames"])'; }
+# appl_frames: the appliance port's frames received and sent so far, and its first
+# core's loop counters (busy and idle iterations, their cycles).
+appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cores"][0]; q=c["queue"]; l=c["loops"]; print(q["rx_frames"], q["tx_frames"], l["busy_loops"], l["idle_loops"], l["busy_cycles"], l["idle_cycles"])'; }
 # appl_answer: the appliance's first-answer histogram (tls_first_answer_us, every core
 # summed) as JSON: bucket bound in µs → count.
 appl_answer() { "${CTL[@]}" --json stats | python3 -c '
@@ -233,7 +239,7 @@ print(json.dumps(h))'; }
 # JSON line to $WORK/cells.
 measure() {
     local server=$1 test=$2 cert=$3; shift 3
-    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0" f1="0 0" a0="{}" a1="{}"
+    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0 0 0 0 0" f1="0 0 0 0 0 0" a0="{}" a1="{}"
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
         # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a word list on purpose
@@ -279,7 +285,8 @@ print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs":
     "bytes": r["bytes_in_per_sec"], "bytes_total": r.get("bytes_in", 0), "resumed": r["resumed"],
     "handshakes": r["handshakes"], "errors": r["error_count"], "busy": busy, "cpu_busy": cpu,
     "frames_in": f1[0] - f0[0], "frames_out": f1[1] - f0[1],
-    "p50": lat["p50"], "p99": lat["p99"], "cpu_us": r["client_cpu_us_per_op"],
+    "busy_loops": f1[2] - f0[2], "idle_loops": f1[3] - f0[3], "busy_cycles": f1[4] - f0[4], "idle_cycles": f1[5] - f0[5],
+    "p50": lat["p50"], "p99": lat["p99"], "latency_us": lat, "cpu_us": r["client_cpu_us_per_op"],
     "own_p50": own(0.5), "own_p99": own(0.99)}))
 PY
     tail -1 "$WORK/cells" | python3 -c '
@@ -290,6 +297,10 @@ print("   %-9s %-9s %9.1f/s  busy %5.1f%%  errors %d  p50 %d µs  p99 %d µs"
 }
 
 : > "$WORK/cells"
+# half_peak SERVER TEST: half of the handshake rate SERVER reached in its TEST cell.
+half_peak() {
+    python3 -c "import json, sys; c = [json.loads(l) for l in open(sys.argv[1])]; print(max(1, round([x for x in c if x['server'] == sys.argv[2] and x['test'] == sys.argv[3]][0]['hs'] / 2)))" "$WORK/cells" "$1" "$2"
+}
 FULL13=(--mode full --tls 1.3 --groups X25519 --ciphersuites TLS_AES_128_GCM_SHA256 --concurrency 32)
 for server in appliance nginx haproxy; do
     echo "== $server (${SECS} s per test)"
@@ -299,10 +310,13 @@ for server in appliance nginx haproxy; do
     measure "$server" resume12 ec --mode resume --tls 1.2 --resume ticket --concurrency 32
     measure "$server" bulk ec --mode bulk --tls 1.3 --path /1m.bin --concurrency 4
     if want open50; then
-        peak=$(python3 -c "import json; print(max(1, round([json.loads(l) for l in open('$WORK/cells') if json.loads(l)['server'] == '$server' and json.loads(l)['test'] == 'full13'][0]['hs'] / 2)))")
-        measure "$server" open50 ec "${FULL13[@]}" --concurrency 256 --rate "$peak"
+        measure "$server" open50 ec "${FULL13[@]}" --concurrency 256 --rate "$(half_peak "$server" full13)"
     fi
     measure "$server" full13own ec "${FULL13[@]}" --engine own --reuse-key-share
+    if want open50own; then
+        measure "$server" open50own ec "${FULL13[@]}" --engine own --reuse-key-share --concurrency 256 \
+            --rate "$(half_peak "$server" full13own)"
+    fi
 done
 # The post-quantum hybrid, the appliance only (OpenSSL 3.0 under NGINX and HAProxy has no
 # ML-KEM): the same handshakes as full13own with X25519MLKEM768 in place of X25519.
@@ -313,7 +327,7 @@ measure appliance full13pq ec "${PQ13[@]}" --engine own --reuse-key-share
 # TCP, on the client core or (its receive path, run in the sender's softirq) on the
 # server's. af_packet needs finished checksums, so the kernel peers' veth loses its
 # offloads here, after every other cell.
-if want full13dpdk || want bulkeq; then
+if want full13dpdk || want open50dpdk || want bulkeq; then
     "${K[@]}" ethtool -K "$NAME-k0" tx off rx off tso off gso off gro off >/dev/null 2>&1
     "${H[@]}" ethtool -K "$NAME-h1" tx off rx off tso off gso off gro off >/dev/null 2>&1
 fi
@@ -324,6 +338,10 @@ for server in appliance nginx haproxy; do
     *) dpdk=(--dpdk "$NAME-h1" --dpdk-addr 10.77.1.50/24) ;;
     esac
     measure "$server" full13dpdk ec "${FULL13[@]}" --engine own --reuse-key-share "${dpdk[@]}"
+    if want open50dpdk; then
+        measure "$server" open50dpdk ec "${FULL13[@]}" --engine own --reuse-key-share "${dpdk[@]}" \
+            --concurrency 256 --rate "$(half_peak "$server" full13dpdk)"
+    fi
 done
 want bulkeq && echo "== 1 MiB GETs, every server on MTU $MTU frames without offloads (${SECS} s per server)"
 for server in appliance nginx haproxy; do
@@ -383,9 +401,13 @@ if all((s, "bulk") in get for s in servers):
     if a.get("bytes_total"):
         per = 2**20 / a["bytes_total"]
         out_frames = f"appliance port frames per MiB delivered: {a['frames_in'] * per:,.0f} received, {a['frames_out'] * per:,.0f} sent"
-if all((s, "open50") in get for s in servers):
-    cs = [get[(s, "open50")] for s in servers]
-    out.append("| open loop at ½ own peak, TLS 1.3 full: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
+for t, label in (("open50", "open loop at ½ own peak, TLS 1.3 full"), ("open50own", "open loop at ½ own peak, TLS 1.3 full, loadgen's own engine"),
+                 ("open50dpdk", "open loop at ½ own peak, TLS 1.3 full, loadgen's own engine on its DPDK stack")):
+    if not all((s, t) in get for s in servers):
+        continue
+    cs = [get[(s, t)] for s in servers]
+    ratios[t] = {s + "_p99_over_p50": div(c["p99"], c["p50"]) for s, c in zip(servers, cs)}
+    out.append(f"| {label}: p50 / p99 latency (µs) | " + " | ".join(f"{c['p50']:,} / {c['p99']:,} at {c['ops']:,.0f}/s" for c in cs) + " | | | | | | | |")
     a = cs[0]
     if a.get("own_p50") is not None:
         out.append(f"| the same, the appliance's own share: ClientHello in to its first answer out (`tls_first_answer_us`), p50 / p99 (µs) | {a['own_p50']:,.0f} / {a['own_p99']:,.0f} | | | | | | | | | |")
