@@ -388,6 +388,7 @@ impl App for CoreApp {
         q.rx_bytes.store(c.rx_bytes, Ordering::Relaxed);
         q.tx_frames.store(c.tx_frames, Ordering::Relaxed);
         q.tx_bytes.store(c.tx_bytes, Ordering::Relaxed);
+        q.tx_bursts.store(c.tx_bursts, Ordering::Relaxed);
         q.tx_dropped.store(c.tx_dropped, Ordering::Relaxed);
         q.rx_dropped.store(c.rx_dropped, Ordering::Relaxed);
         q.mbufs_in_use.store(c.mbufs_in_use, Ordering::Relaxed);

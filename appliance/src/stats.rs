@@ -241,6 +241,8 @@ pub struct QueueStats {
     pub rx_bytes: AtomicU64,
     pub tx_frames: AtomicU64,
     pub tx_bytes: AtomicU64,
+    /// Bursts handed to the NIC (af_packet: `sendto` kicks).
+    pub tx_bursts: AtomicU64,
     pub tx_dropped: AtomicU64,
     pub rx_dropped: AtomicU64,
     /// Mbufs of the queue's pool in use (a gauge).

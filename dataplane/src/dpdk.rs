@@ -457,6 +457,7 @@ impl PortQueue for DpdkQueue {
             return;
         }
         let total = self.pending.len();
+        self.counters.tx_bursts += 1;
         // SAFETY: this thread owns the queue; pending holds mbufs we own.
         let sent = usize::from(unsafe {
             dpdk_sys::tlsa_tx_burst(

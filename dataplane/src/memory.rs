@@ -164,6 +164,9 @@ impl PortQueue for MemoryQueue {
     }
 
     fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.counters.tx_bursts += 1;
+        }
         for frame in self.pending.drain(..) {
             let len = frame.len() as u64;
             match self.tx.try_send(frame.to_vec()) {
@@ -247,5 +250,13 @@ mod tests {
         q.flush();
         assert_eq!(peer.recv().unwrap(), vec![9, 8]);
         assert_eq!(q.counters().tx_frames, 1);
+        // Two frames in one flush are one burst; a flush with nothing queued is none.
+        for _ in 0..2 {
+            let f = q.alloc_tx(1).unwrap();
+            q.send(f);
+        }
+        q.flush();
+        q.flush();
+        assert_eq!((q.counters().tx_frames, q.counters().tx_bursts), (3, 2));
     }
 }

@@ -28,6 +28,8 @@ pub struct QueueCounters {
     pub rx_bytes: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
+    /// Bursts handed to the NIC (for af_packet: `sendto` kicks, each a system call).
+    pub tx_bursts: u64,
     /// Frames the NIC refused (TX ring full) or that found no buffer: freed and counted.
     pub tx_dropped: u64,
     /// Frames the port handed us that the data plane cannot use (e.g. chained mbufs).

@@ -223,8 +223,8 @@ cpu_stat() {
     awk -v c="cpu$LAST" -v k="$k" '$1 == c {print $7+$8+k, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
 }
 # appl_frames: the appliance port's frames received and sent so far, and its first
-# core's loop counters (busy and idle iterations, their cycles).
-appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cores"][0]; q=c["queue"]; l=c["loops"]; print(q["rx_frames"], q["tx_frames"], l["busy_loops"], l["idle_loops"], l["busy_cycles"], l["idle_cycles"])'; }
+# core's loop counters (busy and idle iterations, their cycles), and its TX bursts (kicks).
+appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cores"][0]; q=c["queue"]; l=c["loops"]; print(q["rx_frames"], q["tx_frames"], l["busy_loops"], l["idle_loops"], l["busy_cycles"], l["idle_cycles"], q["tx_bursts"])'; }
 # appl_answer: the appliance's first-answer histogram (tls_first_answer_us, every core
 # summed) as JSON: bucket bound in µs → count.
 appl_answer() { "${CTL[@]}" --json stats | python3 -c '
@@ -239,7 +239,7 @@ print(json.dumps(h))'; }
 # JSON line to $WORK/cells.
 measure() {
     local server=$1 test=$2 cert=$3; shift 3
-    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0 0 0 0 0" f1="0 0 0 0 0 0" a0="{}" a1="{}"
+    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0 0 0 0 0 0" f1="0 0 0 0 0 0 0" a0="{}" a1="{}"
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
         # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a word list on purpose
@@ -285,7 +285,7 @@ print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs":
     "bytes": r["bytes_in_per_sec"], "bytes_total": r.get("bytes_in", 0), "resumed": r["resumed"],
     "handshakes": r["handshakes"], "errors": r["error_count"], "busy": busy, "cpu_busy": cpu,
     "frames_in": f1[0] - f0[0], "frames_out": f1[1] - f0[1],
-    "busy_loops": f1[2] - f0[2], "idle_loops": f1[3] - f0[3], "busy_cycles": f1[4] - f0[4], "idle_cycles": f1[5] - f0[5],
+    "busy_loops": f1[2] - f0[2], "idle_loops": f1[3] - f0[3], "busy_cycles": f1[4] - f0[4], "idle_cycles": f1[5] - f0[5], "tx_bursts": f1[6] - f0[6],
     "p50": lat["p50"], "p99": lat["p99"], "latency_us": lat, "cpu_us": r["client_cpu_us_per_op"],
     "own_p50": own(0.5), "own_p99": own(0.99)}))
 PY
