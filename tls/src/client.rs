@@ -234,7 +234,9 @@ enum Then {
 
 struct AwaitHello {
     client_hello: Vec<u8>,
-    share: KeyShare,
+    /// The key share offered: none when TLS 1.3 is not offered (TLS 1.2 makes its
+    /// ECDHE key after the ServerKeyExchange, or takes this one when its group fits).
+    share: Option<KeyShare>,
     offered: Option<Ticket>,
     random: [u8; 32],
     /// The legacy_session_id sent (a TLS 1.2 session's, or random with a ticket).
@@ -294,12 +296,40 @@ impl ClientConn {
         resume: Option<&Ticket>,
         now_ms: u64,
     ) -> Result<Self, Error> {
-        let share_group = cfg
-            .groups
-            .iter()
-            .copied()
-            .find(|&g| group_of(g) == Some(share.group()))
-            .ok_or(Error::Misuse("the key share's group is not offered"))?;
+        Self::start(cfg, Some(share), resume, now_ms)
+    }
+
+    /// [`ClientConn::new`] for a configuration that offers TLS 1.2 only: its
+    /// ClientHello carries no key share, so none is made (a TLS 1.2 full handshake
+    /// makes its ECDHE key when the server has said its group; a resumption needs
+    /// none). A configuration that offers TLS 1.3 is refused (`Misuse`).
+    pub fn without_share(
+        cfg: Arc<ClientConfig>,
+        resume: Option<&Ticket>,
+        now_ms: u64,
+    ) -> Result<Self, Error> {
+        if cfg.offers(true) {
+            return Err(Error::Misuse("TLS 1.3 is offered: a key share is needed"));
+        }
+        Self::start(cfg, None, resume, now_ms)
+    }
+
+    fn start(
+        cfg: Arc<ClientConfig>,
+        share: Option<KeyShare>,
+        resume: Option<&Ticket>,
+        now_ms: u64,
+    ) -> Result<Self, Error> {
+        let share_group = match &share {
+            Some(share) => Some(
+                cfg.groups
+                    .iter()
+                    .copied()
+                    .find(|&g| group_of(g) == Some(share.group()))
+                    .ok_or(Error::Misuse("the key share's group is not offered"))?,
+            ),
+            None => None,
+        };
         let offered = resume
             .filter(|t| t.live(now_ms) && cfg.suites.contains(&t.suite))
             .cloned();
@@ -321,8 +351,7 @@ impl ClientConn {
             &Hello {
                 random: &random_bytes,
                 session_id: &session_id,
-                share_group,
-                share: &share,
+                share: share.as_ref().zip(share_group),
                 resume: offered.as_ref(),
                 cookie: None,
                 prefix: &[],
@@ -346,7 +375,7 @@ impl ClientConn {
                 ..Core::new(MAX_HANDSHAKE)
             },
             info: ClientInfo {
-                group: Some(share_group),
+                group: share_group,
                 ..ClientInfo::default()
             },
             ticket: None,
@@ -751,7 +780,9 @@ impl ClientConn {
         let job = Tls13ClientHello {
             hash: info.hash,
             aead: info.aead,
-            share: w.share,
+            share: w
+                .share
+                .ok_or(Error::Misuse("TLS 1.3 without a key share offered"))?,
             server_share,
             psk,
             transcript: match w.retried {
@@ -818,11 +849,12 @@ impl ClientConn {
                 ))
             }
         };
-        let share = if Some(group) == self.info.group {
-            w.share
-        } else {
-            let g = group_of(group).ok_or(Error::IllegalParameter("group"))?;
-            KeyShare::generate(g)?
+        let share = match w.share {
+            Some(share) if Some(group) == self.info.group => share,
+            _ => {
+                let g = group_of(group).ok_or(Error::IllegalParameter("group"))?;
+                KeyShare::generate(g)?
+            }
         };
         // The first ClientHello is replaced in the transcript by its hash.
         let h1 = crypto_offload::prim::hash(info.hash, &w.client_hello)?;
@@ -836,8 +868,7 @@ impl ClientConn {
             &Hello {
                 random: &w.random,
                 session_id: &w.session_id,
-                share_group: group,
-                share: &share,
+                share: Some((&share, group)),
                 resume: offered.as_ref(),
                 cookie: sh.cookie,
                 prefix: &prefix,
@@ -849,7 +880,7 @@ impl ClientConn {
         self.info.retried = true;
         self.state = State::ServerHello(Box::new(AwaitHello {
             client_hello,
-            share,
+            share: Some(share),
             offered,
             random: w.random,
             session_id: w.session_id,
@@ -1076,8 +1107,8 @@ impl ClientConn {
 struct Hello<'a> {
     random: &'a [u8; 32],
     session_id: &'a [u8],
-    share_group: u16,
-    share: &'a KeyShare,
+    /// The key share and its group's code point (needed when TLS 1.3 is offered).
+    share: Option<(&'a KeyShare, u16)>,
     resume: Option<&'a Ticket>,
     /// A HelloRetryRequest's cookie to echo.
     cookie: Option<&'a [u8]>,
@@ -1088,7 +1119,7 @@ struct Hello<'a> {
 
 /// The ClientHello message (with its handshake header).
 fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, Error> {
-    let (share_group, share, resume) = (h.share_group, h.share, h.resume);
+    let resume = h.resume;
     let mut m = vec![hs::CLIENT_HELLO, 0, 0, 0, 3, 3];
     m.extend_from_slice(h.random);
     // legacy_session_id: a TLS 1.2 session's; else empty (no middlebox compatibility
@@ -1157,6 +1188,9 @@ fn client_hello(cfg: &ClientConfig, h: &Hello, now_ms: u64) -> Result<Vec<u8>, E
         end_len(b, at, 2);
     });
     if offers13 {
+        let (share, share_group) = h
+            .share
+            .ok_or(Error::Misuse("TLS 1.3 is offered without a key share"))?;
         put_ext(&mut m, ext::KEY_SHARE, |b| {
             let list = start_len(b, 2);
             put_u16(b, share_group);

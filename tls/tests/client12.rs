@@ -133,6 +133,94 @@ fn both_versions_offered_the_server_chooses() {
     assert_eq!(c.info().version, version::TLS12);
 }
 
+/// How many times `needle` occurs in `hay`.
+fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// A TLS 1.2 handshake makes no key it does not need: a configuration that offers TLS
+/// 1.2 only makes none before the ServerKeyExchange (`without_share`: no key_share in
+/// its ClientHello); one that offers both versions, answered by a TLS 1.2 server in the
+/// share's group, sends that share's public value in its ClientKeyExchange (no second
+/// key); in another group it makes a fresh key of that group.
+#[test]
+fn tls12_key_exchange_makes_no_key_it_does_not_need() {
+    let mut only12 = config_with(&[Kind::P256]);
+    only12.tls13 = false;
+    let only12 = Arc::new(only12);
+    // TLS 1.2 only: no share at all, a full handshake and a resumption.
+    let cfg = cfg12(&SUITES12);
+    let mut c = ClientConn::without_share(cfg.clone(), None, 0).unwrap();
+    // The record's body is the ClientHello message (after its 4-byte header).
+    let hello = c.pending_tls().to_vec();
+    let ch = tls::msgs::ClientHello::parse(&hello[9..]).unwrap();
+    assert_eq!(
+        ch.key_shares().count(),
+        0,
+        "a TLS 1.2-only ClientHello with a key share"
+    );
+    assert!(ch.suites().count() >= SUITES12.len());
+    let mut s = Server::new(only12.clone(), Wire::default());
+    pump(&mut c, &mut s).unwrap();
+    assert!(c.is_established());
+    assert_eq!(c.info().version, version::TLS12);
+    echo(&mut c, &mut s);
+    let t = c.take_ticket().expect("a TLS 1.2 ticket");
+    let mut c = ClientConn::without_share(cfg, Some(&t), 0).unwrap();
+    let mut s = Server::new(only12.clone(), Wire::default());
+    pump(&mut c, &mut s).unwrap();
+    assert!(c.info().resumed);
+    // Both offered: the ClientHello's X25519 share is the ECDHE key.
+    let mut both: Vec<u16> = vec![suite::TLS13_AES_128_GCM_SHA256];
+    both.extend_from_slice(&SUITES12);
+    let both_cfg = cfg12(&both);
+    let sh = share();
+    let public = sh.public().to_vec();
+    let mut c = ClientConn::new(both_cfg.clone(), sh, None, 0).unwrap();
+    assert_eq!(
+        occurrences(c.pending_tls(), &public),
+        1,
+        "the share in the ClientHello"
+    );
+    let mut s = Server::new(only12.clone(), Wire::default());
+    let mut sent = Vec::new();
+    common::client_pump_capture(&mut c, &mut s, &mut sent).unwrap();
+    assert_eq!(c.info().version, version::TLS12);
+    assert_eq!(
+        occurrences(&sent, &public),
+        2,
+        "the share's public value in the ClientHello and the ClientKeyExchange"
+    );
+    echo(&mut c, &mut s);
+    // A P-256 share offered, a server that only takes X25519 for TLS 1.2: a fresh key.
+    let p256 = KeyShare::generate(Group::P256).unwrap();
+    let public = p256.public().to_vec();
+    let cfg = Arc::new(ClientConfig {
+        groups: vec![tls::msgs::group::SECP256R1, tls::msgs::group::X25519],
+        ..(*both_cfg).clone()
+    });
+    let mut x25519_only = config_with(&[Kind::P256]);
+    x25519_only.tls13 = false;
+    x25519_only.groups = vec![tls::msgs::group::X25519];
+    let mut c = ClientConn::new(cfg, p256, None, 0).unwrap();
+    let mut s = Server::new(Arc::new(x25519_only), Wire::default());
+    let mut sent = Vec::new();
+    common::client_pump_capture(&mut c, &mut s, &mut sent).unwrap();
+    assert_eq!(c.info().version, version::TLS12);
+    assert_eq!(c.info().group, Some(tls::msgs::group::X25519));
+    assert_eq!(
+        occurrences(&sent, &public),
+        1,
+        "the P-256 share only in the ClientHello"
+    );
+    echo(&mut c, &mut s);
+    // And without_share refuses a configuration that offers TLS 1.3.
+    assert!(matches!(
+        ClientConn::without_share(both_cfg, None, 0),
+        Err(Error::Misuse(_))
+    ));
+}
+
 #[test]
 fn client_certificates_in_tls12() {
     let mut server = config_with(&[Kind::P256, Kind::Rsa2048]);

@@ -232,15 +232,25 @@ impl BackendTlsConn {
         } else {
             None
         };
-        let share_job = tls::jobs::call(move || KeyShare::generate(group));
-        Ok(BackendTlsConn {
-            c: None,
-            pending: Some(Pending {
+        // TLS 1.2 only: the ClientHello carries no key share, so none is made and the
+        // client role starts at once.
+        let (c, pending, share_job) = if ccfg.offers(true) {
+            let share_job = tls::jobs::call(move || KeyShare::generate(group));
+            let pending = Pending {
                 cfg: ccfg,
                 ticket,
                 now_ms,
-            }),
-            share_job: Some(share_job),
+            };
+            (None, Some(pending), Some(share_job))
+        } else {
+            let mut c = ClientConn::without_share(ccfg, ticket.as_ref(), now_ms)?;
+            c.set_jobs(true);
+            (Some(Box::new(c)), None, None)
+        };
+        Ok(BackendTlsConn {
+            c,
+            pending,
+            share_job,
             key,
             session_reuse: cfg.session_reuse,
             deadline_ms: now_ms.saturating_add(timeout_ms),

@@ -66,6 +66,10 @@ pub(super) struct Handshake12 {
     pub(super) resumed: bool,
     pub(super) new_ticket: Option<(u32, Vec<u8>)>,
     pub(super) ccs_seen: bool,
+    /// The key share the ClientHello offered for TLS 1.3: the ECDHE key when the
+    /// server's group is its group (never sent anywhere else, used once), so a full
+    /// handshake makes no second key.
+    pub(super) offered_share: Option<KeyShare>,
 }
 
 impl Handshake12 {
@@ -197,6 +201,7 @@ impl ClientConn {
             resumed: false,
             new_ticket: None,
             ccs_seen: false,
+            offered_share: w.share,
         });
         let resumed = resumed.cloned();
         self.start12(h, resumed.as_ref())
@@ -354,6 +359,7 @@ impl ClientConn {
             hash: h.hash,
             aead: h.aead,
             group,
+            share: h.offered_share.take().filter(|s| s.group() == group),
             server_public,
             verify,
             cert,
@@ -504,6 +510,8 @@ struct Flight12 {
     hash: HashAlg,
     aead: AeadAlg,
     group: Group,
+    /// The offered key share, when it is of `group`.
+    share: Option<KeyShare>,
     server_public: Vec<u8>,
     verify: Option<Verify12>,
     /// Asked for a certificate: our Certificate message, and its signer (none with an
@@ -541,7 +549,10 @@ fn flight12(mut j: Flight12) -> Result<Flight12Done, CryptoError> {
             &v.signature,
         )?;
     }
-    let share = KeyShare::generate(j.group)?;
+    let share = match j.share.take() {
+        Some(share) => share,
+        None => KeyShare::generate(j.group)?,
+    };
     let pms = share.agree(&j.server_public)?;
     let add = |j: &mut Flight12, m: &[u8]| -> Result<(), CryptoError> {
         j.transcript.extend_from_slice(m);

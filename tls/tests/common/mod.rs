@@ -416,9 +416,19 @@ pub fn run_client_records(c: &mut tls::ClientConn) -> Result<(), tls::Error> {
 /// side's record jobs run when its record offload is on); a client error is returned
 /// after its alert reached the server.
 pub fn client_pump(c: &mut tls::ClientConn, s: &mut Server) -> Result<(), tls::Error> {
+    client_pump_capture(c, s, &mut Vec::new())
+}
+
+/// [`client_pump`], appending every byte the client sent to `sent`.
+pub fn client_pump_capture(
+    c: &mut tls::ClientConn,
+    s: &mut Server,
+    sent: &mut Vec<u8>,
+) -> Result<(), tls::Error> {
     for _ in 0..200 {
         run_client_records(c)?;
         let out = c.pending_tls().to_vec();
+        sent.extend_from_slice(&out);
         c.consume_tls(out.len());
         s.wire.to_server.borrow_mut().extend_from_slice(&out);
         let _ = s.pump();
