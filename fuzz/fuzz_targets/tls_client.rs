@@ -1,7 +1,7 @@
 //! The client role fed a server's bytes from one input: the ServerHello parser, the
 //! record layer before and after keys, alerts and the handshake message reassembly.
 //! The first byte chooses what the client offers: TLS 1.3 only, both versions, or TLS
-//! 1.2 only. A TLS 1.3 server's flight is protected, so real crypto stops the fuzzer
+//! 1.2 only (then without a key share, `ClientConn::without_share`). A TLS 1.3 server's flight is protected, so real crypto stops the fuzzer
 //! after its ServerHello; a TLS 1.2 server's flight up to ServerHelloDone is plaintext,
 //! so the fuzzer walks the TLS 1.2 state machine (Certificate, ServerKeyExchange,
 //! CertificateRequest, ServerHelloDone) with nothing verified. The parsers of messages
@@ -55,7 +55,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let cfg = configs()[usize::from(which) % 3].clone();
-    let mut c = ClientConn::new(cfg, share(), None, 0).unwrap();
+    // TLS 1.2 only: the client makes no key share (as backend legs with
+    // `versions = ["1.2"]` do), so its ECDHE key is made after ServerHelloDone.
+    let mut c = if cfg.offers(true) {
+        ClientConn::new(cfg, share(), None, 0).unwrap()
+    } else {
+        ClientConn::without_share(cfg, None, 0).unwrap()
+    };
     for piece in rest.chunks(200) {
         c.read_tls(piece);
         if c.process(0).is_err() {
