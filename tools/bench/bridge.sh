@@ -3,7 +3,12 @@
 # beside NGINX (proxy_pass https:// with proxy_ssl_session_reuse on) and HAProxy (server
 # ... ssl verify required), all verifying the same TLS backend, in one run.
 #
-#   bash tools/bench/bridge.sh [--seconds N] [--records inline|pool] [--no-record]
+#   bash tools/bench/bridge.sh [--seconds N] [--records inline|pool] [--backend-tls 1.2]
+#                              [--no-record]
+#
+# --backend-tls 1.2: every server speaks TLS 1.2 to the backend (the appliance
+# `versions = ["1.2"]`, NGINX `proxy_ssl_protocols TLSv1.2`, HAProxy `ssl-max-ver
+# TLSv1.2`); default: TLS 1.2 and 1.3 offered, the backend chooses (TLS 1.3).
 #
 # --records pool: the appliance gets one crypto worker on CPU 0 and protects both legs'
 # records in record jobs there ([crypto] records = "pool"); its busy time is then the
@@ -31,14 +36,22 @@ cd "$(dirname "$0")/../.."
 SECS=5
 RECORD=1
 RECORDS=inline
+BACKEND_TLS=both
+USAGE="usage: bridge.sh [--seconds N] [--records inline|pool] [--backend-tls 1.2] [--no-record]"
 while [ $# -gt 0 ]; do
     case "$1" in
-    --seconds) SECS=$2; shift 2 ;;
-    --records) RECORDS=$2; shift 2 ;;
+    --seconds) SECS=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
+    --records) RECORDS=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
+    --backend-tls) BACKEND_TLS=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     --no-record) RECORD=0; shift ;;
-    *) echo "usage: bridge.sh [--seconds N] [--records inline|pool] [--no-record]" >&2; exit 2 ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
+case "$BACKEND_TLS" in
+both) APPL_VERSIONS=""; NGINX_PROTOCOLS="TLSv1.2 TLSv1.3"; HAPROXY_MAX="" ;;
+1.2) APPL_VERSIONS='versions = ["1.2"]'; NGINX_PROTOCOLS="TLSv1.2"; HAPROXY_MAX=" ssl-max-ver TLSv1.2" ;;
+*) echo "--backend-tls: 1.2 (or leave it out for both versions), not \"$BACKEND_TLS\"" >&2; exit 2 ;;
+esac
 case "$SECS" in ''|*[!0-9]*|0) echo "--seconds: a whole number of seconds, at least 1" >&2; exit 2 ;; esac
 case "$RECORDS" in
 inline) CRYPTO="" ;;
@@ -47,6 +60,7 @@ pool) CRYPTO=$'[crypto]\nworkers = 1\ncpus = [0]\nrecords = "pool"' ;;
 esac
 CMD="bash tools/bench/bridge.sh --seconds $SECS"
 [ "$RECORDS" = pool ] && CMD="$CMD --records pool"
+[ "$BACKEND_TLS" = 1.2 ] && CMD="$CMD --backend-tls 1.2"
 
 tools/setup.sh --bench
 cargo build --release -q -p appliance -p cli -p tools
@@ -127,7 +141,7 @@ http {
             proxy_pass https://be;
             proxy_http_version 1.1;
             proxy_ssl_session_reuse on;
-            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_protocols $NGINX_PROTOCOLS;
             proxy_ssl_verify on;
             proxy_ssl_trusted_certificate $WORK/bca.pem;
             proxy_ssl_name api.internal;
@@ -162,7 +176,7 @@ backend plain
     server p1 10.77.1.2:8080
 backend be
     http-reuse never
-    server b1 10.77.1.2:8443 ssl verify required ca-file $WORK/bca.pem sni str(api.internal) verifyhost api.internal
+    server b1 10.77.1.2:8443 ssl verify required ca-file $WORK/bca.pem sni str(api.internal) verifyhost api.internal$HAPROXY_MAX
 CONF
 "${K[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
@@ -175,6 +189,7 @@ $(bench_tls_vserver bridge 10.77.0.1:443 ec 10.77.0.2:8443)
 [vserver.backend_tls]
 ca = "bca.pem"
 server_name = "api.internal"
+$APPL_VERSIONS
 $(bench_tls_vserver plain 10.77.0.1:444 ec)
 TOML
 ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -296,7 +311,7 @@ if [ "$RECORD" = 1 ]; then
         echo
         [ "$RECORDS" = pool ] && echo "Record offload: the appliance has one crypto worker on CPU 0 and both legs' records go through record jobs there; its busy time below is its poll-mode core's busy time plus the worker's CPU time." && echo
         echo "Command: \`$CMD\`. Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
-        echo "Servers on CPU $LAST; the TLS backend (nginx, one worker, TLS 1.2 and 1.3, tickets) and loadgen (libssl, one thread) on CPU 0; ${SECS} s per cell. Every server verifies the backend's chain and name (api.internal) and opens one backend connection per client connection (NGINX without upstream keepalive, HAProxy with http-reuse never), resuming its backend sessions (appliance: per-core tickets; NGINX: proxy_ssl_session_reuse on; HAProxy: its default SSL session reuse). Busy time: the appliance's loop-cycle accounting, NGINX's worker and HAProxy's process from /proc (their kernel softirq time is not in it: flattered)."
+        echo "Servers on CPU $LAST; the TLS backend (nginx, one worker, TLS 1.2 and 1.3, tickets) and loadgen (libssl, one thread) on CPU 0; ${SECS} s per cell. Every server verifies the backend's chain and name (api.internal) and opens one backend connection per client connection (NGINX without upstream keepalive, HAProxy with http-reuse never), resuming its backend sessions (appliance: per-core tickets; NGINX: proxy_ssl_session_reuse on; HAProxy: its default SSL session reuse); towards the backend every server offers $([ "$BACKEND_TLS" = 1.2 ] && echo "TLS 1.2 only" || echo "TLS 1.2 and 1.3"). Busy time: the appliance's loop-cycle accounting, NGINX's worker and HAProxy's process from /proc (their kernel softirq time is not in it: flattered)."
         echo
         echo "$TABLE"
     } >> BENCHMARKS.md
