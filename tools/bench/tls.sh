@@ -3,7 +3,7 @@
 # stack) on the same box, in one run, same backend, same load generator (loadgen).
 #
 #   bash tools/bench/tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE]
-#                           [--mtu N]
+#                           [--mtu N] [--primitives openssl|aws-lc]
 #   bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
 #
 # TESTs: full13 full12 resume13 resume12 bulk open50 full13own open50own full13pq full13dpdk
@@ -14,8 +14,10 @@
 # bulkeq: the 1 MiB GETs again once the kernel peers' veth has no segmentation or
 # checksum offloads, so every server moves frames of the MTU as the appliance's port
 # does). --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo
-# frames. Every run writes its cells, ratios included, as JSON (default
-# target/bench/tls-TIME.json).
+# frames. --primitives aws-lc: the appliance runs with `[crypto] primitives = "aws-lc"`
+# (its X25519 and signatures on AWS-LC; default openssl; NGINX and HAProxy are OpenSSL
+# either way, and so is the limit). Every run writes its cells, ratios included, as JSON
+# (default target/bench/tls-TIME.json).
 # PERF=FILE: `perf record -g` of the appliance during its PERF_CELL cell (default bulk);
 # then `perf report -i FILE`. PERF_CALL_GRAPH replaces `-g` (e.g. "--call-graph dwarf",
 # for callers inside libraries built without frame pointers). For experiments: APPLIANCE_TOML_EXTRA is appended to the
@@ -53,7 +55,8 @@ SMOKE=0
 ONLY=""
 JSON=""
 ALL_TESTS="full13 full12 resume13 resume12 bulk open50 full13own open50own full13pq full13dpdk open50dpdk bulkeq"
-USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] [--mtu N] | --smoke"
+USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] [--mtu N] [--primitives openssl|aws-lc] | --smoke"
+PRIMITIVES=openssl
 while [ $# -gt 0 ]; do
     case "$1" in
     --seconds) SECS=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
@@ -62,6 +65,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     --json) JSON=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     --mtu) export NETNS_MTU=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
+    --primitives) PRIMITIVES=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
@@ -69,6 +73,11 @@ case "$SECS" in ''|*[!0-9]*|0) echo "--seconds: a whole number of seconds, at le
 case "${NETNS_MTU:-1500}" in ''|*[!0-9]*) echo "--mtu: a number of bytes, 576..9216" >&2; exit 2 ;; esac
 if [ "${NETNS_MTU:-1500}" -lt 576 ] || [ "${NETNS_MTU:-1500}" -gt 9216 ]; then echo "--mtu: a number of bytes, 576..9216" >&2; exit 2; fi
 MTU=${NETNS_MTU:-1500}
+case "$PRIMITIVES" in
+openssl) PRIMITIVES_TOML="" ;;
+aws-lc) PRIMITIVES_TOML=$'[crypto]\nprimitives = "aws-lc"' ;;
+*) echo "--primitives: openssl or aws-lc, not \"$PRIMITIVES\"" >&2; exit 2 ;;
+esac
 if [ -n "$ONLY" ]; then
     for t in ${ONLY//,/ }; do
         case " $ALL_TESTS " in *" $t "*) ;; *) echo "--only: no test named '$t' (tests: $ALL_TESTS)" >&2; exit 2 ;; esac
@@ -82,6 +91,7 @@ fi
 # want TEST: whether this run includes TEST.
 want() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) true ;; *) false ;; esac; }
 CMD="bash tools/bench/tls.sh --seconds $SECS${ONLY:+ --only $ONLY}${NETNS_MTU:+ --mtu $NETNS_MTU}"
+[ "$PRIMITIVES" = aws-lc ] && CMD="$CMD --primitives aws-lc"
 case "$JSON" in "") ;; /*) ;; *) JSON="$CALLER_PWD/$JSON" ;; esac
 [ -n "$JSON" ] || JSON="target/bench/tls-$(date -u +%Y%m%dT%H%M%SZ).json"
 mkdir -p "$(dirname "$JSON")"
@@ -176,6 +186,7 @@ cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
 $(bench_tls_vserver ec 10.77.0.1:443 ec)
 $(bench_tls_vserver rsa 10.77.0.1:4443 rsa)
+$PRIMITIVES_TOML
 ${APPLIANCE_TOML_EXTRA:-}
 TOML
 ip netns exec "$NAME-a" "$BIN/appliance" --config "$WORK/appliance.toml" >"$WORK/appliance.log" 2>&1 &
@@ -486,7 +497,7 @@ if [ "$RECORD" = 1 ]; then
         echo "## TLS suite: appliance vs NGINX vs HAProxy, $(date -u +%Y-%m-%d)"
         echo
         echo "Command: \`$CMD\`. Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), DPDK $(pkg-config --modversion libdpdk), $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
-        echo "Servers pinned to CPU $LAST (appliance: one busy-polling core); backend nginx and loadgen (libssl, one thread, no certificate check) on CPU 0; MTU $MTU on every veth; ${SECS} s per cell; 32 connections in flight (bulk: 4)."
+        echo "Servers pinned to CPU $LAST (appliance: one busy-polling core, $([ "$PRIMITIVES" = aws-lc ] && echo "AWS-LC primitives" || echo "OpenSSL primitives")); backend nginx and loadgen (libssl, one thread, no certificate check) on CPU 0; MTU $MTU on every veth; ${SECS} s per cell; 32 connections in flight (bulk: 4)."
         echo "Rates are client-bound; the capacity columns divide each rate by the server's busy core fraction over the same seconds. Limits per core from \`openssl speed\`: P-256 sign $EC_SIGN/s, RSA-2048 sign $RSA_SIGN/s, X25519 derive $DERIVE/s (one sign and two X25519 operations, key share and agreement, per full handshake), AES-128-GCM $GCM B/s at 16 KiB."
         echo
         echo "$TABLE"
