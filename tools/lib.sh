@@ -60,6 +60,20 @@ need_two_cpus() {
     if [ "$LAST" -lt 1 ]; then echo "needs two CPUs" >&2; exit 1; fi
 }
 
+# pinned NAME PID CPU: waits up to 5 s until every thread of PID may run on CPU alone,
+# or exits: a peer that is not pinned shares the load's CPU and its figures mean
+# something else (HAProxy 2.6 ignores `cpu-map 1/1 N` with one thread, silently).
+pinned() {
+    local name=$1 pid=$2 cpu=$3 t got=""
+    for _ in $(seq 50); do
+        got=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^Cpus_allowed_list/ {print $2}' | sort -u | paste -sd' ')
+        [ "$got" = "$cpu" ] && return 0
+        sleep 0.1
+    done
+    echo "$name (pid $pid) may run on CPUs ${got:-?}, not on CPU $cpu alone: its pinning did not take" >&2
+    exit 1
+}
+
 # bench_toml_head [CORES [IDLE]]: the appliance configuration the benchmarks share (after
 # test_net and need_two_cpus): the DPDK port on the veth, the poll-mode cores (default:
 # one on LAST; a list such as "0, 1" gets as many af_packet queue pairs), the idle policy

@@ -157,7 +157,7 @@ PIDS+=($!)
 cat > "$WORK/haproxy.cfg" <<CONF
 global
     nbthread 1
-    cpu-map 1/1 $LAST
+    cpu-map 1/all $LAST
     maxconn 9000
     tune.ssl.cachesize 20000
 defaults
@@ -181,6 +181,7 @@ CONF
 "${K[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_PID=$!
+pinned haproxy "$HAPROXY_PID" "$LAST"
 
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
@@ -199,6 +200,7 @@ CTL=("$BIN/appliancectl" --socket "$WORK/control.sock")
 wait_control "$WORK/control.sock" "$WORK/appliance.log"
 for _ in $(seq 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+pinned "nginx worker" "$NGINX_WORKER" "$LAST"
 
 speed() { openssl speed -seconds 1 "$@" 2>/dev/null; }
 GCM=$(speed -evp aes-128-gcm -bytes 16384 | awk '/^AES-128-GCM/ {sub("k", "", $NF); print $NF * 1000; exit}')

@@ -45,7 +45,7 @@ backend_nginx nginx
 cat > "$WORK/haproxy.cfg" <<CONF
 global
     nbthread 1
-    cpu-map 1/1 $LAST
+    cpu-map 1/all $LAST
     maxconn 9000
 defaults
     mode tcp
@@ -63,6 +63,7 @@ CONF
 ip netns exec "$NAME-k" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_PID=$!
+pinned haproxy "$HAPROXY_PID" "$LAST"
 
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)

@@ -160,7 +160,7 @@ PIDS+=($!)
 cat > "$WORK/haproxy.cfg" <<CONF
 global
     nbthread 1
-    cpu-map 1/1 $LAST
+    cpu-map 1/all $LAST
     maxconn 9000
     tune.ssl.cachesize 20000
 defaults
@@ -181,6 +181,7 @@ CONF
 "${K[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 HAPROXY_PID=$!
+pinned haproxy "$HAPROXY_PID" "$LAST"
 
 cat > "$WORK/appliance.toml" <<TOML
 $(bench_toml_head)
@@ -196,6 +197,7 @@ CTL=("$BIN/appliancectl" --socket "$WORK/control.sock")
 wait_control "$WORK/control.sock" "$WORK/appliance.log"
 for _ in $(seq 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+pinned "nginx worker" "$NGINX_WORKER" "$LAST"
 
 # The physical limit of one core, from openssl speed (1 s per primitive).
 speed() { openssl speed -seconds 1 "$@" 2>/dev/null; }
