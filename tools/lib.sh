@@ -64,7 +64,7 @@ need_two_cpus() {
 # or exits: a peer that is not pinned shares the load's CPU and its figures mean
 # something else (HAProxy 2.6 ignores `cpu-map 1/1 N` with one thread, silently).
 pinned() {
-    local name=$1 pid=$2 cpu=$3 t got=""
+    local name=$1 pid=$2 cpu=$3 got=""
     for _ in $(seq 50); do
         got=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/^Cpus_allowed_list/ {print $2}' | sort -u | paste -sd' ')
         [ "$got" = "$cpu" ] && return 0

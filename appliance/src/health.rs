@@ -186,18 +186,11 @@ impl Probe {
         now_ms: u64,
     ) -> Step {
         if self.tls.is_none() {
-            let c = if cfg.offers(true) {
-                let share = cfg
-                    .groups
-                    .first()
-                    .and_then(|&g| tls::client::group_of(g))
-                    .map(tls::KeyShare::generate);
-                match share {
-                    Some(Ok(share)) => ClientConn::new(cfg.clone(), share, None, now_ms),
-                    _ => Err(tls::Error::Misuse("no key share")),
-                }
-            } else {
-                ClientConn::without_share(cfg.clone(), None, now_ms)
+            let c = match cfg.share_group() {
+                Some(g) => tls::KeyShare::generate(g)
+                    .map_err(tls::Error::from)
+                    .and_then(|share| ClientConn::new(cfg.clone(), share, None, now_ms)),
+                None => ClientConn::without_share(cfg.clone(), None, now_ms),
             };
             match c {
                 Ok(c) => self.tls = Some(Box::new(c)),

@@ -110,6 +110,16 @@ impl ClientConfig {
         self.suites.iter().any(|&s| suite::is_tls13(s) == tls13)
     }
 
+    /// The group of the key share a ClientHello offers: its first group, when TLS 1.3
+    /// is offered; `None` for TLS 1.2 only (then [`ClientConn::without_share`]), or
+    /// when no group is one the engine can make a share of.
+    pub fn share_group(&self) -> Option<Group> {
+        if !self.offers(true) {
+            return None;
+        }
+        self.groups.first().and_then(|&g| group_of(g))
+    }
+
     /// Refuses settings the client role cannot offer, naming them.
     pub fn validate(&self) -> Result<(), String> {
         if self.suites.is_empty() {
@@ -320,16 +330,16 @@ impl ClientConn {
         resume: Option<&Ticket>,
         now_ms: u64,
     ) -> Result<Self, Error> {
-        let share_group = match &share {
-            Some(share) => Some(
+        let share_group = share
+            .as_ref()
+            .map(|share| {
                 cfg.groups
                     .iter()
                     .copied()
                     .find(|&g| group_of(g) == Some(share.group()))
-                    .ok_or(Error::Misuse("the key share's group is not offered"))?,
-            ),
-            None => None,
-        };
+                    .ok_or(Error::Misuse("the key share's group is not offered"))
+            })
+            .transpose()?;
         let offered = resume
             .filter(|t| t.live(now_ms) && cfg.suites.contains(&t.suite))
             .cloned();

@@ -150,6 +150,7 @@ fn tls12_key_exchange_makes_no_key_it_does_not_need() {
     let only12 = Arc::new(only12);
     // TLS 1.2 only: no share at all, a full handshake and a resumption.
     let cfg = cfg12(&SUITES12);
+    assert_eq!(cfg.share_group(), None, "TLS 1.2 only: no share to make");
     let mut c = ClientConn::without_share(cfg.clone(), None, 0).unwrap();
     // The record's body is the ClientHello message (after its 4-byte header).
     let hello = c.pending_tls().to_vec();
@@ -174,6 +175,7 @@ fn tls12_key_exchange_makes_no_key_it_does_not_need() {
     let mut both: Vec<u16> = vec![suite::TLS13_AES_128_GCM_SHA256];
     both.extend_from_slice(&SUITES12);
     let both_cfg = cfg12(&both);
+    assert_eq!(both_cfg.share_group(), Some(Group::X25519));
     let sh = share();
     let public = sh.public().to_vec();
     let mut c = ClientConn::new(both_cfg.clone(), sh, None, 0).unwrap();

@@ -221,11 +221,6 @@ impl BackendTlsConn {
             .ok_or(tls::Error::Misuse(
                 "no client configuration for the backend",
             ))?;
-        let group = ccfg
-            .groups
-            .first()
-            .and_then(|&g| tls::client::group_of(g))
-            .ok_or(tls::Error::Misuse("no group"))?;
         let key = (vserver, addr);
         let ticket = if cfg.session_reuse {
             tickets.get(&key).cloned()
@@ -234,18 +229,21 @@ impl BackendTlsConn {
         };
         // TLS 1.2 only: the ClientHello carries no key share, so none is made and the
         // client role starts at once.
-        let (c, pending, share_job) = if ccfg.offers(true) {
-            let share_job = tls::jobs::call(move || KeyShare::generate(group));
-            let pending = Pending {
-                cfg: ccfg,
-                ticket,
-                now_ms,
-            };
-            (None, Some(pending), Some(share_job))
-        } else {
-            let mut c = ClientConn::without_share(ccfg, ticket.as_ref(), now_ms)?;
-            c.set_jobs(true);
-            (Some(Box::new(c)), None, None)
+        let (c, pending, share_job) = match ccfg.share_group() {
+            Some(group) => {
+                let share_job = tls::jobs::call(move || KeyShare::generate(group));
+                let pending = Pending {
+                    cfg: ccfg,
+                    ticket,
+                    now_ms,
+                };
+                (None, Some(pending), Some(share_job))
+            }
+            None => {
+                let mut c = ClientConn::without_share(ccfg, ticket.as_ref(), now_ms)?;
+                c.set_jobs(true);
+                (Some(Box::new(c)), None, None)
+            }
         };
         Ok(BackendTlsConn {
             c,
