@@ -99,6 +99,7 @@ address = "10.77.0.1/24"
 idle = "$idle"
 mbufs_per_queue = 8191
 $mtu
+${LOOP_PHASES:+loop_phases = true}
 [control]
 socket = "$WORK/control.sock"
 stats_interval = "0s"

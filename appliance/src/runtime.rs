@@ -33,6 +33,8 @@ pub struct CoreCounters {
     pub offload: Arc<OffloadStats>,
     pub queue: Arc<QueueStats>,
     pub steer: Arc<SteerStats>,
+    /// Busy cycles by step of the loop (`None`: `loop_phases` off).
+    pub phases: Option<Arc<driver::phases::PhaseStats>>,
 }
 
 /// The running data plane.
@@ -142,6 +144,12 @@ pub fn snapshot(
                     stack: counters(&*c.stack),
                     proxy,
                     steering: counters(&*c.steer),
+                    loop_phases: c
+                        .phases
+                        .iter()
+                        .flat_map(|p| p.snapshot())
+                        .map(|(k, v)| (k.to_string(), v.into()))
+                        .collect(),
                 }
             })
             .collect(),
@@ -278,6 +286,7 @@ pub fn start(
         let idle = cfg.dataplane.idle;
         let ready = ready_tx.clone();
         let pin = cfg.dataplane.pin.then_some(cpu);
+        let loop_phases = cfg.dataplane.loop_phases;
         let handle = spawn_core(i, pin, move |core_stats| {
             // The stack is built on its own core so its memory is first touched there.
             let now = crate::now_us();
@@ -288,6 +297,7 @@ pub fn start(
             let mut net = Net::new(queue, steer, stack);
             let app = CoreApp::new(&mut net, i, n, live2, access, now / 1000);
             let mut core = Driver::new(net, offload, app);
+            core.account_phases(loop_phases);
             core.on_core_start();
             let _ = ready.send((
                 core.net.stack.stats(),
@@ -295,11 +305,12 @@ pub fn start(
                 core.offload_stats(),
                 core.app.queue_stats.clone(),
                 core.net.steer_stats().unwrap_or_default(),
+                loop_phases.then(|| core.phase_stats()),
             ));
             run_poll_loop(core_stats, idle, &stop2, || core.poll_once(crate::now_us()));
             core.publish();
         })?;
-        let (stack, proxy, offload, queue, steer) = ready_rx
+        let (stack, proxy, offload, queue, steer, phases) = ready_rx
             .recv()
             .map_err(|_| std::io::Error::other(format!("poll-mode core {i} failed to start")))?;
         counters.push(CoreCounters {
@@ -311,6 +322,7 @@ pub fn start(
             offload,
             queue,
             steer,
+            phases,
         });
         handles.push(handle);
     }

@@ -90,6 +90,10 @@ pub struct Core {
     /// Connections, TLS, transmittal and the core's crypto link.
     pub proxy: Counters,
     pub steering: Counters,
+    /// Busy cycles by step of the poll loop, and the busy iterations counted
+    /// (`[dataplane] loop_phases = true`; empty when off).
+    #[serde(default)]
+    pub loop_phases: Counters,
 }
 
 /// A poll loop's busy and idle time.

@@ -24,6 +24,9 @@
 //! 7. record work lent during the steps goes to the crypto pool in batches;
 //! 8. TX: the stack's egress pass and one TX flush.
 //!
+//! With [`Driver::account_phases`] on, every iteration that did work adds its cycles
+//! per step to [`phases::PhaseStats`] (where the busy time goes, idle polls apart).
+//!
 //! Completions and timers only mark connections ready; no handler is called from
 //! inside another's call, so a connection is stepped at most once per iteration. A
 //! handler that must look again without an event (a session lookup in flight)
@@ -38,6 +41,7 @@
 //! connection kind touches the application, not the driver.
 
 pub mod offload;
+pub mod phases;
 pub mod pump;
 pub mod timers;
 
@@ -505,9 +509,16 @@ impl<T: Default> Net<T> {
 
     /// The stack's egress pass and one TX flush. Returns whether egress had work.
     pub fn tx(&mut self, now: NetInstant) -> bool {
+        let pending = self.egress(now);
+        self.queue.flush();
+        pending
+    }
+
+    /// The stack's egress pass: segments into the TX queue (a full burst is sent on
+    /// the way). Returns whether it had work.
+    fn egress(&mut self, now: NetInstant) -> bool {
         let pending = self.stack.has_pending();
         self.stack.egress(&mut *self.queue, now);
-        self.queue.flush();
         pending
     }
 }
@@ -548,6 +559,9 @@ pub struct Driver<A: App> {
     ids: Vec<ConnId>,
     udp_ids: Vec<UdpId>,
     iterations: u64,
+    /// Busy cycles by step of the loop ([`phases`]), when switched on.
+    phases: std::sync::Arc<phases::PhaseStats>,
+    phases_on: bool,
 }
 
 impl<A: App> Driver<A> {
@@ -562,12 +576,24 @@ impl<A: App> Driver<A> {
             ids: Vec::new(),
             udp_ids: Vec::new(),
             iterations: 0,
+            phases: Default::default(),
+            phases_on: false,
         }
     }
 
     /// Called once on the owning thread before the loop.
     pub fn on_core_start(&mut self) {
         self.net.queue.on_core_start();
+    }
+
+    /// Counts busy cycles by step of the loop from now on ([`phases`]).
+    pub fn account_phases(&mut self, on: bool) {
+        self.phases_on = on;
+    }
+
+    /// The loop's busy cycles by step (all zero unless [`Driver::account_phases`]).
+    pub fn phase_stats(&self) -> std::sync::Arc<phases::PhaseStats> {
+        self.phases.clone()
     }
 
     /// The offload link's counters.
@@ -594,6 +620,7 @@ impl<A: App> Driver<A> {
     /// it did any work.
     pub fn poll_once(&mut self, now_us: u64) -> bool {
         let now = NetInstant::from_micros(now_us as i64);
+        let mut marks = phases::Marks::start(self.phases_on);
         // 1. Housekeeping.
         let mut parts = Parts {
             net: &mut self.net,
@@ -602,14 +629,17 @@ impl<A: App> Driver<A> {
             now_us,
         };
         let house = self.app.housekeeping(&mut parts);
+        marks.mark();
         // 2. Crypto completions.
         let conns = &self.conns;
         let crypto = self.offload.poll(|id| conns.alive(id), &mut self.routed);
         for r in self.routed.drain(..) {
             self.conns.job_done(r, &mut self.app, &self.offload.stats);
         }
+        marks.mark();
         // 3. RX.
         let frames = self.net.rx(now);
+        marks.mark();
         // 4. New connections.
         self.net.stack.take_accepted(&mut self.accepted);
         for (conn, tag) in self.accepted.drain(..) {
@@ -624,8 +654,10 @@ impl<A: App> Driver<A> {
                 self.net.stack.release(conn);
             }
         }
+        marks.mark();
         // 5. Timers: TCP's, then the handlers' own.
         let tcp_timers = self.net.stack.poll_timers(now);
+        marks.mark();
         let timers = self.conns.fire_timers(now_us);
         self.net.stack.take_ready(&mut self.ids);
         for id in self.ids.drain(..) {
@@ -655,6 +687,7 @@ impl<A: App> Driver<A> {
                 _ => self.net.stack.close_udp(id),
             }
         }
+        marks.mark();
         // 6. Ready connections, once each.
         let stepped = self.conns.step_ready(
             &mut self.net.stack,
@@ -662,14 +695,28 @@ impl<A: App> Driver<A> {
             &mut self.app,
             now_us,
         );
+        marks.mark();
         // 7. Record work to the pool.
         let records = self.offload.submit_records();
-        // 8. TX.
-        let egress = self.net.tx(now);
+        marks.mark();
+        // 8. TX: the stack's egress pass, then one flush.
+        let egress = self.net.egress(now);
+        marks.mark();
+        self.net.queue.flush();
         self.iterations += 1;
         if self.iterations % 256 == 0 {
             self.app.publish(&self.net);
         }
-        house || crypto || frames > 0 || tcp_timers || timers || stepped > 0 || records || egress
+        marks.mark();
+        let busy = house
+            || crypto
+            || frames > 0
+            || tcp_timers
+            || timers
+            || stepped > 0
+            || records
+            || egress;
+        marks.finish(busy, &self.phases);
+        busy
     }
 }

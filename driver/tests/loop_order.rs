@@ -229,6 +229,33 @@ fn a_handler_that_is_done_is_dropped_and_its_timer_never_fires() {
     assert_eq!(labels, vec![1, 2], "{:?}", d.app.seen);
 }
 
+#[test]
+fn loop_phases_count_busy_iterations_only_and_only_when_switched_on() {
+    let (mut d, _peer) = driver();
+    let stats = d.phase_stats();
+    let iterations = |s: &driver::phases::PhaseStats| {
+        s.snapshot()
+            .into_iter()
+            .find(|&(k, _)| k == "iterations")
+            .map(|(_, v)| v)
+    };
+    // Off (the default): a busy iteration counts nothing.
+    d.app.add = vec![scripted(1, None, 1, None)];
+    assert!(d.poll_once(0));
+    assert_eq!(iterations(&stats), Some(0));
+    // On: the handler's again-step is a busy iteration, the next one is idle.
+    d.account_phases(true);
+    assert!(d.poll_once(1));
+    assert!(!d.poll_once(2));
+    let snap = stats.snapshot();
+    assert_eq!(iterations(&stats), Some(1), "{snap:?}");
+    let names: Vec<&str> = snap.iter().map(|&(k, _)| k).collect();
+    assert_eq!(names[..driver::phases::PHASES.len()], driver::phases::PHASES);
+    // The step that did the work took cycles (the steps phase is not empty).
+    let steps = snap.iter().find(|&&(k, _)| k == "steps").unwrap().1;
+    assert!(steps > 0, "{snap:?}");
+}
+
 /// A `PortQueue` over the wire's far end, for a second stack playing the client.
 struct PeerQueue(MemoryPeer, QueueCounters);
 

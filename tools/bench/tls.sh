@@ -3,7 +3,7 @@
 # stack) on the same box, in one run, same backend, same load generator (loadgen).
 #
 #   bash tools/bench/tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE]
-#                           [--mtu N] [--primitives openssl|aws-lc]
+#                           [--mtu N] [--primitives openssl|aws-lc] [--phases]
 #   bash tools/bench/tls.sh --smoke      # 1 s per cell, debug build, not recorded (CI)
 #
 # TESTs: full13 full12 resume13 resume12 bulk open50 full13own open50own full13pq full13dpdk
@@ -16,7 +16,10 @@
 # does). --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo
 # frames. --primitives aws-lc: the appliance runs with `[crypto] primitives = "aws-lc"`
 # (its X25519 and signatures on AWS-LC; default openssl; NGINX and HAProxy are OpenSSL
-# either way, and so is the limit). Every run writes its cells, ratios included, as JSON
+# either way, and so is the limit). --phases: the appliance counts its busy loop
+# iterations' cycles by step of the loop (`[dataplane] loop_phases`, eleven cycle-counter
+# reads per iteration, so not for recorded rates) and each appliance handshake cell
+# prints them in µs per handshake. Every run writes its cells, ratios included, as JSON
 # (default target/bench/tls-TIME.json).
 # PERF=FILE: `perf record -g` of the appliance during its PERF_CELL cell (default bulk);
 # then `perf report -i FILE`. PERF_CALL_GRAPH replaces `-g` (e.g. "--call-graph dwarf",
@@ -55,7 +58,7 @@ SMOKE=0
 ONLY=""
 JSON=""
 ALL_TESTS="full13 full12 resume13 resume12 bulk open50 full13own open50own full13pq full13dpdk open50dpdk bulkeq"
-USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] [--mtu N] [--primitives openssl|aws-lc] | --smoke"
+USAGE="usage: tls.sh [--seconds N] [--no-record] [--only TEST[,TEST...]] [--json FILE] [--mtu N] [--primitives openssl|aws-lc] [--phases] | --smoke"
 PRIMITIVES=openssl
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -66,6 +69,7 @@ while [ $# -gt 0 ]; do
     --json) JSON=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     --mtu) export NETNS_MTU=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
     --primitives) PRIMITIVES=${2:-}; shift 2 || { echo "$USAGE" >&2; exit 2; } ;;
+    --phases) export LOOP_PHASES=1; RECORD=0; shift ;;
     *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
@@ -238,6 +242,15 @@ cpu_stat() {
 # appl_frames: the appliance port's frames received and sent so far, and its first
 # core's loop counters (busy and idle iterations, their cycles), and its TX bursts (kicks).
 appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cores"][0]; q=c["queue"]; l=c["loops"]; print(q["rx_frames"], q["tx_frames"], l["busy_loops"], l["idle_loops"], l["busy_cycles"], l["idle_cycles"], q["tx_bursts"])'; }
+# appl_phases: the appliance's busy cycles by step of its loop (first core) as JSON, with
+# the cycle counter's rate; {} unless --phases.
+appl_phases() { "${CTL[@]}" --json stats | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+p = dict(s["cores"][0].get("loop_phases", {}))
+if p:
+    p["hz"] = s["cycles_per_second"]
+print(json.dumps(p))'; }
 # appl_answer: the appliance's first-answer histogram (tls_first_answer_us, every core
 # summed) as JSON: bucket bound in µs → count.
 appl_answer() { "${CTL[@]}" --json stats | python3 -c '
@@ -252,25 +265,29 @@ print(json.dumps(h))'; }
 # JSON line to $WORK/cells.
 measure() {
     local server=$1 test=$2 cert=$3; shift 3
-    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0 0 0 0 0 0" f1="0 0 0 0 0 0 0" a0="{}" a1="{}"
+    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0 0 0 0 0 0" f1="0 0 0 0 0 0 0" a0="{}" a1="{}" p0="{}" p1="{}"
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
         # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a word list on purpose
         perf record ${PERF_CALL_GRAPH:--g} -o "$PERF" -p "$APPLIANCE_PID" -- sleep "$SECS" >/dev/null 2>&1 &
         perf=$!
     fi
-    [ "$server" = appliance ] && f0=$(appl_frames) && a0=$(appl_answer)
+    [ "$server" = appliance ] && f0=$(appl_frames) && a0=$(appl_answer) && p0=$(appl_phases)
     c0=$(cpu_stat); b0=$(busy_s "$server"); t0=$(date +%s.%N)
     out=$("${H[@]}" taskset -c 0 "$BIN/loadgen" --target "$(target "$server" "$cert")" --sni bench.test \
         --no-verify --duration "${SECS}s" --json --quiet "$@" || true)
     b1=$(busy_s "$server"); t1=$(date +%s.%N); c1=$(cpu_stat)
-    [ "$server" = appliance ] && f1=$(appl_frames) && a1=$(appl_answer)
+    [ "$server" = appliance ] && f1=$(appl_frames) && a1=$(appl_answer) && p1=$(appl_phases)
     [ -n "$perf" ] && wait "$perf"
-    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$f0" "$f1" "$a0" "$a1" >> "$WORK/cells" <<'PY'
+    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$f0" "$f1" "$a0" "$a1" "$p0" "$p1" >> "$WORK/cells" <<'PY'
 import json, sys
 server, test, b0, b1, t0, t1, out = sys.argv[1:8]
 c0, c1, f0, f1 = ([float(x) for x in a.split()] for a in sys.argv[8:12])
 a0, a1 = json.loads(sys.argv[12]), json.loads(sys.argv[13])
+p0, p1 = json.loads(sys.argv[14]), json.loads(sys.argv[15])
+phases = {k: p1[k] - p0.get(k, 0) for k in p1 if k != "hz"}
+if phases:
+    phases["hz"] = p1["hz"]
 # The appliance's own first answers in this cell: percentiles from the bucket counts,
 # linear inside a bucket (its lower bound is the bound before it).
 def own(q):
@@ -300,13 +317,22 @@ print(json.dumps({"server": server, "test": test, "ops": r["ops_per_sec"], "hs":
     "frames_in": f1[0] - f0[0], "frames_out": f1[1] - f0[1],
     "busy_loops": f1[2] - f0[2], "idle_loops": f1[3] - f0[3], "busy_cycles": f1[4] - f0[4], "idle_cycles": f1[5] - f0[5], "tx_bursts": f1[6] - f0[6],
     "p50": lat["p50"], "p99": lat["p99"], "latency_us": lat, "cpu_us": r["client_cpu_us_per_op"],
-    "own_p50": own(0.5), "own_p99": own(0.99)}))
+    "own_p50": own(0.5), "own_p99": own(0.99), "phases": phases}))
 PY
     tail -1 "$WORK/cells" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
 print("   %-9s %-9s %9.1f/s  busy %5.1f%%  errors %d  p50 %d µs  p99 %d µs"
-      % (c["server"], c["test"], c["ops"], 100 * c["busy"], c["errors"], c["p50"], c["p99"]))'
+      % (c["server"], c["test"], c["ops"], 100 * c["busy"], c["errors"], c["p50"], c["p99"]))
+p, n = c.get("phases"), c["handshakes"]
+if p and n and not c["test"].startswith("bulk"):
+    # µs of busy loop per handshake, by step; "outside" is the loop between iterations
+    # (its clock read and accounting) and anything the steps did not cover.
+    us = lambda cyc: 1e6 * cyc / p["hz"] / n
+    steps = {k: v for k, v in p.items() if k not in ("hz", "iterations")}
+    parts = ["%s %.2f" % (k, us(v)) for k, v in steps.items()]
+    parts.append("outside %.2f" % us(c["busy_cycles"] - sum(steps.values())))
+    print("      busy µs per handshake: " + ", ".join(parts) + "; %.2f busy iterations each" % (p["iterations"] / n))'
 }
 
 : > "$WORK/cells"

@@ -40,6 +40,10 @@ pub struct DataplaneConfig {
     pub max_connections_per_core: usize,
     /// IP MTU set on the port (`None`: the port's own, 1500 on a veth).
     pub mtu: Option<u16>,
+    /// Count each poll-mode core's busy cycles by step of its loop (served as
+    /// `loop_phases` in the stats); off by default: eleven cycle-counter reads per
+    /// iteration.
+    pub loop_phases: bool,
 }
 
 /// The delayed ACK (`[tcp] ack_delay`) unless configured: 200 µs. A pure ACK waits that
@@ -137,6 +141,7 @@ impl Checker<'_> {
         };
         Ok(DataplaneConfig {
             mtu,
+            loop_phases: d.loop_phases.unwrap_or(false),
             driver,
             eal_args: d.eal_args,
             port: d.port,

@@ -74,6 +74,7 @@ pub(super) struct RawDataplane {
     pub(super) tx_descriptors: Option<i64>,
     pub(super) max_connections_per_core: Option<i64>,
     pub(super) mtu: Option<i64>,
+    pub(super) loop_phases: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
