@@ -250,7 +250,10 @@ fn loop_phases_count_busy_iterations_only_and_only_when_switched_on() {
     let snap = stats.snapshot();
     assert_eq!(iterations(&stats), Some(1), "{snap:?}");
     let names: Vec<&str> = snap.iter().map(|&(k, _)| k).collect();
-    assert_eq!(names[..driver::phases::PHASES.len()], driver::phases::PHASES);
+    assert_eq!(
+        names[..driver::phases::PHASES.len()],
+        driver::phases::PHASES
+    );
     // The step that did the work took cycles (the steps phase is not empty).
     let steps = snap.iter().find(|&&(k, _)| k == "steps").unwrap().1;
     assert!(steps > 0, "{snap:?}");

@@ -35,7 +35,8 @@ pub struct CryptoConfig {
     /// workers, each in an OpenSSL library context of its own.
     pub devices: Vec<DeviceConfig>,
     /// Whose software runs the primitives both libraries have (`primitives =
-    /// "openssl"`, the default, or `"aws-lc"`: X25519 today). Providers, engines and
+    /// "openssl"`, the default, or `"aws-lc"`: X25519, signatures and AEADs; see
+    /// `crypto_offload::Primitives`). Providers, engines and
     /// devices are OpenSSL's alone, so `"aws-lc"` goes without them.
     pub primitives: crypto_offload::Primitives,
 }
