@@ -116,6 +116,32 @@ pub fn stats(out: &mut impl Write, a: &Stats, b: &Stats, secs: f64) -> std::io::
             num(&y.stack, "malformed"),
         )?;
     }
+    // `[dataplane] loop_phases`: where each core's busy cycles went, by step of its loop.
+    for (x, y) in a.cores.iter().zip(&b.cores) {
+        let d = |k: &str| num(&y.loop_phases, k).saturating_sub(num(&x.loop_phases, k)) as f64;
+        let steps: Vec<(&String, f64)> = y
+            .loop_phases
+            .keys()
+            .filter(|k| *k != "iterations")
+            .map(|k| (k, d(k)))
+            .collect();
+        let total: f64 = steps.iter().map(|(_, c)| c).sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let shares: Vec<String> = steps
+            .iter()
+            .filter(|(_, c)| *c > 0.0)
+            .map(|(k, c)| format!("{k} {:.1}%", 100.0 * c / total))
+            .collect();
+        writeln!(
+            out,
+            "core {} busy cycles by step ({:.0} busy iterations/s): {}",
+            y.index,
+            d("iterations") / secs,
+            shares.join(", ")
+        )?;
+    }
     if b.crypto.workers.is_empty() {
         return writeln!(out, "crypto: inline on the poll-mode cores");
     }

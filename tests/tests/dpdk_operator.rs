@@ -315,6 +315,8 @@ fn appliancectl_commands_metrics_and_owner_only() {
             ""
         )
     );
+    // The loop's busy cycles by step, served in the stats.
+    net.dataplane_extra = "loop_phases = true\n".into();
     net.start_appliance(&[cpu], &extra);
     // Some TLS traffic so the counters move.
     let o = https(&net, &["-o", "/dev/null"], "/p1.html");
@@ -336,6 +338,10 @@ fn appliancectl_commands_metrics_and_owner_only() {
     assert!(t.contains("by group: x25519 0/s (1 total)"), "{t}");
     assert!(t.contains("busy%"), "{t}");
     let j = ctl_json(&net, &["show", "stats"]);
+    let phases = j["cores"][0]["loop_phases"].as_object().unwrap();
+    assert!(phases["iterations"].as_u64().unwrap() > 0, "{phases:?}");
+    assert!(phases["steps"].as_u64().unwrap() > 0, "{phases:?}");
+    assert!(phases["rx"].as_u64().unwrap() > 0, "{phases:?}");
     let suites = j["cores"][0]["proxy"]["tls_suites"].as_object().unwrap();
     assert_eq!(suites.len(), 9);
     let used: Vec<&String> = suites
