@@ -95,10 +95,16 @@ pub fn cleanse(b: &mut [u8]) {
 }
 
 /// A stack buffer of secret bytes, wiped with [`cleanse`] when dropped.
-struct Wiped<const N: usize>([u8; N]);
+pub struct Wiped<const N: usize>([u8; N]);
+
+impl<const N: usize> Default for Wiped<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl<const N: usize> Wiped<N> {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Wiped([0; N])
     }
 }
@@ -480,6 +486,13 @@ impl HmacKey {
 
     /// The MAC of `parts`, concatenated.
     pub fn mac(&self, parts: &[&[u8]]) -> Result<Secret, CryptoError> {
+        let mut out = Wiped::<48>::new();
+        let n = self.mac_into(parts, &mut out)?;
+        Ok(Secret::new(out[..n].to_vec()))
+    }
+
+    /// The MAC of `parts` into `out` (no allocation); returns its length.
+    pub fn mac_into(&self, parts: &[&[u8]], out: &mut [u8; 48]) -> Result<usize, CryptoError> {
         let mut inner = self.inner.clone();
         for p in parts {
             inner.update(p)?;
@@ -488,9 +501,7 @@ impl HmacKey {
         let n = inner.finish(&mut ih)?;
         let mut outer = self.outer.clone();
         outer.update(&ih[..n])?;
-        let mut out = Wiped::<48>::new();
-        let n = outer.finish(&mut out)?;
-        Ok(Secret::new(out[..n].to_vec()))
+        outer.finish(out)
     }
 }
 

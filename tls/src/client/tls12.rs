@@ -17,7 +17,7 @@ use crypto_offload::prim::{ct_eq, verify_signature};
 
 use crate::jobs::client13::KeyShare;
 use crate::jobs::schedule::prf12;
-use crate::jobs::{tls12_finished, tls12_keys, TrafficKey};
+use crate::jobs::{tls12_finished, tls12_keys, Prf12, TrafficKey};
 use crypto_offload::{
     AeadAlg, CryptoError, Group, HashAlg, Secret, ServerVerifier, SigAlg, SigningKey,
     TranscriptHash,
@@ -95,7 +95,11 @@ fn finished_message(
     label: &[u8],
     thash: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    Ok(tls12_finished(h, master, label, thash)?)
+    Ok(tls12_finished(
+        &Prf12::new(h, master.bytes())?,
+        label,
+        thash,
+    )?)
 }
 
 /// The schemes a TLS 1.2 ClientHello offers: the configured ones, and PKCS#1 v1.5
@@ -213,9 +217,8 @@ impl ClientConn {
         if let Some(t) = resume {
             let master = t.psk.clone();
             let (client_write, server_write) = tls12_keys(
-                h.hash,
+                &Prf12::new(h.hash, master.bytes())?,
                 h.aead,
-                &master,
                 &h.client_random,
                 &h.server_random,
                 true,
@@ -593,16 +596,11 @@ fn flight12(mut j: Flight12) -> Result<Flight12Done, CryptoError> {
         add(&mut j, &cv)?;
         flight.extend_from_slice(&cv);
     }
-    let finished = tls12_finished(j.hash, &master, b"client finished", &j.th.current()?)?;
+    let prf = Prf12::new(j.hash, master.bytes())?;
+    let finished = tls12_finished(&prf, b"client finished", &j.th.current()?)?;
     add(&mut j, &finished)?;
-    let (client_write, server_write) = tls12_keys(
-        j.hash,
-        j.aead,
-        &master,
-        &j.client_random,
-        &j.server_random,
-        true,
-    )?;
+    let (client_write, server_write) =
+        tls12_keys(&prf, j.aead, &j.client_random, &j.server_random, true)?;
     Ok(Flight12Done {
         flight,
         finished,

@@ -29,7 +29,7 @@ use crypto_offload::{CryptoError, Done, Job, Secret, SigAlg, TicketKeys};
 
 pub(crate) use crate::codec::handshake_header;
 
-pub use schedule::{tls12_finished, tls12_keys, tls13_next_secret, TrafficKey};
+pub use schedule::{tls12_finished, tls12_keys, tls13_next_secret, Prf12, TrafficKey};
 
 /// A step as a job: `f` runs where jobs run, its result comes back in a [`Done::Call`].
 pub fn call<T: Send + 'static>(f: impl FnOnce() -> Result<T, CryptoError> + Send + 'static) -> Job {

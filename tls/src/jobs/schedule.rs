@@ -1,7 +1,7 @@
 //! The key schedules: TLS 1.3's HKDF-Expand-Label and secrets (RFC 8446 §7), the
 //! TLS 1.2 PRF and key block (RFC 5246 §5, §6.3), and the Finished MACs of both.
 
-use crypto_offload::prim::{hkdf_expand, hkdf_extract, hmac, HmacKey};
+use crypto_offload::prim::{hkdf_expand, hkdf_extract, hmac, HmacKey, Wiped};
 use crypto_offload::{AeadAlg, AeadKey, CryptoError, HashAlg, Secret};
 
 use super::handshake_header;
@@ -32,23 +32,42 @@ pub fn prf12(
     seed: &[&[u8]],
     len: usize,
 ) -> Result<Secret, CryptoError> {
-    let mut ls = Vec::with_capacity(label.len() + 64);
-    ls.extend_from_slice(label);
-    for s in seed {
-        ls.extend_from_slice(s);
+    Prf12::new(alg, secret)?.expand(label, seed, len)
+}
+
+/// The TLS 1.2 PRF keyed by one secret. Its HMAC key is set up once, so the outputs
+/// under one master secret (the key block, both Finished) share the set-up: two hash
+/// compressions each time, a fifth of a Finished's PRF.
+pub struct Prf12(HmacKey);
+
+impl Prf12 {
+    pub fn new(alg: HashAlg, secret: &[u8]) -> Result<Self, CryptoError> {
+        Ok(Prf12(HmacKey::new(alg, secret)?))
     }
-    let mut out = Vec::with_capacity(len);
-    let key = HmacKey::new(alg, secret)?;
-    let mut a = key.mac(&[&ls])?;
-    while out.len() < len {
-        let block = key.mac(&[a.bytes(), &ls])?;
-        let take = (len - out.len()).min(block.bytes().len());
-        out.extend_from_slice(&block.bytes()[..take]);
-        if out.len() < len {
-            a = key.mac(&[a.bytes()])?;
+
+    /// `len` bytes of P_hash(secret, label || seed). The chain values A(i) and each
+    /// block stay on the stack and are wiped.
+    pub fn expand(&self, label: &[u8], seed: &[&[u8]], len: usize) -> Result<Secret, CryptoError> {
+        let mut ls = Vec::with_capacity(label.len() + 64);
+        ls.extend_from_slice(label);
+        for s in seed {
+            ls.extend_from_slice(s);
+        }
+        let mut out = Secret::new(Vec::with_capacity(len));
+        let (mut a, mut next, mut block) =
+            (Wiped::<48>::new(), Wiped::<48>::new(), Wiped::<48>::new());
+        let mut n = self.0.mac_into(&[&ls], &mut a)?;
+        loop {
+            let m = self.0.mac_into(&[&a[..n], &ls], &mut block)?;
+            let take = (len - out.bytes().len()).min(m);
+            out.extend(&block[..take]);
+            if out.bytes().len() >= len {
+                return Ok(out);
+            }
+            n = self.0.mac_into(&[&a[..n]], &mut next)?;
+            std::mem::swap(&mut a, &mut next);
         }
     }
-    Ok(Secret::new(out))
 }
 
 /// A record protection key for one direction and its IV (TLS 1.3: 12 bytes XORed with
@@ -167,9 +186,8 @@ pub(crate) fn finished_mac(
 /// and the server's write keys, each set up to seal on its own side (`client_side`:
 /// the caller is the client, so the client's key seals and the server's opens).
 pub fn tls12_keys(
-    h: HashAlg,
+    prf: &Prf12,
     aead: AeadAlg,
-    master: &Secret,
     client_random: &[u8; 32],
     server_random: &[u8; 32],
     client_side: bool,
@@ -180,9 +198,7 @@ pub fn tls12_keys(
     } else {
         4
     };
-    let kb = prf12(
-        h,
-        master.bytes(),
+    let kb = prf.expand(
         b"key expansion",
         &[server_random, client_random],
         2 * (klen + ivlen),
@@ -201,13 +217,8 @@ pub fn tls12_keys(
 
 /// A TLS 1.2 Finished message: 12 bytes of PRF over the transcript hash (`label`:
 /// "client finished" or "server finished").
-pub fn tls12_finished(
-    h: HashAlg,
-    master: &Secret,
-    label: &[u8],
-    thash: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    let v = prf12(h, master.bytes(), label, &[thash], 12)?;
+pub fn tls12_finished(prf: &Prf12, label: &[u8], thash: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let v = prf.expand(label, &[thash], 12)?;
     let mut m = handshake_header(20, 12).to_vec();
     m.extend_from_slice(v.bytes());
     Ok(m)

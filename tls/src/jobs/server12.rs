@@ -175,15 +175,10 @@ pub(crate) fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoErro
             48,
         )?
     };
-    let (client_write, server_write) = tls12_keys(
-        h,
-        j.aead,
-        &master,
-        &j.client_random,
-        &j.server_random,
-        false,
-    )?;
-    let client_verify = prf12(h, master.bytes(), b"client finished", &[&finished_hash], 12)?;
+    let prf = Prf12::new(h, master.bytes())?;
+    let (client_write, server_write) =
+        tls12_keys(&prf, j.aead, &j.client_random, &j.server_random, false)?;
+    let client_verify = prf.expand(b"client finished", &[&finished_hash], 12)?;
     // The client's Finished as it must be, so the running hash covers it without
     // waiting for the record: the engine checks the real one against `client_verify`.
     th.update(&handshake_header(20, 12))?;
@@ -196,7 +191,7 @@ pub(crate) fn tls12_finish(j: Tls12Finish) -> Result<Tls12FinishDone, CryptoErro
         }
         None => None,
     };
-    let server_finished = tls12_finished(h, &master, b"server finished", &th.current()?)?;
+    let server_finished = tls12_finished(&prf, b"server finished", &th.current()?)?;
     Ok(Tls12FinishDone {
         peer_subject,
         exporter: crate::exporter::Exporter::tls12(
@@ -232,14 +227,9 @@ fn new_session_ticket12(t: &TicketRequest, master: &Secret) -> Result<Vec<u8>, C
 
 pub(crate) fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoError> {
     let h = j.hash;
-    let (client_write, server_write) = tls12_keys(
-        h,
-        j.aead,
-        &j.master_secret,
-        &j.client_random,
-        &j.server_random,
-        false,
-    )?;
+    let prf = Prf12::new(h, j.master_secret.bytes())?;
+    let (client_write, server_write) =
+        tls12_keys(&prf, j.aead, &j.client_random, &j.server_random, false)?;
     let mut th = TranscriptHash::new(h)?;
     for c in &j.transcript {
         th.update(c.as_ref())?;
@@ -253,15 +243,9 @@ pub(crate) fn tls12_resume(j: Tls12Resume) -> Result<Tls12ResumeDone, CryptoErro
         None => None,
     };
     // RFC 5246 §7.3: in an abbreviated handshake the server finishes first.
-    let server_finished = tls12_finished(h, &j.master_secret, b"server finished", &th.current()?)?;
+    let server_finished = tls12_finished(&prf, b"server finished", &th.current()?)?;
     th.update(&server_finished)?;
-    let client_verify = prf12(
-        h,
-        j.master_secret.bytes(),
-        b"client finished",
-        &[&th.current()?],
-        12,
-    )?;
+    let client_verify = prf.expand(b"client finished", &[&th.current()?], 12)?;
     Ok(Tls12ResumeDone {
         exporter: crate::exporter::Exporter::tls12(
             h,
