@@ -5,7 +5,7 @@
 //! handshake must run, measured now with `openssl speed` (OpenSSL's primitives: the
 //! limit of the engine and libssl, not of rustls). Only the server's calls are timed.
 //! The last two columns run the engine again with `[crypto] primitives = "aws-lc"`
-//! (its X25519 and its signatures on AWS-LC, the rest on OpenSSL).
+//! (its X25519, its signatures and its AEADs on AWS-LC, the rest on OpenSSL).
 //!
 //!     cargo bench -p tls --bench handshake
 //!     HANDSHAKE_ONLY="TLS 1.3 ECDSA" cargo bench -p tls --bench handshake   # one scenario

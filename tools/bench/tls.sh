@@ -15,7 +15,7 @@
 # checksum offloads, so every server moves frames of the MTU as the appliance's port
 # does). --mtu N: every veth (the appliance's port too) at MTU N, e.g. 9000 for jumbo
 # frames. --primitives aws-lc: the appliance runs with `[crypto] primitives = "aws-lc"`
-# (its X25519 and signatures on AWS-LC; default openssl; NGINX and HAProxy are OpenSSL
+# (its X25519, signatures and AEADs on AWS-LC; default openssl; NGINX and HAProxy are OpenSSL
 # either way, and so is the limit). --phases: the appliance counts its busy loop
 # iterations' cycles by step of the loop (`[dataplane] loop_phases`, eleven cycle-counter
 # reads per iteration, so not for recorded rates) and each appliance handshake cell
