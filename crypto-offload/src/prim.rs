@@ -180,7 +180,14 @@ pub fn random(buf: &mut [u8]) -> Result<(), CryptoError> {
         openssl::rand::rand_bytes(buf)?;
         return Ok(());
     }
-    RANDOM_POOL.with(|p| p.borrow_mut().take(buf))
+    // A thread-local destructor asking after the buffer is gone gets the DRBG itself.
+    match RANDOM_POOL.try_with(|p| p.borrow_mut().take(buf)) {
+        Ok(r) => r,
+        Err(_) => {
+            openssl::rand::rand_bytes(buf)?;
+            Ok(())
+        }
+    }
 }
 
 /// How many bytes of DRBG output one refill of a thread's random buffer takes.

@@ -1082,13 +1082,22 @@ mod tests {
     fn duplicate_extensions_are_found_below_and_above_the_inline_set() {
         // Unknown extension types (ignored when parsed), n of them, then a repeat of
         // the first or of the last: refused on either side of the switch to the bitmap.
-        for n in [1, FEW_EXTENSIONS - 1, FEW_EXTENSIONS, FEW_EXTENSIONS + 1, 300] {
+        for n in [
+            1,
+            FEW_EXTENSIONS - 1,
+            FEW_EXTENSIONS,
+            FEW_EXTENSIONS + 1,
+            300,
+        ] {
             let types: Vec<u16> = (0..n as u16).map(|i| 0x7000 + i * 7).collect();
             let mut ok = Vec::new();
             for &t in &types {
                 put_ext(&mut ok, t, |_| {});
             }
-            assert!(ClientHello::parse(&body(&ok)).is_ok(), "{n} distinct extensions");
+            assert!(
+                ClientHello::parse(&body(&ok)).is_ok(),
+                "{n} distinct extensions"
+            );
             for repeat in [types[0], types[n - 1]] {
                 let mut dup = ok.clone();
                 put_ext(&mut dup, repeat, |_| {});
