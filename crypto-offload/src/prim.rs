@@ -1,6 +1,6 @@
 //! The primitives, over OpenSSL's libcrypto. Everything OpenSSL-typed stays in here;
 //! what leaves is opaque ([`SigningKey`], [`EphemeralKey`], [`AeadKey`],
-//! [`TranscriptHash`]) or plain bytes that zeroize on drop ([`Secret`]).
+//! [`TranscriptHash`]) or plain bytes wiped on drop ([`Secret`]).
 //!
 //! Algorithm objects are chosen by enum, never looked up by name on a hot path.
 
@@ -226,7 +226,8 @@ impl RandomPool {
         });
         let forks = FORKS.load(std::sync::atomic::Ordering::Relaxed);
         if forks != self.forks || RANDOM_REFILL - self.next < out.len() {
-            cleanse(&mut self.bytes[..]);
+            // Used bytes are zeros already; unused ones are overwritten (or, if the
+            // DRBG fails, left unreachable until the next refill or the thread's end).
             self.next = RANDOM_REFILL;
             openssl::rand::rand_bytes(&mut self.bytes[..])?;
             self.next = 0;
@@ -572,7 +573,7 @@ impl AeadAlg {
 /// context by default; AWS-LC's `EVP_AEAD` with [`Primitives::AwsLc`] (a record there
 /// costs no parameter lookups: OpenSSL 3.0 looks up the IV length by name for every
 /// nonce it sets, and the tag through a control call, about 0.3 µs of a small record).
-/// Key bytes are zeroized on drop (both libraries wipe their contexts on free).
+/// Key bytes are wiped on drop (both libraries wipe their contexts on free).
 pub struct AeadKey {
     alg: AeadAlg,
     enc: bool,
@@ -589,7 +590,7 @@ enum AeadImpl {
 /// cannot be copied.
 struct AwsLcAead {
     key: aws_lc_rs::aead::LessSafeKey,
-    bytes: Zeroizing<Vec<u8>>,
+    bytes: Secret,
 }
 
 impl fmt::Debug for AeadKey {
@@ -630,7 +631,7 @@ impl AeadKey {
                 enc,
                 imp: AeadImpl::AwsLc(Box::new(AwsLcAead {
                     key: k,
-                    bytes: Zeroizing::new(key.to_vec()),
+                    bytes: Secret::new(key.to_vec()),
                 })),
             });
         }
@@ -689,7 +690,9 @@ impl AeadKey {
                     imp: AeadImpl::OpenSsl(ctx),
                 })
             }
-            AeadImpl::AwsLc(a) => Self::new_with(self.alg, &a.bytes, self.enc, Primitives::AwsLc),
+            AeadImpl::AwsLc(a) => {
+                Self::new_with(self.alg, a.bytes.bytes(), self.enc, Primitives::AwsLc)
+            }
         }
     }
 

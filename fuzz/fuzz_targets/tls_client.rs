@@ -1,10 +1,11 @@
 //! The client role fed a server's bytes from one input: the ServerHello parser, the
 //! record layer before and after keys, alerts and the handshake message reassembly.
 //! The first byte chooses what the client offers: TLS 1.3 only, both versions, or TLS
-//! 1.2 only (then without a key share, `ClientConn::without_share`). A TLS 1.3 server's flight is protected, so real crypto stops the fuzzer
-//! after its ServerHello; a TLS 1.2 server's flight up to ServerHelloDone is plaintext,
-//! so the fuzzer walks the TLS 1.2 state machine (Certificate, ServerKeyExchange,
-//! CertificateRequest, ServerHelloDone) with nothing verified. The parsers of messages
+//! 1.2 only (then without a key share, `ClientConn::without_share`). A TLS 1.3
+//! server's flight is protected, so real crypto stops the fuzzer after its ServerHello;
+//! a TLS 1.2 server's flight up to ServerHelloDone is plaintext, so the fuzzer walks the
+//! TLS 1.2 state machine (Certificate, ServerKeyExchange, CertificateRequest,
+//! ServerHelloDone) with nothing verified. The parsers of messages
 //! behind the keys (EncryptedExtensions, CertificateRequest, NewSessionTicket of both
 //! versions) are reached directly.
 #![no_main]
@@ -57,10 +58,9 @@ fuzz_target!(|data: &[u8]| {
     let cfg = configs()[usize::from(which) % 3].clone();
     // TLS 1.2 only: the client makes no key share (as backend legs with
     // `versions = ["1.2"]` do), so its ECDHE key is made after ServerHelloDone.
-    let mut c = if cfg.offers(true) {
-        ClientConn::new(cfg, share(), None, 0).unwrap()
-    } else {
-        ClientConn::without_share(cfg, None, 0).unwrap()
+    let mut c = match cfg.share_group() {
+        Some(_) => ClientConn::new(cfg, share(), None, 0).unwrap(),
+        None => ClientConn::without_share(cfg, None, 0).unwrap(),
     };
     for piece in rest.chunks(200) {
         c.read_tls(piece);

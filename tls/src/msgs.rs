@@ -434,31 +434,37 @@ impl Default for ExtensionSet {
 
 impl ExtensionSet {
     fn note(&mut self, typ: u16) -> Result<(), Error> {
-        if let ExtensionSet::Few(n, types) = self {
-            if types[..*n].contains(&typ) {
-                return Err(Error::IllegalParameter("duplicate extension"));
-            }
-            if *n < FEW_EXTENSIONS {
+        let new = match self {
+            ExtensionSet::Few(n, types) if types[..*n].contains(&typ) => false,
+            ExtensionSet::Few(n, types) if *n < FEW_EXTENSIONS => {
                 types[*n] = typ;
                 *n += 1;
-                return Ok(());
+                true
             }
-            let mut bits = Box::new([0u64; 1024]);
-            for &t in types.iter() {
-                bits[usize::from(t) / 64] |= 1 << (t % 64);
+            ExtensionSet::Few(_, types) => {
+                let mut bits = Box::new([0u64; 1024]);
+                for &t in types.iter().chain([&typ]) {
+                    set_bit(&mut bits, t);
+                }
+                *self = ExtensionSet::Many(bits);
+                true
             }
-            *self = ExtensionSet::Many(bits);
-        }
-        let ExtensionSet::Many(bits) = self else {
-            unreachable!("a full inline set became a bitmap above")
+            ExtensionSet::Many(bits) => set_bit(bits, typ),
         };
-        let (w, b) = (usize::from(typ) / 64, typ % 64);
-        if bits[w] & (1 << b) != 0 {
-            return Err(Error::IllegalParameter("duplicate extension"));
+        if new {
+            Ok(())
+        } else {
+            Err(Error::IllegalParameter("duplicate extension"))
         }
-        bits[w] |= 1 << b;
-        Ok(())
     }
+}
+
+/// Sets `t`'s bit; whether it was clear.
+fn set_bit(bits: &mut [u64; 1024], t: u16) -> bool {
+    let (w, b) = (usize::from(t) / 64, t % 64);
+    let clear = bits[w] & (1 << b) == 0;
+    bits[w] |= 1 << b;
+    clear
 }
 
 /// Records an extension type seen in a message: a repeat is illegal, and more than

@@ -239,52 +239,53 @@ cpu_stat() {
     [ -n "$KSOFTIRQD" ] && k=$(ticks "$KSOFTIRQD")
     awk -v c="cpu$LAST" -v k="$k" '$1 == c {print $7+$8+k, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
 }
-# appl_frames: the appliance port's frames received and sent so far, and its first
-# core's loop counters (busy and idle iterations, their cycles), and its TX bursts (kicks).
-appl_frames() { "${CTL[@]}" --json stats | python3 -c 'import json,sys; c=json.load(sys.stdin)["cores"][0]; q=c["queue"]; l=c["loops"]; print(q["rx_frames"], q["tx_frames"], l["busy_loops"], l["idle_loops"], l["busy_cycles"], l["idle_cycles"], q["tx_bursts"])'; }
-# appl_phases: the appliance's busy cycles by step of its loop (first core) as JSON, with
-# the cycle counter's rate; {} unless --phases.
-appl_phases() { "${CTL[@]}" --json stats | python3 -c '
+# appl_snap: one read of the appliance's stats, as JSON: "frames" (its port's frames
+# received and sent, its first core's busy and idle iterations and their cycles, its TX
+# bursts, i.e. kicks), "answer" (the first-answer histogram tls_first_answer_us, every
+# core summed: bucket bound in µs → count) and "phases" (the first core's busy cycles by
+# step of its loop with the cycle counter's rate; {} unless --phases).
+NO_SNAP='{"frames": [0, 0, 0, 0, 0, 0, 0], "answer": {}, "phases": {}}'
+appl_snap() { "${CTL[@]}" --json stats | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-p = dict(s["cores"][0].get("loop_phases", {}))
-if p:
-    p["hz"] = s["cycles_per_second"]
-print(json.dumps(p))'; }
-# appl_answer: the appliance's first-answer histogram (tls_first_answer_us, every core
-# summed) as JSON: bucket bound in µs → count.
-appl_answer() { "${CTL[@]}" --json stats | python3 -c '
-import json, sys
-h = {}
-for c in json.load(sys.stdin)["cores"]:
-    for k, n in c["proxy"]["tls_first_answer_us"].items():
+c = s["cores"][0]
+q, l = c["queue"], c["loops"]
+frames = [q["rx_frames"], q["tx_frames"], l["busy_loops"], l["idle_loops"], l["busy_cycles"], l["idle_cycles"], q["tx_bursts"]]
+answer = {}
+for core in s["cores"]:
+    for k, n in core["proxy"]["tls_first_answer_us"].items():
         if k != "sum_us":
-            h[k] = h.get(k, 0) + n
-print(json.dumps(h))'; }
+            answer[k] = answer.get(k, 0) + n
+phases = dict(c.get("loop_phases", {}))
+if phases:
+    phases["hz"] = s["cycles_per_second"]
+print(json.dumps({"frames": frames, "answer": answer, "phases": phases}))'; }
 # measure SERVER TEST CERT LOADGEN-ARGS...: one cell (if this run wants TEST); appends its
 # JSON line to $WORK/cells.
 measure() {
     local server=$1 test=$2 cert=$3; shift 3
-    local b0 b1 t0 t1 out perf="" c0 c1 f0="0 0 0 0 0 0 0" f1="0 0 0 0 0 0 0" a0="{}" a1="{}" p0="{}" p1="{}"
+    local b0 b1 t0 t1 out perf="" c0 c1 s0=$NO_SNAP s1=$NO_SNAP
     want "$test" || return 0
     if [ -n "${PERF:-}" ] && [ "$server-$test" = "appliance-${PERF_CELL:-bulk}" ]; then
         # shellcheck disable=SC2086  # PERF_CALL_GRAPH is a word list on purpose
         perf record ${PERF_CALL_GRAPH:--g} -o "$PERF" -p "$APPLIANCE_PID" -- sleep "$SECS" >/dev/null 2>&1 &
         perf=$!
     fi
-    [ "$server" = appliance ] && f0=$(appl_frames) && a0=$(appl_answer) && p0=$(appl_phases)
+    [ "$server" = appliance ] && s0=$(appl_snap)
     c0=$(cpu_stat); b0=$(busy_s "$server"); t0=$(date +%s.%N)
     out=$("${H[@]}" taskset -c 0 "$BIN/loadgen" --target "$(target "$server" "$cert")" --sni bench.test \
         --no-verify --duration "${SECS}s" --json --quiet "$@" || true)
     b1=$(busy_s "$server"); t1=$(date +%s.%N); c1=$(cpu_stat)
-    [ "$server" = appliance ] && f1=$(appl_frames) && a1=$(appl_answer) && p1=$(appl_phases)
+    [ "$server" = appliance ] && s1=$(appl_snap)
     [ -n "$perf" ] && wait "$perf"
-    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$f0" "$f1" "$a0" "$a1" "$p0" "$p1" >> "$WORK/cells" <<'PY'
+    python3 - "$server" "$test" "$b0" "$b1" "$t0" "$t1" "$out" "$c0" "$c1" "$s0" "$s1" >> "$WORK/cells" <<'PY'
 import json, sys
 server, test, b0, b1, t0, t1, out = sys.argv[1:8]
-c0, c1, f0, f1 = ([float(x) for x in a.split()] for a in sys.argv[8:12])
-a0, a1 = json.loads(sys.argv[12]), json.loads(sys.argv[13])
-p0, p1 = json.loads(sys.argv[14]), json.loads(sys.argv[15])
+c0, c1 = ([float(x) for x in a.split()] for a in sys.argv[8:10])
+s0, s1 = json.loads(sys.argv[10]), json.loads(sys.argv[11])
+f0, f1 = s0["frames"], s1["frames"]
+a0, a1 = s0["answer"], s1["answer"]
+p0, p1 = s0["phases"], s1["phases"]
 phases = {k: p1[k] - p0.get(k, 0) for k in p1 if k != "hz"}
 if phases:
     phases["hz"] = p1["hz"]
